@@ -1,0 +1,1356 @@
+r"""A synthetic OMOP CDM cohort whose outcome hazard is known exactly.
+
+Real EHR data cannot ship with a book, so every chapter runs on this generator. Its story, in
+order (all of it vectorised over patients; the only Python loop is over follow-up months):
+
+1. **People.** Adults aged 40-85 at enrolment (dates between ``start_date`` and
+   ``start_date + enrol_years``), sex, and a latent smoking status that is never recorded.
+   Nobody has heart failure at enrolment (an incident-outcome cohort).
+2. **Latent chronic diseases** (:data:`CHRONIC`) present at enrolment with an age-, sex- and
+   comorbidity-dependent probability, then starting during follow-up with a monthly hazard
+   :math:`1-\exp(-r/12)`, :math:`\log r = \log r_0 + a\,(\text{age}-60)/10 + s\,\text{male}
+   + \sum_j g_j D_j`, where the :math:`D_j` are its parent diseases (obesity raises
+   hypertension and diabetes, diabetes and hypertension raise CKD, ...: :data:`DISEASES`).
+3. **Acute episodes** (:data:`ACUTE`): pneumonia, UTI, influenza (seasonal), myocardial
+   infarction (mostly in coronary disease), fracture, gastroenteritis; each brings a visit.
+4. **Visits**: outpatient and inpatient visits as a Poisson process per month whose rate rises
+   with the number of active diseases and with age; inpatient stays last 1-10 days; emergency
+   visits for acute episodes.
+5. **Diagnosis and treatment**: a disease is first recorded at a visit some time after onset
+   (under-diagnosis and delay), then recorded at later visits with a disease-specific
+   probability; once diagnosed it is treated with a fixed per-patient propensity. Every drug
+   and disease-specific procedure row carries ``linked_condition_occurrence_id`` pointing at the
+   diagnosis row it treats, recorded at the same visit (a MiME-style link; routine care such
+   as visit codes and vaccines carries none). :meth:`SyntheticCohort.omop_tables` leaves this
+   column out, so a plain OMOP reader never sees it.
+6. **Labs** (LOINC, with units): value = reference mean + reference sd x (patient effect +
+   noise + disease shifts - treatment effect); e.g. HbA1c rises with diabetes and falls on
+   treatment, so labs carry signal about diseases that are not yet diagnosed.
+7. **Outcomes**. Heart failure onset (first occurrence; recorded on the onset day, at an
+   admission or an outpatient visit) and death, each with a monthly hazard
+   :math:`h_m = 1 - \exp(-e^{\eta_m}/12)` whose log-rate :math:`\eta_m` is a documented
+   linear function of the history at the start of month :math:`m` (:data:`HF_LOG_HR`,
+   :data:`DEATH_LOG_HR`): age, sex, active diseases, a myocardial infarction in the last 12
+   months, pneumonia in the last 3 months, and (for heart failure) treated hypertension.
+8. **Censoring** is non-informative: administrative end of data plus an exponential dropout
+   independent of everything else. For the heart-failure outcome, death is a competing risk
+   (the true hazard returned is the cause-specific one).
+
+The ground truth (:class:`Truth`) comes back beside the tables: each patient's monthly hazard
+for both outcomes (the hazard that generated the events, so it knows latent onsets the records
+do not show: a ceiling, not an achievable target), the latent onsets, the baseline covariates,
+the coefficients, and the concept-to-group assignment.
+
+The vocabulary is the project's own (:mod:`ehrseq.data.concepts`). ``site="B"`` runs the same
+story at a second site that records diagnoses with SNOMED source codes instead of ICD-10-CM,
+drugs at ingredient instead of clinical-drug granularity, with an older, more obese population
+that visits more often: :func:`generate_two_sites`.
+
+Derived in the chapter "The synthetic cohort" (``notebooks/01_synthetic_cohort.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ehrseq.data.concepts import Vocabulary, load_vocabulary
+
+__all__ = [
+    "SyntheticConfig",
+    "SyntheticCohort",
+    "Truth",
+    "generate_cohort",
+    "generate_two_sites",
+    "CHRONIC",
+    "ACUTE",
+    "BACKGROUND",
+    "DISEASES",
+    "HF_LOG_HR",
+    "DEATH_LOG_HR",
+]
+
+DAYS_PER_MONTH = 365.25 / 12
+EHR_TYPE = 32817  # OMOP Type Concept "EHR"
+VISIT_OP, VISIT_IP, VISIT_ER = 9202, 9201, 9203
+MALE, FEMALE = 8507, 8532
+
+
+@dataclass(frozen=True)
+class Disease:
+    """One latent chronic disease: prevalence at enrolment and onset rate afterwards.
+
+    ``prev_logit`` is the log-odds of being present at enrolment for a 60-year-old woman with
+    no parent disease who does not smoke; ``rate`` the yearly onset rate for the same person;
+    ``age`` and ``male`` act on both (per decade, log scale); ``parents`` are log-odds /
+    log-rate increments given each parent disease; ``smoker`` likewise.
+    """
+
+    prev_logit: float
+    rate: float
+    age: float
+    male: float = 0.0
+    smoker: float = 0.0
+    parents: dict[str, float] = field(default_factory=dict)
+    p_diagnose: float = 0.5  # chance that one visit of an undiagnosed, active case records it
+    p_record: float = 0.5  # chance that a later visit records it again
+    p_treat: float = 0.7  # share of diagnosed patients who are treated
+
+
+# The chronic diseases in topological order (parents before children).
+DISEASES: dict[str, Disease] = {
+    "obesity": Disease(-0.7, 0.010, 0.0, p_diagnose=0.3, p_record=0.3, p_treat=0.2),
+    "hypertension": Disease(
+        -0.6, 0.030, 0.5, 0.1, parents={"obesity": 0.8}, p_record=0.6, p_treat=0.8
+    ),
+    "hyperlipidemia": Disease(-0.9, 0.020, 0.3, 0.2, parents={"obesity": 0.4}, p_treat=0.7),
+    "type2_diabetes": Disease(
+        -2.3, 0.008, 0.3, 0.2, parents={"obesity": 1.0, "hyperlipidemia": 0.3}, p_treat=0.85
+    ),
+    "chronic_kidney_disease": Disease(
+        -3.1,
+        0.006,
+        0.6,
+        parents={"type2_diabetes": 0.9, "hypertension": 0.7},
+        p_diagnose=0.35,
+        p_treat=0.5,
+    ),
+    "coronary_artery_disease": Disease(
+        -3.4,
+        0.006,
+        0.6,
+        0.6,
+        0.7,
+        parents={"hypertension": 0.5, "hyperlipidemia": 0.7, "type2_diabetes": 0.6},
+        p_treat=0.85,
+    ),
+    "atrial_fibrillation": Disease(
+        -3.4, 0.004, 0.8, 0.3, parents={"hypertension": 0.5}, p_diagnose=0.6, p_treat=0.8
+    ),
+    "copd": Disease(-3.4, 0.004, 0.4, 0.1, 1.8, p_treat=0.7),
+    "depression": Disease(-2.2, 0.010, -0.1, -0.5, p_diagnose=0.4, p_treat=0.6),
+}
+CHRONIC: tuple[str, ...] = (*DISEASES, "heart_failure")
+ACUTE: tuple[str, ...] = (
+    "pneumonia",
+    "urinary_tract_infection",
+    "influenza",
+    "acute_myocardial_infarction",
+    "fracture",
+    "gastroenteritis",
+)
+BACKGROUND: tuple[str, ...] = (
+    "low_back_pain",
+    "allergic_rhinitis",
+    "osteoarthritis",
+    "gerd",
+    "headache",
+    "insomnia",
+    "dermatitis",
+    "hypothyroidism",
+    "anxiety",
+    "sinusitis",
+    "conjunctivitis",
+    "vitamin_d_deficiency",
+)
+
+# Acute episodes: yearly rate at 60 (log-rate effects per decade of age, male, and diseases),
+# and the chance the episode's visit is an admission.
+ACUTE_RATES: dict[str, tuple[float, float, float, dict[str, float], float]] = {
+    "pneumonia": (0.02, 0.4, 0.2, {"copd": 1.2, "heart_failure": 0.7}, 0.35),
+    "urinary_tract_infection": (0.05, 0.2, -1.0, {"type2_diabetes": 0.4}, 0.05),
+    "influenza": (0.04, 0.0, 0.0, {"copd": 0.5}, 0.05),
+    "acute_myocardial_infarction": (
+        0.0015,
+        0.3,
+        0.5,
+        {"coronary_artery_disease": 2.3, "type2_diabetes": 0.3},
+        0.95,
+    ),
+    "fracture": (0.01, 0.4, -0.4, {}, 0.3),
+    "gastroenteritis": (0.04, -0.2, 0.0, {}, 0.05),
+}
+
+# log-hazard ratios of the outcomes (yearly rate exp(eta); monthly hazard 1 - exp(-rate/12)).
+HF_LOG_HR: dict[str, float] = {
+    "intercept": math.log(0.0025),  # yearly rate at age 60, female, no disease
+    "age_per_decade": 0.55,  # (age - 60) / 10
+    "male": 0.3,
+    "hypertension": 0.5,
+    "coronary_artery_disease": 0.8,
+    "atrial_fibrillation": 0.8,
+    "type2_diabetes": 0.5,
+    "chronic_kidney_disease": 0.6,
+    "copd": 0.4,
+    "obesity": 0.3,
+    "hyperlipidemia": 0.0,  # acts only through coronary disease
+    "depression": 0.0,  # a disease with no effect on the outcome
+    "recent_mi": 1.2,  # myocardial infarction in the previous 12 months
+    "recent_pneumonia": 0.7,  # pneumonia in the previous 3 months
+    "treated_hypertension": -0.4,  # diagnosed and treated hypertension
+}
+DEATH_LOG_HR: dict[str, float] = {
+    "intercept": math.log(0.0015),
+    "age_per_decade": 0.8,
+    "male": 0.35,
+    "smoker": 0.3,
+    "heart_failure": 1.3,
+    "chronic_kidney_disease": 0.6,
+    "copd": 0.6,
+    "coronary_artery_disease": 0.3,
+    "type2_diabetes": 0.3,
+    "recent_mi": 1.0,
+    "recent_pneumonia": 0.5,
+}
+
+# Lab shifts, in reference standard deviations: LOINC code -> {disease: (shift, treated shift)}.
+LAB_EFFECTS: dict[str, dict[str, tuple[float, float]]] = {
+    "2345-7": {"type2_diabetes": (2.5, -1.2)},  # glucose
+    "4548-4": {"type2_diabetes": (3.0, -1.5)},  # HbA1c
+    "2160-0": {"chronic_kidney_disease": (2.5, 0.0), "heart_failure": (0.5, 0.0)},  # creatinine
+    "33914-3": {"chronic_kidney_disease": (-2.5, 0.0)},  # eGFR (MDRD)
+    "62238-1": {"chronic_kidney_disease": (-2.5, 0.0)},  # eGFR (CKD-EPI)
+    "13457-7": {"hyperlipidemia": (2.0, -1.5)},  # LDL (calculated)
+    "18262-6": {"hyperlipidemia": (2.0, -1.5)},  # LDL (direct)
+    "2093-3": {"hyperlipidemia": (1.5, -1.0)},  # total cholesterol
+    "8480-6": {"hypertension": (2.0, -1.2)},  # systolic BP
+    "8462-4": {"hypertension": (1.5, -1.0)},  # diastolic BP
+    "39156-5": {"obesity": (2.5, -0.3)},  # BMI
+    "29463-7": {"obesity": (2.0, -0.3)},  # body weight
+    "30934-4": {  # BNP
+        "heart_failure": (3.0, -0.8),
+        "coronary_artery_disease": (0.5, 0.0),
+        "atrial_fibrillation": (0.7, 0.0),
+    },
+    "33762-6": {  # NT-proBNP
+        "heart_failure": (3.0, -0.8),
+        "coronary_artery_disease": (0.5, 0.0),
+        "atrial_fibrillation": (0.7, 0.0),
+    },
+    "8867-4": {"atrial_fibrillation": (1.5, -1.0)},  # heart rate
+    "718-7": {"chronic_kidney_disease": (-1.0, 0.0)},  # hemoglobin
+    "2823-3": {"chronic_kidney_disease": (1.0, 0.0)},  # potassium
+    "19926-5": {"copd": (-2.5, 0.3)},  # FEV1/FVC
+    "44261-6": {"depression": (2.5, -1.0)},  # PHQ-9
+    "10839-9": {"acute_myocardial_infarction": (4.0, 0.0)},  # troponin I
+    "1988-5": {"pneumonia": (3.0, 0.0)},  # CRP
+    "6690-2": {"pneumonia": (1.5, 0.0)},  # WBC
+}
+VITALS = ("8480-6", "8462-4", "8867-4", "29463-7", "39156-5")
+PANEL = ("2345-7", "2160-0", "2951-2", "2823-3", "718-7", "6690-2")
+ROUTINE_EM = {"op": ("99212", "99213", "99214", "99215"), "ip": ("99222", "99223")}
+ROUTINE_EM_ER = ("99283", "99284", "99285")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Parameters of the synthetic cohort. Defaults give site A.
+
+    Attributes:
+        n_patients: people enrolled.
+        seed: the one seed; the same config gives identical tables.
+        start_date: first enrolment date (ISO).
+        enrol_years: enrolment is spread uniformly over this many years.
+        followup_years: data end ``start_date + enrol_years + followup_years`` (administrative
+            censoring).
+        age_min, age_max: age range at enrolment (years).
+        dropout_per_year: yearly rate of an exponential dropout, independent of everything.
+        visit_rate: outpatient visits per year of a healthy 60-year-old.
+        hazard_scale: multiplies every log-hazard ratio of the outcome hazards (0 removes the
+            signal; the intercept stays).
+        site: ``"A"`` (ICD-10-CM diagnoses, clinical drugs) or ``"B"`` (SNOMED source codes,
+            drug ingredients, older and more obese population, more visits).
+        age_shift, obesity_shift, visit_rate_scale: population shift (site B sets them).
+        person_id_offset: added to person ids (site B uses 10,000,000 so ids never collide).
+    """
+
+    n_patients: int = 2000
+    seed: int = 0
+    start_date: str = "2012-01-01"
+    enrol_years: float = 3.0
+    followup_years: float = 6.0
+    age_min: float = 40.0
+    age_max: float = 85.0
+    dropout_per_year: float = 0.04
+    visit_rate: float = 2.0
+    hazard_scale: float = 1.0
+    site: str = "A"
+    age_shift: float = 0.0
+    obesity_shift: float = 0.0
+    visit_rate_scale: float = 1.0
+    person_id_offset: int = 0
+
+    def validate(self) -> SyntheticConfig:
+        """Raise ``ValueError`` naming the first parameter that does not make sense."""
+        checks = [
+            (
+                isinstance(self.n_patients, int | np.integer) and self.n_patients >= 1,
+                "n_patients must be an integer >= 1",
+            ),
+            (
+                isinstance(self.seed, int | np.integer) and self.seed >= 0,
+                "seed must be an integer >= 0",
+            ),
+            (self.enrol_years > 0, "enrol_years must be > 0"),
+            (self.followup_years > 0, "followup_years must be > 0"),
+            (18 <= self.age_min < self.age_max <= 100, "need 18 <= age_min < age_max <= 100"),
+            (self.dropout_per_year >= 0, "dropout_per_year must be >= 0"),
+            (self.visit_rate > 0, "visit_rate must be > 0"),
+            (self.hazard_scale >= 0, "hazard_scale must be >= 0"),
+            (self.site in ("A", "B"), "site must be 'A' or 'B'"),
+            (self.visit_rate_scale > 0, "visit_rate_scale must be > 0"),
+            (self.person_id_offset >= 0, "person_id_offset must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"SyntheticConfig: {message} (got {self})")
+        try:
+            pd.Timestamp(self.start_date)
+        except (ValueError, TypeError) as err:
+            raise ValueError(
+                f"SyntheticConfig: start_date {self.start_date!r} is not a date"
+            ) from err
+        return self
+
+
+@dataclass
+class Truth:
+    """What generated the data, returned beside the tables (never shown to a model).
+
+    Attributes:
+        persons: one row per person: ``person_id``, ``enrol_date``, ``age_at_enrolment``,
+            ``male``, ``smoker``, ``obs_end_date``, ``end_reason`` (``admin``, ``dropout``,
+            ``death``), ``data_end_date`` (administrative end), and per outcome the true event date (``hf_date``, ``death_date``;
+            NaT if none before the data end, whether or not it was observed).
+        baseline: the true covariates at enrolment (age per decade centred at 60, male, smoker,
+            each chronic disease present at enrolment): the inputs of the Cox check.
+        onsets: long frame ``person_id``, ``disease``, ``onset_date``, ``prevalent`` (present at
+            enrolment), ``diagnosed_date`` (first record; NaT if never).
+        hazard: ``{"heart_failure": (N, M), "death": (N, M)}`` monthly hazards; month ``m`` of a
+            person covers days ``[m, m+1) * 365.25/12`` after enrolment. After the event the
+            hazard is frozen at its value in the event month; after death both are frozen.
+        concept_groups: ``concept_id``, ``group``, ``role`` for every clinical concept.
+        coefficients: ``{"heart_failure": HF_LOG_HR, "death": DEATH_LOG_HR}`` as used (scaled).
+    """
+
+    persons: pd.DataFrame
+    baseline: pd.DataFrame
+    onsets: pd.DataFrame
+    hazard: dict[str, np.ndarray]
+    concept_groups: pd.DataFrame
+    coefficients: dict[str, dict[str, float]]
+
+    def true_risk(
+        self,
+        outcome: str,
+        index_days: np.ndarray | float,
+        horizon_days: float,
+        person_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
+        r"""True probability of the outcome in ``(index, index + horizon]`` from the hazard path.
+
+        .. math:: \text{risk} = 1 - \prod_{m \in \text{window}} (1 - h_m)
+
+        with whole months ``m`` whose start lies in the window (index and horizon are rounded
+        to months). Uses the realised latent path (it knows future onsets), so its C-index is a
+        ceiling for any model that reads the records.
+
+        Args:
+            outcome: ``"heart_failure"`` or ``"death"``.
+            index_days: days after enrolment of the prediction time, scalar or per person.
+            horizon_days: length of the window in days (> 0).
+            person_ids: the persons (default: all, in ``persons`` order).
+
+        Shapes:
+            index_days: () or (n,); returns (n,).
+
+        Raises:
+            ValueError: unknown outcome, unknown person ids, negative index, horizon <= 0.
+        """
+        if outcome not in self.hazard:
+            raise ValueError(f"outcome must be one of {sorted(self.hazard)}, got {outcome!r}")
+        if horizon_days <= 0:
+            raise ValueError(f"horizon_days must be > 0, got {horizon_days}")
+        h = self.hazard[outcome]
+        rows = self._rows(person_ids)
+        index = np.broadcast_to(np.asarray(index_days, dtype=float), rows.shape)
+        if (index < 0).any():
+            raise ValueError("index_days must be >= 0 (days after enrolment)")
+        m0 = np.ceil(index / DAYS_PER_MONTH - 1e-9).astype(int)
+        m1 = np.ceil((index + horizon_days) / DAYS_PER_MONTH - 1e-9).astype(int)
+        log_s = np.concatenate(
+            [np.zeros((h.shape[0], 1)), np.cumsum(np.log1p(-h.astype(np.float64)), axis=1)], axis=1
+        )
+        m0 = np.clip(m0, 0, h.shape[1])
+        m1 = np.clip(m1, 0, h.shape[1])
+        return 1.0 - np.exp(log_s[rows, m1] - log_s[rows, m0])
+
+    def _rows(self, person_ids: np.ndarray | None) -> np.ndarray:
+        if person_ids is None:
+            return np.arange(len(self.persons))
+        pos = pd.Index(self.persons["person_id"]).get_indexer(np.asarray(person_ids))
+        if (pos < 0).any():
+            bad = np.asarray(person_ids)[pos < 0][:5]
+            raise ValueError(f"unknown person ids, e.g. {bad.tolist()}")
+        return pos
+
+
+@dataclass
+class SyntheticCohort:
+    """The generated OMOP CDM tables (``tables``), the vocabulary, and the ground truth."""
+
+    config: SyntheticConfig
+    tables: dict[str, pd.DataFrame]
+    vocabulary: Vocabulary
+    truth: Truth
+
+    LINK_COLUMN = "linked_condition_occurrence_id"
+
+    def omop_tables(self, include_vocabulary: bool = True) -> dict[str, pd.DataFrame]:
+        """The tables as a plain OMOP CDM export: the generator's link column removed."""
+        out = {
+            name: df.drop(columns=[self.LINK_COLUMN], errors="ignore")
+            for name, df in self.tables.items()
+        }
+        if include_vocabulary:
+            out["concept"] = self.vocabulary.concept.drop(columns=["description"], errors="ignore")
+            out["concept_relationship"] = self.vocabulary.relationship
+        return out
+
+    def write_omop(self, folder, fmt: str = "parquet", include_vocabulary: bool = True) -> None:
+        """Write :meth:`omop_tables` as one ``parquet`` or ``csv`` file per table into ``folder``."""
+        from pathlib import Path
+
+        if fmt not in ("parquet", "csv"):
+            raise ValueError(f"fmt must be 'parquet' or 'csv', got {fmt!r}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, df in self.omop_tables(include_vocabulary).items():
+            if fmt == "parquet":
+                df.to_parquet(folder / f"{name}.parquet", index=False)
+            else:
+                df.to_csv(folder / f"{name}.csv", index=False)
+
+    def summary(self) -> pd.DataFrame:
+        """Rows per table and persons with at least one row."""
+        return pd.DataFrame(
+            [
+                {"table": name, "rows": len(df), "persons": df["person_id"].nunique()}
+                for name, df in self.tables.items()
+            ]
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Codebook: the vocabulary resolved into arrays the generator can index.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    conditions: np.ndarray  # standard condition concept ids
+    sources: np.ndarray  # per condition: ICD-10-CM source id (0 if none)
+    ingredients: np.ndarray
+    clinical: list[np.ndarray]  # per ingredient: clinical drug ids (may be empty)
+    procedures: np.ndarray
+    labs: np.ndarray  # measurement concept ids of this group
+
+
+class _Codebook:
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        maps = vocab.maps_to()
+        parents = vocab.parents()
+        src_of: dict[int, int] = {}
+        ann = vocab.annotation
+        sources = ann.loc[ann["role"] == "condition_source", "concept_id"].astype(int)
+        for s in sources:
+            std = maps.get(s)
+            if std is not None and not isinstance(std, pd.Series):
+                src_of.setdefault(int(std), int(s))
+        self.groups: dict[str, _Group] = {}
+        for g in (*CHRONIC, *ACUTE, *BACKGROUND):
+            conds = np.array(vocab.ids(g, "condition"), dtype=np.int64)
+            if len(conds) == 0:
+                raise ValueError(f"vocabulary: group {g!r} has no 'condition' concepts")
+            ingredients = np.array(vocab.ids(g, "drug_ingredient"), dtype=np.int64)
+            clinical_ids = vocab.ids(g, "drug_clinical")
+            by_ing: dict[int, list[int]] = {int(i): [] for i in ingredients}
+            for c in clinical_ids:
+                p = parents.get(c)
+                for q in np.atleast_1d(p if p is not None else []):
+                    if int(q) in by_ing:
+                        by_ing[int(q)].append(int(c))
+            self.groups[g] = _Group(
+                conditions=conds,
+                sources=np.array([src_of.get(int(c), 0) for c in conds], dtype=np.int64),
+                ingredients=ingredients,
+                clinical=[np.array(by_ing[int(i)], dtype=np.int64) for i in ingredients],
+                procedures=np.array(
+                    vocab.ids(g, "procedure") + vocab.ids(g, "procedure_pcs"), dtype=np.int64
+                ),
+                labs=np.array(vocab.ids(g, "measurement"), dtype=np.int64),
+            )
+        code = vocab.concept.set_index("concept_id")["concept_code"]
+        self.code = code
+        self.vocabulary_id = vocab.concept.set_index("concept_id")["vocabulary_id"]
+        meas = ann.loc[ann["role"] == "measurement"].set_index("concept_id")
+        self.lab_params = meas[
+            ["unit_concept_id", "ref_mean", "ref_sd", "min_value", "max_value", "decimals"]
+        ]
+        self.loinc_to_id = {code[i]: int(i) for i in meas.index}
+
+    def cpt(self, codes) -> np.ndarray:
+        ids = [self.vocab.by_code("CPT4", c) for c in codes]
+        return np.array([i for i in ids if i is not None], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# The generator
+# --------------------------------------------------------------------------------------------
+
+
+def generate_two_sites(
+    config: SyntheticConfig | None = None, n_patients_b: int | None = None
+) -> tuple[SyntheticCohort, SyntheticCohort]:
+    """Site A (``config``) and site B: the same story, another vocabulary and population.
+
+    Site B records diagnoses with SNOMED source codes instead of ICD-10-CM, drugs as RxNorm
+    ingredients instead of clinical drugs, and has an older (+5 years), more obese population
+    that visits 30 % more often; its person ids start at 10,000,000 and its seed differs.
+    """
+    a = (config or SyntheticConfig()).validate()
+    if a.site != "A":
+        raise ValueError("generate_two_sites: pass the site A config (site='A')")
+    b = dataclasses.replace(
+        a,
+        site="B",
+        seed=a.seed + 1_000_003,
+        n_patients=n_patients_b or a.n_patients,
+        age_shift=5.0,
+        obesity_shift=0.5,
+        visit_rate_scale=1.3,
+        person_id_offset=10_000_000,
+    )
+    return generate_cohort(a), generate_cohort(b)
+
+
+def generate_cohort(
+    config: SyntheticConfig | None = None,
+    vocabulary: Vocabulary | None = None,
+    progress: bool = False,
+) -> SyntheticCohort:
+    """Generate the synthetic OMOP cohort and its ground truth (story in the module docstring).
+
+    Args:
+        config: parameters (default :class:`SyntheticConfig`).
+        vocabulary: default :func:`ehrseq.data.concepts.load_vocabulary`.
+        progress: show a progress bar over follow-up months.
+
+    Raises:
+        ValueError: on parameters that do not make sense, or a vocabulary that lacks a group.
+    """
+    cfg = (config or SyntheticConfig()).validate()
+    vocab = vocabulary or load_vocabulary()
+    book = _Codebook(vocab)
+    rng = np.random.default_rng(cfg.seed)
+    sim = _simulate_latent(cfg, rng, progress)
+    return _write_tables(cfg, vocab, book, sim, rng)
+
+
+def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: bool) -> dict:
+    """Month-by-month latent simulation, vectorised over people."""
+    n = int(cfg.n_patients)
+    scale = cfg.hazard_scale
+    total_months = int(round((cfg.enrol_years + cfg.followup_years) * 12))
+    enrol_month = rng.integers(0, int(round(cfg.enrol_years * 12)), size=n)
+    enrol_day = enrol_month * DAYS_PER_MONTH + rng.uniform(0, DAYS_PER_MONTH, size=n)
+    admin_months = total_months - enrol_month  # months of possible follow-up per person
+    horizon = int(admin_months.max())
+    admin_day = total_months * DAYS_PER_MONTH - enrol_day  # days after enrolment to data end
+
+    male = rng.random(n) < 0.48
+    age0 = rng.uniform(cfg.age_min, cfg.age_max, size=n) + cfg.age_shift
+    smoker = rng.random(n) < np.where(male, 0.24, 0.17)
+    dropout_day = (
+        rng.exponential(365.25 / cfg.dropout_per_year, size=n)
+        if cfg.dropout_per_year > 0
+        else np.full(n, np.inf)
+    )
+
+    names = list(DISEASES)
+    k_of = {d: i for i, d in enumerate(CHRONIC)}
+    n_k = len(CHRONIC)
+    hf = k_of["heart_failure"]
+    active = np.zeros((n, n_k), dtype=bool)
+    onset_day = np.full((n, n_k), np.inf)
+    prevalent = np.zeros((n, n_k), dtype=bool)
+    dec0 = (age0 - 60.0) / 10.0
+    for d in names:
+        spec = DISEASES[d]
+        logit = spec.prev_logit + spec.age * dec0 + spec.male * male + spec.smoker * smoker
+        if d == "obesity":
+            logit = logit + cfg.obesity_shift
+        for p, g in spec.parents.items():
+            logit = logit + g * active[:, k_of[p]]
+        present = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+        active[:, k_of[d]] = present
+        prevalent[:, k_of[d]] = present
+        onset_day[present, k_of[d]] = -rng.uniform(30, 3650, size=int(present.sum()))
+
+    treat_flag = rng.random((n, n_k)) < np.array([DISEASES[d].p_treat for d in names] + [0.9])
+    p_dx = np.array([DISEASES[d].p_diagnose for d in names] + [1.0])
+    diagnosed = np.zeros((n, n_k), dtype=bool)
+    dx_month = np.full((n, n_k), -1, dtype=np.int32)
+    last_mi = np.full(n, -10_000, dtype=np.int64)  # month of the last myocardial infarction
+    last_pna = np.full(n, -10_000, dtype=np.int64)
+    alive = np.ones(n, dtype=bool)
+    death_day = np.full(n, np.inf)
+    haz = {
+        "heart_failure": np.zeros((n, horizon), dtype=np.float32),
+        "death": np.zeros((n, horizon), dtype=np.float32),
+    }
+    hf_done = np.zeros(n, dtype=bool)
+    episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    visits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    hf_visits: list[tuple[np.ndarray, np.ndarray]] = []
+    acute_specs = [ACUTE_RATES[a] for a in ACUTE]
+    calendar0 = pd.Timestamp(cfg.start_date).month - 1
+
+    for m in tqdm(range(horizon), desc="simulating months", disable=not progress, leave=False):
+        start = m * DAYS_PER_MONTH
+        dec = dec0 + m / 120.0
+        within = m < admin_months
+        observed = alive & within & (start < dropout_day)
+        # Outcome hazards from the state at the start of the month (only the past counts).
+        recent_mi = (m - last_mi) <= 12
+        recent_pna = (m - last_pna) <= 3
+        eta_hf = HF_LOG_HR["intercept"] + scale * (
+            HF_LOG_HR["age_per_decade"] * dec
+            + HF_LOG_HR["male"] * male
+            + sum(HF_LOG_HR[d] * active[:, k_of[d]] for d in names)
+            + HF_LOG_HR["recent_mi"] * recent_mi
+            + HF_LOG_HR["recent_pneumonia"] * recent_pna
+            + HF_LOG_HR["treated_hypertension"]
+            * (diagnosed[:, k_of["hypertension"]] & treat_flag[:, k_of["hypertension"]])
+        )
+        eta_d = DEATH_LOG_HR["intercept"] + scale * (
+            DEATH_LOG_HR["age_per_decade"] * dec
+            + DEATH_LOG_HR["male"] * male
+            + DEATH_LOG_HR["smoker"] * smoker
+            + sum(DEATH_LOG_HR[d] * active[:, k_of[d]] for d in DEATH_LOG_HR if d in k_of)
+            + DEATH_LOG_HR["recent_mi"] * recent_mi
+            + DEATH_LOG_HR["recent_pneumonia"] * recent_pna
+        )
+        h_hf = -np.expm1(-np.exp(eta_hf) / 12.0)
+        h_d = -np.expm1(-np.exp(eta_d) / 12.0)
+        # Frozen after the event / after death.
+        haz["heart_failure"][:, m] = np.where(
+            hf_done | ~alive, haz["heart_failure"][:, m - 1] if m else h_hf, h_hf
+        )
+        haz["death"][:, m] = np.where(alive, h_d, haz["death"][:, m - 1] if m else h_d)
+
+        # Heart failure onset and death this month.
+        new_hf = alive & ~hf_done & (rng.random(n) < h_hf)
+        day_hf = start + rng.uniform(0, DAYS_PER_MONTH, size=n)
+        dies = alive & (rng.random(n) < h_d)
+        day_d = start + rng.uniform(0, DAYS_PER_MONTH, size=n)
+        # Both in one month: the one that comes first wins for HF (no HF after death).
+        new_hf &= ~dies | (day_hf < day_d)
+        onset_day[new_hf, hf] = day_hf[new_hf]
+        hf_done |= new_hf
+        seen_hf = new_hf & observed & (day_hf < dropout_day) & (day_hf < admin_day)
+        if seen_hf.any():
+            who = np.flatnonzero(seen_hf)
+            hf_visits.append((who, day_hf[who]))
+            dx_month[who, hf] = m
+        death_day[dies] = day_d[dies]
+
+        # Chronic onsets (latent; they continue after dropout, not after death).
+        for d in names:
+            k = k_of[d]
+            spec = DISEASES[d]
+            log_r = math.log(spec.rate) + spec.age * dec + spec.male * male + spec.smoker * smoker
+            for p, g in spec.parents.items():
+                log_r = log_r + g * active[:, k_of[p]]
+            new = alive & ~active[:, k] & (rng.random(n) < -np.expm1(-np.exp(log_r) / 12.0))
+            onset_day[new, k] = start + rng.uniform(0, DAYS_PER_MONTH, size=int(new.sum()))
+        active |= onset_day <= start + DAYS_PER_MONTH
+        active[:, hf] = hf_done
+
+        # Acute episodes (one at most of each kind per month).
+        for a_idx, (rate, a_age, a_male, effects, _) in enumerate(acute_specs):
+            log_r = math.log(rate) + a_age * dec + a_male * male
+            for d, g in effects.items():
+                log_r = log_r + g * active[:, k_of[d]]
+            if ACUTE[a_idx] == "influenza":
+                month_of_year = (calendar0 + enrol_month + m) % 12
+                log_r = log_r + np.where(np.isin(month_of_year, (11, 0, 1)), math.log(3.0), 0.0)
+            p = -np.expm1(-np.exp(log_r) / 12.0)
+            hit = alive & (rng.random(n) < p)
+            who = np.flatnonzero(hit)
+            if len(who):
+                day = start + rng.uniform(0, DAYS_PER_MONTH, size=len(who))
+                episodes.append((who, day, np.full(len(who), a_idx)))
+                if ACUTE[a_idx] == "acute_myocardial_infarction":
+                    last_mi[who] = m
+                if ACUTE[a_idx] == "pneumonia":
+                    last_pna[who] = m
+
+        # Routine visits while observed: rate rises with disease burden and age.
+        burden = active.sum(axis=1)
+        op_rate = cfg.visit_rate * cfg.visit_rate_scale * np.exp(0.15 * burden + 0.1 * dec)
+        ip_rate = 0.02 * np.exp(0.35 * burden + 0.2 * dec)
+        n_op = rng.poisson(op_rate / 12.0) * observed
+        n_ip = rng.poisson(ip_rate / 12.0) * observed
+        for count, vtype in ((n_op, 0), (n_ip, 1)):
+            who = np.repeat(np.arange(n), count)
+            if len(who):
+                day = start + rng.uniform(0, DAYS_PER_MONTH, size=len(who))
+                visits.append((who, day, np.full(len(who), vtype)))
+        # Diagnosis at this month's visits, from diseases active at the start of the month.
+        had_visit = (n_op + n_ip) > 0
+        p_month = 1.0 - (1.0 - p_dx[None, :]) ** np.maximum(n_op + n_ip, 1)[:, None]
+        at_start = onset_day < start
+        new_dx = at_start & ~diagnosed & had_visit[:, None] & (rng.random((n, n_k)) < p_month)
+        new_dx[:, hf] = False
+        dx_month[new_dx] = m
+        diagnosed |= new_dx
+        diagnosed[:, hf] |= seen_hf
+        alive &= ~dies
+
+    obs_end = np.minimum.reduce([admin_day, dropout_day, death_day])
+    end_reason = np.select(
+        [death_day <= np.minimum(admin_day, dropout_day), dropout_day < admin_day],
+        ["death", "dropout"],
+        "admin",
+    )
+    return {
+        "n": n,
+        "horizon": horizon,
+        "enrol_day": enrol_day,
+        "male": male,
+        "age0": age0,
+        "smoker": smoker,
+        "onset_day": onset_day,
+        "prevalent": prevalent,
+        "dx_month": dx_month,
+        "treat_flag": treat_flag,
+        "death_day": death_day,
+        "dropout_day": dropout_day,
+        "admin_day": admin_day,
+        "obs_end": obs_end,
+        "end_reason": end_reason,
+        "hazard": haz,
+        "episodes": _cat(episodes, 3),
+        "visits": _cat(visits, 3),
+        "hf_visits": _cat(hf_visits, 2),
+    }
+
+
+def _cat(parts: list[tuple], width: int) -> tuple[np.ndarray, ...]:
+    if not parts:
+        return tuple(np.zeros(0) for _ in range(width))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(width))
+
+
+def _first_per_person(person: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Index of the first True row per person (rows sorted by person), ``INT_MAX`` if none."""
+    out = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    rows = np.flatnonzero(mask)
+    who, first = np.unique(person[rows], return_index=True)
+    out[who] = rows[first]
+    return out
+
+
+def _pick(rng: np.random.Generator, choices: np.ndarray, size: int) -> np.ndarray:
+    return choices[rng.integers(0, len(choices), size=size)]
+
+
+class _Rows:
+    """Collects event rows of one OMOP table as arrays, concatenated once at the end."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, **cols: np.ndarray) -> None:
+        n = len(next(iter(cols.values())))
+        if n:
+            self.parts.append(
+                {k: np.broadcast_to(v, (n,)) if np.ndim(v) == 0 else v for k, v in cols.items()}
+            )
+
+    def concat(self, columns: list[str]) -> dict[str, np.ndarray]:
+        if not self.parts:
+            return {c: np.zeros(0, dtype=np.int64) for c in columns}
+        return {
+            c: np.concatenate(
+                [p.get(c, np.full(len(next(iter(p.values()))), -1)) for p in self.parts]
+            )
+            for c in columns
+        }
+
+
+def _write_tables(
+    cfg: SyntheticConfig, vocab: Vocabulary, book: _Codebook, sim: dict, rng: np.random.Generator
+) -> SyntheticCohort:
+    n = sim["n"]
+    k_of = {d: i for i, d in enumerate(CHRONIC)}
+    hf = k_of["heart_failure"]
+    site_a = cfg.site == "A"
+    person_id = np.arange(1, n + 1, dtype=np.int64) + cfg.person_id_offset
+    id_base = cfg.person_id_offset * 100
+    start = np.datetime64(pd.Timestamp(cfg.start_date).date(), "D")
+    enrol_day = sim["enrol_day"]
+    obs_end = sim["obs_end"]
+
+    # ---- visits: routine, acute episodes, heart-failure onsets (only while observed) -------
+    rp, rd, rt = sim["visits"]
+    ep, ed, et = sim["episodes"]
+    hp, hd = sim["hf_visits"]
+    ep, et = ep.astype(np.int64), et.astype(np.int64)
+    p_adm = np.array([ACUTE_RATES[a][4] for a in ACUTE])
+    ep_type = np.where(rng.random(len(ep)) < p_adm[et], 1, np.where(np.isin(et, [0, 3, 4]), 2, 0))
+    hf_type = np.where(rng.random(len(hp)) < 0.6, 1, 0)
+    vp = np.concatenate([rp, ep, hp]).astype(np.int64)
+    vday = np.concatenate([rd, ed, hd])
+    vtype = np.concatenate([rt, ep_type, hf_type]).astype(np.int64)
+    vtrig = np.concatenate([np.full(len(rp), -1), et, np.full(len(hp), len(ACUTE))]).astype(
+        np.int64
+    )
+    keep = (vday >= 0) & (vday < obs_end[vp])
+    order = np.lexsort((vday[keep], vp[keep]))
+    vp, vday, vtype, vtrig = (x[keep][order] for x in (vp, vday, vtype, vtrig))
+    n_v = len(vp)
+    vidx = np.arange(n_v, dtype=np.int64)
+    vmonth = np.floor(vday / DAYS_PER_MONTH).astype(np.int64)
+    visit_id = id_base + 1 + vidx
+    vdate = start + np.floor(enrol_day[vp] + vday).astype("timedelta64[D]")
+    los = np.where(vtype == 1, 1 + np.minimum(rng.geometric(0.35, size=n_v), 30), 0)
+    vend = np.minimum(
+        vdate + los.astype("timedelta64[D]"),
+        start + np.floor(enrol_day[vp] + obs_end[vp]).astype("timedelta64[D]"),
+    )
+    vend = np.maximum(vend, vdate)
+
+    conds, drugs, procs, meas = _Rows(), _Rows(), _Rows(), _Rows()
+    n_cond = 0  # running count of condition rows, for the links
+
+    def add_conditions(v: np.ndarray, concept: np.ndarray, source: np.ndarray) -> np.ndarray:
+        nonlocal n_cond
+        ids = id_base + 1 + n_cond + np.arange(len(v), dtype=np.int64)
+        conds.add(v=v, concept=concept, source=source, id=ids)
+        n_cond += len(v)
+        return ids
+
+    def source_of(g: _Group, choice: np.ndarray) -> np.ndarray:
+        return g.sources[choice] if site_a else g.conditions[choice]
+
+    def add_drugs(
+        v: np.ndarray, g: _Group, ing_choice: np.ndarray, link: np.ndarray, fixed: np.ndarray
+    ) -> None:
+        if not len(g.ingredients) or not len(v):
+            return
+        concept = g.ingredients[ing_choice]
+        if site_a:
+            clinical = (
+                np.array(
+                    [
+                        c[f % len(c)] if len(c) else ing
+                        for c, f, ing in zip((g.clinical[i] for i in ing_choice), fixed, concept)
+                    ],
+                    dtype=np.int64,
+                )
+                if len(v) < 50_000
+                else _vector_clinical(g, ing_choice, fixed)
+            )
+            concept = clinical
+        supply = np.where(rng.random(len(v)) < 0.6, 30, 90)
+        drugs.add(v=v, concept=concept, link=link, supply=supply)
+
+    def add_labs(v: np.ndarray, concept: np.ndarray) -> None:
+        meas.add(v=v, concept=concept)
+
+    def add_procs(v: np.ndarray, concept: np.ndarray, link: np.ndarray) -> None:
+        procs.add(v=v, concept=concept, link=link)
+
+    # ---- chronic diseases: first record, later records, treatment, procedures, labs -------
+    dx_vidx = np.full((n, len(CHRONIC)), np.iinfo(np.int64).max, dtype=np.int64)
+    subtype = rng.integers(0, 1 << 30, size=(n, len(CHRONIC)))
+    regimen = rng.integers(0, 1 << 30, size=(n, len(CHRONIC), 3))
+    onset = sim["onset_day"]
+    for k, d in enumerate(CHRONIC):
+        g = book.groups[d]
+        if k == hf:
+            dx_vidx[:, k] = _first_per_person(vp, vtrig == len(ACUTE), n)
+            p_rec = 0.8
+        else:
+            dx_vidx[:, k] = _first_per_person(vp, vmonth == sim["dx_month"][vp, k], n)
+            p_rec = DISEASES[d].p_record
+        first = dx_vidx[vp, k]
+        after = vidx >= first
+        is_dx = vidx == first
+        rec = is_dx | (after & (onset[vp, k] <= vday) & (rng.random(n_v) < p_rec))
+        rx = after & sim["treat_flag"][vp, k] & (rng.random(n_v) < 0.5) & (len(g.ingredients) > 0)
+        rec |= rx
+        v = np.flatnonzero(rec)
+        choice = np.where(
+            rng.random(len(v)) < 0.85,
+            subtype[vp[v], k] % len(g.conditions),
+            rng.integers(0, len(g.conditions), len(v)),
+        )
+        ids = add_conditions(v, g.conditions[choice], source_of(g, choice))
+        if rx.any():
+            r = np.flatnonzero(rx)
+            link = ids[np.searchsorted(v, r)]
+            reg = regimen[vp[r], k]
+            add_drugs(r, g, reg[:, 0] % len(g.ingredients), link, reg[:, 2])
+            second = rng.random(len(r)) < 0.4
+            if len(g.ingredients) > 1 and second.any():
+                other = (reg[second, 0] + 1 + reg[second, 1] % (len(g.ingredients) - 1)) % len(
+                    g.ingredients
+                )
+                add_drugs(r[second], g, other, link[second], reg[second, 2])
+        if len(g.procedures):
+            pr = rng.random(len(v)) < (0.5 if k == hf else 0.12)
+            add_procs(v[pr], _pick(rng, g.procedures, int(pr.sum())), ids[pr])
+        if len(g.labs):
+            lab = rng.random(len(v)) < 0.5
+            add_labs(v[lab], _pick(rng, g.labs, int(lab.sum())))
+
+    # ---- acute episodes: diagnosis, drug, labs, procedures at the episode's visit ----------
+    for a_idx, a in enumerate(ACUTE):
+        g = book.groups[a]
+        v = np.flatnonzero(vtrig == a_idx)
+        if not len(v):
+            continue
+        choice = rng.integers(0, len(g.conditions), len(v))
+        ids = add_conditions(v, g.conditions[choice], source_of(g, choice))
+        if len(g.ingredients):
+            rx = rng.random(len(v)) < 0.8
+            add_drugs(
+                v[rx],
+                g,
+                rng.integers(0, len(g.ingredients), int(rx.sum())),
+                ids[rx],
+                rng.integers(0, 1 << 30, int(rx.sum())),
+            )
+        for lab_id in g.labs:
+            lab = rng.random(len(v)) < 0.8
+            add_labs(v[lab], np.full(int(lab.sum()), lab_id))
+        if len(g.procedures):
+            pr = rng.random(len(v)) < 0.5
+            add_procs(v[pr], _pick(rng, g.procedures, int(pr.sum())), ids[pr])
+
+    # ---- background conditions at outpatient visits (no effect on any outcome) -------------
+    has_bg = rng.random((n, len(BACKGROUND))) < 0.15
+    op = np.flatnonzero(vtype == 0)
+    for b_idx, b in enumerate(BACKGROUND):
+        g = book.groups[b]
+        v = op[has_bg[vp[op], b_idx] & (rng.random(len(op)) < 0.2)]
+        choice = subtype[vp[v], b_idx % len(CHRONIC)] % len(g.conditions)
+        ids = add_conditions(v, g.conditions[choice], source_of(g, choice))
+        if len(g.ingredients):
+            rx = rng.random(len(v)) < 0.4
+            add_drugs(
+                v[rx],
+                g,
+                rng.integers(0, len(g.ingredients), int(rx.sum())),
+                ids[rx],
+                rng.integers(0, 1 << 30, int(rx.sum())),
+            )
+
+    # ---- routine care: visit codes, vaccines, screening, ECG, routine labs ----------------
+    none = np.int64(0)
+    em_op, em_ip, em_er = (
+        book.cpt(ROUTINE_EM["op"]),
+        book.cpt(ROUTINE_EM["ip"]),
+        book.cpt(ROUTINE_EM_ER),
+    )
+    for codes, vt in ((em_op, 0), (em_ip, 1), (em_er, 2)):
+        v = np.flatnonzero(vtype == vt)
+        if len(codes):
+            add_procs(v, _pick(rng, codes, len(v)), np.zeros(len(v), dtype=np.int64) + none)
+    calendar = (
+        pd.Timestamp(cfg.start_date).month
+        - 1
+        + np.floor((enrol_day[vp] + vday) / DAYS_PER_MONTH).astype(np.int64)
+    ) % 12
+    age_v = sim["age0"][vp] + vday / 365.25
+    female = ~sim["male"][vp]
+    for code, p in (
+        ("90686", np.where((vtype == 0) & np.isin(calendar, (8, 9, 10)), 0.35, 0.0)),
+        ("90732", np.where(vtype == 0, 0.01, 0.0)),
+        ("77067", np.where((vtype == 0) & female & (age_v >= 50) & (age_v < 75), 0.04, 0.0)),
+        ("45378", np.where((vtype == 0) & (age_v < 76), 0.01, 0.0)),
+        ("93000", np.where(vtype == 0, 0.05, 0.5)),
+        ("71046", np.where(vtype == 0, 0.02, 0.3)),
+    ):
+        concept = book.cpt([code])
+        if len(concept):
+            v = np.flatnonzero(rng.random(n_v) < p)
+            add_procs(v, np.full(len(v), concept[0]), np.zeros(len(v), dtype=np.int64))
+    vitals = np.array(
+        [book.loinc_to_id[c] for c in VITALS if c in book.loinc_to_id], dtype=np.int64
+    )
+    panel = np.array([book.loinc_to_id[c] for c in PANEL if c in book.loinc_to_id], dtype=np.int64)
+    take_vitals = np.flatnonzero((vtype == 0) & (rng.random(n_v) < 0.4))
+    take_panel = np.flatnonzero(rng.random(n_v) < np.where(vtype == 0, 0.2, 1.0))
+    for group, visits_ in ((vitals, take_vitals), (panel, take_panel)):
+        if len(group):
+            add_labs(np.repeat(visits_, len(group)), np.tile(group, len(visits_)))
+    venipuncture = book.cpt(["36415"])
+    if len(venipuncture):
+        add_procs(
+            take_panel,
+            np.full(len(take_panel), venipuncture[0]),
+            np.zeros(len(take_panel), dtype=np.int64),
+        )
+    for code, p in (("4548-4", 0.05), ("13457-7", 0.08), ("18262-6", 0.0)):
+        if code in book.loinc_to_id and p > 0:
+            v = np.flatnonzero((vtype == 0) & (rng.random(n_v) < p))
+            add_labs(v, np.full(len(v), book.loinc_to_id[code]))
+
+    tables = _assemble(
+        cfg,
+        vocab,
+        book,
+        sim,
+        rng,
+        person_id,
+        id_base,
+        start,
+        vp,
+        vday,
+        vtype,
+        vtrig,
+        vidx,
+        visit_id,
+        vdate,
+        vend,
+        conds,
+        drugs,
+        procs,
+        meas,
+        dx_vidx,
+    )
+    truth = _truth(cfg, vocab, sim, person_id, start, dx_vidx, vdate)
+    return SyntheticCohort(config=cfg, tables=tables, vocabulary=vocab, truth=truth)
+
+
+def _vector_clinical(g: _Group, ing_choice: np.ndarray, fixed: np.ndarray) -> np.ndarray:
+    """Clinical drug of each chosen ingredient (the ingredient itself when it has none)."""
+    sizes = np.array([len(c) for c in g.clinical])
+    width = max(int(sizes.max()), 1)
+    table = np.zeros((len(g.clinical), width), dtype=np.int64)
+    for i, c in enumerate(g.clinical):
+        table[i, : len(c)] = c if len(c) else g.ingredients[i]
+        if not len(c):
+            table[i, :] = g.ingredients[i]
+    size = np.maximum(sizes[ing_choice], 1)
+    return table[ing_choice, fixed % size]
+
+
+def _lab_values(
+    book: _Codebook, sim: dict, rng, mp, mday, mconcept, mv, vtrig, vidx, dx_vidx
+) -> np.ndarray:
+    """value = ref_mean + ref_sd * (0.6 patient effect + 0.8 noise + disease shifts)."""
+    k_of = {d: i for i, d in enumerate(CHRONIC)}
+    params = book.lab_params
+    lab_ids = params.index.to_numpy()
+    col = pd.Index(lab_ids).get_indexer(mconcept)
+    person_effect = rng.standard_normal((sim["n"], len(lab_ids)))
+    z = 0.6 * person_effect[mp, col] + 0.8 * rng.standard_normal(len(mp))
+    code_of = book.code
+    for lab_id in np.unique(mconcept):
+        effects = LAB_EFFECTS.get(code_of[lab_id])
+        if not effects:
+            continue
+        rows = np.flatnonzero(mconcept == lab_id)
+        for d, (shift, treated_shift) in effects.items():
+            if d in k_of:
+                k = k_of[d]
+                on = sim["onset_day"][mp[rows], k] <= mday[rows]
+                treated = sim["treat_flag"][mp[rows], k] & (vidx[mv[rows]] >= dx_vidx[mp[rows], k])
+                z[rows] += shift * on + treated_shift * (on & treated)
+            else:
+                z[rows] += shift * (vtrig[mv[rows]] == ACUTE.index(d))
+    p = params.iloc[col]
+    value = p["ref_mean"].to_numpy() + p["ref_sd"].to_numpy() * z
+    value = np.clip(value, p["min_value"].to_numpy(), p["max_value"].to_numpy())
+    scale = 10.0 ** p["decimals"].to_numpy()
+    return np.round(value * scale) / scale
+
+
+def _assemble(
+    cfg,
+    vocab,
+    book,
+    sim,
+    rng,
+    person_id,
+    id_base,
+    start,
+    vp,
+    vday,
+    vtype,
+    vtrig,
+    vidx,
+    visit_id,
+    vdate,
+    vend,
+    conds,
+    drugs,
+    procs,
+    meas,
+    dx_vidx,
+) -> dict[str, pd.DataFrame]:
+    n = sim["n"]
+    code = book.code
+    enrol_date = start + np.floor(sim["enrol_day"]).astype("timedelta64[D]")
+    end_date = start + np.floor(sim["enrol_day"] + sim["obs_end"]).astype("timedelta64[D]")
+    birth = pd.to_datetime(enrol_date) - pd.to_timedelta(sim["age0"] * 365.25, unit="D")
+    birth = birth.floor("D")
+    person = pd.DataFrame(
+        {
+            "person_id": person_id,
+            "gender_concept_id": np.where(sim["male"], MALE, FEMALE).astype(np.int64),
+            "year_of_birth": birth.year.astype(np.int64),
+            "month_of_birth": birth.month.astype(np.int64),
+            "day_of_birth": birth.day.astype(np.int64),
+            "birth_datetime": birth,
+            "race_concept_id": np.zeros(n, dtype=np.int64),
+            "ethnicity_concept_id": np.zeros(n, dtype=np.int64),
+            "person_source_value": pd.Categorical([f"{cfg.site}{i}" for i in person_id]),
+            "gender_source_value": pd.Categorical(np.where(sim["male"], "M", "F")),
+        }
+    )
+    observation_period = pd.DataFrame(
+        {
+            "observation_period_id": person_id,
+            "person_id": person_id,
+            "observation_period_start_date": pd.to_datetime(enrol_date),
+            "observation_period_end_date": pd.to_datetime(end_date),
+            "period_type_concept_id": np.full(n, EHR_TYPE, dtype=np.int64),
+        }
+    )
+    visit_concept = np.array([VISIT_OP, VISIT_IP, VISIT_ER])[vtype]
+    visit_occurrence = pd.DataFrame(
+        {
+            "visit_occurrence_id": visit_id,
+            "person_id": person_id[vp],
+            "visit_concept_id": visit_concept,
+            "visit_start_date": pd.to_datetime(vdate),
+            "visit_start_datetime": pd.to_datetime(vdate),
+            "visit_end_date": pd.to_datetime(vend),
+            "visit_end_datetime": pd.to_datetime(vend),
+            "visit_type_concept_id": np.full(len(vp), EHR_TYPE, dtype=np.int64),
+            "visit_source_value": pd.Categorical.from_codes(vtype, ["OP", "IP", "ER"]),
+        }
+    )
+
+    def source_values(ids: np.ndarray) -> pd.Categorical:
+        uniq, inv = np.unique(ids, return_inverse=True)
+        names = [code.get(int(u), "") if u else "" for u in uniq]
+        return (
+            pd.Categorical.from_codes(inv, pd.Index(names).unique())
+            if len(set(names)) == len(names)
+            else pd.Categorical(np.array(names, dtype=object)[inv])
+        )
+
+    c = conds.concat(["v", "concept", "source", "id"])
+    order = np.argsort(c["id"], kind="stable")
+    c = {k: val[order] for k, val in c.items()}
+    c_date = pd.to_datetime(vdate[c["v"]])
+    condition_occurrence = pd.DataFrame(
+        {
+            "condition_occurrence_id": c["id"].astype(np.int64),
+            "person_id": person_id[vp[c["v"]]],
+            "condition_concept_id": c["concept"].astype(np.int64),
+            "condition_start_date": c_date,
+            "condition_start_datetime": c_date,
+            "condition_type_concept_id": np.full(len(c_date), EHR_TYPE, dtype=np.int64),
+            "visit_occurrence_id": visit_id[c["v"]],
+            "condition_source_value": source_values(c["source"]),
+            "condition_source_concept_id": c["source"].astype(np.int64),
+        }
+    )
+    d = drugs.concat(["v", "concept", "link", "supply"])
+    d_date = pd.to_datetime(vdate[d["v"]])
+    drug_exposure = pd.DataFrame(
+        {
+            "drug_exposure_id": id_base + 1 + np.arange(len(d_date), dtype=np.int64),
+            "person_id": person_id[vp[d["v"]]],
+            "drug_concept_id": d["concept"].astype(np.int64),
+            "drug_exposure_start_date": d_date,
+            "drug_exposure_start_datetime": d_date,
+            "drug_exposure_end_date": d_date + pd.to_timedelta(d["supply"], unit="D"),
+            "drug_type_concept_id": np.full(len(d_date), EHR_TYPE, dtype=np.int64),
+            "quantity": d["supply"].astype(float),
+            "days_supply": d["supply"].astype(np.int64),
+            "visit_occurrence_id": visit_id[d["v"]],
+            "drug_source_value": source_values(d["concept"]),
+            "drug_source_concept_id": d["concept"].astype(np.int64),
+            SyntheticCohort.LINK_COLUMN: d["link"].astype(np.int64),
+        }
+    )
+    p = procs.concat(["v", "concept", "link"])
+    p_date = pd.to_datetime(vdate[p["v"]])
+    link = pd.array(np.where(p["link"] > 0, p["link"], 0), dtype="Int64")
+    link[p["link"] <= 0] = pd.NA
+    procedure_occurrence = pd.DataFrame(
+        {
+            "procedure_occurrence_id": id_base + 1 + np.arange(len(p_date), dtype=np.int64),
+            "person_id": person_id[vp[p["v"]]],
+            "procedure_concept_id": p["concept"].astype(np.int64),
+            "procedure_date": p_date,
+            "procedure_datetime": p_date,
+            "procedure_type_concept_id": np.full(len(p_date), EHR_TYPE, dtype=np.int64),
+            "visit_occurrence_id": visit_id[p["v"]],
+            "procedure_source_value": source_values(p["concept"]),
+            "procedure_source_concept_id": p["concept"].astype(np.int64),
+            SyntheticCohort.LINK_COLUMN: link,
+        }
+    )
+    m = meas.concat(["v", "concept"])
+    mv = m["v"].astype(np.int64)
+    mconcept = m["concept"].astype(np.int64)
+    values = _lab_values(book, sim, rng, vp[mv], vday[mv], mconcept, mv, vtrig, vidx, dx_vidx)
+    params = book.lab_params.loc[mconcept]
+    m_date = pd.to_datetime(vdate[mv])
+    measurement = pd.DataFrame(
+        {
+            "measurement_id": id_base + 1 + np.arange(len(mv), dtype=np.int64),
+            "person_id": person_id[vp[mv]],
+            "measurement_concept_id": mconcept,
+            "measurement_date": m_date,
+            "measurement_datetime": m_date,
+            "measurement_type_concept_id": np.full(len(mv), EHR_TYPE, dtype=np.int64),
+            "value_as_number": values,
+            "unit_concept_id": params["unit_concept_id"].to_numpy().astype(np.int64),
+            "range_low": (params["ref_mean"] - 2 * params["ref_sd"]).to_numpy(),
+            "range_high": (params["ref_mean"] + 2 * params["ref_sd"]).to_numpy(),
+            "visit_occurrence_id": visit_id[mv],
+            "measurement_source_value": source_values(mconcept),
+            "measurement_source_concept_id": mconcept,
+            "unit_source_value": source_values(
+                params["unit_concept_id"].to_numpy().astype(np.int64)
+            ),
+        }
+    )
+    # Rows sorted by person and date, as an export would give them.
+    for name, df, date_col in (
+        ("condition", condition_occurrence, "condition_start_date"),
+        ("drug", drug_exposure, "drug_exposure_start_date"),
+        ("procedure", procedure_occurrence, "procedure_date"),
+        ("measurement", measurement, "measurement_date"),
+    ):
+        del name
+        df.sort_values(["person_id", date_col], kind="stable", inplace=True, ignore_index=True)
+    died = sim["end_reason"] == "death"
+    death_date = pd.to_datetime(
+        start + np.floor(sim["enrol_day"][died] + sim["death_day"][died]).astype("timedelta64[D]")
+    )
+    death = pd.DataFrame(
+        {
+            "person_id": person_id[died],
+            "death_date": death_date,
+            "death_datetime": death_date,
+            "death_type_concept_id": np.full(int(died.sum()), EHR_TYPE, dtype=np.int64),
+            "cause_concept_id": np.zeros(int(died.sum()), dtype=np.int64),
+        }
+    )
+    return {
+        "person": person,
+        "observation_period": observation_period,
+        "visit_occurrence": visit_occurrence,
+        "condition_occurrence": condition_occurrence,
+        "drug_exposure": drug_exposure,
+        "procedure_occurrence": procedure_occurrence,
+        "measurement": measurement,
+        "death": death,
+    }
+
+
+def _truth(cfg, vocab, sim, person_id, start, dx_vidx, vdate) -> Truth:
+    k_of = {d: i for i, d in enumerate(CHRONIC)}
+
+    def to_date(days: np.ndarray) -> pd.DatetimeIndex:
+        finite = np.isfinite(days) & (days < sim["admin_day"])
+        out = np.full(len(days), np.datetime64("NaT"), dtype="datetime64[D]")
+        out[finite] = start + np.floor(sim["enrol_day"][finite] + days[finite]).astype(
+            "timedelta64[D]"
+        )
+        return pd.to_datetime(out)
+
+    enrol_date = start + np.floor(sim["enrol_day"]).astype("timedelta64[D]")
+    persons = pd.DataFrame(
+        {
+            "person_id": person_id,
+            "enrol_date": pd.to_datetime(enrol_date),
+            "age_at_enrolment": sim["age0"],
+            "male": sim["male"],
+            "smoker": sim["smoker"],
+            "obs_end_date": pd.to_datetime(
+                start + np.floor(sim["enrol_day"] + sim["obs_end"]).astype("timedelta64[D]")
+            ),
+            "end_reason": pd.Categorical(sim["end_reason"], ["admin", "dropout", "death"]),
+            "data_end_date": pd.to_datetime(
+                start + np.floor(sim["enrol_day"] + sim["admin_day"]).astype("timedelta64[D]")
+            ),
+            "hf_date": to_date(sim["onset_day"][:, k_of["heart_failure"]]),
+            "death_date": to_date(sim["death_day"]),
+        }
+    )
+    baseline = pd.DataFrame(
+        {
+            "person_id": person_id,
+            "age_per_decade": (sim["age0"] - 60.0) / 10.0,
+            "male": sim["male"].astype(np.int8),
+            "smoker": sim["smoker"].astype(np.int8),
+            **{d: sim["prevalent"][:, k_of[d]].astype(np.int8) for d in DISEASES},
+        }
+    )
+    frames = []
+    for d, k in k_of.items():
+        on = sim["onset_day"][:, k]
+        has = np.isfinite(on) & (on < sim["admin_day"])
+        idx = np.flatnonzero(has)
+        dx = dx_vidx[idx, k]
+        dx_date = np.full(len(idx), np.datetime64("NaT"), dtype="datetime64[D]")
+        ok = dx < len(vdate)
+        dx_date[ok] = vdate[dx[ok]]
+        onset_date = start + np.floor(sim["enrol_day"][idx] + on[idx]).astype("timedelta64[D]")
+        frames.append(
+            pd.DataFrame(
+                {
+                    "person_id": person_id[idx],
+                    "disease": d,
+                    "onset_date": pd.to_datetime(onset_date),
+                    "prevalent": sim["prevalent"][idx, k],
+                    "diagnosed_date": pd.to_datetime(dx_date),
+                }
+            )
+        )
+    onsets = pd.concat(frames, ignore_index=True).sort_values(
+        ["person_id", "onset_date"], ignore_index=True
+    )
+    scale = cfg.hazard_scale
+    coefficients = {
+        name: {k: (v if k == "intercept" else v * scale) for k, v in table.items()}
+        for name, table in (("heart_failure", HF_LOG_HR), ("death", DEATH_LOG_HR))
+    }
+    groups = vocab.annotation[["concept_id", "group", "role"]].copy()
+    return Truth(
+        persons=persons,
+        baseline=baseline,
+        onsets=onsets,
+        hazard=sim["hazard"],
+        concept_groups=groups,
+        coefficients=coefficients,
+    )

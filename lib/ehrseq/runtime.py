@@ -1,0 +1,94 @@
+"""Device, precision and seeds, decided once for the whole book.
+
+Every chapter calls :func:`get_device`, :func:`seed_everything` and uses :func:`autocast`
+rather than deciding these itself, and prints what was chosen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+from importlib import metadata
+
+import numpy as np
+import torch
+
+__all__ = ["get_device", "seed_everything", "autocast", "describe_environment"]
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick the compute device: CUDA when present, else CPU.
+
+    Args:
+        prefer: ``"cpu"`` or ``"cuda"`` to force a choice; ``None`` reads the environment
+            variable ``EHRSEQ_DEVICE`` and falls back to CUDA-when-available.
+
+    Raises:
+        ValueError: if ``prefer`` names CUDA and no CUDA device is present, or names an
+            unknown device type.
+    """
+    choice = prefer or os.environ.get("EHRSEQ_DEVICE") or None
+    if choice is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    choice = choice.lower()
+    if choice not in {"cpu", "cuda"} and not choice.startswith("cuda:"):
+        raise ValueError(f"unknown device {choice!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {choice!r} requested but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and PyTorch (all devices) and return a fresh NumPy Generator.
+
+    On CPU this makes runs bit-for-bit repeatable. On a GPU some kernels (atomic adds in
+    scatter and in attention backward passes) stay nondeterministic unless
+    ``torch.use_deterministic_algorithms(True)`` is set, which costs speed.
+
+    Raises:
+        ValueError: if ``seed`` is negative or not an integer.
+    """
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global state, seeded on purpose)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return np.random.default_rng(seed)
+
+
+def autocast(device: torch.device | str):
+    """bf16 autocast on CUDA; a no-op context on CPU.
+
+    The CPU is left in float32 on purpose: the speed-up there is small and the numerics of
+    the survival losses are easier to compare with lifelines in full precision.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def describe_environment(device: torch.device | None = None) -> dict[str, str]:
+    """Versions, device and precision as a flat dict (shown on the book's status page)."""
+    device = device or get_device()
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": str(os.cpu_count()),
+        "device": str(device),
+        "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+        "torch_threads": str(torch.get_num_threads()),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    for pkg in ["ehrseq", "torch", "numpy", "pandas", "lifelines", "matplotlib", "jupyter-book"]:
+        try:
+            info[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            info[pkg] = "not installed"
+    return info

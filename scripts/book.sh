@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's book command: build the HTML book, executing every chapter (profile book).
+# Output: _build/html/index.html. A cell that raises fails the build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+unset MPLBACKEND  # the kernels need the inline backend, or figures vanish from the book
+export EHRSEQ_PROFILE=${EHRSEQ_PROFILE:-book}
+
+# Executed outputs are cached by notebook text only; results also depend on the library, the
+# shipped data and the profile, so drop the cache when any of those changed.
+inputs=$( (echo "$EHRSEQ_PROFILE"; find lib data book notebooks -type f \( -name '*.py' -o -name '*.csv' -o -name '*.md' \) -print0 | sort -z | xargs -0 cat) | sha256sum | cut -d' ' -f1)
+if [ "$(cat _build/.inputs-hash 2>/dev/null || true)" != "$inputs" ]; then
+  rm -rf _build/.jupyter_cache
+fi
+mkdir -p _build
+start=$(date +%s)
+jupyter-book build . -W -n --keep-going
+echo "$inputs" > _build/.inputs-hash
+echo "[book] built _build/html/index.html (profile $EHRSEQ_PROFILE) in $(( $(date +%s) - start )) s"

@@ -1,0 +1,260 @@
+"""The synthetic cohort: invariants of the tables, reproducibility, and an honest signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from lifelines.utils import concordance_index
+
+from ehrseq.data.synthetic import (
+    ACUTE,
+    DAYS_PER_MONTH,
+    HF_LOG_HR,
+    SyntheticConfig,
+    generate_cohort,
+    generate_two_sites,
+)
+
+EVENT_TABLES = {
+    "visit_occurrence": "visit_start_date",
+    "condition_occurrence": "condition_start_date",
+    "drug_exposure": "drug_exposure_start_date",
+    "procedure_occurrence": "procedure_date",
+    "measurement": "measurement_date",
+}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return generate_cohort(SyntheticConfig(n_patients=1500, seed=3))
+
+
+@pytest.fixture(scope="module")
+def big():
+    """Large enough for the survival checks (about 400 observed heart-failure events)."""
+    return generate_cohort(SyntheticConfig(n_patients=5000, seed=11))
+
+
+def _survival_frame(c) -> pd.DataFrame:
+    """Observed time to heart failure from enrolment (censored at the end of observation)."""
+    p = c.truth.persons
+    hf = p["hf_date"].notna() & (p["hf_date"] <= p["obs_end_date"])
+    end = p["hf_date"].where(hf, p["obs_end_date"])
+    days = (end - p["enrol_date"]).dt.days.clip(lower=1)
+    return pd.DataFrame({"person_id": p["person_id"], "duration": days, "event": hf.astype(int)})
+
+
+def test_every_event_inside_observation_and_before_death(cohort):
+    t = cohort.tables
+    obs = t["observation_period"].set_index("person_id")
+    death = t["death"].set_index("person_id")["death_date"]
+    for table, col in EVENT_TABLES.items():
+        df = t[table]
+        start = obs.loc[df["person_id"], "observation_period_start_date"].to_numpy()
+        end = obs.loc[df["person_id"], "observation_period_end_date"].to_numpy()
+        date = df[col].to_numpy()
+        assert (date >= start).all(), f"{table}: event before observation start"
+        assert (date <= end).all(), f"{table}: event after observation end"
+        died = df["person_id"].isin(death.index).to_numpy()
+        dd = death.reindex(df["person_id"]).to_numpy()
+        assert (date[died] <= dd[died]).all(), f"{table}: event after death"
+
+
+def test_ages_only_increase_along_each_record(cohort):
+    t = cohort.tables
+    birth = t["person"].set_index("person_id")["birth_datetime"]
+    ev = pd.concat(
+        [
+            t[name][["person_id", col]].set_axis(["person_id", "date"], axis=1)
+            for name, col in EVENT_TABLES.items()
+        ]
+    ).sort_values(["person_id", "date"], kind="stable")
+    age = (
+        (ev["date"].to_numpy() - birth.loc[ev["person_id"]].to_numpy())
+        / np.timedelta64(1, "D")
+        / 365.25
+    )
+    same = ev["person_id"].to_numpy()[1:] == ev["person_id"].to_numpy()[:-1]
+    assert (np.diff(age)[same] >= 0).all()
+    assert age.min() >= 40 - 1e-9 and age.max() < 100
+
+
+def test_foreign_keys_resolve(cohort):
+    t = cohort.tables
+    persons = set(t["person"]["person_id"])
+    visits = t["visit_occurrence"].set_index("visit_occurrence_id")["person_id"]
+    concepts = set(cohort.vocabulary.concept["concept_id"])
+    for name in [*EVENT_TABLES, "observation_period", "death"]:
+        assert set(t[name]["person_id"]) <= persons, name
+    for name, col in [
+        ("condition_occurrence", "condition_concept_id"),
+        ("condition_occurrence", "condition_source_concept_id"),
+        ("drug_exposure", "drug_concept_id"),
+        ("procedure_occurrence", "procedure_concept_id"),
+        ("measurement", "measurement_concept_id"),
+        ("measurement", "unit_concept_id"),
+        ("visit_occurrence", "visit_concept_id"),
+        ("person", "gender_concept_id"),
+    ]:
+        missing = set(t[name][col]) - concepts
+        assert not missing, f"{name}.{col}: {sorted(missing)[:5]} not in the vocabulary"
+    for name in ["condition_occurrence", "drug_exposure", "procedure_occurrence", "measurement"]:
+        df = t[name]
+        owner = visits.reindex(df["visit_occurrence_id"]).to_numpy()
+        assert (owner == df["person_id"].to_numpy()).all(), f"{name}: visit of another person"
+    for name in EVENT_TABLES:
+        idcol = t[name].columns[0]
+        assert t[name][idcol].is_unique, f"{name}.{idcol} not unique"
+
+
+def test_links_point_at_a_diagnosis_of_the_same_visit(cohort):
+    t = cohort.tables
+    cond = t["condition_occurrence"].set_index("condition_occurrence_id")
+    groups = cohort.truth.concept_groups.set_index("concept_id")["group"]
+    drug = t["drug_exposure"]
+    assert drug["linked_condition_occurrence_id"].notna().all(), "every drug treats a diagnosis"
+    target = cond.loc[drug["linked_condition_occurrence_id"]]
+    assert (
+        target["visit_occurrence_id"].to_numpy() == drug["visit_occurrence_id"].to_numpy()
+    ).all()
+    assert (target["person_id"].to_numpy() == drug["person_id"].to_numpy()).all()
+    # the drug belongs to the diagnosis' group (site A records clinical drugs of the group)
+    same_group = (
+        groups.loc[drug["drug_concept_id"]].to_numpy()
+        == groups.loc[target["condition_concept_id"]].to_numpy()
+    )
+    assert same_group.all()
+    proc = t["procedure_occurrence"]
+    linked = proc.dropna(subset=["linked_condition_occurrence_id"])
+    assert len(linked) > 0
+    assert linked["linked_condition_occurrence_id"].isin(cond.index).all()
+    unlinked_groups = set(
+        groups.loc[proc.loc[proc["linked_condition_occurrence_id"].isna(), "procedure_concept_id"]]
+    )
+    assert unlinked_groups == {"routine"}, "only routine care is unlinked"
+    assert "linked_condition_occurrence_id" not in cohort.omop_tables()["drug_exposure"].columns
+
+
+def test_same_seed_identical_different_seed_differs():
+    a = generate_cohort(SyntheticConfig(n_patients=300, seed=5))
+    b = generate_cohort(SyntheticConfig(n_patients=300, seed=5))
+    c = generate_cohort(SyntheticConfig(n_patients=300, seed=6))
+    for name in a.tables:
+        pd.testing.assert_frame_equal(a.tables[name], b.tables[name])
+    for name in a.truth.hazard:
+        np.testing.assert_array_equal(a.truth.hazard[name], b.truth.hazard[name])
+    assert not a.tables["measurement"].equals(c.tables["measurement"])
+    assert not a.tables["person"]["year_of_birth"].equals(c.tables["person"]["year_of_birth"])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n_patients": 0},
+        {"seed": -1},
+        {"age_min": 90, "age_max": 50},
+        {"dropout_per_year": -0.1},
+        {"visit_rate": 0},
+        {"hazard_scale": -1},
+        {"site": "C"},
+        {"start_date": "not a date"},
+        {"followup_years": 0},
+    ],
+)
+def test_bad_parameters_raise(bad):
+    with pytest.raises(ValueError, match="SyntheticConfig"):
+        generate_cohort(SyntheticConfig(**bad))
+
+
+def test_cox_on_true_covariates_recovers_signs(big):
+    df = _survival_frame(big).merge(big.truth.baseline, on="person_id").drop(columns="person_id")
+    cph = CoxPHFitter(penalizer=0.001).fit(df, "duration", "event")
+    coef = cph.params_
+    for name in [
+        "age_per_decade",
+        "male",
+        "coronary_artery_disease",
+        "atrial_fibrillation",
+        "type2_diabetes",
+        "chronic_kidney_disease",
+    ]:
+        assert HF_LOG_HR[name] > 0
+        assert coef[name] > 0, (
+            f"{name}: Cox coefficient {coef[name]:.2f}, documented {HF_LOG_HR[name]}"
+        )
+    # the documented effect of age per decade is recovered within a wide tolerance
+    assert abs(coef["age_per_decade"] - HF_LOG_HR["age_per_decade"]) < 0.3
+
+
+def test_shuffled_outcomes_carry_no_signal(big):
+    df = _survival_frame(big).merge(big.truth.baseline, on="person_id").drop(columns="person_id")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(df))
+    df[["duration", "event"]] = df[["duration", "event"]].to_numpy()[perm]
+    train, test = df.iloc[: len(df) // 2], df.iloc[len(df) // 2 :]
+    cph = CoxPHFitter(penalizer=0.01).fit(train, "duration", "event")
+    c = concordance_index(test["duration"], -cph.predict_partial_hazard(test), test["event"])
+    assert abs(c - 0.5) < 0.05
+    # and the unshuffled model is clearly better than chance
+    df0 = _survival_frame(big).merge(big.truth.baseline, on="person_id").drop(columns="person_id")
+    cph0 = CoxPHFitter(penalizer=0.01).fit(df0.iloc[: len(df0) // 2], "duration", "event")
+    test0 = df0.iloc[len(df0) // 2 :]
+    c0 = concordance_index(test0["duration"], -cph0.predict_partial_hazard(test0), test0["event"])
+    assert c0 > 0.65
+
+
+def test_event_and_censoring_rates_in_documented_ranges(big):
+    p = big.truth.persons
+    hf = (p["hf_date"].notna() & (p["hf_date"] <= p["obs_end_date"])).mean()
+    reasons = p["end_reason"].value_counts(normalize=True)
+    assert 0.06 <= hf <= 0.16, f"observed heart-failure rate {hf:.3f}"
+    assert 0.04 <= reasons["death"] <= 0.14
+    assert 0.15 <= reasons["dropout"] <= 0.35
+    assert reasons["admin"] >= 0.5
+
+
+def test_true_hazard_matches_observed_events(big):
+    """Expected events (sum of the true monthly hazards at risk) agree with the realised count."""
+    truth = big.truth
+    p = truth.persons
+    h = truth.hazard["heart_failure"].astype(np.float64)
+    enrol = p["enrol_date"].to_numpy()
+    # months at risk: from enrolment to latent heart failure, death, or the data end
+    end = p["hf_date"].fillna(p["death_date"]).fillna(p["data_end_date"]).to_numpy()
+    days = (end - enrol) / np.timedelta64(1, "D")
+    months_at_risk = np.minimum(np.ceil(days / DAYS_PER_MONTH).astype(int), h.shape[1])
+    at_risk = np.arange(h.shape[1])[None, :] < months_at_risk[:, None]
+    expected = float((h * at_risk).sum())
+    observed = int(p["hf_date"].notna().sum())
+    assert abs(observed - expected) < 4 * np.sqrt(expected) + 5, (observed, expected)
+
+
+def test_true_risk_ranks_outcomes(big):
+    truth = big.truth
+    risk = truth.true_risk("heart_failure", index_days=0, horizon_days=5 * 365.25)
+    s = _survival_frame(big)
+    assert concordance_index(s["duration"], -risk, s["event"]) > 0.7
+    with pytest.raises(ValueError, match="outcome"):
+        truth.true_risk("stroke", 0, 365)
+    with pytest.raises(ValueError, match="horizon"):
+        truth.true_risk("death", 0, 0)
+
+
+def test_two_sites_differ_in_vocabulary_and_population():
+    a, b = generate_two_sites(SyntheticConfig(n_patients=800, seed=2))
+    vocab = a.vocabulary.concept.set_index("concept_id")["vocabulary_id"]
+    src_a = set(vocab.loc[a.tables["condition_occurrence"]["condition_source_concept_id"]])
+    src_b = set(vocab.loc[b.tables["condition_occurrence"]["condition_source_concept_id"]])
+    assert src_a == {"ICD10CM"} and src_b == {"SNOMED"}
+    classes = a.vocabulary.concept.set_index("concept_id")["concept_class_id"]
+    assert (
+        classes.loc[a.tables["drug_exposure"]["drug_concept_id"]] == "Clinical Drug"
+    ).mean() > 0.8
+    assert set(classes.loc[b.tables["drug_exposure"]["drug_concept_id"]]) == {"Ingredient"}
+    assert (
+        b.truth.persons["age_at_enrolment"].mean() > a.truth.persons["age_at_enrolment"].mean() + 3
+    )
+    assert set(a.tables["person"]["person_id"]).isdisjoint(b.tables["person"]["person_id"])
+    assert len(ACUTE) == 6
