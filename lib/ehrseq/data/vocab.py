@@ -192,7 +192,7 @@ class Vocab:
         lo = np.floor(at).astype(np.int64)
         hi = np.minimum(lo + 1, (start + count - 1)[:, None])
         frac = at - lo
-        cuts = mv[lo] * (1 - frac) + mv[hi] * frac if len(mv) else np.zeros((0, len(probs)))
+        cuts = mv[lo] + (mv[hi] - mv[lo]) * frac if len(mv) else np.zeros((0, len(probs)))
         value_cuts = {int(c): cuts[i].tolist() for i, c in enumerate(concepts)}
 
         vocab = cls([], [], value_cuts, min_frequency=min_frequency, n_value_bins=n_value_bins)
