@@ -258,3 +258,16 @@ def test_two_sites_differ_in_vocabulary_and_population():
     )
     assert set(a.tables["person"]["person_id"]).isdisjoint(b.tables["person"]["person_id"])
     assert len(ACUTE) == 6
+
+
+def test_written_cohort_passes_strict_omop_validation(cohort, tmp_path):
+    """What the generator writes is a clean OMOP CDM: the reader's strict mode accepts it whole."""
+    from ehrseq.data.events import check_events
+    from ehrseq.data.omop import load_omop
+
+    cohort.write_omop(tmp_path, fmt="csv")
+    data = load_omop(tmp_path, mode="strict")
+    report = data.report.to_frame()
+    assert set(report["action"]) <= {"read", "kept"}
+    n_rows = sum(len(cohort.tables[t]) for t in EVENT_TABLES)
+    assert len(check_events(data.events)) >= n_rows

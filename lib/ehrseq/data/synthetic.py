@@ -826,6 +826,15 @@ def _write_tables(
     keep = (vday >= 0) & (vday < obs_end[vp])
     order = np.lexsort((vday[keep], vp[keep]))
     vp, vday, vtype, vtrig = (x[keep][order] for x in (vp, vday, vtype, vtrig))
+    # One visit of a kind per person and calendar day (an export would merge them): a
+    # heart-failure onset visit wins over an acute-episode visit, which wins over a routine one.
+    vdate_int = np.floor(enrol_day[vp] + vday).astype(np.int64)
+    key = np.lexsort((-vtrig, vtype, vdate_int, vp))
+    same = np.zeros(len(vp), dtype=bool)
+    k_p, k_d, k_t = vp[key], vdate_int[key], vtype[key]
+    same[key[1:]] = (k_p[1:] == k_p[:-1]) & (k_d[1:] == k_d[:-1]) & (k_t[1:] == k_t[:-1])
+    drop = same & (vtrig != len(ACUTE))
+    vp, vday, vtype, vtrig = (x[~drop] for x in (vp, vday, vtype, vtrig))
     n_v = len(vp)
     vidx = np.arange(n_v, dtype=np.int64)
     vmonth = np.floor(vday / DAYS_PER_MONTH).astype(np.int64)
@@ -1043,6 +1052,17 @@ def _write_tables(
     return SyntheticCohort(config=cfg, tables=tables, vocabulary=vocab, truth=truth)
 
 
+def _first_per_visit(cols: dict[str, np.ndarray], prefer=None) -> dict[str, np.ndarray]:
+    """Keep one row per (visit, concept), in first-seen order (``prefer`` False sorts first)."""
+    rank = prefer(cols) if prefer is not None else np.zeros(len(cols["v"]), dtype=bool)
+    order = np.lexsort((np.arange(len(rank)), rank, cols["concept"], cols["v"]))
+    v, c = cols["v"][order], cols["concept"][order]
+    first = np.ones(len(v), dtype=bool)
+    first[1:] = (v[1:] != v[:-1]) | (c[1:] != c[:-1])
+    keep = np.sort(order[first])
+    return {k: val[keep] for k, val in cols.items()}
+
+
 def _vector_clinical(g: _Group, ing_choice: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     """Clinical drug of each chosen ingredient (the ingredient itself when it has none)."""
     sizes = np.array([len(c) for c in g.clinical])
@@ -1199,7 +1219,8 @@ def _assemble(
             SyntheticCohort.LINK_COLUMN: d["link"].astype(np.int64),
         }
     )
-    p = procs.concat(["v", "concept", "link"])
+    # A procedure or lab is recorded once per visit: keep the first (linked procedures first).
+    p = _first_per_visit(procs.concat(["v", "concept", "link"]), prefer=lambda c: c["link"] <= 0)
     p_date = pd.to_datetime(vdate[p["v"]])
     link = pd.array(np.where(p["link"] > 0, p["link"], 0), dtype="Int64")
     link[p["link"] <= 0] = pd.NA
@@ -1217,7 +1238,7 @@ def _assemble(
             SyntheticCohort.LINK_COLUMN: link,
         }
     )
-    m = meas.concat(["v", "concept"])
+    m = _first_per_visit(meas.concat(["v", "concept"]))
     mv = m["v"].astype(np.int64)
     mconcept = m["concept"].astype(np.int64)
     values = _lab_values(book, sim, rng, vp[mv], vday[mv], mconcept, mv, vtrig, vidx, dx_vidx)
