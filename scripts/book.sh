@@ -6,6 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 unset MPLBACKEND  # the kernels need the inline backend, or figures vanish from the book
+export EHRSEQ_NO_PROGRESS=1  # no progress bars in the rendered pages
 export EHRSEQ_PROFILE=${EHRSEQ_PROFILE:-book}
 
 # Executed outputs are cached by notebook text only; results also depend on the library, the

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-export PATH="$PWD/.venv/bin:$PATH" EHRSEQ_PROFILE=smoke PYTHONHASHSEED=0
+export PATH="$PWD/.venv/bin:$PATH" EHRSEQ_PROFILE=smoke PYTHONHASHSEED=0 EHRSEQ_NO_PROGRESS=1
 # No MPLBACKEND here: kernels must keep the inline backend or figures vanish from the outputs.
 
 echo "[test] ruff"

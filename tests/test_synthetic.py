@@ -271,3 +271,16 @@ def test_written_cohort_passes_strict_omop_validation(cohort, tmp_path):
     assert set(report["action"]) <= {"read", "kept"}
     n_rows = sum(len(cohort.tables[t]) for t in EVENT_TABLES)
     assert len(check_events(data.events)) >= n_rows
+
+
+def test_true_survival_agrees_with_true_risk(cohort):
+    truth = cohort.truth
+    ids = truth.persons["person_id"].to_numpy()[:50]
+    index = np.linspace(0, 900, 50)
+    surv = truth.true_survival("heart_failure", index, n_months=24, person_ids=ids)
+    assert surv.shape == (50, 24)
+    assert (np.diff(surv, axis=1) <= 1e-12).all() and (surv > 0).all() and (surv <= 1).all()
+    risk = truth.true_risk("heart_failure", index, horizon_days=24 * DAYS_PER_MONTH, person_ids=ids)
+    np.testing.assert_allclose(1 - surv[:, -1], risk, rtol=1e-10)
+    with pytest.raises(ValueError, match="unknown person"):
+        truth.rows([-5])

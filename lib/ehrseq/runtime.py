@@ -15,7 +15,7 @@ from importlib import metadata
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "autocast", "describe_environment"]
+__all__ = ["get_device", "seed_everything", "autocast", "describe_environment", "progress"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -92,3 +92,25 @@ def describe_environment(device: torch.device | None = None) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             info[pkg] = "not installed"
     return info
+
+
+def progress(
+    iterable=None,
+    *,
+    desc: str | None = None,
+    total: int | None = None,
+    disable: bool = False,
+    **kwargs,
+):
+    """A progress bar for long work: a widget in Jupyter, text in a terminal.
+
+    Builds of the book and test runs set ``EHRSEQ_NO_PROGRESS=1`` so bars do not clutter
+    the rendered pages; ``disable=True`` turns a bar off from code.
+    """
+    if disable or os.environ.get("EHRSEQ_NO_PROGRESS") == "1":
+        from tqdm.std import tqdm
+
+        return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, **kwargs)

@@ -57,9 +57,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ehrseq.data.concepts import Vocabulary, load_vocabulary
+from ehrseq.runtime import progress as _progress
 
 __all__ = [
     "SyntheticConfig",
@@ -73,6 +73,7 @@ __all__ = [
     "DISEASES",
     "HF_LOG_HR",
     "DEATH_LOG_HR",
+    "DAYS_PER_MONTH",
 ]
 
 DAYS_PER_MONTH = 365.25 / 12
@@ -390,6 +391,56 @@ class Truth:
         m1 = np.clip(m1, 0, h.shape[1])
         return 1.0 - np.exp(log_s[rows, m1] - log_s[rows, m0])
 
+    def true_survival(
+        self,
+        outcome: str,
+        index_days: np.ndarray | float,
+        n_months: int,
+        person_ids: np.ndarray | None = None,
+    ) -> np.ndarray:
+        r"""True survival after the prediction time, month by month, from the hazard path.
+
+        .. math:: S(k) = \prod_{m = m_0}^{m_0 + k - 1} (1 - h_m), \quad k = 1, \dots, K
+
+        where :math:`m_0` is the first whole month after the index. Column ``k - 1`` is the
+        probability of no event by ``k * 365.25/12`` days after the index (months past the
+        data end count as event-free).
+
+        Args:
+            outcome: ``"heart_failure"`` or ``"death"``.
+            index_days: days after enrolment of the prediction time, scalar or per person.
+            n_months: number of months ``K`` (>= 1).
+            person_ids: the persons (default: all, in ``persons`` order).
+
+        Shapes:
+            returns (n, K).
+
+        Raises:
+            ValueError: unknown outcome or persons, negative index, ``n_months < 1``.
+        """
+        if outcome not in self.hazard:
+            raise ValueError(f"outcome must be one of {sorted(self.hazard)}, got {outcome!r}")
+        if n_months < 1:
+            raise ValueError(f"n_months must be >= 1, got {n_months}")
+        h = self.hazard[outcome]
+        rows = self.rows(person_ids)
+        index = np.broadcast_to(np.asarray(index_days, dtype=float), rows.shape)
+        if (index < 0).any():
+            raise ValueError("index_days must be >= 0 (days after enrolment)")
+        m0 = np.ceil(index / DAYS_PER_MONTH - 1e-9).astype(int)
+        cols = m0[:, None] + np.arange(n_months)[None, :]  # (n, K)
+        inside = cols < h.shape[1]
+        hk = np.where(inside, h[rows[:, None], np.minimum(cols, h.shape[1] - 1)], 0.0)
+        return np.exp(np.cumsum(np.log1p(-hk.astype(np.float64)), axis=1))
+
+    def rows(self, person_ids: np.ndarray | None = None) -> np.ndarray:
+        """Row of each person in ``persons`` and in the hazard arrays.
+
+        Raises:
+            ValueError: if a person id is unknown.
+        """
+        return self._rows(person_ids)
+
     def _rows(self, person_ids: np.ndarray | None) -> np.ndarray:
         if person_ids is None:
             return np.arange(len(self.persons))
@@ -622,7 +673,7 @@ def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: b
     acute_specs = [ACUTE_RATES[a] for a in ACUTE]
     calendar0 = pd.Timestamp(cfg.start_date).month - 1
 
-    for m in tqdm(range(horizon), desc="simulating months", disable=not progress, leave=False):
+    for m in _progress(range(horizon), desc="simulating months", disable=not progress, leave=False):
         start = m * DAYS_PER_MONTH
         dec = dec0 + m / 120.0
         within = m < admin_months
