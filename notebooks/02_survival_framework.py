@@ -719,7 +719,7 @@ glue("cal_error", cal_error, display=False)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
 for ax, risk, title in [(axes[0], oracle_risk, "oracle"), (axes[1], cox_risk, "Cox, bag of codes")]:
     plot_survival_by_risk_group(
-        d_test / 365.25, e_test, risk, n_groups=3, ax=ax, time_unit="years since prediction time"
+        d_test / 365.25, risk, e_test, n_groups=3, ax=ax, time_unit="years since prediction time"
     )
     ax.set_title(title)
     lowest = min(line.get_ydata().min() for line in ax.get_lines())

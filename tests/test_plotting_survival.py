@@ -36,7 +36,7 @@ def _close_figures():
 def test_survival_by_risk_group_draws_one_curve_per_group(cohort):
     durations, events, risk = cohort
     apply_style()
-    ax = plot_survival_by_risk_group(durations, events, risk, n_groups=3, time_unit="weeks")
+    ax = plot_survival_by_risk_group(durations, risk, events, n_groups=3, time_unit="weeks")
     assert isinstance(ax, matplotlib.axes.Axes)
     assert ax.get_xlabel() == "Time (weeks)"
     assert ax.get_ylabel() == "Survival probability"
@@ -50,7 +50,7 @@ def test_survival_by_risk_group_draws_one_curve_per_group(cohort):
 def test_survival_by_risk_group_uses_the_given_axes_and_defaults_to_days(cohort):
     durations, events, risk = cohort
     _, ax = plt.subplots()
-    out = plot_survival_by_risk_group(durations, events, risk, n_groups=5, ax=ax, ci_show=False)
+    out = plot_survival_by_risk_group(durations, risk, events, n_groups=5, ax=ax, ci_show=False)
     assert out is ax
     assert ax.get_xlabel() == "Time (days)"
     assert len(ax.get_legend().get_texts()) == 5
@@ -67,15 +67,15 @@ def test_survival_by_risk_group_uses_the_given_axes_and_defaults_to_days(cohort)
 def test_survival_by_risk_group_rejects_bad_groups(cohort, kwargs, match):
     durations, events, risk = cohort
     with pytest.raises(ValueError, match=match):
-        plot_survival_by_risk_group(durations, events, risk, **kwargs)
+        plot_survival_by_risk_group(durations, risk, events, **kwargs)
 
 
 def test_survival_by_risk_group_rejects_bad_survival_data(cohort):
     durations, events, risk = cohort
     with pytest.raises(ValueError, match="lengths must match"):
-        plot_survival_by_risk_group(durations, events, risk[:-1])
+        plot_survival_by_risk_group(durations, risk, events[:-1])
     with pytest.raises(ValueError, match="0/1"):
-        plot_survival_by_risk_group(durations, events * 2, risk)
+        plot_survival_by_risk_group(durations, risk, events * 2)
 
 
 def test_calibration_plot_has_points_diagonal_and_units(cohort):
@@ -122,3 +122,18 @@ def test_calibration_plot_rejects_bad_tables():
 def test_apply_style_rejects_unknown_params():
     with pytest.raises(ValueError, match="unknown matplotlib rcParam"):
         apply_style(not__a__param=1)
+
+
+def test_calibration_overlays_models_with_one_diagonal():
+    rng = np.random.default_rng(1)
+    n = 400
+    durations = rng.exponential(10, n)
+    events = rng.random(n) < 0.7
+    risk_a, risk_b = rng.random(n), rng.random(n) * 0.5
+    ax = plot_calibration(calibration_table(durations, risk_a, events, horizon=5.0), label="a")
+    plot_calibration(calibration_table(durations, risk_b, events, horizon=5.0), ax=ax, label="b")
+    diagonals = [ln for ln in ax.lines if ln.get_gid() == "calibration-diagonal"]
+    assert len(diagonals) == 1
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels.count("Perfect calibration") == 1 and {"a", "b"} <= set(labels)
+    plt.close("all")

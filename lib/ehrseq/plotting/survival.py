@@ -41,8 +41,8 @@ def _group_labels(n_groups: int) -> list[str]:
 
 def plot_survival_by_risk_group(
     durations: Any,
-    events: Any,
     risk: Any,
+    events: Any,
     n_groups: int = 3,
     ax: Axes | None = None,
     time_unit: str = "days",
@@ -58,8 +58,8 @@ def plot_survival_by_risk_group(
 
     Args:
         durations: observed times, in ``time_unit``.
-        events: event indicators (1 = event, 0 = censored).
         risk: predicted risk, higher = earlier event.
+        events: event indicators (1 = event, 0 = censored).
         n_groups: number of risk groups (2 to 10).
         ax: Axes to draw on; a new figure when ``None``.
         time_unit: unit of ``durations`` for the x-axis label.
@@ -68,7 +68,7 @@ def plot_survival_by_risk_group(
             risk" for 2-3 groups and quantile names otherwise.
 
     Shapes:
-        - durations, events, risk: :math:`(n,)`
+        - durations, risk, events: :math:`(n,)`
 
     Returns:
         The Axes drawn on.
@@ -164,8 +164,17 @@ def plot_calibration(
         upper_lim = float(min(1.0, max(upper_lim, np.nanmax(hi) * 1.05)))
     else:
         ax.plot(pred, obs, "o", label=label)
+    # Calling again on the same Axes overlays another model: one diagonal, limits that fit all.
+    for line in [ln for ln in ax.lines if ln.get_gid() == "calibration-diagonal"]:
+        upper_lim = max(upper_lim, float(line.get_xdata()[1]))
+        line.remove()
     ax.plot(
-        [0, upper_lim], [0, upper_lim], linestyle="--", color="0.5", label="Perfect calibration"
+        [0, upper_lim],
+        [0, upper_lim],
+        linestyle="--",
+        color="0.5",
+        label="Perfect calibration",
+        gid="calibration-diagonal",
     )
     ax.set_xlim(0.0, upper_lim)
     ax.set_ylim(0.0, upper_lim)
