@@ -921,3 +921,18 @@ def test_shared_synthea_is_a_closure(shared):
     assert (up.groupby("concept_id").size() >= 1).all()
     assert up["min_levels_of_separation"].max() >= 2
     assert len(cdm.map_to_standard()) > 0
+
+
+def test_ancestors_on_a_fresh_cdm_built_from_is_a(tmp_path):
+    """A fresh CDM whose hierarchy comes from 'Is a' edges answers ancestors() at once
+    (duckdb refuses a new registration while an earlier result is still open)."""
+    from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
+
+    cohort = generate_cohort(SyntheticConfig(n_patients=50, seed=1))
+    cohort.write_omop(tmp_path)
+    cdm = load_omop(tmp_path).cdm
+    child = int(cohort.vocabulary.parents().index[0])
+    parent = int(np.atleast_1d(cohort.vocabulary.parents().loc[child])[0])
+    got = cdm.ancestors([child])
+    assert parent in set(got["ancestor_concept_id"])
+    assert child in set(cdm.descendants([parent])["descendant_concept_id"])

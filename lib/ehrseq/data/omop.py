@@ -466,7 +466,7 @@ def _reader(con: duckdb.DuckDBPyConnection, pattern: str, kind: str) -> str:
         sniff = con.execute(
             f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
             f"FROM sniff_csv({_lit(pattern)}, header = true, all_varchar = true, {nulls})"
-        ).fetchone()
+        ).fetchall()[0]
     except duckdb.Error:
         return auto  # let the reader report the problem when the view is built
     delim, quote, escape, newline, comment, skip, columns = sniff
@@ -539,7 +539,7 @@ class Cdm:
         if table not in self._counts:
             self.columns(table)
             self._counts[table] = int(
-                self.con.execute(f"SELECT count(*) FROM {_q(table)}").fetchone()[0]
+                self.con.execute(f"SELECT count(*) FROM {_q(table)}").fetchall()[0][0]
             )
         return self._counts[table]
 
@@ -578,7 +578,7 @@ class Cdm:
         without ``cdm_source`` (SynPUF) reads as ``"5.3"``.
         """
         if self.has("cdm_source") and "cdm_version" in self.columns("cdm_source"):
-            got = self.con.execute("SELECT max(cdm_version) FROM cdm_source").fetchone()[0]
+            got = self.con.execute("SELECT max(cdm_version) FROM cdm_source").fetchall()[0][0]
             if got:
                 text = str(got).strip().lower().lstrip("v")
                 return ".".join(text.split(".")[:2])
@@ -779,9 +779,11 @@ class Cdm:
                 f"CREATE OR REPLACE TEMP TABLE {_P}front AS SELECT DISTINCT f.d, e.c2 AS a, "
                 f"f.lvl + 1 AS lvl FROM {_P}front f JOIN {_P}isa e ON f.a = e.c1"
             )
-            if not con.execute(f"SELECT count(*) FROM {_P}front").fetchone()[0]:
+            if not con.execute(f"SELECT count(*) FROM {_P}front").fetchall()[0][0]:
                 break
-            cycle = con.execute(f"SELECT d FROM {_P}front WHERE d = a LIMIT 1").fetchone()
+            cycle = next(
+                iter(con.execute(f"SELECT d FROM {_P}front WHERE d = a LIMIT 1").fetchall()), None
+            )
             if cycle:
                 raise ValueError(
                     f"concept_relationship: the 'Is a' graph has a cycle through concept {cycle[0]}"
@@ -1112,7 +1114,8 @@ class _Loader:
             + [f"count(*) FILTER (WHERE _drop IS NULL AND ({' OR '.join(flag)}))"]
         )
         got = [
-            int(n) for n in self.con.execute(f"SELECT {', '.join(agg)} FROM {checked}").fetchone()
+            int(n)
+            for n in self.con.execute(f"SELECT {', '.join(agg)} FROM {checked}").fetchall()[0]
         ]
         rows_in, rows_kept = got[0], got[1]
         hits = got[2 : 2 + len(checks)]
