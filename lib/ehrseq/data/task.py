@@ -1,0 +1,293 @@
+r"""One survival task for the modelling chapters: the same cohort, splits, labels and tensors.
+
+Chapters from the survival head onwards compare models **under one protocol**, so they all
+build their data here instead of re-deriving it:
+
+1. generate the synthetic cohort and write it as an OMOP CDM to a temporary folder;
+2. read it back with :func:`ehrseq.data.omop.load_omop` (the path a user's export takes);
+3. label heart failure (first occurrence of any ``heart_failure`` condition concept) from a
+   prediction time ``history_days`` after enrolment, over ``horizon_years``
+   (:func:`ehrseq.data.labels.survival_labels`);
+4. split patients into train / validation / test **before** anything is fitted;
+5. build sequences strictly before the prediction time
+   (:func:`ehrseq.data.sequences.build_sequences`), fit the vocabulary on training patients
+   only, and encode everyone (:func:`ehrseq.data.tensors.encode`);
+6. discretise follow-up into ``n_bins`` bins of ``bin_days`` (:func:`ehrseq.data.labels.discretize`).
+
+The oracle of each patient (the generator's true risk over the horizon and true survival at
+the bin edges, from :meth:`ehrseq.data.synthetic.Truth.true_survival`) comes with it, so every
+model is placed between chance and the ceiling on the same patients.
+
+Derived in the chapter "The discrete-time survival framework"; used from "Survival head and
+aggregation" on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from ehrseq.data.labels import Outcome, discretize, survival_labels
+from ehrseq.data.omop import load_omop
+from ehrseq.data.sequences import Sequences, build_sequences
+from ehrseq.data.synthetic import DAYS_PER_MONTH, SyntheticCohort, SyntheticConfig, generate_cohort
+from ehrseq.data.tensors import (
+    FlatEncoding,
+    LengthBucketSampler,
+    SequenceDataset,
+    collate_flat,
+    collate_hierarchical,
+    encode,
+)
+from ehrseq.data.vocab import Vocab
+
+__all__ = ["TaskConfig", "SurvivalTask", "prepare_survival_task", "SPLITS"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The protocol every modelling chapter shares.
+
+    Attributes:
+        n_patients: people generated (not all are labelled: prevalent cases and people who
+            leave before the prediction time drop out, counted in ``SurvivalTask.dropped``).
+        seed: generator and split seed.
+        history_days: prediction time = enrolment + this many days.
+        horizon_years: follow-up window after the prediction time.
+        n_bins: discrete-time bins over the horizon (equal width).
+        strategy: sequence strategy (``flat``, ``visit``, ``domain``).
+        max_len: most tokens per patient (the most recent are kept).
+        min_frequency: vocabulary threshold, on training patients.
+        val_fraction, test_fraction: shares of labelled patients.
+        add_cls: prepend ``[CLS]`` (and close visits with ``[SEP]`` when ``add_sep``).
+        hazard_scale: passed to the generator (0 removes the signal).
+    """
+
+    n_patients: int = 4000
+    seed: int = 7
+    history_days: float = 365.25
+    horizon_years: float = 5.0
+    n_bins: int = 20
+    strategy: str = "visit"
+    max_len: int = 128
+    min_frequency: int = 5
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    add_cls: bool = True
+    add_sep: bool = True
+    hazard_scale: float = 1.0
+
+    def validate(self) -> TaskConfig:
+        """Raise ``ValueError`` naming the first field that does not make sense."""
+        if self.n_patients < 50:
+            raise ValueError(f"TaskConfig.n_patients = {self.n_patients}: need at least 50")
+        if self.history_days <= 0 or self.horizon_years <= 0:
+            raise ValueError("TaskConfig: history_days and horizon_years must be > 0")
+        if self.n_bins < 1:
+            raise ValueError(f"TaskConfig.n_bins = {self.n_bins}: must be >= 1")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1):
+            raise ValueError("TaskConfig: val_fraction and test_fraction must be in (0, 1)")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("TaskConfig: val_fraction + test_fraction leaves too few to train on")
+        if self.strategy not in ("flat", "visit", "domain"):
+            raise ValueError(f"TaskConfig.strategy = {self.strategy!r}: flat, visit or domain")
+        return self
+
+    @property
+    def horizon_days(self) -> float:
+        return self.horizon_years * 365.25
+
+    @property
+    def bin_days(self) -> float:
+        return self.horizon_days / self.n_bins
+
+    def key(self) -> str:
+        """A short hash of the config (for caching artefacts built on this task)."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class SurvivalTask:
+    """Everything a modelling chapter needs, aligned by patient.
+
+    Attributes:
+        config: the protocol.
+        cohort: the generated cohort (tables and truth).
+        labels: the label sidecar (``subject_id``, ``prediction_time``, ``event_time``,
+            ``censor_time``, ``event``, ``duration`` in days) of the patients kept.
+        sequences: the token sequences (strictly before each prediction time).
+        vocab: fitted on training patients.
+        encoding: every kept patient, in ``labels`` order.
+        bin_index, event: per patient (``labels`` order), the discretised label.
+        cuts: bin edges in days, ``(n_bins + 1,)``.
+        split: ``{"train"|"val"|"test": person ids}``.
+        dropped: patients left out and why.
+    """
+
+    config: TaskConfig
+    cohort: SyntheticCohort
+    labels: pd.DataFrame
+    sequences: Sequences
+    vocab: Vocab
+    encoding: FlatEncoding
+    bin_index: np.ndarray
+    event: np.ndarray
+    cuts: np.ndarray
+    split: dict[str, np.ndarray]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def _rows(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return pd.Index(self.labels["subject_id"]).get_indexer(self.split[split])
+
+    def frame(self, split: str) -> pd.DataFrame:
+        """The labels of one split (days and bins), in the split's order."""
+        rows = self._rows(split)
+        out = self.labels.iloc[rows].reset_index(drop=True).copy()
+        out["bin"] = self.bin_index[rows]
+        return out
+
+    def dataset(self, split: str) -> SequenceDataset:
+        """Tensors of one split with labels ``durations`` = bin index and ``events``."""
+        rows = self._rows(split)
+        enc = self.encoding.select(self.split[split])
+        return SequenceDataset(enc, durations=self.bin_index[rows], events=self.event[rows])
+
+    def loader(
+        self,
+        split: str,
+        batch_size: int = 64,
+        *,
+        shuffle: bool | None = None,
+        hierarchical: bool = False,
+        seed: int | None = None,
+    ) -> DataLoader:
+        """A DataLoader with dynamic padding and length bucketing (shuffled for ``train``)."""
+        ds = self.dataset(split)
+        shuffle = split == "train" if shuffle is None else shuffle
+        sampler = LengthBucketSampler(
+            ds.lengths, batch_size, shuffle=shuffle, seed=self.config.seed if seed is None else seed
+        )
+        collate = collate_hierarchical if hierarchical else collate_flat
+        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
+
+    def _index_days(self, split: str) -> np.ndarray:
+        frame = self.frame(split)
+        enrol = self.cohort.truth.persons.set_index("person_id")["enrol_date"]
+        return (
+            (frame["prediction_time"] - enrol.loc[frame["subject_id"]].to_numpy()).dt.days
+        ).to_numpy(float)
+
+    def oracle_risk(self, split: str) -> np.ndarray:
+        """The generator's true probability of the outcome within the horizon (the ceiling)."""
+        return self.cohort.truth.true_risk(
+            "heart_failure",
+            self._index_days(split),
+            self.config.horizon_days,
+            person_ids=self.split[split],
+        )
+
+    def oracle_survival(self, split: str) -> np.ndarray:
+        """True survival at the right edge of every bin, ``(n, n_bins)``, from the hazard path."""
+        months = int(np.ceil(self.config.horizon_days / DAYS_PER_MONTH))
+        monthly = self.cohort.truth.true_survival(
+            "heart_failure", self._index_days(split), months, person_ids=self.split[split]
+        )
+        edge_month = np.clip(np.round(self.cuts[1:] / DAYS_PER_MONTH).astype(int), 1, months)
+        return monthly[:, edge_month - 1]
+
+    def summary(self) -> pd.DataFrame:
+        """Patients, events and tokens per split."""
+        rows = []
+        for s in SPLITS:
+            f = self.frame(s)
+            enc = self.encoding.select(self.split[s])
+            rows.append(
+                {
+                    "split": s,
+                    "patients": len(f),
+                    "events": int(f["event"].sum()),
+                    "event rate": float(f["event"].mean()),
+                    "median tokens": float(np.median(enc.lengths)),
+                }
+            )
+        return pd.DataFrame(rows).set_index("split")
+
+
+def prepare_survival_task(config: TaskConfig | None = None) -> SurvivalTask:
+    """Build the shared survival task (steps in the module docstring).
+
+    Raises:
+        ValueError: on a config that does not make sense.
+    """
+    cfg = (config or TaskConfig()).validate()
+    cohort = generate_cohort(
+        SyntheticConfig(n_patients=cfg.n_patients, seed=cfg.seed, hazard_scale=cfg.hazard_scale)
+    )
+    with tempfile.TemporaryDirectory(prefix="ehrseq_task_") as folder:
+        cohort.write_omop(Path(folder))
+        data = load_omop(Path(folder), mode="strict")
+    events, person = data.events, data.person
+    outcome = Outcome.of_concepts(
+        "heart_failure", cohort.vocabulary.ids("heart_failure", "condition")
+    )
+    labels = survival_labels(
+        events,
+        person,
+        data.observation_period,
+        outcome,
+        cfg.history_days,
+        horizon_days=cfg.horizon_days,
+    )
+    dropped = dict(labels.dropped)
+    table = labels.table
+    seqs = build_sequences(
+        events,
+        person,
+        labels.prediction_times,
+        strategy=cfg.strategy,
+        max_len=cfg.max_len,
+        add_cls=cfg.add_cls,
+        add_sep=cfg.add_sep,
+    )
+    has_history = np.isin(table["subject_id"].to_numpy(), seqs.person_ids)
+    dropped["no_history_before_prediction_time"] = int((~has_history).sum())
+    table = table.loc[has_history].reset_index(drop=True)
+
+    rng = np.random.default_rng(cfg.seed)
+    ids = table["subject_id"].to_numpy()
+    order = rng.permutation(len(ids))
+    n_test = int(round(cfg.test_fraction * len(ids)))
+    n_val = int(round(cfg.val_fraction * len(ids)))
+    split = {
+        "test": np.sort(ids[order[:n_test]]),
+        "val": np.sort(ids[order[n_test : n_test + n_val]]),
+        "train": np.sort(ids[order[n_test + n_val :]]),
+    }
+    vocab = Vocab.fit(seqs.frame, split["train"], min_frequency=cfg.min_frequency)
+    encoding = encode(seqs, vocab).select(ids)
+    cuts = np.linspace(0.0, cfg.horizon_days, cfg.n_bins + 1)
+    bin_index, event = discretize(table["duration"].to_numpy(), table["event"].to_numpy(), cuts)
+    return SurvivalTask(
+        config=cfg,
+        cohort=cohort,
+        labels=table,
+        sequences=seqs,
+        vocab=vocab,
+        encoding=encoding,
+        bin_index=np.asarray(bin_index),
+        event=np.asarray(event),
+        cuts=cuts,
+        split=split,
+        dropped=dropped,
+    )

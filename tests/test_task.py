@@ -1,0 +1,62 @@
+"""The shared survival task: one protocol for every modelling chapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ehrseq.data.task import SPLITS, TaskConfig, prepare_survival_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return prepare_survival_task(TaskConfig(n_patients=600, seed=3, n_bins=10))
+
+
+def test_splits_are_disjoint_and_cover_the_labelled_patients(task):
+    ids = [set(task.split[s]) for s in SPLITS]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1 :])
+    assert set().union(*ids) == set(task.labels["subject_id"])
+    assert len(task.split["train"]) > len(task.split["test"]) > len(task.split["val"]) * 0.5
+
+
+def test_labels_bins_and_tensors_line_up(task):
+    frame = task.frame("test")
+    assert (frame["bin"] >= 0).all() and (frame["bin"] < task.config.n_bins).all()
+    width = task.config.bin_days
+    assert (frame["bin"] == np.minimum(frame["duration"] // width, task.config.n_bins - 1)).all()
+    ds = task.dataset("test")
+    assert len(ds) == len(frame)
+    batch = next(iter(task.loader("test", 8)))
+    b, length = batch["codes"].shape
+    assert batch["attention_mask"].shape == (b, length) and batch["durations"].shape == (b,)
+    hier = next(iter(task.loader("test", 8, hierarchical=True)))
+    assert hier["codes"].dim() == 3
+
+
+def test_history_ends_before_the_prediction_time(task):
+    frame = task.sequences.frame
+    pred = task.labels.set_index("subject_id")["prediction_time"]
+    times = frame["time"].to_numpy()
+    limit = pred.reindex(frame["person_id"]).to_numpy()
+    assert (times < limit).all()
+
+
+def test_oracle_is_consistent_and_a_ceiling(task):
+    from ehrseq.metrics import concordance_index
+
+    risk = task.oracle_risk("train")
+    surv = task.oracle_survival("train")
+    assert surv.shape == (len(risk), task.config.n_bins)
+    np.testing.assert_allclose(1 - surv[:, -1], risk, rtol=1e-9, atol=1e-12)
+    f = task.frame("train")
+    assert concordance_index(f["duration"], risk, f["event"]) > 0.7
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="strategy"):
+        TaskConfig(strategy="tree").validate()
+    with pytest.raises(ValueError, match="too few"):
+        TaskConfig(val_fraction=0.5, test_fraction=0.45).validate()
+    with pytest.raises(ValueError, match="split"):
+        prepare_survival_task(TaskConfig(n_patients=60)).frame("holdout")
