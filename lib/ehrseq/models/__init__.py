@@ -1,0 +1,54 @@
+"""Models: one file per model, each written bottom-up (config, small modules, the model).
+
+Data flows ``tensors -> model -> hazards``: models read the flat (BEHRT) or hierarchical
+(LSTM, hierarchical BEHRT) batch of :mod:`ehrseq.data.tensors` and never import losses or
+training code. The one exception to "lower layers only": the survival head reuses the pure
+function :func:`ehrseq.metrics.hazards_to_survival`, so that curves are computed one way.
+"""
+
+from ehrseq.models.attention import (
+    FeedForward,
+    MultiHeadSelfAttention,
+    TransformerBlock,
+    padding_mask,
+    visit_causal_mask,
+)
+from ehrseq.models.behrt import ENCODER_INPUTS, BehrtConfig, BehrtEncoder, encoder_inputs
+from ehrseq.models.hierarchical import AttentionPool, HierarchicalBehrt, HierarchicalConfig
+from ehrseq.models.lora import (
+    LoRALinear,
+    apply_lora,
+    count_parameters,
+    freeze,
+    merge_lora,
+    unmerge_lora,
+)
+from ehrseq.models.lstm import LSTMConfig, VisitLSTM, hierarchical_inputs
+from ehrseq.models.survival_head import BinHazardHead, HazardOutput, VisitHazardHead
+
+__all__ = [
+    "AttentionPool",
+    "BinHazardHead",
+    "HazardOutput",
+    "HierarchicalBehrt",
+    "HierarchicalConfig",
+    "LSTMConfig",
+    "LoRALinear",
+    "VisitHazardHead",
+    "VisitLSTM",
+    "apply_lora",
+    "count_parameters",
+    "freeze",
+    "hierarchical_inputs",
+    "merge_lora",
+    "unmerge_lora",
+    "ENCODER_INPUTS",
+    "BehrtConfig",
+    "BehrtEncoder",
+    "FeedForward",
+    "MultiHeadSelfAttention",
+    "TransformerBlock",
+    "encoder_inputs",
+    "padding_mask",
+    "visit_causal_mask",
+]

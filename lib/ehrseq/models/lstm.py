@@ -1,0 +1,323 @@
+r"""An LSTM over visits: the recurrent baseline of the book's sequence models.
+
+Written bottom-up, like nanoGPT's ``model.py``: the helpers every visit-level model shares
+(reading the hierarchical batch, a masked mean of code embeddings, hazards from visit
+states), then :class:`LSTMConfig` and :class:`VisitLSTM`.
+
+The input is the **hierarchical batch** of :mod:`ehrseq.data.tensors`
+(:meth:`~ehrseq.data.tensors.FlatEncoding.pad_hierarchical`,
+:func:`~ehrseq.data.tensors.collate_hierarchical`): ``codes (B, V, C)``, ``code_mask (B, V,
+C)``, ``visit_mask (B, V)``, per-visit ``ages`` (years) and ``time_deltas`` (days since the
+previous visit). It already groups codes by visit, so pooling is a masked mean over the last
+axis -- no scatter over ``visit_ids`` is needed.
+
+.. math::
+    \bar e_{b,t} = \frac{\sum_c m_{b,t,c}\, E[c_{b,t,c}]}{\max(1, \sum_c m_{b,t,c})}, \qquad
+    x_{b,t} = \bigl[\bar e_{b,t};\ a_{b,t} / a_\max;\
+              \log(1 + \Delta_{b,t}) / \log(1 + \Delta_\max)\bigr]
+
+.. math::
+    (h_{b,t}, c_{b,t}) = \text{LSTM}(x_{b,t}, h_{b,t-1}, c_{b,t-1}), \qquad
+    \text{logit}_{b,t} = w^\top h_{b,t} + b
+
+The time features (age at the visit, log days since the previous visit, both scaled to about
+``[0, 1]``) are appended when ``use_time`` is on, so a chapter can ablate them. The LSTM runs
+forward only, on **packed** sequences (``pack_padded_sequence``): padded visits are never fed
+to it, so they cannot change the state of a real visit, and :math:`h_{b,t}` depends on visits
+:math:`\le t` only. The hazard of visit :math:`t` comes from the shared
+:class:`~ehrseq.models.survival_head.VisitHazardHead` (the event in the interval after visit
+:math:`t`), so the loss, survival curve and risk are computed as for every other model.
+
+Reference:
+    Hochreiter, S., Schmidhuber, J. (1997). Long short-term memory. *Neural Computation* 9(8),
+    1735-1780. Choi, E. et al. (2016). Doctor AI: predicting clinical events via recurrent
+    neural networks. *MLHC* 56, 301-318 (visits as pooled code vectors fed to an RNN).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ehrseq.models.survival_head import HazardOutput, VisitHazardHead
+
+__all__ = [
+    "HIERARCHICAL_INPUTS",
+    "hierarchical_inputs",
+    "check_hierarchical_batch",
+    "masked_mean_codes",
+    "visit_hazards",
+    "LSTMConfig",
+    "VisitLSTM",
+]
+
+#: Keys of the hierarchical batch that the visit-level models read.
+HIERARCHICAL_INPUTS = ("codes", "code_mask", "visit_mask", "ages", "time_deltas", "domain_ids")
+
+
+# ---------------------------------------------------------------------------------------------
+# The hierarchical batch, shared by the visit-level models
+# ---------------------------------------------------------------------------------------------
+
+
+def hierarchical_inputs(batch: dict) -> dict[str, Tensor]:
+    """The keys of a hierarchical batch that a visit-level model reads: ``model(**hierarchical_inputs(batch))``."""
+    return {k: batch[k] for k in HIERARCHICAL_INPUTS if k in batch}
+
+
+def check_hierarchical_batch(
+    codes: Tensor,
+    code_mask: Tensor,
+    visit_mask: Tensor,
+    ages: Tensor | None = None,
+    time_deltas: Tensor | None = None,
+    domain_ids: Tensor | None = None,
+    vocab_size: int | None = None,
+    prefix: bool = False,
+) -> None:
+    """Raise a clear ``ValueError`` when a hierarchical batch does not fit the contract.
+
+    Args:
+        codes, code_mask, visit_mask, ages, time_deltas, domain_ids: the hierarchical batch
+            (:mod:`ehrseq.data.tensors`); the optional ones are checked when given.
+        vocab_size: when given, every code must lie in ``[0, vocab_size)``.
+        prefix: require the real visits of each patient to come first (right padding), as
+            ``pack_padded_sequence`` needs.
+
+    Shapes:
+        codes, code_mask, domain_ids: ``(B, V, C)``; visit_mask, ages, time_deltas: ``(B, V)``.
+
+    Raises:
+        ValueError: wrong ranks or shapes, masks that are not bool, a real code in a padded
+            visit, a patient with no real visit, codes outside the vocabulary, or (with
+            ``prefix``) a real visit after a padded one.
+    """
+    if codes.dim() != 3:
+        raise ValueError(
+            f"codes must be (B, V, C) (a hierarchical batch), got {tuple(codes.shape)}"
+        )
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
+        raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
+    B, V, _ = codes.shape
+    for name, t, shape in (
+        ("code_mask", code_mask, codes.shape),
+        ("visit_mask", visit_mask, (B, V)),
+        ("ages", ages, (B, V)),
+        ("time_deltas", time_deltas, (B, V)),
+        ("domain_ids", domain_ids, codes.shape),
+    ):
+        if t is not None and t.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    for name, m in (("code_mask", code_mask), ("visit_mask", visit_mask)):
+        if m.dtype != torch.bool:
+            raise ValueError(f"{name} must be a bool tensor, got {m.dtype}")
+    if bool((code_mask & ~visit_mask[..., None]).any()):
+        raise ValueError("code_mask is True in a visit that visit_mask marks as padding")
+    if B and not bool(visit_mask.any(1).all()):
+        empty = (~visit_mask.any(1)).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"visit_mask is all padding for batch rows {empty}")
+    if vocab_size is not None and codes.numel():
+        lo, hi = int(codes.min()), int(codes.max())
+        if lo < 0 or hi >= vocab_size:
+            raise ValueError(f"codes span [{lo}, {hi}], outside the vocabulary [0, {vocab_size})")
+    if prefix and V > 1 and bool((visit_mask[:, 1:] & ~visit_mask[:, :-1]).any()):
+        raise ValueError("real visits must come first in each row (right padding of visit_mask)")
+
+
+def masked_mean_codes(code_states: Tensor, code_mask: Tensor) -> Tensor:
+    r"""Mean of the real code states of each visit; 0 for a visit with no real code.
+
+    .. math::
+        \bar x_{b,t} = \frac{\sum_c m_{b,t,c}\, x_{b,t,c}}{\max(1, \sum_c m_{b,t,c})}
+
+    ``torch.where`` (not a product) drops padded slots, so a NaN or inf there cannot leak in.
+
+    Args:
+        code_states: one vector per code slot.
+        code_mask: True on real codes.
+
+    Shapes:
+        code_states: ``(B, V, C, d)``; code_mask: ``(B, V, C)``; output ``(B, V, d)``.
+
+    Raises:
+        ValueError: if the shapes do not match.
+    """
+    if code_states.dim() != 4 or code_states.shape[:3] != code_mask.shape:
+        raise ValueError(
+            f"code_states (B, V, C, d) and code_mask (B, V, C) do not match: "
+            f"{tuple(code_states.shape)} vs {tuple(code_mask.shape)}"
+        )
+    m = code_mask[..., None]  # (B, V, C, 1)
+    total = torch.where(m, code_states, 0.0).sum(2)  # (B, V, d)
+    count = m.sum(2).clamp(min=1).to(code_states.dtype)  # (B, V, 1)
+    return total / count
+
+
+def visit_hazards(head: VisitHazardHead, visit_states: Tensor, visit_mask: Tensor) -> HazardOutput:
+    r"""Apply the shared per-visit head to states that are already one per visit.
+
+    :class:`~ehrseq.models.survival_head.VisitHazardHead` pools token states by
+    ``visit_ids``; here each slot is its own visit (``visit_ids = t + 1`` on real slots, 0
+    on padding), so the pooling is the identity and ``logit_{b,t} = f(x_{b,t})``.
+
+    Shapes:
+        visit_states: ``(B, V, d)``; visit_mask: ``(B, V)``; output :class:`HazardOutput`
+        of ``(B, V)`` tensors, 0 at padded visits.
+    """
+    B, V, _ = visit_states.shape
+    slot = torch.arange(1, V + 1, device=visit_states.device).expand(B, V)  # (B, V)
+    visit_ids = torch.where(visit_mask, slot, 0)  # (B, V), 1..V on real visits, 0 at pad
+    return head(visit_states, visit_ids, visit_mask, n_visits=V)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LSTMConfig:
+    """Sizes of the visit LSTM and its inputs.
+
+    Attributes:
+        vocab_size: number of token ids (``len(vocab)``).
+        pad_id: id of ``[PAD]`` (kept for symmetry with :class:`~ehrseq.models.BehrtConfig`;
+            the masks, not the id, decide what is padding).
+        d_embed: width of a code embedding (and of the pooled visit vector).
+        d_hidden: width of the LSTM state (the visit states given to the head).
+        n_layers: stacked LSTM layers.
+        dropout: on the pooled visit vectors, between LSTM layers, and in the head.
+        use_time: append age at the visit and log days since the previous visit.
+        max_age: ages are divided by it (years).
+        max_time_days: :math:`\\log(1 + \\Delta)` is divided by :math:`\\log(1 + \\Delta_\\max)`.
+        head_hidden: hidden width of the hazard head; ``None`` for a linear head.
+    """
+
+    vocab_size: int
+    pad_id: int = 0
+    d_embed: int = 64
+    d_hidden: int = 64
+    n_layers: int = 1
+    dropout: float = 0.1
+    use_time: bool = True
+    max_age: float = 110.0
+    max_time_days: float = 36525.0
+    head_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_embed", "d_hidden", "n_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout = {self.dropout}: must be in [0, 1)")
+        if self.max_age <= 0 or self.max_time_days <= 0:
+            raise ValueError("max_age and max_time_days must be positive")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ValueError(
+                f"pad_id = {self.pad_id} is outside the vocabulary (0..{self.vocab_size - 1})"
+            )
+
+    @property
+    def n_time_features(self) -> int:
+        return 2 if self.use_time else 0
+
+    @classmethod
+    def from_vocab(cls, vocab, **overrides) -> LSTMConfig:
+        """A config sized for ``vocab`` (anything with ``len()`` and ``stoi["[PAD]"]``)."""
+        return cls(vocab_size=len(vocab), pad_id=vocab.stoi["[PAD]"], **overrides)
+
+
+class VisitLSTM(nn.Module):
+    r"""Visit LSTM with per-visit hazards (see the module docstring for the formulas).
+
+    Args:
+        cfg: an :class:`LSTMConfig` (``LSTMConfig.from_vocab(vocab, d_hidden=...)``).
+
+    Forward args:
+        codes, code_mask, visit_mask: the hierarchical batch.
+        ages, time_deltas: per-visit age (years) and days since the previous visit; required
+            when ``cfg.use_time``.
+        domain_ids: accepted and ignored, so ``model(**hierarchical_inputs(batch))`` works.
+
+    Shapes:
+        codes, code_mask: ``(B, V, C)``; visit_mask, ages, time_deltas: ``(B, V)``;
+        :meth:`encode` returns visit states ``(B, V, d_hidden)``, 0 at padded visits;
+        :meth:`forward` returns a :class:`~ehrseq.models.survival_head.HazardOutput` of
+        ``(B, V)`` tensors.
+
+    Raises:
+        ValueError: a batch that breaks the contract (:func:`check_hierarchical_batch`), real
+            visits that are not a prefix of the row, or missing time inputs with ``use_time``.
+
+    Example:
+        >>> model = VisitLSTM(LSTMConfig.from_vocab(vocab))  # doctest: +SKIP
+        >>> out = model(**hierarchical_inputs(batch))  # out.hazards (B, V)  # doctest: +SKIP
+        >>> loss = hazard_nll(out.logits, last_visit_index(out.mask), batch["events"],
+        ...                   mask=out.mask)  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: LSTMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.code = nn.Embedding(cfg.vocab_size, cfg.d_embed)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(
+            input_size=cfg.d_embed + cfg.n_time_features,
+            hidden_size=cfg.d_hidden,
+            num_layers=cfg.n_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.n_layers > 1 else 0.0,
+        )
+        self.head = VisitHazardHead(cfg.d_hidden, hidden=cfg.head_hidden, dropout=cfg.dropout)
+
+    def time_features(self, ages: Tensor, time_deltas: Tensor) -> Tensor:
+        r""":math:`[a / a_\max,\ \log(1 + \Delta) / \log(1 + \Delta_\max)]`, ``(B, V)`` -> ``(B, V, 2)``."""
+        age = ages / self.cfg.max_age  # (B, V)
+        gap = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(self.cfg.max_time_days)  # (B, V)
+        return torch.stack([age, gap], dim=-1)  # (B, V, 2)
+
+    def encode(
+        self,
+        codes: Tensor,
+        code_mask: Tensor,
+        visit_mask: Tensor,
+        ages: Tensor | None = None,
+        time_deltas: Tensor | None = None,
+        domain_ids: Tensor | None = None,
+    ) -> Tensor:
+        cfg = self.cfg
+        check_hierarchical_batch(
+            codes, code_mask, visit_mask, ages, time_deltas, None, cfg.vocab_size, prefix=True
+        )
+        if cfg.use_time and (ages is None or time_deltas is None):
+            raise ValueError("use_time needs ages and time_deltas (or set use_time=False)")
+        B, V, _ = codes.shape
+        x = masked_mean_codes(self.code(codes), code_mask)  # (B, V, C, e) -> (B, V, e)
+        if cfg.use_time:
+            x = torch.cat([x, self.time_features(ages, time_deltas).to(x.dtype)], -1)  # (B, V, e+2)
+        x = self.dropout(x)
+        lengths = visit_mask.sum(1).cpu()  # (B,), real visits come first
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        h, _ = pad_packed_sequence(out, batch_first=True, total_length=V)  # (B, V, d_hidden)
+        return h  # 0 at padded visits
+
+    def forward(
+        self,
+        codes: Tensor,
+        code_mask: Tensor,
+        visit_mask: Tensor,
+        ages: Tensor | None = None,
+        time_deltas: Tensor | None = None,
+        domain_ids: Tensor | None = None,
+    ) -> HazardOutput:
+        h = self.encode(codes, code_mask, visit_mask, ages, time_deltas)  # (B, V, d_hidden)
+        return visit_hazards(self.head, h, visit_mask)
+
+    def n_params(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,221 @@
+"""Visit LSTM: padding invariance, causality over visits, the time features, input checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ehrseq.data.tensors import SPECIAL_DOMAIN_ID, collate_hierarchical
+from ehrseq.losses import hazard_nll
+from ehrseq.models.lstm import (
+    LSTMConfig,
+    VisitLSTM,
+    check_hierarchical_batch,
+    hierarchical_inputs,
+    masked_mean_codes,
+    visit_hazards,
+)
+from ehrseq.models.survival_head import VisitHazardHead, last_visit_index
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+VOCAB = 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run faster on one thread than on two contended ones (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def patient(visit_sizes: list[int], seed: int) -> dict[str, torch.Tensor]:
+    """One patient's unpadded tokens, as ``SequenceDataset`` yields them: [CLS], then each
+    visit's codes closed by [SEP] (the hierarchical collate drops the special tokens)."""
+    g = torch.Generator().manual_seed(seed)
+    start = 40 + 30 * float(torch.rand(1, generator=g))  # drawn first: a prefix of visits
+    codes, visits, domains, deltas, vdeltas = [3], [1], [SPECIAL_DOMAIN_ID], [0.0], [0.0]
+    for v, n in enumerate(visit_sizes, start=1):
+        gap = float(torch.randint(1, 400, (1,), generator=g)) if v > 1 else 0.0
+        for k in range(n):
+            codes.append(int(torch.randint(5, VOCAB, (1,), generator=g)))
+            domains.append(int(torch.randint(1, 8, (1,), generator=g)))
+            deltas.append(gap if k == 0 else 0.0)
+        codes.append(4)
+        domains.append(SPECIAL_DOMAIN_ID)
+        deltas.append(0.0)
+        visits += [v] * (n + 1)
+        vdeltas += [gap] * (n + 1)
+    ages = torch.tensor([start + (v - 1) * 0.7 for v in visits])
+    return {
+        "codes": torch.tensor(codes),
+        "ages": ages,
+        "visit_ids": torch.tensor(visits),
+        "positions": torch.arange(len(codes)),
+        "time_deltas": torch.tensor(deltas),
+        "domain_ids": torch.tensor(domains),
+        "visit_ages": ages,
+        "visit_deltas": torch.tensor(vdeltas),
+        "person_id": torch.tensor(seed),
+    }
+
+
+def batch_of(*items: dict, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The hierarchical batch of ``ehrseq.data.tensors.collate_hierarchical``."""
+    return {k: v.to(device) for k, v in collate_hierarchical(list(items)).items()}
+
+
+def tiny(**kw) -> VisitLSTM:
+    torch.manual_seed(0)
+    base = dict(vocab_size=VOCAB, d_embed=16, d_hidden=24)
+    return VisitLSTM(LSTMConfig(**{**base, **kw})).eval()
+
+
+def run(model, batch):
+    return model(**hierarchical_inputs(batch))
+
+
+def change_after(batch: dict, t: int) -> dict:
+    """Replace the codes, ages and gaps of every visit after slot ``t``."""
+    new = dict(batch)
+    V = batch["visit_mask"].shape[1]
+    later = torch.arange(V, device=batch["codes"].device) > t  # (V,)
+    codes = (batch["codes"] - 5 + 7) % (VOCAB - 5) + 5
+    new["codes"] = torch.where(later[None, :, None] & batch["code_mask"], codes, batch["codes"])
+    new["ages"] = torch.where(later, batch["ages"] + 13.0, batch["ages"])
+    new["time_deltas"] = torch.where(later, batch["time_deltas"] * 5 + 2, batch["time_deltas"])
+    return new
+
+
+# ------------------------------------------------------------------------------- helpers
+def test_masked_mean_codes_matches_loop_and_is_zero_for_empty_visits():
+    x = torch.randn(2, 3, 4, 5)
+    m = torch.rand(2, 3, 4) > 0.4
+    m[1, 2] = False
+    x[~m] = float("nan")  # padded slots must not leak in
+    got = masked_mean_codes(x, m)
+    assert got.shape == (2, 3, 5)
+    for b in range(2):
+        for t in range(3):
+            want = x[b, t][m[b, t]].mean(0) if m[b, t].any() else torch.zeros(5)
+            torch.testing.assert_close(got[b, t], want)
+    with pytest.raises(ValueError, match="do not match"):
+        masked_mean_codes(x, m[..., :3])
+
+
+def test_visit_hazards_is_the_shared_head_on_visit_states():
+    head = VisitHazardHead(6)
+    states = torch.randn(2, 4, 6)
+    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    out = visit_hazards(head, states, mask)
+    want = head.net(states).squeeze(-1).masked_fill(~mask, 0.0)
+    torch.testing.assert_close(out.logits, want)
+    assert torch.equal(out.mask, mask)
+
+
+# ------------------------------------------------------------------------------- model
+@pytest.mark.parametrize("device", DEVICES)
+def test_shapes_zero_padding_and_finite_gradients(device):
+    model = tiny(n_layers=2).to(device).train()
+    batch = batch_of(patient([2, 2], 1), patient([1], 2), patient([3, 1, 1, 2], 3), device=device)
+    B, V, C = batch["codes"].shape
+    h = model.encode(**hierarchical_inputs(batch))
+    assert h.shape == (B, V, 24)
+    assert torch.all(h[~batch["visit_mask"]] == 0)
+    out = run(model, batch)
+    for t in (out.logits, out.hazards, out.mask):
+        assert t.shape == (B, V)
+    assert torch.equal(out.mask, batch["visit_mask"])
+    assert torch.all(out.hazards[~out.mask] == 0)
+    loss = hazard_nll(out.logits, last_visit_index(out.mask), torch.tensor([1, 0, 1]), out.mask)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("variant", [{}, {"use_time": False}, {"n_layers": 2}])
+def test_padded_equals_unpadded(device, variant):
+    model = tiny(**variant).to(device)
+    short, long = patient([2, 1, 3], 4), patient([5, 3, 2, 4, 1, 2], 5)
+    alone = run(model, batch_of(short, device=device))
+    both = batch_of(long, short, device=device)  # short is padded in V and C
+    together = run(model, both)
+    V = alone.logits.shape[1]
+    assert together.logits.shape[1] > V and both["codes"].shape[2] > 3
+    torch.testing.assert_close(together.logits[1, :V], alone.logits[0], atol=1e-5, rtol=0)
+    assert torch.all(together.logits[1, V:] == 0)
+
+
+def test_padded_code_slots_and_visits_are_ignored():
+    model = tiny()
+    batch = batch_of(patient([1, 4, 2], 6), patient([2], 7))
+    moved = dict(batch)
+    moved["codes"] = torch.where(batch["code_mask"], batch["codes"], 17)  # junk at padding
+    pad_v = ~batch["visit_mask"]
+    moved["ages"] = torch.where(pad_v, 99.0, batch["ages"])
+    moved["time_deltas"] = torch.where(pad_v, 1e4, batch["time_deltas"])
+    torch.testing.assert_close(run(model, moved).logits, run(model, batch).logits, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("t", [0, 1, 2])
+def test_hazard_at_visit_t_ignores_later_visits(t):
+    model = tiny(n_layers=2)
+    batch = batch_of(patient([2, 3, 2, 2], 8), patient([3, 1, 2, 1], 9))
+    changed = change_after(batch, t)
+    h0, h1 = run(model, batch).logits, run(model, changed).logits
+    torch.testing.assert_close(h0[:, : t + 1], h1[:, : t + 1], atol=1e-6, rtol=0)
+    assert not torch.allclose(h0[:, t + 1 :], h1[:, t + 1 :], atol=1e-4)
+    # appending a visit does not move the hazards of the earlier ones either
+    longer = run(model, batch_of(patient([2, 3, 2, 2, 4], 8))).logits
+    torch.testing.assert_close(longer[0, :4], h0[0], atol=1e-5, rtol=0)
+
+
+def test_use_time_reads_ages_and_gaps_only_when_on():
+    batch = batch_of(patient([2, 3, 1], 10), patient([1, 2], 11))
+    later = dict(batch, ages=batch["ages"] + 20.0)
+    spaced = dict(batch, time_deltas=batch["time_deltas"] * 10 + 30)
+    on, off = tiny(use_time=True), tiny(use_time=False)
+    base_on, base_off = run(on, batch).logits, run(off, batch).logits
+    for moved in (later, spaced):
+        assert not torch.allclose(run(on, moved).logits, base_on, atol=1e-4)
+        torch.testing.assert_close(run(off, moved).logits, base_off, atol=0, rtol=0)
+    assert on.lstm.input_size == off.lstm.input_size + 2
+    assert not torch.allclose(base_on, base_off, atol=1e-4)
+    without_time = {k: v for k, v in hierarchical_inputs(batch).items() if k != "ages"}
+    off(**without_time)  # use_time=False needs no ages
+    with pytest.raises(ValueError, match="use_time"):
+        on(**without_time)
+
+
+def test_bad_inputs_raise():
+    model = tiny()
+    batch = hierarchical_inputs(batch_of(patient([2, 3], 12), patient([1], 13)))
+    with pytest.raises(ValueError, match=r"\(B, V, C\)"):
+        model(**{**batch, "codes": batch["codes"][:, 0]})  # a flat batch
+    with pytest.raises(ValueError, match="code_mask has shape"):
+        model(**{**batch, "code_mask": batch["code_mask"][:, :, :1]})
+    with pytest.raises(ValueError, match="bool"):
+        model(**{**batch, "visit_mask": batch["visit_mask"].long()})
+    with pytest.raises(ValueError, match="ages has shape"):
+        model(**{**batch, "ages": batch["ages"][:, :1]})
+    empty = batch["visit_mask"].clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match="code_mask is True in a visit"):
+        model(**{**batch, "visit_mask": empty})
+    with pytest.raises(ValueError, match="all padding"):
+        model(**{**batch, "visit_mask": empty, "code_mask": batch["code_mask"] & empty[..., None]})
+    with pytest.raises(ValueError, match="vocabulary"):
+        model(**{**batch, "codes": batch["codes"] + VOCAB})
+    gap = batch["visit_mask"].clone()
+    gap[0] = torch.tensor([False, True])
+    with pytest.raises(ValueError, match="come first"):
+        model(**{**batch, "visit_mask": gap, "code_mask": batch["code_mask"] & gap[..., None]})
+    check_hierarchical_batch(**{k: batch[k] for k in ("codes", "code_mask", "visit_mask")})
+    with pytest.raises(ValueError, match="must be at least 1"):
+        LSTMConfig(vocab_size=VOCAB, d_hidden=0)
+    with pytest.raises(ValueError, match="dropout"):
+        LSTMConfig(vocab_size=VOCAB, dropout=1.0)
+    with pytest.raises(ValueError, match="pad_id"):
+        LSTMConfig(vocab_size=VOCAB, pad_id=VOCAB)
