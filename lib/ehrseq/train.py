@@ -69,9 +69,8 @@ from torch.utils.data import (
     RandomSampler,
     SequentialSampler,
 )
-from tqdm.auto import tqdm
 
-from ehrseq.runtime import autocast, get_device, seed_everything
+from ehrseq.runtime import autocast, get_device, progress, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -594,7 +593,7 @@ def fit(
         _set_epoch(train, epoch)
         net.train()
         meter = _Meter()
-        bar = tqdm(
+        bar = progress(
             train,
             desc=f"{cfg.desc} {epoch + 1}/{cfg.epochs}",
             disable=not (cfg.progress and d.main),
@@ -660,10 +659,10 @@ def fit(
             stop["bad_epochs"] += 1
         if cfg.patience is not None and stop["bad_epochs"] >= cfg.patience:
             stop["stopped"] = True
-        if cfg.progress and d.main:
+        if cfg.progress and d.main and os.environ.get("EHRSEQ_NO_PROGRESS") != "1":
             shown = dict.fromkeys(["train_loss", "val_loss", monitor])
             text = "  ".join(f"{k} {row[k]:.4g}" for k in shown if k in row)
-            tqdm.write(f"{cfg.desc} {epoch + 1}/{cfg.epochs}  {text}  ({row['time_s']:.1f} s)")
+            bar.write(f"{cfg.desc} {epoch + 1}/{cfg.epochs}  {text}  ({row['time_s']:.1f} s)")
 
         if out is not None:
             rngs = [_rng_state()]

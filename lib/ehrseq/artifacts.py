@@ -1,0 +1,86 @@
+"""Expensive artefacts (pretrained weights, fitted baselines): load if present, build otherwise.
+
+An artefact lives in ``<root>/<name>-<key>/`` where ``key`` hashes everything that decides
+its content (the configs that built it, the library version). ``root`` is ``EHRSEQ_ARTIFACTS``
+or ``artifacts/`` in the repository (ignored by git: artefacts are never committed). Weights
+are saved as a plain ``state_dict`` and read back with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["artifact_root", "config_key", "load_or_train"]
+
+
+def artifact_root() -> Path:
+    """``EHRSEQ_ARTIFACTS`` if set, else ``artifacts/`` at the repository root."""
+    env = os.environ.get("EHRSEQ_ARTIFACTS")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": type(obj).__name__, **_plain(dataclasses.asdict(obj))}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def config_key(*parts: Any) -> str:
+    """A 16-hex-digit hash of configs (dataclasses, dicts, numbers, strings) and the version."""
+    from ehrseq import __version__
+
+    blob = json.dumps({"version": __version__, "parts": _plain(list(parts))}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_or_train(
+    model: nn.Module,
+    name: str,
+    train: Callable[[nn.Module, Path], Any],
+    *parts: Any,
+    root: Path | None = None,
+) -> tuple[nn.Module, bool]:
+    """Load ``model``'s weights from the artefact ``name`` keyed by ``parts``, or train it.
+
+    Args:
+        model: built from its config, weights to be filled in.
+        name: artefact name, e.g. ``"behrt-pretrained"``.
+        train: ``train(model, folder)`` trains in place (it may write logs into ``folder``).
+        *parts: everything that decides the weights (model config, task config, train config).
+        root: override :func:`artifact_root`.
+
+    Returns:
+        ``(model, loaded)``: ``loaded`` is True when the weights came from disk.
+
+    Raises:
+        ValueError: if ``name`` is empty or contains a path separator.
+    """
+    if not name or "/" in name or os.sep in name:
+        raise ValueError(f"artefact name {name!r} must be a plain, non-empty name")
+    folder = (root or artifact_root()) / f"{name}-{config_key(*parts)}"
+    weights = folder / "model.pt"
+    if weights.is_file():
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model, True
+    folder.mkdir(parents=True, exist_ok=True)
+    train(model, folder)
+    tmp = folder / "model.pt.part"
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(weights)
+    (folder / "config.json").write_text(json.dumps(_plain(list(parts)), indent=2))
+    return model, False
