@@ -68,3 +68,20 @@ def test_profiles(monkeypatch):
         for_profile(_Cfg, {"book": {"epochs": 3}}, profile="book")
     with pytest.raises(ValueError, match="unknown profiles"):
         for_profile(_Cfg, {"gpu": {}}, profile="book")
+
+
+def test_measure_sees_time_and_a_large_allocation():
+    import time as _time
+
+    with ehrseq.runtime.measure("cpu") as small:
+        _time.sleep(0.05)
+    with ehrseq.runtime.measure("cpu") as big:
+        x = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+        x += 1
+        _time.sleep(0.05)
+        del x
+    assert small.seconds >= 0.05 and big.seconds >= 0.05
+    assert big.peak_mib > 150 > small.peak_mib
+    with pytest.raises(ValueError, match="interval"):
+        with ehrseq.runtime.measure("cpu", interval=0):
+            pass

@@ -4,8 +4,15 @@ Data flows one way: tables -> events -> sequences -> tensors -> model -> hazards
 Lower layers never import higher ones.
 """
 
-from ehrseq.runtime import autocast, describe_environment, get_device, seed_everything
+from ehrseq.runtime import autocast, describe_environment, get_device, measure, seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["autocast", "describe_environment", "get_device", "seed_everything", "__version__"]
+__all__ = [
+    "autocast",
+    "describe_environment",
+    "get_device",
+    "measure",
+    "seed_everything",
+    "__version__",
+]

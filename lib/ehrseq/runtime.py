@@ -10,12 +10,23 @@ import contextlib
 import os
 import platform
 import random
+import threading
+import time
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "autocast", "describe_environment", "progress"]
+__all__ = [
+    "get_device",
+    "seed_everything",
+    "autocast",
+    "describe_environment",
+    "progress",
+    "measure",
+    "Measurement",
+]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -114,3 +125,65 @@ def progress(
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, **kwargs)
+
+
+@dataclass
+class Measurement:
+    """Wall time and peak memory of a block (filled in when the block ends).
+
+    ``peak_mib`` is the CUDA peak allocation on a GPU (``torch.cuda.max_memory_allocated``);
+    on a CPU it is the largest rise of the process's resident memory over its value at the
+    start, sampled every ``interval`` seconds (an estimate: freed-and-reused memory and
+    allocations shorter than the interval are missed).
+    """
+
+    device: str = "cpu"
+    seconds: float = float("nan")
+    peak_mib: float = float("nan")
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextlib.contextmanager
+def measure(device: torch.device | str = "cpu", interval: float = 0.01):
+    """Measure wall time and peak memory of the ``with`` block: ``with measure(dev) as m: ...``.
+
+    Raises:
+        ValueError: if ``interval`` is not positive.
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be > 0, got {interval}")
+    device = torch.device(device)
+    out = Measurement(device=str(device))
+    stop = threading.Event()
+    peak = [0]
+    sampler = None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    elif os.path.exists("/proc/self/statm"):
+        base = _rss_bytes()
+
+        def sample() -> None:
+            while not stop.wait(interval):
+                peak[0] = max(peak[0], _rss_bytes() - base)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            out.peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        elif sampler is not None:
+            stop.set()
+            sampler.join()
+            peak[0] = max(peak[0], _rss_bytes() - base)
+            out.peak_mib = peak[0] / 2**20
+        out.seconds = time.perf_counter() - start
