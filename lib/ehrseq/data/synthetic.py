@@ -916,20 +916,8 @@ def _write_tables(
     ) -> None:
         if not len(g.ingredients) or not len(v):
             return
-        concept = g.ingredients[ing_choice]
-        if site_a:
-            clinical = (
-                np.array(
-                    [
-                        c[f % len(c)] if len(c) else ing
-                        for c, f, ing in zip((g.clinical[i] for i in ing_choice), fixed, concept)
-                    ],
-                    dtype=np.int64,
-                )
-                if len(v) < 50_000
-                else _vector_clinical(g, ing_choice, fixed)
-            )
-            concept = clinical
+        # site A records a clinical drug of the ingredient, site B the ingredient itself
+        concept = _vector_clinical(g, ing_choice, fixed) if site_a else g.ingredients[ing_choice]
         supply = np.where(rng.random(len(v)) < 0.6, 30, 90)
         drugs.add(v=v, concept=concept, link=link, supply=supply)
 
@@ -1120,9 +1108,8 @@ def _vector_clinical(g: _Group, ing_choice: np.ndarray, fixed: np.ndarray) -> np
     width = max(int(sizes.max()), 1)
     table = np.zeros((len(g.clinical), width), dtype=np.int64)
     for i, c in enumerate(g.clinical):
-        table[i, : len(c)] = c if len(c) else g.ingredients[i]
-        if not len(c):
-            table[i, :] = g.ingredients[i]
+        table[i, :] = g.ingredients[i]  # an ingredient without clinical drugs stands for itself
+        table[i, : len(c)] = c
     size = np.maximum(sizes[ing_choice], 1)
     return table[ing_choice, fixed % size]
 
