@@ -1064,29 +1064,9 @@ def _write_tables(
             v = np.flatnonzero((vtype == 0) & (rng.random(n_v) < p))
             add_labs(v, np.full(len(v), book.loinc_to_id[code]))
 
-    tables = _assemble(
-        cfg,
-        vocab,
-        book,
-        sim,
-        rng,
-        person_id,
-        id_base,
-        start,
-        vp,
-        vday,
-        vtype,
-        vtrig,
-        vidx,
-        visit_id,
-        vdate,
-        vend,
-        conds,
-        drugs,
-        procs,
-        meas,
-        dx_vidx,
-    )
+    visits = _Visits(vp, vday, vtype, vtrig, vidx, visit_id, vdate, vend)
+    rows = {"condition": conds, "drug": drugs, "procedure": procs, "measurement": meas}
+    tables = _assemble(cfg, book, sim, rng, person_id, id_base, start, visits, rows, dx_vidx)
     truth = _truth(cfg, vocab, sim, person_id, start, dx_vidx, vdate)
     return SyntheticCohort(config=cfg, tables=tables, vocabulary=vocab, truth=truth)
 
@@ -1145,29 +1125,35 @@ def _lab_values(
     return np.round(value * scale) / scale
 
 
+@dataclass
+class _Visits:
+    """The kept visits, sorted by person and day (``vp`` indexes persons)."""
+
+    vp: np.ndarray
+    vday: np.ndarray
+    vtype: np.ndarray
+    vtrig: np.ndarray
+    vidx: np.ndarray
+    visit_id: np.ndarray
+    vdate: np.ndarray
+    vend: np.ndarray
+
+
 def _assemble(
-    cfg,
-    vocab,
-    book,
-    sim,
-    rng,
-    person_id,
-    id_base,
-    start,
-    vp,
-    vday,
-    vtype,
-    vtrig,
-    vidx,
-    visit_id,
-    vdate,
-    vend,
-    conds,
-    drugs,
-    procs,
-    meas,
-    dx_vidx,
+    cfg: SyntheticConfig,
+    book: _Codebook,
+    sim: dict,
+    rng: np.random.Generator,
+    person_id: np.ndarray,
+    id_base: int,
+    start: np.datetime64,
+    visits: _Visits,
+    rows: dict[str, _Rows],
+    dx_vidx: np.ndarray,
 ) -> dict[str, pd.DataFrame]:
+    vp, vday, vtype, vtrig, vidx = visits.vp, visits.vday, visits.vtype, visits.vtrig, visits.vidx
+    visit_id, vdate, vend = visits.visit_id, visits.vdate, visits.vend
+    conds, drugs, procs, meas = (rows[k] for k in ("condition", "drug", "procedure", "measurement"))
     n = sim["n"]
     code = book.code
     enrol_date = start + np.floor(sim["enrol_day"]).astype("timedelta64[D]")
