@@ -321,3 +321,19 @@ def test_torchrun_two_processes_gloo_match_one_process(tmp_path):
     np.testing.assert_allclose(r0["loss"], loss, rtol=1e-5)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert len(ckpt["rng"]) == 2 and ckpt["epoch"] == 2
+
+
+def test_epoch_means_weight_batches_by_size():
+    """A small last batch must not count as much as a full one (length bucketing makes them)."""
+    from ehrseq.train import _batch_size, _Meter
+
+    meter = _Meter()
+    for size, loss in [(256, 0.2), (256, 0.2), (26, 2.0)]:
+        meter.add({"loss": loss}, weight=_batch_size({"codes": torch.zeros(size, 3)}))
+
+    class _One:
+        world = 1
+
+    got = meter.mean(_One(), "val_")["val_loss"]
+    assert got == pytest.approx((512 * 0.2 + 26 * 2.0) / 538)
+    assert _batch_size(torch.zeros(7, 2)) == 7 and _batch_size({"x": 1}) == 1

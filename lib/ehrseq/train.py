@@ -394,18 +394,32 @@ def _split_output(out) -> tuple[torch.Tensor, dict[str, Any]]:
     return loss, dict(metrics)
 
 
+def _batch_size(batch: Any) -> int:
+    """Rows in a batch: the first dimension of its first tensor (1 if it has none)."""
+    if torch.is_tensor(batch):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    if isinstance(batch, list | tuple):
+        for item in batch:
+            if torch.is_tensor(item) and item.dim():
+                return int(item.shape[0])
+    return 1
+
+
 class _Meter:
-    """Running sums of named scalars, each averaged over the batches that reported it (and
-    over ranks)."""
+    """Running sums of named scalars, each a mean over the batches that reported it weighted
+    by batch size (and over ranks): with a per-row mean loss, an epoch mean is a per-row mean
+    even when batches differ in size (length bucketing leaves a small last batch)."""
 
     def __init__(self):
         self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, float] = {}
 
-    def add(self, values: Mapping[str, Any]) -> None:
+    def add(self, values: Mapping[str, Any], weight: float = 1.0) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-            self.counts[k] = self.counts.get(k, 0) + 1
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * weight
+            self.counts[k] = self.counts.get(k, 0.0) + weight
 
     def mean(self, d: _Dist, prefix: str) -> dict[str, float]:
         keys = set(self.sums)
@@ -469,7 +483,7 @@ def _evaluate(
             batch = to_device(batch, d.device)
             with amp:
                 loss, metrics = _split_output(step_fn(model, batch))
-            meter.add({"loss": loss.detach(), **metrics})
+            meter.add({"loss": loss.detach(), **metrics}, weight=_batch_size(batch))
     return meter.mean(d, "val_")
 
 
@@ -616,7 +630,8 @@ def fit(
                 {
                     "loss": value,
                     **{k: v.detach() if torch.is_tensor(v) else v for k, v in metrics.items()},
-                }
+                },
+                weight=_batch_size(batch),
             )
             bar.set_postfix(loss=f"{value:.4f}")
         bar.close()
