@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" EHRSEQ_PROFILE=smoke PYTHONHASHSEED=0 EHRSEQ_NO_PROGRESS=1
+# two pytest workers on two cores: one thread each (two threads each made steps several times slower)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # No MPLBACKEND here: kernels must keep the inline backend or figures vanish from the outputs.
 
 echo "[test] ruff"
