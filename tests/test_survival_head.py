@@ -292,3 +292,13 @@ def test_horizon_risk_errors():
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         survival_curve(hazards + 1)
     assert torch.equal(hazards_to_survival(hazards), survival_curve(hazards))
+
+
+def test_bin_head_starts_at_given_base_hazards():
+    base = torch.tensor([0.01, 0.02, 0.05])
+    head = BinHazardHead(4, 3, base_hazards=base)
+    torch.nn.init.zeros_(head.net[-1].weight)
+    out = head(torch.randn(5, 4))
+    torch.testing.assert_close(out.hazards, base.expand(5, 3))
+    with pytest.raises(ValueError, match="base_hazards"):
+        BinHazardHead(4, 3, base_hazards=torch.tensor([0.5, 1.0, 0.2]))

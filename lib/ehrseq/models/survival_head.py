@@ -423,6 +423,9 @@ class BinHazardHead(nn.Module):
         n_bins: number of time bins ``T``.
         hidden: width of a hidden layer; ``None`` for a single linear layer.
         dropout: dropout on the input (or the hidden layer).
+        base_hazards: optional :math:`(T,)` hazards (e.g. the training life table) that the
+            output layer's bias starts at, :math:`b_k = \operatorname{logit}(h_k)`, so an
+            untrained model predicts the marginal curve instead of :math:`h = 0.5`.
 
     Shapes:
         - states: :math:`(B, d)`, or :math:`(B, L, d)` with visit_ids :math:`(B, L)`
@@ -434,13 +437,26 @@ class BinHazardHead(nn.Module):
     """
 
     def __init__(
-        self, d_model: int, n_bins: int, hidden: int | None = None, dropout: float = 0.0
+        self,
+        d_model: int,
+        n_bins: int,
+        hidden: int | None = None,
+        dropout: float = 0.0,
+        base_hazards: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if d_model < 1 or n_bins < 1:
             raise ValueError(f"d_model and n_bins must be positive, got {d_model}, {n_bins}")
         self.n_bins = n_bins
         self.net = _mlp(d_model, n_bins, hidden, dropout)
+        if base_hazards is not None:
+            h = torch.as_tensor(base_hazards, dtype=torch.float32)
+            if h.shape != (n_bins,) or not bool(((h > 0) & (h < 1)).all()):
+                raise ValueError(
+                    f"base_hazards must be {n_bins} values in (0, 1), got {tuple(h.shape)}"
+                )
+            with torch.no_grad():
+                self.net[-1].bias.copy_(torch.logit(h))  # (T,)
 
     def forward(
         self,
