@@ -1,0 +1,734 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Baselines and architecture decisions
+#
+# ## Outline
+# Which architecture should read a patient's record? Before the next chapter builds a more
+# elaborate transformer, this one lines up the candidates **under one protocol** and asks
+# what each buys:
+#
+# - a **Cox model on a bag of codes** {cite}`cox1972regression`: counts of every token before
+#   the prediction time, plus age and sex. It sees *what* happened, never *when* or *in
+#   which order*;
+# - an **LSTM over visits** {cite}`hochreiter1997long`: each visit is the mean of its code
+#   embeddings, read in time order, with or without the age and the gap between visits;
+# - a **flat BEHRT** {cite}`li2020behrt`: a transformer over every token of the history,
+#   with age, visit, position and time-gap embeddings, trained from scratch.
+#
+# All of them are scored on the same patients with the same metrics, against the same
+# ceiling: the **oracle**, the generator's true risk. We then ask when the story of the
+# synthetic cohort makes an inductive bias (order, time) matter, and measure it.
+
+# %% [markdown]
+# ## Setup
+# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
+# task fields (`n_patients`, `task_seed`) are the ones the next chapter uses too, so both
+# chapters score their models on the same patients.
+
+# %%
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from myst_nb import glue
+from scipy.stats import spearmanr
+from torch import nn
+
+import ehrseq
+from ehrseq.config import for_profile
+from ehrseq.data.task import TaskConfig, prepare_survival_task
+from ehrseq.data.vocab import SPECIAL_TOKENS
+from ehrseq.losses import hazard_nll
+from ehrseq.metrics import (
+    bootstrap_ci,
+    calibration_table,
+    concordance_index,
+    concordance_index_ipcw,
+    concordance_td,
+    integrated_brier_score,
+)
+from ehrseq.models import (
+    BehrtConfig,
+    BehrtEncoder,
+    BinHazardHead,
+    HazardOutput,
+    LSTMConfig,
+    VisitLSTM,
+    count_parameters,
+    encoder_inputs,
+    freeze,
+    hierarchical_inputs,
+)
+from ehrseq.models.survival_head import last_visit_state
+from ehrseq.plotting import apply_style
+from ehrseq.runtime import measure
+from ehrseq.train import TrainConfig, fit, to_device
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "book"
+    n_patients: int = 8000  # people generated for the shared task (same in chapter 10)
+    task_seed: int = 7  # generator and split seed of the task (same in chapter 10)
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of every neural model
+    d_model: int = 64  # width of every neural model
+    n_layers: int = 2  # transformer blocks (BEHRT) / LSTM layers stay 1
+    n_heads: int = 4  # attention heads
+    d_ff: int = 128  # feed-forward width of a transformer block
+    dropout: float = 0.1  # on embeddings, attention, residuals and the head
+    epochs: int = 4  # most passes over the training patients
+    patience: int = 2  # stop when the validation loss has not improved for this many epochs
+    batch_size: int = 128  # patients per optimiser step
+    lr_lstm: float = 3e-3  # peak learning rate of the LSTMs
+    lr_behrt: float = 1e-3  # peak learning rate of BEHRT
+    min_code_share: float = 0.02  # a token is a Cox feature when this share of training has it
+    penalizer: float = 0.3  # ridge penalty of the Cox model, on standardised features
+    n_boot: int = 100  # bootstrap resamples of the test patients per confidence interval
+
+    def task_config(self) -> TaskConfig:
+        """The shared survival task (chapter 10 builds exactly the same one)."""
+        return TaskConfig(n_patients=self.n_patients, seed=self.task_seed)
+
+
+cfg = for_profile(
+    Config,
+    {
+        "smoke": {
+            "n_patients": 1500,
+            "seeds": (0,),
+            "d_model": 16,
+            "n_layers": 1,
+            "n_heads": 2,
+            "d_ff": 32,
+            "epochs": 2,
+            "min_code_share": 0.05,
+            "n_boot": 20,
+        },
+        "full": {"n_patients": 100_000, "d_model": 128, "n_layers": 4, "d_ff": 512, "epochs": 10},
+    },
+)
+device = ehrseq.get_device()
+rng = ehrseq.seed_everything(cfg.task_seed)
+apply_style()
+print(cfg)
+print(f"device: {device}")
+
+
+def keep(name: str, value: object) -> None:
+    """Glue a number for the prose, as a plain Python number (the book cannot show numpy's)."""
+    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
+
+
+keep("n_seeds", len(cfg.seeds))
+keep("n_boot", cfg.n_boot)
+keep("epochs", cfg.epochs)
+
+# %% [markdown]
+# On a GPU, `fit` trains in bf16 autocast and some attention kernels are nondeterministic, so
+# the numbers move a little between runs; on a CPU every seed is repeatable bit for bit.
+#
+# ## Data: the shared protocol
+# `prepare_survival_task` builds the cohort, the labels (first heart failure within five
+# years of a prediction time one year after enrolment), the split into training, validation
+# and test patients, the token sequences strictly before the prediction time, and the time
+# bins. Every model below reads this object and nothing else.
+
+# %%
+task = prepare_survival_task(cfg.task_config())
+train, test = task.frame("train"), task.frame("test")
+horizon = task.config.horizon_days  # days
+edges = task.cuts[1:]  # right edge of every bin, days: where survival curves are read
+n_bins = task.config.n_bins
+keep("n_train", len(train))
+keep("n_test", len(test))
+keep("n_test_events", int(test["event"].sum()))
+keep("n_bins", n_bins)
+keep("bin_days", float(task.config.bin_days))
+keep("horizon_years", float(task.config.horizon_years))
+task.summary()
+
+# %% [markdown]
+# The labels of a split are durations in days, an event flag and the bin index that the
+# discrete-time models learn from ({glue:text}`n_bins` bins of {glue:text}`bin_days:.0f`
+# days over {glue:text}`horizon_years:.0f` years):
+
+# %%
+test.head()
+
+# %% [markdown]
+# ### One evaluation for every model
+# Every model hands over the same thing: a predicted survival curve per test patient, read at
+# the {glue:text}`n_bins` bin edges, shape `(n_test, n_bins)`. Everything else follows from it
+# the same way for every model:
+#
+# - the **risk score** is the probability of the event within the horizon,
+#   $1 - \hat S(\text{last edge})$, ranked by Harrell's and Uno's C;
+# - **Antolini's C** judges each comparable pair at the earlier event time, on the curves;
+# - the **integrated Brier score** (IBS) averages the squared error of the curves over the
+#   bin edges inside the window;
+# - the **calibration error** is the mean absolute gap between predicted risk and the
+#   Kaplan-Meier incidence over deciles of predicted risk, at the horizon.
+#
+# A model trained with several seeds gives one curve per seed. The table reports the metric
+# averaged over seeds, a 95% percentile bootstrap interval over test patients of that average
+# ({glue:text}`n_boot` resamples; the same resamples for every model, so intervals are
+# comparable), and the standard deviation across seeds, which is the part of the spread that
+# training adds.
+
+# %%
+d_test, e_test = test["duration"].to_numpy(float), test["event"].to_numpy(int)
+d_train, e_train = train["duration"].to_numpy(float), train["event"].to_numpy(int)
+
+
+def calibration_error(d, e, surv) -> float:
+    cal = calibration_table(d, 1.0 - surv[:, -1], e, horizon=horizon, n_bins=10)
+    return float(np.abs(cal["predicted"] - cal["observed"]).mean())
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
+    "Harrell C": lambda d, e, s: concordance_index(d, 1.0 - s[:, -1], e),
+    "Uno C": lambda d, e, s: concordance_index_ipcw(
+        d, 1.0 - s[:, -1], e, tau=horizon, durations_train=d_train, events_train=e_train
+    ),
+    "Antolini C": lambda d, e, s: concordance_td(d, s, e, edges),
+    "IBS": lambda d, e, s: integrated_brier_score(d, s[:, :-1], e, edges[:-1], d_train, e_train),
+    "calibration error": calibration_error,
+}
+
+
+def evaluate(name: str, survs: list[np.ndarray], cost: dict | None = None) -> dict:
+    """One row of the protocol table from one survival curve per seed, each (n_test, n_bins)."""
+    row: dict[str, object] = {"model": name, "seeds": len(survs)}
+    for metric, fn in METRICS.items():
+        per_seed = [fn(d_test, e_test, s) for s in survs]
+        ci = bootstrap_ci(
+            lambda d, e, *ss, fn=fn: float(np.mean([fn(d, e, s) for s in ss])),
+            d_test,
+            e_test,
+            *survs,
+            n_boot=cfg.n_boot,
+            seed=cfg.task_seed,
+        )
+        row[metric] = float(np.mean(per_seed))
+        row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
+        row[f"{metric} seed sd"] = float(np.std(per_seed, ddof=1)) if len(survs) > 1 else 0.0
+    return {**row, **(cost or {})}
+
+
+# %% [markdown]
+# Two references bracket every model: the **Kaplan-Meier** curve of the training labels,
+# the same for everyone (no information: every C-index is 0.5), and the **oracle**, the
+# generator's true survival at the bin edges (the ceiling: it knows latent onsets that no
+# record shows).
+
+# %%
+km = KaplanMeierFitter().fit(d_train, e_train)
+km_surv = np.tile(km.survival_function_at_times(edges).to_numpy(), (len(test), 1))
+oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
+assert oracle_surv.shape == km_surv.shape == (len(test), n_bins)
+assert np.allclose(1.0 - oracle_surv[:, -1], task.oracle_risk("test"), atol=0.02)
+rows = [evaluate("Kaplan-Meier (no features)", [km_surv]), evaluate("oracle", [oracle_surv])]
+pd.DataFrame(rows).set_index("model")[list(METRICS)].round(3)
+
+# %% [markdown]
+# ## Model 1: a Cox model on a bag of codes
+# The classical baseline forgets the order of the record. Each patient becomes one row: the
+# count of every vocabulary token in the history (conditions, drugs, procedures, visit
+# types, lab tokens with their value decile), as $\log(1 + \text{count})$, plus age at the
+# prediction time and sex. Tokens that fewer than {glue:text}`min_code_share:.0%` of
+# training patients have are dropped, features are standardised on the training patients,
+# and a ridge-penalised Cox model {cite}`cox1972regression` is fitted,
+#
+# $$
+# h_i(t) = h_0(t) \exp(\beta^\top x_i), \qquad
+# \hat S_i(t) = \hat S_0(t)^{\exp(\beta^\top x_i)},
+# $$
+#
+# with the baseline survival $\hat S_0$ from Breslow's estimator. Its curves are read at the
+# same bin edges as every other model's. The tokens are those of the task's encoding, the
+# very sequences the neural models read (the most recent {glue:text}`max_len` tokens).
+
+# %%
+n_special = len(SPECIAL_TOKENS)  # [PAD], [UNK], [MASK], [CLS], [SEP] are not features
+person = task.cohort.tables["person"].set_index("person_id")
+keep("min_code_share", cfg.min_code_share)
+keep("max_len", task.config.max_len)
+
+
+def bag_of_codes(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token counts (n, vocab - specials), age at the prediction time (years) and sex (male)."""
+    enc = task.encoding.select(task.split[split])  # patients in the order of task.frame(split)
+    n = len(enc)
+    row = np.repeat(np.arange(n), np.diff(enc.offsets))  # patient of every token
+    counts = np.zeros((n, len(task.vocab)))
+    np.add.at(counts, (row, enc.arrays["codes"]), 1.0)  # (n, vocab)
+    frame = task.frame(split)
+    who = person.loc[frame["subject_id"]]
+    age = (frame["prediction_time"] - who["birth_datetime"].to_numpy()).dt.days / 365.25
+    male = (who["gender_concept_id"].to_numpy() == 8507).astype(float)
+    return counts[:, n_special:], age.to_numpy(float), male
+
+
+counts_train, _, _ = bag_of_codes("train")
+kept = (counts_train > 0).mean(axis=0) >= cfg.min_code_share  # chosen on training patients
+names = [f"code_{t}" for t in task.vocab.itos[n_special:]]
+columns = [n for n, k in zip(names, kept, strict=True) if k] + ["age_years", "male"]
+
+
+def cox_features(split: str) -> pd.DataFrame:
+    counts, age, male = bag_of_codes(split)
+    x = np.column_stack([np.log1p(counts[:, kept]), age, male])  # (n, p)
+    return pd.DataFrame(x, columns=columns)
+
+
+x_train = cox_features("train")
+mean, sd = x_train.mean(), x_train.std().replace(0.0, 1.0)
+x_train = (x_train - mean) / sd
+x_test = (cox_features("test") - mean) / sd
+assert np.isfinite(x_train.to_numpy()).all() and np.isfinite(x_test.to_numpy()).all()
+keep("n_cox_features", x_train.shape[1])
+print(f"{x_train.shape[1]} features: {int(kept.sum())} tokens, age, sex")
+
+with measure("cpu") as cox_cost:
+    cph = CoxPHFitter(penalizer=cfg.penalizer).fit(
+        x_train.assign(duration=d_train, event=e_train), "duration", "event"
+    )
+cox_surv = cph.predict_survival_function(x_test, times=edges).to_numpy().T  # (n_test, n_bins)
+assert cox_surv.shape == (len(test), n_bins)
+rows.append(
+    evaluate(
+        "Cox, bag of codes",
+        [cox_surv],
+        {"parameters": len(cph.params_), "train s": cox_cost.seconds, "peak MiB": cox_cost.peak_mib},
+    )
+)
+cph.params_.sort_values(key=np.abs, ascending=False).head(8).rename("log HR per sd").to_frame()
+
+# %% [markdown]
+# ## Model 2: an LSTM over visits
+# The recurrent baseline reads the **hierarchical batch** (`codes (B, V, C)`, masks, and per
+# visit the age and the days since the previous visit). `VisitLSTM` averages the code
+# embeddings of each visit, optionally appends the time features
+# $[a_t / 110,\ \log(1 + \Delta_t) / \log(1 + \Delta_\max)]$ (`use_time`), and runs a
+# forward LSTM {cite}`hochreiter1997long` over the visits of each patient (packed, so padded
+# visits never touch a real state).
+#
+# To put every model on the same protocol, the LSTM's visit states feed the **same survival
+# head** as BEHRT below: a `BinHazardHead` mapping the state of the last real visit (the
+# patient at the prediction time) to {glue:text}`n_bins` hazard logits, one per bin. The
+# LSTM's own per-visit head is frozen and unused. The head's bias starts at the logit of
+# the average hazard per bin of the training patients, so the first steps are not spent on
+# learning the base rate.
+
+# %%
+hazard0 = train["event"].sum() / (train["bin"] + 1).sum()  # events per person-bin at risk
+logit0 = math.log(hazard0 / (1.0 - hazard0))
+keep("hazard0", float(hazard0))
+
+
+def bin_head(d_model: int) -> BinHazardHead:
+    """The survival head every neural model of this chapter and the next shares."""
+    head = BinHazardHead(d_model, n_bins, dropout=cfg.dropout)
+    nn.init.constant_(head.net[-1].bias, logit0)  # start at the base rate
+    return head
+
+
+def freeze_unused_head(encoder: nn.Module) -> nn.Module:
+    """Visit-level encoders carry their own per-visit head; here it is not used."""
+    freeze(encoder.head)
+    return encoder
+
+
+class VisitSurvival(nn.Module):
+    """A visit-level encoder (``encode`` -> visit states) + the per-bin head on the last visit.
+
+    ``zero_gaps`` replaces the days between visits by 0: a model that keeps the age but
+    loses the gaps (an ablation).
+    """
+
+    def __init__(self, encoder: nn.Module, d_model: int, zero_gaps: bool = False):
+        super().__init__()
+        self.encoder = freeze_unused_head(encoder)
+        self.head = bin_head(d_model)
+        self.zero_gaps = zero_gaps
+
+    def forward(self, batch: dict) -> HazardOutput:
+        inputs = hierarchical_inputs(batch)
+        if self.zero_gaps:
+            inputs["time_deltas"] = torch.zeros_like(inputs["time_deltas"])  # (B, V)
+        visits = self.encoder.encode(**inputs)  # (B, V, d)
+        state = last_visit_state(visits, batch["visit_mask"])  # (B, d)
+        return self.head(state)  # logits, hazards (B, n_bins)
+
+
+def lstm(use_time: bool, zero_gaps: bool = False) -> VisitSurvival:
+    lcfg = LSTMConfig.from_vocab(
+        task.vocab,
+        d_embed=cfg.d_model,
+        d_hidden=cfg.d_model,
+        dropout=cfg.dropout,
+        use_time=use_time,
+    )
+    return VisitSurvival(VisitLSTM(lcfg), cfg.d_model, zero_gaps=zero_gaps)
+
+
+hier_batch = task.dataset("train").batch(np.arange(4), hierarchical=True)
+out = lstm(use_time=True)(hier_batch)
+B, V, C = hier_batch["codes"].shape
+assert out.logits.shape == out.hazards.shape == (B, n_bins)
+assert out.surv.shape == (B, n_bins) and (out.surv[:, 1:] <= out.surv[:, :-1]).all()
+print(f"hierarchical batch: codes {tuple(hier_batch['codes'].shape)} -> hazards {tuple(out.hazards.shape)}")
+
+# %% [markdown]
+# ## Model 3: flat BEHRT
+# BEHRT {cite}`li2020behrt` reads the **flat batch**: every token of the history in one
+# sequence, embedded as the sum of code, age, visit, position, time-gap and domain
+# embeddings, through a stack of transformer blocks that attend over all tokens
+# {cite}`vaswani2017attention`. The same head reads the mean state of the tokens of the last
+# visit. No pretraining here: the encoder learns from the survival loss alone.
+
+# %%
+class FlatBehrtSurvival(nn.Module):
+    """BEHRT over the flat batch + the per-bin head on the mean state of the last visit."""
+
+    def __init__(self, bcfg: BehrtConfig):
+        super().__init__()
+        self.encoder = BehrtEncoder(bcfg)
+        self.head = bin_head(bcfg.d_model)
+
+    def forward(self, batch: dict) -> HazardOutput:
+        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
+        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, n_bins)
+
+
+def flat_behrt() -> FlatBehrtSurvival:
+    bcfg = BehrtConfig.from_vocab(
+        task.vocab,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        max_len=task.config.max_len,
+    )
+    return FlatBehrtSurvival(bcfg)
+
+
+flat_batch = task.dataset("train").batch(np.arange(4))
+out = flat_behrt()(flat_batch)
+assert out.logits.shape == (flat_batch["codes"].shape[0], n_bins)
+print(f"flat batch: codes {tuple(flat_batch['codes'].shape)} -> hazards {tuple(out.hazards.shape)}")
+
+# %% [markdown]
+# ## Train
+# Every neural model goes through the library's one loop, `fit`, with the same step
+# function: the discrete-time hazard negative log-likelihood of the bin labels
+# (`hazard_nll`). Early stopping watches the validation loss (patience
+# {glue:text}`patience`) and keeps the best weights. `measure` records the wall time and
+# the peak memory of each run (on a CPU, the rise of the process's resident memory: an
+# estimate); the parameter count is that of the trainable parameters.
+
+
+# %%
+def step_fn(model: nn.Module, batch: dict) -> torch.Tensor:
+    out = model(batch)
+    return hazard_nll(out.logits, batch["durations"], batch["events"])
+
+
+@torch.no_grad()
+def predict_survival(model: nn.Module, hierarchical: bool) -> np.ndarray:
+    """Survival at the bin edges for the test patients, (n_test, n_bins), in frame order."""
+    model.eval()
+    survs, person_ids = [], []
+    for batch in task.loader("test", 256, hierarchical=hierarchical):
+        survs.append(model(to_device(batch, device)).surv.float().cpu())
+        person_ids.append(batch["person_ids"])
+    order = pd.Index(torch.cat(person_ids).numpy()).get_indexer(test["subject_id"])
+    assert (order >= 0).all()
+    return torch.cat(survs).numpy()[order]
+
+
+def train_seeds(
+    name: str, make: Callable[[], nn.Module], hierarchical: bool, lr: float
+) -> tuple[list[np.ndarray], dict, list[nn.Module]]:
+    """Train one model per seed; return the test curves, the mean cost, and the models."""
+    survs, costs, models = [], [], []
+    for seed in cfg.seeds:
+        ehrseq.seed_everything(seed)
+        model = make()
+        loaders = (
+            task.loader("train", cfg.batch_size, hierarchical=hierarchical, seed=seed),
+            task.loader("val", 256, hierarchical=hierarchical),
+        )
+        tcfg = TrainConfig(
+            epochs=cfg.epochs, lr=lr, patience=cfg.patience, seed=seed, desc=f"{name} {seed}"
+        )
+        with measure(device) as m:
+            result = fit(model, *loaders, step_fn, tcfg)
+        history = result.history
+        assert np.isfinite(history["train_loss"]).all()
+        assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], name  # it learned
+        costs.append(
+            {
+                "parameters": count_parameters(model)["trainable"],
+                "train s": m.seconds,
+                "s / epoch": float(history["time_s"].mean()),
+                "peak MiB": m.peak_mib,
+                "epochs": len(history),
+            }
+        )
+        survs.append(predict_survival(model, hierarchical))
+        models.append(model)
+    cost = pd.DataFrame(costs).mean().to_dict()
+    cost["parameters"] = int(cost["parameters"])
+    return survs, cost, models
+
+
+keep("patience", cfg.patience)
+runs = {
+    "LSTM, codes only": (lambda: lstm(use_time=False), True, cfg.lr_lstm),
+    "LSTM, codes + age": (lambda: lstm(use_time=True, zero_gaps=True), True, cfg.lr_lstm),
+    "LSTM, codes + age + gaps": (lambda: lstm(use_time=True), True, cfg.lr_lstm),
+    "flat BEHRT": (flat_behrt, False, cfg.lr_behrt),
+}
+curves: dict[str, list[np.ndarray]] = {"oracle": [oracle_surv], "Cox, bag of codes": [cox_surv]}
+trained: dict[str, list[nn.Module]] = {}
+for name, (make, hierarchical, lr) in runs.items():
+    curves[name], cost, trained[name] = train_seeds(name, make, hierarchical, lr)
+    rows.append(evaluate(name, curves[name], cost))
+
+# %% [markdown]
+# ## Evaluate
+# ### The protocol table
+
+# %%
+results = pd.DataFrame(rows).set_index("model")
+
+
+def show(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Estimate [95% CI] per metric, as text, plus the cost columns when present."""
+    out = pd.DataFrame(index=table.index)
+    for m in metrics:
+        digits = 4 if m == "IBS" else 3
+        out[m] = [
+            f"{r[m]:.{digits}f} [{r[m + ' lower']:.{digits}f}, {r[m + ' upper']:.{digits}f}]"
+            for _, r in table.iterrows()
+        ]
+    for c in ("seeds", "parameters", "train s", "peak MiB"):
+        if c in table:
+            out[c] = table[c].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}")
+    return out
+
+
+show(results, list(METRICS))
+
+# %% [markdown]
+# The spread across training seeds (standard deviation of each metric over the
+# {glue:text}`n_seeds` seeds) is smaller than the interval over test patients for most models:
+# which patients happen to be in the test set moves a C-index more than which seed trained
+# the model.
+
+# %%
+results[[f"{m} seed sd" for m in ("Harrell C", "Uno C", "Antolini C", "IBS")]].round(4)
+
+# %% mystnb={"figure": {"name": "fig-baselines", "caption": "Discrimination (Harrell's C, left) and integrated Brier score (right) of every model on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
+models = [m for m in results.index if m not in ("oracle", "Kaplan-Meier (no features)")]
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+y = np.arange(len(models))
+for ax, metric in zip(axes, ("Harrell C", "IBS"), strict=True):
+    r = results.loc[models]
+    err = np.vstack([r[metric] - r[f"{metric} lower"], r[f"{metric} upper"] - r[metric]])
+    ax.errorbar(r[metric], y, xerr=err, fmt="o", capsize=3)
+    ax.axvline(results.loc["oracle", metric], ls="--", c="k", label="oracle")
+    ref = 0.5 if metric == "Harrell C" else results.loc["Kaplan-Meier (no features)", metric]
+    ax.axvline(ref, ls=":", c="grey", label="chance" if metric == "Harrell C" else "Kaplan-Meier")
+    ax.set_xlabel(metric + (" (higher is better)" if metric != "IBS" else " (lower is better)"))
+    ax.legend(loc="lower right" if metric == "Harrell C" else "upper right")
+axes[0].set_yticks(y, models)
+axes[0].invert_yaxis()
+plt.show()
+
+# %% [markdown]
+# ### Which differences are real?
+# Two intervals that overlap can still hide a clear difference, because the same test
+# patients are easy or hard for every model. The right interval is that of the
+# **difference**, bootstrapped on the same resamples (a paired bootstrap), for the seed-mean
+# Harrell C.
+
+
+# %%
+def difference(a: str, b: str, metric: str = "Harrell C") -> dict:
+    """Paired bootstrap of metric(a) - metric(b), each averaged over its seeds."""
+    fn, k = METRICS[metric], len(curves[a])
+
+    def diff(d, e, *ss):
+        return float(np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]]))
+
+    ci = bootstrap_ci(
+        diff, d_test, e_test, *curves[a], *curves[b], n_boot=cfg.n_boot, seed=cfg.task_seed
+    )
+    return {"comparison": f"{a} - {b}", "difference": ci.estimate, "lower": ci.lower, "upper": ci.upper}
+
+
+best = results.loc[models, "Harrell C"].idxmax()
+pairs = [
+    ("oracle", best),
+    ("flat BEHRT", "Cox, bag of codes"),
+    ("LSTM, codes + age + gaps", "Cox, bag of codes"),
+    ("flat BEHRT", "LSTM, codes + age + gaps"),
+    ("LSTM, codes + age", "LSTM, codes only"),
+    ("LSTM, codes + age + gaps", "LSTM, codes + age"),
+]
+diffs = pd.DataFrame([difference(a, b) for a, b in pairs]).set_index("comparison")
+diffs["interval excludes 0"] = (diffs["lower"] > 0) | (diffs["upper"] < 0)
+diffs.round(3)
+
+# %%
+r = results["Harrell C"]
+short = {
+    "oracle": "oracle",
+    "Kaplan-Meier (no features)": "km",
+    "Cox, bag of codes": "cox",
+    "LSTM, codes only": "lstm_codes",
+    "LSTM, codes + age": "lstm_age",
+    "LSTM, codes + age + gaps": "lstm_gaps",
+    "flat BEHRT": "behrt",
+}
+for model, key in short.items():
+    for metric, mkey in (("Harrell C", "c"), ("Uno C", "uno"), ("Antolini C", "td"), ("IBS", "ibs")):
+        keep(f"{key}_{mkey}", float(results.loc[model, metric]))
+        keep(f"{key}_{mkey}_lower", float(results.loc[model, f"{metric} lower"]))
+        keep(f"{key}_{mkey}_upper", float(results.loc[model, f"{metric} upper"]))
+    keep(f"{key}_cal", float(results.loc[model, "calibration error"]))
+    if model in runs or model == "Cox, bag of codes":
+        keep(f"{key}_params", int(results.loc[model, "parameters"]))
+        keep(f"{key}_seconds", float(results.loc[model, "train s"]))
+for (a, b), (_, d) in zip(pairs, diffs.iterrows(), strict=True):
+    key = f"d_{short[a]}_{short[b]}"
+    keep(key, float(d["difference"]))
+    keep(f"{key}_lower", float(d["lower"]))
+    keep(f"{key}_upper", float(d["upper"]))
+keep("best", best)
+keep("best_c", float(r[best]))
+keep("gap_best", float(r["oracle"] - r[best]))
+keep("share_closed", float((r[best] - 0.5) / (r["oracle"] - 0.5)))
+
+assert r["oracle"] > 0.5 and r["Cox, bag of codes"] > 0.5
+assert results.loc["oracle", "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]
+if cfg.profile != "smoke":
+    assert results.loc["Cox, bag of codes", "Harrell C lower"] > 0.5
+    assert (r[models] > 0.6).all(), r[models]
+    assert (r["oracle"] > r[models]).all()
+    assert (results.loc[models, "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]).all()
+
+# %% [markdown]
+# ### When the story needs order and time
+# The generator's heart-failure hazard (chapter 1) has two terms that depend on **when**
+# something happened: a myocardial infarction in the previous 12 months and a pneumonia in
+# the previous 3 months raise the monthly hazard (log hazard ratios
+# {glue:text}`beta_mi:.1f` and {glue:text}`beta_pna:.1f`). Everything else in it is a
+# disease that, once present, stays. A bag of codes can represent "this disease is present";
+# it cannot represent "this happened recently". Whether that matters here is a question
+# about the protocol, which we can answer with the data rather than by argument.
+#
+# Who had such an event before the prediction time? We read it from the records the models
+# see (the task's sequences), not from the generator's truth:
+
+# %%
+beta = task.cohort.truth.coefficients["heart_failure"]
+keep("beta_mi", float(beta["recent_mi"]))
+keep("beta_pna", float(beta["recent_pneumonia"]))
+vocabulary = task.cohort.vocabulary
+seq = task.sequences.frame
+prediction_time = task.labels.set_index("subject_id")["prediction_time"]
+
+
+def days_since_last(group: str) -> np.ndarray:
+    """Days from the last record of a condition group to the prediction time (NaN: none)."""
+    ids = vocabulary.ids(group, "condition")
+    rows = seq[(seq["domain"] == "condition") & seq["concept_id"].isin(ids)]
+    last = rows.groupby("person_id")["time"].max()
+    days = (prediction_time.reindex(last.index) - last).dt.days
+    return days.reindex(test["subject_id"]).to_numpy(float)
+
+
+mi_days = days_since_last("acute_myocardial_infarction")
+pna_days = days_since_last("pneumonia")
+recent_mi = mi_days <= 365.25  # NaN compares False
+recent_pna = pna_days <= 3 * 365.25 / 12
+recent = recent_mi | recent_pna
+assert (np.nan_to_num(mi_days) <= task.config.history_days).all()  # history: one year
+keep("n_recent", int(recent.sum()))
+keep("n_recent_mi", int(recent_mi.sum()))
+keep("n_recent_pna", int(recent_pna.sum()))
+keep("n_any_pna", int((~np.isnan(pna_days)).sum()))
+keep("n_recent_events", int(e_test[recent].sum()))
+keep("history_days", float(task.config.history_days))
+pd.DataFrame(
+    {
+        "patients": [int(recent_mi.sum()), int(recent_pna.sum()), int(recent.sum()), len(test)],
+        "events": [int(e_test[m].sum()) for m in (recent_mi, recent_pna, recent)]
+        + [int(e_test.sum())],
+    },
+    index=["MI in the last 12 months", "pneumonia in the last 3 months", "either", "all test"],
+)
+
+# %% [markdown]
+# The subgroup is small, and has few events, so a C-index inside it would say little. The
+# oracle gives a sharper, label-free yardstick: every patient's **true** risk. Two questions
+# per model: does it raise the risk of the recently ill as much as the truth does (the ratio
+# of mean predicted five-year risk, subgroup over everyone else), and does it rank patients
+# like the truth (Spearman's rank correlation with the oracle's risk, over all test patients
+# and inside the subgroup)? Curves of several seeds are averaged first.
+
+# %%
+oracle_risk = 1.0 - oracle_surv[:, -1]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(spearmanr(a, b).statistic) if len(a) >= 3 else float("nan")
+
+
+probe = []
+for name, survs in curves.items():
+    risk = np.mean([1.0 - s[:, -1] for s in survs], axis=0)  # (n_test,)
+    probe.append(
+        {
+            "model": name,
+            "risk ratio, recent event / others": float(risk[recent].mean() / risk[~recent].mean()),
+            "rank corr. with oracle, all": rank_correlation(risk, oracle_risk),
+            "rank corr. with oracle, recent event": rank_correlation(
+                risk[recent], oracle_risk[recent]
+            ),
+        }
+    )
+probe = pd.DataFrame(probe).set_index("model")
+for model, key in short.items():
+    if model in probe.index:
+        keep(f"{key}_ratio", float(probe.loc[model, "risk ratio, recent event / others"]))
+        keep(f"{key}_rho", float(probe.loc[model, "rank corr. with oracle, all"]))
+probe.round(3)
+
+# %% [markdown]
+# ## Summary
+# TODO
+#
+# ## Exercises
+# TODO

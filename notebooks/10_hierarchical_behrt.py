@@ -1,0 +1,909 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Hierarchical BEHRT
+#
+# ## Outline
+# Flat BEHRT {cite}`li2020behrt` reads a history as one long sequence of tokens and lets
+# every token attend to every other. That ignores a structure the record already has: codes
+# come in **visits**. The codes of one visit share a time stamp and have no order; the
+# visits are ordered in time and separated by gaps that can be a day or five years. A
+# hierarchical model follows that structure in two stages:
+#
+# 1. **within a visit**, pool the codes into one vector by attention (a learned query
+#    weighs the codes of the visit);
+# 2. **across visits**, add the age, the visit's position and the gap in days since the
+#    previous visit, and run a causal transformer {cite}`vaswani2017attention` over the
+#    visits.
+#
+# We build both stages, test the masks and the causality with assertions, compare the model
+# with the flat BEHRT of the previous chapter under the same protocol (same task, splits,
+# head, metrics and seeds, similar parameter counts), ablate the time-gap embedding, and
+# measure what the hierarchy buys in compute: attention over $L = VC$ tokens costs
+# $O((VC)^2)$, attention inside visits and then across them $O(VC^2 + V^2)$.
+
+# %% [markdown]
+# ## Setup
+# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The task
+# fields (`n_patients`, `task_seed`) and the training recipe are those of the previous
+# chapter, so the flat BEHRT here is the very model scored there.
+
+# %%
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from lifelines import KaplanMeierFitter
+from myst_nb import glue
+from torch import nn
+
+import ehrseq
+from ehrseq.config import for_profile
+from ehrseq.data.task import TaskConfig, prepare_survival_task
+from ehrseq.losses import hazard_nll
+from ehrseq.metrics import (
+    bootstrap_ci,
+    calibration_table,
+    concordance_index,
+    concordance_index_ipcw,
+    concordance_td,
+    integrated_brier_score,
+)
+from ehrseq.models import (
+    AttentionPool,
+    BehrtConfig,
+    BehrtEncoder,
+    BinHazardHead,
+    HazardOutput,
+    HierarchicalBehrt,
+    HierarchicalConfig,
+    count_parameters,
+    encoder_inputs,
+    freeze,
+    hierarchical_inputs,
+)
+from ehrseq.models.hierarchical import VisitEmbeddings, log_time_bins
+from ehrseq.models.survival_head import last_visit_state
+from ehrseq.plotting import apply_style
+from ehrseq.runtime import measure
+from ehrseq.train import TrainConfig, fit, to_device
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "book"
+    n_patients: int = 8000  # people generated for the shared task (as in chapter 9)
+    task_seed: int = 7  # generator and split seed of the task (as in chapter 9)
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of every model
+    d_model: int = 64  # width of both models
+    n_layers: int = 2  # flat: blocks over tokens; hierarchical: blocks across visits
+    n_heads: int = 4  # attention heads (and pooling heads)
+    d_ff: int = 128  # feed-forward width of a transformer block
+    dropout: float = 0.1  # on embeddings, attention, residuals and the head
+    epochs: int = 4  # most passes over the training patients
+    patience: int = 2  # stop when the validation loss has not improved for this many epochs
+    batch_size: int = 128  # patients per optimiser step
+    lr: float = 1e-3  # peak learning rate
+    n_boot: int = 100  # bootstrap resamples of the test patients per confidence interval
+    scale_visits: tuple[int, ...] = (8, 16, 32, 64)  # V of the scaling benchmark
+    scale_codes: tuple[int, ...] = (4, 8, 16)  # C of the scaling benchmark
+    scale_batch: int = 8  # patients per benchmark step
+    scale_repeats: int = 3  # timed steps per model and size (the fastest is kept)
+
+    def task_config(self) -> TaskConfig:
+        """The shared survival task (chapter 9 builds exactly the same one)."""
+        return TaskConfig(n_patients=self.n_patients, seed=self.task_seed)
+
+
+cfg = for_profile(
+    Config,
+    {
+        "smoke": {
+            "n_patients": 1500,
+            "seeds": (0,),
+            "d_model": 16,
+            "n_layers": 1,
+            "n_heads": 2,
+            "d_ff": 32,
+            "epochs": 2,
+            "n_boot": 20,
+            "scale_visits": (4, 8),
+            "scale_codes": (4, 8),
+            "scale_batch": 4,
+            "scale_repeats": 2,
+        },
+        "full": {
+            "n_patients": 100_000,
+            "d_model": 128,
+            "n_layers": 4,
+            "d_ff": 512,
+            "epochs": 10,
+            "scale_visits": (16, 32, 64, 128, 256),
+            "scale_codes": (8, 16, 32),
+            "scale_batch": 32,
+            "scale_repeats": 10,
+        },
+    },
+)
+device = ehrseq.get_device()
+rng = ehrseq.seed_everything(cfg.task_seed)
+apply_style()
+print(cfg)
+print(f"device: {device}")
+
+
+def keep(name: str, value: object) -> None:
+    """Glue a number for the prose, as a plain Python number (the book cannot show numpy's)."""
+    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
+
+
+keep("n_seeds", len(cfg.seeds))
+keep("n_boot", cfg.n_boot)
+
+# %% [markdown]
+# On a GPU, `fit` trains in bf16 autocast and some attention kernels are nondeterministic, so
+# the numbers move a little between runs; on a CPU every seed is repeatable bit for bit.
+#
+# ## Data: the hierarchical batch
+# The task is the one of the previous chapter: same cohort, labels, splits and bins.
+
+# %%
+task = prepare_survival_task(cfg.task_config())
+train, test = task.frame("train"), task.frame("test")
+horizon = task.config.horizon_days  # days
+edges = task.cuts[1:]  # right edge of every bin, days
+n_bins = task.config.n_bins
+keep("n_test", len(test))
+keep("n_test_events", int(test["event"].sum()))
+task.summary()
+
+# %% [markdown]
+# A hierarchical batch holds the same tokens as a flat one (minus `[CLS]` and `[SEP]`: the
+# visit structure replaces them), arranged as `codes (B, V, C)`: `V` visits of at most `C`
+# codes, padded to the largest in the batch. `code_mask` marks real codes, `visit_mask` real
+# visits; age and the days since the previous visit come once per visit.
+
+# %%
+batch = task.dataset("train").batch(np.arange(6), hierarchical=True)
+B, V, C = batch["codes"].shape
+assert batch["code_mask"].shape == (B, V, C) and batch["visit_mask"].shape == (B, V)
+assert batch["ages"].shape == batch["time_deltas"].shape == (B, V)
+assert not (batch["code_mask"] & ~batch["visit_mask"][..., None]).any()  # no code in a pad
+print({k: tuple(v.shape) for k, v in batch.items()})
+pd.DataFrame(
+    {
+        "real codes": batch["code_mask"][0].sum(1).numpy(),
+        "age (years)": batch["ages"][0].numpy().round(2),
+        "days since previous visit": batch["time_deltas"][0].numpy(),
+    },
+    index=pd.RangeIndex(V, name="visit slot"),
+).T
+
+# %% [markdown]
+# ## Model
+# ### Level 1: pooling the codes of a visit by attention
+# A visit is a **set** of codes: $u_{1}, \dots, u_{C}$ (code plus domain embedding, width
+# $d$). A learned query $q$ scores each code, a softmax over the **real** codes turns scores
+# into weights, and the visit vector is the weighted sum of the values; with $H$ heads each
+# head has its own slice of $q$ and of the projections {cite}`vaswani2017attention`:
+#
+# $$
+# \alpha^h_c = \frac{\exp(q_h^\top W^h_K u_c / \sqrt{d_h})}
+#                   {\sum_{c':\, m_{c'}} \exp(q_h^\top W^h_K u_{c'} / \sqrt{d_h})},
+# \qquad
+# z = W_O \big\Vert_{h=1}^{H} \sum_{c:\, m_c} \alpha^h_c\, W^h_V u_c .
+# $$
+#
+# Unlike a mean, the pool can give a rare but telling code most of the weight. In a few
+# lines, reading the weights of the library's `AttentionPool`:
+
+
+# %%
+def attention_pool(pool: AttentionPool, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pool each set of vectors x (N, C, d) over its real members (mask (N, C)) -> (N, d)."""
+    N, C, d = x.shape
+    H = pool.n_heads
+    q = pool.query.view(H, d // H)  # (H, d_h): one learned query per head
+    k = pool.k_proj(x).view(N, C, H, d // H)  # (N, C, H, d_h)
+    v = pool.v_proj(x).view(N, C, H, d // H)  # (N, C, H, d_h)
+    scores = torch.einsum("hk,nchk->nhc", q, k) / math.sqrt(d // H)  # (N, H, C)
+    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))  # padding gets no weight
+    alpha = scores.softmax(dim=-1)  # (N, H, C), sums to 1 over the real codes
+    y = torch.einsum("nhc,nchk->nhk", alpha, v).reshape(N, d)  # heads side by side, (N, d)
+    return pool.o_proj(y)
+
+
+torch.manual_seed(0)
+pool = AttentionPool(d_model=16, n_heads=4).eval()
+nn.init.normal_(pool.query)  # a non-zero query, so the weights are not uniform
+x = torch.randn(5, 7, 16)  # 5 visits, up to 7 codes, d = 16
+mask = torch.arange(7) < torch.tensor([7, 3, 1, 5, 2])[:, None]  # (5, 7): real codes first
+assert pool(x, mask).shape == (5, 16)
+assert torch.allclose(attention_pool(pool, x, mask), pool(x, mask), atol=1e-6)
+
+# %% [markdown]
+# **A visit with no real code.** The batch pads visits to `V` slots, and a padded visit has
+# no real code at all. Then every score is $-\infty$ and the softmax is $0/0$: the inline
+# version returns NaN, and a NaN in one slot poisons the gradient of the whole batch, even if
+# the slot is discarded later. The library's pool lets such a row attend to every slot (to
+# keep the softmax finite) and then returns exactly zero for it; the model never encodes
+# padded visits in the first place, but the pool is safe on its own.
+
+# %%
+empty = mask.clone()
+empty[2] = False  # visit 2 has no real code
+assert torch.isnan(attention_pool(pool, x, empty)[2]).all()  # naive: NaN
+x_grad = x.clone().requires_grad_(True)
+pooled = pool(x_grad, empty)
+pooled.sum().backward()
+assert torch.isfinite(pooled).all() and (pooled[2] == 0).all()  # library: exact zero
+assert torch.isfinite(x_grad.grad).all()  # and finite gradients
+assert torch.allclose(pooled[[0, 1, 3, 4]], pool(x, mask)[[0, 1, 3, 4]])  # others unchanged
+
+# %% [markdown]
+# ### Level 2: the visit embedding and a causal transformer across visits
+# Each visit vector $z_{t}$ gets what BEHRT adds to every token, once per visit:
+#
+# $$
+# x_{t} = z_{t} + E_\text{age}[\lfloor a_{t} \rfloor] + P[t] + E_\text{time}(\Delta_{t}),
+# $$
+#
+# the age in whole years, a learned embedding of the visit's position $t$, and the days since
+# the previous visit $\Delta_t$ in logarithmic bins: bin
+# $\lceil (n - 1) \log(1 + \Delta) / \log(1 + \Delta_\max) \rceil$, so that a day and a week
+# are told apart as well as a year and two (bin 0 is reserved for the first visit, 0 days):
+
+# %%
+days = torch.tensor([0.0, 1, 7, 30, 91, 365, 730, 1826])
+pd.DataFrame(
+    {"days since previous visit": days.int().numpy(), "time bin": log_time_bins(days, 32, 36525.0)}
+).set_index("days since previous visit").T
+
+# %% [markdown]
+# A stack of pre-LayerNorm transformer blocks then attends **causally across visits**:
+# visit $t$ sees visits $\le t$ only, so a hazard read off visit $t$ never sees the future.
+# `HierarchicalBehrt` puts the two levels together; with `n_code_layers > 0` it would also
+# run transformer blocks inside each visit before pooling (Hi-BEHRT's design), which the
+# scaling section measures. Shapes, level by level:
+
+# %%
+hcfg_demo = HierarchicalConfig.from_vocab(
+    task.vocab, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_ff=cfg.d_ff
+)
+model = HierarchicalBehrt(hcfg_demo).eval()
+inputs = hierarchical_inputs(batch)
+z = model.visit_encoder(
+    inputs["codes"], inputs["code_mask"], inputs["visit_mask"], inputs["domain_ids"]
+)  # (B, V, d)
+h0 = model.embeddings(z, inputs["ages"], inputs["time_deltas"])  # (B, V, d)
+states = model.encode(**inputs)  # (B, V, d)
+out = model(**inputs)  # per-visit hazards (B, V)
+assert z.shape == h0.shape == states.shape == (B, V, cfg.d_model)
+assert isinstance(model.embeddings, VisitEmbeddings)
+assert (z[~inputs["visit_mask"]] == 0).all() and (states[~inputs["visit_mask"]] == 0).all()
+assert out.hazards.shape == (B, V) and (out.hazards[~out.mask] == 0).all()
+print(f"codes {tuple(inputs['codes'].shape)} -> visits {tuple(z.shape)} -> states {tuple(states.shape)}")
+
+# %% [markdown]
+# ### Tests: the masks and the arrow of time
+# Three properties every visit-level model must have, checked on a real batch with random
+# weights (they are properties of the wiring, not of training):
+#
+# 1. **code mask**: whatever sits in a padded code slot of a real visit changes nothing;
+# 2. **visit mask**: whatever sits in a padded visit changes nothing, and a padded visit's
+#    state is exactly zero;
+# 3. **no leakage**: the hazard at visit $t$ does not change when visits after $t$ change.
+#    The same edit with the causal mask switched off does change it, so the test has teeth.
+
+
+# %%
+def scramble(t: torch.Tensor, where: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Replace the entries of t at `where` by random values of the same kind."""
+    if t.dtype == torch.long:
+        noise = torch.randint(5, len(task.vocab), t.shape, generator=generator)
+    else:
+        noise = 1000 * torch.rand(t.shape, generator=generator)
+    return torch.where(where, noise, t)
+
+
+g = torch.Generator().manual_seed(0)
+with torch.no_grad():
+    reference = model.encode(**inputs)  # (B, V, d)
+
+    # 1. code mask: random ids in padded code slots of real visits
+    pad_code = ~inputs["code_mask"] & inputs["visit_mask"][..., None]  # (B, V, C)
+    assert pad_code.any()
+    edited = {**inputs, "codes": scramble(inputs["codes"], pad_code, g)}
+    assert torch.allclose(model.encode(**edited), reference, atol=1e-6)
+
+    # 2. visit mask: random ids, ages and gaps in padded visits
+    pad_visit = ~inputs["visit_mask"]  # (B, V)
+    assert pad_visit.any()
+    edited = {
+        **inputs,
+        "codes": scramble(inputs["codes"], pad_visit[..., None].expand(B, V, C), g),
+        "ages": scramble(inputs["ages"], pad_visit, g),
+        "time_deltas": scramble(inputs["time_deltas"], pad_visit, g),
+    }
+    assert torch.allclose(model.encode(**edited), reference, atol=1e-6)
+
+    # 3. leakage: change every visit after the first one of each patient
+    later = torch.arange(V) >= 1  # (V,)
+    future = later[None, :, None] & inputs["code_mask"]  # (B, V, C) real codes after visit 0
+    edited = {
+        **inputs,
+        "codes": scramble(inputs["codes"], future, g),
+        "ages": torch.where(later & inputs["visit_mask"], inputs["ages"] + 3.0, inputs["ages"]),
+    }
+    causal, changed = model(**inputs), model(**edited)
+    assert torch.allclose(changed.hazards[:, 0], causal.hazards[:, 0])  # visit 0 blind to later
+    assert not torch.allclose(changed.hazards[:, 1:], causal.hazards[:, 1:])  # edit is real
+    leaky = model(**edited, causal=False).hazards[:, 0]
+    assert not torch.allclose(leaky, model(**inputs, causal=False).hazards[:, 0])  # teeth
+
+# %% [markdown]
+# The same check at every cut point $t$, not just after the first visit: for each $t$, edit
+# the visits after $t$ and compare the hazards up to $t$.
+
+# %%
+with torch.no_grad():
+    for t in range(V - 1):
+        after = (torch.arange(V) > t)[None, :, None] & inputs["code_mask"]
+        if not after.any():
+            continue
+        edited = {**inputs, "codes": scramble(inputs["codes"], after, g)}
+        assert torch.allclose(
+            model(**edited).hazards[:, : t + 1], causal.hazards[:, : t + 1], atol=1e-6
+        ), t
+
+# %% [markdown]
+# ### The survival head: the same as for every model
+# For the comparison, the hierarchical encoder's visit states feed the same per-bin head as
+# the flat BEHRT and the LSTM of the previous chapter: a `BinHazardHead` on the state of the
+# last real visit, with its bias started at the logit of the training base rate. The model's
+# own per-visit head (used by the causality tests above) is frozen and unused.
+
+# %%
+hazard0 = train["event"].sum() / (train["bin"] + 1).sum()  # events per person-bin at risk
+logit0 = math.log(hazard0 / (1.0 - hazard0))
+
+
+def bin_head(d_model: int) -> BinHazardHead:
+    """The survival head shared by every neural model of chapters 9 and 10."""
+    head = BinHazardHead(d_model, n_bins, dropout=cfg.dropout)
+    nn.init.constant_(head.net[-1].bias, logit0)  # start at the base rate
+    return head
+
+
+class VisitSurvival(nn.Module):
+    """A visit-level encoder (``encode`` -> visit states) + the per-bin head on the last visit."""
+
+    def __init__(self, encoder: nn.Module, d_model: int):
+        super().__init__()
+        self.encoder = encoder
+        freeze(encoder.head)  # the encoder's own per-visit head is not used here
+        self.head = bin_head(d_model)
+
+    def forward(self, batch: dict) -> HazardOutput:
+        visits = self.encoder.encode(**hierarchical_inputs(batch))  # (B, V, d)
+        state = last_visit_state(visits, batch["visit_mask"])  # (B, d)
+        return self.head(state)  # logits, hazards (B, n_bins)
+
+
+class FlatBehrtSurvival(nn.Module):
+    """BEHRT over the flat batch + the per-bin head on the mean state of the last visit."""
+
+    def __init__(self, bcfg: BehrtConfig):
+        super().__init__()
+        self.encoder = BehrtEncoder(bcfg)
+        self.head = bin_head(bcfg.d_model)
+
+    def forward(self, batch: dict) -> HazardOutput:
+        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
+        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, n_bins)
+
+
+def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> FlatBehrtSurvival:
+    bcfg = BehrtConfig.from_vocab(
+        task.vocab,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        max_len=max_len,
+        max_visits=max_visits,
+    )
+    return FlatBehrtSurvival(bcfg)
+
+
+def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> VisitSurvival:
+    hcfg = HierarchicalConfig.from_vocab(
+        task.vocab,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        time_embedding=time_embedding,
+        n_code_layers=n_code_layers,
+    )
+    return VisitSurvival(HierarchicalBehrt(hcfg), cfg.d_model)
+
+
+out = hierarchical()(batch)
+assert out.logits.shape == (B, n_bins) and out.surv.shape == (B, n_bins)
+n_flat = count_parameters(flat_behrt())["trainable"]
+n_hier = count_parameters(hierarchical())["trainable"]
+n_hier_no_dt = count_parameters(hierarchical("none"))["trainable"]
+keep("n_flat", n_flat)
+keep("n_hier", n_hier)
+keep("param_ratio", n_hier / n_flat)
+pd.Series(
+    {"flat BEHRT": n_flat, "hierarchical BEHRT": n_hier, "hierarchical, no gaps": n_hier_no_dt},
+    name="trainable parameters",
+).to_frame()
+
+# %% [markdown]
+# Both models are {glue:text}`n_flat:,` and {glue:text}`n_hier:,` parameters: the same
+# width, the same number of transformer blocks, the same head. Most of the difference is
+# where the position tables sit (per token for the flat model, per visit here) and the
+# pooling's projections.
+#
+# ## Train
+# Each model is trained with {glue:text}`n_seeds` seeds through `fit`, with the hazard NLL of
+# the bin labels, early stopping on the validation loss, and the time and peak memory of the
+# run recorded by `measure` (on a CPU the peak is the rise of the process's resident memory,
+# an estimate).
+
+
+# %%
+def step_fn(model: nn.Module, batch: dict) -> torch.Tensor:
+    out = model(batch)
+    return hazard_nll(out.logits, batch["durations"], batch["events"])
+
+
+@torch.no_grad()
+def predict_survival(model: nn.Module, hierarchical: bool) -> np.ndarray:
+    """Survival at the bin edges for the test patients, (n_test, n_bins), in frame order."""
+    model.eval()
+    survs, person_ids = [], []
+    for b in task.loader("test", 256, hierarchical=hierarchical):
+        survs.append(model(to_device(b, device)).surv.float().cpu())
+        person_ids.append(b["person_ids"])
+    order = pd.Index(torch.cat(person_ids).numpy()).get_indexer(test["subject_id"])
+    assert (order >= 0).all()
+    return torch.cat(survs).numpy()[order]
+
+
+def train_seeds(
+    name: str, make: Callable[[], nn.Module], hierarchical: bool
+) -> tuple[list[np.ndarray], dict]:
+    """Train one model per seed; return the test curves and the mean cost of a run."""
+    survs, costs = [], []
+    for seed in cfg.seeds:
+        ehrseq.seed_everything(seed)
+        model = make()
+        loaders = (
+            task.loader("train", cfg.batch_size, hierarchical=hierarchical, seed=seed),
+            task.loader("val", 256, hierarchical=hierarchical),
+        )
+        tcfg = TrainConfig(
+            epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience, seed=seed, desc=f"{name} {seed}"
+        )
+        with measure(device) as m:
+            result = fit(model, *loaders, step_fn, tcfg)
+        history = result.history
+        assert np.isfinite(history["train_loss"]).all()
+        assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], name  # it learned
+        costs.append(
+            {
+                "parameters": count_parameters(model)["trainable"],
+                "train s": m.seconds,
+                "s / epoch": float(history["time_s"].mean()),
+                "peak MiB": m.peak_mib,
+                "epochs": len(history),
+            }
+        )
+        survs.append(predict_survival(model, hierarchical))
+    cost = pd.DataFrame(costs).mean().to_dict()
+    cost["parameters"] = int(cost["parameters"])
+    return survs, cost
+
+
+runs = {
+    "flat BEHRT": (flat_behrt, False),
+    "hierarchical BEHRT": (hierarchical, True),
+    "hierarchical, no gaps": (lambda: hierarchical("none"), True),
+}
+curves, costs = {}, {}
+for name, (make, is_hier) in runs.items():
+    curves[name], costs[name] = train_seeds(name, make, is_hier)
+
+# %% [markdown]
+# ## Evaluate
+# ### The protocol table
+# The evaluation of the previous chapter, unchanged: the risk score is the probability of the
+# event within the horizon, $1 - \hat S(\text{last edge})$; the curves are read at the bin
+# edges; each metric is averaged over seeds, with a 95% bootstrap interval over test patients
+# ({glue:text}`n_boot` resamples, the same for every model) and the spread across seeds.
+
+# %%
+d_test, e_test = test["duration"].to_numpy(float), test["event"].to_numpy(int)
+d_train, e_train = train["duration"].to_numpy(float), train["event"].to_numpy(int)
+
+
+def calibration_error(d, e, surv) -> float:
+    cal = calibration_table(d, 1.0 - surv[:, -1], e, horizon=horizon, n_bins=10)
+    return float(np.abs(cal["predicted"] - cal["observed"]).mean())
+
+
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
+    "Harrell C": lambda d, e, s: concordance_index(d, 1.0 - s[:, -1], e),
+    "Uno C": lambda d, e, s: concordance_index_ipcw(
+        d, 1.0 - s[:, -1], e, tau=horizon, durations_train=d_train, events_train=e_train
+    ),
+    "Antolini C": lambda d, e, s: concordance_td(d, s, e, edges),
+    "IBS": lambda d, e, s: integrated_brier_score(d, s[:, :-1], e, edges[:-1], d_train, e_train),
+    "calibration error": calibration_error,
+}
+
+
+def evaluate(name: str, survs: list[np.ndarray], cost: dict | None = None) -> dict:
+    """One row of the protocol table from one survival curve per seed, each (n_test, n_bins)."""
+    row: dict[str, object] = {"model": name, "seeds": len(survs)}
+    for metric, fn in METRICS.items():
+        per_seed = [fn(d_test, e_test, s) for s in survs]
+        ci = bootstrap_ci(
+            lambda d, e, *ss, fn=fn: float(np.mean([fn(d, e, s) for s in ss])),
+            d_test,
+            e_test,
+            *survs,
+            n_boot=cfg.n_boot,
+            seed=cfg.task_seed,
+        )
+        row[metric] = float(np.mean(per_seed))
+        row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
+        row[f"{metric} seed sd"] = float(np.std(per_seed, ddof=1)) if len(survs) > 1 else 0.0
+    return {**row, **(cost or {})}
+
+
+def show(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Estimate [95% CI] per metric, as text, plus the cost columns when present."""
+    out = pd.DataFrame(index=table.index)
+    for m in metrics:
+        digits = 4 if m == "IBS" else 3
+        out[m] = [
+            f"{r[m]:.{digits}f} [{r[m + ' lower']:.{digits}f}, {r[m + ' upper']:.{digits}f}]"
+            for _, r in table.iterrows()
+        ]
+    for c in ("seeds", "parameters", "train s", "s / epoch", "peak MiB"):
+        if c in table:
+            out[c] = table[c].map(lambda v: "" if pd.isna(v) else f"{v:,.1f}")
+    return out
+
+
+km = KaplanMeierFitter().fit(d_train, e_train)
+km_surv = np.tile(km.survival_function_at_times(edges).to_numpy(), (len(test), 1))
+oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
+curves = {"Kaplan-Meier (no features)": [km_surv], "oracle": [oracle_surv], **curves}
+results = pd.DataFrame([evaluate(n, s, costs.get(n)) for n, s in curves.items()])
+results = results.set_index("model")
+show(results, list(METRICS))
+
+# %% mystnb={"figure": {"name": "fig-flat-vs-hier", "caption": "Harrell's C (left) and integrated Brier score (right) of flat and hierarchical BEHRT and of the hierarchical model without the time-gap embedding, on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
+models = list(runs)
+fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), sharey=True)
+y = np.arange(len(models))
+for ax, metric in zip(axes, ("Harrell C", "IBS"), strict=True):
+    r = results.loc[models]
+    err = np.vstack([r[metric] - r[f"{metric} lower"], r[f"{metric} upper"] - r[metric]])
+    ax.errorbar(r[metric], y, xerr=err, fmt="o", capsize=3)
+    ax.axvline(results.loc["oracle", metric], ls="--", c="k", label="oracle")
+    ref = 0.5 if metric == "Harrell C" else results.loc["Kaplan-Meier (no features)", metric]
+    ax.axvline(ref, ls=":", c="grey", label="chance" if metric == "Harrell C" else "Kaplan-Meier")
+    ax.set_xlabel(metric + (" (higher is better)" if metric != "IBS" else " (lower is better)"))
+    ax.legend(loc="lower right" if metric == "Harrell C" else "upper right")
+axes[0].set_yticks(y, models)
+axes[0].invert_yaxis()
+plt.show()
+
+# %% [markdown]
+# ### Which differences are real?
+# Paired bootstrap of the difference of seed-mean metrics, on the same resamples of test
+# patients.
+
+
+# %%
+def difference(a: str, b: str, metric: str = "Harrell C") -> dict:
+    """Paired bootstrap of metric(a) - metric(b), each averaged over its seeds."""
+    fn, k = METRICS[metric], len(curves[a])
+
+    def diff(d, e, *ss):
+        return float(np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]]))
+
+    ci = bootstrap_ci(
+        diff, d_test, e_test, *curves[a], *curves[b], n_boot=cfg.n_boot, seed=cfg.task_seed
+    )
+    return {
+        "comparison": f"{a} - {b}",
+        "metric": metric,
+        "difference": ci.estimate,
+        "lower": ci.lower,
+        "upper": ci.upper,
+    }
+
+
+pairs = [
+    ("hierarchical BEHRT", "flat BEHRT", "Harrell C"),
+    ("hierarchical BEHRT", "flat BEHRT", "IBS"),
+    ("hierarchical BEHRT", "hierarchical, no gaps", "Harrell C"),
+    ("hierarchical BEHRT", "hierarchical, no gaps", "IBS"),
+    ("oracle", "hierarchical BEHRT", "Harrell C"),
+]
+diffs = pd.DataFrame([difference(*p) for p in pairs]).set_index(["comparison", "metric"])
+diffs["interval excludes 0"] = (diffs["lower"] > 0) | (diffs["upper"] < 0)
+diffs.round(4)
+
+# %%
+short = {
+    "oracle": "oracle",
+    "Kaplan-Meier (no features)": "km",
+    "flat BEHRT": "flat",
+    "hierarchical BEHRT": "hier",
+    "hierarchical, no gaps": "nogap",
+}
+for model, key in short.items():
+    for metric, mkey in (("Harrell C", "c"), ("Uno C", "uno"), ("Antolini C", "td"), ("IBS", "ibs")):
+        keep(f"{key}_{mkey}", float(results.loc[model, metric]))
+        keep(f"{key}_{mkey}_lower", float(results.loc[model, f"{metric} lower"]))
+        keep(f"{key}_{mkey}_upper", float(results.loc[model, f"{metric} upper"]))
+    keep(f"{key}_cal", float(results.loc[model, "calibration error"]))
+    if model in runs:
+        keep(f"{key}_seconds", float(results.loc[model, "train s"]))
+        keep(f"{key}_epoch_s", float(results.loc[model, "s / epoch"]))
+for (a, b, metric), (_, d) in zip(pairs, diffs.iterrows(), strict=True):
+    key = f"d_{short[a]}_{short[b]}_{'c' if metric == 'Harrell C' else 'ibs'}"
+    keep(key, float(d["difference"]))
+    keep(f"{key}_lower", float(d["lower"]))
+    keep(f"{key}_upper", float(d["upper"]))
+keep("epoch_speedup", float(results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]))
+
+r = results["Harrell C"]
+assert r["oracle"] > 0.5
+assert results.loc["oracle", "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]
+if cfg.profile != "smoke":
+    assert (r[models] > 0.6).all(), r[models]
+    assert (r["oracle"] > r[models]).all()
+    assert (results.loc[models, "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]).all()
+
+# %% [markdown]
+# TODO discussion of the protocol results.
+#
+# ## Scaling: what the hierarchy buys in compute
+# The accuracy comparison above runs on short histories (at most
+# {glue:text}`max_len` tokens). Records of real patients run to thousands of codes, and
+# there the cost of attention decides what can be trained at all. Count the attention
+# scores of one layer and head for a patient of $V$ visits with $C$ codes each:
+#
+# - **flat**: every token attends to every token, $(VC)^2$ scores;
+# - **hierarchical**, as trained above: pooling reads $C$ scores per visit, the visit level
+#   $V^2$: $VC + V^2$;
+# - **hierarchical with a transformer block inside each visit** (`n_code_layers=1`,
+#   Hi-BEHRT's design): $VC^2 + VC + V^2$.
+#
+# We time one training step (forward, hazard NLL, backward) of each model on full synthetic
+# batches (every visit has exactly $C$ codes, so $L = VC$) over a grid of $V$ and $C$, the
+# approach of `benchmarks/bench_attention_scaling.py` at small sizes. The time is the fastest
+# of {glue:text}`scale_repeats` timed steps after one warm-up step, with one torch thread and
+# the models timed in turns, which is the estimate least disturbed by other jobs on a shared
+# machine. **Memory** is not measured on a CPU: the process's resident memory is too coarse
+# for one step. We count instead the attention scores one forward pass builds, from the
+# shapes. On a CPU, `scaled_dot_product_attention` with a mask materialises exactly these
+# (and keeps the probabilities for the backward pass), so the count is a deterministic proxy
+# for the part of the memory that grows fastest. On a GPU, `measure` reports the measured
+# peak of allocated tensors as well.
+
+# %%
+keep("max_len", task.config.max_len)
+keep("scale_repeats", cfg.scale_repeats)
+V_max, C_max = max(cfg.scale_visits), max(cfg.scale_codes)
+
+
+def full_batches(b: int, v: int, c: int, seed: int = 0) -> tuple[dict, dict]:
+    """The same full patients as a flat batch (b, v*c) and a hierarchical one (b, v, c)."""
+    g = torch.Generator().manual_seed(seed)
+    L = v * c
+    codes = torch.randint(5, len(task.vocab), (b, v, c), generator=g)  # (b, v, c)
+    domains = torch.randint(1, 8, (b, v, c), generator=g)  # (b, v, c)
+    gaps = torch.randint(1, 400, (b, v), generator=g).float()  # (b, v)
+    gaps[:, 0] = 0.0
+    ages = 40 + 30 * torch.rand(b, 1, generator=g) + gaps.cumsum(1) / 365.25  # (b, v)
+    labels = {
+        "durations": torch.randint(0, n_bins, (b,), generator=g),
+        "events": torch.randint(0, 2, (b,), generator=g),
+    }
+    hier = {
+        "codes": codes,
+        "code_mask": torch.ones(b, v, c, dtype=torch.bool),
+        "visit_mask": torch.ones(b, v, dtype=torch.bool),
+        "ages": ages,
+        "time_deltas": gaps,
+        "domain_ids": domains,
+        **labels,
+    }
+    first = torch.zeros(b, v, c)
+    first[:, :, 0] = 1.0  # the gap sits on a visit's first code
+    flat = {
+        "codes": codes.reshape(b, L),  # (b, v, c) -> (b, L)
+        "attention_mask": torch.ones(b, L, dtype=torch.bool),
+        "ages": ages[:, :, None].expand(b, v, c).reshape(b, L),  # (b, L)
+        "visit_ids": (torch.arange(L) // c + 1).expand(b, L),  # (b, L)
+        "positions": torch.arange(L).expand(b, L),  # (b, L)
+        "time_deltas": (gaps[:, :, None] * first).reshape(b, L),  # (b, L)
+        "domain_ids": domains.reshape(b, L),  # (b, L)
+        **labels,
+    }
+    return to_device(flat, device), to_device(hier, device)
+
+
+def attention_scores(name: str, b: int, v: int, c: int) -> int:
+    """Attention scores one forward pass builds, from the shapes (all heads and layers)."""
+    H, layers = cfg.n_heads, cfg.n_layers
+    if name == "flat":
+        return layers * b * H * (v * c) ** 2
+    within = b * v * H * c**2 if name == "hierarchical + block in visits" else 0
+    return within + b * v * H * c + layers * b * H * v**2
+
+
+torch.manual_seed(0)
+bench_models = {
+    "flat": flat_behrt(max_len=V_max * C_max, max_visits=V_max),
+    "hierarchical": hierarchical(),
+    "hierarchical + block in visits": hierarchical(n_code_layers=1),
+}
+for m in bench_models.values():
+    m.to(device).train()
+
+
+def timed_step(model: nn.Module, b: dict) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model.zero_grad(set_to_none=True)
+    step_fn(model, b).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+threads = torch.get_num_threads()
+torch.set_num_threads(1)
+bench = []
+try:
+    for v in cfg.scale_visits:
+        for c in cfg.scale_codes:
+            flat_b, hier_b = full_batches(cfg.scale_batch, v, c)
+            inputs_of = {n: flat_b if n == "flat" else hier_b for n in bench_models}
+            for n, m in bench_models.items():
+                timed_step(m, inputs_of[n])  # warm-up
+            times: dict[str, list[float]] = {n: [] for n in bench_models}
+            for _ in range(cfg.scale_repeats):  # in turns, so a busy machine slows all alike
+                for n, m in bench_models.items():
+                    times[n].append(timed_step(m, inputs_of[n]))
+            for n, m in bench_models.items():
+                peak = float("nan")
+                if device.type == "cuda":
+                    with measure(device) as mem:
+                        timed_step(m, inputs_of[n])
+                    peak = mem.peak_mib
+                bench.append(
+                    {
+                        "model": n,
+                        "V": v,
+                        "C": c,
+                        "L = VC": v * c,
+                        "s / step": min(times[n]),
+                        "attention scores": attention_scores(n, cfg.scale_batch, v, c),
+                        "peak MiB (GPU)": peak,
+                    }
+                )
+finally:
+    torch.set_num_threads(threads)
+bench = pd.DataFrame(bench)
+bench["score MiB"] = bench["attention scores"] * 4 / 2**20  # float32
+bench.pivot_table(index=["V", "C"], columns="model", values="s / step").round(4)
+
+# %% [markdown]
+# How do the costs grow? A power law $y \propto (VC)^s$ is a straight line of slope $s$ on
+# log-log axes. We fit $s$ by least squares for each model, and also the two exponents of
+# $y \propto V^p C^q$, which separate growing the number of visits from growing visits. For
+# the score counts the expected exponents are exact: $p = q = 2$ for the flat model; for the
+# hierarchical ones, sums of terms with different exponents, so one power law only
+# summarises the range measured.
+
+
+# %%
+def exponents(rows: pd.DataFrame, column: str) -> dict:
+    """Slope s of log y on log(VC), and exponents (p, q) of log y = a + p log V + q log C."""
+    y = np.log(rows[column].to_numpy(float))
+    s = np.polyfit(np.log(rows["L = VC"].to_numpy(float)), y, 1)[0]
+    X = np.column_stack([np.ones(len(rows)), np.log(rows["V"]), np.log(rows["C"])])
+    (_, p, q), *_ = np.linalg.lstsq(X, y, rcond=None)
+    return {"slope in VC": float(s), "p (V)": float(p), "q (C)": float(q)}
+
+
+slopes = pd.DataFrame(
+    {
+        (n, what): exponents(bench[bench["model"] == n], column)
+        for n in bench_models
+        for what, column in (("time", "s / step"), ("scores", "attention scores"))
+    }
+).T
+slopes.index.names = ["model", "cost"]
+keep_slopes = {"flat": "flat", "hierarchical": "hier", "hierarchical + block in visits": "hblock"}
+for n, key in keep_slopes.items():
+    for what in ("time", "scores"):
+        keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
+        keep(f"p_{key}_{what}", float(slopes.loc[(n, what), "p (V)"]))
+        keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
+largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
+keep("L_max", V_max * C_max)
+keep("speedup_largest", float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]))
+keep("score_ratio_largest", float(largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]))
+keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
+
+assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
+scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
+assert (scores["flat"] >= scores["hierarchical"]).all()
+if cfg.profile != "smoke":
+    assert largest.loc["flat", "s / step"] > largest.loc["hierarchical", "s / step"]
+    assert slopes.loc[("flat", "time"), "slope in VC"] > slopes.loc[("hierarchical", "time"), "slope in VC"]
+slopes.round(2)
+
+# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); right: attention scores built by one forward pass (a deterministic memory proxy). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+colors = dict(zip(bench_models, ("C0", "C1", "C2"), strict=True))
+markers = dict(zip(cfg.scale_codes, "os^Dv", strict=False))
+for ax, column, label in (
+    (axes[0], "s / step", "seconds per training step"),
+    (axes[1], "attention scores", "attention scores per forward pass"),
+):
+    for (n, c), rows in bench.groupby(["model", "C"], sort=False):
+        ax.loglog(
+            rows["L = VC"], rows[column], marker=markers[c], c=colors[n], alpha=0.85,
+            label=f"{n}" if c == cfg.scale_codes[0] else None,
+        )
+    lo, hi = bench["L = VC"].min(), bench["L = VC"].max()
+    base = bench[column].min()
+    for k in (1, 2):
+        ax.loglog([lo, hi], [base, base * (hi / lo) ** k], c="grey", lw=0.8, ls=":")
+    ax.set_xlabel("tokens per patient L = V x C")
+    ax.set_ylabel(label)
+axes[0].legend(title="marker: C = " + ", ".join(map(str, cfg.scale_codes)))
+plt.show()
+
+# %% [markdown]
+# TODO discussion of scaling.
+#
+# ## Summary
+# TODO
+#
+# ## Exercises
+# TODO
