@@ -316,7 +316,11 @@ rows.append(
     evaluate(
         "Cox, bag of codes",
         [cox_surv],
-        {"parameters": len(cph.params_), "train s": cox_cost.seconds, "peak MiB": cox_cost.peak_mib},
+        {
+            "parameters": len(cph.params_),
+            "train s": cox_cost.seconds,
+            "peak MiB": cox_cost.peak_mib,
+        },
     )
 )
 cph.params_.sort_values(key=np.abs, ascending=False).head(8).rename("log HR per sd").to_frame()
@@ -394,7 +398,9 @@ out = lstm(use_time=True)(hier_batch)
 B, V, C = hier_batch["codes"].shape
 assert out.logits.shape == out.hazards.shape == (B, n_bins)
 assert out.surv.shape == (B, n_bins) and (out.surv[:, 1:] <= out.surv[:, :-1]).all()
-print(f"hierarchical batch: codes {tuple(hier_batch['codes'].shape)} -> hazards {tuple(out.hazards.shape)}")
+print(
+    f"hierarchical batch: codes {tuple(hier_batch['codes'].shape)} -> hazards {tuple(out.hazards.shape)}"
+)
 
 # %% [markdown]
 # ## Model 3: flat BEHRT
@@ -403,6 +409,7 @@ print(f"hierarchical batch: codes {tuple(hier_batch['codes'].shape)} -> hazards 
 # embeddings, through a stack of transformer blocks that attend over all tokens
 # {cite}`vaswani2017attention`. The same head reads the mean state of the tokens of the last
 # visit. No pretraining here: the encoder learns from the survival loss alone.
+
 
 # %%
 class FlatBehrtSurvival(nn.Module):
@@ -579,12 +586,19 @@ def difference(a: str, b: str, metric: str = "Harrell C") -> dict:
     fn, k = METRICS[metric], len(curves[a])
 
     def diff(d, e, *ss):
-        return float(np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]]))
+        return float(
+            np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]])
+        )
 
     ci = bootstrap_ci(
         diff, d_test, e_test, *curves[a], *curves[b], n_boot=cfg.n_boot, seed=cfg.task_seed
     )
-    return {"comparison": f"{a} - {b}", "difference": ci.estimate, "lower": ci.lower, "upper": ci.upper}
+    return {
+        "comparison": f"{a} - {b}",
+        "difference": ci.estimate,
+        "lower": ci.lower,
+        "upper": ci.upper,
+    }
 
 
 best = results.loc[models, "Harrell C"].idxmax()
@@ -612,7 +626,12 @@ short = {
     "flat BEHRT": "behrt",
 }
 for model, key in short.items():
-    for metric, mkey in (("Harrell C", "c"), ("Uno C", "uno"), ("Antolini C", "td"), ("IBS", "ibs")):
+    for metric, mkey in (
+        ("Harrell C", "c"),
+        ("Uno C", "uno"),
+        ("Antolini C", "td"),
+        ("IBS", "ibs"),
+    ):
         keep(f"{key}_{mkey}", float(results.loc[model, metric]))
         keep(f"{key}_{mkey}_lower", float(results.loc[model, f"{metric} lower"]))
         keep(f"{key}_{mkey}_upper", float(results.loc[model, f"{metric} upper"]))

@@ -298,7 +298,9 @@ assert z.shape == h0.shape == states.shape == (B, V, cfg.d_model)
 assert isinstance(model.embeddings, VisitEmbeddings)
 assert (z[~inputs["visit_mask"]] == 0).all() and (states[~inputs["visit_mask"]] == 0).all()
 assert out.hazards.shape == (B, V) and (out.hazards[~out.mask] == 0).all()
-print(f"codes {tuple(inputs['codes'].shape)} -> visits {tuple(z.shape)} -> states {tuple(states.shape)}")
+print(
+    f"codes {tuple(inputs['codes'].shape)} -> visits {tuple(z.shape)} -> states {tuple(states.shape)}"
+)
 
 # %% [markdown]
 # ### Tests: the masks and the arrow of time
@@ -636,7 +638,9 @@ def difference(a: str, b: str, metric: str = "Harrell C") -> dict:
     fn, k = METRICS[metric], len(curves[a])
 
     def diff(d, e, *ss):
-        return float(np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]]))
+        return float(
+            np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]])
+        )
 
     ci = bootstrap_ci(
         diff, d_test, e_test, *curves[a], *curves[b], n_boot=cfg.n_boot, seed=cfg.task_seed
@@ -670,7 +674,12 @@ short = {
     "hierarchical, no gaps": "nogap",
 }
 for model, key in short.items():
-    for metric, mkey in (("Harrell C", "c"), ("Uno C", "uno"), ("Antolini C", "td"), ("IBS", "ibs")):
+    for metric, mkey in (
+        ("Harrell C", "c"),
+        ("Uno C", "uno"),
+        ("Antolini C", "td"),
+        ("IBS", "ibs"),
+    ):
         keep(f"{key}_{mkey}", float(results.loc[model, metric]))
         keep(f"{key}_{mkey}_lower", float(results.loc[model, f"{metric} lower"]))
         keep(f"{key}_{mkey}_upper", float(results.loc[model, f"{metric} upper"]))
@@ -683,7 +692,10 @@ for (a, b, metric), (_, d) in zip(pairs, diffs.iterrows(), strict=True):
     keep(key, float(d["difference"]))
     keep(f"{key}_lower", float(d["lower"]))
     keep(f"{key}_upper", float(d["upper"]))
-keep("epoch_speedup", float(results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]))
+keep(
+    "epoch_speedup",
+    float(results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]),
+)
 
 r = results["Harrell C"]
 assert r["oracle"] > 0.5
@@ -865,8 +877,16 @@ for n, key in keep_slopes.items():
         keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
 largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
 keep("L_max", V_max * C_max)
-keep("speedup_largest", float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]))
-keep("score_ratio_largest", float(largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]))
+keep(
+    "speedup_largest",
+    float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]),
+)
+keep(
+    "score_ratio_largest",
+    float(
+        largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]
+    ),
+)
 keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
 
 assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
@@ -874,7 +894,10 @@ scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention 
 assert (scores["flat"] >= scores["hierarchical"]).all()
 if cfg.profile != "smoke":
     assert largest.loc["flat", "s / step"] > largest.loc["hierarchical", "s / step"]
-    assert slopes.loc[("flat", "time"), "slope in VC"] > slopes.loc[("hierarchical", "time"), "slope in VC"]
+    assert (
+        slopes.loc[("flat", "time"), "slope in VC"]
+        > slopes.loc[("hierarchical", "time"), "slope in VC"]
+    )
 slopes.round(2)
 
 # %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); right: attention scores built by one forward pass (a deterministic memory proxy). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
@@ -887,7 +910,11 @@ for ax, column, label in (
 ):
     for (n, c), rows in bench.groupby(["model", "C"], sort=False):
         ax.loglog(
-            rows["L = VC"], rows[column], marker=markers[c], c=colors[n], alpha=0.85,
+            rows["L = VC"],
+            rows[column],
+            marker=markers[c],
+            c=colors[n],
+            alpha=0.85,
             label=f"{n}" if c == cfg.scale_codes[0] else None,
         )
     lo, hi = bench["L = VC"].min(), bench["L = VC"].max()
