@@ -180,7 +180,9 @@ task.summary()
 # visits; age and the days since the previous visit come once per visit.
 
 # %%
-batch = task.dataset("train").batch(np.arange(6), hierarchical=True)
+train_set = task.dataset("train")
+spread = np.argsort(train_set.lengths, kind="stable")  # short to long histories
+batch = train_set.batch(spread[np.linspace(0, len(spread) - 1, 6).astype(int)], hierarchical=True)
 B, V, C = batch["codes"].shape
 assert batch["code_mask"].shape == (B, V, C) and batch["visit_mask"].shape == (B, V)
 assert batch["ages"].shape == batch["time_deltas"].shape == (B, V)
