@@ -318,7 +318,7 @@ for k in (1, 5, 20):  # the same value all along a diagonal: it depends on the d
 print(f"sinusoidal table {tuple(P.shape)}, no parameters")
 
 # %% mystnb={"figure": {"name": "fig-sinusoidal", "caption": "Left: the sinusoidal position table, one row per position and one column per dimension. Right: the dot product of position 0 with position p, divided by d; it falls with the distance and never reaches zero, so far positions stay distinguishable from near ones."}}
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), width_ratios=(1.4, 1))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), width_ratios=(1.4, 1), layout="constrained")
 im = ax1.imshow(P.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="none")
 ax1.set_xlabel("dimension $j$")
 ax1.set_ylabel("position $p$ (tokens)")
