@@ -56,15 +56,8 @@ from torch import nn
 import ehrseq
 from ehrseq.config import for_profile
 from ehrseq.data.task import TaskConfig, prepare_survival_task
+from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
 from ehrseq.losses import hazard_nll
-from ehrseq.metrics import (
-    bootstrap_ci,
-    calibration_table,
-    concordance_index,
-    concordance_index_ipcw,
-    concordance_td,
-    integrated_brier_score,
-)
 from ehrseq.models import (
     AttentionPool,
     BehrtConfig,
@@ -558,85 +551,22 @@ d_test, e_test = test["duration"].to_numpy(float), test["event"].to_numpy(int)
 d_train, e_train = train["duration"].to_numpy(float), train["event"].to_numpy(int)
 
 
-def calibration_error(d, e, surv) -> float:
-    cal = calibration_table(d, 1.0 - surv[:, -1], e, horizon=horizon, n_bins=10)
-    return float(np.abs(cal["predicted"] - cal["observed"]).mean())
-
-
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], float]] = {
-    "Harrell C": lambda d, e, s: concordance_index(d, 1.0 - s[:, -1], e),
-    "Uno C": lambda d, e, s: concordance_index_ipcw(
-        d, 1.0 - s[:, -1], e, tau=horizon, durations_train=d_train, events_train=e_train
-    ),
-    "Antolini C": lambda d, e, s: concordance_td(d, s, e, edges),
-    "IBS": lambda d, e, s: integrated_brier_score(d, s[:, :-1], e, edges[:-1], d_train, e_train),
-    "calibration error": calibration_error,
-}
-
-
-def evaluate(name: str, survs: list[np.ndarray], cost: dict | None = None) -> dict:
-    """One row of the protocol table from one survival curve per seed, each (n_test, n_bins)."""
-    row: dict[str, object] = {"model": name, "seeds": len(survs)}
-    for metric, fn in METRICS.items():
-        per_seed = [fn(d_test, e_test, s) for s in survs]
-        ci = bootstrap_ci(
-            lambda d, e, *ss, fn=fn: float(np.mean([fn(d, e, s) for s in ss])),
-            d_test,
-            e_test,
-            *survs,
-            n_boot=cfg.n_boot,
-            seed=cfg.task_seed,
-        )
-        row[metric] = float(np.mean(per_seed))
-        row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
-        row[f"{metric} seed sd"] = float(np.std(per_seed, ddof=1)) if len(survs) > 1 else 0.0
-    return {**row, **(cost or {})}
-
-
-def show(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Estimate [95% CI] per metric, as text, plus the cost columns when present."""
-    out = pd.DataFrame(index=table.index)
-    for m in metrics:
-        digits = 4 if m == "IBS" else 3
-        out[m] = [
-            f"{r[m]:.{digits}f} [{r[m + ' lower']:.{digits}f}, {r[m + ' upper']:.{digits}f}]"
-            for _, r in table.iterrows()
-        ]
-    for c, fmt in (
-        ("seeds", ",.0f"),
-        ("parameters", ",.0f"),
-        ("train s", ",.1f"),
-        ("s / epoch", ",.1f"),
-        ("peak MiB", ",.0f"),
-    ):
-        if c in table:
-            out[c] = table[c].map(lambda v, fmt=fmt: "" if pd.isna(v) else format(v, fmt))
-    return out
+protocol = SurvivalProtocol(
+    d_test, e_test, edges, d_train, e_train, n_boot=cfg.n_boot, seed=cfg.task_seed
+)
 
 
 km = KaplanMeierFitter().fit(d_train, e_train)
 km_surv = np.tile(km.survival_function_at_times(edges).to_numpy(), (len(test), 1))
 oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
 curves = {"Kaplan-Meier (no features)": [km_surv], "oracle": [oracle_surv], **curves}
-results = pd.DataFrame([evaluate(n, s, costs.get(n)) for n, s in curves.items()])
+results = pd.DataFrame([protocol.evaluate(n, s, costs.get(n)) for n, s in curves.items()])
 results = results.set_index("model")
-show(results, list(METRICS))
+format_table(results, list(protocol.metrics))
 
 # %% mystnb={"figure": {"name": "fig-flat-vs-hier", "caption": "Harrell's C (left) and integrated Brier score (right) of flat and hierarchical BEHRT and of the hierarchical model without the time-gap embedding, on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
 models = list(runs)
-fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), sharey=True)
-y = np.arange(len(models))
-for ax, metric in zip(axes, ("Harrell C", "IBS"), strict=True):
-    r = results.loc[models]
-    err = np.vstack([r[metric] - r[f"{metric} lower"], r[f"{metric} upper"] - r[metric]])
-    ax.errorbar(r[metric], y, xerr=err, fmt="o", capsize=3)
-    ax.axvline(results.loc["oracle", metric], ls="--", c="k", label="oracle")
-    ref = 0.5 if metric == "Harrell C" else results.loc["Kaplan-Meier (no features)", metric]
-    ax.axvline(ref, ls=":", c="grey", label="chance" if metric == "Harrell C" else "Kaplan-Meier")
-    ax.set_xlabel(metric + (" (higher is better)" if metric != "IBS" else " (lower is better)"))
-    ax.legend(loc="lower right" if metric == "Harrell C" else "upper right")
-axes[0].set_yticks(y, models)
-axes[0].invert_yaxis()
+plot_comparison(results, models)
 plt.show()
 
 # %% [markdown]
@@ -646,27 +576,6 @@ plt.show()
 
 
 # %%
-def difference(a: str, b: str, metric: str = "Harrell C") -> dict:
-    """Paired bootstrap of metric(a) - metric(b), each averaged over its seeds."""
-    fn, k = METRICS[metric], len(curves[a])
-
-    def diff(d, e, *ss):
-        return float(
-            np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]])
-        )
-
-    ci = bootstrap_ci(
-        diff, d_test, e_test, *curves[a], *curves[b], n_boot=cfg.n_boot, seed=cfg.task_seed
-    )
-    return {
-        "comparison": f"{a} - {b}",
-        "metric": metric,
-        "difference": ci.estimate,
-        "lower": ci.lower,
-        "upper": ci.upper,
-    }
-
-
 pairs = [
     ("hierarchical BEHRT", "flat BEHRT", "Harrell C"),
     ("hierarchical BEHRT", "flat BEHRT", "IBS"),
@@ -674,12 +583,9 @@ pairs = [
     ("hierarchical BEHRT", "hierarchical, no gaps", "IBS"),
     ("oracle", "hierarchical BEHRT", "Harrell C"),
 ]
-diffs = pd.DataFrame([difference(*p) for p in pairs]).set_index(["comparison", "metric"])
-diffs["verdict"] = np.select(
-    [diffs["lower"] > 0, diffs["upper"] < 0],
-    ["the first is higher", "the second is higher"],
-    "no difference this test set can resolve",
-)
+diffs = pd.DataFrame(
+    [protocol.difference(a, curves[a], b, curves[b], metric) for a, b, metric in pairs]
+).set_index(["comparison", "metric"])
 diffs.round(4)
 
 # %%

@@ -1,0 +1,318 @@
+r"""One evaluation protocol for every survival model: a curve per test patient in, a table out.
+
+Every model of the modelling chapters, neural or classical, hands over the same thing: a
+predicted survival curve per test patient, read at the right edges of the time bins, shape
+``(n_test, K)``. :class:`SurvivalProtocol` scores such curves the same way for every model:
+
+- the **risk score** is the probability of the event within the horizon,
+  :math:`1 - \hat S(t_K)`, ranked by Harrell's and Uno's C (Uno's truncated at the horizon,
+  with the censoring distribution of the training labels);
+- **Antolini's C** judges each comparable pair on the curves, at the earlier event time;
+- the **integrated Brier score** (IBS) averages the squared error of the curves over the bin
+  edges strictly inside the window (the last edge is the horizon itself, where the
+  censoring weights of administrative censoring are not defined);
+- the **calibration error** is the mean absolute gap between predicted risk and the
+  Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles).
+
+A model trained with several seeds gives one curve per seed: :meth:`SurvivalProtocol.evaluate`
+reports each metric averaged over seeds, a percentile bootstrap interval over test patients
+of that average (the same resamples for every model, so intervals are comparable) and the
+standard deviation across seeds. :meth:`SurvivalProtocol.difference` is the paired bootstrap
+of the difference between two models, the interval that says whether a difference is real.
+
+Data flows ``model -> curves -> protocol``; this module imports metrics and plotting, never a
+model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.metrics import (
+    bootstrap_ci,
+    calibration_table,
+    concordance_index,
+    concordance_index_ipcw,
+    concordance_td,
+    integrated_brier_score,
+)
+
+__all__ = ["SurvivalProtocol", "HIGHER_IS_BETTER", "format_table", "plot_comparison"]
+
+#: Whether a larger value of each protocol metric is better.
+HIGHER_IS_BETTER = {
+    "Harrell C": True,
+    "Uno C": True,
+    "Antolini C": True,
+    "IBS": False,
+    "calibration error": False,
+}
+
+Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+
+
+@dataclass
+class SurvivalProtocol:
+    """The test labels, the time grid and the bootstrap settings shared by every model.
+
+    Args:
+        durations: test durations, shape ``(n_test,)``, in the unit of ``times``.
+        events: test event flags (1 event, 0 censored), shape ``(n_test,)``.
+        times: the right edge of every bin, shape ``(K,)``, strictly increasing; the last
+            is the horizon. Column ``k`` of every curve is the survival at ``times[k]``.
+        durations_train: training durations, for the censoring distribution of Uno's C and
+            the IBS.
+        events_train: training event flags.
+        n_boot: bootstrap resamples of the test patients.
+        seed: seed of the resamples; the same seed gives every model the same resamples.
+        calibration_groups: groups of predicted risk for the calibration error.
+    """
+
+    durations: Any
+    events: Any
+    times: Any
+    durations_train: Any
+    events_train: Any
+    n_boot: int = 200
+    seed: int = 0
+    calibration_groups: int = 10
+
+    def __post_init__(self) -> None:
+        self.durations = np.asarray(self.durations, dtype=float)
+        self.events = np.asarray(self.events, dtype=int)
+        self.times = np.asarray(self.times, dtype=float)
+        self.durations_train = np.asarray(self.durations_train, dtype=float)
+        self.events_train = np.asarray(self.events_train, dtype=int)
+        if self.durations.ndim != 1 or self.durations.shape != self.events.shape:
+            raise ValueError(
+                f"durations {self.durations.shape} and events {self.events.shape} must be "
+                "1-D arrays of the same length (one entry per test patient)"
+            )
+        if self.durations_train.shape != self.events_train.shape:
+            raise ValueError(
+                f"durations_train {self.durations_train.shape} and events_train "
+                f"{self.events_train.shape} must have the same shape"
+            )
+        if self.times.ndim != 1 or len(self.times) < 2 or np.any(np.diff(self.times) <= 0):
+            raise ValueError(
+                f"times must be a strictly increasing 1-D array of at least 2 bin edges, "
+                f"got {self.times[:5]}"
+            )
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot must be at least 1, got {self.n_boot}")
+
+    @property
+    def horizon(self) -> float:
+        """The last bin edge: risk scores and calibration are read there."""
+        return float(self.times[-1])
+
+    # -- the metrics ---------------------------------------------------------------------------
+    def _calibration_error(self, d: np.ndarray, e: np.ndarray, surv: np.ndarray) -> float:
+        cal = calibration_table(
+            d, 1.0 - surv[:, -1], e, horizon=self.horizon, n_bins=self.calibration_groups
+        )
+        return float(np.abs(cal["predicted"] - cal["observed"]).mean())
+
+    @property
+    def metrics(self) -> dict[str, Metric]:
+        """Each metric as ``fn(durations, events, surv) -> float``, on any resample."""
+        t, h = self.times, self.horizon
+        d_tr, e_tr = self.durations_train, self.events_train
+        return {
+            "Harrell C": lambda d, e, s: concordance_index(d, 1.0 - s[:, -1], e),
+            "Uno C": lambda d, e, s: concordance_index_ipcw(
+                d, 1.0 - s[:, -1], e, tau=h, durations_train=d_tr, events_train=e_tr
+            ),
+            "Antolini C": lambda d, e, s: concordance_td(d, s, e, t),
+            "IBS": lambda d, e, s: integrated_brier_score(d, s[:, :-1], e, t[:-1], d_tr, e_tr),
+            "calibration error": self._calibration_error,
+        }
+
+    def _check_curves(self, survs: Sequence[Any], name: str) -> list[np.ndarray]:
+        if isinstance(survs, np.ndarray) and survs.ndim == 2:
+            survs = [survs]  # one curve matrix: one seed
+        curves = [np.asarray(s, dtype=float) for s in survs]
+        if not curves:
+            raise ValueError(f"{name}: no survival curves given (one per seed expected)")
+        expected = (len(self.durations), len(self.times))
+        for i, s in enumerate(curves):
+            if s.shape != expected:
+                raise ValueError(
+                    f"{name}: curve {i} has shape {s.shape}, expected {expected} "
+                    "(test patients, bin edges)"
+                )
+            if not np.isfinite(s).all() or s.min() < 0 or s.max() > 1:
+                bad = np.argwhere(~np.isfinite(s) | (s < 0) | (s > 1))[0]
+                raise ValueError(
+                    f"{name}: curve {i} must hold survival probabilities in [0, 1]; "
+                    f"patient {bad[0]}, edge {bad[1]} is {s[tuple(bad)]}"
+                )
+        return curves
+
+    # -- the table -----------------------------------------------------------------------------
+    def evaluate(
+        self, name: str, survs: Sequence[Any], cost: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One row of the protocol table.
+
+        Args:
+            name: the model's name (the ``model`` column).
+            survs: one survival matrix per seed, each ``(n_test, K)``; a single matrix counts
+                as one seed.
+            cost: extra columns (parameters, training seconds, peak memory...) appended as is.
+
+        Returns:
+            ``model``, ``seeds``, and for every metric its seed mean, ``<metric> lower`` and
+            ``<metric> upper`` (the bootstrap interval of the seed mean) and
+            ``<metric> seed sd`` (0 for one seed), then the ``cost`` entries.
+        """
+        curves = self._check_curves(survs, name)
+        row: dict[str, Any] = {"model": name, "seeds": len(curves)}
+        for metric, fn in self.metrics.items():
+            per_seed = [fn(self.durations, self.events, s) for s in curves]
+            ci = bootstrap_ci(
+                lambda d, e, *ss, fn=fn: float(np.mean([fn(d, e, s) for s in ss])),
+                self.durations,
+                self.events,
+                *curves,
+                n_boot=self.n_boot,
+                seed=self.seed,
+            )
+            row[metric] = float(np.mean(per_seed))
+            row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
+            row[f"{metric} seed sd"] = float(np.std(per_seed, ddof=1)) if len(curves) > 1 else 0.0
+        return {**row, **(cost or {})}
+
+    def difference(
+        self,
+        a: str,
+        survs_a: Sequence[Any],
+        b: str,
+        survs_b: Sequence[Any],
+        metric: str = "Harrell C",
+    ) -> dict[str, Any]:
+        """Paired bootstrap of ``metric(a) - metric(b)``, each averaged over its seeds.
+
+        Both models are scored on the same resamples of test patients, so what makes a
+        patient easy or hard for both cancels: the interval of the difference is much
+        narrower than the two intervals side by side suggest.
+
+        Returns:
+            ``comparison``, ``metric``, ``difference`` (on all test patients), ``lower``,
+            ``upper``, and ``verdict``: which model is better when the interval excludes 0
+            (taking the metric's direction into account), else that this test set cannot
+            resolve a difference.
+        """
+        if metric not in self.metrics:
+            raise ValueError(f"unknown metric {metric!r}; choose from {list(self.metrics)}")
+        fn = self.metrics[metric]
+        curves_a, curves_b = self._check_curves(survs_a, a), self._check_curves(survs_b, b)
+        k = len(curves_a)
+
+        def diff(d: np.ndarray, e: np.ndarray, *ss: np.ndarray) -> float:
+            return float(
+                np.mean([fn(d, e, s) for s in ss[:k]]) - np.mean([fn(d, e, s) for s in ss[k:]])
+            )
+
+        ci = bootstrap_ci(
+            diff,
+            self.durations,
+            self.events,
+            *curves_a,
+            *curves_b,
+            n_boot=self.n_boot,
+            seed=self.seed,
+        )
+        if ci.lower > 0 or ci.upper < 0:
+            a_higher = ci.lower > 0
+            better = a if a_higher == HIGHER_IS_BETTER[metric] else b
+            verdict = f"{better} is better"
+        else:
+            verdict = "no difference this test set can resolve"
+        return {
+            "comparison": f"{a} - {b}",
+            "metric": metric,
+            "difference": ci.estimate,
+            "lower": ci.lower,
+            "upper": ci.upper,
+            "verdict": verdict,
+        }
+
+
+_COST_FORMATS = (
+    ("seeds", ",.0f"),
+    ("parameters", ",.0f"),
+    ("train s", ",.1f"),
+    ("s / epoch", ",.1f"),
+    ("peak MiB", ",.0f"),
+)
+
+
+def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """The protocol table as text: ``estimate [lower, upper]`` per metric, then the costs.
+
+    Args:
+        table: rows from :meth:`SurvivalProtocol.evaluate`, indexed by model.
+        metrics: the metrics to show, in order; IBS gets four decimals, the others three.
+    """
+    out = pd.DataFrame(index=table.index)
+    for m in metrics:
+        missing = [c for c in (m, f"{m} lower", f"{m} upper") if c not in table]
+        if missing:
+            raise ValueError(f"format_table: the table has no column(s) {missing}")
+        digits = 4 if m == "IBS" else 3
+        out[m] = [
+            f"{r[m]:.{digits}f} [{r[m + ' lower']:.{digits}f}, {r[m + ' upper']:.{digits}f}]"
+            for _, r in table.iterrows()
+        ]
+    for c, fmt in _COST_FORMATS:
+        if c in table:
+            out[c] = table[c].map(lambda v, fmt=fmt: "" if pd.isna(v) else format(v, fmt))
+    return out
+
+
+def plot_comparison(
+    table: pd.DataFrame,
+    models: Sequence[str],
+    metrics: Sequence[str] = ("Harrell C", "IBS"),
+    ceiling: str | None = "oracle",
+    no_features: str | None = "Kaplan-Meier (no features)",
+    height: float = 0.5,
+) -> Any:
+    """A point with its bootstrap interval per model, one panel per metric.
+
+    Dashed: the ``ceiling`` row (the oracle); dotted: chance (0.5) for the C-indices and the
+    ``no_features`` row for the others.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(5 * len(metrics), 1.2 + height * len(models)), sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    y = np.arange(len(models))
+    for ax, metric in zip(axes, metrics, strict=True):
+        r = table.loc[list(models)]
+        err = np.vstack([r[metric] - r[f"{metric} lower"], r[f"{metric} upper"] - r[metric]])
+        ax.errorbar(r[metric], y, xerr=err, fmt="o", capsize=3)
+        if ceiling is not None:
+            ax.axvline(table.loc[ceiling, metric], ls="--", c="k", label=ceiling)
+        if metric.endswith(" C"):
+            ax.axvline(0.5, ls=":", c="grey", label="chance")
+        elif no_features is not None:
+            ax.axvline(table.loc[no_features, metric], ls=":", c="grey", label=no_features)
+        better = "higher" if HIGHER_IS_BETTER.get(metric, True) else "lower"
+        ax.set_xlabel(f"{metric} ({better} is better)")
+        ax.legend(loc="lower right" if better == "higher" else "upper right", fontsize="small")
+    axes[0].set_yticks(y, list(models))
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,137 @@
+"""The shared evaluation protocol: rows equal the metrics called directly, pairs are paired."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
+from ehrseq.metrics import (
+    bootstrap_ci,
+    concordance_index,
+    concordance_index_ipcw,
+    concordance_td,
+    integrated_brier_score,
+)
+
+TIMES = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def _cohort(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exponential times driven by a risk score, censored at 5 and at random."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t = rng.exponential(6.0 * np.exp(-x))
+    c = np.minimum(rng.uniform(0.5, 12.0, size=n), 5.0)
+    return np.minimum(t, c), (t <= c).astype(int), x
+
+
+def _curves(x: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    """Exponential survival curves at TIMES from a noisy copy of the true score."""
+    rng = np.random.default_rng(1000 + seed)  # a stream apart from the cohort's
+    rate = np.exp(x + noise * rng.normal(size=len(x))) / 6.0
+    return np.exp(-np.outer(rate, TIMES))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    d_tr, e_tr, _ = _cohort(400, 0)
+    d, e, x = _cohort(300, 1)
+    protocol = SurvivalProtocol(d, e, TIMES, d_tr, e_tr, n_boot=50, seed=3)
+    return protocol, x
+
+
+def test_row_equals_metrics_called_directly(setup):
+    protocol, x = setup
+    s = _curves(x, 0.5, 0)
+    row = protocol.evaluate("model", [s], cost={"parameters": 7})
+    d, e, dt, et = (
+        protocol.durations,
+        protocol.events,
+        protocol.durations_train,
+        protocol.events_train,
+    )
+    assert row["Harrell C"] == pytest.approx(concordance_index(d, 1 - s[:, -1], e))
+    assert row["Uno C"] == pytest.approx(
+        concordance_index_ipcw(d, 1 - s[:, -1], e, tau=5.0, durations_train=dt, events_train=et)
+    )
+    assert row["Antolini C"] == pytest.approx(concordance_td(d, s, e, TIMES))
+    assert row["IBS"] == pytest.approx(integrated_brier_score(d, s[:, :-1], e, TIMES[:-1], dt, et))
+    assert row["seeds"] == 1 and row["Harrell C seed sd"] == 0.0 and row["parameters"] == 7
+    ci = bootstrap_ci(
+        lambda d, r, e: concordance_index(d, r, e), d, 1 - s[:, -1], e, n_boot=50, seed=3
+    )
+    assert (row["Harrell C lower"], row["Harrell C upper"]) == pytest.approx((ci.lower, ci.upper))
+
+
+def test_seeds_are_averaged_and_their_spread_reported(setup):
+    protocol, x = setup
+    survs = [_curves(x, 0.8, s) for s in range(3)]
+    row = protocol.evaluate("model", survs)
+    per_seed = [protocol.evaluate("one", [s])["Harrell C"] for s in survs]
+    assert row["seeds"] == 3
+    assert row["Harrell C"] == pytest.approx(np.mean(per_seed))
+    assert row["Harrell C seed sd"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert row["Harrell C lower"] < row["Harrell C"] < row["Harrell C upper"]
+
+
+def test_difference_is_paired_and_directional(setup):
+    protocol, x = setup
+    good, bad = _curves(x, 0.2, 0), _curves(x, 3.0, 1)
+    same = protocol.difference("a", [good], "b", [good])
+    assert same["difference"] == 0 and same["lower"] == same["upper"] == 0
+    assert same["verdict"] == "no difference this test set can resolve"
+    c = protocol.difference("good", [good], "bad", [bad], "Harrell C")
+    assert c["lower"] > 0 and c["verdict"] == "good is better"
+    ibs = protocol.difference("good", [good], "bad", [bad], "IBS")
+    assert ibs["upper"] < 0 and ibs["verdict"] == "good is better"  # lower IBS is better
+    flipped = protocol.difference("bad", [bad], "good", [good], "Harrell C")
+    assert flipped["difference"] == pytest.approx(-c["difference"])
+    assert flipped["verdict"] == "good is better"
+    # the paired interval is narrower than the two separate intervals side by side
+    a, b = protocol.evaluate("good", [good]), protocol.evaluate("bad", [bad])
+    assert c["upper"] - c["lower"] < (a["Harrell C upper"] - a["Harrell C lower"]) + (
+        b["Harrell C upper"] - b["Harrell C lower"]
+    )
+
+
+def test_bad_input_is_named(setup):
+    protocol, x = setup
+    s = _curves(x, 0.5, 0)
+    with pytest.raises(ValueError, match="shape"):
+        protocol.evaluate("m", [s[:, :3]])
+    broken = s.copy()
+    broken[4, 2] = 1.5
+    with pytest.raises(ValueError, match=r"m: curve 0 .* patient 4, edge 2"):
+        protocol.evaluate("m", [broken])
+    with pytest.raises(ValueError, match="no survival curves"):
+        protocol.evaluate("m", [])
+    with pytest.raises(ValueError, match="unknown metric"):
+        protocol.difference("a", [s], "b", [s], "AUC")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        SurvivalProtocol(protocol.durations, protocol.events, TIMES[::-1], [1.0], [1])
+    with pytest.raises(ValueError, match="same length"):
+        SurvivalProtocol(protocol.durations, protocol.events[:-1], TIMES, [1.0], [1])
+
+
+def test_format_table_and_plot(setup):
+    protocol, x = setup
+    rows = [
+        protocol.evaluate("oracle", [_curves(x, 0.0, 0)]),
+        protocol.evaluate("Kaplan-Meier (no features)", [np.tile(np.exp(-TIMES / 6), (len(x), 1))]),
+        protocol.evaluate("model", [_curves(x, 0.5, s) for s in range(2)], {"train s": 1.25}),
+    ]
+    table = pd.DataFrame(rows).set_index("model")
+    text = format_table(table, ["Harrell C", "IBS"])
+    r = table.loc["model"]
+    assert text.loc["model", "Harrell C"] == (
+        f"{r['Harrell C']:.3f} [{r['Harrell C lower']:.3f}, {r['Harrell C upper']:.3f}]"
+    )
+    assert text.loc["model", "train s"] == "1.2" and text.loc["oracle", "train s"] == ""
+    with pytest.raises(ValueError, match="no column"):
+        format_table(table, ["AUC"])
+    fig = plot_comparison(table, ["model"])
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "IBS (lower is better)"
+    plt.close(fig)
