@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from visit_patients import VOCAB, batch_of, patient
 
-from ehrseq.data.tensors import SPECIAL_DOMAIN_ID, collate_hierarchical
 from ehrseq.losses import hazard_nll
 from ehrseq.models.lstm import (
     LSTMConfig,
@@ -18,52 +18,9 @@ from ehrseq.models.lstm import (
 from ehrseq.models.survival_head import VisitHazardHead, last_visit_index
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-VOCAB = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread than on two contended ones (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def patient(visit_sizes: list[int], seed: int) -> dict[str, torch.Tensor]:
-    """One patient's unpadded tokens, as ``SequenceDataset`` yields them: [CLS], then each
-    visit's codes closed by [SEP] (the hierarchical collate drops the special tokens)."""
-    g = torch.Generator().manual_seed(seed)
-    start = 40 + 30 * float(torch.rand(1, generator=g))  # drawn first: a prefix of visits
-    codes, visits, domains, deltas, vdeltas = [3], [1], [SPECIAL_DOMAIN_ID], [0.0], [0.0]
-    for v, n in enumerate(visit_sizes, start=1):
-        gap = float(torch.randint(1, 400, (1,), generator=g)) if v > 1 else 0.0
-        for k in range(n):
-            codes.append(int(torch.randint(5, VOCAB, (1,), generator=g)))
-            domains.append(int(torch.randint(1, 8, (1,), generator=g)))
-            deltas.append(gap if k == 0 else 0.0)
-        codes.append(4)
-        domains.append(SPECIAL_DOMAIN_ID)
-        deltas.append(0.0)
-        visits += [v] * (n + 1)
-        vdeltas += [gap] * (n + 1)
-    ages = torch.tensor([start + (v - 1) * 0.7 for v in visits])
-    return {
-        "codes": torch.tensor(codes),
-        "ages": ages,
-        "visit_ids": torch.tensor(visits),
-        "positions": torch.arange(len(codes)),
-        "time_deltas": torch.tensor(deltas),
-        "domain_ids": torch.tensor(domains),
-        "visit_ages": ages,
-        "visit_deltas": torch.tensor(vdeltas),
-        "person_id": torch.tensor(seed),
-    }
-
-
-def batch_of(*items: dict, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """The hierarchical batch of ``ehrseq.data.tensors.collate_hierarchical``."""
-    return {k: v.to(device) for k, v in collate_hierarchical(list(items)).items()}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> VisitLSTM:
