@@ -391,7 +391,7 @@ assert model.mlm_head.decoder.weight is model.encoder.embeddings.code.weight  # 
 # {glue:text}`vocab_size` vocabulary entries, so that term is hundreds of times smaller than
 # the masked-code loss and, summed with it, would hardly move the shared encoder. We weight
 # it by $w = |V|$, which turns the average over codes into a sum over codes (one binary
-# decision per code, as in Doctor AI), and use the same weight in every schedule.
+# decision per code, as in Doctor AI {cite}`choi2016doctor`), and use the same weight in every schedule.
 #
 # A second choice concerns the start. BERT initialises every weight with a standard
 # deviation of 0.02. In a small encoder trained for a few hundred steps that start is a

@@ -277,8 +277,9 @@ pd.DataFrame(
 # A stack of pre-LayerNorm transformer blocks then attends **causally across visits**:
 # visit $t$ sees visits $\le t$ only, so a hazard read off visit $t$ never sees the future.
 # `HierarchicalBehrt` puts the two levels together; with `n_code_layers > 0` it would also
-# run transformer blocks inside each visit before pooling (as hierarchical models such as
-# Hi-BEHRT do), which the scaling section measures. Shapes, level by level:
+# run transformer blocks inside each visit before pooling, as deeper hierarchical models do
+# (Hi-BEHRT {cite}`li2023hibehrt` runs them inside sliding windows of the history); the
+# scaling section measures what that costs. Shapes, level by level:
 
 # %%
 hcfg_demo = HierarchicalConfig.from_vocab(

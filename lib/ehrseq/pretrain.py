@@ -52,7 +52,7 @@ Recipe (``enc = encode(sequences, vocab)`` with ``add_cls=True, add_sep=True`` s
     results = pretrain(model, train_loader, val_loader, ids,
                        TrainConfig(epochs=10, lr=5e-4, out_dir=run_dir, resume=True),
                        schedule="joint")
-    counts = torch.tensor([0.0] * len(SPECIAL_TOKENS) + vocab.counts)  # training frequencies
+    counts = code_counts(train_loader, ids)  # how often each id occurs in training sequences
     evaluate_masked_codes(model, val_loader, ids, counts=counts)   # top1, top10, baselines
     evaluate_next_visit(model, val_loader, ids, counts=counts)     # recall@10, baseline
     encoder = model.encoder                                        # to fine-tune
@@ -345,6 +345,11 @@ def next_visit_loss(
     r"""Binary cross-entropy with logits, averaged over the valid (patient, visit) pairs and
     the vocabulary (0 when no pair is valid).
 
+    Being a mean over the vocabulary, it is about ``1 / vocab_size`` of the per-visit sum of
+    the code losses, while the masked-code loss is one cross-entropy per masked token. In a
+    joint schedule, ``next_visit_weight=vocab_size`` puts the two on the same footing (a
+    sum over codes per visit); with a weight of 1 the masked-code loss dominates.
+
     Shapes:
         logits, targets: ``(B, T, vocab)``; valid: ``(B, T)``; output ``()``.
     """
@@ -458,7 +463,8 @@ class PretrainObjective:
     Args:
         ids: special ids.
         objective: ``"mlm"``, ``"next_visit"`` or ``"joint"``.
-        mlm_weight, next_visit_weight: weights of the joint sum.
+        mlm_weight, next_visit_weight: weights of the joint sum (see :func:`next_visit_loss`
+            for the scale of the next-visit term).
         mask_prob, replace_prob, random_prob: see :func:`mask_codes`.
         eval_seed: seed of the validation masks.
     """
@@ -575,8 +581,9 @@ def pretrain(
 def code_counts(batches: Iterable[dict], ids: TokenIds) -> torch.Tensor:
     """How often each code occurs among the real non-special tokens of ``batches``.
 
-    With an :class:`ehrseq.data.vocab.Vocab`, the training counts are also
-    ``torch.tensor([0] * n_special + vocab.counts)``.
+    These are the frequencies the baselines need. ``Vocab.counts`` differ for measurements: a
+    value-free measurement token counts every row of its concept there, including the rows
+    that encode to a decile token, and histories are truncated after the vocabulary is built.
 
     Shapes:
         output ``(vocab_size,)`` float64, zero for special ids.

@@ -106,7 +106,10 @@ class Vocab:
 
     Args:
         tokens: the non-special tokens in id order (ids start at ``len(SPECIAL_TOKENS)``).
-        counts: training count of each token, same order.
+        counts: training count of each token, same order, as ``min_frequency`` counts them
+            (the value-free token of a measurement counts every row of its concept, so
+            these are not the token frequencies of encoded sequences; for those, use
+            :func:`ehrseq.pretrain.code_counts`).
         value_cuts: concept id -> the ``n_value_bins - 1`` increasing cut points.
         min_frequency: the threshold the vocabulary was built with (kept for the record).
         n_value_bins: number of value bins (10: deciles).
