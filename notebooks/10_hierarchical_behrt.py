@@ -56,6 +56,7 @@ from torch import nn
 import ehrseq
 from ehrseq.config import for_profile
 from ehrseq.data.task import TaskConfig, prepare_survival_task
+from ehrseq.data.tensors import collate_flat, collate_hierarchical
 from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
 from ehrseq.losses import hazard_nll
 from ehrseq.models import (
@@ -470,10 +471,10 @@ pd.Series(
 #
 # ## Train
 # Each model is trained with {glue:text}`n_seeds` seeds through `fit`, with the hazard NLL of
-# the bin labels, early stopping on the validation loss, and the time and peak memory of the
-# run recorded by `measure` (on a CPU the peak is the rise of the process's resident memory,
-# an estimate, so a run that reuses memory an earlier run freed shows close to zero; on a
-# GPU it is the peak of allocated tensors).
+# the bin labels, early stopping on the validation loss, and the wall time of the run
+# recorded by `measure` (with the peak of allocated memory on a GPU). The activations that
+# one training batch of {glue:text}`batch_size` patients keeps for the backward pass are
+# measured exactly by `saved_for_backward_mib`, on any device.
 
 
 # %%
@@ -493,6 +494,12 @@ def predict_survival(model: nn.Module, hierarchical: bool) -> np.ndarray:
     order = pd.Index(torch.cat(person_ids).numpy()).get_indexer(test["subject_id"])
     assert (order >= 0).all()
     return torch.cat(survs).numpy()[order]
+
+
+def probe_batch(hierarchical: bool) -> dict:
+    """The first training patients as one batch: where activation memory is measured."""
+    items = [task.dataset("train")[i] for i in range(cfg.batch_size)]
+    return collate_hierarchical(items) if hierarchical else collate_flat(items)
 
 
 def train_seeds(
@@ -515,12 +522,16 @@ def train_seeds(
         history = result.history
         assert np.isfinite(history["train_loss"]).all()
         assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], name  # it learned
+        probe = to_device(probe_batch(hierarchical), device)
         costs.append(
             {
                 "parameters": count_parameters(model)["trainable"],
                 "train s": m.seconds,
                 "s / epoch": float(history["time_s"].mean()),
                 "peak MiB": m.peak_mib,
+                "activations MiB": ehrseq.saved_for_backward_mib(
+                    lambda m=model, b=probe: step_fn(m.train(), b), exclude=model.parameters()
+                ),
                 "epochs": len(history),
             }
         )
@@ -530,6 +541,7 @@ def train_seeds(
     return survs, cost
 
 
+keep("batch_size", cfg.batch_size)
 runs = {
     "flat BEHRT": (flat_behrt, False),
     "hierarchical BEHRT": (hierarchical, True),
@@ -563,7 +575,9 @@ oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
 curves = {"Kaplan-Meier (no features)": [km_surv], "oracle": [oracle_surv], **curves}
 results = pd.DataFrame([protocol.evaluate(n, s, costs.get(n)) for n, s in curves.items()])
 results = results.set_index("model")
-format_table(results, list(protocol.metrics))
+format_table(
+    results.drop(columns="peak MiB") if device.type == "cpu" else results, list(protocol.metrics)
+)
 
 # %% mystnb={"figure": {"name": "fig-flat-vs-hier", "caption": "Harrell's C (left) and integrated Brier score (right) of flat and hierarchical BEHRT and of the hierarchical model without the time-gap embedding, on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
 models = list(runs)
@@ -673,12 +687,12 @@ if cfg.profile != "smoke":
 # approach of `benchmarks/bench_attention_scaling.py` at small sizes. The time is the fastest
 # of {glue:text}`scale_repeats` timed steps after one warm-up step, with one torch thread and
 # the models timed in turns, which is the estimate least disturbed by other jobs on a shared
-# machine. **Memory** is not measured on a CPU: the process's resident memory is too coarse
-# for one step. We count instead the attention scores one forward pass builds, from the
-# shapes. On a CPU, `scaled_dot_product_attention` with a mask materialises exactly these
-# (and keeps the probabilities for the backward pass), so the count is a deterministic proxy
-# for the part of the memory that grows fastest. On a GPU, `measure` reports the measured
-# peak of allocated tensors as well.
+# machine. **Memory** is measured twice. `saved_for_backward_mib` records every tensor that
+# autograd keeps for the backward pass of one step (the activations, weights excluded):
+# exact, and the same on any device. And we count the attention scores one forward pass
+# builds, from the shapes: on a CPU, `scaled_dot_product_attention` with a mask
+# materialises exactly these, so the count says which part of the activations grows
+# fastest. On a GPU, `measure` adds the peak of allocated tensors.
 
 # %%
 keep("max_len", task.config.max_len)
@@ -769,6 +783,9 @@ try:
                 for n, m in bench_models.items():
                     times[n].append(timed_step(m, inputs_of[n]))
             for n, m in bench_models.items():
+                saved = ehrseq.saved_for_backward_mib(
+                    lambda m=m, b=inputs_of[n]: step_fn(m, b), exclude=m.parameters()
+                )
                 peak = float("nan")
                 if device.type == "cuda":
                     with measure(device) as mem:
@@ -782,6 +799,7 @@ try:
                         "L = VC": v * c,
                         "s / step": min(times[n]),
                         "attention scores": attention_scores(n, cfg.scale_batch, v, c),
+                        "activations MiB": saved,
                         "peak MiB (GPU)": peak,
                     }
                 )
@@ -814,13 +832,17 @@ slopes = pd.DataFrame(
     {
         (n, what): exponents(bench[bench["model"] == n], column)
         for n in bench_models
-        for what, column in (("time", "s / step"), ("scores", "attention scores"))
+        for what, column in (
+            ("time", "s / step"),
+            ("activations", "activations MiB"),
+            ("scores", "attention scores"),
+        )
     }
 ).T
 slopes.index.names = ["model", "cost"]
 keep_slopes = {"flat": "flat", "hierarchical": "hier", "hierarchical + block in visits": "hblock"}
 for n, key in keep_slopes.items():
-    for what in ("time", "scores"):
+    for what in ("time", "activations", "scores"):
         keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
         keep(f"p_{key}_{what}", float(slopes.loc[(n, what), "p (V)"]))
         keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
@@ -837,25 +859,37 @@ keep(
     ),
 )
 keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
+keep("flat_act_mib_largest", float(largest.loc["flat", "activations MiB"]))
+keep("hier_act_mib_largest", float(largest.loc["hierarchical", "activations MiB"]))
+keep(
+    "act_ratio_largest",
+    float(largest.loc["flat", "activations MiB"] / largest.loc["hierarchical", "activations MiB"]),
+)
 
 assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
 scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
 assert (scores["flat"] >= scores["hierarchical"]).all()
+saved = bench.pivot_table(index=["V", "C"], columns="model", values="activations MiB")
+if device.type == "cpu":  # the CPU kernel keeps the attention probabilities of every layer
+    flat_scores = bench[bench["model"] == "flat"].set_index(["V", "C"])["score MiB"]
+    assert (saved["flat"] >= flat_scores).all()
 if cfg.profile != "smoke":
     assert largest.loc["flat", "s / step"] > largest.loc["hierarchical", "s / step"]
-    assert (
-        slopes.loc[("flat", "time"), "slope in VC"]
-        > slopes.loc[("hierarchical", "time"), "slope in VC"]
-    )
+    for what in ("time", "activations"):
+        assert (
+            slopes.loc[("flat", what), "slope in VC"]
+            > slopes.loc[("hierarchical", what), "slope in VC"]
+        ), what
 slopes.round(2)
 
-# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); right: attention scores built by one forward pass (a deterministic memory proxy). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 colors = dict(zip(bench_models, ("C0", "C1", "C2"), strict=True))
 markers = dict(zip(cfg.scale_codes, "os^Dv", strict=False))
 for ax, column, label in (
     (axes[0], "s / step", "seconds per training step"),
-    (axes[1], "attention scores", "attention scores per forward pass"),
+    (axes[1], "activations MiB", "MiB kept for the backward pass"),
+    (axes[2], "attention scores", "attention scores per forward pass"),
 ):
     for (n, c), rows in bench.groupby(["model", "C"], sort=False):
         ax.loglog(
@@ -885,7 +919,16 @@ plt.show()
 # {glue:text}`q_hblock_scores:.2f`. At the largest size, $L$ = {glue:text}`L_max` tokens,
 # the flat model builds {glue:text}`score_ratio_largest:.0f` times more scores than the
 # hierarchical one, {glue:text}`flat_score_mib_largest:.0f` MiB in float32 for a batch of
-# {glue:text}`scale_batch` patients, before the probabilities kept for the backward pass.
+# {glue:text}`scale_batch` patients.
+#
+# The measured activations follow: the flat model keeps
+# {glue:text}`flat_act_mib_largest:.0f` MiB for the backward pass of one step at the largest
+# size, the hierarchical one {glue:text}`hier_act_mib_largest:.0f` MiB
+# ({glue:text}`act_ratio_largest:.0f` times less). Their slopes in $VC$ are
+# {glue:text}`slope_flat_activations:.2f` (flat) and {glue:text}`slope_hier_activations:.2f`
+# (hierarchical): every model keeps $O(L d)$ activations for its linear layers, and only
+# the flat model adds the $O(L^2)$ attention probabilities of every layer and head, which
+# take over as $L$ grows.
 #
 # The measured time grows more slowly than the score count: slope
 # {glue:text}`slope_flat_time:.2f` for the flat model, {glue:text}`slope_hier_time:.2f` for the

@@ -85,3 +85,25 @@ def test_measure_sees_time_and_a_large_allocation():
     with pytest.raises(ValueError, match="interval"):
         with ehrseq.runtime.measure("cpu", interval=0):
             pass
+
+
+def test_saved_for_backward_counts_what_backward_needs():
+    from torch import nn
+
+    from ehrseq.runtime import saved_for_backward_mib
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 1))
+    x = torch.randn(1024, 256)
+    mib = saved_for_backward_mib(lambda: net(x).sum(), exclude=net.parameters())
+    # the first Linear keeps its input x (for the weight gradient); ReLU keeps its output,
+    # which the second Linear keeps too (one storage, counted once)
+    expected = (x.numel() + 1024 * 512) * 4 / 2**20
+    assert mib == pytest.approx(expected)
+    with torch.no_grad():
+        assert saved_for_backward_mib(lambda: net(x).sum()) == 0.0
+    for p in net[0].parameters():  # a frozen first layer no longer needs x
+        p.requires_grad_(False)
+    frozen = saved_for_backward_mib(lambda: net(x).sum(), exclude=net.parameters())
+    assert frozen == pytest.approx(1024 * 512 * 4 / 2**20)
+    assert frozen < mib

@@ -4,7 +4,14 @@ Data flows one way: tables -> events -> sequences -> tensors -> model -> hazards
 Lower layers never import higher ones.
 """
 
-from ehrseq.runtime import autocast, describe_environment, get_device, measure, seed_everything
+from ehrseq.runtime import (
+    autocast,
+    describe_environment,
+    get_device,
+    measure,
+    saved_for_backward_mib,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
 
@@ -13,6 +20,7 @@ __all__ = [
     "describe_environment",
     "get_device",
     "measure",
+    "saved_for_backward_mib",
     "seed_everything",
     "__version__",
 ]

@@ -250,6 +250,7 @@ _COST_FORMATS = (
     ("train s", ",.1f"),
     ("s / epoch", ",.1f"),
     ("peak MiB", ",.0f"),
+    ("activations MiB", ",.2f"),
 )
 
 

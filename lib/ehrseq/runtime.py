@@ -12,6 +12,7 @@ import platform
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -26,6 +27,7 @@ __all__ = [
     "progress",
     "measure",
     "Measurement",
+    "saved_for_backward_mib",
 ]
 
 
@@ -187,3 +189,37 @@ def measure(device: torch.device | str = "cpu", interval: float = 0.01):
             peak[0] = max(peak[0], _rss_bytes() - base)
             out.peak_mib = peak[0] / 2**20
         out.seconds = time.perf_counter() - start
+
+
+def saved_for_backward_mib(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> float:
+    """MiB that autograd keeps for the backward pass while ``fn()`` builds its graph.
+
+    These are the activations a training step holds between its forward and backward pass:
+    exactly what a frozen layer does not keep and a trainable one does, on any device and
+    independent of what the allocator reuses (which makes the CPU peak of :func:`measure` an
+    estimate). Every saved tensor is counted once per underlying storage, so views and
+    repeated saves of one tensor are not double counted; tensors sharing storage with
+    ``exclude`` (pass ``model.parameters()``: weights are held anyway) are left out.
+
+    Args:
+        fn: builds the graph, typically ``lambda: loss_fn(model, batch)``; its output is
+            dropped when the call ends, which frees the graph.
+        exclude: tensors whose storage is not counted.
+
+    Returns:
+        The size in MiB (2**20 bytes) of the distinct saved storages.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in skip:
+            seen[ptr] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values()) / 2**20
