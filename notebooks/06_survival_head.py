@@ -848,7 +848,7 @@ if cfg.profile != "smoke":
 # %% [markdown]
 # On the {glue:text}`n_test:,` test patients ({glue:text}`n_test_events` events), the BEHRT
 # model reaches a Harrell C of {glue:text}`model_harrell:.3f` (mean of
-# {glue:text}`n_seeds` seeds, $\pm$ {glue:text}`model_harrell_half:.3f` over seeds) against
+# {glue:text}`n_seeds` seeds, 95 % $t$ interval $\pm$ {glue:text}`model_harrell_half:.3f`) against
 # the oracle's {glue:text}`oracle_harrell:.3f`: a gap of {glue:text}`gap_harrell:.3f`. Uno's
 # C tells the same story ({glue:text}`model_uno:.3f` against {glue:text}`oracle_uno:.3f`).
 # The integrated Brier score is {glue:text}`model_ibs:.4f` for the model,

@@ -816,7 +816,8 @@ if cfg.profile != "smoke":
 # {glue:text}`c_width:.2f` wide. The likelihood alone reaches {glue:text}`nll_c:.3f` (95%
 # interval {glue:text}`nll_c_lower:.3f` to {glue:text}`nll_c_upper:.3f`, Uno's C
 # {glue:text}`nll_uno:.3f`), the ranking loss alone {glue:text}`rank_c:.3f`; the oracle
-# reaches {glue:text}`oracle_c:.3f` (Uno's C {glue:text}`oracle_uno:.3f`). The Brier score tells the losses apart: the likelihood
+# reaches {glue:text}`oracle_c:.3f` (Uno's C {glue:text}`oracle_uno:.3f`). The Brier score, compared pair by pair
+# (below), tells the losses apart: the likelihood
 # has the best of the sweep, {glue:text}`nll_ibs:.4f`, and it grows with the weight of the
 # ranking term, to {glue:text}`max_lam_ibs:.4f` at $\lambda$ = {glue:text}`max_lam:g` and
 # {glue:text}`rank_ibs:.4f` for the ranking loss alone (the life table without features
@@ -1093,7 +1094,7 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   same for all losses within noise ({glue:text}`c_min:.3f` to {glue:text}`c_max:.3f`;
 #   ranking only minus likelihood {glue:text}`dc:+.4f`). The ranking term inflated the
 #   predicted risk and worsened the Brier score as its weight grew; the likelihood alone was
-#   the best calibrated ({glue:text}`nll_ibs:.4f`, predicted {glue:text}`nll_ratio:.2f` times
+#   the best calibrated (integrated Brier score {glue:text}`nll_ibs:.4f`, predicted {glue:text}`nll_ratio:.2f` times
 #   the observed risk, against {glue:text}`rank_ratio:.2f` for the ranking loss). The oracle
 #   ({glue:text}`oracle_c:.3f`, {glue:text}`oracle_ibs:.4f`) leaves room above all of them.
 # - The C-index is blind to the level of the risks: shifting every logit moved it by at most

@@ -464,7 +464,7 @@ pd.Series(
 ).to_frame()
 
 # %% [markdown]
-# Both models are {glue:text}`n_flat:,` and {glue:text}`n_hier:,` parameters: the same
+# The two models have {glue:text}`n_flat:,` and {glue:text}`n_hier:,` parameters: the same
 # width, the same number of transformer blocks, the same head. Most of the difference is
 # where the position tables sit (per token for the flat model, per visit here) and the
 # pooling's projections.
@@ -654,10 +654,12 @@ if cfg.profile != "smoke":
 # integrated Brier score, {glue:text}`d_hier_flat_ibs_verdict`. Both stay well below the
 # oracle's {glue:text}`oracle_c:.3f` (the hierarchical model by
 # {glue:text}`d_oracle_hier_c:.3f`). Their mean calibration errors at the horizon are
-# {glue:text}`flat_cal:.3f` (flat) and {glue:text}`hier_cal:.3f` (hierarchical). What differs
-# clearly is the price: an epoch of the hierarchical model takes
-# {glue:text}`hier_epoch_s:.1f` s against {glue:text}`flat_epoch_s:.1f` s for the flat one,
-# {glue:text}`epoch_speedup:.1f` times less, on histories of at most {glue:text}`max_len`
+# {glue:text}`flat_cal:.3f` (flat) and {glue:text}`hier_cal:.3f` (hierarchical), against
+# {glue:text}`km_cal:.3f` for the Kaplan-Meier curve: compare them before trusting the
+# hierarchical model's risks as probabilities. The other difference is the price: an epoch
+# of the hierarchical model takes {glue:text}`hier_epoch_s:.1f` s against
+# {glue:text}`flat_epoch_s:.1f` s for the flat one ({glue:text}`epoch_speedup:.1f` times
+# faster), on histories of at most {glue:text}`max_len`
 # tokens (wall times on a shared machine, so only roughly comparable across rows).
 #
 # **The time-gap embedding.** Without it the hierarchical model reaches
@@ -812,8 +814,8 @@ bench.pivot_table(index=["V", "C"], columns="model", values="s / step").round(4)
 # %% [markdown]
 # How do the costs grow? A power law $y \propto (VC)^s$ is a straight line of slope $s$ on
 # log-log axes. We fit $s$ by least squares for each model, and also the two exponents of
-# $y \propto V^p C^q$, which separate growing the number of visits from growing visits. For
-# the score counts the expected exponents are exact: $p = q = 2$ for the flat model; for the
+# $y \propto V^p C^q$, which separate growing the number of visits from growing the number
+# of codes per visit. For the score counts the expected exponents are exact: $p = q = 2$ for the flat model; for the
 # hierarchical ones, sums of terms with different exponents, so one power law only
 # summarises the range measured.
 
@@ -934,7 +936,9 @@ plt.show()
 # {glue:text}`slope_flat_time:.2f` for the flat model, {glue:text}`slope_hier_time:.2f` for the
 # hierarchical one and {glue:text}`slope_hblock_time:.2f` with a block inside visits. At these
 # sizes much of a step is spent in the linear layers and the embeddings, which cost
-# $O(L d^2)$ for every model, so the quadratic term shows only as $L$ grows: the flat model's
+# $O(L d^2)$ for every model, and in the fixed cost of a step (slopes below 1, as the
+# hierarchical model's, mean that this fixed part still weighs), so the quadratic term shows
+# only as $L$ grows: the flat model's
 # curve steepens at the right of the figure. At the largest size one flat step takes
 # {glue:text}`speedup_largest:.0f` times as long as a hierarchical one. A power law fitted
 # over a range where two terms compete is a summary of that range, not an asymptotic
@@ -957,7 +961,7 @@ plt.show()
 # - Attention scores grow as $(VC)^2$ for the flat model and as $VC + V^2$ (or
 #   $VC^2 + V^2$ with blocks inside visits) for the hierarchical one; the measured time slopes,
 #   {glue:text}`slope_flat_time:.2f` against {glue:text}`slope_hier_time:.2f`, keep that
-#   ordering, damped by the linear layers at small sizes.
+#   ordering, damped at small sizes by the linear layers and the fixed cost of a step.
 #
 # ## Exercises
 # 1. Replace the attention pooling by the masked mean (`code_pooling="mean"`). Does the
