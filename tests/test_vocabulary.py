@@ -16,6 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ehrseq.data.synthetic import ACUTE, BACKGROUND, CHRONIC
+
 REPO = Path(__file__).resolve().parents[1]
 VOCAB = REPO / "data" / "vocabulary"
 SCRIPT = REPO / "scripts" / "make_vocabulary.py"
@@ -53,40 +55,8 @@ ANNOTATION_COLUMNS = [
     "decimals",
 ]
 
-CHRONIC = (
-    "hypertension",
-    "type2_diabetes",
-    "hyperlipidemia",
-    "obesity",
-    "chronic_kidney_disease",
-    "coronary_artery_disease",
-    "atrial_fibrillation",
-    "copd",
-    "depression",
-    "heart_failure",
-)
-ACUTE = (
-    "pneumonia",
-    "urinary_tract_infection",
-    "influenza",
-    "acute_myocardial_infarction",
-    "fracture",
-    "gastroenteritis",
-)
-BENIGN = (
-    "low_back_pain",
-    "allergic_rhinitis",
-    "osteoarthritis",
-    "gerd",
-    "headache",
-    "insomnia",
-    "dermatitis",
-    "hypothyroidism",
-    "anxiety",
-    "sinusitis",
-    "conjunctivitis",
-    "vitamin_d_deficiency",
-)
+# The generator's disease groups: the shipped vocabulary must cover exactly these.
+BENIGN = BACKGROUND
 GROUPS = (*CHRONIC, *ACUTE, *BENIGN, "routine")
 ROLES = {
     "condition",
