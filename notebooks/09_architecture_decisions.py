@@ -39,25 +39,22 @@
 
 # %%
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from myst_nb import glue
 from scipy.stats import spearmanr
 from torch import nn
 
 import ehrseq
+import ehrseq.runs
 from ehrseq.config import for_profile
 from ehrseq.data.task import TaskConfig, prepare_survival_task
-from ehrseq.data.tensors import collate_flat, collate_hierarchical
 from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
-from ehrseq.losses import hazard_nll
 from ehrseq.metrics import (
     bootstrap_ci,
 )
@@ -68,7 +65,6 @@ from ehrseq.models import (
     HazardOutput,
     LSTMConfig,
     VisitLSTM,
-    count_parameters,
     encoder_inputs,
     freeze,
     hierarchical_inputs,
@@ -76,7 +72,7 @@ from ehrseq.models import (
 from ehrseq.models.survival_head import last_visit_state
 from ehrseq.plotting import apply_style
 from ehrseq.runtime import measure
-from ehrseq.train import TrainConfig, fit, to_device
+from ehrseq.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -429,9 +425,9 @@ print(f"flat batch: codes {tuple(flat_batch['codes'].shape)} -> hazards {tuple(o
 
 # %% [markdown]
 # ## Train
-# Every neural model goes through the library's one loop, `fit`, with the same step
-# function: the discrete-time hazard negative log-likelihood of the bin labels
-# (`hazard_nll`), at most {glue:text}`epochs` epochs. Early stopping watches the validation
+# Every neural model goes through `ehrseq.runs.train_seeds`: for each seed a fresh model,
+# trained by the library's one loop, `fit`, with the same step function (`hazard_nll_step`:
+# the discrete-time hazard negative log-likelihood of the bin labels), at most {glue:text}`epochs` epochs. Early stopping watches the validation
 # loss (patience {glue:text}`patience`) and keeps the best weights. The learning rates (one
 # for the LSTMs, one for BEHRT) were set by a short trial on the validation loss.
 # `measure` records the wall time of each run (and, on a GPU, its peak of allocated
@@ -442,69 +438,6 @@ print(f"flat batch: codes {tuple(flat_batch['codes'].shape)} -> hazards {tuple(o
 
 
 # %%
-def step_fn(model: nn.Module, batch: dict) -> torch.Tensor:
-    out = model(batch)
-    return hazard_nll(out.logits, batch["durations"], batch["events"])
-
-
-@torch.no_grad()
-def predict_survival(model: nn.Module, hierarchical: bool) -> np.ndarray:
-    """Survival at the bin edges for the test patients, (n_test, n_bins), in frame order."""
-    model.eval()
-    survs, person_ids = [], []
-    for batch in task.loader("test", 256, hierarchical=hierarchical):
-        survs.append(model(to_device(batch, device)).surv.float().cpu())
-        person_ids.append(batch["person_ids"])
-    order = pd.Index(torch.cat(person_ids).numpy()).get_indexer(test["subject_id"])
-    assert (order >= 0).all()
-    return torch.cat(survs).numpy()[order]
-
-
-def probe_batch(hierarchical: bool) -> dict:
-    """The first training patients as one batch: where activation memory is measured."""
-    items = [task.dataset("train")[i] for i in range(cfg.batch_size)]
-    return collate_hierarchical(items) if hierarchical else collate_flat(items)
-
-
-def train_seeds(
-    name: str, make: Callable[[], nn.Module], hierarchical: bool, lr: float
-) -> tuple[list[np.ndarray], dict]:
-    """Train one model per seed; return the test curves and the mean cost of a run."""
-    survs, costs = [], []
-    for seed in cfg.seeds:
-        ehrseq.seed_everything(seed)
-        model = make()
-        loaders = (
-            task.loader("train", cfg.batch_size, hierarchical=hierarchical, seed=seed),
-            task.loader("val", 256, hierarchical=hierarchical),
-        )
-        tcfg = TrainConfig(
-            epochs=cfg.epochs, lr=lr, patience=cfg.patience, seed=seed, desc=f"{name} {seed}"
-        )
-        with measure(device) as m:
-            result = fit(model, *loaders, step_fn, tcfg)
-        history = result.history
-        assert np.isfinite(history["train_loss"]).all()
-        assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0], name  # it learned
-        probe = to_device(probe_batch(hierarchical), device)
-        costs.append(
-            {
-                "parameters": count_parameters(model)["trainable"],
-                "train s": m.seconds,
-                "s / epoch": float(history["time_s"].mean()),
-                "peak MiB": m.peak_mib,
-                "activations MiB": ehrseq.saved_for_backward_mib(
-                    lambda m=model, b=probe: step_fn(m.train(), b), exclude=model.parameters()
-                ),
-                "epochs": len(history),
-            }
-        )
-        survs.append(predict_survival(model, hierarchical))
-    cost = pd.DataFrame(costs).mean().to_dict()
-    cost["parameters"] = int(cost["parameters"])
-    return survs, cost
-
-
 keep("patience", cfg.patience)
 keep("batch_size", cfg.batch_size)
 runs = {
@@ -514,8 +447,19 @@ runs = {
 }
 curves: dict[str, list[np.ndarray]] = {"oracle": [oracle_surv], "Cox, bag of codes": [cox_surv]}
 for name, (make, hierarchical, lr) in runs.items():
-    curves[name], cost = train_seeds(name, make, hierarchical, lr)
-    rows.append(evaluate(name, curves[name], cost))
+    seed_runs = ehrseq.runs.train_seeds(
+        make,
+        task,
+        TrainConfig(epochs=cfg.epochs, lr=lr, patience=cfg.patience),
+        cfg.seeds,
+        hierarchical=hierarchical,
+        batch_size=cfg.batch_size,
+        device=device,
+        name=name,
+    )
+    assert seed_runs.learned(), name  # finite, and the training loss went down
+    curves[name] = seed_runs.survs
+    rows.append(evaluate(name, curves[name], seed_runs.cost))
 
 
 # %% [markdown]
