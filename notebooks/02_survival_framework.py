@@ -679,7 +679,8 @@ assert r["Cox, bag of codes", "IBS"] <= r["Kaplan-Meier (no features)", "IBS"]
 #
 # The integrated Brier scores (from {glue:text}`ibs_from:.2f` to {glue:text}`ibs_to:.2f`
 # years) look close together: oracle {glue:text}`oracle_ibs:.4f`, Cox {glue:text}`cox_ibs:.4f`,
-# no features {glue:text}`km_ibs:.4f`. With fewer than one patient in ten having the event,
+# no features {glue:text}`km_ibs:.4f`. With {glue:text}`event_rate:.1%` of the patients
+# having the event,
 # even the no-information curve has a small squared error, so read them relative to it:
 # the Cox model removes {glue:text}`ipa_cox:.0%` of the no-information score, the oracle
 # {glue:text}`ipa_oracle:.0%` (this ratio, one minus the IBS over that of the null model, is

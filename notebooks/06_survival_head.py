@@ -853,8 +853,8 @@ if cfg.profile != "smoke":
 # C tells the same story ({glue:text}`model_uno:.3f` against {glue:text}`oracle_uno:.3f`).
 # The integrated Brier score is {glue:text}`model_ibs:.4f` for the model,
 # {glue:text}`oracle_ibs:.4f` for the oracle and {glue:text}`km_ibs:.4f` for the
-# Kaplan-Meier curve that knows nothing about the patient. With fewer than one patient in
-# ten having the event, even that curve has a small squared error, so read the scores
+# Kaplan-Meier curve that knows nothing about the patient. With
+# {glue:text}`n_test_events` events among {glue:text}`n_test:,` test patients, even that curve has a small squared error, so read the scores
 # relative to it: the model removes {glue:text}`ipa_model:.0%` of the no-information score,
 # the oracle {glue:text}`ipa_oracle:.0%`. The paired bootstrap intervals of the gap in
 # Harrell's C stay above zero for every seed (lowest bound {glue:text}`gap_lower_min:.3f`,

@@ -886,8 +886,7 @@ table
 # training batch keeps for the backward pass (measured above) and the float32 gradient and
 # two AdamW moments of every trainable number. On a GPU the table also shows the peak of
 # allocated memory during the whole fit (`peak MiB`); on a CPU that column would be the rise
-# of the process's resident memory, which allocator reuse hides (it reads 0 for most runs),
-# so it is left out. For an encoder of this size the optimiser states are small, while the
+# of the process's resident memory, which allocator reuse hides, so it is left out. For an encoder of this size the optimiser states are small, while the
 # activations of a batch ({glue:text}`act_lora:.0f` to {glue:text}`act_full:.0f` MiB) are
 # not; on a large encoder and a GPU, the optimiser states of full fine-tuning are what LoRA
 # saves.
