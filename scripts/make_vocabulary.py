@@ -2481,6 +2481,26 @@ OSTEOARTHRITIS = Group(
             parent="396275006",
         ),
     ),
+    # NSAIDs: the synthetic cohort's "interaction" hazard raises heart-failure risk after a
+    # recent course in a patient with kidney disease (ehrseq.data.synthetic).
+    drugs=(
+        Drug(
+            T("5640", "ibuprofen", "Non-steroidal anti-inflammatory drug (NSAID) for joint pain."),
+            T("M01AE", "Propionic acid derivatives", "ATC class of propionic acid NSAIDs."),
+            (
+                T(
+                    "197805",
+                    "ibuprofen 400 MG Oral Tablet",
+                    "Prescription-strength ibuprofen tablet.",
+                ),
+            ),
+        ),
+        Drug(
+            T("7258", "naproxen", "Longer-acting propionic acid NSAID for joint pain."),
+            T("M01AE", "Propionic acid derivatives", "ATC class of propionic acid NSAIDs."),
+            (T("198014", "naproxen 500 MG Oral Tablet", "Twice-daily naproxen tablet."),),
+        ),
+    ),
 )
 
 GERD = Group(

@@ -80,6 +80,7 @@ DAYS_PER_MONTH = 365.25 / 12
 EHR_TYPE = 32817  # OMOP Type Concept "EHR"
 VISIT_OP, VISIT_IP, VISIT_ER = 9202, 9201, 9203
 MALE, FEMALE = 8507, 8532
+NSAID_GROUP = "osteoarthritis"  # the background group whose drugs are the NSAIDs
 
 
 @dataclass(frozen=True)
@@ -1003,7 +1004,8 @@ def _write_tables(
         v = op[has_bg[vp[op], b_idx] & (rng.random(len(op)) < 0.2)]
         choice = subtype[vp[v], b_idx % len(CHRONIC)] % len(g.conditions)
         ids = add_conditions(v, g.conditions[choice], source_of(g, choice))
-        if len(g.ingredients):
+        # NSAIDs (osteoarthritis) come only from the latent courses of the interaction hazard
+        if len(g.ingredients) and b != NSAID_GROUP:
             rx = rng.random(len(v)) < 0.4
             add_drugs(
                 v[rx],
