@@ -13,7 +13,7 @@ export EHRSEQ_PROFILE=${EHRSEQ_PROFILE:-book}
 # shipped data and the profile, so drop the cache when any of those changed. Sphinx keeps its
 # own record of every page it has read (_build/.doctrees) and would re-read only the changed
 # ones, keeping stale outputs of the others: drop that record too, so every chapter runs.
-inputs=$( (echo "$EHRSEQ_PROFILE"; find lib data book notebooks -type f \( -name '*.py' -o -name '*.csv' -o -name '*.md' \) -print0 | sort -z | xargs -0 cat) | sha256sum | cut -d' ' -f1)
+inputs=$( (echo "$EHRSEQ_PROFILE"; find lib data book notebooks -type f \( -name '*.py' -o -name '*.csv' -o -name '*.md' -o -name '*.toml' \) -print0 | sort -z | xargs -0 cat) | sha256sum | cut -d' ' -f1)
 if [ "$(cat _build/.inputs-hash 2>/dev/null || true)" != "$inputs" ]; then
   rm -rf _build/.jupyter_cache _build/.doctrees
 fi

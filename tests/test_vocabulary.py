@@ -1,7 +1,9 @@
 """The synthetic cohort's vocabulary (``data/vocabulary/``): structure, hierarchy, code checksums.
 
-The files are written by ``scripts/make_vocabulary.py``; these tests check the written files
-(and that the script still reproduces them byte for byte), so a hand edit of a CSV fails here.
+The files are written by ``scripts/make_vocabulary.py`` from the spec files under
+``data/vocabulary/spec/``; these tests check the written files (and that the script still
+reproduces them byte for byte), so a hand edit of a CSV fails here, and that the script rejects
+a malformed spec file with an error that names the file, the record and the field.
 The checksum tests (Verhoeff for SNOMED CT, mod 10 for LOINC) guard against mistyped codes.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -56,8 +59,7 @@ ANNOTATION_COLUMNS = [
 ]
 
 # The generator's disease groups: the shipped vocabulary must cover exactly these.
-BENIGN = BACKGROUND
-GROUPS = (*CHRONIC, *ACUTE, *BENIGN, "routine")
+GROUPS = (*CHRONIC, *ACUTE, *BACKGROUND, "routine")
 ROLES = {
     "condition",
     "condition_source",
@@ -472,8 +474,8 @@ def test_acute_groups_are_complete(ann, group):
     assert n["procedure"] + n["procedure_pcs"] <= 2
 
 
-@pytest.mark.parametrize("group", BENIGN)
-def test_benign_groups_are_complete(ann, group):
+@pytest.mark.parametrize("group", BACKGROUND)
+def test_background_groups_are_complete(ann, group):
     n = {role: len(ids(ann, group, role)) for role in ROLES}
     assert 1 <= n["condition"] <= 3
     assert n["drug_ingredient"] <= 2
@@ -564,15 +566,21 @@ def test_loinc_codes_have_valid_check_digits(concept):
 # --------------------------------------------------------------------------------------------
 
 
-def test_script_reproduces_the_files_byte_for_byte():
+@pytest.fixture(scope="module")
+def script():
+    """``scripts/make_vocabulary.py`` imported as a module."""
     spec = importlib.util.spec_from_file_location("make_vocabulary", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     try:
         spec.loader.exec_module(module)
-        files = module.render()
     finally:
         del sys.modules[spec.name]
+    return module
+
+
+def test_script_reproduces_the_files_byte_for_byte(script):
+    files = script.render()
     assert set(files) == {
         "concept.csv",
         "concept_relationship.csv",
@@ -584,3 +592,57 @@ def test_script_reproduces_the_files_byte_for_byte():
         assert on_disk == text.encode("utf-8"), (
             f"{name} differs from scripts/make_vocabulary.py; rerun the script"
         )
+
+
+# Each case: the group file, the last occurrence of a text in it and its replacement, and the
+# error expected (after the file's path).
+BROKEN_SPECS = {
+    "missing field": (
+        "01_hypertension.toml",
+        '  description = "ICD-10-CM code for primary hypertension, the most common hypertension code."\n',
+        "",
+        "conditions #1 (code '59621000'), icd #1 (code 'I10'): missing field 'description'",
+    ),
+    "unknown field": (
+        "01_hypertension.toml",
+        'unit = "mm[Hg]"',
+        'units = "mm[Hg]"',
+        "labs #1 (code '8478-0'): unknown field 'units'",
+    ),
+    "wrong kind": (
+        "01_hypertension.toml",
+        "decimals = 0",
+        "decimals = 0.5",
+        "labs #1 (code '8478-0'): field 'decimals' must be an integer, got 0.5",
+    ),
+    "code spelled two ways": (
+        "19_osteoarthritis.toml",
+        'name = "Propionic acid derivatives"',
+        'name = "Propionic acid derivative"',
+        "drugs #2 (code '7258'), atc: ATC code 'M01AE' is spelled two ways: field 'name' is "
+        "'Propionic acid derivative' here but 'Propionic acid derivatives' in {path}: "
+        "drugs #1 (code '5640'), atc",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SPECS))
+def test_script_rejects_a_broken_spec_naming_file_record_and_field(script, tmp_path, case):
+    name, old, new, expected = BROKEN_SPECS[case]
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(VOCAB / "spec", spec_dir)
+    path = spec_dir / "groups" / name
+    head, found, tail = path.read_text(encoding="utf-8").rpartition(old)
+    assert found, f"{old!r} is no longer in {name}; update the test case"
+    path.write_text(head + new + tail, encoding="utf-8")
+    message = f"{path}: " + expected.format(path=path)
+    with pytest.raises(script.SpecError, match=re.escape(message)):
+        script.load_spec(spec_dir)
+
+
+def test_script_rejects_a_group_the_generator_does_not_know(script, tmp_path):
+    spec_dir = tmp_path / "spec"
+    shutil.copytree(VOCAB / "spec", spec_dir)
+    (spec_dir / "groups" / "29_routine.toml").rename(spec_dir / "groups" / "29_routines.toml")
+    with pytest.raises(script.SpecError, match="29_routines.toml: 'routines' is not a group"):
+        script.load_spec(spec_dir)
