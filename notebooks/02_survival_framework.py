@@ -55,12 +55,12 @@ from ehrseq.metrics import (
     calibration_table,
     concordance_index,
     concordance_index_ipcw,
-    hazards_to_survival,
     integrated_brier_score,
     survival_at_times,
 )
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group
+from ehrseq.survival import hazards_to_survival
 
 
 @dataclass(frozen=True)

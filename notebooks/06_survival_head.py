@@ -69,7 +69,6 @@ from ehrseq.metrics import (
     concordance_index,
     concordance_index_ipcw,
     integrated_brier_score,
-    risk_at_horizon,
 )
 from ehrseq.models import (
     BehrtConfig,
@@ -82,6 +81,7 @@ from ehrseq.models import (
 from ehrseq.models.survival_head import last_visit_index, last_visit_state, pool_visits
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group
+from ehrseq.survival import risk_at_horizon
 from ehrseq.train import TrainConfig, fit, to_device
 
 
@@ -429,8 +429,8 @@ assert torch.allclose(
 # $S(c_{k+1}) = \prod_{j \le k} (1 - h_j)$, and the **risk at the horizon** is
 # $1 - S(c_K)$: the predicted probability of heart failure within
 # {glue:text}`horizon_years:.0f` years. `HazardOutput.surv` and `HazardOutput.risk` compute
-# them (with padded slots counted as survived); `ehrseq.metrics.risk_at_horizon` is the NumPy
-# twin used on stored predictions.
+# them (with padded slots counted as survived) through `ehrseq.survival.risk_at_horizon`, which
+# takes NumPy arrays (stored predictions) as well as tensors.
 
 # %%
 hazards = per_bin.hazards
@@ -1006,7 +1006,7 @@ plt.show()
 # {glue:text}`c_sum:.3f` from the {glue:text}`c_risk:.3f` of the risk at the horizon. The
 # risk $1 - S$ at a fixed horizon asks every patient the same question; that is the score to
 # rank with (and, with per-visit hazards, it needs their interval end times:
-# `horizon_risk(..., time_grid=...)`).
+# `risk_at_horizon(..., time_grid=...)`).
 #
 # ### The leakage test on the trained model
 # A freshly initialised encoder passed the test above; the trained one must too, and its

@@ -59,13 +59,12 @@ from ehrseq.metrics import (
     calibration_table,
     concordance_index,
     concordance_index_ipcw,
-    hazards_to_survival,
     integrated_brier_score,
 )
 from ehrseq.models import BinHazardHead
-from ehrseq.models.survival_head import survival_curve
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration
+from ehrseq.survival import hazards_to_survival
 from ehrseq.train import TrainConfig, fit
 
 
@@ -444,7 +443,7 @@ assert torch.allclose(ours, library)
 for lam in (0.0, 0.5, 2.0):
     both = hybrid_loss(logits, durations, events, rank_weight=lam, sigma=cfg.sigma)
     rank = pairwise_ranking_loss(
-        1 - survival_curve(torch.sigmoid(logits)), durations, events, sigma=cfg.sigma
+        1 - hazards_to_survival(torch.sigmoid(logits)), durations, events, sigma=cfg.sigma
     )
     assert torch.allclose(both, hazard_nll(logits, durations, events) + lam * rank)
 
@@ -945,7 +944,7 @@ with torch.no_grad():
     shift_rows = []
     for delta in shifts:
         shifted = base_logits + float(delta)  # (n, T)
-        surv = survival_curve(torch.sigmoid(shifted))  # (n, T)
+        surv = hazards_to_survival(torch.sigmoid(shifted))  # (n, T)
         surv_np = surv.double().cpu().numpy()
         shift_rows.append(
             {

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
-from ehrseq.metrics import hazards_to_survival
+from ehrseq.survival import hazards_to_survival
 
 LOGITS = [[0.5, -1.0, 2.0], [1.0, 0.3, -0.7], [-2.0, 0.1, 0.4]]
 DURATIONS = [1, 2, 0]

@@ -359,26 +359,6 @@ def test_bootstrap_skips_and_counts_failed_resamples():
 
 
 # ---------------------------------------------------------------------------------------------
-# Hazards to survival and risk
-# ---------------------------------------------------------------------------------------------
-
-
-def test_hazards_to_survival_numpy_and_torch():
-    hazards = np.array([[0.1, 0.2, 0.5], [0.0, 0.0, 1.0]])
-    expected = np.array([[0.9, 0.72, 0.36], [1.0, 1.0, 0.0]])
-    np.testing.assert_allclose(metrics.hazards_to_survival(hazards), expected)
-    h_t = torch.tensor(hazards, requires_grad=True)
-    s_t = metrics.hazards_to_survival(h_t)
-    assert isinstance(s_t, torch.Tensor) and s_t.requires_grad
-    torch.testing.assert_close(s_t.detach(), torch.tensor(expected, dtype=h_t.dtype))
-    np.testing.assert_allclose(metrics.risk_at_horizon(hazards, 1), [0.28, 0.0])
-    np.testing.assert_allclose(metrics.risk_at_horizon(h_t, 1), [0.28, 0.0])
-    grid = np.array([30.0, 60.0, 90.0])
-    np.testing.assert_allclose(metrics.risk_at_horizon(hazards, 75.0, grid), [0.28, 0.0])
-    np.testing.assert_allclose(metrics.risk_at_horizon(hazards, 10.0, grid), [0.0, 0.0])
-
-
-# ---------------------------------------------------------------------------------------------
 # Inputs that cannot be scored
 # ---------------------------------------------------------------------------------------------
 
@@ -507,20 +487,6 @@ ERROR_CASES = {
             lambda d: 0.0 if np.array_equal(d, _D) else float("nan"), _D, n_boot=20, seed=1
         ),
         "any of the 20 resamples",
-    ),
-    "hazards: above one": (lambda: metrics.hazards_to_survival([[0.5, 1.5]]), r"\[0, 1\]"),
-    "hazards: 1-D": (lambda: metrics.hazards_to_survival([0.5, 0.5]), r"shape \(n, T\)"),
-    "hazards: torch nan": (
-        lambda: metrics.hazards_to_survival(torch.tensor([[0.1, float("nan")]])),
-        "NaN",
-    ),
-    "risk_at_horizon: bin out of range": (
-        lambda: metrics.risk_at_horizon([[0.1, 0.2]], 2),
-        "outside",
-    ),
-    "risk_at_horizon: float bin": (
-        lambda: metrics.risk_at_horizon([[0.1, 0.2]], 1.5),
-        "integer",
     ),
 }
 

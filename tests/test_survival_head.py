@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ehrseq.losses import hazard_nll
-from ehrseq.metrics import hazards_to_survival, risk_at_horizon
 from ehrseq.models.survival_head import (
     BinHazardHead,
     HazardOutput,
     VisitHazardHead,
-    horizon_risk,
     last_visit_index,
     last_visit_state,
     pool_visits,
-    survival_curve,
 )
 
 D = 8
@@ -241,57 +237,6 @@ def test_bin_head_pools_the_last_visit_or_takes_a_state():
         head(torch.randn(2))
     with pytest.raises(ValueError, match="positive"):
         BinHazardHead(D, n_bins=0)
-
-
-def test_survival_curve_and_horizon_risk_match_metrics():
-    gen = torch.Generator().manual_seed(4)
-    hazards = torch.rand(6, 5, generator=gen) * 0.3
-    surv = survival_curve(hazards)
-    torch.testing.assert_close(surv, torch.cumprod(1 - hazards, dim=1))
-    for k in range(5):
-        np.testing.assert_allclose(
-            horizon_risk(hazards, k).numpy(), risk_at_horizon(hazards, k), rtol=0, atol=1e-6
-        )
-    grid = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0])
-    for t in (0.5, 1.0, 3.0, 16.0, 20.0):
-        np.testing.assert_allclose(
-            horizon_risk(hazards, t, time_grid=grid).numpy(),
-            risk_at_horizon(hazards.numpy(), t, time_grid=grid.numpy()),
-            rtol=0,
-            atol=1e-6,
-        )
-    # numpy integer horizons are bin indices too
-    torch.testing.assert_close(horizon_risk(hazards, np.int64(2)), horizon_risk(hazards, 2))
-
-
-def test_horizon_risk_per_patient_grid_and_mask():
-    hazards = torch.tensor([[0.1, 0.2, 0.3, 0.9], [0.5, 0.5, 0.0, 0.0]])
-    mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
-    grid = torch.tensor([[10.0, 20.0, 30.0, 40.0], [5.0, 50.0, 1e9, 1e9]])
-    risk = horizon_risk(hazards, 30.0, time_grid=grid, mask=mask)
-    expected = [1 - 0.9 * 0.8 * 0.7, 1 - 0.5]
-    torch.testing.assert_close(risk, torch.tensor(expected))
-    masked = survival_curve(torch.tensor([[0.1, 0.7, 0.2]]), torch.tensor([[True, False, True]]))
-    torch.testing.assert_close(masked, torch.tensor([[0.9, 0.9, 0.72]]))
-    # the sum of hazards is not a fixed-horizon risk: it grows with the number of visits
-    short, long_ = torch.tensor([[0.2, 0.2]]), torch.tensor([[0.2, 0.2, 0.2, 0.2]])
-    assert long_.sum() > short.sum()
-    torch.testing.assert_close(horizon_risk(short, 1), horizon_risk(long_, 1))
-
-
-def test_horizon_risk_errors():
-    hazards = torch.full((2, 3), 0.1)
-    with pytest.raises(ValueError, match="integer"):
-        horizon_risk(hazards, 1.5)
-    with pytest.raises(ValueError, match="outside"):
-        horizon_risk(hazards, 3)
-    with pytest.raises(ValueError, match="time_grid"):
-        horizon_risk(hazards, 1.0, time_grid=torch.ones(4))
-    with pytest.raises(ValueError, match="mask"):
-        survival_curve(hazards, torch.ones(2, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        survival_curve(hazards + 1)
-    assert torch.equal(hazards_to_survival(hazards), survival_curve(hazards))
 
 
 def test_bin_head_starts_at_given_base_hazards():

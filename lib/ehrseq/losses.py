@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ehrseq.metrics import hazards_to_survival
+from ehrseq.survival import hazards_to_survival
 
 __all__ = ["hazard_nll", "pairwise_ranking_loss", "hybrid_loss"]
 

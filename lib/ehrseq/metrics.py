@@ -38,6 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from ehrseq.checks import check_1d, check_finite, check_survival, to_numpy
+
 __all__ = [
     "concordance_index",
     "concordance_index_ipcw",
@@ -50,9 +52,7 @@ __all__ = [
     "auprc",
     "BootstrapCI",
     "bootstrap_ci",
-    "hazards_to_survival",
     "survival_at_times",
-    "risk_at_horizon",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -60,57 +60,9 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """Float array from a list, array or tensor (detached, on the CPU)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be numeric, got {type(x).__name__}: {err}") from err
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = np.argwhere(bad)[0]
-        where = int(where[0]) if where.size == 1 else tuple(int(w) for w in where)
-        raise ValueError(f"{name} contains NaN or inf (first at index {where})")
-
-
-def _check_1d(x: Any, name: str, n: int | None = None, ref: str = "durations") -> np.ndarray:
-    arr = _to_numpy(x, name)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"{name} has {arr.shape[0]} entries but {ref} has {n}: lengths must match")
-    _check_finite(arr, name)
-    return arr
-
-
-def _check_survival(durations: Any, events: Any, suffix: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(durations, events)`` as ``(float, bool)`` arrays of equal length."""
-    d_name, e_name = f"durations{suffix}", f"events{suffix}"
-    d = _check_1d(durations, d_name)
-    e = _check_1d(events, e_name, n=d.shape[0], ref=d_name)
-    if (d < 0).any():
-        raise ValueError(
-            f"{d_name} must be non-negative; found {d.min():g} at index {int(np.argmin(d))}"
-        )
-    bad = (e != 0) & (e != 1)
-    if bad.any():
-        raise ValueError(
-            f"{e_name} must be 0/1 (or boolean): 1 = event, 0 = censored; found "
-            f"{e[bad][0]:g} at index {int(np.flatnonzero(bad)[0])}"
-        )
-    return d, e.astype(bool)
-
-
 def _check_times(times: Any, durations: np.ndarray, name: str = "times") -> np.ndarray:
     """Strictly increasing evaluation times inside the follow-up ``[min T, max T)``."""
-    t = _check_1d(np.atleast_1d(_to_numpy(times, name)), name)
+    t = check_1d(np.atleast_1d(to_numpy(times, name)), name)
     if t.shape[0] > 1 and not (np.diff(t) > 0).all():
         raise ValueError(f"{name} must be strictly increasing, got {t}")
     lo, hi = durations.min(), durations.max()
@@ -123,12 +75,12 @@ def _check_times(times: Any, durations: np.ndarray, name: str = "times") -> np.n
 
 
 def _check_surv_matrix(surv: Any, n: int, n_cols: int, name: str = "surv") -> np.ndarray:
-    s = _to_numpy(surv, name)
+    s = to_numpy(surv, name)
     if s.ndim == 1 and n_cols == 1:
         s = s[:, None]
     if s.ndim != 2 or s.shape != (n, n_cols):
         raise ValueError(f"{name} must have shape (n, T) = ({n}, {n_cols}), got {s.shape}")
-    _check_finite(s, name)
+    check_finite(s, name)
     if (s < 0).any() or (s > 1).any():
         raise ValueError(f"{name} holds survival probabilities and must lie in [0, 1]")
     return s
@@ -197,7 +149,7 @@ def _censoring_survival(
         raise ValueError("pass both durations_train and events_train, or neither")
     if durations_train is None:
         return _censoring_km(durations, events)
-    d_tr, e_tr = _check_survival(durations_train, events_train, suffix="_train")
+    d_tr, e_tr = check_survival(durations_train, events_train, suffix="_train")
     return _censoring_km(d_tr, e_tr)
 
 
@@ -319,8 +271,8 @@ def concordance_index(durations: Any, risk: Any, events: Any, tied_tol: float = 
         Harrell, F. E., Califf, R. M., Pryor, D. B., Lee, K. L., Rosati, R. A. (1982).
         Evaluating the yield of medical tests. *JAMA* 247(18), 2543-2546.
     """
-    d, e = _check_survival(durations, events)
-    r = _check_1d(risk, "risk", n=d.shape[0])
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
     return _weighted_concordance(d, e, r, np.ones_like(d), tied_tol)
 
 
@@ -375,8 +327,8 @@ def concordance_index_ipcw(
         C-statistics for evaluating overall adequacy of risk prediction procedures with
         censored survival data. *Statistics in Medicine* 30(10), 1105-1117.
     """
-    d, e = _check_survival(durations, events)
-    r = _check_1d(risk, "risk", n=d.shape[0])
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
     if tau is not None and not (np.isfinite(tau) and tau > 0):
         raise ValueError(f"tau must be a positive finite time, got {tau!r}")
     knots, g = _censoring_survival(d, e, durations_train, events_train)
@@ -411,16 +363,16 @@ def survival_at_times(surv: Any, time_grid: Any, times: Any) -> np.ndarray:
         ValueError: on a grid that is not strictly increasing, mismatched shapes, values
             outside [0, 1], or NaN/inf.
     """
-    grid = _check_1d(time_grid, "time_grid")
+    grid = check_1d(time_grid, "time_grid")
     if grid.shape[0] > 1 and not (np.diff(grid) > 0).all():
         raise ValueError("time_grid must be strictly increasing")
-    s = _to_numpy(surv, "surv")
+    s = to_numpy(surv, "surv")
     if s.ndim != 2 or s.shape[1] != grid.shape[0]:
         raise ValueError(
             f"surv must have shape (n, {grid.shape[0]}) to match time_grid, got {s.shape}"
         )
     s = _check_surv_matrix(s, s.shape[0], grid.shape[0])
-    t = _check_1d(np.atleast_1d(_to_numpy(times, "times")), "times")
+    t = check_1d(np.atleast_1d(to_numpy(times, "times")), "times")
     idx = np.searchsorted(grid, t, side="right") - 1
     padded = np.concatenate([np.ones((s.shape[0], 1)), s], axis=1)  # column 0: S = 1
     return padded[:, idx + 1]
@@ -471,8 +423,8 @@ def concordance_td(
         Antolini, L., Boracchi, P., Biganzoli, E. (2005). A time-dependent discrimination index
         for survival data. *Statistics in Medicine* 24(24), 3927-3944.
     """
-    d, e = _check_survival(durations, events)
-    grid = _check_1d(time_grid, "time_grid")
+    d, e = check_survival(durations, events)
+    grid = check_1d(time_grid, "time_grid")
     s = _check_surv_matrix(surv, d.shape[0], grid.shape[0])
     n = d.shape[0]
     # Sort by time ascending, events before censorings at a tied time: the patients event i
@@ -563,7 +515,7 @@ def brier_score(
         of prognostic classification schemes for survival data. *Statistics in Medicine*
         18(17-18), 2529-2545.
     """
-    d, e = _check_survival(durations, events)
+    d, e = check_survival(durations, events)
     t = _check_times(times, d)
     s = _check_surv_matrix(surv, d.shape[0], t.shape[0])
     knots, g = _censoring_survival(d, e, durations_train, events_train)
@@ -617,7 +569,7 @@ def integrated_brier_score(
         of prognostic classification schemes for survival data. *Statistics in Medicine*
         18(17-18), 2529-2545.
     """
-    t = np.atleast_1d(_to_numpy(times, "times"))
+    t = np.atleast_1d(to_numpy(times, "times"))
     if t.ndim != 1 or t.shape[0] < 2:
         raise ValueError(f"integrated_brier_score needs at least two times, got {t.shape[0]}")
     scores = brier_score(durations, surv, events, t, durations_train, events_train)
@@ -707,16 +659,16 @@ def cumulative_dynamic_auc(
         Hung, H., Chiang, C.-T. (2010). Estimation methods for time-dependent AUC models with
         survival data. *Canadian Journal of Statistics* 38(1), 8-26.
     """
-    d, e = _check_survival(durations, events)
+    d, e = check_survival(durations, events)
     t = _check_times(times, d)
     n, k_times = d.shape[0], t.shape[0]
-    r = _to_numpy(risk, "risk")
+    r = to_numpy(risk, "risk")
     if r.ndim == 1:
-        r = _check_1d(r, "risk", n=n)
+        r = check_1d(r, "risk", n=n)
         r = np.broadcast_to(r[:, None], (n, k_times))
     elif r.ndim != 2 or r.shape != (n, k_times):
         raise ValueError(f"risk must have shape ({n},) or ({n}, {k_times}), got {r.shape}")
-    _check_finite(r, "risk")
+    check_finite(r, "risk")
 
     knots, g = _censoring_survival(d, e, durations_train, events_train)
     case_any = e & (d <= t[-1])
@@ -744,8 +696,8 @@ def cumulative_dynamic_auc(
 
 
 def _check_binary(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = _check_1d(labels, "labels")
-    p = _check_1d(scores, "scores", n=y.shape[0], ref="labels")
+    y = check_1d(labels, "labels")
+    p = check_1d(scores, "scores", n=y.shape[0], ref="labels")
     if not np.isin(y, (0, 1)).all():
         raise ValueError("labels must be 0/1 (or boolean)")
     n_pos = int(y.sum())
@@ -877,8 +829,8 @@ def calibration_table(
         Crowson, C. S., Atkinson, E. J., Therneau, T. M. (2016). Assessing calibration of
         prognostic risk scores. *Statistical Methods in Medical Research* 25(4), 1692-1706.
     """
-    d, e = _check_survival(durations, events)
-    r = _check_1d(risk, "risk", n=d.shape[0])
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
     n = d.shape[0]
     if (r < 0).any() or (r > 1).any():
         raise ValueError("risk must be a predicted event probability in [0, 1]")
@@ -1058,87 +1010,3 @@ def bootstrap_ci(
         n_skipped=int(n_skipped),
         alpha=float(alpha),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# From discrete-time hazards to survival and risk
-# ---------------------------------------------------------------------------------------------
-
-
-def hazards_to_survival(hazards: Any) -> Any:
-    r"""Survival curves from discrete-time hazards.
-
-    .. math::
-        S_i(t_k) = \prod_{j \le k} (1 - h_{ij})
-
-    where :math:`h_{ij} = P(T_i \in \text{bin } j \mid T_i > \text{start of bin } j)`. A NumPy
-    array gives a NumPy array; a torch tensor gives a tensor (differentiable, same device).
-
-    Args:
-        hazards: per-bin conditional event probabilities in [0, 1].
-
-    Shapes:
-        - hazards: :math:`(n, T)`
-        - output: :math:`(n, T)`, non-increasing along the last axis
-
-    Raises:
-        ValueError: if ``hazards`` is not 2-D, has NaN/inf, or leaves [0, 1].
-
-    Reference:
-        Kvamme, H., Borgan, Ø. (2021). Continuous and discrete-time survival prediction with
-        neural networks. *Lifetime Data Analysis* 27, 710-736.
-    """
-    if hasattr(hazards, "detach") and hasattr(hazards, "cumprod"):  # torch.Tensor
-        if hazards.ndim != 2:
-            raise ValueError(f"hazards must have shape (n, T), got {tuple(hazards.shape)}")
-        if not bool(hazards.isfinite().all()):
-            raise ValueError("hazards contains NaN or inf")
-        if bool((hazards < 0).any()) or bool((hazards > 1).any()):
-            raise ValueError("hazards are conditional probabilities and must lie in [0, 1]")
-        return (1 - hazards).cumprod(dim=-1)  # (n, T)
-    h = _to_numpy(hazards, "hazards")
-    if h.ndim != 2:
-        raise ValueError(f"hazards must have shape (n, T), got {h.shape}")
-    _check_finite(h, "hazards")
-    if (h < 0).any() or (h > 1).any():
-        raise ValueError("hazards are conditional probabilities and must lie in [0, 1]")
-    return np.cumprod(1.0 - h, axis=1)  # (n, T)
-
-
-def risk_at_horizon(hazards: Any, horizon: float, time_grid: Any = None) -> np.ndarray:
-    r"""Predicted probability of an event by a horizon, from discrete-time hazards.
-
-    .. math::
-        \hat p_i(h) = 1 - S_i(h) = 1 - \prod_{k:\, t_k \le h} (1 - h_{ik})
-
-    Without ``time_grid``, ``horizon`` is a bin index ``k`` and the risk is ``1 - S[:, k]``
-    (the event happens in bins ``0..k``). With ``time_grid`` (the end time of each bin),
-    ``horizon`` is a time and the survival is read as a step function (0 risk before the first
-    grid time), as in :func:`survival_at_times`.
-
-    Args:
-        hazards: per-bin conditional event probabilities in [0, 1].
-        horizon: a bin index (no ``time_grid``) or a time (with ``time_grid``).
-        time_grid: strictly increasing end times of the bins.
-
-    Shapes:
-        - hazards: :math:`(n, T)`; time_grid: :math:`(T,)`
-        - output: :math:`(n,)` NumPy array
-
-    Raises:
-        ValueError: on bad hazards (see :func:`hazards_to_survival`), a bin index out of
-            range, or a grid that does not match the hazards.
-    """
-    if hasattr(hazards, "detach") and hasattr(hazards, "cpu"):
-        hazards = hazards.detach().cpu().numpy()
-    surv = hazards_to_survival(hazards)  # (n, T)
-    if time_grid is None:
-        if not isinstance(horizon, int | np.integer):
-            raise ValueError(
-                f"without time_grid, horizon is a bin index and must be an integer, got "
-                f"{horizon!r}; pass time_grid to give a time"
-            )
-        if not 0 <= horizon < surv.shape[1]:
-            raise ValueError(f"horizon bin {horizon} is outside [0, {surv.shape[1] - 1}]")
-        return 1.0 - surv[:, int(horizon)]
-    return 1.0 - survival_at_times(surv, time_grid, [horizon])[:, 0]

@@ -1,9 +1,9 @@
 """Models: one file per model, each written bottom-up (config, small modules, the model).
 
 Data flows ``tensors -> model -> hazards``: models read the flat (BEHRT) or hierarchical
-(LSTM, hierarchical BEHRT) batch of :mod:`ehrseq.data.tensors` and never import losses or
-training code. The one exception to "lower layers only": the survival head reuses the pure
-function :func:`ehrseq.metrics.hazards_to_survival`, so that curves are computed one way.
+(LSTM, hierarchical BEHRT) batch of :mod:`ehrseq.data.tensors` and never import losses,
+metrics or training code. The survival head converts hazards with the lower layer
+:mod:`ehrseq.survival`, as the losses and metrics do, so that curves are computed one way.
 """
 
 from ehrseq.models.attention import (

@@ -2,7 +2,7 @@ r"""Survival heads: from encoder token states to discrete-time hazards.
 
 An encoder gives one state per token, ``(B, L, d)``. A survival head turns those states into
 **logits** of discrete-time hazards, ``hazards = sigmoid(logits)``, and the survival curve
-:math:`S(t_k) = \prod_{j \le k} (1 - h_j)` follows (:func:`ehrseq.metrics.hazards_to_survival`).
+:math:`S(t_k) = \prod_{j \le k} (1 - h_j)` follows (:func:`ehrseq.survival.hazards_to_survival`).
 Two conventions are offered; both return a :class:`HazardOutput` so the loss, the survival
 curve and the risk are computed the same way downstream.
 
@@ -44,19 +44,16 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import torch
 from torch import Tensor, nn
 
-from ehrseq.metrics import hazards_to_survival
+from ehrseq.survival import hazards_to_survival, risk_at_horizon
 
 __all__ = [
     "pool_visits",
     "last_visit_index",
     "last_visit_state",
-    "survival_curve",
-    "horizon_risk",
     "HazardOutput",
     "VisitHazardHead",
     "BinHazardHead",
@@ -210,108 +207,6 @@ def last_visit_state(visit_states: Tensor, visit_mask: Tensor) -> Tensor:
     return visit_states[rows, idx]  # (B, d)
 
 
-# ---------------------------------------------------------------------------------------------
-# From hazards to survival and risk
-# ---------------------------------------------------------------------------------------------
-
-
-def _masked_hazards(hazards: Tensor, mask: Tensor | None) -> Tensor:
-    if hazards.ndim != 2:
-        raise ValueError(f"hazards must have shape (B, T), got {tuple(hazards.shape)}")
-    if mask is None:
-        return hazards
-    if mask.shape != hazards.shape:
-        raise ValueError(
-            f"mask must have the shape of hazards {tuple(hazards.shape)}, got {tuple(mask.shape)}"
-        )
-    return hazards.masked_fill(~mask.bool(), 0.0)  # a padded bin is survived for sure
-
-
-def survival_curve(hazards: Tensor, mask: Tensor | None = None) -> Tensor:
-    r"""Survival curve from hazards, with padded bins (or visits) contributing nothing.
-
-    .. math::
-        S_b(t_k) = \prod_{j \le k,\ m_{b,j}} (1 - h_{b,j})
-
-    A thin wrapper on :func:`ehrseq.metrics.hazards_to_survival` that sets the hazard of a
-    padded slot to 0, so the curve stays flat after a patient's last visit.
-
-    Args:
-        hazards: per-bin (or per-visit) hazards in [0, 1].
-        mask: True on real bins; ``None`` means all bins are real.
-
-    Shapes:
-        - hazards, mask: :math:`(B, T)`
-        - output: :math:`(B, T)`, differentiable
-
-    Raises:
-        ValueError: on shapes that do not match or hazards outside [0, 1].
-    """
-    return hazards_to_survival(_masked_hazards(hazards, mask))  # (B, T)
-
-
-def horizon_risk(
-    hazards: Tensor,
-    horizon: float,
-    time_grid: Tensor | None = None,
-    mask: Tensor | None = None,
-) -> Tensor:
-    r"""Predicted probability of the event by a fixed horizon: the risk score to rank with.
-
-    .. math::
-        \hat p_b(h) = 1 - S_b(h) = 1 - \prod_{k:\ t_{b,k} \le h,\ m_{b,k}} (1 - h_{b,k})
-
-    Use this, not the sum of hazards :math:`\sum_k h_{b,k}`, as a risk score: a sum over
-    visits grows with the number of visits a patient happens to have, so it ranks long
-    histories above short ones whatever their risk, and it is not a probability. Fixing the
-    horizon compares every patient on the same question.
-
-    Without ``time_grid`` the horizon is a bin (or visit slot) index ``k`` and the risk is
-    ``1 - S[:, k]``, the event in bins ``0..k`` -- the torch, differentiable twin of
-    :func:`ehrseq.metrics.risk_at_horizon`. With ``time_grid`` (the end time of each bin,
-    shared ``(T,)`` or per patient ``(B, T)`` -- for per-visit hazards, the end of the
-    interval after each visit, measured from the same time zero for everyone), the horizon is
-    a time and only bins that end by it count.
-
-    Args:
-        hazards: per-bin (or per-visit) hazards in [0, 1].
-        horizon: a bin index (no ``time_grid``) or a time (with ``time_grid``).
-        time_grid: non-decreasing end times of the bins.
-        mask: True on real bins; ``None`` means all bins are real.
-
-    Shapes:
-        - hazards, mask: :math:`(B, T)`; time_grid: :math:`(T,)` or :math:`(B, T)`
-        - output: :math:`(B,)`
-
-    Raises:
-        ValueError: on a bin index out of range, a non-integer index without a grid, or a
-            grid whose shape does not match the hazards.
-
-    Reference:
-        Kvamme, H., Borgan, Ø. (2021). Continuous and discrete-time survival prediction with
-        neural networks. *Lifetime Data Analysis* 27, 710-736.
-    """
-    h = _masked_hazards(hazards, mask)  # (B, T)
-    n_bins = h.shape[1]
-    if time_grid is None:
-        if isinstance(horizon, bool) or not isinstance(horizon, Integral):
-            raise ValueError(
-                f"without time_grid, horizon is a bin index and must be an integer, got "
-                f"{horizon!r}; pass time_grid to give a time"
-            )
-        if not 0 <= horizon < n_bins:
-            raise ValueError(f"horizon bin {horizon} is outside [0, {n_bins - 1}]")
-        return 1.0 - hazards_to_survival(h)[:, int(horizon)]  # (B,)
-    grid = torch.as_tensor(time_grid, device=h.device)
-    if grid.shape not in {(n_bins,), tuple(h.shape)}:
-        raise ValueError(
-            f"time_grid must have shape (T,) = ({n_bins},) or (B, T) = {tuple(h.shape)}, "
-            f"got {tuple(grid.shape)}"
-        )
-    within = (grid <= horizon).expand_as(h)  # (B, T), bins that end by the horizon
-    return 1.0 - hazards_to_survival(h * within)[:, -1]  # (B,)
-
-
 @dataclass
 class HazardOutput:
     """What a survival head returns.
@@ -333,11 +228,11 @@ class HazardOutput:
     @property
     def surv(self) -> Tensor:
         """Survival curve :math:`S(t_k) = \\prod_{j \\le k} (1 - h_j)`, shape ``(B, T)``."""
-        return survival_curve(self.hazards, self.mask)
+        return hazards_to_survival(self.hazards, self.mask)
 
     def risk(self, horizon: float, time_grid: Tensor | None = None) -> Tensor:
-        """Risk by a fixed horizon, shape ``(B,)``; see :func:`horizon_risk`."""
-        return horizon_risk(self.hazards, horizon, time_grid=time_grid, mask=self.mask)
+        """Risk by a fixed horizon, shape ``(B,)``; see :func:`ehrseq.survival.risk_at_horizon`."""
+        return risk_at_horizon(self.hazards, horizon, time_grid=time_grid, mask=self.mask)
 
 
 def _mlp(d_in: int, d_out: int, hidden: int | None, dropout: float) -> nn.Module:

@@ -14,7 +14,7 @@ import pandas as pd
 from lifelines import KaplanMeierFitter
 from matplotlib.axes import Axes
 
-from ehrseq.metrics import _check_1d, _check_survival
+from ehrseq.checks import check_1d, check_survival
 
 __all__ = ["plot_survival_by_risk_group", "plot_calibration"]
 
@@ -81,8 +81,8 @@ def plot_survival_by_risk_group(
         Kaplan, E. L., Meier, P. (1958). Nonparametric estimation from incomplete observations.
         *JASA* 53(282), 457-481.
     """
-    d, e = _check_survival(durations, events)
-    r = _check_1d(risk, "risk", n=d.shape[0])
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
     n = d.shape[0]
     if not (isinstance(n_groups, int | np.integer) and 2 <= n_groups <= min(10, n)):
         raise ValueError(f"n_groups must be an integer in [2, {min(10, n)}], got {n_groups!r}")
