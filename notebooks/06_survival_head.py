@@ -76,6 +76,7 @@ from ehrseq.models import (
     BinHazardHead,
     HazardOutput,
     VisitHazardHead,
+    count_parameters,
     encoder_inputs,
 )
 from ehrseq.models.survival_head import last_visit_index, last_visit_state, pool_visits
@@ -562,10 +563,10 @@ def step_fn(model, batch):
 
 model = BehrtSurvival(encoder_cfg, n_bins, cfg.dropout)
 print(
-    f"{model.encoder.n_params():,} encoder parameters, "
-    f"{sum(p.numel() for p in model.head.parameters()):,} in the head"
+    f"{count_parameters(model.encoder)['total']:,} encoder parameters, "
+    f"{count_parameters(model.head)['total']:,} in the head"
 )
-keep("n_params", sum(p.numel() for p in model.parameters()))
+keep("n_params", count_parameters(model)["total"])
 
 # %% [markdown]
 # **Starting from the life table.** Before the model has seen a single code, the best it can

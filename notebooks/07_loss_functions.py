@@ -61,7 +61,7 @@ from ehrseq.metrics import (
     concordance_index_ipcw,
     integrated_brier_score,
 )
-from ehrseq.models import BinHazardHead
+from ehrseq.models import BinHazardHead, count_parameters
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration
 from ehrseq.survival import hazards_to_survival
@@ -509,7 +509,7 @@ model = BagOfTokensSurvival(n_features, cfg.hidden, n_bins, cfg.dropout)
 out = model(data["train"][0][:5])
 assert out.logits.shape == out.hazards.shape == (5, n_bins)
 assert out.surv.shape == (5, n_bins) and bool((out.surv.diff(dim=1) <= 0).all())
-keep("n_params", sum(p.numel() for p in model.parameters()))
+keep("n_params", count_parameters(model)["total"])
 print(f"{sum(p.numel() for p in model.parameters()):,} parameters")
 
 # %% [markdown]

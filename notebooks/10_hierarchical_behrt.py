@@ -70,7 +70,8 @@ from ehrseq.models import (
     freeze,
     hierarchical_inputs,
 )
-from ehrseq.models.hierarchical import VisitEmbeddings, log_time_bins
+from ehrseq.models.behrt import log_time_bins
+from ehrseq.models.hierarchical import VisitEmbeddings
 from ehrseq.models.survival_head import last_visit_state
 from ehrseq.plotting import apply_style
 from ehrseq.runs import hazard_nll_step

@@ -13,6 +13,7 @@ from ehrseq.data.sequences import build_sequences
 from ehrseq.data.tensors import SequenceDataset, collate_flat, encode
 from ehrseq.data.vocab import SPECIAL_TOKENS, Vocab
 from ehrseq.models import BehrtConfig, BehrtEncoder, encoder_inputs
+from ehrseq.models.survival_head import pool_visits
 from ehrseq.pretrain import (
     IGNORE_INDEX,
     BehrtForPretraining,
@@ -25,7 +26,6 @@ from ehrseq.pretrain import (
     mask_codes,
     mlm_loss,
     next_visit_targets,
-    pool_visits,
     pretrain,
 )
 from ehrseq.train import TrainConfig
@@ -206,10 +206,10 @@ def test_pool_visits_last_and_mean():
     batch = collate([make_patient([[5, 6], [7]]), make_patient([[8]])])
     # tokens: p1 = CLS 5 6 SEP | 7 SEP (visits 1 1 1 1 2 2); p2 = CLS 8 SEP (1 1 1) + pad
     hidden = torch.arange(2 * 6, dtype=torch.float32).reshape(2, 6, 1)
-    last, exists = pool_visits(hidden, batch["visit_ids"], batch["attention_mask"], "last")
+    last, exists = pool_visits(hidden, batch["visit_ids"], batch["attention_mask"], how="last")
     assert last[..., 0].tolist() == [[3.0, 5.0], [8.0, 0.0]]
     assert exists.tolist() == [[True, True], [True, False]]
-    mean, _ = pool_visits(hidden, batch["visit_ids"], batch["attention_mask"], "mean")
+    mean, _ = pool_visits(hidden, batch["visit_ids"], batch["attention_mask"], how="mean")
     assert mean[..., 0].tolist() == [[1.5, 4.5], [7.0, 0.0]]
 
 

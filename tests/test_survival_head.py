@@ -140,9 +140,29 @@ def test_pool_visits_extra_slots_are_masked_and_gradient_flows():
         (torch.zeros(1, 2, D), torch.tensor([[1, 3]]), None, 2, "n_visits"),
     ],
 )
-def test_pool_visits_errors(states, visit_ids, mask, n_visits, match):
+@pytest.mark.parametrize("how", ["mean", "last"])
+def test_pool_visits_errors(states, visit_ids, mask, n_visits, match, how):
     with pytest.raises(ValueError, match=match):
-        pool_visits(states, visit_ids, mask, n_visits)
+        pool_visits(states, visit_ids, mask, n_visits, how=how)
+
+
+def test_pool_visits_last_token_matches_loop_reference():
+    gen = torch.Generator().manual_seed(1)
+    visit_ids, mask = _random_batch(gen, b=5, length=15)
+    mask[0, 1] = False  # a real-but-masked-out token is never the last one
+    states = torch.randn(5, 15, D, generator=gen)
+    states[~(mask & (visit_ids > 0))] = float("nan")  # padding may hold anything
+    last, vmask = pool_visits(
+        states, visit_ids, mask, n_visits=int(visit_ids.max()) + 1, how="last"
+    )
+    for b in range(5):
+        for t in range(last.shape[1]):
+            where = ((visit_ids[b] == t + 1) & mask[b]).nonzero().flatten()
+            assert bool(vmask[b, t]) == (len(where) > 0)
+            expected = states[b, where[-1]] if len(where) else torch.zeros(D)
+            assert torch.equal(last[b, t], expected)
+    with pytest.raises(ValueError, match="how"):
+        pool_visits(states, visit_ids, mask, how="max")
 
 
 def test_last_visit_index_and_state():

@@ -81,6 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ehrseq.models.behrt import BehrtEncoder, encoder_inputs
+from ehrseq.models.survival_head import pool_visits
 from ehrseq.train import FitResult, TrainConfig, fit, to_device
 
 __all__ = [
@@ -88,7 +89,6 @@ __all__ = [
     "TokenIds",
     "mask_codes",
     "mlm_loss",
-    "pool_visits",
     "next_visit_targets",
     "next_visit_loss",
     "MaskedCodeHead",
@@ -255,53 +255,6 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # Next-visit prediction
 # ---------------------------------------------------------------------------------------------
-def pool_visits(
-    hidden: torch.Tensor,
-    visit_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    how: Literal["last", "mean"] = "last",
-    n_visits: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""One vector per visit: the last token of the visit, or the mean of its tokens.
-
-    .. math:: z_{b,t} = h_{b,\,\max\{l:\ v_{b,l}=t\}} \quad\text{or}\quad
-              z_{b,t} = \frac{1}{|\{l: v_{b,l}=t\}|}\sum_{l:\ v_{b,l}=t} h_{b,l}
-
-    Args:
-        hidden: encoder output.
-        visit_ids: 1.. for real tokens, 0 at padding.
-        attention_mask: True on real tokens.
-        how: ``"last"`` or ``"mean"``.
-        n_visits: visits to return; default ``visit_ids.max()``.
-
-    Returns:
-        ``(pooled, exists)``: row ``t - 1`` is visit ``t``; ``exists`` is False for visits a
-        patient does not have (their row is zero).
-
-    Shapes:
-        hidden: ``(B, L, d)``; visit_ids, attention_mask: ``(B, L)``; pooled ``(B, V, d)``;
-        exists ``(B, V)``.
-    """
-    if how not in ("last", "mean"):
-        raise ValueError(f"how = {how!r}: expected 'last' or 'mean'")
-    B, L, d = hidden.shape
-    if visit_ids.shape != (B, L) or attention_mask.shape != (B, L):
-        raise ValueError(f"visit_ids / attention_mask must be {(B, L)}")
-    V = int(visit_ids.max()) if n_visits is None else n_visits
-    vid = torch.where(attention_mask.bool(), visit_ids, 0).clamp(max=V)  # (B, L), pad -> 0
-    if how == "last":
-        pos = torch.arange(L, device=hidden.device).expand(B, L)  # (B, L)
-        last = torch.full((B, V + 1), -1, dtype=torch.long, device=hidden.device)
-        last = last.scatter_reduce(1, vid, pos, reduce="amax")[:, 1:]  # (B, V)
-        exists = last >= 0
-        pooled = hidden.gather(1, last.clamp(min=0)[..., None].expand(B, V, d))  # (B, V, d)
-        return pooled * exists[..., None].to(hidden.dtype), exists
-    member = F.one_hot(vid, V + 1)[..., 1:].to(hidden.dtype)  # (B, L, V)
-    count = member.sum(1)  # (B, V)
-    pooled = member.transpose(1, 2) @ hidden / count.clamp(min=1)[..., None]  # (B, V, d)
-    return pooled, count > 0
-
-
 def next_visit_targets(
     codes: torch.Tensor,
     visit_ids: torch.Tensor,
@@ -402,7 +355,8 @@ class BehrtForPretraining(nn.Module):
     Args:
         encoder: the encoder to pretrain (kept as ``self.encoder`` for fine-tuning later).
         tie_weights: share the masked-code output matrix with the code embedding.
-        pool: next-visit summary of a visit, ``"last"`` or ``"mean"`` (:func:`pool_visits`).
+        pool: next-visit summary of a visit, ``"last"`` or ``"mean"``
+            (:func:`ehrseq.models.survival_head.pool_visits`).
         mlm_causal: run masked-code modelling with the visit-causal mask too (default: the
             bidirectional encoder of BERT/BEHRT).
     """
@@ -444,7 +398,9 @@ class BehrtForPretraining(nn.Module):
             out["mlm_logits"] = self.mlm_head(h[picked])  # (N, V)
         if task in ("next_visit", "joint"):
             h = self.encoder(**inputs, causal=True)  # (B, L, d)
-            pooled, exists = pool_visits(h, batch["visit_ids"], batch["attention_mask"], self.pool)
+            pooled, exists = pool_visits(
+                h, batch["visit_ids"], batch["attention_mask"], how=self.pool
+            )  # (B, V, d), (B, V)
             out["next_visit_logits"] = self.next_visit_head(pooled)  # (B, V, vocab)
             out["visit_exists"] = exists  # (B, V)
         return out

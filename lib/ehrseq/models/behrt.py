@@ -47,7 +47,9 @@ __all__ = [
     "BehrtConfig",
     "BehrtEmbeddings",
     "BehrtEncoder",
+    "age_bins",
     "encoder_inputs",
+    "log_time_bins",
     "sinusoidal_table",
 ]
 
@@ -169,6 +171,33 @@ def sinusoidal_table(max_len: int, d_model: int) -> torch.Tensor:
     return table
 
 
+def age_bins(ages: torch.Tensor, age_bin_years: float, n_age_bins: int) -> torch.Tensor:
+    r"""Age bin :math:`\lfloor a / w \rfloor`, clamped to ``[0, n_age_bins - 1]``.
+
+    Shared by the token embeddings here and the visit embeddings of
+    :mod:`ehrseq.models.hierarchical`.
+
+    Shapes:
+        ages: any shape (years, float); output the same shape, long.
+    """
+    return torch.floor(ages / age_bin_years).long().clamp(0, n_age_bins - 1)
+
+
+def log_time_bins(
+    time_deltas: torch.Tensor, n_time_bins: int, max_time_days: float
+) -> torch.Tensor:
+    r"""Gap bin :math:`\lceil (n-1)\log(1+\Delta)/\log(1+\Delta_\max) \rceil` in ``[0, n-1]``.
+
+    Bin 0 holds exactly 0 days (the same visit, or the first one); gaps above
+    ``max_time_days`` fall into the last bin. Shared with :mod:`ehrseq.models.hierarchical`.
+
+    Shapes:
+        time_deltas: any shape (days, float); output the same shape, long.
+    """
+    scaled = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(max_time_days)
+    return torch.ceil(scaled * (n_time_bins - 1)).long().clamp(0, n_time_bins - 1)
+
+
 def encoder_inputs(batch: dict) -> dict[str, torch.Tensor]:
     """The keys of a flat batch that :class:`BehrtEncoder` reads: ``encoder(**encoder_inputs(batch))``."""
     return {k: batch[k] for k in ENCODER_INPUTS if k in batch}
@@ -207,8 +236,8 @@ class BehrtEmbeddings(nn.Module):
 
     # -- bin helpers, each (B, L) -> (B, L) long --------------------------------------------
     def age_bins(self, ages: torch.Tensor) -> torch.Tensor:
-        """``floor(ages / age_bin_years)`` clamped to ``[0, n_age_bins - 1]``."""
-        return torch.floor(ages / self.cfg.age_bin_years).long().clamp(0, self.cfg.n_age_bins - 1)
+        """``floor(ages / age_bin_years)`` clamped to ``[0, n_age_bins - 1]`` (:func:`age_bins`)."""
+        return age_bins(ages, self.cfg.age_bin_years, self.cfg.n_age_bins)
 
     def visit_index(self, visit_ids: torch.Tensor) -> torch.Tensor:
         """Visit number clamped to ``max_visits`` (``"index"``), or 1/2 alternating (``"segment"``); 0 at pad."""
@@ -217,10 +246,8 @@ class BehrtEmbeddings(nn.Module):
         return visit_ids.clamp(0, self.cfg.max_visits)
 
     def time_bin(self, time_deltas: torch.Tensor) -> torch.Tensor:
-        r""":math:`\lceil (n-1)\log(1+\Delta)/\log(1+\Delta_\max) \rceil` in ``[0, n - 1]``; bin 0 is exactly 0 days."""
-        cfg = self.cfg
-        scaled = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(cfg.max_time_days)
-        return torch.ceil(scaled * (cfg.n_time_bins - 1)).long().clamp(0, cfg.n_time_bins - 1)
+        r""":math:`\lceil (n-1)\log(1+\Delta)/\log(1+\Delta_\max) \rceil` in ``[0, n - 1]`` (:func:`log_time_bins`)."""
+        return log_time_bins(time_deltas, self.cfg.n_time_bins, self.cfg.max_time_days)
 
     def forward(
         self,
@@ -351,7 +378,3 @@ class BehrtEncoder(nn.Module):
             x = block(x, mask)  # (B, L, d)
         x = self.norm(x)  # (B, L, d)
         return x * attention_mask[..., None].to(x.dtype)  # (B, L, d), zero at padding
-
-    def n_params(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,6 +1,6 @@
 r"""Hierarchical BEHRT: attention within each visit, then a causal transformer across visits.
 
-Written bottom-up, like nanoGPT's ``model.py``: :class:`HierarchicalConfig`, the bin helpers,
+Written bottom-up, like nanoGPT's ``model.py``: :class:`HierarchicalConfig`,
 :class:`AttentionPool` (a learned query over a set of vectors), :class:`VisitEncoder` (codes
 of one visit -> one vector), :class:`VisitEmbeddings` (that vector plus age, visit position
 and time gap), then :class:`HierarchicalBehrt`. The input is the **hierarchical batch** of
@@ -63,14 +63,12 @@ from torch import Tensor, nn
 
 from ehrseq.data.tensors import N_DOMAIN_IDS
 from ehrseq.models.attention import TransformerBlock, visit_causal_mask
-from ehrseq.models.behrt import sinusoidal_table
+from ehrseq.models.behrt import age_bins, log_time_bins, sinusoidal_table
 from ehrseq.models.lstm import check_hierarchical_batch, masked_mean_codes, visit_hazards
 from ehrseq.models.survival_head import HazardOutput, VisitHazardHead
 
 __all__ = [
     "HierarchicalConfig",
-    "age_bins",
-    "log_time_bins",
     "AttentionPool",
     "VisitEncoder",
     "VisitEmbeddings",
@@ -173,25 +171,6 @@ class HierarchicalConfig:
     def from_vocab(cls, vocab, **overrides) -> HierarchicalConfig:
         """A config sized for ``vocab`` (anything with ``len()`` and ``stoi["[PAD]"]``)."""
         return cls(vocab_size=len(vocab), pad_id=vocab.stoi["[PAD]"], **overrides)
-
-
-# ---------------------------------------------------------------------------------------------
-# Bins (the formulas of BehrtEmbeddings, as functions)
-# ---------------------------------------------------------------------------------------------
-
-
-def age_bins(ages: Tensor, age_bin_years: float, n_age_bins: int) -> Tensor:
-    r"""Age bin :math:`\lfloor a / w \rfloor`, clamped to ``[0, n_age_bins - 1]``; any shape, long."""
-    return torch.floor(ages / age_bin_years).long().clamp(0, n_age_bins - 1)
-
-
-def log_time_bins(time_deltas: Tensor, n_time_bins: int, max_time_days: float) -> Tensor:
-    r"""Gap bin :math:`\lceil (n-1)\log(1+\Delta)/\log(1+\Delta_\max) \rceil` in ``[0, n-1]``.
-
-    Bin 0 holds exactly 0 days (the first visit). Any shape; output long.
-    """
-    scaled = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(max_time_days)
-    return torch.ceil(scaled * (n_time_bins - 1)).long().clamp(0, n_time_bins - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,7 +475,3 @@ class HierarchicalBehrt(nn.Module):
     ) -> HazardOutput:
         h = self.encode(codes, code_mask, visit_mask, ages, time_deltas, domain_ids, causal)
         return visit_hazards(self.head, h, visit_mask)  # (B, V) logits, hazards, mask
-
-    def n_params(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)

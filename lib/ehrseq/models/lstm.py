@@ -317,7 +317,3 @@ class VisitLSTM(nn.Module):
     ) -> HazardOutput:
         h = self.encode(codes, code_mask, visit_mask, ages, time_deltas)  # (B, V, d_hidden)
         return visit_hazards(self.head, h, visit_mask)
-
-    def n_params(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -44,6 +44,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -70,17 +71,23 @@ def pool_visits(
     visit_ids: Tensor,
     attention_mask: Tensor | None = None,
     n_visits: int | None = None,
+    how: Literal["mean", "last"] = "mean",
 ) -> tuple[Tensor, Tensor]:
-    r"""Average token states within each visit (a masked mean by scatter-add).
+    r"""One state per visit: the mean of its token states (a masked mean by scatter-add), or
+    the state of its last token.
 
     .. math::
         \bar x_{b,t} = \frac{\sum_{l} m_{b,l}\, [v_{b,l} = t + 1]\, x_{b,l}}
                             {\max\bigl(1, \sum_l m_{b,l}\, [v_{b,l} = t + 1]\bigr)}
+        \quad\text{or}\quad
+        \bar x_{b,t} = x_{b,\, \max\{l:\ m_{b,l},\ v_{b,l} = t + 1\}}
 
     where :math:`v` are the ``visit_ids`` (1 for the first visit, 0 for padding) and
     :math:`m = \text{attention\_mask} \wedge (v > 0)`. Slot ``t`` of the output holds visit
-    ``t + 1``. One ``index_add`` over the flattened batch does all patients and visits at once
-    (no Python loop); on CUDA the atomic adds make the last bits nondeterministic.
+    ``t + 1``. One ``index_add`` (or ``scatter_reduce``) over the flattened batch does all
+    patients and visits at once (no Python loop); on CUDA the atomic adds of the mean make
+    the last bits nondeterministic. The survival heads pool by the mean; next-visit
+    pretraining (:mod:`ehrseq.pretrain`) reads the last token of a visit, its ``[SEP]``.
 
     Args:
         token_states: encoder output per token.
@@ -90,6 +97,7 @@ def pool_visits(
             only when it is real *and* has a visit id.
         n_visits: number of visit slots ``V`` in the output; defaults to the largest visit id
             in the batch. A larger value adds padded (masked) visits.
+        how: ``"mean"`` of the visit's tokens or its ``"last"`` token.
 
     Shapes:
         - token_states: :math:`(B, L, d)`
@@ -100,8 +108,11 @@ def pool_visits(
 
     Raises:
         ValueError: on mismatched shapes, non-integer or negative ``visit_ids``, a real token
-            with visit id 0, or ``n_visits`` smaller than the largest visit id.
+            with visit id 0, ``n_visits`` smaller than the largest visit id, or an unknown
+            ``how``.
     """
+    if how not in ("mean", "last"):
+        raise ValueError(f"how = {how!r}: expected 'mean' or 'last'")
     if token_states.ndim != 3:
         raise ValueError(f"token_states must have shape (B, L, d), got {tuple(token_states.shape)}")
     b, length, d = token_states.shape
@@ -135,6 +146,15 @@ def pool_visits(
     rows = torch.arange(b, device=visit_ids.device).unsqueeze(1)  # (B, 1)
     slot = rows * v + (visit_ids - 1).clamp(min=0)  # (B, L), flat index of (b, visit)
     flat_slot = slot.reshape(b * length)  # (B*L,)
+    if how == "last":
+        pos = torch.arange(length, device=visit_ids.device).expand(b, length)  # (B, L)
+        pos = torch.where(real, pos, -1).reshape(b * length)  # (B*L,), -1 never wins
+        last = torch.full((b * v,), -1, dtype=torch.long, device=visit_ids.device)
+        last = last.scatter_reduce(0, flat_slot, pos, reduce="amax").reshape(b, v)  # (B, V)
+        visit_mask = last >= 0  # (B, V)
+        index = last.clamp(min=0)[..., None].expand(b, v, d)  # (B, V, d)
+        visit_states = torch.where(visit_mask[..., None], token_states.gather(1, index), 0.0)
+        return visit_states, visit_mask  # (B, V, d), (B, V)
     keep = real.reshape(b * length, 1)  # (B*L, 1)
     # torch.where rather than a product, so a NaN/inf in a padded state cannot leak in
     flat_x = torch.where(keep, token_states.reshape(b * length, d), 0.0)  # (B*L, d)
