@@ -11,7 +11,9 @@ from lifelines.utils import concordance_index
 from ehrseq.data.synthetic import (
     ACUTE,
     DAYS_PER_MONTH,
+    HF_INTERACTION_LOG_HR,
     HF_LOG_HR,
+    NSAID_GROUP,
     SyntheticConfig,
     generate_cohort,
     generate_two_sites,
@@ -284,3 +286,116 @@ def test_true_survival_agrees_with_true_risk(cohort):
     np.testing.assert_allclose(1 - surv[:, -1], risk, rtol=1e-10)
     with pytest.raises(ValueError, match="unknown person"):
         truth.rows([-5])
+
+
+# --------------------------------------------------------------------------------------------
+# The interaction hazard setting
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def additive():
+    return generate_cohort(SyntheticConfig(n_patients=1500, seed=3, hazard="additive"))
+
+
+def test_interaction_is_the_default_and_additive_has_no_extra_terms(cohort, additive):
+    assert cohort.truth.hazard_setting == "interaction"
+    assert set(cohort.truth.terms) == set(HF_INTERACTION_LOG_HR)
+    assert additive.truth.terms == {} and additive.truth.hazard_setting == "additive"
+    nsaids = set(cohort.vocabulary.ids(NSAID_GROUP, "drug_clinical")) | set(
+        cohort.vocabulary.ids(NSAID_GROUP, "drug_ingredient")
+    )
+    assert cohort.tables["drug_exposure"]["drug_concept_id"].isin(nsaids).sum() > 100
+    assert not additive.tables["drug_exposure"]["drug_concept_id"].isin(nsaids).any()
+    # the additive setting's own draws are untouched by the interaction processes
+    assert len(additive.tables["visit_occurrence"]) < len(cohort.tables["visit_occurrence"])
+
+
+def test_interaction_hazard_is_exactly_its_documented_terms(monkeypatch):
+    """With every state term of HF_LOG_HR at 0, the log-rate is intercept + age + sex + the
+    interaction terms exactly as Truth.terms returns them, month by month."""
+    for k in HF_LOG_HR:
+        if k not in ("intercept", "age_per_decade", "male"):
+            monkeypatch.setitem(HF_LOG_HR, k, 0.0)
+    c = generate_cohort(SyntheticConfig(n_patients=600, seed=5))
+    p = c.truth.persons
+    h = c.truth.hazard["heart_failure"].astype(np.float64)
+    m = np.arange(h.shape[1])[None, :]
+    dec = ((p["age_at_enrolment"].to_numpy() - 60.0) / 10.0)[:, None] + m / 120.0
+    eta = (
+        HF_LOG_HR["intercept"]
+        + HF_LOG_HR["age_per_decade"] * dec
+        + HF_LOG_HR["male"] * p["male"].to_numpy()[:, None]
+        + sum(HF_INTERACTION_LOG_HR[t] * v.astype(np.float64) for t, v in c.truth.terms.items())
+    )
+    expected = -np.expm1(-np.exp(eta) / 12.0)
+    # before the outcome, death or the data end, the hazard is live (then it is frozen)
+    enrol = p["enrol_date"]
+    stop = np.fmin(
+        (p["hf_date"] - enrol).dt.days.to_numpy(float), (p["death_date"] - enrol).dt.days
+    )
+    stop = np.nan_to_num(stop, nan=np.inf)
+    live = (m + 1) * DAYS_PER_MONTH < stop[:, None]
+    live &= m < ((p["data_end_date"] - enrol).dt.days.to_numpy() / DAYS_PER_MONTH)[:, None] - 1
+    assert live.sum() > 10_000
+    np.testing.assert_allclose(h[live], expected[live], rtol=2e-6)
+    for t in HF_INTERACTION_LOG_HR:  # every term is switched on for someone
+        assert (c.truth.terms[t] != 0).any(), t
+
+
+def test_no_antihypertensive_is_recorded_during_a_gap(cohort):
+    gap = cohort.truth.terms["antihypertensive_gap"]
+    assert gap.any()
+    drug = cohort.tables["drug_exposure"]
+    htn = set(cohort.vocabulary.ids("hypertension", "drug_clinical"))
+    rx = drug.loc[drug["drug_concept_id"].isin(htn)]
+    p = cohort.truth.persons.set_index("person_id")
+    days = (
+        rx["drug_exposure_start_date"] - p.loc[rx["person_id"], "enrol_date"].to_numpy()
+    ).dt.days
+    months = days.to_numpy() / DAYS_PER_MONTH
+    month = np.floor(months).astype(int)
+    # dates are whole days: leave out records within a day of a month boundary
+    inside = np.abs(months - np.round(months)) > 1.0 / DAYS_PER_MONTH
+    rows = cohort.truth.rows(rx["person_id"].to_numpy())
+    assert inside.mean() > 0.9
+    assert not gap[rows, np.minimum(month, gap.shape[1] - 1)][inside].any()
+
+
+def test_order_term_needs_hypertension_recorded_before_diabetes(cohort):
+    term = cohort.truth.terms["hypertension_then_diabetes"][:, -1]
+    on = cohort.truth.onsets.set_index(["person_id", "disease"])["diagnosed_date"]
+    persons = cohort.truth.persons["person_id"].to_numpy()
+    rows = [
+        (pid, on.get((pid, "hypertension"), pd.NaT), on.get((pid, "type2_diabetes"), pd.NaT))
+        for pid in persons
+    ]
+    both = np.array([pd.notna(a) and pd.notna(b) for _, a, b in rows])
+    htn_first = np.array([pd.notna(a) and pd.notna(b) and a < b for _, a, b in rows])
+    dm_first = np.array([pd.notna(a) and pd.notna(b) and b < a for _, a, b in rows])
+    assert both.sum() > 20 and dm_first.sum() > 5
+    assert not term[dm_first].any()  # the reverse order never switches it on
+    assert term[htn_first].mean() > 0.9  # (same-month diagnoses count as no order)
+
+
+def test_natriuretic_peptide_rises_along_the_latent_slope(cohort):
+    m = cohort.tables["measurement"]
+    code = cohort.vocabulary.concept.set_index("concept_id")["concept_code"]
+    bnp = m.loc[code.reindex(m["measurement_concept_id"]).to_numpy() == "33762-6"]
+    p = cohort.truth.persons.set_index("person_id")
+    t = (
+        bnp["measurement_date"] - p.loc[bnp["person_id"], "enrol_date"].to_numpy()
+    ).dt.days / 365.25
+    df = pd.DataFrame(
+        {
+            "pid": bnp["person_id"].to_numpy(),
+            "t": t.to_numpy(),
+            "v": bnp["value_as_number"].to_numpy(),
+        }
+    )
+    df = df.groupby("pid").filter(lambda d: len(d) >= 4 and np.ptp(d["t"]) > 1)
+    fitted = df.groupby("pid").apply(
+        lambda d: np.polyfit(d["t"], d["v"], 1)[0], include_groups=False
+    )
+    r = np.corrcoef(fitted.to_numpy(), p.loc[fitted.index, "bnp_slope"].to_numpy())[0, 1]
+    assert len(fitted) > 100 and r > 0.5

@@ -72,6 +72,12 @@ __all__ = [
     "BACKGROUND",
     "DISEASES",
     "HF_LOG_HR",
+    "HF_INTERACTION_LOG_HR",
+    "INTERACTION",
+    "HAZARDS",
+    "NSAID_GROUP",
+    "MALE",
+    "FEMALE",
     "DEATH_LOG_HR",
     "DAYS_PER_MONTH",
 ]
@@ -80,6 +86,8 @@ DAYS_PER_MONTH = 365.25 / 12
 EHR_TYPE = 32817  # OMOP Type Concept "EHR"
 VISIT_OP, VISIT_IP, VISIT_ER = 9202, 9201, 9203
 MALE, FEMALE = 8507, 8532
+BNP_TRAJECTORY = ("33762-6", "30934-4")  # NT-proBNP, BNP: values follow the latent slope
+NSAID_TRIG = 7  # visit trigger of an NSAID course (after the six acute kinds and HF onset)
 NSAID_GROUP = "osteoarthritis"  # the background group whose drugs are the NSAIDs
 
 
@@ -210,6 +218,51 @@ DEATH_LOG_HR: dict[str, float] = {
     "recent_pneumonia": 0.5,
 }
 
+#: The hazard settings of :class:`SyntheticConfig`: ``"additive"`` (the log-rate is a sum of
+#: present/absent states, :data:`HF_LOG_HR`; a bag-of-codes Cox model expresses it almost
+#: fully) and ``"interaction"`` (the default: :data:`HF_LOG_HR` plus the order- and
+#: time-dependent terms of :data:`HF_INTERACTION_LOG_HR`, which only a model that reads
+#: when things happened, and in which order, can use).
+HAZARDS = ("additive", "interaction")
+
+# The extra heart-failure terms of the "interaction" setting (log-hazard ratios; each term's
+# covariate path is returned exactly in ``Truth.terms``):
+HF_INTERACTION_LOG_HR: dict[str, float] = {
+    # an NSAID course in the last 90 days while chronic kidney disease is active (the same
+    # drug longer ago, or without kidney disease, adds nothing)
+    "nsaid_90d_x_ckd": 2.0,
+    # the patient's natriuretic-peptide trajectory: slope of NT-proBNP/BNP in reference SD per
+    # year (the measured values rise along it; the latest level alone mixes it with the
+    # patient's own baseline)
+    "bnp_slope": 1.2,
+    # years since type 2 diabetes was first recorded, capped at 4 (the effect grows with
+    # disease duration)
+    "diabetes_years": 0.35,
+    # a treated hypertensive patient who stopped refilling the antihypertensive (treatment
+    # interruption: no antihypertensive records while it lasts)
+    "antihypertensive_gap": 1.2,
+    # hypertension recorded before type 2 diabetes (diabetes on top of known hypertension);
+    # the reverse order adds nothing: an order effect
+    "hypertension_then_diabetes": 1.5,
+}
+#: Settings of the latent processes behind :data:`HF_INTERACTION_LOG_HR`.
+INTERACTION = {
+    # the interaction setting halves the state terms of HF_LOG_HR (every term but the
+    # intercept, age and sex), so the order- and time-dependent terms carry more of the signal
+    "state_scale": 0.5,
+    "nsaid_user_share": 0.35,  # people who take NSAID courses for joint pain
+    "nsaid_courses_per_year": 3.0,  # among them (others: 0.1)
+    "nsaid_window_days": 90.0,
+    "bnp_slope_sd": 0.8,  # NT-proBNP slope per person, N(0, sd) in reference SD per year
+    "bnp_offset_sd": 1.5,  # and its own level, N(0, sd), on top of the shared patient effect
+    "bnp_centre_years": 1.0,  # the trajectory crosses the offset this long after enrolment
+    "bnp_visit_share": 0.6,  # chance a visit measures NT-proBNP
+    "diabetes_years_cap": 4.0,
+    "gap_start_per_month": 0.04,  # a treated hypertensive stops refilling
+    "gap_end_per_month": 0.10,  # and restarts
+    "antihypertensive_record": 0.9,  # chance a visit records the antihypertensive while taken
+}
+
 # Lab shifts, in reference standard deviations: LOINC code -> {disease: (shift, treated shift)}.
 LAB_EFFECTS: dict[str, dict[str, tuple[float, float]]] = {
     "2345-7": {"type2_diabetes": (2.5, -1.2)},  # glucose
@@ -265,6 +318,10 @@ class SyntheticConfig:
         visit_rate: outpatient visits per year of a healthy 60-year-old.
         hazard_scale: multiplies every log-hazard ratio of the outcome hazards (0 removes the
             signal; the intercept stays).
+        hazard: ``"interaction"`` (default) or ``"additive"``: which heart-failure hazard
+            generates the outcome (:data:`HAZARDS`). The interaction setting adds NSAID
+            courses, an NT-proBNP trajectory and treatment gaps to the story, on a random
+            stream of their own, so the additive setting draws exactly as before.
         site: ``"A"`` (ICD-10-CM diagnoses, clinical drugs) or ``"B"`` (SNOMED source codes,
             drug ingredients, older and more obese population, more visits).
         age_shift, obesity_shift, visit_rate_scale: population shift (site B sets them).
@@ -281,6 +338,7 @@ class SyntheticConfig:
     dropout_per_year: float = 0.04
     visit_rate: float = 2.0
     hazard_scale: float = 1.0
+    hazard: str = "interaction"
     site: str = "A"
     age_shift: float = 0.0
     obesity_shift: float = 0.0
@@ -304,6 +362,7 @@ class SyntheticConfig:
             (self.dropout_per_year >= 0, "dropout_per_year must be >= 0"),
             (self.visit_rate > 0, "visit_rate must be > 0"),
             (self.hazard_scale >= 0, "hazard_scale must be >= 0"),
+            (self.hazard in HAZARDS, f"hazard must be one of {HAZARDS}"),
             (self.site in ("A", "B"), "site must be 'A' or 'B'"),
             (self.visit_rate_scale > 0, "visit_rate_scale must be > 0"),
             (self.person_id_offset >= 0, "person_id_offset must be >= 0"),
@@ -337,7 +396,15 @@ class Truth:
             person covers days ``[m, m+1) * 365.25/12`` after enrolment. After the event the
             hazard is frozen at its value in the event month; after death both are frozen.
         concept_groups: ``concept_id``, ``group``, ``role`` for every clinical concept.
-        coefficients: ``{"heart_failure": HF_LOG_HR, "death": DEATH_LOG_HR}`` as used (scaled).
+        coefficients: ``{"heart_failure": HF_LOG_HR, "death": DEATH_LOG_HR}`` as used (scaled);
+            in the interaction setting the heart-failure table also holds
+            :data:`HF_INTERACTION_LOG_HR`.
+        terms: interaction setting only (else empty): the covariate of every
+            :data:`HF_INTERACTION_LOG_HR` term per person and month, ``(N, M)``, as it entered
+            the log-rate at the start of the month (``coefficient * covariate`` is the term).
+            ``persons`` then also holds each person's latent ``bnp_slope`` (SD/year) and
+            ``nsaid_courses_per_year``.
+        hazard_setting: ``"additive"`` or ``"interaction"``.
     """
 
     persons: pd.DataFrame
@@ -346,6 +413,8 @@ class Truth:
     hazard: dict[str, np.ndarray]
     concept_groups: pd.DataFrame
     coefficients: dict[str, dict[str, float]]
+    terms: dict[str, np.ndarray] = field(default_factory=dict)
+    hazard_setting: str = "additive"
 
     def true_risk(
         self,
@@ -668,6 +737,7 @@ def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: b
         "death": np.zeros((n, horizon), dtype=np.float32),
     }
     hf_done = np.zeros(n, dtype=bool)
+    x = _InteractionState(cfg, n, horizon) if cfg.hazard == "interaction" else None
     episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     visits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     hf_visits: list[tuple[np.ndarray, np.ndarray]] = []
@@ -682,14 +752,26 @@ def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: b
         # Outcome hazards from the state at the start of the month (only the past counts).
         recent_mi = (m - last_mi) <= 12
         recent_pna = (m - last_pna) <= 3
+        treated_htn = diagnosed[:, k_of["hypertension"]] & treat_flag[:, k_of["hypertension"]]
+        extra, state = 0.0, 1.0
+        if x is not None:
+            state = INTERACTION[
+                "state_scale"
+            ]  # the interaction terms, from the state at the start of the month
+            terms = x.terms_at(m, start, active, diagnosed, dx_month, treated_htn, k_of)
+            extra = sum(HF_INTERACTION_LOG_HR[t] * v for t, v in terms.items())
+            treated_htn = treated_htn & ~x.gap  # a gap suspends the treatment's benefit
         eta_hf = HF_LOG_HR["intercept"] + scale * (
             HF_LOG_HR["age_per_decade"] * dec
             + HF_LOG_HR["male"] * male
-            + sum(HF_LOG_HR[d] * active[:, k_of[d]] for d in names)
-            + HF_LOG_HR["recent_mi"] * recent_mi
-            + HF_LOG_HR["recent_pneumonia"] * recent_pna
-            + HF_LOG_HR["treated_hypertension"]
-            * (diagnosed[:, k_of["hypertension"]] & treat_flag[:, k_of["hypertension"]])
+            + state
+            * (
+                sum(HF_LOG_HR[d] * active[:, k_of[d]] for d in names)
+                + HF_LOG_HR["recent_mi"] * recent_mi
+                + HF_LOG_HR["recent_pneumonia"] * recent_pna
+                + HF_LOG_HR["treated_hypertension"] * treated_htn
+            )
+            + extra
         )
         eta_d = DEATH_LOG_HR["intercept"] + scale * (
             DEATH_LOG_HR["age_per_decade"] * dec
@@ -774,6 +856,10 @@ def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: b
         dx_month[new_dx] = m
         diagnosed |= new_dx
         diagnosed[:, hf] |= seen_hf
+        if x is not None:  # NSAID courses and treatment gaps move on to the next month
+            x.advance(
+                m, start, alive, observed, dropout_day, admin_day, diagnosed, treat_flag, k_of
+            )
         alive &= ~dies
 
     obs_end = np.minimum.reduce([admin_day, dropout_day, death_day])
@@ -802,7 +888,73 @@ def _simulate_latent(cfg: SyntheticConfig, rng: np.random.Generator, progress: b
         "episodes": _cat(episodes, 3),
         "visits": _cat(visits, 3),
         "hf_visits": _cat(hf_visits, 2),
+        "interaction": x,
     }
+
+
+class _InteractionState:
+    """The latent processes of the ``"interaction"`` hazard, on a random stream of their own.
+
+    - NSAID courses: a share of people (joint pain) take courses as a Poisson process; each
+      course is prescribed at an outpatient visit (recorded while observed).
+    - NT-proBNP slope: a share of people have a rising natriuretic peptide, ``slope`` SD/year.
+    - Antihypertensive gaps: a treated hypertensive patient stops and restarts refills as a
+      two-state monthly Markov chain; no antihypertensive is recorded during a gap.
+    """
+
+    def __init__(self, cfg: SyntheticConfig, n: int, horizon: int) -> None:
+        p = INTERACTION
+        self.rng = np.random.default_rng([cfg.seed, 20_261_207])
+        user = self.rng.random(n) < p["nsaid_user_share"]
+        self.nsaid_rate = np.where(user, p["nsaid_courses_per_year"], 0.1)
+        self.bnp_slope = self.rng.normal(0.0, p["bnp_slope_sd"], n)
+        self.bnp_offset = self.rng.normal(0.0, p["bnp_offset_sd"], n)
+        self.last_nsaid = np.full(n, -np.inf)
+        self.gap = np.zeros(n, dtype=bool)
+        self.gap_months = np.zeros((n, horizon), dtype=bool)
+        self.courses: list[tuple[np.ndarray, np.ndarray]] = []
+        self.terms = {t: np.zeros((n, horizon), dtype=np.float32) for t in HF_INTERACTION_LOG_HR}
+
+    def terms_at(self, m, start, active, diagnosed, dx_month, treated_htn, k_of):
+        """Covariate of every interaction term at the start of month ``m`` (only the past)."""
+        htn, dm = k_of["hypertension"], k_of["type2_diabetes"]
+        dm_years = np.where(diagnosed[:, dm], (m - dx_month[:, dm]) / 12.0, 0.0)
+        terms = {
+            "nsaid_90d_x_ckd": (
+                ((start - self.last_nsaid) <= INTERACTION["nsaid_window_days"])
+                & active[:, k_of["chronic_kidney_disease"]]
+            ),
+            "bnp_slope": self.bnp_slope,
+            "diabetes_years": np.minimum(dm_years, INTERACTION["diabetes_years_cap"]),
+            "antihypertensive_gap": treated_htn & self.gap,
+            "hypertension_then_diabetes": (
+                diagnosed[:, htn] & diagnosed[:, dm] & (dx_month[:, htn] < dx_month[:, dm])
+            ),
+        }
+        for t, v in terms.items():
+            self.terms[t][:, m] = v
+        self.gap_months[:, m] = self.gap
+        return terms
+
+    def advance(
+        self, m, start, alive, observed, dropout_day, admin_day, diagnosed, treat_flag, k_of
+    ):
+        """This month's NSAID courses (recorded while observed) and the next gap state."""
+        n = len(alive)
+        p = -np.expm1(-self.nsaid_rate / 12.0)
+        course = alive & (self.rng.random(n) < p)
+        day = start + self.rng.uniform(0, DAYS_PER_MONTH, size=n)
+        self.last_nsaid[course] = day[course]
+        seen = course & observed & (day < dropout_day) & (day < admin_day)
+        who = np.flatnonzero(seen)
+        if len(who):
+            self.courses.append((who, day[who]))
+        htn = k_of["hypertension"]
+        treated = diagnosed[:, htn] & treat_flag[:, htn]
+        u = self.rng.random(n)
+        stop = ~self.gap & (u < INTERACTION["gap_start_per_month"])
+        restart = self.gap & (u < INTERACTION["gap_end_per_month"])
+        self.gap = treated & ((self.gap & ~restart) | stop)
 
 
 def _cat(parts: list[tuple], width: int) -> tuple[np.ndarray, ...]:
@@ -865,23 +1017,28 @@ def _write_tables(
     rp, rd, rt = sim["visits"]
     ep, ed, et = sim["episodes"]
     hp, hd = sim["hf_visits"]
+    x = sim["interaction"]
+    np_, nd = _cat(x.courses, 2) if x is not None else (np.zeros(0), np.zeros(0))
     ep, et = ep.astype(np.int64), et.astype(np.int64)
     p_adm = np.array([ACUTE_RATES[a][4] for a in ACUTE])
     ep_type = np.where(rng.random(len(ep)) < p_adm[et], 1, np.where(np.isin(et, [0, 3, 4]), 2, 0))
     hf_type = np.where(rng.random(len(hp)) < 0.6, 1, 0)
-    vp = np.concatenate([rp, ep, hp]).astype(np.int64)
-    vday = np.concatenate([rd, ed, hd])
-    vtype = np.concatenate([rt, ep_type, hf_type]).astype(np.int64)
-    vtrig = np.concatenate([np.full(len(rp), -1), et, np.full(len(hp), len(ACUTE))]).astype(
-        np.int64
-    )
+    vp = np.concatenate([rp, ep, hp, np_]).astype(np.int64)
+    vday = np.concatenate([rd, ed, hd, nd])
+    vtype = np.concatenate([rt, ep_type, hf_type, np.zeros(len(np_))]).astype(np.int64)
+    # trigger: -1 routine, an acute episode, a heart-failure onset, an NSAID course
+    vtrig = np.concatenate(
+        [np.full(len(rp), -1), et, np.full(len(hp), len(ACUTE)), np.full(len(np_), NSAID_TRIG)]
+    ).astype(np.int64)
     keep = (vday >= 0) & (vday < obs_end[vp])
     order = np.lexsort((vday[keep], vp[keep]))
     vp, vday, vtype, vtrig = (x[keep][order] for x in (vp, vday, vtype, vtrig))
     # One visit of a kind per person and calendar day (an export would merge them): a
-    # heart-failure onset visit wins over an acute-episode visit, which wins over a routine one.
+    # heart-failure onset visit wins over an acute-episode visit, which wins over an NSAID
+    # course, which wins over a routine visit (an NSAID course merged away goes unrecorded).
     vdate_int = np.floor(enrol_day[vp] + vday).astype(np.int64)
-    key = np.lexsort((-vtrig, vtype, vdate_int, vp))
+    rank = np.where(vtrig == NSAID_TRIG, -0.5, vtrig)  # NSAID courses just above routine
+    key = np.lexsort((-rank, vtype, vdate_int, vp))
     same = np.zeros(len(vp), dtype=bool)
     k_p, k_d, k_t = vp[key], vdate_int[key], vtype[key]
     same[key[1:]] = (k_p[1:] == k_p[:-1]) & (k_d[1:] == k_d[:-1]) & (k_t[1:] == k_t[:-1])
@@ -945,7 +1102,12 @@ def _write_tables(
         after = vidx >= first
         is_dx = vidx == first
         rec = is_dx | (after & (onset[vp, k] <= vday) & (rng.random(n_v) < p_rec))
-        rx = after & sim["treat_flag"][vp, k] & (rng.random(n_v) < 0.5) & (len(g.ingredients) > 0)
+        p_rx, taking = 0.5, True
+        if x is not None and d == "hypertension":  # no refills during a gap
+            p_rx = INTERACTION["antihypertensive_record"]
+            taking = ~x.gap_months[vp, np.clip(vmonth, 0, x.gap_months.shape[1] - 1)]
+        rx = after & sim["treat_flag"][vp, k] & (rng.random(n_v) < p_rx) & (len(g.ingredients) > 0)
+        rx &= taking
         rec |= rx
         v = np.flatnonzero(rec)
         choice = np.where(
@@ -998,7 +1160,7 @@ def _write_tables(
 
     # ---- background conditions at outpatient visits (no effect on any outcome) -------------
     has_bg = rng.random((n, len(BACKGROUND))) < 0.15
-    op = np.flatnonzero(vtype == 0)
+    op = np.flatnonzero((vtype == 0) & (vtrig != NSAID_TRIG))  # an NSAID visit records its own
     for b_idx, b in enumerate(BACKGROUND):
         g = book.groups[b]
         v = op[has_bg[vp[op], b_idx] & (rng.random(len(op)) < 0.2)]
@@ -1066,6 +1228,18 @@ def _write_tables(
             v = np.flatnonzero((vtype == 0) & (rng.random(n_v) < p))
             add_labs(v, np.full(len(v), book.loinc_to_id[code]))
 
+    # ---- interaction setting: NSAID courses and NT-proBNP follow-up (draws after all others) --
+    if x is not None:
+        g = book.groups[NSAID_GROUP]
+        v = np.flatnonzero(vtrig == NSAID_TRIG)
+        choice = rng.integers(0, len(g.conditions), len(v))
+        ids = add_conditions(v, g.conditions[choice], source_of(g, choice))
+        own = rng.integers(0, len(g.ingredients), n)  # each person's usual NSAID
+        add_drugs(v, g, own[vp[v]], ids, rng.integers(0, 1 << 30, len(v)))
+        bnp = book.loinc_to_id[BNP_TRAJECTORY[0]]
+        v = np.flatnonzero((vtype != 2) & (rng.random(n_v) < INTERACTION["bnp_visit_share"]))
+        add_labs(v, np.full(len(v), bnp))
+
     visits = _Visits(vp, vday, vtype, vtrig, vidx, visit_id, vdate, vend)
     rows = {"condition": conds, "drug": drugs, "procedure": procs, "measurement": meas}
     tables = _assemble(cfg, book, sim, rng, person_id, id_base, start, visits, rows, dx_vidx)
@@ -1120,6 +1294,11 @@ def _lab_values(
                 z[rows] += shift * on + treated_shift * (on & treated)
             else:
                 z[rows] += shift * (vtrig[mv[rows]] == ACUTE.index(d))
+    x = sim["interaction"]
+    if x is not None:  # the natriuretic peptides rise along each person's latent slope
+        rows = np.flatnonzero(np.isin(code_of.loc[mconcept].to_numpy(), BNP_TRAJECTORY))
+        years = mday[rows] / 365.25 - INTERACTION["bnp_centre_years"]
+        z[rows] += x.bnp_offset[mp[rows]] + x.bnp_slope[mp[rows]] * years
     p = params.iloc[col]
     value = p["ref_mean"].to_numpy() + p["ref_sd"].to_numpy() * z
     value = np.clip(value, p["min_value"].to_numpy(), p["max_value"].to_numpy())
@@ -1392,6 +1571,18 @@ def _truth(cfg, vocab, sim, person_id, start, dx_vidx, vdate) -> Truth:
         name: {k: (v if k == "intercept" else v * scale) for k, v in table.items()}
         for name, table in (("heart_failure", HF_LOG_HR), ("death", DEATH_LOG_HR))
     }
+    x = sim["interaction"]
+    terms: dict[str, np.ndarray] = {}
+    if x is not None:
+        state = INTERACTION["state_scale"]
+        hf = coefficients["heart_failure"]
+        hf |= {
+            k: v * state for k, v in hf.items() if k not in ("intercept", "age_per_decade", "male")
+        }
+        hf |= {k: v * scale for k, v in HF_INTERACTION_LOG_HR.items()}
+        terms = x.terms
+        persons["bnp_slope"] = x.bnp_slope
+        persons["nsaid_courses_per_year"] = x.nsaid_rate
     groups = vocab.annotation[["concept_id", "group", "role"]].copy()
     return Truth(
         persons=persons,
@@ -1400,4 +1591,6 @@ def _truth(cfg, vocab, sim, person_id, start, dx_vidx, vdate) -> Truth:
         hazard=sim["hazard"],
         concept_groups=groups,
         coefficients=coefficients,
+        terms=terms,
+        hazard_setting=cfg.hazard,
     )

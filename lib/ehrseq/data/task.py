@@ -70,6 +70,10 @@ class TaskConfig:
         val_fraction, test_fraction: shares of labelled patients.
         add_cls: prepend ``[CLS]`` (and close visits with ``[SEP]`` when ``add_sep``).
         hazard_scale: passed to the generator (0 removes the signal).
+        hazard: the generator's hazard setting, ``"interaction"`` or ``"additive"``.
+        n_test_patients: people generated for the test split only, beside ``n_patients``
+            (whose labelled patients are split by the fractions as before): inference is
+            cheap, and a test split needs about a thousand events to resolve 0.01 in C.
     """
 
     n_patients: int = 4000
@@ -85,6 +89,8 @@ class TaskConfig:
     add_cls: bool = True
     add_sep: bool = True
     hazard_scale: float = 1.0
+    hazard: str = "interaction"
+    n_test_patients: int = 0
 
     def validate(self) -> TaskConfig:
         """Raise ``ValueError`` naming the first field that does not make sense."""
@@ -98,6 +104,8 @@ class TaskConfig:
             raise ValueError("TaskConfig: val_fraction and test_fraction must be in (0, 1)")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("TaskConfig: val_fraction + test_fraction leaves too few to train on")
+        if self.n_test_patients < 0:
+            raise ValueError(f"TaskConfig.n_test_patients = {self.n_test_patients}: must be >= 0")
         if self.strategy not in ("flat", "visit", "domain"):
             raise ValueError(f"TaskConfig.strategy = {self.strategy!r}: flat, visit or domain")
         return self
@@ -232,7 +240,12 @@ def prepare_survival_task(config: TaskConfig | None = None) -> SurvivalTask:
     """
     cfg = (config or TaskConfig()).validate()
     cohort = generate_cohort(
-        SyntheticConfig(n_patients=cfg.n_patients, seed=cfg.seed, hazard_scale=cfg.hazard_scale)
+        SyntheticConfig(
+            n_patients=cfg.n_patients + cfg.n_test_patients,
+            seed=cfg.seed,
+            hazard_scale=cfg.hazard_scale,
+            hazard=cfg.hazard,
+        )
     )
     with tempfile.TemporaryDirectory(prefix="ehrseq_task_") as folder:
         cohort.write_omop(Path(folder))
@@ -266,13 +279,16 @@ def prepare_survival_task(config: TaskConfig | None = None) -> SurvivalTask:
 
     rng = np.random.default_rng(cfg.seed)
     ids = table["subject_id"].to_numpy()
-    order = rng.permutation(len(ids))
-    n_test = int(round(cfg.test_fraction * len(ids)))
-    n_val = int(round(cfg.val_fraction * len(ids)))
+    # the people generated beyond n_patients (ids past it) are test patients only
+    extra = ids > cohort.config.person_id_offset + cfg.n_patients
+    base = ids[~extra]
+    order = rng.permutation(len(base))
+    n_test = int(round(cfg.test_fraction * len(base)))
+    n_val = int(round(cfg.val_fraction * len(base)))
     split = {
-        "test": np.sort(ids[order[:n_test]]),
-        "val": np.sort(ids[order[n_test : n_test + n_val]]),
-        "train": np.sort(ids[order[n_test + n_val :]]),
+        "test": np.sort(np.concatenate([base[order[:n_test]], ids[extra]])),
+        "val": np.sort(base[order[n_test : n_test + n_val]]),
+        "train": np.sort(base[order[n_test + n_val :]]),
     }
     vocab = Vocab.fit(seqs.frame, split["train"], min_frequency=cfg.min_frequency)
     encoding = encode(seqs, vocab).select(ids)
