@@ -45,7 +45,14 @@ from myst_nb import glue
 
 import ehrseq
 from ehrseq.config import for_profile
-from ehrseq.data.synthetic import HF_LOG_HR, SyntheticConfig, generate_cohort
+from ehrseq.data.synthetic import (
+    BNP_TRAJECTORY,
+    HF_INTERACTION_LOG_HR,
+    HF_LOG_HR,
+    INTERACTION,
+    SyntheticConfig,
+    generate_cohort,
+)
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.timeline import plot_hazard_paths, plot_patient_timeline
 
@@ -199,10 +206,50 @@ pd.concat([delay_by_disease, share_diagnosed], axis=1).round(2)
 # where $D_d(m)$ says whether latent disease $d$ is active at the start of month $m$,
 # $\text{MI}_{12}$ whether a myocardial infarction happened in the previous 12 months,
 # $\text{PNA}_3$ a pneumonia in the previous 3 months, and $\text{HTN}^\text{treated}$
-# diagnosed and treated hypertension. $e^{\eta_m}$ is a yearly rate. The coefficients:
+# diagnosed and treated hypertension. $e^{\eta_m}$ is a yearly rate.
+#
+# That is the **additive** setting (`SyntheticConfig(hazard="additive")`): a sum of states that
+# are on or off. A Cox model on a bag of codes, which knows which codes a patient has but not
+# when or in which order, expresses it almost fully, so a sequence model would have nothing
+# to find that Cox cannot. The book therefore runs the **interaction** setting (the default),
+# which multiplies the state terms above by $s$ = {glue:text}`state_scale` and adds five terms
+# that only the timing or the order of the records reveal:
+#
+# $$
+# \begin{aligned}
+# \eta_m^\text{int} &= \beta_0 + \beta_\text{age}\,\tfrac{\text{age}_m - 60}{10}
+# + \beta_\text{male}\,\text{male} + s\,(\text{state terms above}) \\
+# &\quad + \gamma_1\, \text{NSAID}_{90}(m)\, D_\text{CKD}(m)
+# + \gamma_2\, b_i
+# + \gamma_3 \min\!\big(\text{years since T2D record}(m),\ 4\big) \\
+# &\quad + \gamma_4\, \text{GAP}(m)
+# + \gamma_5\, [\text{HTN recorded before T2D}](m)
+# \end{aligned}
+# $$
+#
+# - $\text{NSAID}_{90}$: an NSAID course (ibuprofen or naproxen, prescribed at an outpatient
+#   visit for joint pain) in the last 90 days, in a patient whose kidney disease is active. The
+#   same drug a year ago adds nothing, and neither does an NSAID without kidney disease.
+# - $b_i$: the patient's NT-proBNP slope, in reference standard deviations per year. Every
+#   NT-proBNP and BNP value moves along $o_i + b_i\,(t - 1\text{ year})$ on top of the usual
+#   patient effect and noise, with an own offset $o_i$, so the latest level mixes the slope
+#   with the offset, and a bag of value deciles cannot tell a rise from a fall.
+# - Years since type 2 diabetes was first recorded: the effect grows with disease duration.
+# - $\text{GAP}$: a treated hypertensive patient who stopped refilling the antihypertensive; no
+#   antihypertensive is recorded while the gap lasts, and the treatment's benefit lapses.
+# - Hypertension recorded before type 2 diabetes: the reverse order adds nothing.
+#
+# The coefficients of both settings, as the generator used them:
 
 # %%
-pd.Series(HF_LOG_HR, name="log hazard ratio").round(3).to_frame()
+coef = pd.DataFrame(
+    {
+        "additive": pd.Series(HF_LOG_HR),
+        "interaction": pd.Series(truth.coefficients["heart_failure"]),
+    }
+)
+glue("state_scale", INTERACTION["state_scale"], display=False)
+coef.round(3)
 
 # %% [markdown]
 # Depression and hyperlipidemia have coefficient 0: depression is a pure distractor, and
@@ -227,6 +274,53 @@ ax.set_title("true heart-failure hazard")
 plt.show()
 
 # %% [markdown]
+# `Truth.terms` holds, for every interaction term, the covariate that entered $\eta_m$ in
+# every person-month, so each term can be checked and switched off. How often is each on?
+
+# %%
+on_share = pd.DataFrame(
+    {
+        "log hazard ratio": pd.Series(HF_INTERACTION_LOG_HR),
+        "share of person-months where it is not 0": {
+            t: float((v != 0).mean()) for t, v in truth.terms.items()
+        },
+        "share of patients ever": {
+            t: float((v != 0).any(axis=1).mean()) for t, v in truth.terms.items()
+        },
+    }
+)
+glue("bnp_share_ever", on_share.loc["bnp_slope", "share of patients ever"], display=False)
+on_share.round(3)
+
+# %% [markdown]
+# Two patients with NT-proBNP slopes of opposite sign can have the same values in a different
+# order: the same bag of value deciles, opposite risks. Their measurements, against time:
+
+# %% mystnb={"figure": {"name": "fig-bnp", "caption": "Measured NT-proBNP of the patients with the steepest rising and the steepest falling latent slope (among those with at least five measurements), against years since enrolment: the values follow each patient's latent slope, plus noise."}}
+meas_all = tables["measurement"]
+nt_id = int(concept.index[concept["concept_code"] == BNP_TRAJECTORY[0]][0])
+bnp = meas_all.loc[meas_all["measurement_concept_id"] == nt_id]
+enrol_of = persons.set_index("person_id")["enrol_date"]
+bnp_years = (bnp["measurement_date"] - enrol_of.loc[bnp["person_id"]].to_numpy()).dt.days / 365.25
+counts = bnp["person_id"].value_counts()
+slope = persons.set_index("person_id")["bnp_slope"]
+candidates = slope.loc[counts.index[counts >= 5]]
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for pid, label in ((candidates.idxmax(), "rising"), (candidates.idxmin(), "falling")):
+    rows_ = (bnp["person_id"] == pid).to_numpy()
+    ax.plot(
+        bnp_years[rows_],
+        bnp["value_as_number"][rows_],
+        "o-",
+        label=f"{label} (b = {slope[pid]:+.2f} SD/yr)",
+    )
+ax.set_xlabel("years since enrolment")
+ax.set_ylabel("NT-proBNP (pg/mL)")
+ax.legend()
+plt.show()
+assert candidates.max() > 0 > candidates.min()
+
+# %% [markdown]
 # ## Evaluate: does the data obey the story?
 # Three checks the rest of the book relies on.
 #
@@ -242,7 +336,7 @@ surv = pd.DataFrame(
 cox_df = pd.concat([surv, truth.baseline.drop(columns="person_id")], axis=1)
 cph = CoxPHFitter(penalizer=0.001).fit(cox_df, "duration", "event")
 comparison = pd.DataFrame(
-    {"documented": pd.Series(HF_LOG_HR), "Cox at enrolment": cph.params_}
+    {"documented": pd.Series(truth.coefficients["heart_failure"]), "Cox at enrolment": cph.params_}
 ).dropna()
 comparison.round(2)
 
@@ -309,3 +403,6 @@ print(f"oracle C-index {c_oracle:.3f}, shuffled-outcome Cox C-index {c_null:.3f}
 #    `condition_occurrence` differ between the sites, and which stay the same?
 # 3. Find a patient whose hypertension was present at enrolment but never recorded. How many
 #    visits did they have?
+# 4. Generate the same cohort with `hazard="additive"` and fit the bag-of-codes Cox model of
+#    `ehrseq.baselines` on both settings (`benchmarks/bench_signal.py` does it). How far is
+#    each from its oracle, and which interaction term would you expect a Cox model to miss?
