@@ -56,7 +56,6 @@ from lifelines import KaplanMeierFitter
 from matplotlib.ticker import MaxNLocator
 from myst_nb import glue
 from scipy import stats
-from torch import nn
 
 import ehrseq
 from ehrseq.config import for_profile
@@ -75,6 +74,7 @@ from ehrseq.models import (
     BehrtEncoder,
     BinHazardHead,
     HazardOutput,
+    SurvivalModel,
     VisitHazardHead,
     count_parameters,
     encoder_inputs,
@@ -82,7 +82,7 @@ from ehrseq.models import (
 from ehrseq.models.survival_head import last_visit_index, last_visit_state, pool_visits
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group
-from ehrseq.survival import risk_at_horizon
+from ehrseq.survival import life_table_hazards, risk_at_horizon
 from ehrseq.train import TrainConfig, fit, to_device
 
 
@@ -539,21 +539,15 @@ fresh_changes.to_frame()
 #
 # ## Train
 # The model: the BEHRT encoder, visit-causal, then the per-bin head on the mean state of the
-# last real visit.
+# last real visit. The library's `SurvivalModel(encoder, head)` composes the two (a flat
+# batch in, a `HazardOutput` out); every later chapter builds its models with it.
 
 
 # %%
-class BehrtSurvival(nn.Module):
-    """BEHRT encoder + per-bin hazard head: a flat batch -> ``HazardOutput`` of shape (B, K)."""
-
-    def __init__(self, encoder_cfg: BehrtConfig, n_bins: int, dropout: float):
-        super().__init__()
-        self.encoder = BehrtEncoder(encoder_cfg)
-        self.head = BinHazardHead(encoder_cfg.d_model, n_bins, dropout=dropout)
-
-    def forward(self, batch: dict) -> HazardOutput:
-        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
-        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, K)
+def bin_head(base_hazards: np.ndarray | None = None) -> BinHazardHead:
+    return BinHazardHead(
+        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
+    )
 
 
 def step_fn(model, batch):
@@ -561,7 +555,7 @@ def step_fn(model, batch):
     return hazard_nll(out.logits, batch["durations"], batch["events"])
 
 
-model = BehrtSurvival(encoder_cfg, n_bins, cfg.dropout)
+model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head())  # a flat batch -> (B, K) hazards
 print(
     f"{count_parameters(model.encoder)['total']:,} encoder parameters, "
     f"{count_parameters(model.head)['total']:,} in the head"
@@ -572,9 +566,10 @@ keep("n_params", count_parameters(model)["total"])
 # **Starting from the life table.** Before the model has seen a single code, the best it can
 # do is give everyone the same hazards: the life-table estimate $\hat h_k = d_k / n_k$ (events
 # in bin $k$ over patients still at risk at its start), which is the maximum-likelihood fit of
-# a model without features. Setting the head's output bias to $\text{logit}(\hat h_k)$ starts
-# training there, instead of at $h = 0.5$ in every bin, where the first steps would be spent
-# learning that heart failure is rare. Its loss on the validation patients is the bar the
+# a model without features. Setting the head's output bias to $\text{logit}(\hat h_k)$
+# (`BinHazardHead(..., base_hazards=life_table)`) starts training there, instead of at
+# $h = 0.5$ in every bin, where the first steps would be spent learning that heart failure is
+# rare. The library's `life_table_hazards` computes the same table for the later chapters. Its loss on the validation patients is the bar the
 # model has to clear.
 
 # %%
@@ -583,6 +578,7 @@ events_train = train_frame["event"].to_numpy()
 at_risk = np.array([(bins_train >= k).sum() for k in range(n_bins)])  # n_k
 n_events = np.bincount(bins_train[events_train == 1], minlength=n_bins)  # d_k
 life_table = np.clip(n_events / at_risk, 1e-4, 1 - 1e-4)  # (K,)
+assert np.array_equal(life_table, life_table_hazards(bins_train, events_train, n_bins))
 life_logits = torch.as_tensor(np.log(life_table / (1 - life_table)), dtype=torch.float32)
 
 val_frame = task.frame("val")
@@ -592,11 +588,8 @@ null_val_nll = float(hazard_nll(life_logits.expand(len(val_frame), n_bins), val_
 keep("null_val_nll", null_val_nll)
 
 
-def new_model() -> BehrtSurvival:
-    model = BehrtSurvival(encoder_cfg, n_bins, cfg.dropout)
-    with torch.no_grad():
-        model.head.net[-1].bias.copy_(life_logits)  # start at the life table
-    return model
+def new_model() -> SurvivalModel:
+    return SurvivalModel(BehrtEncoder(encoder_cfg), bin_head(base_hazards=life_table))
 
 
 # %% [markdown]

@@ -484,10 +484,17 @@ keep("train_event_rate", float(data["train"][2].float().mean()))
 class BagOfTokensSurvival(nn.Module):
     """Fixed features -> a hidden patient state -> one hazard logit per time bin."""
 
-    def __init__(self, n_features: int, hidden: int, n_bins: int, dropout: float) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        hidden: int,
+        n_bins: int,
+        dropout: float,
+        base_hazards: torch.Tensor | None = None,
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.head = BinHazardHead(hidden, n_bins, dropout=dropout)
+        self.head = BinHazardHead(hidden, n_bins, dropout=dropout, base_hazards=base_hazards)
 
     def forward(self, x: torch.Tensor):
         return self.head(self.body(x))  # HazardOutput: logits, hazards (B, T)
@@ -572,9 +579,9 @@ runs, histories, test_surv, models = [], [], {}, {}
 for loss_name, rank_weight in LOSSES.items():
     for seed in cfg.seeds:
         ehrseq.seed_everything(seed)
-        model = BagOfTokensSurvival(n_features, cfg.hidden, n_bins, cfg.dropout)
-        with torch.no_grad():
-            model.head.net[-1].bias.copy_(torch.logit(life_table))  # start at the life table
+        model = BagOfTokensSurvival(  # the head's bias starts at the life table
+            n_features, cfg.hidden, n_bins, cfg.dropout, base_hazards=life_table
+        )
         train_loader = DataLoader(
             TensorDataset(*data["train"]),
             batch_size=cfg.batch_size,

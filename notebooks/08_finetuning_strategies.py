@@ -75,9 +75,9 @@ from ehrseq.models import (
     BinHazardHead,
     HazardOutput,
     LoRALinear,
+    SurvivalModel,
     apply_lora,
     count_parameters,
-    encoder_inputs,
     freeze,
     merge_lora,
     unmerge_lora,
@@ -91,6 +91,7 @@ from ehrseq.pretrain import (
     evaluate_masked_codes,
     pretrain,
 )
+from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig, fit, to_device
 
 
@@ -243,13 +244,9 @@ def train_loader(dataset: SequenceDataset, seed: int) -> DataLoader:
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_flat)
 
 
-def life_table(dataset: SequenceDataset) -> torch.Tensor:
+def life_table(dataset: SequenceDataset) -> np.ndarray:
     """h_k = d_k / n_k per bin: the best hazards without features (where the head starts)."""
-    bins, events = dataset.labels["durations"], dataset.labels["events"]
-    at_risk = np.array([(bins >= k).sum() for k in range(n_bins)])  # n_k
-    n_events = np.bincount(bins[events == 1], minlength=n_bins)  # d_k
-    h = np.clip(n_events / np.maximum(at_risk, 1), 1e-4, 1 - 1e-4)  # (K,)
-    return torch.as_tensor(h, dtype=torch.float32)
+    return life_table_hazards(dataset.labels["durations"], dataset.labels["events"], n_bins)
 
 
 # %% [markdown]
@@ -477,47 +474,24 @@ pd.Series(masked).round(3).to_frame("validation")
 # One detail matters for the frozen regime. `freeze` switches off gradients but not dropout,
 # and `fit` puts the model in training mode every epoch, so a frozen encoder would still
 # drop a tenth of its activations at random: noise on the features the head learns from,
-# and not the network the head will see at test time. The model below keeps a frozen encoder
-# in evaluation mode.
+# and not the network the head will see at test time. The library's `SurvivalModel` keeps a
+# frozen encoder in evaluation mode when the model trains.
 
 
 # %%
-class BehrtSurvival(nn.Module):
-    """A BEHRT encoder + per-bin hazard head: a flat batch -> ``HazardOutput`` of shape (B, K)."""
-
-    def __init__(
-        self, encoder: BehrtEncoder, n_bins: int, dropout: float, base_hazards: torch.Tensor
-    ):
-        super().__init__()
-        self.encoder = encoder
-        self.head = BinHazardHead(
-            encoder.cfg.d_model, n_bins, dropout=dropout, base_hazards=base_hazards
-        )
-
-    def encoder_frozen(self) -> bool:
-        return not any(p.requires_grad for p in self.encoder.parameters())
-
-    def train(self, mode: bool = True) -> "BehrtSurvival":
-        super().train(mode)
-        if self.encoder_frozen():
-            self.encoder.eval()  # no dropout in a frozen encoder
-        return self
-
-    def forward(self, batch: dict) -> HazardOutput:
-        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
-        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, K)
-
-
 def step_fn(model, batch):
     out = model(batch)
     return hazard_nll(out.logits, batch["durations"], batch["events"])
 
 
-def new_model(pretrained_weights: bool, base_hazards: torch.Tensor) -> BehrtSurvival:
+def new_model(pretrained_weights: bool, base_hazards: np.ndarray) -> SurvivalModel:
     encoder = BehrtEncoder(encoder_cfg)
     if pretrained_weights:
         encoder.load_state_dict(pretrained_state)
-    return BehrtSurvival(encoder, n_bins, cfg.dropout, base_hazards)  # starts at the life table
+    head = BinHazardHead(  # starts at the life table
+        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
+    )
+    return SurvivalModel(encoder, head)  # a flat batch -> HazardOutput of shape (B, K)
 
 
 batch = train_set.batch(np.arange(8))  # eight training patients, padded
@@ -659,7 +633,7 @@ REGIMES = {
 }
 
 
-def build(regime: str, base_hazards: torch.Tensor) -> BehrtSurvival:
+def build(regime: str, base_hazards: np.ndarray) -> SurvivalModel:
     spec = REGIMES[regime]
     model = new_model(spec["pretrained"], base_hazards)
     if spec["kind"] == "frozen":
@@ -1095,8 +1069,8 @@ pd.Series(
 #    last visit's state?
 # 4. Shrink the small cohort to 5% of the training split. Where does the frozen encoder
 #    overtake full fine-tuning, if it ever does?
-# 5. Remove the `train` override of `BehrtSurvival`, so that dropout stays on in the frozen
-#    encoder during training. What happens to the frozen regime's C-index?
+# 5. Switch dropout back on in the frozen encoder during training (a `fit` step function
+#    that calls `model.encoder.train()` before the forward pass). What happens to the frozen regime's C-index?
 # 6. Give the head the age at the prediction time explicitly: concatenate
 #    $(\text{age} - 60) / 10$ to the last visit's state and widen `BinHazardHead` by one
 #    input. Which regime gains most, and what does that say about how well masked-code and

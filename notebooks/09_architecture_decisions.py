@@ -38,7 +38,6 @@
 # chapters score their models on the same patients.
 
 # %%
-import math
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -47,11 +46,11 @@ import pandas as pd
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from myst_nb import glue
 from scipy.stats import spearmanr
-from torch import nn
 
 import ehrseq
 import ehrseq.runs
 from ehrseq.config import for_profile
+from ehrseq.data.synthetic import MALE
 from ehrseq.data.task import TaskConfig, prepare_survival_task
 from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
@@ -62,16 +61,13 @@ from ehrseq.models import (
     BehrtConfig,
     BehrtEncoder,
     BinHazardHead,
-    HazardOutput,
     LSTMConfig,
+    SurvivalModel,
     VisitLSTM,
-    encoder_inputs,
-    freeze,
-    hierarchical_inputs,
 )
-from ehrseq.models.survival_head import last_visit_state
 from ehrseq.plotting import apply_style
 from ehrseq.runtime import measure
+from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig
 
 
@@ -249,7 +245,7 @@ def bag_of_codes(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     frame = task.frame(split)
     who = person.loc[frame["subject_id"]]
     age = (frame["prediction_time"] - who["birth_datetime"].to_numpy()).dt.days / 365.25
-    male = (who["gender_concept_id"].to_numpy() == 8507).astype(float)
+    male = (who["gender_concept_id"].to_numpy() == MALE).astype(float)
     return counts[:, n_special:], age.to_numpy(float), male
 
 
@@ -324,44 +320,20 @@ top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd")
 # head** as BEHRT below: a `BinHazardHead` mapping the state of the last real visit (the
 # patient at the prediction time) to {glue:text}`n_bins` hazard logits, one per bin (the
 # logistic-hazard model {cite}`kvamme2019continuous`). The
-# LSTM's own per-visit head is frozen and unused. The head's bias starts at the logit of
-# the average hazard per bin of the training patients ({glue:text}`hazard0:.4f`), so the
-# first steps are not spent on learning the base rate.
+# library's `SurvivalModel(encoder, head)` composes them, for flat and hierarchical batches
+# alike. The head's bias starts at the training life table (`life_table_hazards`, as in
+# chapters 6-8), so the first steps are not spent on learning the base rate.
 
 # %%
-hazard0 = train["event"].sum() / (train["bin"] + 1).sum()  # events per person-bin at risk
-logit0 = math.log(hazard0 / (1.0 - hazard0))
-keep("hazard0", float(hazard0))
+life_table = life_table_hazards(train["bin"], train["event"], n_bins)  # (K,)
 
 
 def bin_head(d_model: int) -> BinHazardHead:
     """The survival head every neural model of this chapter and the next shares."""
-    head = BinHazardHead(d_model, n_bins, dropout=cfg.dropout)
-    nn.init.constant_(head.net[-1].bias, logit0)  # start at the base rate
-    return head
+    return BinHazardHead(d_model, n_bins, dropout=cfg.dropout, base_hazards=life_table)
 
 
-def freeze_unused_head(encoder: nn.Module) -> nn.Module:
-    """Visit-level encoders carry their own per-visit head; here it is not used."""
-    freeze(encoder.head)
-    return encoder
-
-
-class VisitSurvival(nn.Module):
-    """A visit-level encoder (``encode`` -> visit states) + the per-bin head on the last visit."""
-
-    def __init__(self, encoder: nn.Module, d_model: int):
-        super().__init__()
-        self.encoder = freeze_unused_head(encoder)
-        self.head = bin_head(d_model)
-
-    def forward(self, batch: dict) -> HazardOutput:
-        visits = self.encoder.encode(**hierarchical_inputs(batch))  # (B, V, d)
-        state = last_visit_state(visits, batch["visit_mask"])  # (B, d)
-        return self.head(state)  # logits, hazards (B, n_bins)
-
-
-def lstm(use_time: bool) -> VisitSurvival:
+def lstm(use_time: bool) -> SurvivalModel:
     lcfg = LSTMConfig.from_vocab(
         task.vocab,
         d_embed=cfg.d_model,
@@ -369,7 +341,7 @@ def lstm(use_time: bool) -> VisitSurvival:
         dropout=cfg.dropout,
         use_time=use_time,
     )
-    return VisitSurvival(VisitLSTM(lcfg), cfg.d_model)
+    return SurvivalModel(VisitLSTM(lcfg), bin_head(cfg.d_model))
 
 
 hier_batch = task.dataset("train").batch(np.arange(4), hierarchical=True)
@@ -392,20 +364,7 @@ print(
 
 
 # %%
-class FlatBehrtSurvival(nn.Module):
-    """BEHRT over the flat batch + the per-bin head on the mean state of the last visit."""
-
-    def __init__(self, bcfg: BehrtConfig):
-        super().__init__()
-        self.encoder = BehrtEncoder(bcfg)
-        self.head = bin_head(bcfg.d_model)
-
-    def forward(self, batch: dict) -> HazardOutput:
-        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
-        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, n_bins)
-
-
-def flat_behrt() -> FlatBehrtSurvival:
+def flat_behrt() -> SurvivalModel:
     bcfg = BehrtConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -415,7 +374,7 @@ def flat_behrt() -> FlatBehrtSurvival:
         dropout=cfg.dropout,
         max_len=task.config.max_len,
     )
-    return FlatBehrtSurvival(bcfg)
+    return SurvivalModel(BehrtEncoder(bcfg), bin_head(bcfg.d_model))
 
 
 flat_batch = task.dataset("train").batch(np.arange(4))

@@ -62,20 +62,19 @@ from ehrseq.models import (
     BehrtConfig,
     BehrtEncoder,
     BinHazardHead,
-    HazardOutput,
     HierarchicalBehrt,
     HierarchicalConfig,
+    SurvivalModel,
+    VisitHazardHead,
     count_parameters,
-    encoder_inputs,
-    freeze,
     hierarchical_inputs,
 )
 from ehrseq.models.behrt import log_time_bins
 from ehrseq.models.hierarchical import VisitEmbeddings
-from ehrseq.models.survival_head import last_visit_state
 from ehrseq.plotting import apply_style
 from ehrseq.runs import hazard_nll_step
 from ehrseq.runtime import measure
+from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig, to_device
 
 
@@ -292,8 +291,8 @@ z = model.visit_encoder(
     inputs["codes"], inputs["code_mask"], inputs["visit_mask"], inputs["domain_ids"]
 )  # (B, V, d)
 h0 = model.embeddings(z, inputs["ages"], inputs["time_deltas"])  # (B, V, d)
-states = model.encode(**inputs)  # (B, V, d)
-out = model(**inputs)  # per-visit hazards (B, V)
+states = model(**inputs)  # (B, V, d): a pure encoder, one state per visit
+out = SurvivalModel(model, VisitHazardHead(cfg.d_model)).eval()(batch)  # per-visit hazards (B, V)
 assert z.shape == h0.shape == states.shape == (B, V, cfg.d_model)
 assert isinstance(model.embeddings, VisitEmbeddings)
 assert (z[~inputs["visit_mask"]] == 0).all() and (states[~inputs["visit_mask"]] == 0).all()
@@ -311,7 +310,8 @@ print(
 # 1. **code mask**: whatever sits in a padded code slot of a real visit changes nothing;
 # 2. **visit mask**: whatever sits in a padded visit changes nothing, and a padded visit's
 #    state is exactly zero;
-# 3. **no leakage**: the hazard at visit $t$ does not change when visits after $t$ change.
+# 3. **no leakage**: the state of visit $t$ (all a per-visit hazard at $t$ reads) does not
+#    change when visits after $t$ change.
 #    The same edit with the causal mask switched off does change it, so the test has teeth.
 
 
@@ -327,13 +327,13 @@ def scramble(t: torch.Tensor, where: torch.Tensor, generator: torch.Generator) -
 
 g = torch.Generator().manual_seed(0)
 with torch.no_grad():
-    reference = model.encode(**inputs)  # (B, V, d)
+    reference = model(**inputs)  # (B, V, d)
 
     # 1. code mask: random ids in padded code slots of real visits
     pad_code = ~inputs["code_mask"] & inputs["visit_mask"][..., None]  # (B, V, C)
     assert pad_code.any()
     edited = {**inputs, "codes": scramble(inputs["codes"], pad_code, g)}
-    assert torch.allclose(model.encode(**edited), reference, atol=1e-6)
+    assert torch.allclose(model(**edited), reference, atol=1e-6)
 
     # 2. visit mask: random ids, ages and gaps in padded visits
     pad_visit = ~inputs["visit_mask"]  # (B, V)
@@ -344,7 +344,7 @@ with torch.no_grad():
         "ages": scramble(inputs["ages"], pad_visit, g),
         "time_deltas": scramble(inputs["time_deltas"], pad_visit, g),
     }
-    assert torch.allclose(model.encode(**edited), reference, atol=1e-6)
+    assert torch.allclose(model(**edited), reference, atol=1e-6)
 
     # 3. leakage: change every visit after the first one of each patient
     later = torch.arange(V) >= 1  # (V,)
@@ -354,11 +354,11 @@ with torch.no_grad():
         "codes": scramble(inputs["codes"], future, g),
         "ages": torch.where(later & inputs["visit_mask"], inputs["ages"] + 3.0, inputs["ages"]),
     }
-    causal, changed = model(**inputs), model(**edited)
-    assert torch.allclose(changed.hazards[:, 0], causal.hazards[:, 0])  # visit 0 blind to later
-    assert not torch.allclose(changed.hazards[:, 1:], causal.hazards[:, 1:])  # edit is real
-    leaky = model(**edited, causal=False).hazards[:, 0]
-    assert not torch.allclose(leaky, model(**inputs, causal=False).hazards[:, 0])  # teeth
+    causal, changed = model(**inputs), model(**edited)  # (B, V, d) visit states
+    assert torch.allclose(changed[:, 0], causal[:, 0], atol=1e-6)  # visit 0 blind to later
+    assert not torch.allclose(changed[:, 1:], causal[:, 1:])  # edit is real
+    leaky = model(**edited, causal=False)[:, 0]
+    assert not torch.allclose(leaky, model(**inputs, causal=False)[:, 0])  # teeth
 
 # %% [markdown]
 # The same check at every cut point $t$, not just after the first visit: for each $t$, edit
@@ -371,58 +371,25 @@ with torch.no_grad():
         if not after.any():
             continue
         edited = {**inputs, "codes": scramble(inputs["codes"], after, g)}
-        assert torch.allclose(
-            model(**edited).hazards[:, : t + 1], causal.hazards[:, : t + 1], atol=1e-6
-        ), t
+        assert torch.allclose(model(**edited)[:, : t + 1], causal[:, : t + 1], atol=1e-6), t
 
 # %% [markdown]
 # ### The survival head: the same as for every model
 # For the comparison, the hierarchical encoder's visit states feed the same per-bin head as
 # the flat BEHRT and the LSTM of the previous chapter: a `BinHazardHead` on the state of the
-# last real visit, with its bias started at the logit of the training base rate. The model's
-# own per-visit head (used by the causality tests above) is frozen and unused.
+# last real visit, with its bias started at the training life table (as in chapters 6-8),
+# composed with the encoder by the library's `SurvivalModel`.
 
 # %%
-hazard0 = train["event"].sum() / (train["bin"] + 1).sum()  # events per person-bin at risk
-logit0 = math.log(hazard0 / (1.0 - hazard0))
+life_table = life_table_hazards(train["bin"], train["event"], n_bins)  # (K,)
 
 
 def bin_head(d_model: int) -> BinHazardHead:
     """The survival head shared by every neural model of chapters 9 and 10."""
-    head = BinHazardHead(d_model, n_bins, dropout=cfg.dropout)
-    nn.init.constant_(head.net[-1].bias, logit0)  # start at the base rate
-    return head
+    return BinHazardHead(d_model, n_bins, dropout=cfg.dropout, base_hazards=life_table)
 
 
-class VisitSurvival(nn.Module):
-    """A visit-level encoder (``encode`` -> visit states) + the per-bin head on the last visit."""
-
-    def __init__(self, encoder: nn.Module, d_model: int):
-        super().__init__()
-        self.encoder = encoder
-        freeze(encoder.head)  # the encoder's own per-visit head is not used here
-        self.head = bin_head(d_model)
-
-    def forward(self, batch: dict) -> HazardOutput:
-        visits = self.encoder.encode(**hierarchical_inputs(batch))  # (B, V, d)
-        state = last_visit_state(visits, batch["visit_mask"])  # (B, d)
-        return self.head(state)  # logits, hazards (B, n_bins)
-
-
-class FlatBehrtSurvival(nn.Module):
-    """BEHRT over the flat batch + the per-bin head on the mean state of the last visit."""
-
-    def __init__(self, bcfg: BehrtConfig):
-        super().__init__()
-        self.encoder = BehrtEncoder(bcfg)
-        self.head = bin_head(bcfg.d_model)
-
-    def forward(self, batch: dict) -> HazardOutput:
-        states = self.encoder(**encoder_inputs(batch))  # (B, L, d)
-        return self.head(states, batch["visit_ids"], batch["attention_mask"])  # (B, n_bins)
-
-
-def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> FlatBehrtSurvival:
+def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> SurvivalModel:
     bcfg = BehrtConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -433,10 +400,10 @@ def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> Fla
         max_len=max_len,
         max_visits=max_visits,
     )
-    return FlatBehrtSurvival(bcfg)
+    return SurvivalModel(BehrtEncoder(bcfg), bin_head(bcfg.d_model))
 
 
-def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> VisitSurvival:
+def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> SurvivalModel:
     hcfg = HierarchicalConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -447,7 +414,7 @@ def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> Vi
         time_embedding=time_embedding,
         n_code_layers=n_code_layers,
     )
-    return VisitSurvival(HierarchicalBehrt(hcfg), cfg.d_model)
+    return SurvivalModel(HierarchicalBehrt(hcfg), bin_head(cfg.d_model))
 
 
 out = hierarchical()(batch)
@@ -936,8 +903,8 @@ plt.show()
 # 3. Switch the time embedding to `"log_linear"` and the age bins to half a year
 #    (`age_bin_years=0.5`). Repeat the gap ablation in a task with a one-year horizon.
 # 4. Switch the causal mask off (`causal=False`) and train with the per-bin head. Why is this
-#    safe here, and why would it leak with the per-visit hazards of `HierarchicalBehrt`'s own
-#    head? Run the leakage test of this chapter on it to see the test fail.
+#    safe here, and why would it leak with per-visit hazards
+#    (`SurvivalModel(encoder, VisitHazardHead(...))`)? Run the leakage test of this chapter on it to see the test fail.
 # 5. The attention weights of the pooling say which codes of a visit the model looks at.
 #    Extract them from the `AttentionPool` of a trained model for visits that record a
 #    myocardial infarction. Do they favour the infarction code?

@@ -11,7 +11,8 @@ from ehrseq.models import count_parameters
 from ehrseq.models.behrt import BehrtConfig, BehrtEmbeddings, age_bins, log_time_bins
 from ehrseq.models.hierarchical import AttentionPool, HierarchicalBehrt, HierarchicalConfig
 from ehrseq.models.lstm import hierarchical_inputs
-from ehrseq.models.survival_head import last_visit_index
+from ehrseq.models.survival_head import VisitHazardHead, last_visit_index
+from ehrseq.models.survival_model import SurvivalModel
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -26,6 +27,7 @@ def tiny(**kw) -> HierarchicalBehrt:
 
 
 def run(model, batch, **kw):
+    """Visit states ``(B, V, d)``: what a head reads, so what must not leak or move."""
     return model(**hierarchical_inputs(batch), **kw)
 
 
@@ -82,10 +84,10 @@ def test_shapes_and_zero_padding(device):
     model = tiny().to(device)
     batch = batch_of(patient([2, 2], 1), patient([1], 2), patient([3, 1, 1, 2], 3), device=device)
     B, V, _ = batch["codes"].shape
-    h = model.encode(**hierarchical_inputs(batch))
+    h = run(model, batch)
     assert h.shape == (B, V, 32)
     assert torch.all(h[~batch["visit_mask"]] == 0)
-    out = run(model, batch)
+    out = SurvivalModel(model, VisitHazardHead(32)).to(device)(batch)
     for t in (out.logits, out.hazards, out.mask, out.surv):
         assert t.shape == (B, V)
     assert torch.equal(out.mask, batch["visit_mask"])
@@ -98,7 +100,7 @@ def test_padding_visits_and_empty_visits_have_finite_gradients(device, n_code_la
     model = tiny(n_code_layers=n_code_layers, dropout=0.1).to(device).train()
     batch = batch_of(patient([2, 5, 1], 4), patient([1], 5), patient([1, 1], 6), device=device)
     batch["code_mask"][2, 1] = False  # a real visit whose codes are all padding
-    out = run(model, batch)
+    out = SurvivalModel(model, VisitHazardHead(32, dropout=0.1)).to(device).train()(batch)
     assert torch.isfinite(out.logits).all()
     loss = hazard_nll(out.logits, last_visit_index(out.mask), torch.tensor([1, 0, 1]), out.mask)
     loss.backward()
@@ -113,7 +115,7 @@ def test_padded_code_slots_do_not_change_the_output():
     moved = dict(batch)
     moved["codes"] = torch.where(batch["code_mask"], batch["codes"], 17)
     moved["domain_ids"] = torch.where(batch["code_mask"], batch["domain_ids"], 5)
-    torch.testing.assert_close(run(model, moved).logits, run(model, batch).logits, atol=0, rtol=0)
+    torch.testing.assert_close(run(model, moved), run(model, batch), atol=0, rtol=0)
 
 
 def test_padded_visits_do_not_change_real_visits():
@@ -123,7 +125,7 @@ def test_padded_visits_do_not_change_real_visits():
     moved = dict(batch)
     moved["ages"] = torch.where(pad_v, 99.0, batch["ages"])
     moved["time_deltas"] = torch.where(pad_v, 1e4, batch["time_deltas"])
-    torch.testing.assert_close(run(model, moved).logits, run(model, batch).logits, atol=0, rtol=0)
+    torch.testing.assert_close(run(model, moved), run(model, batch), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -131,10 +133,10 @@ def test_padded_visits_do_not_change_real_visits():
 def test_batch_equals_one_patient_at_a_time(device, variant):
     model = tiny(**variant).to(device)
     people = [patient([2, 1, 3], 11), patient([5, 3, 2, 4, 1, 2], 12), patient([1], 13)]
-    together = run(model, batch_of(*people, device=device)).logits
+    together = run(model, batch_of(*people, device=device))
     assert together.shape[1] == 6
     for b, p in enumerate(people):
-        alone = run(model, batch_of(p, device=device)).logits[0]
+        alone = run(model, batch_of(p, device=device))[0]
         V = len(alone)
         torch.testing.assert_close(together[b, :V], alone, atol=1e-5, rtol=0)
         assert torch.all(together[b, V:] == 0)
@@ -149,7 +151,7 @@ def test_codes_inside_a_visit_are_a_set():
     shuffled["domain_ids"] = batch["domain_ids"].clone()
     shuffled["codes"][0, 1] = batch["codes"][0, 1, perm]
     shuffled["domain_ids"][0, 1] = batch["domain_ids"][0, 1, perm]
-    torch.testing.assert_close(run(model, shuffled).logits, run(model, batch).logits)
+    torch.testing.assert_close(run(model, shuffled), run(model, batch))
 
 
 @pytest.mark.parametrize("t", [0, 1, 2])
@@ -157,11 +159,11 @@ def test_hazard_at_visit_t_ignores_later_visits(t):
     batch = batch_of(patient([2, 3, 2, 2], 15), patient([3, 1, 2, 1], 16))
     changed = change_after(batch, t)
     model = tiny()
-    h0, h1 = run(model, batch).logits, run(model, changed).logits
+    h0, h1 = run(model, batch), run(model, changed)
     torch.testing.assert_close(h0[:, : t + 1], h1[:, : t + 1], atol=1e-6, rtol=0)
     assert not torch.allclose(h0[:, t + 1 :], h1[:, t + 1 :], atol=1e-4)
     # the bidirectional ablation leaks the future into the past: the mask is what stops it
-    g0, g1 = run(model, batch, causal=False).logits, run(model, changed, causal=False).logits
+    g0, g1 = run(model, batch, causal=False), run(model, changed, causal=False)
     assert not torch.allclose(g0[:, : t + 1], g1[:, : t + 1], atol=1e-4)
 
 
@@ -189,8 +191,8 @@ def test_each_input_embedding_flag_is_used(key, on, off):
     batch = batch_of(patient([2, 3], 17), patient([1, 1, 2], 18))
     moved = _perturb(batch, key)
     m_on, m_off = tiny(**on), tiny(**off)
-    assert not torch.allclose(run(m_on, batch).logits, run(m_on, moved).logits, atol=1e-4)
-    torch.testing.assert_close(run(m_off, batch).logits, run(m_off, moved).logits, atol=0, rtol=0)
+    assert not torch.allclose(run(m_on, batch), run(m_on, moved), atol=1e-4)
+    torch.testing.assert_close(run(m_off, batch), run(m_off, moved), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +217,7 @@ def test_each_ablation_flag_changes_outputs_with_the_other_weights_shared(on, of
     assert not result.missing_keys  # the ablated model is a sub-model of the full one
     n_on, n_off = (count_parameters(m)["trainable"] for m in (m_on, m_off))
     assert n_off < n_on or on.get("visit_position") == "sinusoidal"
-    assert not torch.allclose(run(m_on, batch).logits, run(m_off, batch).logits, atol=1e-4)
+    assert not torch.allclose(run(m_on, batch), run(m_off, batch), atol=1e-4)
 
 
 def test_bad_inputs_raise():

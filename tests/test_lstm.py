@@ -13,9 +13,9 @@ from ehrseq.models.lstm import (
     check_hierarchical_batch,
     hierarchical_inputs,
     masked_mean_codes,
-    visit_hazards,
 )
 from ehrseq.models.survival_head import VisitHazardHead, last_visit_index
+from ehrseq.models.survival_model import SurvivalModel
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -30,6 +30,7 @@ def tiny(**kw) -> VisitLSTM:
 
 
 def run(model, batch):
+    """Visit states ``(B, V, d)``: what a head reads, so what must not leak or move."""
     return model(**hierarchical_inputs(batch))
 
 
@@ -61,26 +62,16 @@ def test_masked_mean_codes_matches_loop_and_is_zero_for_empty_visits():
         masked_mean_codes(x, m[..., :3])
 
 
-def test_visit_hazards_is_the_shared_head_on_visit_states():
-    head = VisitHazardHead(6)
-    states = torch.randn(2, 4, 6)
-    mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
-    out = visit_hazards(head, states, mask)
-    want = head.net(states).squeeze(-1).masked_fill(~mask, 0.0)
-    torch.testing.assert_close(out.logits, want)
-    assert torch.equal(out.mask, mask)
-
-
 # ------------------------------------------------------------------------------- model
 @pytest.mark.parametrize("device", DEVICES)
 def test_shapes_zero_padding_and_finite_gradients(device):
     model = tiny(n_layers=2).to(device).train()
     batch = batch_of(patient([2, 2], 1), patient([1], 2), patient([3, 1, 1, 2], 3), device=device)
     B, V, C = batch["codes"].shape
-    h = model.encode(**hierarchical_inputs(batch))
+    h = run(model, batch)
     assert h.shape == (B, V, 24)
     assert torch.all(h[~batch["visit_mask"]] == 0)
-    out = run(model, batch)
+    out = SurvivalModel(model, VisitHazardHead(24)).to(device)(batch)
     for t in (out.logits, out.hazards, out.mask):
         assert t.shape == (B, V)
     assert torch.equal(out.mask, batch["visit_mask"])
@@ -99,10 +90,10 @@ def test_padded_equals_unpadded(device, variant):
     alone = run(model, batch_of(short, device=device))
     both = batch_of(long, short, device=device)  # short is padded in V and C
     together = run(model, both)
-    V = alone.logits.shape[1]
-    assert together.logits.shape[1] > V and both["codes"].shape[2] > 3
-    torch.testing.assert_close(together.logits[1, :V], alone.logits[0], atol=1e-5, rtol=0)
-    assert torch.all(together.logits[1, V:] == 0)
+    V = alone.shape[1]
+    assert together.shape[1] > V and both["codes"].shape[2] > 3
+    torch.testing.assert_close(together[1, :V], alone[0], atol=1e-5, rtol=0)
+    assert torch.all(together[1, V:] == 0)
 
 
 def test_padded_code_slots_and_visits_are_ignored():
@@ -113,7 +104,7 @@ def test_padded_code_slots_and_visits_are_ignored():
     pad_v = ~batch["visit_mask"]
     moved["ages"] = torch.where(pad_v, 99.0, batch["ages"])
     moved["time_deltas"] = torch.where(pad_v, 1e4, batch["time_deltas"])
-    torch.testing.assert_close(run(model, moved).logits, run(model, batch).logits, atol=0, rtol=0)
+    torch.testing.assert_close(run(model, moved), run(model, batch), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("t", [0, 1, 2])
@@ -121,11 +112,11 @@ def test_hazard_at_visit_t_ignores_later_visits(t):
     model = tiny(n_layers=2)
     batch = batch_of(patient([2, 3, 2, 2], 8), patient([3, 1, 2, 1], 9))
     changed = change_after(batch, t)
-    h0, h1 = run(model, batch).logits, run(model, changed).logits
+    h0, h1 = run(model, batch), run(model, changed)
     torch.testing.assert_close(h0[:, : t + 1], h1[:, : t + 1], atol=1e-6, rtol=0)
     assert not torch.allclose(h0[:, t + 1 :], h1[:, t + 1 :], atol=1e-4)
     # appending a visit does not move the hazards of the earlier ones either
-    longer = run(model, batch_of(patient([2, 3, 2, 2, 4], 8))).logits
+    longer = run(model, batch_of(patient([2, 3, 2, 2, 4], 8)))
     torch.testing.assert_close(longer[0, :4], h0[0], atol=1e-5, rtol=0)
 
 
@@ -134,10 +125,10 @@ def test_use_time_reads_ages_and_gaps_only_when_on():
     later = dict(batch, ages=batch["ages"] + 20.0)
     spaced = dict(batch, time_deltas=batch["time_deltas"] * 10 + 30)
     on, off = tiny(use_time=True), tiny(use_time=False)
-    base_on, base_off = run(on, batch).logits, run(off, batch).logits
+    base_on, base_off = run(on, batch), run(off, batch)
     for moved in (later, spaced):
-        assert not torch.allclose(run(on, moved).logits, base_on, atol=1e-4)
-        torch.testing.assert_close(run(off, moved).logits, base_off, atol=0, rtol=0)
+        assert not torch.allclose(run(on, moved), base_on, atol=1e-4)
+        torch.testing.assert_close(run(off, moved), base_off, atol=0, rtol=0)
     assert on.lstm.input_size == off.lstm.input_size + 2
     assert not torch.allclose(base_on, base_off, atol=1e-4)
     without_time = {k: v for k, v in hierarchical_inputs(batch).items() if k != "ages"}

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from ehrseq.data.task import TaskConfig, prepare_survival_task
-from ehrseq.losses import hazard_nll
-from ehrseq.models import BehrtConfig, BehrtEncoder, BinHazardHead, encoder_inputs
+from ehrseq.models import BehrtConfig, BehrtEncoder, BinHazardHead, SurvivalModel
 from ehrseq.runs import SeedRuns, hazard_nll_step, predict_survival, train_seeds
 from ehrseq.train import TrainConfig
 
@@ -20,32 +19,31 @@ def task():
     return prepare_survival_task(TaskConfig(n_patients=400, seed=5, n_bins=6))
 
 
-class TinySurvival(torch.nn.Module):
+def tiny_survival(task) -> SurvivalModel:
     """A one-layer BEHRT whose last-visit state feeds a per-bin hazard head."""
-
-    def __init__(self, task):
-        super().__init__()
-        cfg = BehrtConfig.from_vocab(task.vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32)
-        self.encoder = BehrtEncoder(cfg)
-        self.head = BinHazardHead(16, task.config.n_bins)
-
-    def forward(self, batch):
-        states = self.encoder(**encoder_inputs(batch))
-        return self.head(states, batch["visit_ids"], batch["attention_mask"])
+    cfg = BehrtConfig.from_vocab(task.vocab, d_model=16, n_layers=1, n_heads=2, d_ff=32)
+    return SurvivalModel(BehrtEncoder(cfg), BinHazardHead(16, task.config.n_bins))
 
 
 def test_step_is_the_hazard_likelihood(task):
+    """The step's loss is the mean over patients of the discrete-time likelihood, written out
+    from its definition: survive every bin before the label bin, then the event or not."""
     torch.manual_seed(0)
-    model = TinySurvival(task).eval()  # no dropout: two forward passes agree
+    model = tiny_survival(task).eval()  # no dropout: two forward passes agree
     batch = next(iter(task.loader("train", 16)))
-    out = model(batch)
-    expected = hazard_nll(out.logits, batch["durations"], batch["events"])
-    assert torch.allclose(hazard_nll_step(model, batch), expected)
+    hazards = model(batch).hazards.double()  # (B, T)
+    per_patient = []
+    for h, j, e in zip(hazards, batch["durations"].tolist(), batch["events"].tolist()):
+        survived = torch.log1p(-h[:j]).sum()
+        last = torch.log(h[j]) if e else torch.log1p(-h[j])
+        per_patient.append(-(survived + last))
+    expected = torch.stack(per_patient).mean()
+    torch.testing.assert_close(hazard_nll_step(model, batch).double(), expected, rtol=1e-5, atol=0)
 
 
 def test_predictions_follow_the_frame_order(task):
     torch.manual_seed(0)
-    model = TinySurvival(task)
+    model = tiny_survival(task)
     surv = predict_survival(model, task, "val", hierarchical=False, batch_size=7)
     frame = task.frame("val")
     assert surv.shape == (len(frame), task.config.n_bins)
@@ -61,7 +59,7 @@ def test_train_seeds_trains_one_fresh_model_per_seed(task):
     made = []
 
     def make():
-        made.append(TinySurvival(task))
+        made.append(tiny_survival(task))
         return made[-1]
 
     runs = train_seeds(

@@ -806,7 +806,7 @@ def calibration_table(
     Args:
         durations: observed times.
         risk: predicted probability of an event by ``horizon``, e.g. from
-            :func:`risk_at_horizon`; values in [0, 1].
+            :func:`ehrseq.survival.risk_at_horizon`; values in [0, 1].
         events: event indicators (1 = event, 0 = censored).
         horizon: the time at which to compare, within ``(0, max(durations)]``.
         n_bins: number of risk groups (at most the number of patients).

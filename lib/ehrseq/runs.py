@@ -27,7 +27,7 @@ from ehrseq.data.task import SurvivalTask
 from ehrseq.data.tensors import collate_flat, collate_hierarchical
 from ehrseq.losses import hazard_nll
 from ehrseq.models.lora import count_parameters
-from ehrseq.runtime import measure, saved_for_backward_mib, seed_everything
+from ehrseq.runtime import get_device, measure, saved_for_backward_mib, seed_everything
 from ehrseq.train import TrainConfig, fit, to_device
 
 __all__ = ["hazard_nll_step", "predict_survival", "probe_batch", "SeedRuns", "train_seeds"]
@@ -46,16 +46,20 @@ def predict_survival(
     split: str = "test",
     *,
     hierarchical: bool,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     batch_size: int = 256,
 ) -> np.ndarray:
     """Survival at the bin edges for every patient of ``split``, in the order of
     ``task.frame(split)`` (the loader batches by length, so its order differs).
 
+    ``device`` defaults to where the model's parameters are (where ``fit`` left it).
+
     Shapes:
         output ``(n_patients, n_bins)``.
     """
     model.eval()
+    if device is None:
+        device = next(model.parameters()).device
     survs, person_ids = [], []
     for batch in task.loader(split, batch_size, hierarchical=hierarchical):
         survs.append(model(to_device(batch, device)).surv.float().cpu())
@@ -108,7 +112,7 @@ def train_seeds(
     *,
     hierarchical: bool,
     batch_size: int,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     name: str = "model",
 ) -> SeedRuns:
     """Build, train and predict one model per seed under the same protocol.
@@ -125,9 +129,11 @@ def train_seeds(
         seeds: one run per seed.
         hierarchical: feed hierarchical (visit x code) batches instead of flat ones.
         batch_size: training patients per batch (also the size of the probe batch).
-        device: where the probe batch and the predictions run.
+        device: where the probe batch and the predictions run; ``None`` picks the device
+            ``fit`` trains on (``config.device``, else :func:`ehrseq.get_device`).
         name: shown in the progress bar.
     """
+    device = get_device(config.device) if device is None else device
     survs, costs, histories = [], [], []
     probe = to_device(probe_batch(task, batch_size, hierarchical=hierarchical), device)
     for seed in seeds:

@@ -25,6 +25,7 @@ from ehrseq.models.lora import (
 )
 from ehrseq.models.lstm import LSTMConfig, VisitLSTM, hierarchical_inputs
 from ehrseq.models.survival_head import BinHazardHead, HazardOutput, VisitHazardHead
+from ehrseq.models.survival_model import SurvivalModel
 
 __all__ = [
     "AttentionPool",
@@ -34,6 +35,7 @@ __all__ = [
     "HierarchicalConfig",
     "LSTMConfig",
     "LoRALinear",
+    "SurvivalModel",
     "VisitHazardHead",
     "VisitLSTM",
     "apply_lora",

@@ -30,9 +30,9 @@ visit,
 
 and ``n_layers`` pre-LayerNorm :class:`~ehrseq.models.attention.TransformerBlock` attend
 causally over visits (:func:`~ehrseq.models.attention.visit_causal_mask` with one id per
-visit): visit :math:`t` sees real visits :math:`\le t`. The shared
-:class:`~ehrseq.models.survival_head.VisitHazardHead` gives one hazard per visit, so the
-hazard of visit :math:`t` never reads a later visit.
+visit): visit :math:`t` sees real visits :math:`\le t`. The model is a pure encoder (visit
+states out, no head); :class:`~ehrseq.models.survival_model.SurvivalModel` puts a survival
+head on it, and a per-visit head then never reads a later visit.
 
 **Cost.** A flat encoder over :math:`L = VC` tokens builds :math:`(VC)^2` attention scores
 per head and layer; here each visit's block builds :math:`C^2` (:math:`VC^2` in all), the
@@ -64,8 +64,7 @@ from torch import Tensor, nn
 from ehrseq.data.tensors import N_DOMAIN_IDS
 from ehrseq.models.attention import TransformerBlock, visit_causal_mask
 from ehrseq.models.behrt import age_bins, log_time_bins, sinusoidal_table
-from ehrseq.models.lstm import check_hierarchical_batch, masked_mean_codes, visit_hazards
-from ehrseq.models.survival_head import HazardOutput, VisitHazardHead
+from ehrseq.models.lstm import check_hierarchical_batch, masked_mean_codes, visit_slots
 
 __all__ = [
     "HierarchicalConfig",
@@ -87,7 +86,7 @@ class HierarchicalConfig:
         n_layers: transformer blocks across visits.
         n_heads: attention heads (divides ``d_model``), at both levels and in the pooling.
         d_ff: feed-forward hidden width.
-        dropout: on embeddings, attention probabilities, MLPs, residual branches, the head.
+        dropout: on embeddings, attention probabilities, MLPs and residual branches.
         n_code_layers: transformer blocks inside each visit before pooling (0: pool the code
             embeddings directly).
         code_pooling: ``"attention"`` (learned query) or ``"mean"`` (masked mean).
@@ -105,7 +104,6 @@ class HierarchicalConfig:
         max_time_days: gaps above are clamped into the last bin.
         causal: visit-causal mask across visits; False lets every visit see the whole history
             (for pretraining or to show the leak), which per-visit hazards must not use.
-        head_hidden: hidden width of the hazard head; ``None`` for a linear head.
         layer_norm_eps: LayerNorm epsilon.
         init_std: standard deviation of the normal initialisation (BERT: 0.02).
     """
@@ -130,7 +128,6 @@ class HierarchicalConfig:
     n_time_bins: int = 32
     max_time_days: float = 36525.0
     causal: bool = True
-    head_hidden: int | None = None
     layer_norm_eps: float = 1e-5
     init_std: float = 0.02
 
@@ -364,11 +361,10 @@ class VisitEmbeddings(nn.Module):
 
 
 class HierarchicalBehrt(nn.Module):
-    r"""Hierarchical BEHRT with per-visit hazards (see the module docstring for the formulas).
+    r"""Hierarchical BEHRT encoder: one state per visit (see the module docstring for the formulas).
 
     .. math::
-        h = \text{LN}\big(\text{Block}_N \circ \cdots \circ \text{Block}_1(h^{(0)})\big), \qquad
-        \text{logit}_{b,t} = f(h_{b,t})
+        h = \text{LN}\big(\text{Block}_N \circ \cdots \circ \text{Block}_1(h^{(0)})\big)
 
     Args:
         cfg: a :class:`HierarchicalConfig` (``HierarchicalConfig.from_vocab(vocab, ...)``).
@@ -382,9 +378,7 @@ class HierarchicalBehrt(nn.Module):
 
     Shapes:
         codes, code_mask, domain_ids: ``(B, V, C)``; visit_mask, ages, time_deltas:
-        ``(B, V)``; :meth:`encode` returns visit states ``(B, V, d)``, 0 at padded visits;
-        :meth:`forward` returns a :class:`~ehrseq.models.survival_head.HazardOutput` of
-        ``(B, V)`` tensors.
+        ``(B, V)``; output: visit states ``(B, V, d)``, 0 at padded visits.
 
     Raises:
         ValueError: a batch that breaks the contract
@@ -394,8 +388,8 @@ class HierarchicalBehrt(nn.Module):
 
     Example:
         >>> cfg = HierarchicalConfig.from_vocab(vocab, d_model=64, n_code_layers=1)  # doctest: +SKIP
-        >>> out = HierarchicalBehrt(cfg)(**hierarchical_inputs(batch))  # doctest: +SKIP
-        >>> out.hazards.shape  # (B, V)  # doctest: +SKIP
+        >>> states = HierarchicalBehrt(cfg)(**hierarchical_inputs(batch))  # doctest: +SKIP
+        >>> states.shape  # (B, V, d)  # doctest: +SKIP
 
     References:
         Li, Y. et al. (2020). BEHRT. *Scientific Reports* 10, 7155; Li, Y. et al. (2023).
@@ -412,7 +406,6 @@ class HierarchicalBehrt(nn.Module):
             for _ in range(cfg.n_layers)
         )
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.head = VisitHazardHead(cfg.d_model, hidden=cfg.head_hidden, dropout=cfg.dropout)
         self.apply(self._init_weights)
         if self.visit_encoder.pool is not None:
             nn.init.normal_(self.visit_encoder.pool.query, std=cfg.init_std)
@@ -437,7 +430,7 @@ class HierarchicalBehrt(nn.Module):
             if used and t is None:
                 raise ValueError(f"the config embeds {name} but none was passed (or switch it off)")
 
-    def encode(
+    def forward(
         self,
         codes: Tensor,
         code_mask: Tensor,
@@ -451,8 +444,7 @@ class HierarchicalBehrt(nn.Module):
         B, V, _ = codes.shape
         z = self.visit_encoder(codes, code_mask, visit_mask, domain_ids)  # (B, V, d)
         x = self.embeddings(z, ages, time_deltas)  # (B, V, d)
-        slot = torch.arange(1, V + 1, device=codes.device).expand(B, V)  # (B, V)
-        visit_ids = torch.where(visit_mask, slot, 0)  # (B, V), one id per visit, 0 at pad
+        visit_ids = visit_slots(visit_mask)  # (B, V), one id per visit, 0 at pad
         causal = self.cfg.causal if causal is None else causal
         if causal:
             mask = visit_causal_mask(visit_ids, visit_mask)  # (B, 1, V, V)
@@ -462,16 +454,3 @@ class HierarchicalBehrt(nn.Module):
             x = block(x, mask)  # (B, V, d)
         x = self.norm(x)  # (B, V, d)
         return x * visit_mask[..., None].to(x.dtype)  # (B, V, d), 0 at padded visits
-
-    def forward(
-        self,
-        codes: Tensor,
-        code_mask: Tensor,
-        visit_mask: Tensor,
-        ages: Tensor | None = None,
-        time_deltas: Tensor | None = None,
-        domain_ids: Tensor | None = None,
-        causal: bool | None = None,
-    ) -> HazardOutput:
-        h = self.encode(codes, code_mask, visit_mask, ages, time_deltas, domain_ids, causal)
-        return visit_hazards(self.head, h, visit_mask)  # (B, V) logits, hazards, mask

@@ -1,8 +1,9 @@
 r"""An LSTM over visits: the recurrent baseline of the book's sequence models.
 
 Written bottom-up, like nanoGPT's ``model.py``: the helpers every visit-level model shares
-(reading the hierarchical batch, a masked mean of code embeddings, hazards from visit
-states), then :class:`LSTMConfig` and :class:`VisitLSTM`.
+(reading the hierarchical batch, a masked mean of code embeddings), then :class:`LSTMConfig`
+and :class:`VisitLSTM`, a pure encoder: visit states in, no head.
+:class:`~ehrseq.models.survival_model.SurvivalModel` puts a survival head on it.
 
 The input is the **hierarchical batch** of :mod:`ehrseq.data.tensors`
 (:meth:`~ehrseq.data.tensors.FlatEncoding.pad_hierarchical`,
@@ -17,16 +18,14 @@ axis -- no scatter over ``visit_ids`` is needed.
               \log(1 + \Delta_{b,t}) / \log(1 + \Delta_\max)\bigr]
 
 .. math::
-    (h_{b,t}, c_{b,t}) = \text{LSTM}(x_{b,t}, h_{b,t-1}, c_{b,t-1}), \qquad
-    \text{logit}_{b,t} = w^\top h_{b,t} + b
+    (h_{b,t}, c_{b,t}) = \text{LSTM}(x_{b,t}, h_{b,t-1}, c_{b,t-1})
 
 The time features (age at the visit, log days since the previous visit, both scaled to about
 ``[0, 1]``) are appended when ``use_time`` is on, so a chapter can ablate them. The LSTM runs
 forward only, on **packed** sequences (``pack_padded_sequence``): padded visits are never fed
 to it, so they cannot change the state of a real visit, and :math:`h_{b,t}` depends on visits
-:math:`\le t` only. The hazard of visit :math:`t` comes from the shared
-:class:`~ehrseq.models.survival_head.VisitHazardHead` (the event in the interval after visit
-:math:`t`), so the loss, survival curve and risk are computed as for every other model.
+:math:`\le t` only, so a per-visit head on these states
+(:class:`~ehrseq.models.survival_head.VisitHazardHead`) never sees the future.
 
 Reference:
     Hochreiter, S., Schmidhuber, J. (1997). Long short-term memory. *Neural Computation* 9(8),
@@ -43,14 +42,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ehrseq.models.survival_head import HazardOutput, VisitHazardHead
-
 __all__ = [
     "HIERARCHICAL_INPUTS",
     "hierarchical_inputs",
     "check_hierarchical_batch",
     "masked_mean_codes",
-    "visit_hazards",
+    "visit_slots",
     "LSTMConfig",
     "VisitLSTM",
 ]
@@ -128,6 +125,20 @@ def check_hierarchical_batch(
         raise ValueError("real visits must come first in each row (right padding of visit_mask)")
 
 
+def visit_slots(visit_mask: Tensor) -> Tensor:
+    """Visit ids of a hierarchical batch: ``t + 1`` on real visit slot ``t``, 0 on padding.
+
+    The flat batch's ``visit_ids`` convention, so a visit-level state can go where a token
+    state goes (one token per visit): the causal mask, :func:`~ehrseq.models.survival_head.pool_visits`.
+
+    Shapes:
+        visit_mask: ``(B, V)`` bool; output ``(B, V)`` long.
+    """
+    B, V = visit_mask.shape
+    slot = torch.arange(1, V + 1, device=visit_mask.device).expand(B, V)  # (B, V)
+    return torch.where(visit_mask, slot, 0)  # (B, V), 1..V on real visits, 0 at pad
+
+
 def masked_mean_codes(code_states: Tensor, code_mask: Tensor) -> Tensor:
     r"""Mean of the real code states of each visit; 0 for a visit with no real code.
 
@@ -157,23 +168,6 @@ def masked_mean_codes(code_states: Tensor, code_mask: Tensor) -> Tensor:
     return total / count
 
 
-def visit_hazards(head: VisitHazardHead, visit_states: Tensor, visit_mask: Tensor) -> HazardOutput:
-    r"""Apply the shared per-visit head to states that are already one per visit.
-
-    :class:`~ehrseq.models.survival_head.VisitHazardHead` pools token states by
-    ``visit_ids``; here each slot is its own visit (``visit_ids = t + 1`` on real slots, 0
-    on padding), so the pooling is the identity and ``logit_{b,t} = f(x_{b,t})``.
-
-    Shapes:
-        visit_states: ``(B, V, d)``; visit_mask: ``(B, V)``; output :class:`HazardOutput`
-        of ``(B, V)`` tensors, 0 at padded visits.
-    """
-    B, V, _ = visit_states.shape
-    slot = torch.arange(1, V + 1, device=visit_states.device).expand(B, V)  # (B, V)
-    visit_ids = torch.where(visit_mask, slot, 0)  # (B, V), 1..V on real visits, 0 at pad
-    return head(visit_states, visit_ids, visit_mask, n_visits=V)
-
-
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -188,13 +182,12 @@ class LSTMConfig:
         pad_id: id of ``[PAD]`` (kept for symmetry with :class:`~ehrseq.models.BehrtConfig`;
             the masks, not the id, decide what is padding).
         d_embed: width of a code embedding (and of the pooled visit vector).
-        d_hidden: width of the LSTM state (the visit states given to the head).
+        d_hidden: width of the LSTM state (the visit states a head reads).
         n_layers: stacked LSTM layers.
-        dropout: on the pooled visit vectors, between LSTM layers, and in the head.
+        dropout: on the pooled visit vectors and between LSTM layers.
         use_time: append age at the visit and log days since the previous visit.
         max_age: ages are divided by it (years).
         max_time_days: :math:`\\log(1 + \\Delta)` is divided by :math:`\\log(1 + \\Delta_\\max)`.
-        head_hidden: hidden width of the hazard head; ``None`` for a linear head.
     """
 
     vocab_size: int
@@ -206,7 +199,6 @@ class LSTMConfig:
     use_time: bool = True
     max_age: float = 110.0
     max_time_days: float = 36525.0
-    head_hidden: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_embed", "d_hidden", "n_layers"):
@@ -232,7 +224,7 @@ class LSTMConfig:
 
 
 class VisitLSTM(nn.Module):
-    r"""Visit LSTM with per-visit hazards (see the module docstring for the formulas).
+    r"""Visit LSTM encoder: one state per visit (see the module docstring for the formulas).
 
     Args:
         cfg: an :class:`LSTMConfig` (``LSTMConfig.from_vocab(vocab, d_hidden=...)``).
@@ -245,19 +237,17 @@ class VisitLSTM(nn.Module):
 
     Shapes:
         codes, code_mask: ``(B, V, C)``; visit_mask, ages, time_deltas: ``(B, V)``;
-        :meth:`encode` returns visit states ``(B, V, d_hidden)``, 0 at padded visits;
-        :meth:`forward` returns a :class:`~ehrseq.models.survival_head.HazardOutput` of
-        ``(B, V)`` tensors.
+        output: visit states ``(B, V, d_hidden)``, 0 at padded visits.
 
     Raises:
         ValueError: a batch that breaks the contract (:func:`check_hierarchical_batch`), real
             visits that are not a prefix of the row, or missing time inputs with ``use_time``.
 
     Example:
-        >>> model = VisitLSTM(LSTMConfig.from_vocab(vocab))  # doctest: +SKIP
-        >>> out = model(**hierarchical_inputs(batch))  # out.hazards (B, V)  # doctest: +SKIP
-        >>> loss = hazard_nll(out.logits, last_visit_index(out.mask), batch["events"],
-        ...                   mask=out.mask)  # doctest: +SKIP
+        >>> encoder = VisitLSTM(LSTMConfig.from_vocab(vocab))  # doctest: +SKIP
+        >>> states = encoder(**hierarchical_inputs(batch))  # (B, V, d_hidden)  # doctest: +SKIP
+        >>> model = SurvivalModel(encoder, BinHazardHead(64, n_bins))  # doctest: +SKIP
+        >>> out = model(batch)  # out.hazards (B, n_bins)  # doctest: +SKIP
     """
 
     def __init__(self, cfg: LSTMConfig):
@@ -272,7 +262,6 @@ class VisitLSTM(nn.Module):
             batch_first=True,
             dropout=cfg.dropout if cfg.n_layers > 1 else 0.0,
         )
-        self.head = VisitHazardHead(cfg.d_hidden, hidden=cfg.head_hidden, dropout=cfg.dropout)
 
     def time_features(self, ages: Tensor, time_deltas: Tensor) -> Tensor:
         r""":math:`[a / a_\max,\ \log(1 + \Delta) / \log(1 + \Delta_\max)]`, ``(B, V)`` -> ``(B, V, 2)``."""
@@ -280,7 +269,7 @@ class VisitLSTM(nn.Module):
         gap = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(self.cfg.max_time_days)  # (B, V)
         return torch.stack([age, gap], dim=-1)  # (B, V, 2)
 
-    def encode(
+    def forward(
         self,
         codes: Tensor,
         code_mask: Tensor,
@@ -305,15 +294,3 @@ class VisitLSTM(nn.Module):
         out, _ = self.lstm(packed)
         h, _ = pad_packed_sequence(out, batch_first=True, total_length=V)  # (B, V, d_hidden)
         return h  # 0 at padded visits
-
-    def forward(
-        self,
-        codes: Tensor,
-        code_mask: Tensor,
-        visit_mask: Tensor,
-        ages: Tensor | None = None,
-        time_deltas: Tensor | None = None,
-        domain_ids: Tensor | None = None,
-    ) -> HazardOutput:
-        h = self.encode(codes, code_mask, visit_mask, ages, time_deltas)  # (B, V, d_hidden)
-        return visit_hazards(self.head, h, visit_mask)

@@ -338,9 +338,11 @@ class BinHazardHead(nn.Module):
         n_bins: number of time bins ``T``.
         hidden: width of a hidden layer; ``None`` for a single linear layer.
         dropout: dropout on the input (or the hidden layer).
-        base_hazards: optional :math:`(T,)` hazards (e.g. the training life table) that the
-            output layer's bias starts at, :math:`b_k = \operatorname{logit}(h_k)`, so an
-            untrained model predicts the marginal curve instead of :math:`h = 0.5`.
+        base_hazards: optional :math:`(T,)` hazards that the output layer's bias starts at,
+            :math:`b_k = \operatorname{logit}(h_k)`, so an untrained model predicts the
+            marginal curve instead of :math:`h = 0.5`: the training life table,
+            :func:`ehrseq.survival.life_table_hazards`. The logit is taken in the precision
+            given (float64 for a NumPy array), then stored in the layer's float32.
 
     Shapes:
         - states: :math:`(B, d)`, or :math:`(B, L, d)` with visit_ids :math:`(B, L)`
@@ -365,7 +367,9 @@ class BinHazardHead(nn.Module):
         self.n_bins = n_bins
         self.net = _mlp(d_model, n_bins, hidden, dropout)
         if base_hazards is not None:
-            h = torch.as_tensor(base_hazards, dtype=torch.float32)
+            h = torch.as_tensor(base_hazards)
+            if not h.dtype.is_floating_point:
+                h = h.float()
             if h.shape != (n_bins,) or not bool(((h > 0) & (h < 1)).all()):
                 raise ValueError(
                     f"base_hazards must be {n_bins} values in (0, 1), got {tuple(h.shape)}"
@@ -378,6 +382,7 @@ class BinHazardHead(nn.Module):
         states: Tensor,
         visit_ids: Tensor | None = None,
         attention_mask: Tensor | None = None,
+        n_visits: int | None = None,
     ) -> HazardOutput:
         if states.ndim == 3:
             if visit_ids is None:
@@ -385,7 +390,7 @@ class BinHazardHead(nn.Module):
                     "token states (B, L, d) need visit_ids to find the last visit; or pass a "
                     "pooled (B, d) patient state"
                 )
-            visit_states, visit_mask = pool_visits(states, visit_ids, attention_mask)
+            visit_states, visit_mask = pool_visits(states, visit_ids, attention_mask, n_visits)
             states = last_visit_state(visit_states, visit_mask)  # (B, d)
         elif states.ndim != 2:
             raise ValueError(f"states must be (B, d) or (B, L, d), got {tuple(states.shape)}")
