@@ -1,0 +1,678 @@
+"""The CDM access layer: open an export in DuckDB and query it; where each domain lives.
+
+:func:`open_cdm` turns a folder of table files (CSV, CSV.gz, TSV, parquet, or one sub-folder
+of shards per table) or a DuckDB database file into a :class:`Cdm`: one view per table, every
+column name in lower case, nothing read until a query asks. :class:`Cdm` reads tables and the
+vocabulary (concepts, ``Maps to``, the ancestor hierarchy). :data:`EVENT_SPECS` names, per
+domain, the table and columns the loader in :mod:`ehrseq.data.omop.loader` reads.
+
+Nothing here validates rows; a missing table or column raises
+:class:`~ehrseq.data.omop.rules.OmopValidationError` when it is asked for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from ehrseq.data.omop.rules import OmopValidationError
+from ehrseq.data.omop.sql import _P, _as_int, _blank, _lit, _q
+
+__all__ = [
+    "CSV_NULLS",
+    "DEATH_CONCEPT_ID",
+    "DUCKDB_SUFFIXES",
+    "EVENT_SPECS",
+    "TABLE_SUFFIXES",
+    "Cdm",
+    "EventSpec",
+    "open_cdm",
+]
+
+DEATH_CONCEPT_ID = 4306655
+"""The standard SNOMED concept "Death" given to every death event (the death table has no
+concept of its own; its ``cause_concept_id`` is the cause, not the event)."""
+
+TABLE_SUFFIXES = (".parquet", ".csv.gz", ".csv", ".tsv.gz", ".tsv")
+DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
+CSV_NULLS = ("", "NA", "NULL")  # R's write.csv writes NA; SQL dumps write NULL
+
+
+def _table_name(path: Path) -> str | None:
+    name = path.name.lower()
+    for suffix in TABLE_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _reader(con: duckdb.DuckDBPyConnection, pattern: str, kind: str) -> str:
+    """The DuckDB table function that reads one table's file(s).
+
+    A single CSV file is sniffed once here (delimiter, quoting, header, columns) and read with
+    those settings pinned, so later queries neither sniff it again nor see it differently.
+    """
+    if kind == "parquet":
+        return f"read_parquet({_lit(pattern)}, union_by_name = true)"
+    nulls = f"nullstr = [{', '.join(_lit(s) for s in CSV_NULLS)}]"
+    auto = (
+        f"read_csv({_lit(pattern)}, header = true, all_varchar = true, "
+        f"union_by_name = true, {nulls})"
+    )
+    if "*" in pattern:
+        return auto
+    try:
+        sniff = con.execute(
+            f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
+            f"FROM sniff_csv({_lit(pattern)}, header = true, all_varchar = true, {nulls})"
+        ).fetchall()[0]
+    except duckdb.Error:
+        return auto  # let the reader report the problem when the view is built
+    delim, quote, escape, newline, comment, skip, columns = sniff
+
+    def opt(value: str) -> str:
+        return _lit("" if value == "(empty)" else value)
+
+    cols = ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in columns)
+    return (
+        f"read_csv({_lit(pattern)}, auto_detect = false, header = true, delim = {opt(delim)}, "
+        f"quote = {opt(quote)}, escape = {opt(escape)}, new_line = {opt(newline)}, "
+        f"comment = {opt(comment)}, skip = {int(skip)}, columns = {{{cols}}}, {nulls})"
+    )
+
+
+def _kind(path: Path) -> str:
+    return "parquet" if path.name.lower().endswith(".parquet") else "csv"
+
+
+class Cdm:
+    """An OMOP CDM opened in DuckDB: one view per table, every column name in lower case.
+
+    Build it with :func:`open_cdm`. Files are queried in place; nothing is loaded until a
+    query asks for it. The concept helpers (:meth:`concepts`, :meth:`ancestors`,
+    :meth:`map_to_standard`) work on the vocabulary tables the export carries.
+
+    Attributes:
+        source: the folder or database file it was opened from.
+        con: the DuckDB connection (an in-memory database holding the views).
+        tables: table name -> where its rows come from.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str], source: str):
+        self.con = con
+        self.tables = dict(sorted(tables.items()))
+        self.source = source
+        self._columns: dict[str, dict[str, str]] = {}
+        self._counts: dict[str, int] = {}
+        self.ancestor_source: str | None = None
+
+    # -- basic access --------------------------------------------------------------------------
+    def has(self, table: str) -> bool:
+        """Whether the CDM has ``table`` (case-insensitive)."""
+        return table.lower() in self.tables
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name (lower case) -> DuckDB type of ``table``.
+
+        Raises:
+            OmopValidationError: if the table is absent (rule ``missing_table``).
+        """
+        table = table.lower()
+        if table not in self.tables:
+            raise OmopValidationError(
+                table,
+                "",
+                "missing_table",
+                f"no such table in {self.source}; present: {sorted(self.tables)}",
+            )
+        if table not in self._columns:
+            # the relation API, not DESCRIBE: DESCRIBE reports an attached table's own
+            # column names even through a view that renames them
+            rel = self.con.sql(f"SELECT * FROM {_q(table)}")
+            self._columns[table] = {c: str(t) for c, t in zip(rel.columns, rel.types)}
+        return self._columns[table]
+
+    def count(self, table: str) -> int:
+        """Number of rows of ``table``."""
+        table = table.lower()
+        if table not in self._counts:
+            self.columns(table)
+            self._counts[table] = int(
+                self.con.execute(f"SELECT count(*) FROM {_q(table)}").fetchall()[0][0]
+            )
+        return self._counts[table]
+
+    def query(self, sql: str, params: Sequence[object] | None = None) -> pd.DataFrame:
+        """Run SQL against the CDM's views and return a DataFrame."""
+        return self.con.execute(sql, params or []).df()
+
+    def table(
+        self, name: str, columns: Sequence[str] | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Read (part of) one table into pandas, as stored (no validation).
+
+        Args:
+            name: table name, case-insensitive.
+            columns: columns to read (lower case); all when ``None``.
+            limit: read at most this many rows.
+        """
+        types = self.columns(name)
+        cols = ", ".join(_q(c) for c in columns) if columns else "*"
+        missing = [c for c in (columns or []) if c not in types]
+        if missing:
+            raise OmopValidationError(
+                name, missing[0], "missing_column", f"absent; present: {list(types)}"
+            )
+        sql = f"SELECT {cols} FROM {_q(name.lower())}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql)
+
+    @property
+    def cdm_version(self) -> str | None:
+        """``"5.3"``/``"5.4"`` from ``cdm_source.cdm_version``, else guessed from the columns.
+
+        5.4 renamed ``visit_occurrence.admitting_source_concept_id`` to
+        ``admitted_from_concept_id`` and added the ``episode`` table. A 5.2-era export
+        without ``cdm_source`` (SynPUF) reads as ``"5.3"``.
+        """
+        if self.has("cdm_source") and "cdm_version" in self.columns("cdm_source"):
+            got = self.con.execute("SELECT max(cdm_version) FROM cdm_source").fetchall()[0][0]
+            if got:
+                text = str(got).strip().lower().lstrip("v")
+                return ".".join(text.split(".")[:2])
+        if self.has("episode"):
+            return "5.4"
+        if self.has("visit_occurrence"):
+            cols = self.columns("visit_occurrence")
+            if "admitted_from_concept_id" in cols:
+                return "5.4"
+            if "admitting_source_concept_id" in cols:
+                return "5.3"
+        return None
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.con.close()
+
+    def __enter__(self) -> Cdm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cdm({self.source!r}, {len(self.tables)} tables, cdm {self.cdm_version})"
+
+    # -- concepts ------------------------------------------------------------------------------
+    def _ids_view(self, concept_ids: Iterable[int]) -> str:
+        ids = pd.DataFrame({"concept_id": pd.Series(list(concept_ids), dtype="int64")})
+        self.con.register(f"{_P}ids", ids)
+        return f"{_P}ids"
+
+    def concepts(self, concept_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Rows of the CONCEPT table (name, vocabulary, domain, class, standard flag, code).
+
+        Args:
+            concept_ids: restrict to these ids; all concepts when ``None``. Ids missing from
+                the table are simply absent from the result.
+
+        Returns:
+            a DataFrame with ``concept_id`` (int64) and whichever of ``concept_name,
+            domain_id, vocabulary_id, concept_class_id, standard_concept, concept_code`` the
+            table has.
+
+        Raises:
+            OmopValidationError: if the CDM has no CONCEPT table or it has no ``concept_id``.
+        """
+        types = self.columns("concept")
+        if "concept_id" not in types:
+            raise OmopValidationError("concept", "concept_id", "missing_column", "absent")
+        wanted = [
+            "concept_name",
+            "domain_id",
+            "vocabulary_id",
+            "concept_class_id",
+            "standard_concept",
+            "concept_code",
+        ]
+        cols = ", ".join(f"c.{_q(c)}" for c in wanted if c in types)
+        cid = _as_int("concept_id", types["concept_id"])
+        sql = f"SELECT {cid} AS concept_id{', ' + cols if cols else ''} FROM concept c"
+        if concept_ids is not None:
+            view = self._ids_view(concept_ids)
+            sql += f" WHERE {cid} IN (SELECT concept_id FROM {view})"
+        frame = self.query(sql + " ORDER BY 1")
+        return frame.dropna(subset=["concept_id"]).astype({"concept_id": "int64"})
+
+    def concept_names(self, concept_ids: Iterable[int]) -> dict[int, str]:
+        """``concept_id -> concept_name`` for the ids the CONCEPT table knows."""
+        frame = self.concepts(concept_ids)
+        if "concept_name" not in frame:
+            return {}
+        return dict(zip(frame["concept_id"].tolist(), frame["concept_name"].tolist()))
+
+    def concept_ancestor(self) -> pd.DataFrame:
+        """The ancestor table: ``ancestor_concept_id, descendant_concept_id,
+        min_levels_of_separation, max_levels_of_separation`` (int64).
+
+        Uses ``concept_ancestor`` when it has rows. Otherwise it builds the transitive closure
+        of the valid ``Is a`` edges of ``concept_relationship`` (child ``concept_id_1`` is a
+        ``concept_id_2``), breadth first, with a level-0 row for every concept in an edge.
+        Unlike OHDSI's table, the closure also covers non-standard hierarchies (e.g. ICD-10
+        ``Is a``) that the export carries. :attr:`ancestor_source` says which was used.
+
+        Raises:
+            ValueError: if the ``Is a`` graph has a cycle (a concept is its own ancestor).
+        """
+        self._ensure_ancestor()
+        return self.query(f"SELECT * FROM {_P}ancestor ORDER BY 1, 2").astype("int64")
+
+    def ancestors(self, concept_ids: Iterable[int], include_self: bool = True) -> pd.DataFrame:
+        """The ancestors of each concept: ``concept_id, ancestor_concept_id,
+        min_levels_of_separation``; each id is its own ancestor at level 0 if ``include_self``.
+        """
+        return self._related(concept_ids, "descendant", "ancestor", include_self)
+
+    def descendants(self, concept_ids: Iterable[int], include_self: bool = True) -> pd.DataFrame:
+        """The descendants of each concept: ``concept_id, descendant_concept_id,
+        min_levels_of_separation`` (the concept itself at level 0 if ``include_self``)."""
+        return self._related(concept_ids, "ancestor", "descendant", include_self)
+
+    def _related(
+        self, concept_ids: Iterable[int], me: str, other: str, include_self: bool
+    ) -> pd.DataFrame:
+        self._ensure_ancestor()
+        view = self._ids_view(concept_ids)
+        sql = f"""
+            SELECT i.concept_id, a.{other}_concept_id, a.min_levels_of_separation
+            FROM {view} i JOIN {_P}ancestor a ON a.{me}_concept_id = i.concept_id
+            WHERE a.min_levels_of_separation > 0
+        """
+        if include_self:
+            sql += f" UNION ALL SELECT DISTINCT concept_id, concept_id, 0 FROM {view}"
+        frame = self.query(f"SELECT * FROM ({sql}) ORDER BY 1, 3, 2")
+        return frame.astype("int64")
+
+    def map_to_standard(self, concept_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """Source -> standard concept pairs through valid ``Maps to`` rows.
+
+        Args:
+            concept_ids: the source concepts to map; every mapped concept when ``None``. A
+                source can map to several standard concepts (one row each); an id without a
+                mapping is absent (merge with ``how="left"`` and fill 0 to keep it).
+
+        Returns:
+            a DataFrame ``source_concept_id, concept_id`` (int64); empty, with a warning, if
+            the CDM has no ``concept_relationship``.
+        """
+        empty = pd.DataFrame({"source_concept_id": [], "concept_id": []}, dtype="int64")
+        if not self.has("concept_relationship"):
+            warnings.warn(
+                f"{self.source}: no concept_relationship table, nothing maps", stacklevel=2
+            )
+            return empty
+        sql = self._relationship_sql("Maps to")
+        sql = f"SELECT c1 AS source_concept_id, c2 AS concept_id FROM ({sql})"
+        if concept_ids is not None:
+            sql += f" WHERE c1 IN (SELECT concept_id FROM {self._ids_view(concept_ids)})"
+        return self.query(sql + " ORDER BY 1, 2").astype("int64")
+
+    def _relationship_sql(self, relationship_id: str) -> str:
+        types = self.columns("concept_relationship")
+        for col in ("concept_id_1", "concept_id_2", "relationship_id"):
+            if col not in types:
+                raise OmopValidationError("concept_relationship", col, "missing_column", "absent")
+        valid = "TRUE"
+        if "invalid_reason" in types:
+            valid = _blank("invalid_reason", types["invalid_reason"])
+        c1 = _as_int("concept_id_1", types["concept_id_1"])
+        c2 = _as_int("concept_id_2", types["concept_id_2"])
+        return (
+            f"SELECT DISTINCT {c1} AS c1, {c2} AS c2 FROM concept_relationship "
+            f"WHERE relationship_id = {_lit(relationship_id)} AND {valid} "
+            f"AND {c1} IS NOT NULL AND {c2} IS NOT NULL"
+        )
+
+    def _ensure_ancestor(self, max_depth: int = 200) -> None:
+        """Build the temp table ``_ehrseq_ancestor`` once: from ``concept_ancestor`` when it
+        has rows, else as the closure of the ``Is a`` edges; set :attr:`ancestor_source`.
+
+        Warns when there is neither (the hierarchy is empty).
+        """
+        if self.ancestor_source is not None:
+            return
+        if self.has("concept_ancestor") and self.count("concept_ancestor"):
+            self._ancestor_from_table()
+            self.ancestor_source = "concept_ancestor"
+            return
+        has_edges = self.has("concept_relationship")
+        self._ancestor_from_is_a(has_edges, max_depth)
+        n_edges = self.count("concept_relationship") if has_edges else 0
+        self.ancestor_source = "concept_relationship 'Is a' closure" if n_edges else "none"
+        if not n_edges:
+            warnings.warn(
+                f"{self.source}: empty concept_ancestor and no 'Is a' edges: no hierarchy",
+                stacklevel=3,
+            )
+
+    def _ancestor_from_table(self) -> None:
+        """Copy ``concept_ancestor`` with its four columns parsed as integers; rows where any
+        of them is not integer-like are left out (silently: this is a look-up, not the load).
+
+        Raises:
+            OmopValidationError: if one of the four columns is absent.
+        """
+        types = self.columns("concept_ancestor")
+        cols = [
+            "ancestor_concept_id",
+            "descendant_concept_id",
+            "min_levels_of_separation",
+            "max_levels_of_separation",
+        ]
+        missing = [c for c in cols if c not in types]
+        if missing:
+            raise OmopValidationError(
+                "concept_ancestor", missing[0], "missing_column", f"absent; has {list(types)}"
+            )
+        select = ", ".join(f"{_as_int(c, types[c])} AS {c}" for c in cols)
+        usable = " AND ".join(f"{c} IS NOT NULL" for c in cols)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_P}ancestor AS SELECT * FROM "
+            f"(SELECT {select} FROM concept_ancestor) WHERE {usable}"
+        )
+
+    def _ancestor_from_is_a(self, has_edges: bool, max_depth: int) -> None:
+        """The transitive closure of the valid ``Is a`` edges (self-loops left out), with the
+        fewest and most steps per pair and a level-0 row for every concept in an edge."""
+        con = self.con
+        edges = (
+            self._relationship_sql("Is a")
+            if has_edges
+            else "SELECT 1::BIGINT c1, 1::BIGINT c2 LIMIT 0"
+        )
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_P}isa AS SELECT * FROM ({edges}) WHERE c1 <> c2"
+        )
+        self._walk_is_a(max_depth)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {_P}ancestor AS
+            SELECT a AS ancestor_concept_id, d AS descendant_concept_id,
+                   min(lvl)::BIGINT AS min_levels_of_separation,
+                   max(lvl)::BIGINT AS max_levels_of_separation
+            FROM {_P}paths GROUP BY a, d
+            UNION ALL
+            SELECT c, c, 0, 0 FROM (SELECT c1 AS c FROM {_P}isa UNION SELECT c2 FROM {_P}isa)"""
+        )
+        for tmp in ("isa", "paths", "front"):
+            con.execute(f"DROP TABLE IF EXISTS {_P}{tmp}")
+
+    def _walk_is_a(self, max_depth: int) -> None:
+        """Breadth first over ``_ehrseq_isa``: every (descendant, ancestor, steps) path goes
+        into ``_ehrseq_paths``, one level per pass, until a level adds nothing.
+
+        Raises:
+            ValueError: if a concept reaches itself (a cycle) or chains run deeper than
+                ``max_depth``.
+        """
+        con = self.con
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_P}paths AS "
+            f"SELECT c1 AS d, c2 AS a, 1 AS lvl FROM {_P}isa"
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_P}front AS SELECT * FROM {_P}paths")
+        for _ in range(max_depth):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {_P}front AS SELECT DISTINCT f.d, e.c2 AS a, "
+                f"f.lvl + 1 AS lvl FROM {_P}front f JOIN {_P}isa e ON f.a = e.c1"
+            )
+            if not con.execute(f"SELECT count(*) FROM {_P}front").fetchall()[0][0]:
+                break
+            cycle = next(
+                iter(con.execute(f"SELECT d FROM {_P}front WHERE d = a LIMIT 1").fetchall()), None
+            )
+            if cycle:
+                raise ValueError(
+                    f"concept_relationship: the 'Is a' graph has a cycle through concept {cycle[0]}"
+                )
+            con.execute(f"INSERT INTO {_P}paths SELECT * FROM {_P}front")
+        else:
+            raise ValueError(f"concept_relationship: 'Is a' chains deeper than {max_depth}")
+
+
+def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None = None) -> Cdm:
+    """Open an OMOP CDM from a folder of table files or a DuckDB database file.
+
+    A folder holds one file per table, named by the table (``PERSON.csv``, ``person.parquet``,
+    ``measurement.csv.gz``; case-insensitive), or one sub-folder per table holding parquet or
+    CSV shards. CSV is read as text (types are checked by the validator, not guessed by the
+    reader) with ``""``, ``NA`` and ``NULL`` as missing. Column names are normalised to lower
+    case. A DuckDB file (``.duckdb``, ``.ddb``, ``.db``) is attached read-only.
+
+    Args:
+        path: the folder or the database file.
+        schema: the schema of a DuckDB file holding the CDM; by default the one with a
+            ``person`` table (``main`` first).
+        threads: DuckDB worker threads (DuckDB's default when ``None``).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it holds no table files, two files claim the same table, two columns
+            of one table differ only in case, or the database has no CDM schema.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no OMOP CDM at {path}")
+    con = duckdb.connect()
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    if path.is_dir():
+        sources = _folder_sources(con, path)
+    elif path.name.lower().endswith(DUCKDB_SUFFIXES):
+        sources = _database_sources(con, path, schema)
+    else:
+        raise ValueError(
+            f"{path}: expected a folder of {TABLE_SUFFIXES} files or a DuckDB file "
+            f"({', '.join(DUCKDB_SUFFIXES)})"
+        )
+    if not sources:
+        raise ValueError(f"{path}: no table files ({', '.join(TABLE_SUFFIXES)}) found")
+    return Cdm(con, _create_views(con, sources), str(path))
+
+
+def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, tuple[str, str]]:
+    """Table -> (FROM clause, origin) for a folder: one file per table, or one sub-folder of
+    shards of one kind per table. Files with other suffixes, and sub-folders that are empty
+    or mix parquet and CSV, are passed over.
+
+    Raises:
+        ValueError: if two entries claim the same table.
+    """
+    sources: dict[str, tuple[str, str]] = {}
+    for entry in sorted(path.iterdir()):
+        if entry.is_dir():
+            shards = [p for p in sorted(entry.iterdir()) if _table_name(p) is not None]
+            kinds = {_kind(p) for p in shards}
+            if not shards or len(kinds) > 1:
+                continue
+            table = entry.name.lower()
+            suffix = next(s for s in TABLE_SUFFIXES if shards[0].name.lower().endswith(s))
+            pattern = str(entry / f"*{suffix}")
+            origin = f"{entry}/ ({len(shards)} files)"
+            clause = _reader(con, pattern, kinds.pop())
+        else:
+            table = _table_name(entry)
+            if table is None:
+                continue
+            origin, clause = str(entry), _reader(con, str(entry), _kind(entry))
+        if table in sources:
+            raise ValueError(f"two sources for table {table!r}: {sources[table][1]} and {origin}")
+        sources[table] = (clause, origin)
+    return sources
+
+
+def _database_sources(
+    con: duckdb.DuckDBPyConnection, path: Path, schema: str | None
+) -> dict[str, tuple[str, str]]:
+    """Table -> (FROM clause, origin) for a DuckDB file attached read-only: the tables and
+    views of ``schema``, by default the one schema with a ``person`` table (``main`` first).
+
+    Raises:
+        ValueError: if the file is no DuckDB database, no schema (or several) holds a CDM,
+            ``schema`` does not exist, or two tables differ only in case.
+    """
+    try:
+        con.execute(f"ATTACH {_lit(str(path))} AS {_P}src (READ_ONLY)")
+    except duckdb.Error as err:
+        raise ValueError(f"{path}: cannot open as a DuckDB database: {err}") from err
+    found = con.execute(
+        f"SELECT schema_name, table_name FROM duckdb_tables() "
+        f"WHERE database_name = '{_P}src' AND NOT internal "
+        f"UNION ALL SELECT schema_name, view_name FROM duckdb_views() "
+        f"WHERE database_name = '{_P}src' AND NOT internal"
+    ).fetchall()
+    schemas = sorted({s for s, t in found if t.lower() == "person"})
+    if schema is None:
+        if not schemas:
+            raise ValueError(f"{path}: no schema with a person table; tables: {found[:20]}")
+        schema = "main" if "main" in schemas else schemas[0]
+        if len(schemas) > 1 and schema != "main":
+            raise ValueError(f"{path}: several CDM schemas {schemas}; pass schema=")
+    elif schema not in {s for s, _ in found}:
+        raise ValueError(f"{path}: no schema {schema!r}; schemas: {sorted({s for s, _ in found})}")
+    sources: dict[str, tuple[str, str]] = {}
+    for s, t in found:
+        if s == schema:
+            name = f"{_P}src.{_q(s)}.{_q(t)}"
+            if t.lower() in sources:
+                raise ValueError(f"{path}: tables {t!r} and another differ only in case")
+            sources[t.lower()] = (name, f"{path}:{s}.{t}")
+    return sources
+
+
+def _create_views(
+    con: duckdb.DuckDBPyConnection, sources: dict[str, tuple[str, str]]
+) -> dict[str, str]:
+    """Create one view per table with its column names trimmed and lower-cased; return
+    table -> origin.
+
+    Raises:
+        ValueError: naming the origin of a source DuckDB cannot read, or of a table with two
+            columns that differ only in case.
+    """
+    tables: dict[str, str] = {}
+    for table, (clause, origin) in sources.items():
+        try:
+            cols = list(con.sql(f"SELECT * FROM {clause}").columns)
+        except duckdb.Error as err:
+            raise ValueError(f"{origin}: cannot be read as table {table!r}: {err}") from err
+        lower = [c.strip().lower() for c in cols]
+        clash = sorted({c for c in lower if lower.count(c) > 1})
+        if clash:
+            raise ValueError(f"{origin}: columns {clash} appear twice once lower-cased")
+        select = ", ".join(f"{_q(c)} AS {_q(lc)}" for c, lc in zip(cols, lower))
+        con.execute(f"CREATE VIEW {_q(table)} AS SELECT {select} FROM {clause}")
+        tables[table] = origin
+    return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# Where each domain's events live
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """Where one domain's events live in the CDM.
+
+    Attributes:
+        table: the CDM table.
+        domain: the event table's ``domain`` (a key of :data:`EVENT_SPECS`).
+        key: the table's own id column (``None``: death has none).
+        concept, source: the concept and source concept columns (``concept`` is ``None`` for
+            death, whose events all get :data:`DEATH_CONCEPT_ID`).
+        date, datetime: the event's date and datetime columns.
+        value, unit: ``value_as_number`` and ``unit_concept_id`` where the table has them.
+        visit: the visit id column (``None``: death).
+    """
+
+    table: str
+    domain: str
+    key: str | None
+    concept: str | None  # None: a fixed concept (death)
+    source: str | None
+    date: str
+    datetime: str | None
+    value: str | None = None
+    unit: str | None = None
+    visit: str | None = "visit_occurrence_id"
+
+
+EVENT_SPECS: dict[str, EventSpec] = {
+    "visit": EventSpec(
+        "visit_occurrence",
+        "visit",
+        "visit_occurrence_id",
+        "visit_concept_id",
+        "visit_source_concept_id",
+        "visit_start_date",
+        "visit_start_datetime",
+    ),
+    "condition": EventSpec(
+        "condition_occurrence",
+        "condition",
+        "condition_occurrence_id",
+        "condition_concept_id",
+        "condition_source_concept_id",
+        "condition_start_date",
+        "condition_start_datetime",
+    ),
+    "procedure": EventSpec(
+        "procedure_occurrence",
+        "procedure",
+        "procedure_occurrence_id",
+        "procedure_concept_id",
+        "procedure_source_concept_id",
+        "procedure_date",
+        "procedure_datetime",
+    ),
+    "drug": EventSpec(
+        "drug_exposure",
+        "drug",
+        "drug_exposure_id",
+        "drug_concept_id",
+        "drug_source_concept_id",
+        "drug_exposure_start_date",
+        "drug_exposure_start_datetime",
+    ),
+    "measurement": EventSpec(
+        "measurement",
+        "measurement",
+        "measurement_id",
+        "measurement_concept_id",
+        "measurement_source_concept_id",
+        "measurement_date",
+        "measurement_datetime",
+        "value_as_number",
+        "unit_concept_id",
+    ),
+    "observation": EventSpec(
+        "observation",
+        "observation",
+        "observation_id",
+        "observation_concept_id",
+        "observation_source_concept_id",
+        "observation_date",
+        "observation_datetime",
+        "value_as_number",
+        "unit_concept_id",
+    ),
+    "death": EventSpec(
+        "death", "death", None, None, None, "death_date", "death_datetime", visit=None
+    ),
+}

@@ -1,0 +1,92 @@
+"""SQL builders shared by the CDM access layer and the loader.
+
+Each helper returns a DuckDB SQL expression that reads a column whatever type the source
+stored it as: integer-like ids (``12``, ``"12"``, ``"12.0"``, ``12.0``), dates (DATE,
+TIMESTAMP, ISO text or ``YYYYMMDD``) and numbers. An unusable value becomes NULL; the rules
+in :mod:`ehrseq.data.omop.rules` count those, nothing here drops or reports anything.
+"""
+
+from __future__ import annotations
+
+MIN_DAY, MAX_DAY = "1678-01-01", "2261-12-31"  # the range datetime64[ns] can hold
+
+_P = "_ehrseq_"  # prefix of every internal DuckDB object
+_INT_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE", "REAL"}
+
+
+def _q(name: str) -> str:
+    """Quote an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """Quote an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _is_text(typ: str) -> bool:
+    return typ not in _INT_TYPES and typ not in _FLOAT_TYPES and not typ.startswith("DECIMAL")
+
+
+def _blank(col: str, typ: str) -> str:
+    """SQL: the value is missing (NULL, or an empty string in a text column)."""
+    c = _q(col)
+    if _is_text(typ) and not typ.startswith(("DATE", "TIMESTAMP")):
+        return f"({c} IS NULL OR trim(CAST({c} AS VARCHAR)) = '')"
+    return f"({c} IS NULL)"
+
+
+def _as_int(col: str, typ: str) -> str:
+    """SQL: an integer-like value as BIGINT (``12``, ``"12"``, ``"12.0"``, ``12.0``), else NULL."""
+    c = _q(col)
+    if typ in _INT_TYPES:
+        return f"TRY_CAST({c} AS BIGINT)"
+    if typ in _FLOAT_TYPES or typ.startswith("DECIMAL"):
+        return f"(CASE WHEN {c} = trunc({c}) THEN TRY_CAST({c} AS BIGINT) END)"
+    pattern = r"'^\s*([+-]?[0-9]+)(\.0*)?\s*$'"
+    return f"TRY_CAST(regexp_extract(CAST({c} AS VARCHAR), {pattern}, 1) AS BIGINT)"
+
+
+def _as_float(col: str, typ: str) -> str:
+    """SQL: a number as DOUBLE, else NULL."""
+    c = _q(col)
+    if _is_text(typ):
+        return f"TRY_CAST(trim(CAST({c} AS VARCHAR)) AS DOUBLE)"
+    return f"TRY_CAST({c} AS DOUBLE)"
+
+
+def _as_date(col: str, typ: str) -> str:
+    """SQL: a DATE from DATE, TIMESTAMP, ISO text or ``YYYYMMDD`` text/integers, else NULL."""
+    c = _q(col)
+    if typ == "DATE":
+        return c
+    if typ.startswith("TIMESTAMP"):
+        return f"CAST({c} AS DATE)"
+    s = f"trim(CAST({c} AS VARCHAR))"
+    return f"coalesce(TRY_CAST({s} AS DATE), CAST(try_strptime({s}, '%Y%m%d') AS DATE))"
+
+
+def _as_datetime(col: str, typ: str) -> str:
+    """SQL: a TIMESTAMP from TIMESTAMP, DATE (midnight), ISO text or ``YYYYMMDD``, else NULL."""
+    c = _q(col)
+    if typ.startswith("TIMESTAMP") or typ == "DATE":
+        return f"CAST({c} AS TIMESTAMP)"
+    s = f"trim(CAST({c} AS VARCHAR))"
+    return f"coalesce(TRY_CAST({s} AS TIMESTAMP), try_strptime({s}, '%Y%m%d'))"
+
+
+def _in_range(day: str) -> str:
+    """SQL: the DATE expression ``day`` lies between :data:`MIN_DAY` and :data:`MAX_DAY`."""
+    return f"({day} BETWEEN DATE '{MIN_DAY}' AND DATE '{MAX_DAY}')"
