@@ -84,6 +84,24 @@ NS_PER_DAY = 86_400 * 10**9
 NS_PER_YEAR = 365.25 * NS_PER_DAY
 _CLS_DOMAIN = TOKEN_DOMAINS.index("[CLS]")
 _SEP_DOMAIN = TOKEN_DOMAINS.index("[SEP]")
+_REPORT_KEYS = (
+    "events_in",
+    "events_without_prediction_time",
+    "events_at_or_after_prediction_time",
+    "events_before_birth",
+    "rows_visit_fallback_day",
+    "rows_visit_id_unresolved",
+    "events_cut_max_visits",
+    "events_cut_max_codes_per_visit",
+    "events_cut_max_len",
+    "tokens_cut_max_len",
+    "patients_truncated",
+    "patients_without_history",
+    "events_out",
+    "tokens_out",
+    "patients_out",
+)
+"""The counts in :attr:`Sequences.report`, in order (see :func:`build_sequences`)."""
 
 
 @dataclass
@@ -320,9 +338,59 @@ def build_sequences(
 
     Raises:
         ValueError: an unknown strategy, a limit below 1 (``max_len`` too short to keep an
-            event after ``[CLS]``/``[SEP]``), a patient missing from ``persons``, or a bad ``prediction_times``
-            table (missing columns, missing values, several rows per patient).
+            event after ``[CLS]``/``[SEP]``), a patient missing from ``persons``, or a bad
+            ``prediction_times`` table (missing columns, missing values, several rows per
+            patient).
     """
+    _check_arguments(strategy, max_len, max_visits, max_codes_per_visit, add_cls, add_sep)
+    check_events(events)
+    if not {"person_id", "birth_datetime"} <= set(persons.columns):
+        raise ValueError(
+            f"persons: needs person_id and birth_datetime, got {list(persons.columns)}"
+        )
+    report: dict[str, int] = dict.fromkeys(_REPORT_KEYS, 0)
+    report["events_in"] = len(events)
+    rows = _EventRows.of(events)
+    keep, cohort = _cut_at_prediction_time(rows, prediction_times, report)
+    births = _births(persons)
+    keep &= ~_before_birth(rows, births, keep, report)
+    idx = np.flatnonzero(keep)
+    cols = _token_columns(events, rows, idx)
+    new_pat = _new_run(cols["pid"])
+    cols, new_vis = _group_visits(cols, events, idx, strategy, known_visits, report)
+    tokens = _Tokens(cols, new_pat, new_vis)
+    truncated: list[np.ndarray] = []  # ids of patients that lost something, per step
+    tokens = _cut_max_visits(tokens, max_visits, report, truncated)
+    tokens = _cut_max_codes_per_visit(tokens, max_codes_per_visit, report, truncated)
+    if (add_cls or add_sep) and len(tokens.cols["pid"]):
+        tokens = _Tokens.of(
+            _insert_specials(tokens.cols, tokens.new_pat, tokens.new_vis, add_cls, add_sep)
+        )
+    tokens = _cut_max_len(tokens, max_len, add_cls, add_sep, report, truncated)
+    tokens = _cls_follows_first_token(tokens)
+    report["patients_truncated"] = len(np.unique(np.concatenate(truncated))) if truncated else 0
+    report["events_out"] = int((tokens.cols["special"] == 0).sum())
+    report["tokens_out"] = len(tokens.cols["pid"])
+    report["patients_out"] = int(tokens.new_pat.sum())
+    report["patients_without_history"] = int(len(cohort) - report["patients_out"])
+    return Sequences(frame=_frame(tokens, births), strategy=strategy, report=report)
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps of build_sequences, in the order it runs them
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_arguments(
+    strategy: str,
+    max_len: int | None,
+    max_visits: int | None,
+    max_codes_per_visit: int | None,
+    add_cls: bool,
+    add_sep: bool,
+) -> None:
+    """Raise ``ValueError`` on an unknown strategy, a limit below 1, or a ``max_len`` that
+    leaves no room for an event after ``[CLS]``/``[SEP]``."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: expected one of {STRATEGIES}")
     for name, lim in (
@@ -338,174 +406,254 @@ def build_sequences(
             f"max_len = {max_len} is too short: [CLS]/[SEP] need at least {min_len} tokens "
             "to keep one event"
         )
-    check_events(events)
-    if not {"person_id", "birth_datetime"} <= set(persons.columns):
-        raise ValueError(
-            f"persons: needs person_id and birth_datetime, got {list(persons.columns)}"
-        )
 
-    report: dict[str, int] = dict.fromkeys(
-        (
-            "events_in",
-            "events_without_prediction_time",
-            "events_at_or_after_prediction_time",
-            "events_before_birth",
-            "rows_visit_fallback_day",
-            "rows_visit_id_unresolved",
-            "events_cut_max_visits",
-            "events_cut_max_codes_per_visit",
-            "events_cut_max_len",
-            "tokens_cut_max_len",
-            "patients_truncated",
-            "patients_without_history",
-            "events_out",
-            "tokens_out",
-            "patients_out",
-        ),
-        0,
-    )
-    n_in = len(events)
-    report["events_in"] = n_in
-    pid = events["person_id"].to_numpy(np.int64)
-    t = _ns(events["time"])
-    keep = np.ones(n_in, dtype=bool)
-    # rows are sorted by person: look each person up once, then repeat per row
-    p_start = _starts(pid)
-    p_count = np.diff(np.append(p_start, n_in))
 
-    def per_row(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pos, found = _lookup(sorted_keys, pid[p_start])
-        return np.repeat(pos, p_count), np.repeat(found, p_count)
+@dataclass(frozen=True)
+class _EventRows:
+    """The event table's person and time columns, and where each person's rows start.
 
-    # --- leakage cut: strictly before the prediction time -------------------------------
-    if prediction_times is not None:
-        pt_ids, pt_vals = _prediction_table(prediction_times)
-        pos, found = per_row(pt_ids)
-        before = found & (t < pt_vals[pos])
-        report["events_without_prediction_time"] = int((~found).sum())
-        report["events_at_or_after_prediction_time"] = int((found & ~before).sum())
-        keep &= before
-        cohort = pt_ids
-    else:
-        cohort = pid[p_start]
+    Rows are sorted by person, so a per-person look-up is done once per person and repeated
+    over that person's rows (:meth:`per_row`).
+    """
 
-    # --- birth: ages, and rows dated before birth ---------------------------------------
+    pid: np.ndarray  # (n_events,) int64
+    t: np.ndarray  # (n_events,) int64 ns
+    p_start: np.ndarray  # (n_persons,) first row of each person
+    p_count: np.ndarray  # (n_persons,) rows of each person
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> _EventRows:
+        pid = events["person_id"].to_numpy(np.int64)
+        p_start = _starts(pid)
+        return cls(pid, _ns(events["time"]), p_start, np.diff(np.append(p_start, len(pid))))
+
+    def per_row(self, sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's person looked up in ``sorted_keys``: position and whether found."""
+        pos, found = _lookup(sorted_keys, self.pid[self.p_start])
+        return np.repeat(pos, self.p_count), np.repeat(found, self.p_count)
+
+
+def _cut_at_prediction_time(
+    rows: _EventRows, prediction_times: pd.DataFrame | None, report: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The leakage cut: keep rows strictly before the patient's prediction time.
+
+    Drops (and counts) the rows of patients without a prediction time
+    (``events_without_prediction_time``) and rows at or after it
+    (``events_at_or_after_prediction_time``); without ``prediction_times`` keeps every row.
+
+    Returns:
+        the keep mask ``(n_events,)`` and the cohort: the patients a sequence is owed to
+        (those of ``prediction_times``, else those of the events).
+    """
+    keep = np.ones(len(rows.pid), dtype=bool)
+    if prediction_times is None:
+        return keep, rows.pid[rows.p_start]
+    pt_ids, pt_vals = _prediction_table(prediction_times)
+    pos, found = rows.per_row(pt_ids)
+    before = found & (rows.t < pt_vals[pos])
+    report["events_without_prediction_time"] = int((~found).sum())
+    report["events_at_or_after_prediction_time"] = int((found & ~before).sum())
+    keep &= before
+    return keep, pt_ids
+
+
+def _births(persons: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Person ids, sorted, and their birth times (int64 ns)."""
     p_ids = persons["person_id"].to_numpy(np.int64)
     order = np.argsort(p_ids, kind="stable")
-    p_ids, p_birth = p_ids[order], _ns(persons["birth_datetime"])[order]
-    pos, found = per_row(p_ids)
+    return p_ids[order], _ns(persons["birth_datetime"])[order]
+
+
+def _before_birth(
+    rows: _EventRows,
+    births: tuple[np.ndarray, np.ndarray],
+    keep: np.ndarray,
+    report: dict[str, int],
+) -> np.ndarray:
+    """The kept rows dated before the patient's birth, to drop (``events_before_birth``).
+
+    Raises:
+        ValueError: if a kept row's patient has no row in ``persons``.
+    """
+    p_ids, p_birth = births
+    pos, found = rows.per_row(p_ids)
     if (keep & ~found).any():
-        missing = np.unique(pid[keep & ~found])
+        missing = np.unique(rows.pid[keep & ~found])
         raise ValueError(
             f"persons: {len(missing)} patients of events have no row, e.g. {missing[:5].tolist()}"
         )
-    before_birth = keep & (t < p_birth[pos])
+    before_birth = keep & (rows.t < p_birth[pos])
     report["events_before_birth"] = int(before_birth.sum())
-    keep &= ~before_birth
+    return before_birth
 
-    idx = np.flatnonzero(keep)
-    cols = {
-        "pid": pid[idx],
-        "t": t[idx],
+
+def _token_columns(
+    events: pd.DataFrame, rows: _EventRows, idx: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The kept rows ``idx`` as the token columns: ``pid``, ``t`` (ns), ``dom`` (index in
+    :data:`TOKEN_DOMAINS`), ``cid``, ``val`` and ``special`` (0: every row is an event)."""
+    return {
+        "pid": rows.pid[idx],
+        "t": rows.t[idx],
         "dom": domain_codes(events["domain"])[idx],
         "cid": events["concept_id"].to_numpy(np.int64)[idx],
         "val": events["value_as_number"].to_numpy(np.float64)[idx],
         "special": np.zeros(len(idx), dtype=np.int8),
     }
-    day = np.floor_divide(cols["t"], NS_PER_DAY)
-    new_pat = _new_run(cols["pid"])
 
-    # --- visits ---------------------------------------------------------------------------
+
+def _group_visits(
+    cols: dict[str, np.ndarray],
+    events: pd.DataFrame,
+    idx: np.ndarray,
+    strategy: str,
+    known_visits: pd.DataFrame | None,
+    report: dict[str, int],
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Give each token its visit (``gid``, numbered across patients) and the visit's first
+    event time (``vt``), and order the tokens as the strategy reads them.
+
+    ``flat``: a visit is a calendar day and the order stays. ``visit``/``domain``: a visit is
+    the row's resolved ``visit_occurrence_id``, else its own day; counts the rows that fell
+    back to the day (``rows_visit_fallback_day``) and those of them that had an id
+    (``rows_visit_id_unresolved``). Drops nothing.
+
+    Returns:
+        the columns in reading order, and where each visit starts.
+    """
+    day = np.floor_divide(cols["t"], NS_PER_DAY)
     if strategy == "flat":
         new_vis = _new_run(cols["pid"], day)
         cols["gid"] = np.cumsum(new_vis)
         cols["vt"] = cols["t"][_group_first(new_vis)]
-    else:
-        vid_na = events["visit_occurrence_id"].isna().to_numpy()[idx]
-        vid = events["visit_occurrence_id"].to_numpy(np.int64, na_value=0)[idx]
-        kv_ids, kv_pid = _known_visit_table(events, known_visits)
-        vpos, vfound = _lookup(kv_ids, vid)
-        known = ~vid_na & vfound
-        known[known] = kv_pid[vpos[known]] == cols["pid"][known]
-        report["rows_visit_fallback_day"] = int((~known).sum())
-        report["rows_visit_id_unresolved"] = int((~vid_na & ~known).sum())
-        key = np.where(known, vid, day)
-        kind = (~known).astype(np.int8)
-        o = np.lexsort((key, kind, cols["pid"]))  # stable: time order kept inside a group
-        ps, ks, kk = cols["pid"][o], key[o], kind[o]
-        gnew = _new_run(ps, ks, kk)
-        gid = np.empty(len(o), dtype=np.int64)
-        gid[o] = np.cumsum(gnew)
-        vt = np.empty(len(o), dtype=np.int64)
-        vt[o] = cols["t"][o][_group_first(gnew)]
-        cols["gid"], cols["vt"] = gid, vt
-        sort_keys = (
-            (gid, vt, cols["pid"]) if strategy == "visit" else (cols["dom"], gid, vt, cols["pid"])
-        )
-        cols = _take(cols, np.lexsort(sort_keys))
-        new_vis = _new_run(cols["pid"], cols["gid"])
+        return cols, new_vis
+    vid_na = events["visit_occurrence_id"].isna().to_numpy()[idx]
+    vid = events["visit_occurrence_id"].to_numpy(np.int64, na_value=0)[idx]
+    kv_ids, kv_pid = _known_visit_table(events, known_visits)
+    vpos, vfound = _lookup(kv_ids, vid)
+    known = ~vid_na & vfound
+    known[known] = kv_pid[vpos[known]] == cols["pid"][known]
+    report["rows_visit_fallback_day"] = int((~known).sum())
+    report["rows_visit_id_unresolved"] = int((~vid_na & ~known).sum())
+    key = np.where(known, vid, day)
+    kind = (~known).astype(np.int8)
+    o = np.lexsort((key, kind, cols["pid"]))  # stable: time order kept inside a group
+    ps, ks, kk = cols["pid"][o], key[o], kind[o]
+    gnew = _new_run(ps, ks, kk)
+    gid = np.empty(len(o), dtype=np.int64)
+    gid[o] = np.cumsum(gnew)
+    vt = np.empty(len(o), dtype=np.int64)
+    vt[o] = cols["t"][o][_group_first(gnew)]
+    cols["gid"], cols["vt"] = gid, vt
+    sort_keys = (
+        (gid, vt, cols["pid"]) if strategy == "visit" else (cols["dom"], gid, vt, cols["pid"])
+    )
+    cols = _take(cols, np.lexsort(sort_keys))
+    return cols, _new_run(cols["pid"], cols["gid"])
 
-    truncated: list[np.ndarray] = []  # ids of patients that lost something, per step
 
-    def visit_flags(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return _new_run(c["pid"]), _new_run(c["pid"], c["gid"])
+@dataclass(frozen=True)
+class _Tokens:
+    """The token columns in reading order, and where each patient and each visit starts."""
 
-    # --- truncation 1: most recent visits -------------------------------------------------
-    if max_visits is not None and len(cols["pid"]):
-        gv = np.cumsum(new_vis)
-        last = _group_last(new_pat)
-        ok = gv > gv[last] - max_visits
-        report["events_cut_max_visits"] = int((~ok).sum())
-        truncated.append(cols["pid"][~ok])
-        cols = _take(cols, np.flatnonzero(ok))
-        new_pat, new_vis = visit_flags(cols)
+    cols: dict[str, np.ndarray]
+    new_pat: np.ndarray  # (n_tokens,) bool
+    new_vis: np.ndarray  # (n_tokens,) bool
 
-    # --- truncation 2: last tokens of each visit -----------------------------------------
-    if max_codes_per_visit is not None and len(cols["pid"]):
-        rank_from_end = _group_last(new_vis) - np.arange(len(new_vis))
-        ok = rank_from_end < max_codes_per_visit
-        report["events_cut_max_codes_per_visit"] = int((~ok).sum())
-        truncated.append(cols["pid"][~ok])
-        cols = _take(cols, np.flatnonzero(ok))
-        new_pat, new_vis = visit_flags(cols)
+    @classmethod
+    def of(cls, cols: dict[str, np.ndarray]) -> _Tokens:
+        return cls(cols, _new_run(cols["pid"]), _new_run(cols["pid"], cols["gid"]))
 
-    # --- special tokens ---------------------------------------------------------------
-    if (add_cls or add_sep) and len(cols["pid"]):
-        cols = _insert_specials(cols, new_pat, new_vis, add_cls, add_sep)
-        new_pat, new_vis = visit_flags(cols)
+    def keep(self, ok: np.ndarray) -> _Tokens:
+        """The tokens where ``ok`` is true."""
+        return _Tokens.of(_take(self.cols, np.flatnonzero(ok)))
 
-    # --- truncation 3: most recent max_len tokens ----------------------------------------
-    if max_len is not None and len(cols["pid"]):
-        # per patient: rows [head, keep_from) are cut, where head skips the [CLS]
-        n = len(cols["pid"])
-        starts = np.flatnonzero(new_pat)
-        ends = np.append(starts[1:], n)
-        head = starts + int(add_cls)
-        keep_from = np.maximum(head, ends - (max_len - int(add_cls)))
-        over = keep_from > head
-        if over.any():
-            if add_sep:  # a [SEP] that opens a cut sequence has lost its visit: drop it too
-                orphan = over.copy()
-                orphan[over] = cols["special"][keep_from[over]] == SPECIAL_SEP
-                keep_from = keep_from + orphan
-            mark = np.zeros(n + 1, dtype=np.int64)
-            np.add.at(mark, head[over], 1)
-            np.add.at(mark, keep_from[over], -1)
-            cut = np.cumsum(mark[:n]) > 0
-            report["tokens_cut_max_len"] = int(cut.sum())
-            report["events_cut_max_len"] = int((cut & (cols["special"] == 0)).sum())
-            truncated.append(cols["pid"][starts[over]])
-            cols = _take(cols, np.flatnonzero(~cut))
-            new_pat, new_vis = visit_flags(cols)
 
-    # [CLS] takes the time and visit of the first token it now precedes
+def _cut_max_visits(
+    tokens: _Tokens, max_visits: int | None, report: dict[str, int], truncated: list[np.ndarray]
+) -> _Tokens:
+    """Truncation 1: keep each patient's last ``max_visits`` visits; counts the tokens cut
+    (``events_cut_max_visits``) and notes whose they were in ``truncated``."""
+    if max_visits is None or not len(tokens.cols["pid"]):
+        return tokens
+    gv = np.cumsum(tokens.new_vis)
+    last = _group_last(tokens.new_pat)
+    ok = gv > gv[last] - max_visits
+    report["events_cut_max_visits"] = int((~ok).sum())
+    truncated.append(tokens.cols["pid"][~ok])
+    return tokens.keep(ok)
+
+
+def _cut_max_codes_per_visit(
+    tokens: _Tokens,
+    max_codes_per_visit: int | None,
+    report: dict[str, int],
+    truncated: list[np.ndarray],
+) -> _Tokens:
+    """Truncation 2: keep the last ``max_codes_per_visit`` tokens of each visit, in reading
+    order; counts the tokens cut (``events_cut_max_codes_per_visit``) and whose they were."""
+    if max_codes_per_visit is None or not len(tokens.cols["pid"]):
+        return tokens
+    rank_from_end = _group_last(tokens.new_vis) - np.arange(len(tokens.new_vis))
+    ok = rank_from_end < max_codes_per_visit
+    report["events_cut_max_codes_per_visit"] = int((~ok).sum())
+    truncated.append(tokens.cols["pid"][~ok])
+    return tokens.keep(ok)
+
+
+def _cut_max_len(
+    tokens: _Tokens,
+    max_len: int | None,
+    add_cls: bool,
+    add_sep: bool,
+    report: dict[str, int],
+    truncated: list[np.ndarray],
+) -> _Tokens:
+    """Truncation 3: keep each patient's last ``max_len`` tokens, ``[CLS]`` included (it stays
+    first), and drop a ``[SEP]`` that would open the cut sequence. Counts the tokens cut
+    (``tokens_cut_max_len``), the events among them (``events_cut_max_len``) and whose."""
+    cols = tokens.cols
+    if max_len is None or not len(cols["pid"]):
+        return tokens
+    # per patient: rows [head, keep_from) are cut, where head skips the [CLS]
+    n = len(cols["pid"])
+    starts = np.flatnonzero(tokens.new_pat)
+    ends = np.append(starts[1:], n)
+    head = starts + int(add_cls)
+    keep_from = np.maximum(head, ends - (max_len - int(add_cls)))
+    over = keep_from > head
+    if not over.any():
+        return tokens
+    if add_sep:  # a [SEP] that opens a cut sequence has lost its visit: drop it too
+        orphan = over.copy()
+        orphan[over] = cols["special"][keep_from[over]] == SPECIAL_SEP
+        keep_from = keep_from + orphan
+    mark = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(mark, head[over], 1)
+    np.add.at(mark, keep_from[over], -1)
+    cut = np.cumsum(mark[:n]) > 0
+    report["tokens_cut_max_len"] = int(cut.sum())
+    report["events_cut_max_len"] = int((cut & (cols["special"] == 0)).sum())
+    truncated.append(cols["pid"][starts[over]])
+    return tokens.keep(~cut)
+
+
+def _cls_follows_first_token(tokens: _Tokens) -> _Tokens:
+    """Give each ``[CLS]`` the time and visit of the first token it now precedes (after the
+    cuts, not necessarily the one it was inserted before). Drops nothing."""
+    cols = tokens.cols
     cls_rows = np.flatnonzero(cols["special"] == SPECIAL_CLS)
     for k in ("t", "gid", "vt"):
         cols[k][cls_rows] = cols[k][cls_rows + 1]
-    if len(cls_rows):
-        new_pat, new_vis = visit_flags(cols)
+    return _Tokens.of(cols) if len(cls_rows) else tokens
 
-    # --- renumber and derive time features -----------------------------------------------
+
+def _frame(tokens: _Tokens, births: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """The sequence frame: renumber visits and positions from each patient's first kept
+    token, and derive ages and gaps (see the module docstring). Drops nothing."""
+    cols, new_pat, new_vis = tokens.cols, tokens.new_pat, tokens.new_vis
+    p_ids, p_birth = births
     n = len(cols["pid"])
     p_starts = np.flatnonzero(new_pat)
     p_lens = np.diff(np.append(p_starts, n))
@@ -530,14 +678,7 @@ def build_sequences(
     birth = np.repeat(birth_p, p_lens)
     birth_v = birth[v_starts]
     vt = cols["vt"]
-
-    report["patients_truncated"] = len(np.unique(np.concatenate(truncated))) if truncated else 0
-    report["events_out"] = int((cols["special"] == 0).sum())
-    report["tokens_out"] = n
-    report["patients_out"] = int(new_pat.sum())
-    report["patients_without_history"] = int(len(cohort) - report["patients_out"])
-
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "person_id": cols["pid"],
             "time": t.view("datetime64[ns]"),
@@ -555,4 +696,3 @@ def build_sequences(
         },
         copy=False,  # one block per column: no consolidation copy of a million rows
     )
-    return Sequences(frame=frame, strategy=strategy, report=report)
