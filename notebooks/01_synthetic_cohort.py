@@ -232,8 +232,9 @@ pd.concat([delay_by_disease, share_diagnosed], axis=1).round(2)
 #   same drug a year ago adds nothing, and neither does an NSAID without kidney disease.
 # - $b_i$: the patient's NT-proBNP slope, in reference standard deviations per year. Every
 #   NT-proBNP and BNP value moves along $o_i + b_i\,(t - 1\text{ year})$ on top of the usual
-#   patient effect and noise, with an own offset $o_i$, so the latest level mixes the slope
-#   with the offset, and a bag of value deciles cannot tell a rise from a fall.
+#   patient effect and noise, with an own offset $o_i$ (on a log scale, as natriuretic
+#   peptides are log-normal), so the latest level mixes the slope with the offset, and a bag
+#   of value deciles cannot tell a rise from a fall.
 # - Years since type 2 diabetes was first recorded: the effect grows with disease duration.
 # - $\text{GAP}$: a treated hypertensive patient who stopped refilling the antihypertensive; no
 #   antihypertensive is recorded while the gap lasts, and the treatment's benefit lapses.
@@ -296,7 +297,7 @@ on_share.round(3)
 # Two patients with NT-proBNP slopes of opposite sign can have the same values in a different
 # order: the same bag of value deciles, opposite risks. Their measurements, against time:
 
-# %% mystnb={"figure": {"name": "fig-bnp", "caption": "Measured NT-proBNP of the patients with the steepest rising and the steepest falling latent slope (among those with at least five measurements), against years since enrolment: the values follow each patient's latent slope, plus noise."}}
+# %% mystnb={"figure": {"name": "fig-bnp", "caption": "Measured NT-proBNP of a patient whose latent slope rises by about one reference SD a year and of one whose slope falls as much (among those with at least five measurements), against years since enrolment: the values follow each patient's latent slope, plus noise."}}
 meas_all = tables["measurement"]
 nt_id = int(concept.index[concept["concept_code"] == BNP_TRAJECTORY[0]][0])
 bnp = meas_all.loc[meas_all["measurement_concept_id"] == nt_id]
@@ -305,8 +306,10 @@ bnp_years = (bnp["measurement_date"] - enrol_of.loc[bnp["person_id"]].to_numpy()
 counts = bnp["person_id"].value_counts()
 slope = persons.set_index("person_id")["bnp_slope"]
 candidates = slope.loc[counts.index[counts >= 5]]
+rising = (candidates - 1.0).abs().idxmin()  # typical slopes of one standard deviation
+falling = (candidates + 1.0).abs().idxmin()
 fig, ax = plt.subplots(figsize=(7, 3.2))
-for pid, label in ((candidates.idxmax(), "rising"), (candidates.idxmin(), "falling")):
+for pid, label in ((rising, "rising"), (falling, "falling")):
     rows_ = (bnp["person_id"] == pid).to_numpy()
     ax.plot(
         bnp_years[rows_],
@@ -315,10 +318,11 @@ for pid, label in ((candidates.idxmax(), "rising"), (candidates.idxmin(), "falli
         label=f"{label} (b = {slope[pid]:+.2f} SD/yr)",
     )
 ax.set_xlabel("years since enrolment")
-ax.set_ylabel("NT-proBNP (pg/mL)")
+ax.set_ylabel("NT-proBNP (pg/mL, log scale)")
+ax.set_yscale("log")
 ax.legend()
 plt.show()
-assert candidates.max() > 0 > candidates.min()
+assert slope[rising] > 0 > slope[falling]
 
 # %% [markdown]
 # ## Evaluate: does the data obey the story?

@@ -1295,12 +1295,15 @@ def _lab_values(
             else:
                 z[rows] += shift * (vtrig[mv[rows]] == ACUTE.index(d))
     x = sim["interaction"]
-    if x is not None:  # the natriuretic peptides rise along each person's latent slope
+    if x is not None:  # the natriuretic peptides move along each person's latent slope
         rows = np.flatnonzero(np.isin(code_of.loc[mconcept].to_numpy(), BNP_TRAJECTORY))
         years = mday[rows] / 365.25 - INTERACTION["bnp_centre_years"]
         z[rows] += x.bnp_offset[mp[rows]] + x.bnp_slope[mp[rows]] * years
     p = params.iloc[col]
     value = p["ref_mean"].to_numpy() + p["ref_sd"].to_numpy() * z
+    if x is not None:  # log-normal there, as natriuretic peptides are: no floor to pile up on
+        cv = p["ref_sd"].to_numpy()[rows] / p["ref_mean"].to_numpy()[rows]
+        value[rows] = p["ref_mean"].to_numpy()[rows] * np.exp(cv * z[rows])
     value = np.clip(value, p["min_value"].to_numpy(), p["max_value"].to_numpy())
     scale = 10.0 ** p["decimals"].to_numpy()
     return np.round(value * scale) / scale
