@@ -13,6 +13,7 @@ from ehrseq.metrics import (
     concordance_index,
     concordance_index_ipcw,
     concordance_td,
+    cumulative_dynamic_auc,
     integrated_brier_score,
 )
 
@@ -59,6 +60,8 @@ def test_row_equals_metrics_called_directly(setup):
     )
     assert row["Antolini C"] == pytest.approx(concordance_td(d, s, e, TIMES))
     assert row["IBS"] == pytest.approx(integrated_brier_score(d, s[:, :-1], e, TIMES[:-1], dt, et))
+    auc, _ = cumulative_dynamic_auc(d, 1 - s[:, -2], e, TIMES[-2:-1], dt, et)
+    assert row["AUROC"] == pytest.approx(auc[0])
     assert row["seeds"] == 1 and row["Harrell C seed sd"] == 0.0 and row["parameters"] == 7
     ci = bootstrap_ci(
         lambda d, r, e: concordance_index(d, r, e), d, 1 - s[:, -1], e, n_boot=50, seed=3
@@ -82,7 +85,7 @@ def test_difference_is_paired_and_directional(setup):
     good, bad = _curves(x, 0.2, 0), _curves(x, 3.0, 1)
     same = protocol.difference("a", [good], "b", [good])
     assert same["difference"] == 0 and same["lower"] == same["upper"] == 0
-    assert same["verdict"] == "no difference this test set can resolve"
+    assert same["verdict"] == "not resolved"
     c = protocol.difference("good", [good], "bad", [bad], "Harrell C")
     assert c["lower"] > 0 and c["verdict"] == "good is better"
     ibs = protocol.difference("good", [good], "bad", [bad], "IBS")
@@ -135,3 +138,12 @@ def test_format_table_and_plot(setup):
     fig = plot_comparison(table, ["model"])
     assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "IBS (lower is better)"
     plt.close(fig)
+
+
+def test_compare_reports_c_ibs_and_auroc(setup):
+    protocol, x = setup
+    good, bad = _curves(x, 0.0, 0), _curves(x, 3.0, 1)
+    table = protocol.compare("good", [good], "bad", [bad])
+    assert table["metric"].tolist() == ["Harrell C", "IBS", "AUROC"]
+    auc = table.set_index("metric").loc["AUROC"]
+    assert auc["lower"] > 0 and auc["verdict"] == "good is better"

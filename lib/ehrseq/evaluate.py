@@ -11,6 +11,10 @@ predicted survival curve per test patient, read at the right edges of the time b
 - the **integrated Brier score** (IBS) averages the squared error of the curves over the bin
   edges strictly inside the window (the last edge is the horizon itself, where the
   censoring weights of administrative censoring are not defined);
+- **AUROC** at the last bin edge strictly inside the window (the cumulative/dynamic AUC of
+  :func:`~ehrseq.metrics.cumulative_dynamic_auc`, with the censoring distribution of the
+  training labels): how well the risk by then separates those with an event by then from
+  those still event-free;
 - the **calibration error** is the mean absolute gap between predicted risk and the
   Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles).
 
@@ -39,10 +43,24 @@ from ehrseq.metrics import (
     concordance_index,
     concordance_index_ipcw,
     concordance_td,
+    cumulative_dynamic_auc,
     integrated_brier_score,
 )
 
-__all__ = ["SurvivalProtocol", "HIGHER_IS_BETTER", "format_table", "plot_comparison"]
+__all__ = [
+    "SurvivalProtocol",
+    "HIGHER_IS_BETTER",
+    "NOT_RESOLVED",
+    "PAIRED_METRICS",
+    "format_table",
+    "plot_comparison",
+]
+
+#: The metrics :meth:`SurvivalProtocol.compare` reports by default.
+PAIRED_METRICS = ("Harrell C", "IBS", "AUROC")
+
+#: The verdict of a paired difference whose interval contains 0.
+NOT_RESOLVED = "not resolved"
 
 #: Whether a larger value of each protocol metric is better.
 HIGHER_IS_BETTER = {
@@ -50,6 +68,7 @@ HIGHER_IS_BETTER = {
     "Uno C": True,
     "Antolini C": True,
     "IBS": False,
+    "AUROC": True,
     "calibration error": False,
 }
 
@@ -130,6 +149,9 @@ class SurvivalProtocol:
             ),
             "Antolini C": lambda d, e, s: concordance_td(d, s, e, t),
             "IBS": lambda d, e, s: integrated_brier_score(d, s[:, :-1], e, t[:-1], d_tr, e_tr),
+            "AUROC": lambda d, e, s: float(
+                cumulative_dynamic_auc(d, 1.0 - s[:, -2], e, t[-2:-1], d_tr, e_tr)[0][0]
+            ),
             "calibration error": self._calibration_error,
         }
 
@@ -204,9 +226,8 @@ class SurvivalProtocol:
 
         Returns:
             ``comparison``, ``metric``, ``difference`` (on all test patients), ``lower``,
-            ``upper``, and ``verdict``: which model is better when the interval excludes 0
-            (taking the metric's direction into account), else that this test set cannot
-            resolve a difference.
+            ``upper``, and ``verdict``: ``"<model> is better"`` when the interval excludes 0
+            (taking the metric's direction into account), else :data:`NOT_RESOLVED`.
         """
         if metric not in self.metrics:
             raise ValueError(f"unknown metric {metric!r}; choose from {list(self.metrics)}")
@@ -233,7 +254,7 @@ class SurvivalProtocol:
             better = a if a_higher == HIGHER_IS_BETTER[metric] else b
             verdict = f"{better} is better"
         else:
-            verdict = "no difference this test set can resolve"
+            verdict = NOT_RESOLVED
         return {
             "comparison": f"{a} - {b}",
             "metric": metric,
@@ -242,6 +263,17 @@ class SurvivalProtocol:
             "upper": ci.upper,
             "verdict": verdict,
         }
+
+    def compare(
+        self,
+        a: str,
+        survs_a: Sequence[Any],
+        b: str,
+        survs_b: Sequence[Any],
+        metrics: Sequence[str] = PAIRED_METRICS,
+    ) -> pd.DataFrame:
+        """:meth:`difference` for several metrics at once, one row each (default C, IBS, AUROC)."""
+        return pd.DataFrame([self.difference(a, survs_a, b, survs_b, m) for m in metrics])
 
 
 _COST_FORMATS = (

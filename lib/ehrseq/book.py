@@ -1,0 +1,173 @@
+"""What a chapter hands to the book: glued numbers and tables, and the claims it tested.
+
+- :func:`keep` glues a number for the prose (``{glue:text}`name```), as a plain Python number:
+  the book cannot format NumPy scalars or one-element tensors.
+- :func:`keep_table` glues a table (``{glue:}`name```), formatted for reading.
+- :func:`record_claim` glues a claim's verdict for the chapter's prose and writes the claim,
+  with its measured difference, paired interval and verdict, to the results folder, from
+  which the results page (``notebooks/99_results.py``) builds one table of every claim the
+  book tests. A claim is *reproduced* when the interval excludes 0 in the claimed
+  direction, *refuted* when it excludes 0 in the other, and *not resolved* otherwise.
+
+The results folder is ``<artifact root>/results/<profile>/`` (never committed): one JSON
+file per chapter, rewritten whenever the chapter runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.artifacts import artifact_root
+from ehrseq.config import current_profile
+
+__all__ = [
+    "VERDICTS",
+    "keep",
+    "keep_table",
+    "record_claim",
+    "claims_folder",
+    "read_claims",
+    "start_claims",
+]
+
+#: The verdicts of a tested claim.
+VERDICTS = ("reproduced", "refuted", "not resolved")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "detach"):  # a one-element tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(()).item()
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def keep(name: str, value: Any) -> Any:
+    """Glue ``value`` under ``name`` for the prose (not displayed here); returns the value."""
+    from myst_nb import glue
+
+    value = _plain(value)
+    glue(name, value, display=False)
+    return value
+
+
+def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
+    """Glue a table under ``name`` (shown where the prose pastes it with ``{glue:}``).
+
+    Floats are formatted with ``floatfmt`` so the table reads the same in every profile.
+    """
+    from myst_nb import glue
+
+    shown = table.copy()
+    for col in shown.columns:
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else floatfmt.format(v))
+    glue(name, shown, display=False)
+    return shown
+
+
+def claims_folder(profile: str | None = None) -> Path:
+    """``<artifact root>/results/<profile>/``."""
+    return artifact_root() / "results" / (profile or current_profile())
+
+
+def start_claims(chapter: str, profile: str | None = None) -> None:
+    """Forget the claims a chapter recorded before (call once, near the chapter's start)."""
+    path = claims_folder(profile) / f"{chapter}.json"
+    path.unlink(missing_ok=True)
+
+
+def record_claim(
+    chapter: str,
+    key: str,
+    claim: str,
+    difference: dict[str, Any],
+    *,
+    higher_is_better: bool,
+    source: str = "",
+    margin: float | None = None,
+    profile: str | None = None,
+) -> str:
+    """Record a claim tested by a paired difference, glue its verdict, and return it.
+
+    Args:
+        chapter: the chapter's file stem, e.g. ``"08_finetuning_strategies"``.
+        key: a short name, unique within the chapter; the verdict is glued as
+            ``verdict_<key>`` and the difference as ``diff_<key>``, ``diff_<key>_lower``,
+            ``diff_<key>_upper``.
+        claim: the claim in words, stated so that a *positive* improvement of the first
+            model over the second reproduces it, e.g. "pretraining helps (C)".
+        difference: a row of :meth:`ehrseq.evaluate.SurvivalProtocol.difference` (or any
+            mapping with ``comparison``, ``metric``, ``difference``, ``lower``, ``upper``).
+        higher_is_better: the metric's direction (``HIGHER_IS_BETTER[metric]``).
+        source: where the claim comes from (a citation key or "this book").
+        margin: makes it an equivalence claim ("A matches B"): reproduced when the whole
+            interval lies within ``[-margin, margin]``, refuted when it lies wholly outside,
+            not resolved otherwise.
+        profile: default: the active profile.
+
+    Returns:
+        ``"reproduced"``, ``"refuted"`` or ``"not resolved"``.
+
+    Raises:
+        ValueError: if the interval does not contain the estimate or a field is missing.
+    """
+    missing = {"comparison", "metric", "difference", "lower", "upper"} - set(difference)
+    if missing:
+        raise ValueError(f"record_claim({key!r}): difference lacks {sorted(missing)}")
+    est, lo, hi = (float(difference[k]) for k in ("difference", "lower", "upper"))
+    if not lo <= hi:
+        raise ValueError(f"record_claim({key!r}): lower {lo} > upper {hi}")
+    if not lo <= est <= hi:
+        raise ValueError(f"record_claim({key!r}): estimate {est} outside [{lo}, {hi}]")
+    if margin is not None:  # an equivalence claim: the whole interval within +-margin
+        if -margin <= lo and hi <= margin:
+            verdict = "reproduced"
+        elif lo > margin or hi < -margin:
+            verdict = "refuted"
+        else:
+            verdict = "not resolved"
+    elif lo > 0 or hi < 0:  # the interval excludes 0: the direction decides
+        verdict = "reproduced" if (est > 0) == higher_is_better else "refuted"
+    else:
+        verdict = "not resolved"
+    keep(f"verdict_{key}", verdict)
+    keep(f"diff_{key}", est)
+    keep(f"diff_{key}_lower", lo)
+    keep(f"diff_{key}_upper", hi)
+    row = {
+        "chapter": chapter,
+        "key": key,
+        "claim": claim,
+        "source": source,
+        "comparison": str(difference["comparison"]),
+        "metric": str(difference["metric"]),
+        "difference": est,
+        "lower": lo,
+        "upper": hi,
+        "margin": margin,
+        "verdict": verdict,
+    }
+    folder = claims_folder(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{chapter}.json"
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in rows if r["key"] != key] + [row]
+    path.write_text(json.dumps(rows, indent=1))
+    return verdict
+
+
+def read_claims(profile: str | None = None) -> pd.DataFrame:
+    """Every recorded claim of a profile, ordered by chapter (empty frame if none)."""
+    folder = claims_folder(profile)
+    rows = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        rows += json.loads(path.read_text())
+    columns = ["chapter", "key", "claim", "source", "comparison", "metric"]
+    columns += ["difference", "lower", "upper", "margin", "verdict"]
+    return pd.DataFrame(rows, columns=columns)

@@ -1,0 +1,72 @@
+"""Glue helpers and claim records: plain numbers, verdicts by interval, a readable store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ehrseq.book import keep, keep_table, read_claims, record_claim, start_claims
+
+
+@pytest.fixture(autouse=True)
+def _artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("EHRSEQ_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("EHRSEQ_PROFILE", "smoke")
+
+
+def test_keep_returns_plain_python_numbers():
+    assert type(keep("a", np.float32(1.5))) is float
+    assert type(keep("b", torch.tensor(3))) is int
+    assert type(keep("c", np.array([2.5]))) is float
+    assert keep("d", "text") == "text"
+
+
+def test_keep_table_formats_floats_only():
+    import pandas as pd
+
+    shown = keep_table("t", pd.DataFrame({"x": [0.12345, np.nan], "n": [1, 2]}))
+    assert shown["x"].tolist() == ["0.123", ""] and shown["n"].tolist() == [1, 2]
+
+
+def _diff(est, lo, hi, metric="Harrell C"):
+    return {"comparison": "a - b", "metric": metric, "difference": est, "lower": lo, "upper": hi}
+
+
+@pytest.mark.parametrize(
+    ("est", "lo", "hi", "higher", "margin", "verdict"),
+    [
+        (0.02, 0.01, 0.03, True, None, "reproduced"),  # C up, interval above 0
+        (-0.02, -0.03, -0.01, True, None, "refuted"),
+        (0.01, -0.01, 0.03, True, None, "not resolved"),
+        (-0.02, -0.03, -0.01, False, None, "reproduced"),  # IBS down is better
+        (0.02, 0.01, 0.03, False, None, "refuted"),
+        (0.001, -0.004, 0.006, True, 0.01, "reproduced"),  # equivalence within the margin
+        (0.03, 0.02, 0.04, True, 0.01, "refuted"),
+        (0.008, -0.002, 0.018, True, 0.01, "not resolved"),
+    ],
+)
+def test_verdicts_follow_the_interval(est, lo, hi, higher, margin, verdict):
+    got = record_claim(
+        "ch", "k", "claim", _diff(est, lo, hi), higher_is_better=higher, margin=margin
+    )
+    assert got == verdict
+
+
+def test_claims_are_stored_replaced_and_cleared():
+    record_claim("ch_a", "one", "first", _diff(0.02, 0.01, 0.03), higher_is_better=True)
+    record_claim("ch_a", "one", "first again", _diff(0.0, -0.01, 0.01), higher_is_better=True)
+    record_claim("ch_b", "two", "second", _diff(-0.1, -0.2, -0.05), higher_is_better=True)
+    claims = read_claims()
+    assert claims["key"].tolist() == ["one", "two"]
+    assert claims.set_index("key").loc["one", "verdict"] == "not resolved"
+    start_claims("ch_a")
+    assert read_claims()["chapter"].tolist() == ["ch_b"]
+    assert read_claims("book").empty  # another profile has its own folder
+
+
+def test_bad_differences_raise():
+    with pytest.raises(ValueError, match="lacks"):
+        record_claim("ch", "k", "c", {"difference": 0.1}, higher_is_better=True)
+    with pytest.raises(ValueError, match="outside"):
+        record_claim("ch", "k", "c", _diff(0.5, 0.0, 0.1), higher_is_better=True)
