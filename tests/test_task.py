@@ -60,3 +60,15 @@ def test_bad_config_raises():
         TaskConfig(val_fraction=0.5, test_fraction=0.45).validate()
     with pytest.raises(ValueError, match="split"):
         prepare_survival_task(TaskConfig(n_patients=60)).frame("holdout")
+
+
+def test_shared_task_config_per_profile(monkeypatch):
+    from ehrseq.data.task import shared_task_config
+
+    monkeypatch.setenv("EHRSEQ_PROFILE", "book")
+    book = shared_task_config()
+    assert book.n_test_patients >= book.n_patients // 2  # the test split is the large one
+    assert shared_task_config("smoke").n_patients < book.n_patients
+    assert shared_task_config("smoke", seed=1).seed == 1
+    with pytest.raises(ValueError, match="unknown profile"):
+        shared_task_config("huge")

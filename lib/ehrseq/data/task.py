@@ -48,7 +48,7 @@ from ehrseq.data.tensors import (
 )
 from ehrseq.data.vocab import Vocab
 
-__all__ = ["TaskConfig", "SurvivalTask", "prepare_survival_task", "SPLITS"]
+__all__ = ["TaskConfig", "SurvivalTask", "prepare_survival_task", "shared_task_config", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -121,6 +121,31 @@ class TaskConfig:
     def key(self) -> str:
         """A short hash of the config (for caching artefacts built on this task)."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+#: The task every modelling chapter shares, per profile: the same patients, splits and
+#: artefacts (pretrained encoders are keyed by it). ``book`` generates 8,000 people for
+#: training and validation and 8,000 more for the test split, about 1,000 test events.
+SHARED_TASK = {
+    "smoke": {"n_patients": 1500, "n_test_patients": 300},
+    "book": {"n_patients": 8000, "n_test_patients": 8000},
+    "full": {"n_patients": 100_000, "n_test_patients": 50_000},
+}
+
+
+def shared_task_config(profile: str | None = None, **overrides) -> TaskConfig:
+    """The :class:`TaskConfig` the chapters share in a profile (default: the active one).
+
+    Args:
+        profile: ``smoke``, ``book`` or ``full``.
+        overrides: fields to change (a chapter that needs another task says so).
+    """
+    from ehrseq.config import current_profile
+
+    profile = profile or current_profile()
+    if profile not in SHARED_TASK:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(SHARED_TASK)}")
+    return TaskConfig(**(SHARED_TASK[profile] | overrides)).validate()
 
 
 @dataclass
