@@ -2,7 +2,8 @@ r"""Benchmark: cost of the flat BEHRT encoder against the hierarchical model as 
 
 A patient of ``V`` visits with ``C`` codes each is ``L = V * C`` tokens. The flat encoder
 (:class:`ehrseq.models.BehrtEncoder`, visit-causal mask, every input embedding on, then the
-shared :class:`~ehrseq.models.survival_head.VisitHazardHead`) attends over all ``L`` tokens:
+shared :class:`~ehrseq.models.survival_head.VisitHazardHead`, composed by
+:class:`~ehrseq.models.survival_model.SurvivalModel`) attends over all ``L`` tokens:
 :math:`O((VC)^2)` scores per head and layer. The hierarchical model
 (:class:`ehrseq.models.hierarchical.HierarchicalBehrt`) attends within each visit (``C^2``
 per visit), pools each visit with a learned query (``C``) and attends across visits
@@ -55,56 +56,41 @@ from torch import nn
 from ehrseq.losses import hazard_nll
 from ehrseq.models.behrt import BehrtConfig, BehrtEncoder
 from ehrseq.models.hierarchical import HierarchicalBehrt, HierarchicalConfig
-from ehrseq.models.lstm import hierarchical_inputs
 from ehrseq.models.survival_head import VisitHazardHead
+from ehrseq.models.survival_model import SurvivalModel
 
 VOCAB, HEADS, D_FF_MULT, DROPOUT = 2000, 4, 4, 0.1
 
 
-class FlatModel(nn.Module):
+def flat_model(args, max_len: int, max_visits: int) -> SurvivalModel:
     """Flat BEHRT encoder (visit-causal) with the shared per-visit hazard head."""
-
-    def __init__(self, args, max_len: int, max_visits: int):
-        super().__init__()
-        cfg = BehrtConfig(
-            vocab_size=VOCAB,
-            d_model=args.d_model,
-            n_layers=args.layers,
-            n_heads=HEADS,
-            d_ff=D_FF_MULT * args.d_model,
-            dropout=DROPOUT,
-            max_len=max_len,
-            max_visits=max_visits,
-            causal=True,
-        )
-        self.encoder = BehrtEncoder(cfg)
-        self.head = VisitHazardHead(args.d_model, dropout=DROPOUT)
-
-    def forward(self, flat: dict, hier: dict):
-        keys = ("codes", "attention_mask", "ages", "visit_ids", "positions", "time_deltas")
-        h = self.encoder(**{k: flat[k] for k in keys}, domain_ids=flat["domain_ids"])  # (B, L, d)
-        return self.head(h, flat["visit_ids"], flat["attention_mask"])  # (B, V)
+    cfg = BehrtConfig(
+        vocab_size=VOCAB,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=HEADS,
+        d_ff=D_FF_MULT * args.d_model,
+        dropout=DROPOUT,
+        max_len=max_len,
+        max_visits=max_visits,
+        causal=True,
+    )
+    return SurvivalModel(BehrtEncoder(cfg), VisitHazardHead(args.d_model, dropout=DROPOUT))
 
 
-class HierModel(nn.Module):
-    """Hierarchical BEHRT (it carries the same head)."""
-
-    def __init__(self, args, max_visits: int):
-        super().__init__()
-        cfg = HierarchicalConfig(
-            vocab_size=VOCAB,
-            d_model=args.d_model,
-            n_layers=args.layers,
-            n_heads=HEADS,
-            d_ff=D_FF_MULT * args.d_model,
-            dropout=DROPOUT,
-            n_code_layers=args.code_layers,
-            max_visits=max_visits,
-        )
-        self.model = HierarchicalBehrt(cfg)
-
-    def forward(self, flat: dict, hier: dict):
-        return self.model(**hierarchical_inputs(hier))
+def hier_model(args, max_visits: int) -> SurvivalModel:
+    """Hierarchical BEHRT (a pure encoder of visit states) with the same per-visit head."""
+    cfg = HierarchicalConfig(
+        vocab_size=VOCAB,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=HEADS,
+        d_ff=D_FF_MULT * args.d_model,
+        dropout=DROPOUT,
+        n_code_layers=args.code_layers,
+        max_visits=max_visits,
+    )
+    return SurvivalModel(HierarchicalBehrt(cfg), VisitHazardHead(args.d_model, dropout=DROPOUT))
 
 
 def make_batches(B: int, V: int, C: int, device: torch.device, seed: int = 0):
@@ -151,10 +137,10 @@ def score_count(name: str, args, B: int, V: int, C: int) -> int:
     )
 
 
-def step(model: nn.Module, flat: dict, hier: dict, events: torch.Tensor) -> None:
+def step(model: nn.Module, batch: dict, events: torch.Tensor) -> None:
     """Forward, hazard NLL of the per-visit hazards (every patient followed to its last visit), backward."""
     model.zero_grad(set_to_none=True)
-    out = model(flat, hier)
+    out = model(batch)  # flat (B, L) or hierarchical (B, V, C) batch -> (B, V) hazards
     durations = torch.full_like(events, out.logits.shape[1] - 1)
     hazard_nll(out.logits, durations, events, mask=out.mask).backward()
 
@@ -204,8 +190,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     models = {
-        "flat": FlatModel(args, max_len=max_v * max_c, max_visits=max_v).to(device).train(),
-        "hier": HierModel(args, max_visits=max_v).to(device).train(),
+        "flat": flat_model(args, max_len=max_v * max_c, max_visits=max_v).to(device).train(),
+        "hier": hier_model(args, max_visits=max_v).to(device).train(),
     }
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
@@ -217,9 +203,10 @@ def main() -> None:
     for V in args.visits:
         for C in args.codes:
             flat, hier, events = make_batches(args.batch, V, C, device)
-            for model in models.values():
+            batches = {"flat": flat, "hier": hier}
+            for name, model in models.items():
                 for _ in range(args.warmup):
-                    step(model, flat, hier, events)
+                    step(model, batches[name], events)
             times: dict[str, list[float]] = {n: [] for n in models}
             # in turns, at least --iters steps each and until each model has run --min-time s
             while any(
@@ -229,7 +216,7 @@ def main() -> None:
                 for name, model in models.items():
                     sync()
                     t0 = time.perf_counter()
-                    step(model, flat, hier, events)
+                    step(model, batches[name], events)
                     sync()
                     times[name].append(time.perf_counter() - t0)
             for name, model in models.items():
@@ -237,7 +224,7 @@ def main() -> None:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                     before = torch.cuda.memory_allocated(device)
-                    step(model, flat, hier, events)
+                    step(model, batches[name], events)
                     sync()
                     peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
                 n_scores = score_count(name, args, args.batch, V, C)
