@@ -19,6 +19,9 @@ if [ "$(cat _build/.inputs-hash 2>/dev/null || true)" != "$inputs" ]; then
 fi
 mkdir -p _build
 start=$(date +%s)
+# Execute the chapters into the cache first, EHRSEQ_BOOK_JOBS at a time (default 2, one
+# thread each: both cores busy); the build below then only renders. A failing chapter stops here.
+python scripts/execute_chapters.py
 jupyter-book build . -W -n --keep-going
 echo "$inputs" > _build/.inputs-hash
 echo "[book] built _build/html/index.html (profile $EHRSEQ_PROFILE) in $(( $(date +%s) - start )) s"

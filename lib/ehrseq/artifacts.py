@@ -67,20 +67,28 @@ def load_or_train(
     Returns:
         ``(model, loaded)``: ``loaded`` is True when the weights came from disk.
 
+    Two processes asking for the same artefact at once (chapters executing in parallel) do
+    not both train: a file lock beside the folder makes the second wait, then load.
+
     Raises:
         ValueError: if ``name`` is empty or contains a path separator.
     """
     if not name or "/" in name or os.sep in name:
         raise ValueError(f"artefact name {name!r} must be a plain, non-empty name")
+    from filelock import FileLock
+
     folder = (root or artifact_root()) / f"{name}-{config_key(*parts)}"
     weights = folder / "model.pt"
-    if weights.is_file():
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model, True
-    folder.mkdir(parents=True, exist_ok=True)
-    train(model, folder)
-    tmp = folder / "model.pt.part"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(weights)
-    (folder / "config.json").write_text(json.dumps(_plain(list(parts)), indent=2))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # chapters may run in parallel (scripts/execute_chapters.py): one trains, the others wait
+    with FileLock(str(folder) + ".lock"):
+        if weights.is_file():
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            return model, True
+        folder.mkdir(parents=True, exist_ok=True)
+        train(model, folder)
+        tmp = folder / "model.pt.part"
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(weights)
+        (folder / "config.json").write_text(json.dumps(_plain(list(parts)), indent=2))
     return model, False

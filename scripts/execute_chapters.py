@@ -1,0 +1,132 @@
+"""Execute the book's chapters into Jupyter Book's cache, several at a time.
+
+Jupyter Book 1 executes one notebook after another, so on a 2-core machine one core idles
+through most of the build. This script runs before ``jupyter-book build`` (scripts/book.sh):
+it reads every chapter listed in ``_toc.yml`` exactly as the book does (``jupytext.reads`` of
+the py:percent source), skips those already in the cache, executes the others in
+``--jobs`` parallel kernels (``--threads`` CPU threads each), slowest first by their last
+recorded time (pages that read what the chapters wrote, ``99_*``, run last, after them),
+and stores each executed notebook in ``_build/.jupyter_cache`` under the
+same hash the book computes. The book build then finds every chapter cached and only
+renders. A chapter that fails is reported with its traceback and the script exits 1; the
+book build then executes it again and shows the error in place.
+
+    .venv/bin/python scripts/execute_chapters.py --jobs 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "_build" / ".jupyter_cache"
+FINAL_PREFIX = "99_"  # pages that read what the chapters wrote: executed after them
+
+
+def chapters() -> list[Path]:
+    """The py:percent chapters of ``_toc.yml``, in book order."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(toc)
+    return [ROOT / f"{f}.py" for f in files if (ROOT / f"{f}.py").is_file()]
+
+
+def read(path: Path):
+    import jupytext
+
+    return jupytext.reads(path.read_text(), fmt="py:percent")
+
+
+def execute(path: str, threads: int, timeout: int) -> tuple[str, object, float, str | None]:
+    """Run one chapter in a fresh kernel (in a worker process); return the executed notebook."""
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)  # the kernel inherits these
+    nb = read(Path(path))
+    result = single_nb_execution(
+        nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout, meta_override=True
+    )
+    return path, nb, result.time, result.exc_string if result.err else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("EHRSEQ_BOOK_JOBS", 2)))
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("EHRSEQ_BOOK_THREADS", 1)))
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per chapter")
+    ap.add_argument("--only", nargs="*", help="chapter file names to consider (default: all)")
+    args = ap.parse_args()
+    if args.jobs < 1 or args.threads < 1:
+        ap.error("--jobs and --threads must be >= 1")
+
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(CACHE))
+    todo, last_time = [], {}
+    for record in cache.list_cache_records():
+        last_time[record.uri] = float(record.data.get("execution_seconds") or 0.0)
+    for path in chapters():
+        if args.only and path.name not in args.only and path.stem not in args.only:
+            continue
+        try:
+            cache.match_cache_notebook(read(path))
+            print(f"[execute] cached  {path.name}")
+        except KeyError:
+            todo.append(path)
+    todo.sort(key=lambda p: -last_time.get(str(p), 0.0))  # slowest first
+    if not todo:
+        return 0
+    print(f"[execute] {len(todo)} chapters, {args.jobs} at a time, {args.threads} thread(s) each")
+    failed: list[str] = []
+    start = time.perf_counter()
+    final = [p for p in todo if p.name.startswith(FINAL_PREFIX)]
+    first = [p for p in todo if p not in final]
+    for batch in (first, final):
+        if batch and not failed:
+            _run(batch, args, cache, failed)
+    print(f"[execute] done in {time.perf_counter() - start:.0f} s; failed: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+def _run(paths: list[Path], args, cache, failed: list[str]) -> None:
+    from jupyter_cache.base import CacheBundleIn
+
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(execute, str(p), args.threads, args.timeout) for p in paths]
+        for future in as_completed(futures):
+            path, nb, seconds, error = future.result()
+            name = Path(path).name
+            if error is not None:
+                failed.append(name)
+                print(f"[execute] FAILED  {name} after {seconds:.0f} s\n{error}", file=sys.stderr)
+                continue
+            cache.add_nb_to_project(path)
+            cache.cache_notebook_bundle(
+                CacheBundleIn(nb, path, data={"execution_seconds": seconds}),
+                check_validity=False,
+                overwrite=True,
+            )
+            print(f"[execute] {seconds:6.0f} s  {name}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
