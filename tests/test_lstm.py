@@ -83,7 +83,10 @@ def test_shapes_zero_padding_and_finite_gradients(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("variant", [{}, {"use_time": False}, {"n_layers": 2}])
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"use_time": False}, {"n_layers": 2}, {"time_inputs": "embeddings", "use_domain": True}],
+)
 def test_padded_equals_unpadded(device, variant):
     model = tiny(**variant).to(device)
     short, long = patient([2, 1, 3], 4), patient([5, 3, 2, 4, 1, 2], 5)
@@ -96,20 +99,23 @@ def test_padded_equals_unpadded(device, variant):
     assert torch.all(together[1, V:] == 0)
 
 
-def test_padded_code_slots_and_visits_are_ignored():
-    model = tiny()
+@pytest.mark.parametrize("variant", [{}, {"time_inputs": "embeddings", "use_domain": True}])
+def test_padded_code_slots_and_visits_are_ignored(variant):
+    model = tiny(**variant)
     batch = batch_of(patient([1, 4, 2], 6), patient([2], 7))
     moved = dict(batch)
     moved["codes"] = torch.where(batch["code_mask"], batch["codes"], 17)  # junk at padding
     pad_v = ~batch["visit_mask"]
     moved["ages"] = torch.where(pad_v, 99.0, batch["ages"])
     moved["time_deltas"] = torch.where(pad_v, 1e4, batch["time_deltas"])
+    moved["domain_ids"] = torch.where(batch["code_mask"], batch["domain_ids"], 5)
     torch.testing.assert_close(run(model, moved), run(model, batch), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("variant", [{}, {"time_inputs": "embeddings", "use_domain": True}])
 @pytest.mark.parametrize("t", [0, 1, 2])
-def test_hazard_at_visit_t_ignores_later_visits(t):
-    model = tiny(n_layers=2)
+def test_hazard_at_visit_t_ignores_later_visits(t, variant):
+    model = tiny(n_layers=2, **variant)
     batch = batch_of(patient([2, 3, 2, 2], 8), patient([3, 1, 2, 1], 9))
     changed = change_after(batch, t)
     h0, h1 = run(model, batch), run(model, changed)
@@ -135,6 +141,47 @@ def test_use_time_reads_ages_and_gaps_only_when_on():
     off(**without_time)  # use_time=False needs no ages
     with pytest.raises(ValueError, match="use_time"):
         on(**without_time)
+
+
+def test_embedded_inputs_are_behrts_bins_of_age_gap_and_domain():
+    """``time_inputs="embeddings"``: the pooled visit vector plus BEHRT's age and gap bins;
+    moving an age or a gap within its bin changes nothing, across a bin edge it does."""
+    from ehrseq.models.behrt import age_bins, log_time_bins
+
+    model = tiny(time_inputs="embeddings", use_domain=True)
+    cfg = model.cfg
+    assert model.lstm.input_size == cfg.d_embed  # added, not appended
+    batch = batch_of(patient([2, 3, 1], 10), patient([1, 2], 11))
+    inputs = hierarchical_inputs(batch)
+    base = run(model, batch)
+    # the inline formula, fed to the model's own LSTM, gives the same states
+    e = model.code(inputs["codes"]) + model.domain(inputs["domain_ids"])  # (B, V, C, e)
+    x = masked_mean_codes(e, inputs["code_mask"])  # (B, V, e)
+    x = x + model.age(age_bins(inputs["ages"], cfg.age_bin_years, cfg.n_age_bins))
+    x = x + model.gap(log_time_bins(inputs["time_deltas"], cfg.n_time_bins, cfg.max_time_days))
+    lengths = inputs["visit_mask"].sum(1)
+    want = torch.stack(
+        [
+            torch.cat([model.lstm(x[b : b + 1, :n])[0][0], base.new_zeros(x.shape[1] - n, 24)])
+            for b, n in enumerate(lengths.tolist())
+        ]
+    )
+    torch.testing.assert_close(base, want, atol=1e-5, rtol=0)
+    floor = torch.floor(batch["ages"])
+    same_bin = dict(batch, ages=floor + 0.99 * (batch["ages"] - floor).clamp(max=0.99))
+    torch.testing.assert_close(run(model, same_bin), base, atol=0, rtol=0)
+    for moved in (
+        dict(batch, ages=batch["ages"] + 20.0),
+        dict(batch, time_deltas=batch["time_deltas"] * 10 + 30),
+        dict(batch, domain_ids=(batch["domain_ids"] % 7) + 1),
+    ):
+        assert not torch.allclose(run(model, moved), base, atol=1e-4)
+    without_domain = {k: v for k, v in inputs.items() if k != "domain_ids"}
+    with pytest.raises(ValueError, match="use_domain"):
+        model(**without_domain)
+    tiny()(**without_domain)  # the default reads no domain
+    with pytest.raises(ValueError, match="time_inputs"):
+        LSTMConfig(vocab_size=VOCAB, time_inputs="bins")
 
 
 def test_bad_inputs_raise():

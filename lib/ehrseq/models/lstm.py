@@ -21,7 +21,19 @@ axis -- no scatter over ``visit_ids`` is needed.
     (h_{b,t}, c_{b,t}) = \text{LSTM}(x_{b,t}, h_{b,t-1}, c_{b,t-1})
 
 The time features (age at the visit, log days since the previous visit, both scaled to about
-``[0, 1]``) are appended when ``use_time`` is on, so a chapter can ablate them. The LSTM runs
+``[0, 1]``) are appended when ``use_time`` is on, so a chapter can ablate them. With
+``time_inputs="embeddings"`` the LSTM instead reads the inputs BEHRT reads, in BEHRT's form:
+the code embedding plus a domain embedding before pooling, then, once per visit, an embedding
+of the age in ``age_bin_years`` bins and of the gap in logarithmic bins
+(:func:`~ehrseq.models.behrt.age_bins`, :func:`~ehrseq.models.behrt.log_time_bins`, the
+formulas of :class:`~ehrseq.models.behrt.BehrtEmbeddings`), added to the pooled vector:
+
+.. math::
+    x_{b,t} = \frac{\sum_c m_{b,t,c}\,(E[c_{b,t,c}] + D[o_{b,t,c}])}{\max(1, \sum_c m_{b,t,c})}
+              + E_\text{age}[\lfloor a_{b,t} / w \rfloor] + E_\text{time}(\Delta_{b,t})
+
+(the visit's position needs no embedding: the recurrence reads the visits in order). A
+fair comparison with BEHRT gives both models the same information in the same form. The LSTM runs
 forward only, on **packed** sequences (``pack_padded_sequence``): padded visits are never fed
 to it, so they cannot change the state of a real visit, and :math:`h_{b,t}` depends on visits
 :math:`\le t` only, so a per-visit head on these states
@@ -37,10 +49,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ehrseq.data.tensors import N_DOMAIN_IDS
+from ehrseq.models.behrt import age_bins, log_time_bins
 
 __all__ = [
     "HIERARCHICAL_INPUTS",
@@ -185,9 +201,17 @@ class LSTMConfig:
         d_hidden: width of the LSTM state (the visit states a head reads).
         n_layers: stacked LSTM layers.
         dropout: on the pooled visit vectors and between LSTM layers.
-        use_time: append age at the visit and log days since the previous visit.
-        max_age: ages are divided by it (years).
+        use_time: read the age at the visit and the days since the previous visit.
+        time_inputs: how (with ``use_time``): ``"scalar"`` appends
+            :math:`[a / a_\\max,\\ \\log(1 + \\Delta) / \\log(1 + \\Delta_\\max)]` to the
+            pooled visit vector; ``"embeddings"`` adds BEHRT's age-bin and log-gap-bin
+            embeddings to it (module docstring).
+        use_domain: add a domain embedding to each code before pooling (as BEHRT does).
+        max_age: ages are divided by it (``"scalar"``) or clamped into the last bin (years).
         max_time_days: :math:`\\log(1 + \\Delta)` is divided by :math:`\\log(1 + \\Delta_\\max)`.
+        age_bin_years: width of an age bin (``"embeddings"``; 1.0 as in BEHRT).
+        n_time_bins: logarithmic gap bins (``"embeddings"``; 32 as in BEHRT).
+        n_domains: domain ids (``use_domain``).
     """
 
     vocab_size: int
@@ -197,8 +221,13 @@ class LSTMConfig:
     n_layers: int = 1
     dropout: float = 0.1
     use_time: bool = True
+    time_inputs: Literal["scalar", "embeddings"] = "scalar"
+    use_domain: bool = False
     max_age: float = 110.0
     max_time_days: float = 36525.0
+    age_bin_years: float = 1.0
+    n_time_bins: int = 32
+    n_domains: int = N_DOMAIN_IDS
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_embed", "d_hidden", "n_layers"):
@@ -206,8 +235,12 @@ class LSTMConfig:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout = {self.dropout}: must be in [0, 1)")
-        if self.max_age <= 0 or self.max_time_days <= 0:
-            raise ValueError("max_age and max_time_days must be positive")
+        if self.max_age <= 0 or self.max_time_days <= 0 or self.age_bin_years <= 0:
+            raise ValueError("max_age, max_time_days and age_bin_years must be positive")
+        if self.time_inputs not in ("scalar", "embeddings"):
+            raise ValueError(f"time_inputs = {self.time_inputs!r}: 'scalar' or 'embeddings'")
+        if self.n_time_bins < 2 or self.n_domains < 1:
+            raise ValueError("n_time_bins must be at least 2 and n_domains at least 1")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ValueError(
                 f"pad_id = {self.pad_id} is outside the vocabulary (0..{self.vocab_size - 1})"
@@ -215,7 +248,12 @@ class LSTMConfig:
 
     @property
     def n_time_features(self) -> int:
-        return 2 if self.use_time else 0
+        """Scalars appended to the pooled visit vector (2 with scalar time inputs, else 0)."""
+        return 2 if self.use_time and self.time_inputs == "scalar" else 0
+
+    @property
+    def n_age_bins(self) -> int:
+        return int(math.floor(self.max_age / self.age_bin_years)) + 1
 
     @classmethod
     def from_vocab(cls, vocab, **overrides) -> LSTMConfig:
@@ -233,7 +271,8 @@ class VisitLSTM(nn.Module):
         codes, code_mask, visit_mask: the hierarchical batch.
         ages, time_deltas: per-visit age (years) and days since the previous visit; required
             when ``cfg.use_time``.
-        domain_ids: accepted and ignored, so ``model(**hierarchical_inputs(batch))`` works.
+        domain_ids: the domain of every code; read with ``cfg.use_domain`` (then required),
+            otherwise ignored, so ``model(**hierarchical_inputs(batch))`` always works.
 
     Shapes:
         codes, code_mask: ``(B, V, C)``; visit_mask, ages, time_deltas: ``(B, V)``;
@@ -241,7 +280,8 @@ class VisitLSTM(nn.Module):
 
     Raises:
         ValueError: a batch that breaks the contract (:func:`check_hierarchical_batch`), real
-            visits that are not a prefix of the row, or missing time inputs with ``use_time``.
+            visits that are not a prefix of the row, missing time inputs with ``use_time``, or
+            missing ``domain_ids`` with ``use_domain``.
 
     Example:
         >>> encoder = VisitLSTM(LSTMConfig.from_vocab(vocab))  # doctest: +SKIP
@@ -254,6 +294,10 @@ class VisitLSTM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.code = nn.Embedding(cfg.vocab_size, cfg.d_embed)
+        self.domain = nn.Embedding(cfg.n_domains, cfg.d_embed) if cfg.use_domain else None
+        embed_time = cfg.use_time and cfg.time_inputs == "embeddings"
+        self.age = nn.Embedding(cfg.n_age_bins, cfg.d_embed) if embed_time else None
+        self.gap = nn.Embedding(cfg.n_time_bins, cfg.d_embed) if embed_time else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
             input_size=cfg.d_embed + cfg.n_time_features,
@@ -279,14 +323,23 @@ class VisitLSTM(nn.Module):
         domain_ids: Tensor | None = None,
     ) -> Tensor:
         cfg = self.cfg
+        domains = domain_ids if cfg.use_domain else None
         check_hierarchical_batch(
-            codes, code_mask, visit_mask, ages, time_deltas, None, cfg.vocab_size, prefix=True
+            codes, code_mask, visit_mask, ages, time_deltas, domains, cfg.vocab_size, prefix=True
         )
         if cfg.use_time and (ages is None or time_deltas is None):
             raise ValueError("use_time needs ages and time_deltas (or set use_time=False)")
+        if cfg.use_domain and domain_ids is None:
+            raise ValueError("use_domain needs domain_ids (or set use_domain=False)")
         B, V, _ = codes.shape
-        x = masked_mean_codes(self.code(codes), code_mask)  # (B, V, C, e) -> (B, V, e)
-        if cfg.use_time:
+        e = self.code(codes)  # (B, V, C, e)
+        if self.domain is not None:
+            e = e + self.domain(domain_ids)  # (B, V, C, e)
+        x = masked_mean_codes(e, code_mask)  # (B, V, C, e) -> (B, V, e)
+        if self.age is not None:  # BEHRT's age and gap embeddings, once per visit
+            x = x + self.age(age_bins(ages, cfg.age_bin_years, cfg.n_age_bins))  # (B, V, e)
+            x = x + self.gap(log_time_bins(time_deltas, cfg.n_time_bins, cfg.max_time_days))
+        elif cfg.use_time:
             x = torch.cat([x, self.time_features(ages, time_deltas).to(x.dtype)], -1)  # (B, V, e+2)
         x = self.dropout(x)
         lengths = visit_mask.sum(1).cpu()  # (B,), real visits come first
