@@ -60,11 +60,11 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown, display
-from myst_nb import glue
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 import ehrseq
+from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.meds import (
@@ -109,11 +109,6 @@ rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(cfg)
 print(f"device: {device}")
-
-
-def keep(name: str, value: object) -> None:
-    """Glue a number for the prose, as a plain Python number (the book cannot show numpy's)."""
-    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
 
 
 keep("n_patients", cfg.n_patients)
@@ -368,7 +363,7 @@ if gibleed is not None:
     )
 else:
     gibleed_text = "The GiBleed sample was not available when this page was built."
-glue("gibleed_text", Markdown(gibleed_text), display=False)
+keep("gibleed_text", Markdown(gibleed_text))
 
 # %% [markdown]
 # {glue:md}`gibleed_text` The sequence builder below handles that fallback explicitly and

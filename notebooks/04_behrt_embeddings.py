@@ -54,15 +54,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from IPython.display import Markdown
-from myst_nb import glue
 from scipy import stats
 
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
+from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.events import DOMAINS
 from ehrseq.data.task import TaskConfig, prepare_survival_task
 from ehrseq.data.tensors import SPECIAL_DOMAIN_ID
+from ehrseq.evaluate import NOT_RESOLVED
 from ehrseq.models import BehrtConfig, BehrtEncoder, count_parameters, encoder_inputs
 from ehrseq.models.behrt import BehrtEmbeddings, sinusoidal_table
 from ehrseq.plotting import apply_style
@@ -120,11 +121,6 @@ apply_style()
 print(cfg)
 print(f"device: {device}")
 chapter_start = time.perf_counter()
-
-
-def keep(name: str, value: object) -> None:
-    """Glue a number for the prose, as a plain Python number (the book cannot show numpy's)."""
-    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
 
 
 keep("d_model", cfg.d_model)
@@ -762,9 +758,8 @@ plt.show()
 
 # %% [markdown]
 # ### What removing a term changes
-# Apart from removing the domain ({glue:text}`d_loss_no_domain:+.3f` nats), the differences
-# between variants are small next to their distance from the code-frequency baseline, so we
-# look at them directly. Each seed of a variant is paired with the same seed of the full
+# The differences between variants are what the ablation is about, so we look at them
+# directly. Each seed of a variant is paired with the same seed of the full
 # encoder (same batches, same masks, same held-out positions), and the paired differences
 # give a sharper interval than the two means would.
 
@@ -784,7 +779,7 @@ def verdict(row: pd.Series) -> str:
     """Read the paired loss difference: a change is called only when its interval excludes 0."""
     d, half = row["Δ loss"], row["Δ loss ci"]
     if not np.isfinite(half) or abs(d) <= half:
-        return "no clear difference"
+        return NOT_RESOLVED
     return "worse than all embeddings" if d > 0 else "better than all embeddings"
 
 
@@ -808,22 +803,22 @@ for name in names[1:]:
     slug = name.split(" (")[0].replace(" ", "_").replace(",", "")
     keep(f"d_loss_{slug}", float(diffs.loc[name, "Δ loss"]))
     keep(f"d_top1_{slug}", float(100 * diffs.loc[name, "Δ top1"]))
+    keep(f"verdict_{slug}", diffs.loc[name, "verdict"])
 worse = [n for n in names[1:] if diffs.loc[n, "verdict"].startswith("worse")]
 better = [n for n in names[1:] if diffs.loc[n, "verdict"].startswith("better")]
-same = [n for n in names[1:] if diffs.loc[n, "verdict"] == "no clear difference"]
+same = [n for n in names[1:] if diffs.loc[n, "verdict"] == NOT_RESOLVED]
 
 
 def listing(items: list[str]) -> str:
     return ", ".join(f"*{i}*" for i in items) if items else "none"
 
 
-glue(
+keep(
     "verdicts",
     Markdown(
         f"Worse than the full encoder, with an interval that excludes zero: {listing(worse)}. "
-        f"Better: {listing(better)}. No clear difference: {listing(same)}."
+        f"Better: {listing(better)}. Not resolved: {listing(same)}."
     ),
-    display=False,
 )
 diffs_table
 
@@ -840,7 +835,7 @@ diffs_table
 # antibiotic given at the pneumonia visit), a small share of the tokens.
 #
 # - **Domain** ({glue:text}`d_loss_no_domain:+.3f` nats, top-1
-#   {glue:text}`d_top1_no_domain:+.1f` points when removed). Under masking the domain is all
+#   {glue:text}`d_top1_no_domain:+.1f` points when removed: {glue:text}`verdict_no_domain`). Under masking the domain is all
 #   that is left of the hidden token: knowing it is a drug rules out every condition and lab
 #   of the vocabulary. The next chapter returns to this: a genuine hint, but one that makes
 #   masked-code accuracy partly a test of the domain.
@@ -849,15 +844,17 @@ diffs_table
 #   days means "same visit as the previous token". Removing one changes the loss by
 #   {glue:text}`d_loss_no_visit:+.3f` (visit), {glue:text}`d_loss_no_position:+.3f`
 #   (position) and {glue:text}`d_loss_no_time:+.3f` (time); removing all three, which turns
-#   the record into a bag of codes, by {glue:text}`d_loss_no_visit_position_or_time:+.3f`.
-#   All of these are small next to the domain: with records that repeat themselves, a bag of
-#   codes already holds most of what masked-code modelling can use, and in a short
+#   the record into a bag of codes, by {glue:text}`d_loss_no_visit_position_or_time:+.3f`
+#   ({glue:text}`verdict_no_visit_position_or_time`). With records that repeat themselves,
+#   a bag of codes already holds much of what masked-code modelling can use, and in a short
 #   pretraining every extra table is also one more random vector added to each code.
-# - **Age** ({glue:text}`d_loss_no_age:+.3f` removed, {glue:text}`d_loss_age_bins_of_5_years:+.3f`
-#   with five-year bins: a negative difference means the loss is *lower* without it). Age raises the generator's rates of chronic diseases and visits,
+# - **Age** ({glue:text}`d_loss_no_age:+.3f` removed, {glue:text}`verdict_no_age`;
+#   {glue:text}`d_loss_age_bins_of_5_years:+.3f` with five-year bins: a negative difference
+#   means the loss is *lower* without it). Age raises the generator's rates of chronic diseases and visits,
 #   but the codes say which diseases a patient has far more directly than age does.
 # - **Sinusoidal instead of learned positions**
-#   ({glue:text}`d_loss_sinusoidal_position:+.3f`). This is a matter of scale, shown below.
+#   ({glue:text}`d_loss_sinusoidal_position:+.3f`, {glue:text}`verdict_sinusoidal_position`).
+#   Whatever the verdict, the two tables differ in scale, shown below.
 #
 # What the story does *not* encode matters as much. Time enters the generator through
 # monthly hazards: a myocardial infarction within the last 12 months, a pneumonia within
@@ -873,7 +870,7 @@ diffs_table
 # {glue:text}`epochs` epochs, and the order embeddings can only matter within it. Longer
 # pretraining widens it, and may reorder the small differences (exercise 1).
 #
-# ### Why fixed sinusoids lose here
+# ### Why fixed sinusoids start at a disadvantage
 # Every learned table starts with entries of standard deviation 0.02 (BERT's
 # initialisation), so a row has length about $0.02\sqrt d$. A sinusoidal row has length
 # $\sqrt{d/2}$, whatever $d$. Before the LayerNorm, the sum is therefore dominated by the
@@ -980,13 +977,13 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   {glue:text}`dom_top1:.1%`; top-10 {glue:text}`all_top10:.1%` against
 #   {glue:text}`base_top10:.1%` and {glue:text}`dom_top10:.1%` ({glue:text}`n_seeds` seeds,
 #   {glue:text}`n_masked:,` masked test positions).
-# - {glue:md}`verdicts` The domain matters most: it is what is left of a masked token.
-#   Order and time do not help this objective on this cohort (removing visit, position and
-#   time together changes the loss by {glue:text}`d_loss_no_visit_position_or_time:+.3f`
-#   nats, a slight improvement), whose records repeat
-#   the same codes visit after visit; the generator's time story (recent infarctions,
-#   pneumonia) is about the outcome hazard, which masked-code modelling never sees. Fixed
-#   sinusoids lose because, added as they are, they are
+# - {glue:md}`verdicts` Removing the domain, what is left of a masked token, changes the
+#   loss by {glue:text}`d_loss_no_domain:+.3f` nats ({glue:text}`verdict_no_domain`);
+#   removing visit, position and time together by
+#   {glue:text}`d_loss_no_visit_position_or_time:+.3f` nats
+#   ({glue:text}`verdict_no_visit_position_or_time`). The generator's time story (recent
+#   drugs, lab trends, disease duration) is about the outcome hazard, which masked-code
+#   modelling never sees. Fixed sinusoids, added as they are, start
 #   {glue:text}`sin_ratio_init:.0f` times louder than the learned rows.
 # - The whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes on this machine.
 #
