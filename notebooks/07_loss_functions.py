@@ -45,22 +45,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from myst_nb import glue
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
+from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.task import TaskConfig, prepare_survival_task
 from ehrseq.data.vocab import SPECIAL_TOKENS
+from ehrseq.evaluate import SurvivalProtocol
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
-from ehrseq.metrics import (
-    bootstrap_ci,
-    calibration_table,
-    concordance_index,
-    concordance_index_ipcw,
-    integrated_brier_score,
-)
+from ehrseq.metrics import bootstrap_ci, calibration_table, concordance_index
 from ehrseq.models import BinHazardHead, count_parameters
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration
@@ -117,11 +112,6 @@ rng = ehrseq.seed_everything(cfg.task_seed)
 apply_style()
 print(cfg)
 print(f"device: {device}")
-
-
-def keep(name: str, value: object) -> None:
-    """Glue a number for the prose, as a plain Python number (the book cannot show numpy's)."""
-    glue(name, value.item() if isinstance(value, np.generic) else value, display=False)
 
 
 keep("sigma", cfg.sigma)
@@ -644,23 +634,16 @@ d_test, e_test = test["duration"].to_numpy(), test["event"].to_numpy()
 train = task.frame("train")
 d_train_days, e_train_days = train["duration"].to_numpy(), train["event"].to_numpy()
 eval_times = task.cuts[1:-1]  # bin edges inside the window, days; surv[:, :-1] sits on them
-
-
-def harrell(d, e, surv):
-    return concordance_index(d, 1 - surv[:, -1], e)
-
-
-def uno(d, e, surv):
-    return concordance_index_ipcw(
-        d, 1 - surv[:, -1], e, horizon_days, durations_train=d_train_days, events_train=e_train_days
-    )
-
-
-def ibs(d, e, surv):
-    return integrated_brier_score(
-        d, surv[:, :-1], e, eval_times, durations_train=d_train_days, events_train=e_train_days
-    )
-
+protocol = SurvivalProtocol(
+    d_test,
+    e_test,
+    task.cuts[1:],  # the right edge of every bin; the last is the horizon
+    d_train_days,
+    e_train_days,
+    n_boot=cfg.n_boot,
+    seed=cfg.task_seed,
+)
+harrell, uno, ibs = (protocol.metrics[m] for m in ("Harrell C", "Uno C", "IBS"))  # f(d, e, surv)
 
 oracle_surv = task.oracle_survival("test")  # (n, T), true survival at the bin edges
 assert np.allclose(1 - oracle_surv[:, -1], task.oracle_risk("test"), atol=1e-6)
