@@ -40,8 +40,8 @@
 # ## Setup
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
 # cohort, its splits, the prediction times, the horizon and the bins are not chosen here:
-# they come from the shared protocol `TaskConfig` of `ehrseq.data.task`, so every modelling
-# chapter scores its models on the same test patients.
+# they come from `ehrseq.data.task.shared_task_config()`, the one task the modelling
+# chapters share, so every one of them scores its models on the same test patients.
 
 # %%
 import time
@@ -58,7 +58,7 @@ from scipy import stats
 import ehrseq
 from ehrseq.book import keep, keep_table
 from ehrseq.config import for_profile
-from ehrseq.data.task import TaskConfig, prepare_survival_task
+from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll
@@ -84,8 +84,6 @@ from ehrseq.train import TrainConfig
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    n_patients: int = 8000  # people generated for the shared task (TaskConfig.n_patients)
-    task_seed: int = 7  # generator and split seed of the shared task
     d_model: int = 64  # width of the token states
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
@@ -104,9 +102,8 @@ class Config:
 cfg = for_profile(
     Config,
     {
-        "smoke": {"n_patients": 1500, "epochs": 2, "seeds": (0,), "n_boot": 50},
+        "smoke": {"epochs": 2, "seeds": (0,), "n_boot": 50},
         "full": {
-            "n_patients": 100_000,
             "d_model": 128,
             "n_layers": 4,
             "d_ff": 512,
@@ -145,7 +142,7 @@ keep("n_boot", cfg.n_boot)
 # time, a vocabulary fitted on the training patients, and the follow-up cut into bins.
 
 # %%
-task = prepare_survival_task(TaskConfig(n_patients=cfg.n_patients, seed=cfg.task_seed))
+task = prepare_survival_task(shared_task_config())  # the same task in every chapter
 tc = task.config
 n_bins = tc.n_bins
 print(task.vocab)
