@@ -98,6 +98,8 @@ __all__ = [
     "code_counts",
     "evaluate_masked_codes",
     "evaluate_next_visit",
+    "masked_code_ranks",
+    "frequency_rank",
     "history_table",
 ]
 
@@ -359,6 +361,10 @@ class BehrtForPretraining(nn.Module):
             (:func:`ehrseq.models.survival_head.pool_visits`).
         mlm_causal: run masked-code modelling with the visit-causal mask too (default: the
             bidirectional encoder of BERT/BEHRT).
+        next_visit_head: the next-visit head; default a linear layer on the pooled state. A
+            head with ``reads_history = True`` (:class:`ehrseq.next_visit.HistoryCopyHead`)
+            is called as ``head(pooled, batch)`` and may read the batch's codes up to each
+            visit; any other as ``head(pooled)``.
     """
 
     def __init__(
@@ -367,6 +373,7 @@ class BehrtForPretraining(nn.Module):
         tie_weights: bool = True,
         pool: Literal["last", "mean"] = "last",
         mlm_causal: bool = False,
+        next_visit_head: nn.Module | None = None,
     ):
         super().__init__()
         if pool not in ("last", "mean"):
@@ -374,8 +381,12 @@ class BehrtForPretraining(nn.Module):
         cfg = encoder.cfg
         self.encoder, self.pool, self.mlm_causal = encoder, pool, mlm_causal
         self.mlm_head = MaskedCodeHead(cfg.d_model, cfg.vocab_size, cfg.layer_norm_eps)
-        self.next_visit_head = nn.Linear(cfg.d_model, cfg.vocab_size)
-        for m in (self.mlm_head.dense, self.mlm_head.decoder, self.next_visit_head):
+        initialise = [self.mlm_head.dense, self.mlm_head.decoder]
+        if next_visit_head is None:
+            next_visit_head = nn.Linear(cfg.d_model, cfg.vocab_size)
+            initialise.append(next_visit_head)
+        self.next_visit_head = next_visit_head
+        for m in initialise:
             nn.init.normal_(m.weight, std=cfg.init_std)
             nn.init.zeros_(m.bias)
         if tie_weights:
@@ -401,7 +412,11 @@ class BehrtForPretraining(nn.Module):
             pooled, exists = pool_visits(
                 h, batch["visit_ids"], batch["attention_mask"], how=self.pool
             )  # (B, V, d), (B, V)
-            out["next_visit_logits"] = self.next_visit_head(pooled)  # (B, V, vocab)
+            if getattr(self.next_visit_head, "reads_history", False):
+                logits = self.next_visit_head(pooled, batch)  # (B, V, vocab)
+            else:
+                logits = self.next_visit_head(pooled)  # (B, V, vocab)
+            out["next_visit_logits"] = logits
             out["visit_exists"] = exists  # (B, V)
         return out
 
@@ -626,6 +641,92 @@ def evaluate_masked_codes(
     out.update({f"baseline_top{k}": base[k] / n for k in ks})
     out["n_masked"] = n
     return out
+
+
+@torch.no_grad()
+def masked_code_ranks(
+    model: BehrtForPretraining, loader, ids: TokenIds, *, seed: int = 0
+) -> pd.DataFrame:
+    """The rank of the true code at every masked position (1 = the model's first guess).
+
+    The masks are those of :func:`evaluate_masked_codes` with the same ``seed``, so
+    ``(ranks["rank"] <= k).mean()`` is its top-k; one row per masked token, with its patient,
+    for intervals that resample patients.
+
+    Returns:
+        columns ``person_id``, ``label`` (the true id), ``domain_id`` (of the position) and
+        ``rank``: 1 + the number of non-special codes scored above the true one.
+    """
+    model.eval()
+    device = _model_device(model)
+    special = ids.special_tensor(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    parts = []
+    for batch in loader:
+        batch = to_device(batch, device)
+        batch["masked_codes"], batch["mlm_labels"] = mask_codes(
+            batch["codes"], batch["attention_mask"], ids, generator=gen
+        )
+        picked = batch["mlm_labels"] != IGNORE_INDEX  # (B, L)
+        logits = model(batch, task="mlm")["mlm_logits"].float()  # (N, V)
+        logits[:, special] = float("-inf")
+        labels = batch["mlm_labels"][picked]  # (N,)
+        true = logits.gather(1, labels[:, None])  # (N, 1)
+        rows = torch.arange(len(picked), device=device)[:, None].expand_as(picked)[picked]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "person_id": batch["person_ids"][rows].cpu().numpy(),
+                    "label": labels.cpu().numpy(),
+                    "domain_id": batch["domain_ids"][picked].cpu().numpy(),
+                    "rank": (1 + (logits > true).sum(-1)).cpu().numpy(),
+                }
+            )
+        )
+    if not parts or not sum(len(p) for p in parts):
+        raise ValueError("no masked positions: the loader holds no real non-special tokens")
+    return pd.concat(parts, ignore_index=True)
+
+
+def frequency_rank(
+    counts: torch.Tensor,
+    ids: TokenIds,
+    labels: torch.Tensor,
+    *,
+    code_group: torch.Tensor | None = None,
+    label_group: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""The rank of each label in the frequency baseline's list (1 = most frequent).
+
+    .. math:: r(y) = 1 + |\{c \notin S:\ g(c) = g_y,\ (n_c, -c) > (n_y, -y)\}|
+
+    The list is the non-special codes by descending training count (ties: lower id first,
+    the order of :func:`evaluate_masked_codes`' baseline). With groups (e.g. the domain of
+    each code, and the domain of each masked position) only the codes of the label's group
+    compete: the domain-frequency baseline.
+
+    Shapes:
+        counts, code_group: ``(vocab,)``; labels, label_group: ``(N,)``; output ``(N,)``.
+    """
+    if counts.shape != (ids.vocab_size,):
+        raise ValueError(f"counts must have shape ({ids.vocab_size},), got {tuple(counts.shape)}")
+    if (code_group is None) != (label_group is None):
+        raise ValueError("pass both code_group and label_group, or neither")
+    counts, labels = counts.double().cpu(), labels.long().cpu()
+    regular = torch.ones(ids.vocab_size, dtype=torch.bool)
+    regular[list(ids.special_ids)] = False
+    ids_all = torch.arange(ids.vocab_size)
+    ranks = []
+    for chunk in labels.split(4096):
+        n_y = counts[chunk][:, None]  # (n, 1)
+        ahead = (counts[None] > n_y) | ((counts[None] == n_y) & (ids_all[None] < chunk[:, None]))
+        ahead &= regular[None]  # (n, vocab)
+        if code_group is not None:
+            start = len(torch.cat(ranks)) if ranks else 0
+            g = label_group.long().cpu()[start : start + len(chunk)]
+            ahead &= code_group.long().cpu()[None] == g[:, None]
+        ranks.append(1 + ahead.sum(-1))
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
