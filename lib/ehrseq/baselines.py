@@ -15,7 +15,7 @@ and read at the task's bin edges, so their curves go through the same
   builds from code lists, in blocks that can be added one at a time (:data:`FEATURE_BLOCKS`):
   ``counts`` (ever and how often, per clinical group), ``recency`` (a record in the last 90
   days and years since the first record, per group), ``last_lab`` (the latest value of every
-  lab, standardised, with a missing flag) and ``lab_slope`` (the least-squares slope of each
+  lab, on a log scale in reference units, with a missing flag) and ``lab_slope`` (the least-squares slope of each
   lab over its last three values, per year). Code lists are the cohort's clinical groups
   (``Truth.concept_groups``: the phenotype definitions an analyst would write), never the
   latent hazard.
@@ -80,6 +80,17 @@ def bag_of_codes(task, split: str) -> pd.DataFrame:
     return pd.concat([out, _age_sex(task, split)], axis=1)
 
 
+def _standardise(value: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    r"""Lab values on a log scale, in reference units: :math:`\log(v / \mu) / (\sigma / \mu)`.
+
+    For a lab whose spread is small beside its mean this equals :math:`(v - \mu) / \sigma` to
+    first order; for a skewed, positive lab (natriuretic peptides, CRP) it is the scale an
+    analyst would model, where a doubling counts the same at any level.
+    """
+    cv = sd / mean
+    return np.log(np.maximum(value, 1e-3 * mean) / mean) / cv
+
+
 def _last3_slopes(labs: pd.DataFrame) -> pd.Series:
     """Least-squares slope of ``z`` per year over each (patient, lab)'s last three values.
 
@@ -102,8 +113,8 @@ def engineered_features(
 ) -> pd.DataFrame:
     """Per-patient features an epidemiologist would build, by block (module docstring).
 
-    Lab values are standardised with the reference mean and sd of the vocabulary's lab
-    annotation, so no split's values move another's features.
+    Lab values are put on a log scale in units of the vocabulary's reference mean and sd
+    (:func:`_standardise`), so no split's values move another's features.
 
     Args:
         task: a :class:`~ehrseq.data.task.SurvivalTask`.
@@ -156,7 +167,9 @@ def engineered_features(
         ref = ref.set_index("concept_id")[["ref_mean", "ref_sd"]]
         r = ref.reindex(labs["concept_id"])
         labs = labs.assign(
-            z=(labs["value"].to_numpy() - r["ref_mean"].to_numpy()) / r["ref_sd"].to_numpy()
+            z=_standardise(
+                labs["value"].to_numpy(), r["ref_mean"].to_numpy(), r["ref_sd"].to_numpy()
+            )
         )
         labs = labs.loc[np.isfinite(labs["z"])]
         labs = labs.iloc[::-1]  # oldest first within each patient

@@ -234,7 +234,7 @@ HF_INTERACTION_LOG_HR: dict[str, float] = {
     # the patient's natriuretic-peptide trajectory: slope of NT-proBNP/BNP in reference SD per
     # year (the measured values rise along it; the latest level alone mixes it with the
     # patient's own baseline)
-    "bnp_slope": 1.2,
+    "bnp_slope": 0.8,
     # years since type 2 diabetes was first recorded, capped at 4 (the effect grows with
     # disease duration)
     "diabetes_years": 0.35,
@@ -253,10 +253,11 @@ INTERACTION = {
     "nsaid_user_share": 0.35,  # people who take NSAID courses for joint pain
     "nsaid_courses_per_year": 3.0,  # among them (others: 0.1)
     "nsaid_window_days": 90.0,
-    "bnp_slope_sd": 0.8,  # NT-proBNP slope per person, N(0, sd) in reference SD per year
+    "bnp_slope_sd": 1.2,  # NT-proBNP slope per person, N(0, sd) in reference SD per year
     "bnp_offset_sd": 1.5,  # and its own level, N(0, sd), on top of the shared patient effect
     "bnp_centre_years": 1.0,  # the trajectory crosses the offset this long after enrolment
-    "bnp_visit_share": 0.6,  # chance a visit measures NT-proBNP
+    "bnp_noise_sd": 0.3,  # measurement noise of the natriuretic peptides (other labs: 0.8)
+    "bnp_visit_share": 0.9,  # chance a visit measures NT-proBNP
     "diabetes_years_cap": 4.0,
     "gap_start_per_month": 0.04,  # a treated hypertensive stops refilling
     "gap_end_per_month": 0.10,  # and restarts
@@ -1279,7 +1280,8 @@ def _lab_values(
     lab_ids = params.index.to_numpy()
     col = pd.Index(lab_ids).get_indexer(mconcept)
     person_effect = rng.standard_normal((sim["n"], len(lab_ids)))
-    z = 0.6 * person_effect[mp, col] + 0.8 * rng.standard_normal(len(mp))
+    noise = rng.standard_normal(len(mp))
+    z = 0.6 * person_effect[mp, col] + 0.8 * noise
     code_of = book.code
     for lab_id in np.unique(mconcept):
         effects = LAB_EFFECTS.get(code_of[lab_id])
@@ -1299,6 +1301,7 @@ def _lab_values(
         rows = np.flatnonzero(np.isin(code_of.loc[mconcept].to_numpy(), BNP_TRAJECTORY))
         years = mday[rows] / 365.25 - INTERACTION["bnp_centre_years"]
         z[rows] += x.bnp_offset[mp[rows]] + x.bnp_slope[mp[rows]] * years
+        z[rows] += (INTERACTION["bnp_noise_sd"] - 0.8) * noise[rows]  # a steadier assay
     p = params.iloc[col]
     value = p["ref_mean"].to_numpy() + p["ref_sd"].to_numpy() * z
     if x is not None:  # log-normal there, as natriuretic peptides are: no floor to pile up on

@@ -61,7 +61,8 @@ class TaskConfig:
         n_patients: people generated (not all are labelled: prevalent cases and people who
             leave before the prediction time drop out, counted in ``SurvivalTask.dropped``).
         seed: generator and split seed.
-        history_days: prediction time = enrolment + this many days.
+        history_days: prediction time = enrolment + this many days (two years: enough
+            record for a trajectory, such as a lab's slope, to show).
         horizon_years: follow-up window after the prediction time.
         n_bins: discrete-time bins over the horizon (equal width).
         strategy: sequence strategy (``flat``, ``visit``, ``domain``).
@@ -78,7 +79,7 @@ class TaskConfig:
 
     n_patients: int = 4000
     seed: int = 7
-    history_days: float = 365.25
+    history_days: float = 730.5
     horizon_years: float = 5.0
     n_bins: int = 20
     strategy: str = "visit"
