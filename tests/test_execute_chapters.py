@@ -1,0 +1,34 @@
+"""The parallel executor of `make book` sees every chapter, in book order, results last."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "execute_chapters", ROOT / "scripts/execute_chapters.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_chapter_is_in_the_toc_and_found():
+    ex = _module()
+    found = [p.name for p in ex.chapters()]
+    on_disk = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert sorted(found) == on_disk  # a chapter missing from _toc.yml would not be built
+    assert found == sorted(found)  # book order is chapter order
+    finals = [n for n in found if n.startswith(ex.FINAL_PREFIX)]
+    assert finals and found[-len(finals) :] == finals
+
+
+def test_reads_the_chapter_as_the_book_does():
+    ex = _module()
+    nb = ex.read(ROOT / "notebooks/01_synthetic_cohort.py")
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert sum(c.cell_type == "code" for c in nb.cells) > 5
