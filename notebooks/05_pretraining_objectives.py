@@ -30,9 +30,13 @@
 #
 # We will build each objective by hand on one batch and check it against `ehrseq.pretrain`;
 # pretrain with each objective alone, with both at once (**joint**) and one after the other
-# (**sequential**); compare them on held-out patients with lookup-table baselines; look inside the learned code embedding and check it against the
+# (**sequential**); compare them on held-out patients with lookup-table baselines, the
+# sharpest of which simply repeat the patient's own record (the last visit, the chronic
+# codes), and give the next-visit head a **copy term** over the history when a plain head
+# cannot beat them; look inside the learned code embedding and check it against the
 # generator's truth (do diabetes codes sit together?); and save the encoder of the best
-# schedule for the chapters that fine-tune it.
+# schedule for the chapters that fine-tune it. Every comparison comes with a paired
+# interval over test patients, and its verdict goes to the book's results page.
 
 # %% [markdown]
 # ## Setup
@@ -647,9 +651,9 @@ for schedule, h in histories.items():
 # - **repeat chronic codes** (next visit): every code of the patient's history up to $t$ that
 #   belongs to a chronic condition or its care, then the most frequent others. "Chronic" is
 #   read from the training data, not from the generator: a code is chronic when, of the
-#   training patients who have it and a visit after its first record, at least a share $s$
-#   have it again at a later visit (diagnoses, refills and monitoring labs recur; an acute
-#   problem does not). The share $s$ is chosen among {glue:text}`chronic_grid` on the
+#   training patients who have it and a visit after its first record (at least
+#   {glue:text}`min_eligible` of them), at least a share $s$ have it again at a later visit
+#   (diagnoses, refills and monitoring labs recur; an acute problem does not). The share $s$ is chosen among {glue:text}`chronic_grid` on the
 #   validation patients;
 # - **repeat rate** (next visit): per code, two numbers counted on the training pairs: how
 #   often it appears in the next visit when the patient already had it in a visit up to
@@ -742,6 +746,7 @@ baselines["baseline: repeat chronic codes"] = repeat_codes(chronic, counts)
 val_scores = summary(val_ranks, val_pairs.drop(columns=list(candidates), level=1))
 keep("chronic_grid", ", ".join(f"{s:g}" for s in cfg.chronic_shares))
 keep("chronic_share", chronic_share)
+keep("min_eligible", task.config.min_frequency)
 keep("n_chronic", int(chronic.sum()))
 keep("n_regular", len(ids.regular_tensor()))
 
@@ -891,7 +896,8 @@ CLAIMS = {  # key: (model, reference, claim)
 
 
 def pct(x: float) -> str:
-    return f"{100 * x:+.1f}"
+    """A difference of two shares, in percentage points."""
+    return f"{100 * x:+.2f}"
 
 
 diff_rows, verdicts = [], {}
@@ -1047,7 +1053,8 @@ glue("schedules_md", Markdown(f"{seq_text}. {joint_text}"), display=False)
 # the same training decide *which* codes of the history come back and add the ones that
 # are new. Whether that is enough to beat each rule on these patients is in the verdicts
 # above, each with its interval; a verdict of "not resolved" means the test set cannot
-# tell the two apart, not that they are equal.
+# tell the two apart, not that they are equal, and a resolved difference can still be too
+# small to matter: the tables give its size in points.
 #
 # ### Inside the code embedding
 # Pretraining shapes the code table: two codes that occur in the same contexts end up with

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score
 from test_pretrain import IDS, VOCAB, collate, group_patients, make_patient
+from torch.utils.data import DataLoader
 
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.next_visit import (
@@ -32,7 +33,9 @@ from ehrseq.pretrain import (
     evaluate_next_visit,
     frequency_rank,
     masked_code_ranks,
+    pretrain,
 )
+from ehrseq.train import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 HALF_YEAR = 0.5 * 365.25  # make_patient's visits are half a year apart
@@ -285,3 +288,17 @@ def test_frequency_rank_within_groups_against_sorting():
         assert order.index(y) + 1 == r
     with pytest.raises(ValueError, match="both"):
         frequency_rank(counts, IDS, labels, code_group=group)
+
+
+def test_pretrain_trains_the_copy_head():
+    def loader(n: int, seed: int) -> DataLoader:
+        return DataLoader(group_patients(n, seed), batch_size=32, collate_fn=collate)
+
+    train, test = loader(96, 0), loader(32, 1)
+    model = copy_model(seed=1).train()
+    start = {n: p.detach().clone() for n, p in model.next_visit_head.named_parameters()}
+    cfg = TrainConfig(epochs=3, lr=3e-3, warmup_steps=2, progress=False, seed=0)
+    hist = pretrain(model, train, test, IDS, cfg, schedule="next_visit")["next_visit"].history
+    assert hist["train_nv_loss"].iloc[-1] < hist["train_nv_loss"].iloc[0]
+    for name, p in model.next_visit_head.named_parameters():  # every part of the head learns
+        assert not torch.equal(p.detach(), start[name]), name

@@ -35,7 +35,10 @@ next-visit from the MLM weights (two calls of :func:`~ehrseq.train.fit`).
 
 **Evaluation**: :func:`evaluate_masked_codes` (top-1/top-10 accuracy on masked positions
 against the code-frequency baseline) and :func:`evaluate_next_visit` (recall@k against the
-most-frequent-codes baseline).
+most-frequent-codes baseline); per masked position, :func:`masked_code_ranks` and
+:func:`frequency_rank` (for paired intervals over patients). Next-visit prediction against
+the baselines that repeat the patient's own record, and a head that can copy from it
+(passed as ``next_visit_head``): :mod:`ehrseq.next_visit`.
 
 Special token ids are arguments (:class:`TokenIds`), so this module does not depend on how the
 vocabulary is built; :meth:`TokenIds.from_vocab` reads them from an
