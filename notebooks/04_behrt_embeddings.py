@@ -62,6 +62,7 @@ from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.events import DOMAINS
+from ehrseq.data.synthetic import OWN_CODE_SHARE
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import SPECIAL_DOMAIN_ID, LengthBucketSampler, collate_flat
 from ehrseq.evaluate import NOT_RESOLVED
@@ -127,6 +128,7 @@ keep("d_model", cfg.d_model)
 keep("n_layers", cfg.n_layers)
 keep("epochs", cfg.epochs)
 keep("n_seeds", len(cfg.seeds))
+keep("own_code_share", OWN_CODE_SHARE)  # the generator's parameter, quoted in the discussion
 keep("age_bin_years", cfg.age_bin_years)
 keep("n_time_bins", cfg.n_time_bins)
 
@@ -838,8 +840,8 @@ diffs_table
 # How to read this on *this* cohort. Two facts about the generator (chapter 1) decide most of
 # it. A visit is a bundle: a diagnosis comes with the drug and the procedure that treat it
 # and the labs that check it, on the same day. And a chronic disease is recorded *the same
-# way again and again*: 85 % of a patient's records of a disease use that patient's own
-# code for it, and a treated patient gets the same drug at every treated visit. So the best
+# way again and again*: a record of a chronic disease uses the patient's own code for it with
+# probability {glue:text}`own_code_share:.0%` (and by chance otherwise), and a treated patient gets the same drug at every treated visit. So the best
 # clue to a hidden code is usually a copy of it elsewhere in the record, whatever visit it
 # sits in; knowing *which* visit a code shares matters mainly for acute episodes (the
 # antibiotic given at the pneumonia visit), a small share of the tokens.

@@ -147,3 +147,14 @@ def test_compare_reports_c_ibs_and_auroc(setup):
     assert table["metric"].tolist() == ["Harrell C", "IBS", "AUROC"]
     auc = table.set_index("metric").loc["AUROC"]
     assert auc["lower"] > 0 and auc["verdict"] == "good is better"
+
+
+def test_evaluate_reports_a_chosen_subset(setup):
+    protocol, x = setup
+    s = _curves(x, 0.5, 0)
+    full = protocol.evaluate("m", [s])
+    part = protocol.evaluate("m", [s], metrics=["Harrell C", "AUROC"])
+    assert "Antolini C" in full and "Antolini C" not in part and "IBS lower" not in part
+    assert part["Harrell C"] == full["Harrell C"] and part["AUROC upper"] == full["AUROC upper"]
+    with pytest.raises(ValueError, match="unknown metrics"):
+        protocol.evaluate("m", [s], metrics=["Harrel C"])

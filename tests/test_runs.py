@@ -72,6 +72,7 @@ def test_train_seeds_trains_one_fresh_model_per_seed(task):
         name="tiny",
     )
     assert isinstance(runs, SeedRuns) and len(made) == 2 and made[0] is not made[1]
+    assert runs.models == []  # only kept when asked
     assert len(runs.survs) == 2 and runs.survs[0].shape == (len(task.frame("test")), 6)
     assert not np.allclose(runs.survs[0], runs.survs[1])  # different seeds, different models
     assert runs.cost["parameters"] == sum(p.numel() for p in made[0].parameters())
@@ -80,3 +81,24 @@ def test_train_seeds_trains_one_fresh_model_per_seed(task):
     assert runs.learned() == all(
         h["train_loss"].iloc[-1] < h["train_loss"].iloc[0] for h in runs.histories
     )
+
+
+def test_train_seeds_can_return_the_trained_models(task):
+    made = []
+
+    def make():
+        made.append(tiny_survival(task))
+        return made[-1]
+
+    runs = train_seeds(
+        make,
+        task,
+        TrainConfig(epochs=1, lr=3e-3),
+        (0,),
+        hierarchical=False,
+        batch_size=32,
+        keep_models=True,
+    )
+    assert runs.models == made
+    surv = predict_survival(runs.models[0], task, "test", hierarchical=False)
+    np.testing.assert_allclose(surv, runs.survs[0], rtol=1e-6)

@@ -155,6 +155,15 @@ class SurvivalProtocol:
             "calibration error": self._calibration_error,
         }
 
+    def _metrics(self, names: Sequence[str] | None) -> dict[str, Metric]:
+        every = self.metrics
+        if names is None:
+            return every
+        unknown = [m for m in names if m not in every]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; choose from {list(every)}")
+        return {m: every[m] for m in names}
+
     def _check_curves(self, survs: Sequence[Any], name: str) -> list[np.ndarray]:
         if isinstance(survs, np.ndarray) and survs.ndim == 2:
             survs = [survs]  # one curve matrix: one seed
@@ -178,7 +187,11 @@ class SurvivalProtocol:
 
     # -- the table -----------------------------------------------------------------------------
     def evaluate(
-        self, name: str, survs: Sequence[Any], cost: dict[str, Any] | None = None
+        self,
+        name: str,
+        survs: Sequence[Any],
+        cost: dict[str, Any] | None = None,
+        metrics: Sequence[str] | None = None,
     ) -> dict[str, Any]:
         """One row of the protocol table.
 
@@ -187,6 +200,12 @@ class SurvivalProtocol:
             survs: one survival matrix per seed, each ``(n_test, K)``; a single matrix counts
                 as one seed.
             cost: extra columns (parameters, training seconds, peak memory...) appended as is.
+            metrics: the metrics to report (default: all of :attr:`metrics`). Antolini's C
+                compares every event with every later patient and costs the most on a large
+                test split; leave it out where a chapter does not discuss it.
+
+        Raises:
+            ValueError: on an unknown metric name, or curves that do not fit the protocol.
 
         Returns:
             ``model``, ``seeds``, and for every metric its seed mean, ``<metric> lower`` and
@@ -194,8 +213,9 @@ class SurvivalProtocol:
             ``<metric> seed sd`` (0 for one seed), then the ``cost`` entries.
         """
         curves = self._check_curves(survs, name)
+        chosen = self._metrics(metrics)
         row: dict[str, Any] = {"model": name, "seeds": len(curves)}
-        for metric, fn in self.metrics.items():
+        for metric, fn in chosen.items():
             per_seed = [fn(self.durations, self.events, s) for s in curves]
             ci = bootstrap_ci(
                 lambda d, e, *ss, fn=fn: float(np.mean([fn(d, e, s) for s in ss])),

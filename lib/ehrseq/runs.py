@@ -89,11 +89,13 @@ class SeedRuns:
             (:func:`~ehrseq.runtime.saved_for_backward_mib` on :func:`probe_batch`) and
             ``epochs``.
         histories: ``fit``'s per-epoch table of each seed.
+        models: the trained model of each seed (only with ``keep_models=True``).
     """
 
     survs: list[np.ndarray]
     cost: dict[str, float]
     histories: list[pd.DataFrame] = field(default_factory=list)
+    models: list[nn.Module] = field(default_factory=list)
 
     def learned(self) -> bool:
         """Every seed's training loss is finite and ended lower than it started."""
@@ -114,6 +116,7 @@ def train_seeds(
     batch_size: int,
     device: torch.device | str | None = None,
     name: str = "model",
+    keep_models: bool = False,
 ) -> SeedRuns:
     """Build, train and predict one model per seed under the same protocol.
 
@@ -132,9 +135,11 @@ def train_seeds(
         device: where the probe batch and the predictions run; ``None`` picks the device
             ``fit`` trains on (``config.device``, else :func:`ehrseq.get_device`).
         name: shown in the progress bar.
+        keep_models: return the trained models too (``SeedRuns.models``), e.g. to predict
+            the validation split.
     """
     device = get_device(config.device) if device is None else device
-    survs, costs, histories = [], [], []
+    survs, costs, histories, models = [], [], [], []
     probe = to_device(probe_batch(task, batch_size, hierarchical=hierarchical), device)
     for seed in seeds:
         seed_everything(seed)
@@ -160,6 +165,8 @@ def train_seeds(
         )
         histories.append(history)
         survs.append(predict_survival(model, task, hierarchical=hierarchical, device=device))
+        if keep_models:
+            models.append(model)
     cost = pd.DataFrame(costs).mean().to_dict()
     cost["parameters"] = int(cost["parameters"])
-    return SeedRuns(survs, cost, histories)
+    return SeedRuns(survs, cost, histories, models)

@@ -76,6 +76,7 @@ __all__ = [
     "INTERACTION",
     "HAZARDS",
     "NSAID_GROUP",
+    "OWN_CODE_SHARE",
     "MALE",
     "FEMALE",
     "DEATH_LOG_HR",
@@ -88,6 +89,9 @@ VISIT_OP, VISIT_IP, VISIT_ER = 9202, 9201, 9203
 MALE, FEMALE = 8507, 8532
 BNP_TRAJECTORY = ("33762-6", "30934-4")  # NT-proBNP, BNP: values follow the latent slope
 NSAID_TRIG = 7  # visit trigger of an NSAID course (after the six acute kinds and HF onset)
+#: Chance that a record of a chronic disease uses the patient's own code for it (else a code
+#: of the disease drawn at random, which may be the same one).
+OWN_CODE_SHARE = 0.85
 NSAID_GROUP = "osteoarthritis"  # the background group whose drugs are the NSAIDs
 
 
@@ -1112,7 +1116,7 @@ def _write_tables(
         rec |= rx
         v = np.flatnonzero(rec)
         choice = np.where(
-            rng.random(len(v)) < 0.85,
+            rng.random(len(v)) < OWN_CODE_SHARE,
             subtype[vp[v], k] % len(g.conditions),
             rng.integers(0, len(g.conditions), len(v)),
         )
