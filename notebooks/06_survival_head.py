@@ -678,9 +678,9 @@ assert np.allclose(1.0 - oracle_surv[:, -1], oracle_risk, atol=1e-6)
 
 BEHRT, ORACLE, NULL = "BEHRT, per-bin head", "oracle (true risk)", "life table (no features)"
 curves = {BEHRT: runs.survs, ORACLE: [oracle_surv], NULL: [null_surv]}
-scores = pd.DataFrame([protocol.evaluate(name, s) for name, s in curves.items()])
-scores = scores.set_index("model")
 metrics = ["Harrell C", "Uno C", "IBS", "AUROC", "calibration error"]
+scores = pd.DataFrame([protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()])
+scores = scores.set_index("model")
 keep_table("ch06_scores", format_table(scores, metrics))
 
 # %% [markdown]
