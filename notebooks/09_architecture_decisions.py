@@ -24,7 +24,7 @@
 #   which order*;
 # - a **Cox model on engineered features**: what a careful epidemiologist builds from code
 #   lists (counts, recency windows, the last value and the slope of every lab), added one
-#   block at a time, the strongest model here that reads no sequence;
+#   block at a time: what a sequence model has to beat;
 # - an **LSTM over visits** {cite}`hochreiter1997long`: each visit is the mean of its code
 #   embeddings, read in time order, with BEHRT's age, time-gap and domain inputs;
 # - a **flat BEHRT** {cite}`li2020behrt`: a transformer over every token of the history,
@@ -225,7 +225,7 @@ print(f"{cox_bag.n_parameters} features kept")
 
 # %% [markdown]
 # ## Model 2: a Cox model on engineered features
-# A careful analyst does better than counting tokens: from the cohort's code lists
+# A careful analyst builds more than token counts: from the cohort's code lists
 # (the clinical groups, never the latent hazard) `ehrseq.baselines.engineered_features`
 # builds, per group, whether and how often it was recorded (`counts`), a record in the last
 # 90 days and the years since the first one (`recency`), the latest standardised value of
