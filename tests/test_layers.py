@@ -22,7 +22,7 @@ LIB = Path(ehrseq.__file__).parent
 #: strictly lower layers. A module missing here counts as the top layer.
 LAYERS = {
     "runtime": 0,
-    "config": 0,
+    "config": -1,  # the lowest: the profile and the environment, read by everything
     "checks": 0,
     "ehrseq": 1,  # the package root: the version and the runtime helpers it re-exports
     "data": 2,

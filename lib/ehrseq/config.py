@@ -6,6 +6,10 @@
 
 Each chapter declares one typed config dataclass with a value per profile and builds it with
 :func:`for_profile`. No config files are executed.
+
+Every environment variable the project reads is listed in :data:`ENVIRONMENT` and read
+through :func:`env` (the library) or by the scripts and tests named there; a test checks that
+no other ``EHRSEQ_*`` name is used anywhere.
 """
 
 from __future__ import annotations
@@ -20,7 +24,45 @@ ENV_VAR = "EHRSEQ_PROFILE"
 
 T = TypeVar("T")
 
-__all__ = ["PROFILES", "ENV_VAR", "current_profile", "for_profile"]
+__all__ = [
+    "PROFILES",
+    "ENV_VAR",
+    "ENVIRONMENT",
+    "current_profile",
+    "env",
+    "progress_disabled",
+    "for_profile",
+]
+
+#: Every environment variable of the project and what it does.
+ENVIRONMENT: dict[str, str] = {
+    "EHRSEQ_PROFILE": "run profile of every chapter: smoke, book (default) or full",
+    "EHRSEQ_ARTIFACTS": "folder of cached artefacts (default: artifacts/ in the repository)",
+    "EHRSEQ_DEVICE": "force the device: cpu, cuda or cuda:N (default: CUDA when present)",
+    "EHRSEQ_NO_PROGRESS": "1 turns every progress bar off (book builds and tests set it)",
+    "EHRSEQ_DATA_DIR": "the project's data/ folder, for an install outside a clone",
+    "EHRSEQ_SLOW": "1 runs the slow tests too (tests/conftest.py)",
+    "EHRSEQ_SHARED_DATA": "folder of the public OMOP samples for the tests (default ../shared/data)",
+    "EHRSEQ_BOOK_JOBS": "chapters make book executes at once (scripts/execute_chapters.py, 2)",
+    "EHRSEQ_BOOK_THREADS": "CPU threads of each of those chapters (1)",
+    "EHRSEQ_TEST_WORKERS": "pytest workers of make test (scripts/test.sh, 2)",
+}
+
+
+def env(name: str) -> str | None:
+    """The value of one of the project's environment variables (None when unset or empty).
+
+    Raises:
+        ValueError: if ``name`` is not listed in :data:`ENVIRONMENT`.
+    """
+    if name not in ENVIRONMENT:
+        raise ValueError(f"{name} is not one of the project's variables: {sorted(ENVIRONMENT)}")
+    return os.environ.get(name) or None
+
+
+def progress_disabled() -> bool:
+    """Whether ``EHRSEQ_NO_PROGRESS=1`` turns progress bars off."""
+    return env("EHRSEQ_NO_PROGRESS") == "1"
 
 
 def current_profile() -> str:
@@ -29,7 +71,7 @@ def current_profile() -> str:
     Raises:
         ValueError: if the variable names an unknown profile.
     """
-    profile = os.environ.get(ENV_VAR, DEFAULT_PROFILE).strip().lower()
+    profile = (env(ENV_VAR) or DEFAULT_PROFILE).strip().lower()
     if profile not in PROFILES:
         raise ValueError(f"{ENV_VAR}={profile!r} is not one of {PROFILES}")
     return profile

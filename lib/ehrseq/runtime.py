@@ -19,6 +19,8 @@ from importlib import metadata
 import numpy as np
 import torch
 
+from ehrseq.config import env, progress_disabled
+
 __all__ = [
     "get_device",
     "seed_everything",
@@ -42,7 +44,7 @@ def get_device(prefer: str | None = None) -> torch.device:
         ValueError: if ``prefer`` names CUDA and no CUDA device is present, or names an
             unknown device type.
     """
-    choice = prefer or os.environ.get("EHRSEQ_DEVICE") or None
+    choice = prefer or env("EHRSEQ_DEVICE")
     if choice is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     choice = choice.lower()
@@ -120,7 +122,7 @@ def progress(
     Builds of the book and test runs set ``EHRSEQ_NO_PROGRESS=1`` so bars do not clutter
     the rendered pages; ``disable=True`` turns a bar off from code.
     """
-    if disable or os.environ.get("EHRSEQ_NO_PROGRESS") == "1":
+    if disable or progress_disabled():
         from tqdm.std import tqdm
 
         return tqdm(iterable, desc=desc, total=total, disable=True, **kwargs)

@@ -70,6 +70,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from ehrseq.config import progress_disabled
 from ehrseq.runtime import autocast, get_device, progress, seed_everything
 
 __all__ = [
@@ -674,7 +675,7 @@ def fit(
             stop["bad_epochs"] += 1
         if cfg.patience is not None and stop["bad_epochs"] >= cfg.patience:
             stop["stopped"] = True
-        if cfg.progress and d.main and os.environ.get("EHRSEQ_NO_PROGRESS") != "1":
+        if cfg.progress and d.main and not progress_disabled():
             shown = dict.fromkeys(["train_loss", "val_loss", monitor])
             text = "  ".join(f"{k} {row[k]:.4g}" for k in shown if k in row)
             bar.write(f"{cfg.desc} {epoch + 1}/{cfg.epochs}  {text}  ({row['time_s']:.1f} s)")

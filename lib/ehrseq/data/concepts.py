@@ -11,10 +11,11 @@ the synthetic generator uses. The annotation is ground truth, never shown to a m
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from ehrseq.config import env
 
 __all__ = ["data_dir", "load_vocabulary", "Vocabulary"]
 
@@ -25,8 +26,8 @@ def data_dir() -> Path:
     Raises:
         ValueError: if the folder (or its ``vocabulary/`` subfolder) cannot be found.
     """
-    env = os.environ.get("EHRSEQ_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[3] / "data"
+    folder = env("EHRSEQ_DATA_DIR")
+    path = Path(folder) if folder else Path(__file__).resolve().parents[3] / "data"
     if not (path / "vocabulary").is_dir():
         raise ValueError(
             f"cannot find the ehrseq data folder at {path} (expected a 'vocabulary' subfolder); "
