@@ -25,6 +25,17 @@ def tiny_survival(task) -> SurvivalModel:
     return SurvivalModel(BehrtEncoder(cfg), BinHazardHead(16, task.config.n_bins))
 
 
+def recording_factory(task):
+    """A model factory for train_seeds that keeps every model it makes, in order."""
+    made = []
+
+    def make():
+        made.append(tiny_survival(task))
+        return made[-1]
+
+    return made, make
+
+
 def test_step_is_the_hazard_likelihood(task):
     """The step's loss is the mean over patients of the discrete-time likelihood, written out
     from its definition: survive every bin before the label bin, then the event or not."""
@@ -56,12 +67,7 @@ def test_predictions_follow_the_frame_order(task):
 
 
 def test_train_seeds_trains_one_fresh_model_per_seed(task):
-    made = []
-
-    def make():
-        made.append(tiny_survival(task))
-        return made[-1]
-
+    made, make = recording_factory(task)
     runs = train_seeds(
         make,
         task,
@@ -84,12 +90,7 @@ def test_train_seeds_trains_one_fresh_model_per_seed(task):
 
 
 def test_train_seeds_can_return_the_trained_models(task):
-    made = []
-
-    def make():
-        made.append(tiny_survival(task))
-        return made[-1]
-
+    made, make = recording_factory(task)
     runs = train_seeds(
         make,
         task,
