@@ -54,10 +54,10 @@ from lifelines import KaplanMeierFitter
 
 import ehrseq
 from ehrseq.baselines import FEATURE_BLOCKS, CoxBaseline, bag_of_codes, engineered_features
-from ehrseq.book import keep, keep_table, record_claim, start_claims
+from ehrseq.book import keep, keep_table, record_comparisons, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
+from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
 from ehrseq.models import (
     BehrtConfig,
     BehrtEncoder,
@@ -458,41 +458,37 @@ plt.show()
 r = results["Harrell C"]
 best = r[models].idxmax()
 pairs = {
-    "behrt_vs_cox_bag": ("flat BEHRT", "Cox, bag of codes", "li2020behrt"),
-    "behrt_vs_cox_engineered": ("flat BEHRT", "Cox, engineered features", "this book"),
-    "behrt_vs_lstm": ("flat BEHRT", "LSTM", "li2020behrt"),
-    "engineered_vs_bag": ("Cox, engineered features", "Cox, bag of codes", "this book"),
-    "lstm_vs_cox_engineered": ("LSTM", "Cox, engineered features", "this book"),
-    "oracle_vs_best": ("oracle", best, ""),
+    "behrt_vs_cox_bag": ("flat BEHRT", "Cox, bag of codes"),
+    "behrt_vs_cox_engineered": ("flat BEHRT", "Cox, engineered features"),
+    "behrt_vs_lstm": ("flat BEHRT", "LSTM"),
+    "engineered_vs_bag": ("Cox, engineered features", "Cox, bag of codes"),
+    "lstm_vs_cox_engineered": ("LSTM", "Cox, engineered features"),
+    "oracle_vs_best": ("oracle", best),
 }
-claims = {
-    "behrt_vs_cox_bag": "BEHRT beats a Cox model on a bag of codes (Harrell C)",
-    "behrt_vs_cox_engineered": "BEHRT beats a Cox model on engineered features (Harrell C)",
-    "behrt_vs_lstm": "BEHRT beats an LSTM with the same inputs and tuning budget (Harrell C)",
-    "engineered_vs_bag": "engineered features beat a bag of codes in a Cox model (Harrell C)",
-    "lstm_vs_cox_engineered": "an LSTM beats a Cox model on engineered features (Harrell C)",
+claims = {  # key: (claim, source); recorded for the results page
+    "behrt_vs_cox_bag": ("BEHRT beats a Cox model on a bag of codes (Harrell C)", "li2020behrt"),
+    "behrt_vs_cox_engineered": (
+        "BEHRT beats a Cox model on engineered features (Harrell C)",
+        "this book",
+    ),
+    "behrt_vs_lstm": (
+        "BEHRT beats an LSTM with the same inputs and tuning budget (Harrell C)",
+        "li2020behrt",
+    ),
+    "engineered_vs_bag": (
+        "engineered features beat a bag of codes in a Cox model (Harrell C)",
+        "this book",
+    ),
+    "lstm_vs_cox_engineered": (
+        "an LSTM beats a Cox model on engineered features (Harrell C)",
+        "this book",
+    ),
 }
 compared = pd.concat(
-    [protocol.compare(a, curves[a], b, curves[b]) for a, b, _ in pairs.values()],
+    [protocol.compare(a, curves[a], b, curves[b]) for a, b in pairs.values()],
     ignore_index=True,
 )
-for key, (a, b, source) in pairs.items():
-    rows = compared[compared["comparison"] == f"{a} - {b}"].set_index("metric", drop=False)
-    for metric, row in rows.iterrows():
-        mkey = {"Harrell C": "c", "IBS": "ibs", "AUROC": "auroc"}[metric]
-        keep(f"verdict_{key}_{mkey}", row["verdict"])
-    if key in claims:  # glues verdict_<key>, diff_<key>, diff_<key>_lower, diff_<key>_upper
-        record_claim(
-            CHAPTER,
-            key,
-            claims[key],
-            rows.loc["Harrell C"].to_dict(),
-            higher_is_better=HIGHER_IS_BETTER["Harrell C"],
-            source=source,
-        )
-    else:
-        for part in ("difference", "lower", "upper"):
-            keep(f"{key}_{part}", float(rows.loc["Harrell C", part]))
+record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
 keep_table("differences", compared, floatfmt="{:+.4f}")
 
 # %% [markdown]
@@ -534,8 +530,8 @@ if cfg.profile != "smoke":
 # ({glue:text}`n_test_events` events) the oracle reaches a Harrell C of
 # {glue:text}`oracle_c:.3f` ({glue:text}`oracle_c_lower:.3f` to
 # {glue:text}`oracle_c_upper:.3f`). The model with the highest C, {glue:text}`best`, is
-# {glue:text}`oracle_vs_best_difference:.3f` below it (paired interval
-# {glue:text}`oracle_vs_best_lower:.3f` to {glue:text}`oracle_vs_best_upper:.3f`): it covers
+# {glue:text}`diff_oracle_vs_best:.3f` below it (paired interval
+# {glue:text}`diff_oracle_vs_best_lower:.3f` to {glue:text}`diff_oracle_vs_best_upper:.3f`): it covers
 # {glue:text}`share_closed:.0%` of the way from a coin (0.5) to the ceiling. Part of the rest
 # is out of reach for any model: the oracle knows the latent onsets that are not yet in the
 # record.

@@ -55,7 +55,7 @@ from scipy.optimize import brentq
 from torch import nn
 
 import ehrseq
-from ehrseq.book import keep, keep_table, record_claim, start_claims
+from ehrseq.book import keep, keep_table, record_claim, record_comparisons, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
@@ -502,34 +502,19 @@ plt.show()
 
 # %%
 pairs = {
-    "hier_vs_flat": ("hierarchical BEHRT", "flat BEHRT", "li2023hibehrt"),
-    "gaps_help": ("hierarchical BEHRT", "hierarchical, no gaps", "this book"),
-    "oracle_vs_hier": ("oracle", "hierarchical BEHRT", ""),
+    "hier_vs_flat": ("hierarchical BEHRT", "flat BEHRT"),
+    "gaps_help": ("hierarchical BEHRT", "hierarchical, no gaps"),
+    "oracle_vs_hier": ("oracle", "hierarchical BEHRT"),
 }
-claims = {
-    "hier_vs_flat": "a hierarchical BEHRT beats a flat BEHRT (Harrell C)",
-    "gaps_help": "the time-gap embedding helps the hierarchical model (Harrell C)",
+claims = {  # key: (claim, source); recorded for the results page
+    "hier_vs_flat": ("a hierarchical BEHRT beats a flat BEHRT (Harrell C)", "li2023hibehrt"),
+    "gaps_help": ("the time-gap embedding helps the hierarchical model (Harrell C)", "this book"),
 }
 compared = pd.concat(
-    [protocol.compare(a, curves[a], b, curves[b]) for a, b, _ in pairs.values()],
+    [protocol.compare(a, curves[a], b, curves[b]) for a, b in pairs.values()],
     ignore_index=True,
 )
-for key, (a, b, source) in pairs.items():
-    rows = compared[compared["comparison"] == f"{a} - {b}"].set_index("metric", drop=False)
-    for metric, row in rows.iterrows():
-        mkey = {"Harrell C": "c", "IBS": "ibs", "AUROC": "auroc"}[metric]
-        keep(f"verdict_{key}_{mkey}", row["verdict"])
-    if key in claims:  # glues verdict_<key>, diff_<key>, diff_<key>_lower, diff_<key>_upper
-        record_claim(
-            CHAPTER,
-            key,
-            claims[key],
-            rows.loc["Harrell C"].to_dict(),
-            higher_is_better=HIGHER_IS_BETTER["Harrell C"],
-            source=source,
-        )
-    else:
-        keep(f"diff_{key}", float(rows.loc["Harrell C", "difference"]))
+record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
 keep_table("differences", compared, floatfmt="{:+.4f}")
 
 # %% [markdown]

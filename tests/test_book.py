@@ -70,3 +70,52 @@ def test_bad_differences_raise():
         record_claim("ch", "k", "c", {"difference": 0.1}, higher_is_better=True)
     with pytest.raises(ValueError, match="outside"):
         record_claim("ch", "k", "c", _diff(0.5, 0.0, 0.1), higher_is_better=True)
+
+
+def test_record_comparisons_glues_every_verdict_and_records_the_claims():
+    import pandas as pd
+
+    from ehrseq.book import record_comparisons
+
+    compared = pd.DataFrame(
+        [
+            {
+                "comparison": "a - b",
+                "metric": "Harrell C",
+                "difference": 0.02,
+                "lower": 0.01,
+                "upper": 0.03,
+                "verdict": "a is better",
+            },
+            {
+                "comparison": "a - b",
+                "metric": "IBS",
+                "difference": 0.0,
+                "lower": -0.01,
+                "upper": 0.01,
+                "verdict": "not resolved",
+            },
+            {
+                "comparison": "c - b",
+                "metric": "Harrell C",
+                "difference": 0.001,
+                "lower": -0.002,
+                "upper": 0.004,
+                "verdict": "not resolved",
+            },
+        ]
+    )
+    out = record_comparisons(
+        "ch",
+        compared,
+        {"ab": ("a", "b"), "cb": ("c", "b")},
+        {"cb": ("c matches b", "src")},
+        margins={"cb": 0.01},
+    )
+    assert out["key"].tolist() == ["ab", "ab", "cb"]
+    claims = read_claims()
+    assert claims["key"].tolist() == ["cb"] and claims["verdict"].tolist() == ["reproduced"]
+    with pytest.raises(ValueError, match="not among the pairs"):
+        record_comparisons("ch", compared, {"ab": ("a", "b")}, {"zz": ("x", "")})
+    with pytest.raises(ValueError, match="no 'Harrell C' row"):
+        record_comparisons("ch", compared, {"ba": ("b", "a")})

@@ -30,6 +30,8 @@ __all__ = [
     "keep",
     "keep_table",
     "record_claim",
+    "record_comparisons",
+    "METRIC_KEYS",
     "claims_folder",
     "read_claims",
     "start_claims",
@@ -160,6 +162,77 @@ def record_claim(
     rows = [r for r in rows if r["key"] != key] + [row]
     path.write_text(json.dumps(rows, indent=1))
     return verdict
+
+
+#: Short names of the protocol's metrics in glue keys (``verdict_<key>_<short>``).
+METRIC_KEYS = {
+    "Harrell C": "c",
+    "Uno C": "uno",
+    "Antolini C": "antolini",
+    "IBS": "ibs",
+    "AUROC": "auroc",
+    "calibration error": "calibration",
+}
+
+
+def record_comparisons(
+    chapter: str,
+    compared: pd.DataFrame,
+    pairs: dict[str, tuple[str, str]],
+    claims: dict[str, tuple[str, str]] | None = None,
+    *,
+    metric: str = "Harrell C",
+    margins: dict[str, float] | None = None,
+    profile: str | None = None,
+) -> pd.DataFrame:
+    """Glue every verdict of a table of paired differences and record the claims among them.
+
+    For each ``key: (a, b)`` of ``pairs`` the rows of ``compared`` whose ``comparison`` is
+    ``"a - b"`` (as :meth:`ehrseq.evaluate.SurvivalProtocol.compare` writes them) give, per
+    metric, ``verdict_<key>_<short>`` (:data:`METRIC_KEYS`) and, on ``metric``,
+    ``diff_<key>``, ``diff_<key>_lower``, ``diff_<key>_upper`` and ``verdict_<key>``. A key of
+    ``claims`` (``key: (claim, source)``) is also recorded for the results page with
+    :func:`record_claim`, with its margin from ``margins`` when it is an equivalence claim.
+
+    Returns:
+        ``compared`` with a ``key`` column.
+
+    Raises:
+        ValueError: if a pair has no rows in ``compared``, or a claim is not a pair.
+    """
+    from ehrseq.evaluate import HIGHER_IS_BETTER
+
+    claims, margins = claims or {}, margins or {}
+    unknown = set(claims) - set(pairs)
+    if unknown:
+        raise ValueError(f"claims {sorted(unknown)} are not among the pairs")
+    out = []
+    for key, (a, b) in pairs.items():
+        rows = compared[compared["comparison"] == f"{a} - {b}"].set_index("metric", drop=False)
+        if metric not in rows.index:
+            raise ValueError(f"no {metric!r} row for {a!r} - {b!r} in the compared table")
+        for name, row in rows.iterrows():
+            keep(f"verdict_{key}_{METRIC_KEYS[name]}", row["verdict"])
+        main = rows.loc[metric].to_dict()
+        if key in claims:  # glues verdict_<key> (reproduced / refuted / not resolved), diff_*
+            claim, source = claims[key]
+            record_claim(
+                chapter,
+                key,
+                claim,
+                main,
+                higher_is_better=HIGHER_IS_BETTER[metric],
+                source=source,
+                margin=margins.get(key),
+                profile=profile,
+            )
+        else:
+            keep(f"verdict_{key}", main["verdict"])
+            keep(f"diff_{key}", main["difference"])
+            keep(f"diff_{key}_lower", main["lower"])
+            keep(f"diff_{key}_upper", main["upper"])
+        out.append(rows.reset_index(drop=True).assign(key=key))
+    return pd.concat(out, ignore_index=True)
 
 
 def read_claims(profile: str | None = None) -> pd.DataFrame:
