@@ -106,7 +106,7 @@ class Config:
     init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02; see Train)
     batch_size: int = 32  # patients per pretraining batch
     eval_batch_size: int = 256  # patients per evaluation batch
-    epochs: int = 8  # epochs of every schedule (sequential: half MLM, then half next-visit)
+    epochs: int = 5  # epochs of every run (sequential: epochs // 2 of MLM, then the rest)
     lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
     mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
@@ -473,7 +473,7 @@ assert (parts["copied"][~hist_batch.seen] == 0).all()  # copies only from the hi
 # - `mlm`: masked-code modelling alone, BEHRT's pretraining;
 # - `next_visit`: next-visit prediction alone;
 # - `joint`: both losses every step, $\mathcal L = \mathcal L_\text{MLM} + w\,\mathcal L_\text{NV}$;
-# - `sequential`: the first half of the epochs with MLM, the second half with next-visit
+# - `sequential`: the first half of the epochs (rounded down) with MLM, the rest with next-visit
 #   prediction, starting from the MLM weights;
 # - `next_visit_copy`: `next_visit` again, the same encoder, epochs and batches, with the
 #   copy head in place of the linear one: the ablation of the copy term.
