@@ -403,7 +403,7 @@ assert model.mlm_head.decoder.weight is model.encoder.embeddings.code.weight  # 
 # the linear head has to squeeze every code of the history through the
 # {glue:text}`d_model` numbers of one pooled state and decode them back, for hundreds of
 # codes at once. It is easier to let the head *copy*. The **copy head** (a
-# pointer-generator, as See, Liu and Manning built for summaries in 2017, here for sets of
+# pointer-generator, as {cite:t}`see2017get` built for summaries, here for sets of
 # codes) mixes two probabilities per
 # code: one *generated* from the pooled state $z_t$ as before, and one *copied* that exists
 # only for codes already in the history $H_t$ up to visit $t$,
