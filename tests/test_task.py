@@ -72,3 +72,29 @@ def test_shared_task_config_per_profile(monkeypatch):
     assert shared_task_config("smoke", seed=1).seed == 1
     with pytest.raises(ValueError, match="unknown profile"):
         shared_task_config("huge")
+
+
+def test_cached_read_back_gives_the_same_task(tmp_path, monkeypatch):
+    """The OMOP read-back kept under the artefact root equals a fresh strict read."""
+    import pandas as pd
+
+    monkeypatch.setenv("EHRSEQ_ARTIFACTS", str(tmp_path))
+    cfg = TaskConfig(n_patients=300, seed=9, n_bins=5)
+    fresh = prepare_survival_task(cfg, cache=False)
+    first = prepare_survival_task(cfg)  # builds the cache
+    assert len(list(tmp_path.glob("task-omop-*/*.parquet"))) == 3
+    second = prepare_survival_task(cfg)  # reads it
+    from ehrseq.data.task import _read_back
+
+    for cached, direct in zip(
+        _read_back(second.cohort, cache=True), _read_back(second.cohort, cache=False), strict=True
+    ):
+        pd.testing.assert_frame_equal(cached, direct)  # dtypes, categories, index and all
+    for task in (first, second):
+        pd.testing.assert_frame_equal(task.labels, fresh.labels)
+        pd.testing.assert_frame_equal(task.sequences.frame, fresh.sequences.frame)
+        for name, arr in fresh.encoding.arrays.items():
+            np.testing.assert_array_equal(task.encoding.arrays[name], arr)
+        assert task.split.keys() == fresh.split.keys()
+        for split, ids in fresh.split.items():
+            np.testing.assert_array_equal(task.split[split], ids)

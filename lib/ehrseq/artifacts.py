@@ -19,15 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ehrseq.config import env
+from ehrseq.config import artifact_root
 
 __all__ = ["artifact_root", "config_key", "load_or_train"]
-
-
-def artifact_root() -> Path:
-    """``EHRSEQ_ARTIFACTS`` if set, else ``artifacts/`` at the repository root."""
-    folder = env("EHRSEQ_ARTIFACTS")
-    return Path(folder) if folder else Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def _plain(obj: Any) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 PROFILES = ("smoke", "book", "full")
@@ -28,6 +29,7 @@ __all__ = [
     "PROFILES",
     "ENV_VAR",
     "ENVIRONMENT",
+    "artifact_root",
     "current_profile",
     "env",
     "progress_disabled",
@@ -58,6 +60,12 @@ def env(name: str) -> str | None:
     if name not in ENVIRONMENT:
         raise ValueError(f"{name} is not one of the project's variables: {sorted(ENVIRONMENT)}")
     return os.environ.get(name) or None
+
+
+def artifact_root() -> Path:
+    """``EHRSEQ_ARTIFACTS`` if set, else ``artifacts/`` at the repository root."""
+    folder = env("EHRSEQ_ARTIFACTS")
+    return Path(folder) if folder else Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def progress_disabled() -> bool:
