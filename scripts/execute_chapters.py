@@ -55,6 +55,32 @@ def read(path: Path):
     return jupytext.reads(path.read_text(), fmt="py:percent")
 
 
+def figure_problems(nb) -> list[str]:
+    """Figure cells (``mystnb.figure`` metadata) with more than one shown output.
+
+    The book wraps every shown output of such a cell in the named figure, so a second one (a
+    value left as the cell's last expression, a second plot) makes the name appear twice and
+    fails the build with a "duplicate explicit target name" warning far from its cause.
+    """
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure")
+        if cell.cell_type != "code" or not figure:
+            continue
+        shown = [
+            o
+            for o in cell.get("outputs", [])
+            if o.output_type in ("display_data", "execute_result")
+            and not any(k.startswith("application/papermill.record") for k in o.get("data", {}))
+        ]
+        if len(shown) > 1:
+            kinds = ", ".join(sorted({o.output_type for o in shown}))
+            problems.append(
+                f"cell {i} (figure {figure.get('name')!r}): {len(shown)} outputs ({kinds})"
+            )
+    return problems
+
+
 def execute(path: str, threads: int, timeout: int) -> tuple[str, object, float, str | None]:
     """Run one chapter in a fresh kernel (in a worker process); return the executed notebook."""
     from jupyter_cache.executors.utils import single_nb_execution
@@ -65,7 +91,10 @@ def execute(path: str, threads: int, timeout: int) -> tuple[str, object, float, 
     result = single_nb_execution(
         nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout, meta_override=True
     )
-    return path, nb, result.time, result.exc_string if result.err else None
+    error = result.exc_string if result.err else None
+    if error is None and (problems := figure_problems(nb)):
+        error = "figure cells must show one output each:\n  " + "\n  ".join(problems)
+    return path, nb, result.time, error
 
 
 def main() -> int:

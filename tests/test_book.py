@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ehrseq.book import keep, keep_table, read_claims, record_claim, start_claims
+from ehrseq.book import _plain, keep, keep_table, read_claims, record_claim, start_claims
 
 
 @pytest.fixture(autouse=True)
@@ -15,11 +15,12 @@ def _artifacts(tmp_path, monkeypatch):
     monkeypatch.setenv("EHRSEQ_PROFILE", "smoke")
 
 
-def test_keep_returns_plain_python_numbers():
-    assert type(keep("a", np.float32(1.5))) is float
-    assert type(keep("b", torch.tensor(3))) is int
-    assert type(keep("c", np.array([2.5]))) is float
-    assert keep("d", "text") == "text"
+def test_keep_glues_plain_python_numbers_and_returns_nothing():
+    assert type(_plain(np.float32(1.5))) is float
+    assert type(_plain(torch.tensor(3))) is int
+    assert type(_plain(np.array([2.5]))) is float
+    assert _plain("text") == "text"
+    assert keep("a", np.float32(1.5)) is None  # no second output after a figure
 
 
 def test_keep_table_formats_floats_only():

@@ -32,3 +32,24 @@ def test_reads_the_chapter_as_the_book_does():
     nb = ex.read(ROOT / "notebooks/01_synthetic_cohort.py")
     assert nb.metadata["kernelspec"]["name"] == "python3"
     assert sum(c.cell_type == "code" for c in nb.cells) > 5
+
+
+def test_a_figure_cell_with_two_outputs_is_reported():
+    import nbformat
+
+    ex = _module()
+    nb = nbformat.v4.new_notebook()
+    image = nbformat.v4.new_output("display_data", data={"image/png": "", "text/plain": "<Figure>"})
+    glued = nbformat.v4.new_output(
+        "display_data", data={"application/papermill.record/text/plain": "1"}
+    )
+    value = nbformat.v4.new_output("execute_result", data={"text/plain": "0.5"}, execution_count=1)
+    good = nbformat.v4.new_code_cell(
+        "plt.show()", metadata={"mystnb": {"figure": {"name": "fig-a"}}}
+    )
+    good.outputs = [image, glued]
+    bad = nbformat.v4.new_code_cell("x", metadata={"mystnb": {"figure": {"name": "fig-b"}}})
+    bad.outputs = [image, value]
+    nb.cells = [good, bad]
+    problems = ex.figure_problems(nb)
+    assert len(problems) == 1 and "fig-b" in problems[0]

@@ -49,13 +49,15 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def keep(name: str, value: Any) -> Any:
-    """Glue ``value`` under ``name`` for the prose (not displayed here); returns the value."""
+def keep(name: str, value: Any) -> None:
+    """Glue ``value`` under ``name`` for the prose (not displayed here).
+
+    Returns nothing on purpose: as the last line of a figure cell, a returned value would
+    become a second output of the cell, and the book would see the figure's name twice.
+    """
     from myst_nb import glue
 
-    value = _plain(value)
-    glue(name, value, display=False)
-    return value
+    glue(name, _plain(value), display=False)
 
 
 def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
