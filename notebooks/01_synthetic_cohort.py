@@ -219,23 +219,26 @@ pd.concat([delay_by_disease, share_diagnosed], axis=1).round(2)
 # \begin{aligned}
 # \eta_m^\text{int} &= \beta_0 + \beta_\text{age}\,\tfrac{\text{age}_m - 60}{10}
 # + \beta_\text{male}\,\text{male} + s\,(\text{state terms above}) \\
-# &\quad + \gamma_1\, \text{NSAID}_{90}(m)\, D_\text{CKD}(m)
+# &\quad + \gamma_1\, \text{NSAID}_{w}(m)\, D_\text{CKD}(m)
 # + \gamma_2\, b_i
-# + \gamma_3 \min\!\big(\text{years since T2D record}(m),\ 4\big) \\
+# + \gamma_3 \min\!\big(\text{years since T2D record}(m),\ c\big) \\
 # &\quad + \gamma_4\, \text{GAP}(m)
 # + \gamma_5\, [\text{HTN recorded before T2D}](m)
 # \end{aligned}
 # $$
 #
-# - $\text{NSAID}_{90}$: an NSAID course (ibuprofen or naproxen, prescribed at an outpatient
-#   visit for joint pain) in the last 90 days, in a patient whose kidney disease is active. The
+# - $\text{NSAID}_{w}$: an NSAID course (ibuprofen or naproxen, prescribed at an outpatient
+#   visit for joint pain) in the last $w$ = {glue:text}`nsaid_window:.0f` days, in a patient
+#   whose kidney disease is active. The
 #   same drug a year ago adds nothing, and neither does an NSAID without kidney disease.
 # - $b_i$: the patient's NT-proBNP slope, in reference standard deviations per year. Every
-#   NT-proBNP and BNP value moves along $o_i + b_i\,(t - 1\text{ year})$ on top of the usual
+#   NT-proBNP and BNP value moves along $o_i + b_i\,(t - t_0)$, $t_0$ =
+#   {glue:text}`bnp_centre:g` years after enrolment, on top of the usual
 #   patient effect and noise, with an own offset $o_i$ (on a log scale, as natriuretic
 #   peptides are log-normal), so the latest level mixes the slope with the offset, and a bag
 #   of value deciles cannot tell a rise from a fall.
-# - Years since type 2 diabetes was first recorded: the effect grows with disease duration.
+# - Years since type 2 diabetes was first recorded, up to $c$ = {glue:text}`dm_cap:g`: the
+#   effect grows with disease duration.
 # - $\text{GAP}$: a treated hypertensive patient who stopped refilling the antihypertensive; no
 #   antihypertensive is recorded while the gap lasts, and the treatment's benefit lapses.
 # - Hypertension recorded before type 2 diabetes: the reverse order adds nothing.
@@ -250,6 +253,9 @@ coef = pd.DataFrame(
     }
 )
 glue("state_scale", INTERACTION["state_scale"], display=False)
+glue("nsaid_window", INTERACTION["nsaid_window_days"], display=False)
+glue("bnp_centre", INTERACTION["bnp_centre_years"], display=False)
+glue("dm_cap", INTERACTION["diabetes_years_cap"], display=False)
 coef.round(3)
 
 # %% [markdown]
