@@ -36,6 +36,8 @@
 # ## Setup
 
 # %%
+import textwrap
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -72,18 +74,32 @@ print("chapters without claims yet:", missing or "none")
 # ## The table
 
 # %%
-table = claims.assign(
-    interval=[
-        f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"
-        for d, lo, hi in zip(claims["difference"], claims["lower"], claims["upper"], strict=True)
-    ],
-    margin=claims["margin"].map(lambda m: "" if pd.isna(m) else f"±{m:g}"),
-)[["chapter", "claim", "source", "comparison", "metric", "interval", "margin", "verdict"]]
+# four columns, so a claim and its interval each stay on one line beside the text column
+table = pd.DataFrame(
+    {
+        "chapter": claims["chapter"].str.slice(0, 2),
+        "claim": claims["claim"],
+        "difference [95 % CI]": [
+            f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" + ("" if pd.isna(m) else f" (margin ±{m:g})")
+            for d, lo, hi, m in zip(
+                claims["difference"],
+                claims["lower"],
+                claims["upper"],
+                claims["margin"],
+                strict=True,
+            )
+        ],
+        "verdict": claims["verdict"],
+    }
+).set_index("chapter")
 counts = claims["verdict"].value_counts().reindex(list(VERDICTS), fill_value=0)
 keep("n_claims", len(claims))
 for verdict, n in counts.items():
     keep(f"n_{verdict.replace(' ', '_')}", int(n))
-table
+# a Styler shows each claim whole (a plain frame cuts long text at 50 characters)
+table.reset_index().style.hide(axis="index").set_properties(
+    subset=["claim"], **{"text-align": "left", "white-space": "normal"}
+)
 
 # %% [markdown]
 # Of {glue:text}`n_claims` claims, {glue:text}`n_reproduced` are reproduced,
@@ -101,7 +117,7 @@ sizes = [max(int((claims["metric"] == m).sum()), 1) for m in metrics]
 fig, axes = plt.subplots(
     len(metrics),
     1,
-    figsize=(8, 0.45 * sum(sizes) + 1.2 * len(metrics)),
+    figsize=(9, 0.6 * sum(sizes) + 1.2 * len(metrics)),
     gridspec_kw={"height_ratios": sizes},
     squeeze=False,
 )
@@ -120,7 +136,7 @@ for ax, metric in zip(axes[:, 0], metrics, strict=True):
             capsize=3,
         )
     ax.axvline(0.0, color="black", linestyle=":", linewidth=1)
-    ax.set_yticks(y, rows["claim"].tolist())
+    ax.set_yticks(y, [textwrap.fill(c, 45) for c in rows["claim"]], fontsize="small")
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
     ax.set_xlabel(f"difference in {metric} (first model minus second)")
 for verdict, c in colour.items():
