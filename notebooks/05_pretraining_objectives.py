@@ -97,7 +97,6 @@ CHAPTER = "05_pretraining_objectives"
 class Config:
     profile: str = "book"
     seed: int = 7  # seed of the setup and of every pretraining run
-    threads: int = 1  # torch CPU threads (one thread is the fastest on a busy, shared CPU)
     d_model: int = 64  # encoder width
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
@@ -129,12 +128,11 @@ cfg = for_profile(
         },
     },
 )
-torch.set_num_threads(cfg.threads)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(cfg)
-print(f"device: {device}")
+print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 start_claims(CHAPTER)  # this run's claims replace the last run's on the results page
 

@@ -96,7 +96,6 @@ class Config:
     lr: float = 1e-3  # peak learning rate of AdamW
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (initialisation and batch order)
     n_boot: int = 200  # bootstrap resamples per confidence interval
-    torch_threads: int = 1  # intra-op threads (1 is fastest on a shared 2-core machine)
 
 
 cfg = for_profile(
@@ -112,16 +111,14 @@ cfg = for_profile(
             "patience": 4,
             "seeds": (0, 1, 2, 3, 4),
             "n_boot": 1000,
-            "torch_threads": 8,
         },
     },
 )
-torch.set_num_threads(cfg.torch_threads)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seeds[0])
 apply_style()
 print(cfg)
-print(f"device: {device}")
+print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 
 

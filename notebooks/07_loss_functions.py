@@ -81,7 +81,6 @@ class Config:
     n_boot: int = 200  # bootstrap resamples of test patients per interval
     calibration_groups: int = 10  # risk groups of the calibration plot
     max_pair_patients: int = 4000  # patients per (n, n) pair matrix when scoring a whole split
-    threads: int = 1  # CPU threads for torch (more only contend on a shared machine)
 
 
 cfg = for_profile(
@@ -104,12 +103,11 @@ cfg = for_profile(
         },
     },
 )
-torch.set_num_threads(cfg.threads)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(cfg)
-print(f"device: {device}")
+print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 CHAPTER = "07_loss_functions"
 start_claims(CHAPTER)  # the claims this chapter tests go to the results page
 assert cfg.claim_weight in cfg.rank_weights

@@ -94,7 +94,6 @@ CHAPTER = "08_finetuning_strategies"
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    torch_threads: int = 1  # intra-op threads (1 is fastest on a shared 2-core machine)
     d_model: int = 64  # encoder width
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
@@ -134,7 +133,6 @@ cfg = for_profile(
             "n_boot": 50,
         },
         "full": {
-            "torch_threads": 8,
             "d_model": 128,
             "n_layers": 4,
             "d_ff": 512,
@@ -153,13 +151,12 @@ cfg = for_profile(
         },
     },
 )
-torch.set_num_threads(cfg.torch_threads)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(0)
 apply_style()
 start_claims(CHAPTER)
 print(cfg)
-print(f"device: {device}")
+print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 keep("n_seeds", len(cfg.seeds))
 keep("small_fraction", float(cfg.small_fraction))
 

@@ -258,3 +258,17 @@ def test_clear_errors():
         BehrtConfig(vocab_size=10, time_embedding="linear")
     with pytest.raises(ValueError, match="divisible"):
         BehrtConfig(vocab_size=10, d_model=30, n_heads=4)
+
+
+@pytest.mark.parametrize("p_attn", [0.0, 0.5])
+def test_attention_dropout_is_its_own_setting(p_attn):
+    """The residual dropout and the dropout on attention probabilities are set apart: with
+    the first at 0, training-mode outputs vary between calls only when the second is on."""
+    model = tiny(dropout=0.0, attention_dropout=p_attn).train()
+    batch = pad([patient([3, 2], 0), patient([2], 1)])
+    first, second = model(**batch), model(**batch)
+    assert torch.equal(first, second) == (p_attn == 0.0)
+    blocks = [b.attn.dropout for b in model.blocks]
+    assert blocks == [p_attn] * len(blocks)
+    with pytest.raises(ValueError, match="attention_dropout"):
+        BehrtConfig(vocab_size=10, attention_dropout=1.0)

@@ -185,8 +185,12 @@ class TransformerBlock(nn.Module):
         d_model: width :math:`d`.
         n_heads: attention heads.
         d_ff: feed-forward hidden width.
-        dropout: on the attention probabilities and on both residual branches (BERT's places).
+        dropout: on both residual branches (and, unless ``attention_dropout`` says otherwise,
+            on the attention probabilities: BERT's places).
         layer_norm_eps: LayerNorm epsilon.
+        attention_dropout: on the attention probabilities; None: ``dropout``. The models'
+            configs set it on its own (0 by default, see
+            :attr:`~ehrseq.models.behrt.BehrtConfig.attention_dropout`).
 
     Shapes:
         x: ``(B, L, d)``; mask: as in :class:`MultiHeadSelfAttention`; output ``(B, L, d)``.
@@ -202,10 +206,12 @@ class TransformerBlock(nn.Module):
         d_ff: int,
         dropout: float = 0.0,
         layer_norm_eps: float = 1e-5,
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
-        self.attn = MultiHeadSelfAttention(d_model, n_heads, dropout)
+        p_attn = dropout if attention_dropout is None else attention_dropout
+        self.attn = MultiHeadSelfAttention(d_model, n_heads, p_attn)
         self.ln2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.mlp = FeedForward(d_model, d_ff)
         self.dropout = nn.Dropout(dropout)

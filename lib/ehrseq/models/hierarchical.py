@@ -86,7 +86,10 @@ class HierarchicalConfig:
         n_layers: transformer blocks across visits.
         n_heads: attention heads (divides ``d_model``), at both levels and in the pooling.
         d_ff: feed-forward hidden width.
-        dropout: on embeddings, attention probabilities, MLPs and residual branches.
+        dropout: on embeddings, MLPs and residual branches.
+        attention_dropout: on the attention probabilities of both levels and of the pooling
+            (0 by default, as in :class:`~ehrseq.models.behrt.BehrtConfig`: on a CPU the mask
+            costs about a third of a training step).
         n_code_layers: transformer blocks inside each visit before pooling (0: pool the code
             embeddings directly).
         code_pooling: ``"attention"`` (learned query) or ``"mean"`` (masked mean).
@@ -115,6 +118,7 @@ class HierarchicalConfig:
     n_heads: int = 4
     d_ff: int = 256
     dropout: float = 0.1
+    attention_dropout: float = 0.0
     n_code_layers: int = 0
     code_pooling: Literal["attention", "mean"] = "attention"
     use_domain: bool = True
@@ -149,8 +153,9 @@ class HierarchicalConfig:
             raise ValueError(
                 f"d_model = {self.d_model} is not divisible by n_heads = {self.n_heads}"
             )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout = {self.dropout}: must be in [0, 1)")
+        for name in ("dropout", "attention_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} = {getattr(self, name)}: must be in [0, 1)")
         if self.age_bin_years <= 0 or self.max_age <= 0 or self.max_time_days <= 0:
             raise ValueError("age_bin_years, max_age and max_time_days must be positive")
         if self.n_time_bins < 2:
@@ -266,12 +271,21 @@ class VisitEncoder(nn.Module):
         self.norm_in = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.layer_norm_eps)
+            TransformerBlock(
+                d,
+                cfg.n_heads,
+                cfg.d_ff,
+                cfg.dropout,
+                cfg.layer_norm_eps,
+                attention_dropout=cfg.attention_dropout,
+            )
             for _ in range(cfg.n_code_layers)
         )
         self.norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps) if cfg.n_code_layers else None
         self.pool = (
-            AttentionPool(d, cfg.n_heads, cfg.dropout) if cfg.code_pooling == "attention" else None
+            AttentionPool(d, cfg.n_heads, cfg.attention_dropout)
+            if cfg.code_pooling == "attention"
+            else None
         )
 
     def forward(
@@ -402,7 +416,14 @@ class HierarchicalBehrt(nn.Module):
         self.visit_encoder = VisitEncoder(cfg)
         self.embeddings = VisitEmbeddings(cfg)
         self.blocks = nn.ModuleList(
-            TransformerBlock(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.layer_norm_eps)
+            TransformerBlock(
+                cfg.d_model,
+                cfg.n_heads,
+                cfg.d_ff,
+                cfg.dropout,
+                cfg.layer_norm_eps,
+                attention_dropout=cfg.attention_dropout,
+            )
             for _ in range(cfg.n_layers)
         )
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
