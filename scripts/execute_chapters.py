@@ -81,15 +81,44 @@ def figure_problems(nb) -> list[str]:
     return problems
 
 
+def slowest_cells(nb, n: int = 3) -> list[dict]:
+    """The ``n`` slowest code cells of an executed notebook (nbclient's per-cell timing).
+
+    Each entry: ``cell`` (index), ``seconds``, ``first_line`` (the first line of code that is
+    not a comment). Cells without timing metadata are skipped.
+    """
+    from datetime import datetime
+
+    rows = []
+    for i, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if cell.cell_type != "code" or not (start and end):
+            continue
+        seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+        lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.startswith("#")]
+        rows.append({"cell": i, "seconds": round(seconds, 1), "first_line": (lines or [""])[0]})
+    return sorted(rows, key=lambda r: -r["seconds"])[:n]
+
+
 def execute(path: str, threads: int, timeout: int) -> tuple[str, object, float, str | None]:
-    """Run one chapter in a fresh kernel (in a worker process); return the executed notebook."""
+    """Run one chapter in a fresh kernel (in a worker process); return the executed notebook.
+
+    nbclient records each cell's start and end in the cell's metadata (``execution``), which
+    :func:`slowest_cells` reads.
+    """
     from jupyter_cache.executors.utils import single_nb_execution
 
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)  # the kernel inherits these
     nb = read(Path(path))
     result = single_nb_execution(
-        nb, cwd=str(Path(path).parent), allow_errors=False, timeout=timeout, meta_override=True
+        nb,
+        cwd=str(Path(path).parent),
+        allow_errors=False,
+        timeout=timeout,
+        meta_override=True,
+        record_timing=True,
     )
     error = result.exc_string if result.err else None
     if error is None and (problems := figure_problems(nb)):
@@ -148,13 +177,21 @@ def _run(paths: list[Path], args, cache, failed: list[str]) -> None:
                 failed.append(name)
                 print(f"[execute] FAILED  {name} after {seconds:.0f} s\n{error}", file=sys.stderr)
                 continue
+            slow = slowest_cells(nb)
+            data = {"execution_seconds": seconds, "threads": args.threads, "jobs": args.jobs}
             cache.add_nb_to_project(path)
             cache.cache_notebook_bundle(
-                CacheBundleIn(nb, path, data={"execution_seconds": seconds}),
+                CacheBundleIn(nb, path, data={**data, "slowest_cells": slow}),
                 check_validity=False,
                 overwrite=True,
             )
             print(f"[execute] {seconds:6.0f} s  {name}", flush=True)
+            for cell in slow:
+                print(
+                    f"[execute]          {cell['seconds']:6.1f} s  cell {cell['cell']}: "
+                    f"{cell['first_line'][:70]}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
