@@ -20,7 +20,7 @@ def _module():
 def test_every_chapter_is_in_the_toc_and_found():
     ex = _module()
     found = [p.name for p in ex.chapters()]
-    on_disk = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    on_disk = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]*_*.py"))
     assert sorted(found) == on_disk  # a chapter missing from _toc.yml would not be built
     assert found == sorted(found)  # book order is chapter order
     finals = [n for n in found if n.startswith(ex.FINAL_PREFIX)]
@@ -53,3 +53,27 @@ def test_a_figure_cell_with_two_outputs_is_reported():
     nb.cells = [good, bad]
     problems = ex.figure_problems(nb)
     assert len(problems) == 1 and "fig-b" in problems[0]
+
+
+def test_slowest_cells_read_nbclient_timing():
+    import nbformat
+
+    ex = _module()
+    nb = nbformat.v4.new_notebook()
+
+    def cell(source: str, start: str | None, end: str | None):
+        c = nbformat.v4.new_code_cell(source)
+        if start:
+            c.metadata["execution"] = {"iopub.execute_input": start, "shell.execute_reply": end}
+        return c
+
+    nb.cells = [
+        cell("# setup\nimport torch", "2026-01-01T00:00:00.000Z", "2026-01-01T00:00:02.000Z"),
+        cell("fit(model)", "2026-01-01T00:00:02.000Z", "2026-01-01T00:01:32.500Z"),
+        cell("plot()", None, None),
+        nbformat.v4.new_markdown_cell("text"),
+    ]
+    slow = ex.slowest_cells(nb, n=5)
+    assert [r["cell"] for r in slow] == [1, 0]
+    assert slow[0] == {"cell": 1, "seconds": 90.5, "first_line": "fit(model)"}
+    assert slow[1]["first_line"] == "import torch"
