@@ -30,9 +30,10 @@
 # We build both stages, test the masks and the causality with assertions, compare the model
 # with a flat BEHRT under the protocol of the previous chapter (same task, splits, head,
 # metrics and training recipe, similar parameter counts), ablate the time-gap embedding,
-# ask whether the hierarchical model's risks are calibrated, and measure what the hierarchy
-# buys in compute: attention over $L = VC$ tokens costs $O((VC)^2)$, attention inside visits
-# and then across them $O(VC^2 + V^2)$.
+# and ask whether the hierarchical model's risks are calibrated. The next chapter,
+# {doc}`10b_hierarchy_scaling`, measures what the hierarchy buys in compute: attention over
+# $L = VC$ tokens costs $O((VC)^2)$, attention inside visits and then across them
+# $O(VC^2 + V^2)$.
 
 # %% [markdown]
 # ## Setup
@@ -43,7 +44,6 @@
 # %%
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -75,10 +75,9 @@ from ehrseq.models import (
 from ehrseq.models.behrt import log_time_bins
 from ehrseq.models.hierarchical import VisitEmbeddings
 from ehrseq.plotting import apply_style
-from ehrseq.runs import hazard_nll_step, predict_survival, train_seeds
-from ehrseq.runtime import measure
+from ehrseq.runs import predict_survival, train_seeds
 from ehrseq.survival import hazards_to_survival, life_table_hazards
-from ehrseq.train import TrainConfig, to_device
+from ehrseq.train import TrainConfig
 
 CHAPTER = "10_hierarchical_behrt"
 
@@ -98,10 +97,6 @@ class Config:
     lr: float = 1e-3  # peak learning rate
     n_boot: int = 200  # bootstrap resamples of every paired difference
     n_boot_table: int = 30  # resamples of the per-model intervals of the protocol table
-    scale_visits: tuple[int, ...] = (8, 16, 32, 64)  # V of the scaling benchmark
-    scale_codes: tuple[int, ...] = (4, 8, 16)  # C of the scaling benchmark
-    scale_batch: int = 8  # patients per benchmark step
-    scale_repeats: int = 3  # timed steps per model and size (the fastest is kept)
 
 
 cfg = for_profile(
@@ -115,10 +110,6 @@ cfg = for_profile(
             "epochs": 2,
             "n_boot": 20,
             "n_boot_table": 10,
-            "scale_visits": (4, 8),
-            "scale_codes": (4, 8),
-            "scale_batch": 4,
-            "scale_repeats": 2,
         },
         "full": {
             "seeds": (0, 1, 2),
@@ -128,10 +119,6 @@ cfg = for_profile(
             "epochs": 10,
             "n_boot": 1000,
             "n_boot_table": 200,
-            "scale_visits": (16, 32, 64, 128, 256),
-            "scale_codes": (8, 16, 32),
-            "scale_batch": 32,
-            "scale_repeats": 10,
         },
     },
 )
@@ -159,6 +146,7 @@ edges = task.cuts[1:]  # right edge of every bin, days
 n_bins = task.config.n_bins
 keep("n_test", len(test))
 keep("n_test_events", int(test["event"].sum()))
+keep("max_len", task.config.max_len)
 task.summary()
 
 # %% [markdown]
@@ -273,8 +261,8 @@ pd.DataFrame(
 # visit $t$ sees visits $\le t$ only, so a hazard read off visit $t$ never sees the future.
 # `HierarchicalBehrt` puts the two levels together; with `n_code_layers > 0` it would also
 # run transformer blocks inside each visit before pooling, as deeper hierarchical models do
-# (Hi-BEHRT {cite}`li2023hibehrt` runs them inside sliding windows of the history); the
-# scaling section measures what that costs. Shapes, level by level:
+# (Hi-BEHRT {cite}`li2023hibehrt` runs them inside sliding windows of the history);
+# {doc}`10b_hierarchy_scaling` measures what that costs. Shapes, level by level:
 
 # %%
 hcfg_demo = HierarchicalConfig.from_vocab(
@@ -737,296 +725,6 @@ keep_table("calibration", calibration, floatfmt="{:+.4f}")
 # (the slope); a verdict of "oracle is better" after rescaling leaves a part that a
 # two-parameter map of the model's own hazards does not fix.
 #
-# ## Scaling: what the hierarchy buys in compute
-# The accuracy comparison above runs on short histories (at most
-# {glue:text}`max_len` tokens). Records of real patients run to thousands of codes, and
-# there the cost of attention decides what can be trained at all. Count the attention
-# scores of one layer and head for a patient of $V$ visits with $C$ codes each:
-#
-# - **flat**: every token attends to every token, $(VC)^2$ scores;
-# - **hierarchical**, as trained above: pooling reads $C$ scores per visit, the visit level
-#   $V^2$: $VC + V^2$;
-# - **hierarchical with a transformer block inside each visit** (`n_code_layers=1`,
-#   the design of deeper hierarchical models): $VC^2 + VC + V^2$.
-#
-# We time one training step (forward, hazard NLL, backward) of each model on full synthetic
-# batches (every visit has exactly $C$ codes, so $L = VC$) over a grid of $V$ and $C$, the
-# approach of `benchmarks/bench_attention_scaling.py` at small sizes. The time is the fastest
-# of {glue:text}`scale_repeats` timed steps after one warm-up step, with one torch thread and
-# the models timed in turns, which is the estimate least disturbed by other jobs on a shared
-# machine. **Memory** is measured twice. `saved_for_backward_mib` records every tensor that
-# autograd keeps for the backward pass of one step (the activations, weights excluded):
-# exact, and the same on any device. And we count the attention scores one forward pass
-# builds, from the shapes: on a CPU, `scaled_dot_product_attention` with a mask
-# materialises exactly these, so the count says which part of the activations grows
-# fastest. On a GPU, `measure` adds the peak of allocated tensors.
-
-# %%
-keep("max_len", task.config.max_len)
-keep("scale_repeats", cfg.scale_repeats)
-keep("scale_batch", cfg.scale_batch)
-V_max, C_max = max(cfg.scale_visits), max(cfg.scale_codes)
-
-
-def full_batches(b: int, v: int, c: int, seed: int = 0) -> tuple[dict, dict]:
-    """The same full patients as a flat batch (b, v*c) and a hierarchical one (b, v, c)."""
-    g = torch.Generator().manual_seed(seed)
-    L = v * c
-    codes = torch.randint(5, len(task.vocab), (b, v, c), generator=g)  # (b, v, c)
-    domains = torch.randint(1, 8, (b, v, c), generator=g)  # (b, v, c)
-    gaps = torch.randint(1, 400, (b, v), generator=g).float()  # (b, v)
-    gaps[:, 0] = 0.0
-    ages = 40 + 30 * torch.rand(b, 1, generator=g) + gaps.cumsum(1) / 365.25  # (b, v)
-    labels = {
-        "durations": torch.randint(0, n_bins, (b,), generator=g),
-        "events": torch.randint(0, 2, (b,), generator=g),
-    }
-    hier = {
-        "codes": codes,
-        "code_mask": torch.ones(b, v, c, dtype=torch.bool),
-        "visit_mask": torch.ones(b, v, dtype=torch.bool),
-        "ages": ages,
-        "time_deltas": gaps,
-        "domain_ids": domains,
-        **labels,
-    }
-    first = torch.zeros(b, v, c)
-    first[:, :, 0] = 1.0  # the gap sits on a visit's first code
-    flat = {
-        "codes": codes.reshape(b, L),  # (b, v, c) -> (b, L)
-        "attention_mask": torch.ones(b, L, dtype=torch.bool),
-        "ages": ages[:, :, None].expand(b, v, c).reshape(b, L),  # (b, L)
-        "visit_ids": (torch.arange(L) // c + 1).expand(b, L),  # (b, L)
-        "positions": torch.arange(L).expand(b, L),  # (b, L)
-        "time_deltas": (gaps[:, :, None] * first).reshape(b, L),  # (b, L)
-        "domain_ids": domains.reshape(b, L),  # (b, L)
-        **labels,
-    }
-    return to_device(flat, device), to_device(hier, device)
-
-
-def attention_scores(name: str, b: int, v: int, c: int) -> int:
-    """Attention scores one forward pass builds, from the shapes (all heads and layers)."""
-    H, layers = cfg.n_heads, cfg.n_layers
-    if name == "flat":
-        return layers * b * H * (v * c) ** 2
-    within = b * v * H * c**2 if name == "hierarchical + block in visits" else 0
-    return within + b * v * H * c + layers * b * H * v**2
-
-
-torch.manual_seed(0)
-bench_models = {
-    "flat": flat_behrt(max_len=V_max * C_max, max_visits=V_max),
-    "hierarchical": hierarchical(),
-    "hierarchical + block in visits": hierarchical(n_code_layers=1),
-}
-for m in bench_models.values():
-    m.to(device).train()
-
-
-def timed_step(model: nn.Module, b: dict) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    model.zero_grad(set_to_none=True)
-    hazard_nll_step(model, b).backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-threads = torch.get_num_threads()
-torch.set_num_threads(1)
-bench = []
-try:
-    for v in cfg.scale_visits:
-        for c in cfg.scale_codes:
-            flat_b, hier_b = full_batches(cfg.scale_batch, v, c)
-            inputs_of = {n: flat_b if n == "flat" else hier_b for n in bench_models}
-            for n, m in bench_models.items():
-                timed_step(m, inputs_of[n])  # warm-up
-            times: dict[str, list[float]] = {n: [] for n in bench_models}
-            for _ in range(cfg.scale_repeats):  # in turns, so a busy machine slows all alike
-                for n, m in bench_models.items():
-                    times[n].append(timed_step(m, inputs_of[n]))
-            for n, m in bench_models.items():
-                saved = ehrseq.saved_for_backward_mib(
-                    lambda m=m, b=inputs_of[n]: hazard_nll_step(m, b), exclude=m.parameters()
-                )
-                peak = float("nan")
-                if device.type == "cuda":
-                    with measure(device) as mem:
-                        timed_step(m, inputs_of[n])
-                    peak = mem.peak_mib
-                bench.append(
-                    {
-                        "model": n,
-                        "V": v,
-                        "C": c,
-                        "L = VC": v * c,
-                        "s / step": min(times[n]),
-                        "attention scores": attention_scores(n, cfg.scale_batch, v, c),
-                        "activations MiB": saved,
-                        "peak MiB (GPU)": peak,
-                    }
-                )
-finally:
-    torch.set_num_threads(threads)
-bench = pd.DataFrame(bench)
-bench["score MiB"] = bench["attention scores"] * 4 / 2**20  # float32
-bench.pivot_table(index=["V", "C"], columns="model", values="s / step").round(4)
-
-# %% [markdown]
-# How do the costs grow? A power law $y \propto (VC)^s$ is a straight line of slope $s$ on
-# log-log axes. We fit $s$ by least squares for each model, and also the two exponents of
-# $y \propto V^p C^q$, which separate growing the number of visits from growing the number
-# of codes per visit. For the score counts the expected exponents are exact: $p = q = 2$ for the flat model; for the
-# hierarchical ones, sums of terms with different exponents, so one power law only
-# summarises the range measured.
-
-
-# %%
-def exponents(rows: pd.DataFrame, column: str) -> dict:
-    """Slope s of log y on log(VC), and exponents (p, q) of log y = a + p log V + q log C."""
-    y = np.log(rows[column].to_numpy(float))
-    s = np.polyfit(np.log(rows["L = VC"].to_numpy(float)), y, 1)[0]
-    X = np.column_stack([np.ones(len(rows)), np.log(rows["V"]), np.log(rows["C"])])
-    (_, p, q), *_ = np.linalg.lstsq(X, y, rcond=None)
-    return {"slope in VC": float(s), "p (V)": float(p), "q (C)": float(q)}
-
-
-slopes = pd.DataFrame(
-    {
-        (n, what): exponents(bench[bench["model"] == n], column)
-        for n in bench_models
-        for what, column in (
-            ("time", "s / step"),
-            ("activations", "activations MiB"),
-            ("scores", "attention scores"),
-        )
-    }
-).T
-slopes.index.names = ["model", "cost"]
-keep_slopes = {"flat": "flat", "hierarchical": "hier", "hierarchical + block in visits": "hblock"}
-for n, key in keep_slopes.items():
-    for what in ("time", "activations", "scores"):
-        keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
-        keep(f"p_{key}_{what}", float(slopes.loc[(n, what), "p (V)"]))
-        keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
-largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
-keep("L_max", V_max * C_max)
-keep(
-    "speedup_largest",
-    float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]),
-)
-keep(
-    "score_ratio_largest",
-    float(
-        largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]
-    ),
-)
-keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
-keep("flat_act_mib_largest", float(largest.loc["flat", "activations MiB"]))
-keep("hier_act_mib_largest", float(largest.loc["hierarchical", "activations MiB"]))
-keep(
-    "act_ratio_largest",
-    float(largest.loc["flat", "activations MiB"] / largest.loc["hierarchical", "activations MiB"]),
-)
-
-assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
-scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
-assert (scores["flat"] >= scores["hierarchical"]).all()
-saved = bench.pivot_table(index=["V", "C"], columns="model", values="activations MiB")
-if device.type == "cpu":  # the CPU kernel keeps the attention probabilities of every layer
-    flat_scores = bench[bench["model"] == "flat"].set_index(["V", "C"])["score MiB"]
-    assert (saved["flat"] >= flat_scores).all()
-if cfg.profile != "smoke":
-    assert largest.loc["flat", "s / step"] > largest.loc["hierarchical", "s / step"]
-    for what in ("time", "activations"):
-        assert (
-            slopes.loc[("flat", what), "slope in VC"]
-            > slopes.loc[("hierarchical", what), "slope in VC"]
-        ), what
-    assert slopes.loc[("hierarchical", "time"), "slope in VC"] < 1  # "slopes below 1" below
-slopes.round(2)
-
-# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-colors = dict(zip(bench_models, ("C0", "C1", "C2"), strict=True))
-markers = dict(zip(cfg.scale_codes, "os^Dv", strict=False))
-for ax, column, label in (
-    (axes[0], "s / step", "seconds per training step"),
-    (axes[1], "activations MiB", "MiB kept for the backward pass"),
-    (axes[2], "attention scores", "attention scores per forward pass"),
-):
-    for (n, c), rows in bench.groupby(["model", "C"], sort=False):
-        ax.loglog(
-            rows["L = VC"],
-            rows[column],
-            marker=markers[c],
-            c=colors[n],
-            alpha=0.85,
-            label=f"{n}" if c == cfg.scale_codes[0] else None,
-        )
-    lo, hi = bench["L = VC"].min(), bench["L = VC"].max()
-    base = bench[column].min()
-    for k in (1, 2):
-        ax.loglog(
-            [lo, hi],
-            [base, base * (hi / lo) ** k],
-            c="grey",
-            lw=0.8,
-            ls=":",
-            label=f"slope {k}" if ax is axes[0] else None,
-        )
-    ax.set_xlabel("tokens per patient L = V x C")
-    ax.set_ylabel(label)
-model_legend = axes[0].legend(loc="upper left", title="model, reference")
-axes[0].add_artist(model_legend)
-axes[0].legend(
-    handles=[
-        plt.Line2D([], [], color="grey", marker=markers[c], linestyle="", label=f"C = {c}")
-        for c in cfg.scale_codes
-    ],
-    loc="lower right",
-    title="codes per visit",
-)
-plt.show()
-
-# %% [markdown]
-# **What the slopes say.** The attention scores grow exactly as the shapes say: slope
-# {glue:text}`slope_flat_scores:.2f` in $VC$ for the flat model ($p = q = 2$), while the
-# hierarchical model's exponents split, {glue:text}`p_hier_scores:.2f` in $V$ (the $V^2$ of
-# the visit level takes over as $V$ grows) and {glue:text}`q_hier_scores:.2f` in $C$ (the
-# pooling is linear in $C$ and shares the count with the $V^2$ term). A transformer block
-# inside each visit adds a $VC^2$ term: exponents {glue:text}`p_hblock_scores:.2f` and
-# {glue:text}`q_hblock_scores:.2f`. At the largest size, $L$ = {glue:text}`L_max` tokens,
-# the flat model builds {glue:text}`score_ratio_largest:.0f` times more scores than the
-# hierarchical one, {glue:text}`flat_score_mib_largest:.0f` MiB in float32 for a batch of
-# {glue:text}`scale_batch` patients.
-#
-# The measured activations follow: the flat model keeps
-# {glue:text}`flat_act_mib_largest:.0f` MiB for the backward pass of one step at the largest
-# size, the hierarchical one {glue:text}`hier_act_mib_largest:.0f` MiB
-# ({glue:text}`act_ratio_largest:.0f` times less). Their slopes in $VC$ are
-# {glue:text}`slope_flat_activations:.2f` (flat) and {glue:text}`slope_hier_activations:.2f`
-# (hierarchical): every model keeps $O(L d)$ activations for its linear layers, and only
-# the flat model adds the $O(L^2)$ attention probabilities of every layer and head, which
-# take over as $L$ grows.
-#
-# The measured time grows more slowly than the score count: slope
-# {glue:text}`slope_flat_time:.2f` for the flat model, {glue:text}`slope_hier_time:.2f` for the
-# hierarchical one and {glue:text}`slope_hblock_time:.2f` with a block inside visits. At these
-# sizes much of a step is spent in the linear layers and the embeddings, which cost
-# $O(L d^2)$ for every model, and in the fixed cost of a step (slopes below 1, as the
-# hierarchical model's, mean that this fixed part still weighs), so the quadratic term shows
-# only as $L$ grows: the flat model's
-# curve steepens at the right of the figure. At the largest size one flat step takes
-# {glue:text}`speedup_largest:.0f` times as long as a hierarchical one. A power law fitted
-# over a range where two terms compete is a summary of that range, not an asymptotic
-# exponent; to see the asymptote, extend the grid (on a GPU, where the `full` profile runs,
-# to thousands of tokens).
-#
 # ## Summary
 # - A hierarchical BEHRT pools the codes of each visit with a learned query (attention
 #   pooling, safe for visits with no real code), adds age, visit position and the gap in
@@ -1046,10 +744,8 @@ plt.show()
 #   {glue:text}`verdict_oracle_better_calibrated`; a single logit shift fitted on the
 #   validation patients changes the model's error by {glue:text}`cal_recal_hier:+.3f`
 #   ("{glue:text}`cal_recal_hier_verdict`").
-# - Attention scores grow as $(VC)^2$ for the flat model and as $VC + V^2$ (or
-#   $VC^2 + V^2$ with blocks inside visits) for the hierarchical one; the measured time slopes,
-#   {glue:text}`slope_flat_time:.2f` against {glue:text}`slope_hier_time:.2f`, keep that
-#   ordering, damped at small sizes by the linear layers and the fixed cost of a step.
+# - What the hierarchy buys in compute, time and memory per training step as the number of
+#   visits and codes grows, is measured in {doc}`10b_hierarchy_scaling`.
 #
 # ## Exercises
 # 1. Replace the attention pooling by the masked mean (`code_pooling="mean"`). Does the
@@ -1064,6 +760,3 @@ plt.show()
 # 5. The attention weights of the pooling say which codes of a visit the model looks at.
 #    Extract them from the `AttentionPool` of a trained model for visits that record a
 #    myocardial infarction. Do they favour the infarction code?
-# 6. Extend the scaling grid to $V = 256$ and $C = 32$ on a GPU (`EHRSEQ_PROFILE=full`). At
-#    what size does the flat model run out of memory, and how do the measured peaks compare
-#    with the score counts?
