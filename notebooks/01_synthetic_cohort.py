@@ -44,6 +44,7 @@ from lifelines.utils import concordance_index
 from myst_nb import glue
 
 import ehrseq
+from ehrseq.book import plural
 from ehrseq.config import for_profile
 from ehrseq.data.synthetic import (
     BNP_TRAJECTORY,
@@ -233,7 +234,7 @@ pd.concat([delay_by_disease, share_diagnosed], axis=1).round(2)
 #   same drug a year ago adds nothing, and neither does an NSAID without kidney disease.
 # - $b_i$: the patient's NT-proBNP slope, in reference standard deviations per year. Every
 #   NT-proBNP and BNP value moves along $o_i + b_i\,(t - t_0)$, $t_0$ =
-#   {glue:text}`bnp_centre:g` years after enrolment, on top of the usual
+#   {glue:text}`bnp_centre` after enrolment, on top of the usual
 #   patient effect and noise, with an own offset $o_i$ (on a log scale, as natriuretic
 #   peptides are log-normal), so the latest level mixes the slope with the offset, and a bag
 #   of value deciles cannot tell a rise from a fall.
@@ -254,7 +255,7 @@ coef = pd.DataFrame(
 )
 glue("state_scale", INTERACTION["state_scale"], display=False)
 glue("nsaid_window", INTERACTION["nsaid_window_days"], display=False)
-glue("bnp_centre", INTERACTION["bnp_centre_years"], display=False)
+glue("bnp_centre", plural(INTERACTION["bnp_centre_years"], "year"), display=False)
 glue("dm_cap", INTERACTION["diabetes_years_cap"], display=False)
 coef.round(3)
 

@@ -29,6 +29,7 @@ __all__ = [
     "VERDICTS",
     "keep",
     "keep_table",
+    "plural",
     "record_claim",
     "record_comparisons",
     "METRIC_KEYS",
@@ -58,6 +59,15 @@ def keep(name: str, value: Any) -> None:
     from myst_nb import glue
 
     glue(name, _plain(value), display=False)
+
+
+def plural(n: float, noun: str, fmt: str = "g", plural_form: str | None = None) -> str:
+    """``n`` and ``noun`` as a reader expects them: "1 seed", "3 seeds", "0.5 years".
+
+    Glue this where the count depends on the profile, so the prose never reads "1 seeds".
+    """
+    word = noun if n == 1 else (plural_form or f"{noun}s")
+    return f"{format(n, fmt)} {word}"
 
 
 def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
