@@ -48,6 +48,7 @@ def test_pastes_values_as_the_book_formats_them():
         ({"auc_gain": "1.5"}, "a gain of {glue:text}`auc_gain:.0%`", None),
         ({"lo": "0.3101", "hi": "0.3102"}, "{glue:text}`lo:.3f` to {glue:text}`hi:.3f`", "equal"),
         ({"lo": "0.31", "hi": "0.32"}, "from {glue:text}`lo:.3f` to {glue:text}`hi:.3f`", None),
+        ({"x": "1.5"}, "from $-${glue:text}`x` to {glue:text}`x`", None),
         ({"lo": "0.5", "hi": "0.5"}, "C [{glue:text}`lo:.2f`, {glue:text}`hi:.2f`]", "equal"),
         ({}, "the value {glue:text}`missing:.2f`", "never glued"),
         ({"x": "nan"}, "the value {glue:text}`x`", "nan"),

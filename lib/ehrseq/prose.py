@@ -123,7 +123,7 @@ def prose_problems(nb: Any) -> list[str]:
     """
     cells, problems = rendered_prose(nb)
     for i, text in cells:
-        flat = " ".join(text.split())
+        flat = " ".join(text.split()).replace("$-$", "-").replace("$+$", "+")
         for m in _PLURAL_AFTER_ONE.finditer(flat):
             problems.append(f"cell {i}: '1 {m.group(1)}' in “{_around(flat, m)}”")
         for m in _INTERVAL.finditer(flat):
