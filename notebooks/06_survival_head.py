@@ -18,8 +18,8 @@
 # A BEHRT encoder {cite}`li2020behrt` turns a patient's history into one vector per token,
 # `(B, L, d)`. A survival model needs something else: discrete-time **hazards**, from which
 # the survival curve and the risk at a horizon follow {cite}`kvamme2019continuous`. This
-# chapter builds the bridge and trains the first sequence model of the book on the shared
-# survival task.
+# chapter builds the bridge; the next one, {doc}`06b_survival_training`, trains the first
+# sequence model of the book on the shared survival task.
 #
 # We will
 # 1. average token states into **visit states** with one vectorised scatter-add (a masked
@@ -29,12 +29,14 @@
 #    (`VisitHazardHead`) and one hazard per time bin after the prediction time
 #    (`BinHazardHead`), and choose the one that fits the task's labels;
 # 3. go from hazards to the survival curve $S(t) = \prod (1 - h)$ and the risk at a fixed
-#    horizon, and see on data why the *sum* of hazards is a biased risk score;
+#    horizon, and see why the *sum* of hazards is a biased risk score;
 # 4. run **the leakage test**: with a visit-causal encoder the hazard at visit $t$ does not
 #    move when later visits change (and it does without the mask), and the inputs end at the
-#    prediction time;
-# 5. train a small BEHRT with the per-bin head, and score it on the test patients beside the
-#    **oracle**, over several seeds.
+#    prediction time.
+#
+# {doc}`06b_survival_training` then trains a small BEHRT with the per-bin head, scores it on
+# the test patients beside the **oracle** over several seeds, measures the bias of the sum of
+# hazards on data, and runs the leakage test again on the trained encoder.
 
 # %% [markdown]
 # ## Setup
@@ -47,38 +49,27 @@
 import time
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from matplotlib.ticker import MaxNLocator
-from scipy import stats
 
 import ehrseq
-from ehrseq.book import keep, keep_table
+from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
-from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll
-from ehrseq.metrics import bootstrap_ci, calibration_table, concordance_index
 from ehrseq.models import (
     BehrtConfig,
     BehrtEncoder,
     BinHazardHead,
     HazardOutput,
-    SurvivalModel,
     VisitHazardHead,
-    count_parameters,
     encoder_inputs,
 )
 from ehrseq.models.survival_head import last_visit_index, last_visit_state, pool_visits
-from ehrseq.plotting import apply_style
-from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group
-from ehrseq.runs import train_seeds
-from ehrseq.survival import hazards_to_survival, life_table_hazards, risk_at_horizon
-from ehrseq.train import TrainConfig
+from ehrseq.survival import risk_at_horizon
 
 
 @dataclass(frozen=True)
@@ -89,47 +80,26 @@ class Config:
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward hidden width
     dropout: float = 0.1  # encoder and head dropout
-    causal: bool = True  # visit-causal attention in the trained encoder
-    batch_size: int = 64  # patients per training batch
-    epochs: int = 8  # at most this many passes (early stopping on the validation loss)
-    patience: int = 2  # epochs without a better validation loss before stopping
-    lr: float = 1e-3  # peak learning rate of AdamW
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (initialisation and batch order)
-    n_boot: int = 200  # bootstrap resamples per confidence interval
+    causal: bool = True  # visit-causal attention in the encoder
+    seed: int = 0  # seed of the untrained encoders and heads
 
 
 cfg = for_profile(
     Config,
     {
-        "smoke": {"epochs": 2, "seeds": (0,), "n_boot": 50},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "batch_size": 256,
-            "epochs": 30,
-            "patience": 4,
-            "seeds": (0, 1, 2, 3, 4),
-            "n_boot": 1000,
-        },
+        "smoke": {},  # nothing here trains: the book sizes are already quick
+        "full": {"d_model": 128, "n_layers": 4, "d_ff": 512},
     },
 )
 device = ehrseq.get_device()
-rng = ehrseq.seed_everything(cfg.seeds[0])
-apply_style()
+rng = ehrseq.seed_everything(cfg.seed)
 print(cfg)
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 
-
-keep("n_seeds", len(cfg.seeds))
-keep("n_boot", cfg.n_boot)
-
 # %% [markdown]
-# The tensors of the tiny examples live on the CPU. Training moves the model and each batch
-# to `device` (`fit` does it); on a GPU the scatter-add of the pooling uses atomic adds, so
-# its last bits, and therefore the trained weights, are not bit-for-bit repeatable there. On
-# the CPU they are.
+# The tensors of this chapter live on the CPU, where they are bit-for-bit repeatable; on a
+# GPU the scatter-add of the pooling uses atomic adds, so its last bits are not.
 #
 # ## Data
 # `prepare_survival_task` runs the whole path of the previous chapters in one call: the
@@ -367,14 +337,14 @@ assert per_bin.logits.shape == per_bin.hazards.shape == (6, n_bins) and per_bin.
 assert torch.allclose(per_bin.hazards, torch.sigmoid(per_bin.logits))
 
 # %% [markdown]
-# **Which one to train here.** This chapter trains the per-bin head. The shared task asks one
-# question at one time: from the history up to the prediction time, what are the hazards of
-# the {glue:text}`n_bins` quarters that follow? Its labels are bin indices on that grid, and
-# the per-bin head fits them directly with `hazard_nll`. A per-visit head does not fit this
-# design: every history ends before the prediction time and prevalent cases are excluded, so
-# every earlier visit is "survived" by construction, and every event falls in the single
-# interval after the last visit, an interval that lasts from days to six years depending
-# on the patient. All the information would sit on one hazard whose meaning changes from
+# **Which one to train.** {doc}`06b_survival_training` trains the per-bin head. The shared
+# task asks one question at one time: from the history up to the prediction time, what are
+# the hazards of the {glue:text}`n_bins` quarters that follow? Its labels are bin indices on
+# that grid, and the per-bin head fits them directly with `hazard_nll`. A per-visit head does
+# not fit this design: every history ends before the prediction time and prevalent cases are
+# excluded, so every earlier visit is "survived" by construction, and every event falls in
+# the single interval after the last visit, an interval that lasts from days to six years
+# depending on the patient. All the information would sit on one hazard whose meaning changes from
 # patient to patient, and the risk at a fixed horizon would not be identified. The per-visit
 # head is the right tool for a different design, in which hazards are updated at every visit
 # along the record and events can happen between visits of the history (dynamic
@@ -428,8 +398,8 @@ assert torch.allclose(risk, per_bin.risk(tc.horizon_days, torch.as_tensor(task.c
 # Why not rank patients by $\sum_k h_k$? On a common grid of bins the sum is close to the
 # cumulative hazard $-\log S$ and ranks much like the risk. With one hazard per visit it does
 # not: the number of terms is the number of visits, so the sum grows with how often a patient
-# was seen, whatever their risk, and it is not a probability. We measure that on the trained
-# model below.
+# was seen, whatever their risk, and it is not a probability. {doc}`06b_survival_training`
+# measures that on the trained model.
 #
 # ### The leakage test
 # A hazard read at visit $t$ is a prediction made at visit $t$, so it may depend on visits
@@ -509,6 +479,7 @@ leak_head = VisitHazardHead(cfg.d_model).eval()
 fresh_changes = leakage_test(leak_encoder, leak_head, leak_batch, cut, generator)
 assert fresh_changes["visit-causal"].max() < 1e-6
 assert fresh_changes["bidirectional"].min() > 1e-4
+print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
 fresh_changes.to_frame()
 
 # %% [markdown]
@@ -517,390 +488,8 @@ fresh_changes.to_frame()
 # visit $t$ and its hazard moves. A bidirectional encoder is fine for a head that reads only
 # the last visit at the prediction time (everything it sees is in the past there), but its
 # per-visit outputs would be predictions that peeked at the future. The test runs again on
-# the trained model below.
+# the trained model in {doc}`06b_survival_training`.
 #
-# ## Train
-# The model: the BEHRT encoder, visit-causal, then the per-bin head on the mean state of the
-# last real visit. The library's `SurvivalModel(encoder, head)` composes the two (a flat
-# batch in, a `HazardOutput` out); every later chapter builds its models with it.
-
-
-# %%
-def bin_head(base_hazards: np.ndarray | None = None) -> BinHazardHead:
-    return BinHazardHead(
-        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
-    )
-
-
-model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head())  # a flat batch -> (B, K) hazards
-print(
-    f"{count_parameters(model.encoder)['total']:,} encoder parameters, "
-    f"{count_parameters(model.head)['total']:,} in the head"
-)
-keep("n_params", count_parameters(model)["total"])
-
-# %% [markdown]
-# **Starting from the life table.** Before the model has seen a single code, the best it can
-# do is give everyone the same hazards: the life-table estimate $\hat h_k = d_k / n_k$ (events
-# in bin $k$ over patients still at risk at its start), which is the maximum-likelihood fit of
-# a model without features. Setting the head's output bias to $\text{logit}(\hat h_k)$
-# (`BinHazardHead(..., base_hazards=life_table)`) starts training there, instead of at
-# $h = 0.5$ in every bin, where the first steps would be spent learning that heart failure is
-# rare. The library's `life_table_hazards` computes the same table for the later chapters.
-# Its loss on the validation patients is the bar the model has to clear.
-
-# %%
-bins_train = train_frame["bin"].to_numpy()
-events_train = train_frame["event"].to_numpy()
-at_risk = np.array([(bins_train >= k).sum() for k in range(n_bins)])  # n_k
-n_events = np.bincount(bins_train[events_train == 1], minlength=n_bins)  # d_k
-life_table = np.clip(n_events / at_risk, 1e-4, 1 - 1e-4)  # (K,)
-assert np.array_equal(life_table, life_table_hazards(bins_train, events_train, n_bins))
-life_logits = torch.as_tensor(np.log(life_table / (1 - life_table)), dtype=torch.float32)
-
-val_frame = task.frame("val")
-val_bins = torch.as_tensor(val_frame["bin"].to_numpy())
-val_events = torch.as_tensor(val_frame["event"].to_numpy())
-null_val_nll = float(hazard_nll(life_logits.expand(len(val_frame), n_bins), val_bins, val_events))
-keep("null_val_nll", null_val_nll)
-
-# %% [markdown]
-# One call to the library's `train_seeds` trains the model once per seed under the protocol
-# every modelling chapter shares: the hazard NLL as the loss (`runs.hazard_nll_step`), one
-# call to `fit` per seed (AdamW with warm-up and cosine decay, gradient clipping, early
-# stopping on the validation loss with patience {glue:text}`patience`, best weights
-# restored), then a survival curve for every test patient. The seed changes the
-# initialisation and the order of the batches; the cohort and its split stay fixed, so the
-# spread across seeds is the noise of training alone. `train_seeds` calls `new_model` once
-# per seed; we keep the models it builds, for the checks after training.
-
-# %%
-made: list[SurvivalModel] = []  # the model of each seed, in the order of cfg.seeds
-
-
-def new_model() -> SurvivalModel:
-    model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head(base_hazards=life_table))
-    made.append(model)
-    return model
-
-
-keep("patience", cfg.patience)
-runs = train_seeds(
-    new_model,
-    task,
-    TrainConfig(epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience, progress=True),
-    cfg.seeds,
-    hierarchical=False,
-    batch_size=cfg.batch_size,
-    name="BEHRT",
-)
-models = {seed: m.cpu().eval() for seed, m in zip(cfg.seeds, made, strict=True)}
-histories = dict(zip(cfg.seeds, runs.histories, strict=True))
-assert runs.learned()  # every seed's training loss is finite and fell
-keep("fit_seconds", runs.cost["train s"])
-histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]].round(4)
-
-# %% [markdown]
-# `fit`'s `val_loss` is the mean of the per-batch losses, and the length-bucketed validation
-# batches differ in size (the last holds the few longest, sickest histories), so it is close
-# to, but not exactly, the mean over patients. The life table's line in the figure is the
-# mean over patients; the check after it scores every validation patient exactly.
-
-# %% mystnb={"figure": {"caption": "Training and validation loss (negative log-likelihood per patient, averaged over batches) by epoch for each seed; the dotted line is the validation loss of the life table, the model without features.", "name": "fig-survival-head-loss"}}
-fig, ax = plt.subplots(figsize=(6, 3.6))
-for i, (seed, history) in enumerate(histories.items()):
-    ax.plot(history["epoch"], history["train_loss"], "--", color=f"C{i}", alpha=0.6)
-    ax.plot(history["epoch"], history["val_loss"], "o-", color=f"C{i}", label=f"seed {seed}")
-ax.axhline(null_val_nll, color="0.4", linestyle=":", label="life table (validation)")
-ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-ax.set_xlabel("epoch")
-ax.set_ylabel("hazard NLL per patient (nats)")
-ax.set_title("solid: validation, dashed: training")
-ax.legend()
-plt.show()
-
-
-# %%
-@torch.no_grad()
-def val_nll(model: SurvivalModel) -> float:
-    """The validation NLL averaged over patients (not over batches)."""
-    total = 0.0
-    for b in task.loader("val", 256):
-        total += float(hazard_nll(model(b).logits, b["durations"], b["events"], reduction="sum"))
-    return total / len(val_frame)
-
-
-best_val = {seed: val_nll(m) for seed, m in models.items()}
-keep("best_val_nll", min(best_val.values()))
-if cfg.profile != "smoke":
-    assert max(best_val.values()) < null_val_nll  # every seed beats the featureless model
-
-# %% [markdown]
-# On the validation patients every seed's model has a lower loss than the life table's
-# {glue:text}`null_val_nll:.4f` nats (best {glue:text}`best_val_nll:.4f`). The model is
-# small ({glue:text}`n_params:,` parameters); most of the gain comes in the first epochs,
-# and early stopping keeps the best ones.
-#
-# ## Evaluate
-# `train_seeds` predicted every test patient's survival at the bin edges, in the order of
-# `task.frame("test")`. `SurvivalProtocol` scores these curves beside two references on the
-# same patients: the **oracle** (the generator's true survival, the ceiling) and the **life
-# table** (the same curve for everyone, no information). The metrics are those of the
-# survival-framework chapter: Harrell's C {cite}`harrell1982evaluating` and Uno's C
-# {cite}`uno2011c` of the risk by the horizon, the integrated Brier score
-# {cite}`graf1999assessment` of the curve at the edges $c_1, \dots, c_{K-1}$ (the last edge
-# $c_K$ is the end of the window, after which nobody is at risk, so it cannot be scored),
-# the AUROC at the last inner edge, and the calibration error. Each number is the mean over
-# the {glue:text}`n_seeds` seeds with a percentile bootstrap interval over test patients
-# ({glue:text}`n_boot` resamples).
-
-# %%
-d_test = test_frame["duration"].to_numpy()
-e_test = test_frame["event"].to_numpy()
-protocol = SurvivalProtocol(
-    d_test,
-    e_test,
-    task.cuts[1:],  # the right edge of every bin; the last is the horizon
-    train_frame["duration"],
-    train_frame["event"],
-    n_boot=cfg.n_boot,
-)
-oracle_surv = task.oracle_survival("test")  # (n, K), at task.cuts[1:]
-oracle_risk = task.oracle_risk("test")  # (n,)
-null_surv = np.tile(hazards_to_survival(life_table[None]), (len(d_test), 1))  # (n, K)
-model_surv = runs.survs[0]  # (n, K): the first seed, for the figures
-model_risk = 1.0 - model_surv[:, -1]  # (n,), risk by the horizon
-assert model_surv.shape == oracle_surv.shape == (len(d_test), n_bins)
-assert np.allclose(1.0 - oracle_surv[:, -1], oracle_risk, atol=1e-6)
-
-BEHRT, ORACLE, NULL = "BEHRT, per-bin head", "oracle (true risk)", "life table (no features)"
-curves = {BEHRT: runs.survs, ORACLE: [oracle_surv], NULL: [null_surv]}
-metrics = ["Harrell C", "Uno C", "IBS", "AUROC", "calibration error"]
-scores = pd.DataFrame([protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()])
-scores = scores.set_index("model")
-keep_table("ch06_scores", format_table(scores, metrics))
-
-# %% [markdown]
-# {glue:}`ch06_scores`
-#
-# How much of the gap to the oracle is noise of the test set? The paired bootstrap of the
-# *difference* answers it: both are scored on the same resamples of test patients, so what
-# makes a patient easy or hard for both cancels.
-
-# %%
-gap = protocol.compare("oracle", [oracle_surv], "BEHRT", runs.survs)  # C, IBS, AUROC
-keep_table("ch06_gap", gap.set_index("metric").drop(columns="comparison"), "{:+.4f}")
-gap = gap.set_index("metric")
-keep("diff_gap", gap.loc["Harrell C", "difference"])
-keep("diff_gap_lower", gap.loc["Harrell C", "lower"])
-keep("diff_gap_upper", gap.loc["Harrell C", "upper"])
-keep("verdict_gap", gap.loc["Harrell C", "verdict"])
-keep("verdict_gap_ibs", gap.loc["IBS", "verdict"])
-
-behrt, oracle, null = (scores.loc[name] for name in (BEHRT, ORACLE, NULL))
-for key, row in [("model", behrt), ("oracle", oracle)]:
-    keep(f"{key}_harrell", row["Harrell C"])
-    keep(f"{key}_uno", row["Uno C"])
-    keep(f"{key}_ibs", row["IBS"])
-keep("null_ibs", null["IBS"])
-keep("ipa_model", 1.0 - behrt["IBS"] / null["IBS"])
-keep("ipa_oracle", 1.0 - oracle["IBS"] / null["IBS"])
-keep("c_seed_sd", behrt["Harrell C seed sd"])
-keep("c_boot_half", (behrt["Harrell C upper"] - behrt["Harrell C lower"]) / 2)
-keep("cal_error", behrt["calibration error"])
-assert 0.0 < behrt["IBS"] < 0.25
-if cfg.profile != "smoke":
-    assert 0.6 < behrt["Harrell C"] < oracle["Harrell C"]
-    assert oracle["IBS"] < behrt["IBS"] < null["IBS"]
-    assert behrt["calibration error"] < 0.05  # within a few points of the diagonal
-gap
-
-# %% [markdown]
-# {glue:}`ch06_gap`
-#
-# On the {glue:text}`n_test:,` test patients ({glue:text}`n_test_events:,` events), the
-# oracle's Harrell C minus the model's is {glue:text}`diff_gap:+.3f` (95% interval
-# {glue:text}`diff_gap_lower:+.3f` to {glue:text}`diff_gap_upper:+.3f`):
-# {glue:text}`verdict_gap`. On the integrated Brier score: {glue:text}`verdict_gap_ibs`.
-# With few events among many patients, even the life table has a small squared error, so
-# read the Brier scores relative to it: the model removes {glue:text}`ipa_model:.0%` of the
-# no-information score, the oracle {glue:text}`ipa_oracle:.0%`. Two kinds of noise sit in
-# the table: the bootstrap interval is about the test patients (another test set of the
-# same size would give other numbers; half-width {glue:text}`c_boot_half:.3f` in C), the
-# spread across seeds about training (another initialisation gives another model; standard
-# deviation {glue:text}`c_seed_sd:.3f` in C).
-#
-# ### Calibration
-# A C-index says nothing about whether a predicted 10 % means 10 %. Grouping the test
-# patients by predicted risk at the horizon and comparing the mean prediction with the
-# Kaplan-Meier incidence of each group shows it.
-
-# %% mystnb={"figure": {"caption": "Calibration at the horizon on the test patients (first seed): mean predicted five-year risk against the Kaplan-Meier incidence in each decile of predicted risk, with 95% intervals, for the oracle and the BEHRT model.", "name": "fig-survival-head-calibration"}}
-n_groups_cal = protocol.calibration_groups
-cal_model = calibration_table(
-    d_test, model_risk, e_test, horizon=tc.horizon_days, n_bins=n_groups_cal
-)
-cal_oracle = calibration_table(
-    d_test, oracle_risk, e_test, horizon=tc.horizon_days, n_bins=n_groups_cal
-)
-fig, ax = plt.subplots(figsize=(5, 5))
-plot_calibration(cal_oracle, ax=ax, label="oracle (true risk)")
-plot_calibration(cal_model, ax=ax, label="BEHRT, per-bin head")
-ax.set_title(f"Calibration at {tc.horizon_years:g} years")
-ax.set_xlabel(f"predicted risk of heart failure by {tc.horizon_years:g} years")
-ax.set_ylabel(f"observed risk by {tc.horizon_years:g} years (Kaplan-Meier)")
-plt.show()
-keep("mean_predicted", float(model_risk.mean()))
-keep("mean_oracle", float(oracle_risk.mean()))
-
-# %% [markdown]
-# The mean absolute gap between the deciles and the diagonal is {glue:text}`cal_error:.3f`
-# (mean over seeds); on average the model predicts a five-year risk of
-# {glue:text}`mean_predicted:.1%`, the oracle {glue:text}`mean_oracle:.1%`. The likelihood
-# rewards calibrated hazards, and the life-table start helps: the model begins calibrated on
-# average and learns to spread the risks from there.
-#
-# ### Survival by predicted risk group
-# A model that discriminates spreads the Kaplan-Meier curves of its risk groups apart.
-
-# %% mystnb={"figure": {"caption": "Kaplan-Meier curves of the test patients in thirds of predicted five-year risk, for the oracle (left) and the BEHRT model with the per-bin head (right, first seed).", "name": "fig-survival-head-risk-groups"}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-for ax, risk_score, title in [
-    (axes[0], oracle_risk, "oracle"),
-    (axes[1], model_risk, "BEHRT, per-bin head"),
-]:
-    plot_survival_by_risk_group(
-        d_test / 365.25,
-        risk_score,
-        e_test,
-        n_groups=3,
-        ax=ax,
-        time_unit="years since prediction time",
-    )
-    ax.set_title(title)
-    lowest = min(line.get_ydata().min() for line in ax.get_lines())
-    ax.set_ylim(lowest - 0.05, 1.01)
-plt.show()
-
-# %% [markdown]
-# ### Why not the sum of hazards
-# The trained encoder is visit-causal, so the state of visit $t$ is what the model would
-# know had the history ended at visit $t$. Reading the per-bin head there gives, at every
-# visit, the hazard of the next quarter as seen from that visit: the kind of sequence a
-# per-visit model outputs. The head read at the last visit is exactly the model's prediction
-# (checked below). Now compare two scores per patient: the **sum of those per-visit hazards**
-# and the **risk at the horizon**, and ask how each depends on the number of visits in the
-# history. The oracle tells how much dependence is real: patients who are sicker are seen more
-# often.
-
-
-# %%
-def per_visit_bin_hazards(model, dataset, batch_size=256):
-    """Next-quarter hazard read at every visit, (n, V), and the visit mask."""
-    hazards, masks = [], []
-    n_visits_max = int(visits_per_patient(dataset).max())
-    with torch.no_grad():
-        for lo in range(0, len(dataset), batch_size):
-            b = dataset.batch(np.arange(lo, min(lo + batch_size, len(dataset))))
-            states = model.encoder(**encoder_inputs(b))  # (B, L, d), visit-causal
-            vs, vm = pool_visits(states, b["visit_ids"], b["attention_mask"], n_visits_max)
-            out = model.head(vs.reshape(-1, vs.shape[-1]))  # (B*V, K)
-            h = out.hazards.reshape(vs.shape[0], vs.shape[1], -1)  # (B, V, K)
-            hazards.append(h * vm[..., None])
-            masks.append(vm)
-    return torch.cat(hazards), torch.cat(masks)
-
-
-first_model = models[cfg.seeds[0]]
-seq_hazards, seq_mask = per_visit_bin_hazards(first_model, test_set)
-last = last_visit_index(seq_mask)  # (n,)
-at_last = seq_hazards[torch.arange(len(last)), last]  # (n, K): the head read at the last visit
-assert np.allclose(hazards_to_survival(at_last.double().numpy()), model_surv, atol=1e-5)
-sum_of_hazards = seq_hazards[..., 0].sum(dim=1).numpy()  # (n,): sum over visits
-n_visits_test = seq_mask.sum(dim=1).numpy()  # (n,)
-
-scores = {
-    "sum of per-visit hazards": sum_of_hazards,
-    "risk at the horizon (model)": model_risk,
-    "oracle risk": oracle_risk,
-}
-bias_rows = {}
-for name, score in scores.items():
-    bias_rows[name] = {
-        "Spearman with number of visits": stats.spearmanr(score, n_visits_test).statistic,
-        "Harrell C": concordance_index(d_test, score, e_test),
-    }
-bias_table = pd.DataFrame(bias_rows).T
-rho = bias_table["Spearman with number of visits"]
-keep("rho_sum", float(rho["sum of per-visit hazards"]))
-keep("rho_risk", float(rho["risk at the horizon (model)"]))
-keep("rho_oracle", float(rho["oracle risk"]))
-keep("c_sum", float(bias_table.loc["sum of per-visit hazards", "Harrell C"]))
-keep("c_risk", float(bias_table.loc["risk at the horizon (model)", "Harrell C"]))
-c_diff = bootstrap_ci(  # paired: the same resampled patients for both scores
-    lambda d, e, a, b: concordance_index(d, a, e) - concordance_index(d, b, e),
-    d_test,
-    e_test,
-    model_risk,
-    sum_of_hazards,
-    n_boot=cfg.n_boot,
-)
-keep("diff_c_sum", c_diff.estimate)
-keep("diff_c_sum_lower", c_diff.lower)
-keep("diff_c_sum_upper", c_diff.upper)
-if c_diff.lower > 0 or c_diff.upper < 0:
-    c_sum_verdict = (
-        "the risk at the horizon ranks better" if c_diff.lower > 0 else "the sum ranks better"
-    )
-else:
-    c_sum_verdict = NOT_RESOLVED
-keep("verdict_c_sum", c_sum_verdict)
-assert rho["sum of per-visit hazards"] > 0.5
-if cfg.profile != "smoke":
-    assert rho["sum of per-visit hazards"] > rho["risk at the horizon (model)"] + 0.1
-    assert c_diff.upper > 0  # the sum of hazards does not rank better than the risk
-bias_table.round(3)
-
-# %% mystnb={"figure": {"caption": "Mean percentile rank of three risk scores among test patients, by the number of visits in the history before the prediction time. The sum of per-visit hazards climbs with the number of visits far more than the true risk does.", "name": "fig-sum-of-hazards"}}
-groups = pd.cut(
-    n_visits_test, [0, 1, 2, 4, 7, 12, np.inf], labels=["1", "2", "3-4", "5-7", "8-12", "13+"]
-)
-ranks = pd.DataFrame({name: stats.rankdata(s) / len(s) for name, s in scores.items()})
-by_group = ranks.groupby(np.asarray(groups), observed=True).mean().reindex(groups.categories)
-fig, ax = plt.subplots(figsize=(6, 3.6))
-for (name, col), style in zip(by_group.items(), ["o-", "s-", "k^--"], strict=True):
-    ax.plot(by_group.index.astype(str), col, style, label=name)
-ax.set_xlabel("visits in the history before the prediction time")
-ax.set_ylabel("mean percentile rank of the score")
-ax.set_ylim(0, 1)
-ax.legend()
-plt.show()
-
-# %% [markdown]
-# The sum of per-visit hazards has a rank correlation of {glue:text}`rho_sum:.2f` with the
-# number of visits, the model's risk at the horizon {glue:text}`rho_risk:.2f`, and the true
-# risk {glue:text}`rho_oracle:.2f`. The sum mostly counts visits: patients seen often are
-# ranked high whether they are at risk or not. Its C-index is {glue:text}`c_sum:.3f`,
-# against {glue:text}`c_risk:.3f` for the risk at the horizon: a paired difference of
-# {glue:text}`diff_c_sum:+.3f` (95% interval {glue:text}`diff_c_sum_lower:+.3f` to
-# {glue:text}`diff_c_sum_upper:+.3f`; {glue:text}`verdict_c_sum`). Whatever the verdict on
-# this test set, the risk $1 - S$ at a fixed horizon asks every patient the same question; that is the score to
-# rank with (and, with per-visit hazards, it needs their interval end times:
-# `risk_at_horizon(..., time_grid=...)`).
-#
-# ### The leakage test on the trained model
-# A freshly initialised encoder passed the test above; the trained one must too, and its
-# bidirectional reading must fail it. The per-visit head here is a fresh one on the trained
-# encoder: what is tested is the encoder.
-
-# %%
-trained_changes = leakage_test(first_model.encoder, leak_head, leak_batch, cut, generator)
-assert trained_changes["visit-causal"].max() < 1e-6
-assert trained_changes["bidirectional"].min() > 1e-4
-print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
-trained_changes.to_frame()
-
-# %% [markdown]
 # ## Summary
 # - Visit states are a masked mean of token states, computed for the whole batch by one
 #   scatter-add into the flat index $bV + t$ and one count; the **visit mask** marks the
@@ -908,31 +497,16 @@ trained_changes.to_frame()
 # - `VisitHazardHead` gives the hazard of the event in the interval **after** each visit;
 #   `BinHazardHead` gives the hazards of fixed time bins after the prediction time from the
 #   last visit's state. The shared task's labels are bins after one prediction time, so the
-#   per-bin head is the one trained here.
+#   per-bin head is the one {doc}`06b_survival_training` trains.
 # - Survival is $\prod (1 - h)$ and the score to rank with is the risk at a fixed horizon.
-#   The sum of per-visit hazards counts visits (rank correlation {glue:text}`rho_sum:.2f`
-#   with their number); against the risk at the horizon in C: {glue:text}`verdict_c_sum`.
+#   The sum of per-visit hazards has as many terms as visits, so it grows with how often a
+#   patient was seen.
 # - With the visit-causal mask, changing or removing later visits leaves the hazard at visit
 #   $t$ unchanged; without it, it does not. The inputs of the task end strictly before the
 #   prediction time, checked on every token.
-# - A small BEHRT ({glue:text}`n_params:,` parameters) with the per-bin head reaches a
-#   Harrell C of {glue:text}`model_harrell:.3f` and an IBS of {glue:text}`model_ibs:.4f`
-#   (mean of {glue:text}`n_seeds` seeds) against the oracle's
-#   {glue:text}`oracle_harrell:.3f` and {glue:text}`oracle_ibs:.4f`. The oracle minus the
-#   model in C is {glue:text}`diff_gap:+.3f` ({glue:text}`verdict_gap`); closing that gap is
-#   the work of the coming chapters.
 #
 # ## Exercises
-# 1. Train with `causal=False`. Does the C-index of the per-bin head change? Why is a
-#    bidirectional encoder harmless for this head and not for a per-visit one?
-# 2. The encoder never sees *when* the prediction is made: the last visit can be a day or a
-#    year before the prediction time. Append a token at the prediction time (or feed the gap
-#    to the head) and compare the C-index and the calibration.
-# 3. Replace the mean state of the last visit by the `[CLS]` state (pass `states[:, 0]` to
-#    `BinHazardHead`), or by a mean over all visits. Under the visit-causal mask, which
-#    visits can the `[CLS]` token see? Train both with `causal=False` too, and explain the
-#    four C-indices.
-# 4. Remove the life-table initialisation of the head's bias. How many more epochs does the
-#    model need to reach the same validation loss?
-# 5. Use `TaskConfig(n_bins=60)` (monthly bins). Do the C-index and the IBS change? How does
-#    the sum of the 60 bin hazards compare with $-\log S$ at the horizon?
+# 1. Why is a bidirectional encoder harmless for the per-bin head and not for a per-visit one?
+#    (Exercise 1 of {doc}`06b_survival_training` trains with `causal=False`.)
+# 2. Under the visit-causal mask, which visits can the `[CLS]` token see? (Exercise 3 of
+#    {doc}`06b_survival_training` trains a head on its state.)
