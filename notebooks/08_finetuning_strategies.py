@@ -31,15 +31,14 @@
 # 2. write LoRA in a few lines, check that the library's version is the same layer, and show
 #    on our encoder that it does what it promises: the same outputs at initialisation,
 #    gradients only in the adapters, merging and unmerging without loss;
-# 3. fine-tune a per-bin survival head under each regime, at several LoRA ranks, measuring
-#    discrimination, calibration, trainable parameters, time and memory;
-# 4. repeat it all on a small training cohort, to see how the answer depends on how much
-#    labelled data there is;
-# 5. test two claims with paired intervals on the same test patients, and record them for the
-#    book's results page: *pretraining helps* (the pretrained network fully fine-tuned
-#    against the same network trained from scratch) and *LoRA matches full fine-tuning*
-#    (an equivalence claim: the difference in C lies within a margin), and place the best
-#    model beside the oracle, the true risk that no model reading the records can beat.
+# 3. build every regime from one function (frozen, LoRA at several ranks, full, and the same
+#    network from scratch) and measure what each trains and what its training holds in
+#    memory.
+#
+# The next chapter, {doc}`08b_finetuning_comparison`, fine-tunes a per-bin survival head under
+# each regime, on all the labelled training patients and on a small cohort of them, and tests
+# two claims with paired intervals on the same test patients: *pretraining helps* and *LoRA
+# matches full fine-tuning*.
 
 # %% [markdown]
 # ## Setup
@@ -47,11 +46,9 @@
 
 # %%
 import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -59,10 +56,9 @@ from torch import nn
 
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
-from ehrseq.book import keep, keep_table, record_comparisons, start_claims
+from ehrseq.book import keep, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.evaluate import SurvivalProtocol
 from ehrseq.models import (
     BehrtConfig,
     BehrtEncoder,
@@ -84,13 +80,14 @@ from ehrseq.pretrain import (
     evaluate_masked_codes,
     pretrain,
 )
-from ehrseq.runs import hazard_nll_step, train_seeds
+from ehrseq.runs import hazard_nll_step
 from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig, to_device
 
 CHAPTER = "08_finetuning_strategies"
 
 
+# encoder and pretraining fields as in 08b_finetuning_comparison, so both load one artefact
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
@@ -110,13 +107,6 @@ class Config:
     lora_ranks: tuple[int, ...] = (2, 8)  # ranks r of the LoRA sweep
     lora_alpha: float = 16.0  # the update is scaled by alpha / r
     lora_mlp: bool = False  # also adapt the feed-forward layers
-    epochs_large: int = 3  # most fine-tuning epochs on the whole training split
-    epochs_small: int = 10  # most epochs on the small cohort (fewer steps per epoch)
-    patience: int = 2  # epochs without a better validation loss before stopping
-    small_fraction: float = 0.15  # share of the training split in the small cohort
-    seeds: tuple[int, ...] = (0,)  # fine-tuning seeds (initialisation, batch order)
-    n_boot: int = 200  # bootstrap resamples of every paired difference
-    lora_margin: float = 0.01  # "LoRA matches full fine-tuning": |difference in C| below this
 
 
 cfg = for_profile(
@@ -127,10 +117,6 @@ cfg = for_profile(
             "d_ff": 64,
             "pretrain_epochs": 2,
             "lora_ranks": (4,),
-            "epochs_large": 2,
-            "epochs_small": 2,
-            "small_fraction": 0.3,
-            "n_boot": 50,
         },
         "full": {
             "d_model": 128,
@@ -142,23 +128,15 @@ cfg = for_profile(
             "lr_full": 2e-4,
             "lr_scratch": 5e-4,
             "lora_ranks": (2, 8, 16, 64),
-            "seeds": (0, 1, 2, 3, 4),
-            "epochs_large": 20,
-            "epochs_small": 40,
-            "patience": 4,
-            "small_fraction": 0.05,
-            "n_boot": 1000,
         },
     },
 )
 device = ehrseq.get_device()
-rng = ehrseq.seed_everything(0)
+ehrseq.seed_everything(0)
 apply_style()
-start_claims(CHAPTER)
+start_claims(CHAPTER)  # records no claim (08b_finetuning_comparison does): clears older ones
 print(cfg)
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
-keep("n_seeds", len(cfg.seeds))
-keep("small_fraction", float(cfg.small_fraction))
 
 # %% [markdown]
 # On a CPU everything here is repeatable bit for bit. On a GPU, the atomic adds of the
@@ -176,47 +154,9 @@ keep("small_fraction", float(cfg.small_fraction))
 # %%
 task = prepare_survival_task(shared_task_config())
 n_bins = task.config.n_bins
-train_frame, test_frame = task.frame("train"), task.frame("test")
 train_set = task.dataset("train")
-keep("n_train", len(train_frame))
-keep("n_test", len(test_frame))
-keep("n_test_events", int(test_frame["event"].sum()))
 keep("n_bins", n_bins)
 task.summary().round(3)
-
-# %% [markdown]
-# **Two training cohorts.** To see how the choice of regime depends on the amount of labelled
-# data, every regime is trained twice: on all {glue:text}`n_train` training patients
-# (*large*), and on a random {glue:text}`small_fraction:.0%` of them (*small*). The small
-# cohort is drawn once, so every regime and seed sees the same patients: it is the same task
-# with a smaller training split (`dataclasses.replace` of the task's split), so the library's
-# loaders, `train_seeds` and the protocol work on it unchanged. The encoder is pretrained on
-# the histories of the whole training split in both cases: the common situation of many
-# unlabelled records and few labelled ones. Validation and test patients stay the same.
-
-# %%
-n_small = int(round(cfg.small_fraction * len(train_frame)))
-small_ids = np.sort(rng.choice(task.split["train"], size=n_small, replace=False))
-cohorts = {
-    "small": dataclasses.replace(task, split={**task.split, "train": small_ids}),
-    "large": task,
-}
-epochs_of = {"small": cfg.epochs_small, "large": cfg.epochs_large}
-cohort_table = pd.DataFrame(
-    {
-        name: {
-            "patients": len(t.frame("train")),
-            "events": int(t.frame("train")["event"].sum()),
-            "max epochs": epochs_of[name],
-        }
-        for name, t in cohorts.items()
-    }
-).T
-assert cohort_table.loc["small", "patients"] == n_small
-keep("n_small", n_small)
-keep("events_small", int(cohort_table.loc["small", "events"]))
-keep("events_large", int(cohort_table.loc["large", "events"]))
-cohort_table
 
 
 # %%
@@ -225,24 +165,6 @@ def life_table(t) -> np.ndarray:
     frame = t.frame("train")
     return life_table_hazards(frame["bin"], frame["event"], n_bins)
 
-
-# %% [markdown]
-# **One evaluation.** Every model hands over a survival curve per test patient, read at the
-# bin edges; the library's `SurvivalProtocol` scores them all the same way, and its
-# `difference` and `compare` give the paired bootstrap interval of a difference between two
-# models on the same test patients ({glue:text}`n_boot` resamples). The ceiling is the
-# oracle, the generator's true survival of each test patient.
-
-# %%
-d_test, e_test = test_frame["duration"].to_numpy(float), test_frame["event"].to_numpy(int)
-d_train, e_train = train_frame["duration"].to_numpy(float), train_frame["event"].to_numpy(int)
-protocol = SurvivalProtocol(d_test, e_test, task.cuts[1:], d_train, e_train, n_boot=cfg.n_boot)
-SCORED = ("Harrell C", "Uno C", "IBS", "AUROC", "calibration error")
-oracle_surv = task.oracle_survival("test")  # (n, K)
-oracle = {m: protocol.metrics[m](d_test, e_test, oracle_surv) for m in SCORED}
-keep("oracle_c", oracle["Harrell C"])
-keep("n_boot", cfg.n_boot)
-pd.Series(oracle, name="oracle (true risk)").round(4).to_frame()
 
 # %% [markdown]
 # ## Model
@@ -577,262 +499,28 @@ memory.round(3)
 # optimiser state of full fine-tuning is what matters.
 
 # %% [markdown]
-# ## Train
-# Every (cohort, regime) goes through the library's `train_seeds`: for each of the
-# {glue:text}`n_seeds` seed(s), a fresh model from `build`, trained by `fit` with the hazard
-# likelihood (AdamW with warm-up and cosine decay, gradient clipping, early stopping on the
-# validation loss with patience {glue:text}`patience`, best weights restored), its wall time
-# and the activations of one batch measured, and the test patients predicted. The
-# **validation** loss is what we use to *choose* (a LoRA rank, the best regime); the test
-# metrics are what we *report*.
-
-# %%
-keep("patience", cfg.patience)
-curves, rows = {}, []
-for cohort, t in cohorts.items():
-    base_hazards = life_table(t)  # the head starts at this cohort's life table
-    for regime, spec in REGIMES.items():
-        runs = train_seeds(
-            lambda regime=regime, base_hazards=base_hazards: build(regime, base_hazards),
-            t,
-            TrainConfig(epochs=epochs_of[cohort], lr=spec["lr"], patience=cfg.patience),
-            cfg.seeds,
-            hierarchical=False,
-            batch_size=cfg.batch_size,
-            device=device,
-            name=f"{cohort} / {regime}",
-        )
-        assert runs.learned(), (cohort, regime)  # finite, and the training loss went down
-        curves[cohort, regime] = runs.survs
-        scores = {
-            m: np.mean([protocol.metrics[m](d_test, e_test, s) for s in runs.survs]) for m in SCORED
-        }
-        rows.append(
-            {
-                "cohort": cohort,
-                "regime": regime,
-                "trainable": runs.cost["parameters"],
-                "val loss": float(np.mean([h["val_loss"].min() for h in runs.histories])),
-                **scores,
-                "fit (s)": runs.cost["train s"],
-                "s / epoch": runs.cost["s / epoch"],
-                "epochs": runs.cost["epochs"],
-            }
-        )
-table = pd.DataFrame(rows).set_index(["cohort", "regime"])
-assert table.groupby("regime")["trainable"].nunique().eq(1).all()  # same size in both cohorts
-if cfg.profile != "smoke":
-    assert (table.loc["large", "Harrell C"] > 0.6).all()
-
-# %% [markdown]
-# ## Evaluate
-# ### The regimes side by side
-# For each cohort and regime: the trainable parameters, the validation loss that choices are
-# made on, the test metrics averaged over seeds, and the cost (wall time of the whole `fit`,
-# time per epoch, epochs run). Wall times depend on the machine and its load: compare them
-# within the table, not with another run.
-
-# %%
-shown = table.copy()
-shown.loc[("", "oracle (true risk)"), list(SCORED)] = [oracle[m] for m in SCORED]
-for column in ("trainable", "epochs"):  # counts, not measurements
-    shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}")
-keep_table("regimes", shown.reset_index(), floatfmt="{:.4g}")
-
-# %% [markdown]
-# ```{glue:} regimes
-# ```
-#
-# What does each regime add over the same network trained from scratch? The paired
-# difference of Harrell's C on the same test patients, with its 95% interval, against the
-# number of trainable parameters:
-
-# %% mystnb={"figure": {"name": "fig-c-vs-params", "caption": "Test Harrell C of each pretrained regime minus that of the same network trained from scratch (paired bootstrap, 95% interval over test patients), against the number of trainable parameters (log scale), on the small (left) and large (right) training cohort. Dotted: no difference."}}
-gains = []
-for cohort in cohorts:
-    for regime in REGIMES:
-        if regime == "from scratch":
-            continue
-        d = protocol.difference(
-            regime, curves[cohort, regime], "from scratch", curves[cohort, "from scratch"]
-        )
-        gains.append({"cohort": cohort, "regime": regime, **d})
-gains = pd.DataFrame(gains).set_index(["cohort", "regime"])
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-for ax, cohort in zip(axes, ["small", "large"], strict=True):
-    for i, regime in enumerate(r for r in REGIMES if r != "from scratch"):
-        g = gains.loc[(cohort, regime)]
-        ax.errorbar(
-            table.loc[(cohort, regime), "trainable"],
-            g["difference"],
-            yerr=[[g["difference"] - g["lower"]], [g["upper"] - g["difference"]]],
-            fmt="s" if regime == "frozen" else "D" if regime == "full" else "o",
-            color=f"C{i}",
-            capsize=3,
-            label=regime,
-        )
-    ax.axhline(0.0, color="k", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_title(f"{cohort} cohort ({len(cohorts[cohort].frame('train')):,} training patients)")
-axes[0].set_ylabel("test Harrell C minus from scratch")
-axes[1].legend(loc="lower right", fontsize=8)
-plt.show()
-
-# %% [markdown]
-# ### Two claims, tested
-# **Pretraining helps**: the pretrained network fully fine-tuned against the same network
-# trained from scratch, in each cohort. **LoRA matches full fine-tuning**: an equivalence
-# claim, reproduced only when the whole interval of the difference in C lies within
-# $\pm${glue:text}`lora_margin`, refuted when it lies wholly outside, not resolved otherwise.
-# The LoRA rank is the one with the lowest validation loss on the large cohort. Both are
-# recorded, with their intervals and verdicts, for the book's results page; the IBS and the
-# AUROC are compared beside the C-index.
-
-# %%
-keep("lora_margin", cfg.lora_margin)
-lora_ranks = [f"LoRA r={r}" for r in cfg.lora_ranks]
-best_lora = table.loc["large"].loc[lora_ranks, "val loss"].idxmin()
-keep("best_lora", best_lora)
-ratio = table.loc[("large", best_lora), "trainable"] / table.loc[("large", "full"), "trainable"]
-keep("lora_trainable", int(table.loc[("large", best_lora), "trainable"]))
-keep("full_trainable", int(table.loc[("large", "full"), "trainable"]))
-keep("lora_ratio", float(ratio))
-tests = {
-    "pretraining_helps": ("large", "full", "from scratch"),
-    "pretraining_helps_small": ("small", "full", "from scratch"),
-    "lora_matches_full": ("large", best_lora, "full"),
-    "lora_matches_full_small": ("small", best_lora, "full"),
-}
-claims = {  # key: (claim, source); recorded for the results page
-    "pretraining_helps": (
-        "pretraining helps: pretrained + full fine-tuning beats from scratch (C)",
-        "li2020behrt",
-    ),
-    "pretraining_helps_small": (
-        "pretraining helps with few labels (small cohort, C)",
-        "li2020behrt",
-    ),
-    "lora_matches_full": ("LoRA matches full fine-tuning (C within the margin)", "hu2022lora"),
-    "lora_matches_full_small": (
-        "LoRA matches full fine-tuning with few labels (C within the margin)",
-        "hu2022lora",
-    ),
-}
-margins = {key: cfg.lora_margin for key in claims if key.startswith("lora")}
-compared = []
-for key, (cohort, a, b) in tests.items():  # one table per cohort: the model names repeat
-    rows = protocol.compare(a, curves[cohort, a], b, curves[cohort, b])
-    compared.append(
-        record_comparisons(
-            CHAPTER, rows, {key: (a, b)}, {key: claims[key]}, margins=margins
-        ).assign(cohort=cohort)
-    )
-compared = pd.concat(compared, ignore_index=True)[
-    ["cohort", "comparison", "metric", "difference", "lower", "upper", "verdict"]
-]
-keep_table("claims", compared, floatfmt="{:+.4f}")
-
-# %% [markdown]
-# ```{glue:} claims
-# ```
-#
-# With all {glue:text}`n_train` labelled training patients, full fine-tuning of the
-# pretrained encoder minus the same network trained from scratch is
-# {glue:text}`diff_pretraining_helps:+.3f` in C ({glue:text}`diff_pretraining_helps_lower:+.3f`
-# to {glue:text}`diff_pretraining_helps_upper:+.3f`): the claim that pretraining helps is
-# {glue:text}`verdict_pretraining_helps`. With {glue:text}`n_small` labelled patients
-# ({glue:text}`events_small` events) the difference is
-# {glue:text}`diff_pretraining_helps_small:+.3f`
-# ({glue:text}`diff_pretraining_helps_small_lower:+.3f` to
-# {glue:text}`diff_pretraining_helps_small_upper:+.3f`):
-# {glue:text}`verdict_pretraining_helps_small`.
-#
-# The LoRA rank chosen on validation, {glue:text}`best_lora`, trains
-# {glue:text}`lora_trainable:,` parameters, {glue:text}`lora_ratio:.1%` of the
-# {glue:text}`full_trainable:,` that full fine-tuning trains. Its C minus full fine-tuning's
-# is {glue:text}`diff_lora_matches_full:+.3f` ({glue:text}`diff_lora_matches_full_lower:+.3f`
-# to {glue:text}`diff_lora_matches_full_upper:+.3f`) on the large cohort: the claim that it
-# matches full fine-tuning within {glue:text}`lora_margin` is
-# {glue:text}`verdict_lora_matches_full`; on the small cohort
-# {glue:text}`diff_lora_matches_full_small:+.3f`
-# ({glue:text}`diff_lora_matches_full_small_lower:+.3f` to
-# {glue:text}`diff_lora_matches_full_small_upper:+.3f`):
-# {glue:text}`verdict_lora_matches_full_small`. An equivalence claim needs a narrow interval:
-# with a margin of {glue:text}`lora_margin`, an interval wider than twice the margin can never
-# reproduce it, whatever the estimate.
-
-# %% [markdown]
-# ### The best fine-tuned model beside the oracle
-# Which regime is "best" is decided without the test patients: the pretrained regime with
-# the lowest validation loss on the large cohort. Its gap to the oracle is a paired
-# difference on the same test patients.
-
-# %%
-best = table.loc["large"].drop(index="from scratch")["val loss"].idxmin()
-gap = protocol.difference("oracle", [oracle_surv], best, curves["large", best])
-keep("best", best)
-keep("best_c", float(table.loc[("large", best), "Harrell C"]))
-keep("gap", float(gap["difference"]))
-keep("gap_lower", float(gap["lower"]))
-keep("gap_upper", float(gap["upper"]))
-keep(
-    "share_closed",
-    float((table.loc[("large", best), "Harrell C"] - 0.5) / (oracle["Harrell C"] - 0.5)),
-)
-for c in cohorts:
-    for regime, key in (("full", "full"), ("from scratch", "scratch"), ("frozen", "frozen")):
-        keep(f"{key}_{c}", float(table.loc[(c, regime), "Harrell C"]))
-    keep(f"lora_{c}", float(table.loc[(c, best_lora), "Harrell C"]))
-assert oracle["Harrell C"] > table.loc[("large", best), "Harrell C"] > 0.5
-pd.Series(gap).to_frame("oracle minus the best regime (Harrell C)")
-
-# %% [markdown]
-# The regime chosen on validation, {glue:text}`best`, reaches a test C of
-# {glue:text}`best_c:.3f`, {glue:text}`gap:.3f` below the oracle's {glue:text}`oracle_c:.3f`
-# (paired interval {glue:text}`gap_lower:.3f` to {glue:text}`gap_upper:.3f`): it has covered
-# {glue:text}`share_closed:.0%` of the way from a coin to the ceiling. Part of the rest no
-# model of these records can close (the oracle knows onsets and episodes that are not yet
-# recorded); part is learning, from {glue:text}`events_large` training events, with a small
-# model and a CPU budget of a few minutes.
-
-# %% [markdown]
 # ## Summary
+# - **The pretrained encoder.** The true code is among its ten best guesses for
+#   {glue:text}`mlm_top10:.1%` of the masked validation codes, against
+#   {glue:text}`mlm_base10:.1%` for the ten most frequent codes. Its weights are an artefact,
+#   keyed by the task, the encoder config and the recipe.
 # - **What each regime trains.** The frozen encoder trains
 #   {glue:text}`n_bins` × ({glue:text}`d_model` + 1) head parameters, LoRA adds
 #   $2 r d$ per adapted projection, full fine-tuning trains everything. The asserts above
 #   show LoRA doing what it promises on our encoder: identical outputs at initialisation,
 #   gradients only in $A$, $B$ and the head, and a lossless merge and unmerge.
-# - **With all {glue:text}`n_train` labelled training patients**, full fine-tuning reaches a
-#   test C of {glue:text}`full_large:.3f` against {glue:text}`scratch_large:.3f` from scratch
-#   (pretraining helps: {glue:text}`verdict_pretraining_helps`); {glue:text}`best_lora`
-#   reaches {glue:text}`lora_large:.3f` with {glue:text}`lora_ratio:.1%` of the trainable
-#   parameters (LoRA matches full fine-tuning: {glue:text}`verdict_lora_matches_full`), the
-#   frozen encoder {glue:text}`frozen_large:.3f`.
-# - **With {glue:text}`n_small` labelled patients**, full fine-tuning reaches
-#   {glue:text}`full_small:.3f` against {glue:text}`scratch_small:.3f` from scratch
-#   (pretraining helps: {glue:text}`verdict_pretraining_helps_small`), {glue:text}`best_lora`
-#   {glue:text}`lora_small:.3f` (LoRA matches full: {glue:text}`verdict_lora_matches_full_small`),
-#   the frozen encoder {glue:text}`frozen_small:.3f`.
-# - **Against the ceiling.** The regime chosen on validation, {glue:text}`best`, is
-#   {glue:text}`gap:.3f` below the oracle's C ({glue:text}`gap_lower:.3f` to
-#   {glue:text}`gap_upper:.3f`).
 # - **Memory.** A frozen encoder keeps almost no activations; LoRA keeps nearly all of them
 #   (the gradient must pass back through every layer) and saves the optimiser state.
 #
+# {doc}`08b_finetuning_comparison` loads this encoder's artefact, trains every regime on a
+# large and a small cohort, and tests whether pretraining helps and whether LoRA matches full
+# fine-tuning.
+#
 # ## Exercises
+# Both exercises ask about training too: make the same change in
+# {doc}`08b_finetuning_comparison`, which trains the regimes.
+#
 # 1. Adapt the feed-forward layers too (`lora_mlp=True` in the config). How many parameters
 #    does that add at each rank, and does the equivalence claim change its verdict?
 # 2. Fix $\alpha = 2r$ instead of a constant $\alpha$. Which ranks change behaviour, and
 #    why does the constant $\alpha$ make the learning rate easier to carry across ranks?
-# 3. Pretrain with masked-code modelling alone (`pretrain_schedule="mlm"`). Which regime
-#    suffers most, and what does that say about what the next-visit objective puts into the
-#    last visit's state?
-# 4. Shrink the small cohort to 5% of the training split. Where does the frozen encoder
-#    overtake full fine-tuning, if it ever does?
-# 5. How wide is the interval of the LoRA-minus-full difference? Work out how many test
-#    events an equivalence margin of 0.005 would need.
-# 6. Give the head the age at the prediction time explicitly: concatenate
-#    $(\text{age} - 60) / 10$ to the last visit's state and widen `BinHazardHead` by one
-#    input. Which regime gains most, and what does that say about how well masked-code and
-#    next-visit pretraining encode age?
