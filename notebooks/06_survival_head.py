@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 import ehrseq
+import ehrseq.leakage
 from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
@@ -409,7 +410,9 @@ assert torch.allclose(risk, per_bin.risk(tc.horizon_days, torch.as_tensor(task.c
 # history, **perturb every later visit** (new random codes, ages and time gaps), and compare
 # the per-visit hazards at visits $\le t$. We also cut the later visits off entirely (turn
 # them into padding): a prediction at visit $t$ must be the one made from the history that
-# ends there. Dropout is off (`eval()`), so any difference comes from the inputs.
+# ends there. Dropout is off (`eval()`), so any difference comes from the inputs. The
+# functions are written out here; `ehrseq.leakage` holds the same ones, for
+# {doc}`06b_survival_training` and for your own models.
 
 
 # %%
@@ -479,6 +482,12 @@ leak_head = VisitHazardHead(cfg.d_model).eval()
 fresh_changes = leakage_test(leak_encoder, leak_head, leak_batch, cut, generator)
 assert fresh_changes["visit-causal"].max() < 1e-6
 assert fresh_changes["bidirectional"].min() > 1e-4
+# the library's version (ehrseq.leakage, used by 06b and for your own models) draws the same
+# perturbation from the same seed and finds the same changes
+library_changes = ehrseq.leakage.leakage_test(
+    leak_encoder, leak_head, leak_batch, cut, torch.Generator().manual_seed(0), len(task.vocab)
+)
+pd.testing.assert_series_equal(library_changes, fresh_changes)
 print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
 fresh_changes.to_frame()
 

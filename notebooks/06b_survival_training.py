@@ -52,8 +52,8 @@ import ehrseq
 from ehrseq.book import keep, keep_table
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol, format_table
+from ehrseq.leakage import leakage_test, visits_per_patient
 from ehrseq.losses import hazard_nll
 from ehrseq.metrics import bootstrap_ci, calibration_table, concordance_index
 from ehrseq.models import (
@@ -447,10 +447,6 @@ plt.show()
 
 
 # %%
-def visits_per_patient(dataset) -> np.ndarray:
-    """Number of visits of each patient of ``dataset``, from the flat arrays (no loop)."""
-    enc = dataset.encoding
-    return np.maximum.reduceat(enc.arrays["visit_ids"], enc.offsets[:-1])  # (n,)
 
 
 def per_visit_bin_hazards(model, dataset, batch_size=256):
@@ -550,67 +546,20 @@ plt.show()
 # ### The leakage test on the trained model
 # A freshly initialised encoder passed the test in {doc}`06_survival_head`; the trained one
 # must too, and its bidirectional reading must fail it. The per-visit head here is a fresh
-# one on the trained encoder: what is tested is the encoder. The test's helpers are those of
-# that chapter, defined again here.
+# one on the trained encoder: what is tested is the encoder. The test's functions, written
+# out in that chapter, come from `ehrseq.leakage`.
 
 
 # %%
-def perturb_later_visits(batch, cut, generator):
-    """Copy of ``batch`` with every token of a visit after ``cut[b]`` replaced at random."""
-    out = {k: v.clone() for k, v in batch.items()}
-    later = out["visit_ids"] > cut[:, None]  # (B, L)
-    n_later = int(later.sum())
-    n_special = len(SPECIAL_TOKENS)
-    out["codes"][later] = torch.randint(n_special, len(task.vocab), (n_later,), generator=generator)
-    out["ages"][later] += torch.rand(n_later, generator=generator) * 10.0  # years
-    out["time_deltas"][later] = torch.rand(n_later, generator=generator) * 400.0  # days
-    return out
-
-
-def truncate_after(batch, cut):
-    """Copy of ``batch`` in which every token of a visit after ``cut[b]`` becomes padding."""
-    out = {k: v.clone() for k, v in batch.items()}
-    later = out["visit_ids"] > cut[:, None]  # (B, L)
-    for key in ("codes", "visit_ids", "positions", "domain_ids"):
-        out[key][later] = 0
-    out["ages"][later] = 0.0
-    out["time_deltas"][later] = 0.0
-    out["attention_mask"] = out["attention_mask"] & ~later
-    return out
-
-
-def visit_hazards(encoder, head, batch, causal, n_visits):
-    """Per-visit hazards (B, V) of ``encoder`` + ``head``, with or without the causal mask."""
-    with torch.no_grad():
-        states = encoder(**encoder_inputs(batch), causal=causal)  # (B, L, d)
-        return head(states, batch["visit_ids"], batch["attention_mask"], n_visits).hazards
-
-
-def leakage_test(encoder, head, batch, cut, generator):
-    """Largest change of a hazard at a visit <= cut, causal and not, for both edits."""
-    n_visits = int(batch["visit_ids"].max())  # V, kept when later visits are removed
-    earlier = torch.arange(n_visits)[None, :] < cut[:, None]  # (B, V): visits 1..cut
-    changes = {}
-    for causal in (True, False):
-        base = visit_hazards(encoder, head, batch, causal, n_visits)
-        for name, edited in [
-            ("later visits perturbed", perturb_later_visits(batch, cut, generator)),
-            ("later visits removed", truncate_after(batch, cut)),
-        ]:
-            moved = (visit_hazards(encoder, head, edited, causal, n_visits) - base).abs()
-            changes[("visit-causal" if causal else "bidirectional", name)] = float(
-                moved[earlier].max()
-            )
-    return pd.Series(changes, name="largest change of a hazard at a visit <= t")
-
-
 # 16 test patients with 3 visits or more
 several = np.flatnonzero(visits_per_patient(test_set) >= 3)[:16]
 leak_batch = test_set.batch(several)
 cut = leak_batch["visit_ids"].max(dim=1).values // 2 + 1  # (B,): visit t, mid-history
 generator = torch.Generator().manual_seed(0)
 leak_head = VisitHazardHead(cfg.d_model).eval()
-trained_changes = leakage_test(first_model.encoder, leak_head, leak_batch, cut, generator)
+trained_changes = leakage_test(
+    first_model.encoder, leak_head, leak_batch, cut, generator, len(task.vocab)
+)
 assert trained_changes["visit-causal"].max() < 1e-6
 assert trained_changes["bidirectional"].min() > 1e-4
 print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
