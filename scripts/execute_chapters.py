@@ -5,7 +5,9 @@ through most of the build. This script runs before ``jupyter-book build`` (scrip
 it reads every chapter listed in ``_toc.yml`` exactly as the book does (``jupytext.reads`` of
 the py:percent source), skips those already in the cache, executes the others in
 ``--jobs`` parallel kernels (``--threads`` CPU threads each), slowest first by their last
-recorded time (pages that read what the chapters wrote, ``99_*``, run last, after them),
+recorded time (book order on a fresh clone), a chapter that loads another's artefacts
+after it (``runs_after`` in its header, see :func:`runs_after`), and pages that read what
+the chapters wrote (``99_*``) last, after them;
 and stores each executed notebook in ``_build/.jupyter_cache`` under the
 same hash the book computes. The book build then finds every chapter cached and only
 renders. A chapter that fails is reported with its traceback and the script exits 1; the
@@ -20,7 +22,7 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,33 +167,62 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def runs_after(path: Path) -> list[str]:
+    """Chapters (file stems) whose artefacts this one loads: ``runs_after`` in its metadata.
+
+    A chapter declares them in its jupytext header (``jupyter: ehrseq: runs_after: [...]``).
+    Started before them, it would wait on their file lock with a core idle, or train what
+    they train.
+    """
+    return list(read(path).metadata.get("ehrseq", {}).get("runs_after", []))
+
+
 def _run(paths: list[Path], args, cache, failed: list[str]) -> None:
+    """Execute ``paths`` ``args.jobs`` at a time, in order, each after its ``runs_after``."""
+    stems = {p.stem for p in paths}
+    after = {p: [s for s in runs_after(p) if s in stems] for p in paths}
+    pending, running, finished = list(paths), {}, set()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        while pending or running:
+            for p in list(pending):
+                if len(running) >= args.jobs:
+                    break
+                if set(after[p]) <= finished or not running:  # (not running: no deadlock)
+                    pending.remove(p)
+                    running[pool.submit(execute, str(p), args.threads, args.timeout)] = p
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                finished.add(running.pop(future).stem)
+                _store(*future.result(), args, cache, failed)
+
+
+def _store(path: str, nb, seconds: float, error: str | None, args, cache, failed) -> None:
     from jupyter_cache.base import CacheBundleIn
 
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(execute, str(p), args.threads, args.timeout) for p in paths]
-        for future in as_completed(futures):
-            path, nb, seconds, error = future.result()
-            name = Path(path).name
-            if error is not None:
-                failed.append(name)
-                print(f"[execute] FAILED  {name} after {seconds:.0f} s\n{error}", file=sys.stderr)
-                continue
-            slow = slowest_cells(nb)
-            data = {"execution_seconds": seconds, "threads": args.threads, "jobs": args.jobs}
-            cache.add_nb_to_project(path)
-            cache.cache_notebook_bundle(
-                CacheBundleIn(nb, path, data={**data, "slowest_cells": slow}),
-                check_validity=False,
-                overwrite=True,
-            )
-            print(f"[execute] {seconds:6.0f} s  {name}", flush=True)
-            for cell in slow:
-                print(
-                    f"[execute]          {cell['seconds']:6.1f} s  cell {cell['cell']}: "
-                    f"{cell['first_line'][:70]}",
-                    flush=True,
-                )
+    from ehrseq.prose import prose_problems
+
+    name = Path(path).name
+    if error is not None:
+        failed.append(name)
+        print(f"[execute] FAILED  {name} after {seconds:.0f} s\n{error}", file=sys.stderr)
+        return
+    slow = slowest_cells(nb)
+    data = {"execution_seconds": seconds, "threads": args.threads, "jobs": args.jobs}
+    cache.add_nb_to_project(path)
+    cache.cache_notebook_bundle(
+        CacheBundleIn(nb, path, data={**data, "slowest_cells": slow}),
+        check_validity=False,
+        overwrite=True,
+    )
+    print(f"[execute] {seconds:6.0f} s  {name}", flush=True)
+    for cell in slow:
+        print(
+            f"[execute]          {cell['seconds']:6.1f} s  cell {cell['cell']}: "
+            f"{cell['first_line'][:70]}",
+            flush=True,
+        )
+    for problem in prose_problems(nb):  # sentences this run size turned into nonsense
+        print(f"[execute] PROSE   {name}: {problem}", flush=True)
 
 
 if __name__ == "__main__":

@@ -77,3 +77,18 @@ def test_slowest_cells_read_nbclient_timing():
     assert [r["cell"] for r in slow] == [1, 0]
     assert slow[0] == {"cell": 1, "seconds": 90.5, "first_line": "fit(model)"}
     assert slow[1]["first_line"] == "import torch"
+
+
+def test_runs_after_names_earlier_chapters(tmp_path):
+    ex = _module()
+    chapter = tmp_path / "05c_x.py"
+    chapter.write_text(
+        "# ---\n# jupyter:\n#   ehrseq:\n#     runs_after: [05b_y]\n#   kernelspec:\n"
+        "#     display_name: Python 3\n#     language: python\n#     name: python3\n# ---\n\n"
+        "# %%\nx = 1\n"
+    )
+    assert ex.runs_after(chapter) == ["05b_y"]
+    order = [p.stem for p in ex.chapters()]
+    for path in ex.chapters():  # every declared dependency is a chapter earlier in the book
+        for stem in ex.runs_after(path):
+            assert stem in order[: order.index(path.stem)], (path.name, stem)
