@@ -20,9 +20,11 @@
 # plain OMOP CDM export and read back by the same code a reader runs on their own data:
 #
 # $$
-# \text{OMOP tables} \xrightarrow{\texttt{load\_omop}} \text{events}
-# \xrightarrow{\texttt{build\_sequences}} \text{sequences}
-# \xrightarrow{\texttt{Vocab}, \texttt{encode}} \text{tensors}.
+# \begin{aligned}
+# \text{OMOP tables} &\xrightarrow{\texttt{load\_omop}} \text{events}
+# \xrightarrow{\texttt{build\_sequences}} \text{sequences} \\
+# &\xrightarrow{\texttt{Vocab}, \texttt{encode}} \text{tensors}.
+# \end{aligned}
 # $$
 #
 # This chapter goes as far as the sequences. We will
@@ -61,7 +63,7 @@ import pyarrow.parquet as pq
 from IPython.display import Markdown, display
 
 import ehrseq
-from ehrseq.book import keep
+from ehrseq.book import keep, plural
 from ehrseq.config import for_profile
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.omop import OmopValidationError, load_omop, open_cdm, validate_omop
@@ -447,15 +449,26 @@ n_visits = pd.DataFrame(
     {s: seqs.frame.groupby("person_id")["visit"].max() for s, seqs in strategies.items()}
 )
 differs = n_visits["flat"] != n_visits["visit"]
-keep("n_two_visit_days", int(differs.sum()))
+n_two_visit_days = int(differs.sum())
+if n_two_visit_days == 0:  # a small cohort may have none: say so rather than "0 patients have"
+    two_visit_text = (
+        "No patient of this cohort has such a day before their prediction time (the table "
+        "above is empty), so here `flat` and `visit` find the same visits."
+    )
+else:
+    verb = "has" if n_two_visit_days == 1 else "have"
+    two_visit_text = (
+        f"{plural(n_two_visit_days, 'patient', ',')} {verb} such a day before their "
+        "prediction time."
+    )
+keep("two_visit_text", Markdown(two_visit_text))
 assert (n_visits["visit"] == n_visits["domain"]).all()
 assert (n_visits["flat"] <= n_visits["visit"]).all()  # a day can only hold several visits
 n_visits[differs].head()
 
 # %% [markdown]
-# {glue:text}`n_two_visit_days` patients have such a day before their prediction time. On a
-# real export the difference can be much larger, or vanish (on GiBleed almost no visit id
-# resolves, and `visit` falls back to days).
+# {glue:md}`two_visit_text` On a real export the difference can be much larger, or vanish (on
+# GiBleed almost no visit id resolves, and `visit` falls back to days).
 #
 # ### The leakage cut
 # A row enters the history only if it is **strictly before** the prediction time. An event
@@ -490,12 +503,12 @@ cut_report
 # ### How long are the histories?
 
 # %% mystnb={"figure": {"name": "fig-lengths", "caption": "Length of each labelled patient's history before the prediction time: tokens ([CLS] and [SEP] included, left) with the truncation limit (dashed), and visits (right)."}}
-fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+fig, axes = plt.subplots(1, 2, figsize=(9, 3), constrained_layout=True)
 axes[0].hist(lengths, bins=40)
 axes[0].axvline(cfg.max_len, color="k", linestyle="--", label=f"max_len = {cfg.max_len}")
 axes[0].set_xlabel("tokens per patient")
 axes[0].set_ylabel("patients")
-axes[0].legend()
+axes[0].legend(loc="upper right")  # the long tail leaves that corner empty
 axes[1].hist(visits, bins=np.arange(0.5, visits.max() + 1.5, 1))
 axes[1].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
 axes[1].set_xlabel("visits per patient")
@@ -553,15 +566,15 @@ shutil.rmtree(work)  # the export and the broken copy were temporary
 # %% [markdown]
 # ## Summary
 # - `load_omop` reads an OMOP export in place and accounts for every row: per table, the rows
-#   read equal the rows kept plus the rows dropped. Strict mode stops at the first broken rule with the table,
-#   column, rule and example rows; lenient mode handles and counts.
-# - Real exports have quirks that are facts, not bugs: {glue:md}`gibleed_text`
+#   read equal the rows kept plus the rows dropped. Strict mode stops at the first broken rule
+#   with the table, column, rule and example rows; lenient mode handles and counts.
+# - Real exports have quirks that are facts, not bugs. {glue:md}`gibleed_text`
 # - The prediction time comes first. Nothing at or after it enters a sequence, and deleting
 #   the future leaves every sequence unchanged; {glue:text}`share_future:.0%` of the events are
 #   such future.
 # - Flat, visit and domain orderings differ in what a visit is and how tokens are grouped in
-#   it. Truncation to {glue:text}`max_len` tokens keeps the most recent history and cut
-#   {glue:text}`share_truncated:.1%` of patients.
+#   it. Truncation to {glue:text}`max_len` tokens keeps the most recent history; it shortened
+#   the histories of {glue:text}`share_truncated:.1%` of patients.
 #
 # {doc}`03b_vocabulary_and_tensors` turns these sequences into integer tensors: a vocabulary
 # fitted on training patients only, padded batches, and a MEDS export.
