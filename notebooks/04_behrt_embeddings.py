@@ -23,9 +23,12 @@
 # the patient's age to it:
 #
 # $$
-# e_{l} = E_\text{code}[c_l] + E_\text{age}\big[\lfloor a_l / w \rfloor\big]
-#       + E_\text{visit}[v_l] + P[p_l] + E_\Delta(\Delta_l) + E_\text{domain}[o_l],
-# \qquad h^{(0)}_l = \text{LayerNorm}(e_l).
+# \begin{aligned}
+# e_{l} &= E_\text{code}[c_l] + E_\text{age}\big[\lfloor a_l / w \rfloor\big]
+#         + E_\text{visit}[v_l] \\
+#       &\quad + P[p_l] + E_\Delta(\Delta_l) + E_\text{domain}[o_l], \\
+# h^{(0)}_l &= \text{LayerNorm}(e_l).
+# \end{aligned}
 # $$
 #
 # We will
@@ -58,7 +61,7 @@ import torch
 import torch.nn.functional as F
 
 import ehrseq
-from ehrseq.book import keep
+from ehrseq.book import keep, plural
 from ehrseq.config import for_profile
 from ehrseq.data.events import DOMAINS
 from ehrseq.data.task import prepare_survival_task, shared_task_config
@@ -76,7 +79,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings, attention and residual branches
+    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
     age_bin_years: float = 1.0  # width w of an age bin (BEHRT: one year)
     n_time_bins: int = 32  # log-spaced bins of the time since the previous event
     batch_size: int = 64  # patients in the batch we look at
@@ -100,6 +103,7 @@ chapter_start = time.perf_counter()
 keep("d_model", cfg.d_model)
 keep("n_layers", cfg.n_layers)
 keep("age_bin_years", cfg.age_bin_years)
+keep("age_bin_text", plural(cfg.age_bin_years, "year"))  # "1 year"
 keep("n_time_bins", cfg.n_time_bins)
 
 # %% [markdown]
@@ -114,6 +118,7 @@ task = prepare_survival_task(shared_task_config())  # the same task in every cha
 vocab = task.vocab
 keep("vocab_size", len(vocab))
 keep("n_train", len(task.split["train"]))
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
 task.summary()
 
 # %% [markdown]
@@ -195,9 +200,11 @@ keep("age_min_tokens_1y", age_rows[1.0]["fewest tokens in a used row"])
 age_choice
 
 # %% mystnb={"figure": {"name": "fig-age-bins", "caption": "Training tokens per age bin, for bins of one and of five years. Every row of the age table is trained on the tokens of its bin."}}
-fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=False)
+fig, axes = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
 for ax, width in zip(axes, (1.0, 5.0), strict=True):
-    edges = np.arange(30, 105 + width, width)
+    lo = width * math.floor(float(token_ages.min()) / width)  # bin edges that hold every age
+    hi = width * (math.floor(float(token_ages.max()) / width) + 1)
+    edges = np.arange(lo, hi + width / 2, width)
     ax.hist(token_ages.numpy(), bins=edges, color="C0")
     ax.set_xlabel("age at the token (years)")
     ax.set_ylabel("training tokens per bin")
@@ -206,10 +213,11 @@ plt.show()
 
 # %% [markdown]
 # With one-year bins each row in use still sees at least {glue:text}`age_min_tokens_1y:,`
-# training tokens, enough to learn, so we keep BEHRT's $w$ = {glue:text}`age_bin_years` year
-# and test five years in the ablation ({doc}`04b_embedding_ablation`). Note the last column: a one-year history crosses an
-# age bin for {glue:text}`age_span_1y:.0%` of patients at $w = 1$ and
-# {glue:text}`age_span_5y:.0%` at $w = 5$. On these histories the age embedding says mostly
+# training tokens, enough to learn, so we keep BEHRT's $w$ = {glue:text}`age_bin_text` and
+# test five years in the ablation ({doc}`04b_embedding_ablation`). Note the last column: a
+# history of {glue:text}`history_text` crosses an age bin for
+# {glue:text}`age_span_1y:.0%` of patients at $w = 1$ and {glue:text}`age_span_5y:.0%` at
+# $w = 5$. On these histories the age embedding says mostly
 # *how old this patient is*, hardly *how the patient aged along the record*.
 #
 # ### Visit
@@ -274,6 +282,7 @@ ax1.set_xlabel("dimension $j$")
 ax1.set_ylabel("position $p$ (tokens)")
 ax1.grid(False)
 fig.colorbar(im, ax=ax1, label="$P_{p,j}$")
+fig.get_layout_engine().set(wspace=0.08)  # room between the colour bar and the right panel
 ax2.plot(np.arange(max_len), similarity[0].numpy())
 ax2.set_xlabel("distance $p$ (tokens)")
 ax2.set_ylabel("$P_0 \\cdot P_p \\,/\\, d$")
@@ -322,6 +331,7 @@ bin_table = pd.DataFrame(
 ).rename_axis("time bin")
 keep("share_dt_zero", float((token_dt == 0).float().mean()))
 keep("n_dt_bins_used", int((bin_table["share of training tokens"] > 0).sum()))
+keep("max_gap_days", float(token_dt.max()))
 bin_table[bin_table["share of training tokens"] > 0].style.format(
     {"from (days)": "{:.1f}", "to (days)": "{:.1f}", "share of training tokens": "{:.2%}"}
 )
@@ -329,8 +339,9 @@ bin_table[bin_table["share of training tokens"] > 0].style.format(
 # %% [markdown]
 # {glue:text}`share_dt_zero:.0%` of the training tokens sit in bin 0 (same day as the
 # previous token, mostly the same visit), and {glue:text}`n_dt_bins_used` of the
-# {glue:text}`n_time_bins` bins are used at all: within one year of history no gap comes
-# near the top bins, which are there for full histories.
+# {glue:text}`n_time_bins` bins are used at all: the longest gap in the training tokens is
+# {glue:text}`max_gap_days:,.0f` days, within a history of {glue:text}`history_text`, well
+# below the top bins, which are there for records that span decades.
 #
 # ### Domain
 # The last term tells the model what *kind* of record a token is: condition, drug,
@@ -456,12 +467,22 @@ n_params = count_parameters(encoder)["total"]
 param_table["share"] = param_table["parameters"] / n_params
 keep("n_params", n_params)
 keep("embedding_share", float(param_table["share"].iloc[:7].sum()))
+table_name = {"visit": "visit-index"}  # the other parts are named as in the table
+table_rows = {"visit": f", {enc_cfg.max_visits + 1:,} rows, one per visit number"}
+biggest = param_table["share"].iloc[:6].sort_values(ascending=False)  # the six tables
+keep(
+    "biggest_tables",
+    " and ".join(
+        f"the {table_name.get(part, part)} table ({share:.0%}{table_rows.get(part, '')})"
+        for part, share in biggest.iloc[:2].items()
+    ),
+)
 param_table.style.format({"share": "{:.1%}", "parameters": "{:,}"})
 
 # %% [markdown]
 # This small encoder has {glue:text}`n_params:,` parameters, and
-# {glue:text}`embedding_share:.0%` of them are in the input layer, the largest share in the
-# code table, closely followed by the visit-index table.
+# {glue:text}`embedding_share:.0%` of them are in the input layer. Of the whole encoder,
+# {glue:text}`biggest_tables` hold the largest shares.
 
 # %%
 chapter_seconds = time.perf_counter() - chapter_start
@@ -473,7 +494,7 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 # - BEHRT's input is a sum: code + age + visit + position + time + domain, then LayerNorm.
 #   Written inline in a dozen lines, it equals `ehrseq.models.behrt.BehrtEmbeddings` for the
 #   default layout, BEHRT's segment/sinusoidal layout and the code alone.
-# - Age bins of {glue:text}`age_bin_years` year leave at least
+# - Age bins of {glue:text}`age_bin_text` leave at least
 #   {glue:text}`age_min_tokens_1y:,` training tokens per used bin; time gaps go into
 #   {glue:text}`n_time_bins` log-spaced bins, bin 0 being "same day"
 #   ({glue:text}`share_dt_zero:.0%` of tokens).
@@ -483,5 +504,33 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 # - The whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes on this machine.
 #
 # ## Exercises
-# Every exercise on these embeddings trains encoders with a changed input layer, so they
-# come after the ablation, at the end of {doc}`04b_embedding_ablation`.
+# These train nothing: each runs in seconds to a few minutes on a CPU, with the `batch`,
+# `row`, `train_enc` and `encoder` of this chapter. The exercises that pretrain encoders
+# with a changed input layer come after the ablation, at the end of
+# {doc}`04b_embedding_ablation`.
+#
+# 1. **Order blindness, measured.** Build a `BehrtEncoder` with
+#    `position_embedding="none"`, `visit_embedding="none"`, `time_embedding="none"` and
+#    `dropout=0.0`, and keep one patient:
+#    `{k: v[row : row + 1, :n_show] for k, v in encoder_inputs(batch).items()}`. Shuffle
+#    its tokens after `[CLS]` (one `torch.randperm`, applied to every input but
+#    `positions`) and check with `torch.testing.assert_close` that the hidden states come
+#    out shuffled the same way. Switch the learned positions back on: how far do the hidden
+#    states move now? The age and the domain travel with each token; could either of them
+#    let a model recover the order of the record, and how finely?
+# 2. **How loud is each term?** The learned tables start with entries of standard deviation
+#    0.02 (`BehrtConfig.init_std`). On the batch, measure the mean length of each term of
+#    $e_l$ in `encoder.embeddings` (look the rows up as `embed_inline` does) and of a row of
+#    `sinusoidal_table`, for $d$ = 32, 64 and 128, and compare with $0.02\sqrt d$ and
+#    $\sqrt{d/2}$. Then, with `position_embedding="sinusoidal"`, compare the cosine of
+#    $h^{(0)}$ between two tokens with the same code at different positions and between two
+#    tokens with different codes at the same position. Which pair is more alike after the
+#    LayerNorm, and what does that predict for the sinusoidal variant of the ablation?
+# 3. **Tables sized to the data.** Find the largest visit number in the training tokens
+#    (`train_enc.arrays["visit_ids"]`) and the share of the visit-index table's rows (the
+#    `rows x width` column above) that training ever reaches. How many parameters would
+#    `max_visits` set to that number save, and how many the `"segment"` embedding? Do the
+#    same for the time bins: which $\Delta_\max$ (`max_time_days`) would put the longest
+#    training gap into the last bin, and how many of the {glue:text}`n_time_bins` bins
+#    would then be used? What happens under each choice to a patient whose record is longer
+#    than any training record?
