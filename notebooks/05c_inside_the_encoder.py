@@ -1,0 +1,463 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Inside the encoder
+#
+# ## Outline
+# {doc}`05_pretraining_objectives` wrote two self-supervised objectives by hand,
+# masked-code modelling and next-visit prediction, and {doc}`05b_pretraining_schedules`
+# pretrained the BEHRT encoder {cite}`li2020behrt` with each alone, with both at once
+# (`joint`) and one after the other (`sequential`), scored them against lookup tables, and
+# kept the encoder of the better of the two schedules that train both objectives, chosen
+# on the validation patients. This chapter looks inside what pretraining learned and hands
+# the kept encoder on.
+#
+# We will
+# 1. load the four pretrained encoders (the artefacts of {doc}`05b_pretraining_schedules`)
+#    and find the kept one by the same rule on the same validation patients;
+# 2. look inside the learned code embedding and check it against the generator's truth (do
+#    diabetes codes sit together?), against shuffled groups and an untrained encoder;
+# 3. name the artefact that later chapters load and fine-tune.
+
+# %% [markdown]
+# ## Setup
+# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
+
+# %%
+import json
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from IPython.display import Markdown
+from myst_nb import glue
+
+import ehrseq
+from ehrseq.artifacts import config_key, load_or_train
+from ehrseq.book import keep
+from ehrseq.config import for_profile
+from ehrseq.data.task import prepare_survival_task, shared_task_config
+from ehrseq.models import BehrtConfig, BehrtEncoder
+from ehrseq.next_visit import model_scorer, most_frequent, next_visit_table
+from ehrseq.plotting import apply_style
+from ehrseq.pretrain import (
+    BehrtForPretraining,
+    TokenIds,
+    code_counts,
+    frequency_rank,
+    masked_code_ranks,
+    pretrain,
+)
+from ehrseq.train import TrainConfig
+
+
+# the encoder and pretraining settings are those of 05b_pretraining_schedules: one artefact
+@dataclass(frozen=True)
+class Config:
+    profile: str = "book"
+    seed: int = 7  # seed of the setup and of every pretraining run
+    d_model: int = 64  # encoder width
+    n_layers: int = 2  # transformer blocks
+    n_heads: int = 4  # attention heads
+    d_ff: int = 128  # feed-forward width
+    dropout: float = 0.1  # on embeddings, attention and residual branches
+    init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02)
+    batch_size: int = 32  # patients per pretraining batch
+    epochs: int = 5  # epochs of every run (sequential: epochs // 2 of MLM, then the rest)
+    lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
+    mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
+    k: int = 10  # recall@k of the next visit; top-k of the masked codes
+    n_shuffles: int = 1000  # permutations of the group labels for the shuffled baseline
+
+
+cfg = for_profile(
+    Config,
+    {
+        "smoke": {"d_model": 32, "d_ff": 64, "epochs": 2, "n_shuffles": 200},
+        "full": {
+            "d_model": 128,
+            "n_layers": 4,
+            "d_ff": 512,
+            "epochs": 20,
+            "lr": 1e-3,
+            "init_std": 0.02,
+        },
+    },
+)
+device = ehrseq.get_device()
+rng = ehrseq.seed_everything(cfg.seed)
+apply_style()
+print(cfg)
+print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
+
+keep("k", cfg.k)
+
+# %% [markdown]
+# ## Data
+# The survival task every modelling chapter shares (`shared_task_config()`), as in
+# {doc}`05b_pretraining_schedules`: its training patients' histories were the pretraining
+# data and give the code frequencies, and its validation patients decided which encoder
+# was kept.
+
+# %%
+task = prepare_survival_task(shared_task_config())
+vocab = task.vocab
+ids = TokenIds.from_vocab(vocab)
+train_loader = task.loader("train", cfg.batch_size)
+val_loader = task.loader("val", cfg.batch_size)  # batches like training: comparable losses
+counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
+task.summary()
+
+# %% [markdown]
+# ## Model
+# ### The pretrained encoders
+# The encoder config and the recipes of {doc}`05b_pretraining_schedules`, repeated here so
+# that `load_or_train` finds each schedule's artefact under the same key (the task, the
+# encoder config, the recipe) and loads it. Were one missing, it would be trained exactly
+# as there; the two chapters may run at the same time, and a file lock lets only one of
+# them train. The copy-head run of the ablation is not needed here.
+
+# %%
+behrt_cfg = BehrtConfig.from_vocab(
+    vocab,
+    d_model=cfg.d_model,
+    n_layers=cfg.n_layers,
+    n_heads=cfg.n_heads,
+    d_ff=cfg.d_ff,
+    dropout=cfg.dropout,
+    max_len=task.config.max_len,
+    init_std=cfg.init_std,
+)
+SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
+nv_weight = float(ids.vocab_size)  # the average over codes becomes a sum over codes
+
+
+def recipe_of(run: str) -> dict:
+    """Everything besides the task and the encoder config that decides the weights."""
+    schedule = "next_visit" if run == "next_visit_copy" else run
+    return {
+        "schedule": schedule,
+        "head": "copy" if run == "next_visit_copy" else "linear",
+        "epochs": cfg.epochs,
+        "mlm_epochs": cfg.epochs // 2 if schedule == "sequential" else None,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "mask_prob": cfg.mask_prob,
+        "mlm_weight": 1.0,
+        "next_visit_weight": nv_weight,
+        "pool": "last",
+        "tie_weights": True,
+        "seed": cfg.seed,
+    }
+
+
+def train_schedule(recipe: dict):
+    """The ``train(model, folder)`` function of ``load_or_train`` for one recipe."""
+
+    def train(model: BehrtForPretraining, folder) -> None:
+        ehrseq.seed_everything(recipe["seed"])
+        common = dict(lr=recipe["lr"], seed=recipe["seed"], desc=recipe["schedule"])
+        if recipe["schedule"] == "sequential":  # pretrain writes folder/mlm, folder/next_visit
+            first = TrainConfig(epochs=recipe["mlm_epochs"], out_dir=folder, **common)
+            second = TrainConfig(
+                epochs=recipe["epochs"] - recipe["mlm_epochs"], out_dir=folder, **common
+            )
+        else:
+            first, second = TrainConfig(epochs=recipe["epochs"], out_dir=folder, **common), None
+        pretrain(
+            model,
+            task.loader("train", recipe["batch_size"]),
+            val_loader,
+            ids,
+            first,
+            schedule=recipe["schedule"],
+            mlm_weight=recipe["mlm_weight"],
+            next_visit_weight=recipe["next_visit_weight"],
+            next_visit_config=second,
+            mask_prob=recipe["mask_prob"],
+        )
+
+    return train
+
+
+def fresh_model(recipe: dict) -> BehrtForPretraining:
+    """A model built from the recipe (the four schedules use the linear next-visit head)."""
+    torch.manual_seed(recipe["seed"])
+    encoder = BehrtEncoder(behrt_cfg)
+    return BehrtForPretraining(encoder, tie_weights=recipe["tie_weights"], pool=recipe["pool"])
+
+
+models, loaded = {}, {}
+for schedule in SCHEDULES:
+    recipe = recipe_of(schedule)
+    models[schedule], loaded[schedule] = load_or_train(
+        fresh_model(recipe), "behrt-pretrained", train_schedule(recipe),
+        task.config, behrt_cfg, recipe,
+    )  # fmt: skip
+    models[schedule].to(device).eval()
+pd.Series(loaded, name="loaded from disk").rename_axis("schedule").to_frame()
+
+# %% [markdown]
+# ### The kept encoder
+# {doc}`05b_pretraining_schedules` kept one of the two schedules that train both
+# objectives: the one with the larger mean gain over the code-frequency baseline, as a
+# ratio, on masked top-{glue:text}`k` and on next-visit recall@{glue:text}`k` of the
+# validation patients. The same rule, on the same masked positions and (patient, visit)
+# pairs:
+
+# %%
+CANDIDATES = ("joint", "sequential")
+BASE = "baseline: code frequency"
+val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in CANDIDATES}
+assert val_ranks["joint"]["label"].equals(val_ranks["sequential"]["label"])  # the same masks
+labels = torch.tensor(val_ranks["joint"]["label"].to_numpy())  # (N,)
+base_topk = (frequency_rank(counts, ids, labels).numpy() <= cfg.k).mean()
+val_pairs = next_visit_table(
+    {r: model_scorer(models[r]) for r in CANDIDATES} | {BASE: most_frequent(counts)},
+    val_loader, ids, k=cfg.k, device=device,
+)  # fmt: skip
+val_recall = val_pairs[f"recall@{cfg.k}"].mean()  # per scorer, over the pairs
+gain = pd.DataFrame(
+    {
+        "masked": {r: (val_ranks[r]["rank"] <= cfg.k).mean() / base_topk for r in CANDIDATES},
+        "next visit": {r: val_recall[r] / val_recall[BASE] for r in CANDIDATES},
+    }
+)
+gain["mean"] = gain.mean(axis=1)
+best = str(gain["mean"].idxmax())
+glue("best", Markdown(f"`{best}`"), display=False)  # a name, shown as code
+gain.rename_axis("schedule (validation patients)").style.format("{:.2f}x")
+
+# %% [markdown]
+# The encoder kept is {glue:md}`best`'s.
+#
+# ## Inside the code embedding
+# Pretraining shapes the code table: two codes that occur in the same contexts end up with
+# similar vectors. The nearest neighbours (by cosine similarity) of a few codes, in the
+# embedding of the best schedule, with the latent disease group that the generator assigned
+# to each concept (the group is never shown to the model):
+
+# %%
+groups = task.cohort.truth.concept_groups.set_index("concept_id")["group"]
+concept = task.cohort.vocabulary.concept.set_index("concept_id")
+regular = ids.regular_tensor().numpy()
+token = np.array(vocab.itos, dtype=object)
+concept_of = np.array([int(t.split(":")[1]) if ":" in t else -1 for t in vocab.itos])
+group_of = pd.Series(concept_of).map(groups).to_numpy(dtype=object)
+seen = counts.numpy() > 0  # tokens that occur in the training tensors
+# codes of a latent disease group ("routine" care belongs to no disease), seen in training
+analysed = np.array(
+    [i for i in regular if seen[i] and isinstance(group_of[i], str) and group_of[i] != "routine"]
+)
+
+
+def unit_embedding(model: BehrtForPretraining) -> np.ndarray:
+    """The code table with rows scaled to length 1 (dot products are cosines)."""
+    return F.normalize(model.encoder.embeddings.code.weight.detach().cpu(), dim=1).numpy()
+
+
+def describe(i: int) -> str:
+    """Concept name, domain and decile of token i."""
+    domain, cid, *decile = token[i].split(":")
+    name = concept["concept_name"].get(int(cid), token[i])
+    return f"{name} ({', '.join([domain, *decile])})"
+
+
+def most_frequent(group: str, domain: str) -> int | None:
+    """The most frequent analysed token of a group and domain (None if there is none)."""
+    pool = [i for i in analysed if group_of[i] == group and token[i].startswith(domain + ":")]
+    return max(pool, key=lambda i: counts[i]) if pool else None
+
+
+emb_best = unit_embedding(models[best])
+queries = [
+    most_frequent("type2_diabetes", "condition"),
+    most_frequent("type2_diabetes", "drug"),
+    most_frequent("hypertension", "condition"),
+    most_frequent("copd", "drug"),
+]
+neighbour_rows = []
+for q in (q for q in queries if q is not None):
+    others = analysed[analysed != q]
+    cos = emb_best[others] @ emb_best[q]  # (n - 1,) cosine with the query
+    for rank, j in enumerate(np.argsort(-cos)[:5], start=1):
+        neighbour_rows.append(
+            {
+                "query": f"{describe(q)} [{group_of[q]}]",
+                "rank": rank,
+                "neighbour": describe(others[j]),
+                "group": group_of[others[j]],
+                "cosine": float(cos[j]),
+            }
+        )
+neighbours = pd.DataFrame(neighbour_rows).set_index(["query", "rank"])
+neighbours.style.format({"cosine": "{:.2f}"})
+
+# %% [markdown]
+# A handful of neighbours is an anecdote. The generator's truth makes it a measurement: the
+# {glue:text}`n_analysed` codes of a disease group that occur in training each belong to one
+# of {glue:text}`n_groups` groups. Two numbers per embedding:
+# - the mean cosine similarity of two codes of the **same** group minus that of two codes of
+#   **different** groups (pairs of the same concept, such as two deciles of one lab, are left
+#   out: they share a group trivially);
+# - the **neighbour agreement**: the share of codes whose nearest other concept belongs to
+#   their own group, against the same share after **shuffling** the group labels among the
+#   concepts {glue:text}`n_shuffles` times.
+#
+# An untrained encoder is the control: random vectors should agree no more than shuffled
+# labels do.
+
+
+# %%
+def group_structure(emb: np.ndarray, rng: np.random.Generator) -> dict:
+    """Within- minus between-group cosine, and nearest-neighbour group agreement vs shuffled."""
+    x = emb[analysed]  # (n, d) unit rows
+    sim = x @ x.T  # (n, n) cosine
+    cid = concept_of[analysed]
+    same_concept = cid[:, None] == cid[None, :]  # (n, n)
+    sim_nn = np.where(same_concept, -np.inf, sim)  # never your own concept
+    nearest = sim_nn.argmax(1)  # (n,)
+    concepts, inverse = np.unique(cid, return_inverse=True)
+    concept_group = pd.Series(concepts).map(groups).to_numpy()
+
+    def agreement(labels_of_concept: np.ndarray) -> float:
+        g = labels_of_concept[inverse]  # (n,)
+        return float((g == g[nearest]).mean())
+
+    g = concept_group[inverse]
+    same_group = (g[:, None] == g[None, :]) & ~same_concept
+    other_group = g[:, None] != g[None, :]
+    shuffled = np.array([agreement(rng.permutation(concept_group)) for _ in range(cfg.n_shuffles)])
+    return {
+        "within - between cosine": float(sim[same_group].mean() - sim[other_group].mean()),
+        "neighbour agreement": agreement(concept_group),
+        "shuffled mean": float(shuffled.mean()),
+        "shuffled 95th percentile": float(np.quantile(shuffled, 0.95)),
+        "p (shuffled >= observed)": float(
+            (1 + (shuffled >= agreement(concept_group)).sum()) / (1 + len(shuffled))
+        ),
+    }
+
+
+torch.manual_seed(cfg.seed)
+untrained = fresh_model(recipe_of("mlm"))
+embeddings = {"untrained": unit_embedding(untrained)}
+embeddings.update({s: unit_embedding(models[s]) for s in SCHEDULES})
+structure = pd.DataFrame(
+    {name: group_structure(e, np.random.default_rng(cfg.seed)) for name, e in embeddings.items()}
+).T.rename_axis("code embedding")
+keep("n_analysed", len(analysed))
+keep("n_groups", int(pd.Series(group_of[analysed]).nunique()))
+keep("n_shuffles", cfg.n_shuffles)
+s_best, s_rand = structure.loc[best], structure.loc["untrained"]
+keep("agree_best", float(s_best["neighbour agreement"]))
+keep("agree_shuffled", float(s_best["shuffled mean"]))
+keep("agree_q95", float(s_best["shuffled 95th percentile"]))
+keep("agree_untrained", float(s_rand["neighbour agreement"]))
+keep("gap_best", float(s_best["within - between cosine"]))
+keep("gap_untrained", float(s_rand["within - between cosine"]))
+keep("p_best", float(s_best["p (shuffled >= observed)"]))
+# one group up close: the type 2 diabetes codes in the kept embedding
+x = emb_best[analysed]  # (n, d)
+same_concept = concept_of[analysed][:, None] == concept_of[analysed][None, :]
+nearest = np.where(same_concept, -np.inf, x @ x.T).argmax(1)  # (n,) nearest other concept
+is_t2d = group_of[analysed] == "type2_diabetes"
+keep("n_t2d", int(is_t2d.sum()))
+keep("t2d_agree", float((group_of[analysed][nearest] == "type2_diabetes")[is_t2d].mean()))
+keep("t2d_share", float(is_t2d.mean()))
+if cfg.profile != "smoke":  # the learned embedding knows the latent groups
+    assert s_best["neighbour agreement"] > s_best["shuffled 95th percentile"]
+    assert s_best["within - between cosine"] > s_rand["within - between cosine"]
+structure.style.format(
+    {
+        "within - between cosine": "{:+.3f}",
+        "neighbour agreement": "{:.1%}",
+        "shuffled mean": "{:.1%}",
+        "shuffled 95th percentile": "{:.1%}",
+        "p (shuffled >= observed)": "{:.3f}",
+    }
+)
+
+# %% mystnb={"figure": {"name": "fig-group-agreement", "caption": "Share of codes whose nearest other concept in the code embedding belongs to the same latent disease group, for an untrained encoder and each pretraining schedule. The grey band spans the shuffled baseline (group labels permuted among concepts) up to its 95th percentile."}}
+fig, ax = plt.subplots(figsize=(6, 3))
+names = list(structure.index)
+ax.bar(names, structure["neighbour agreement"] * 100, color=["0.6"] + ["C0"] * len(SCHEDULES))
+ax.axhspan(
+    0,
+    structure["shuffled 95th percentile"].max() * 100,
+    color="0.85",
+    zorder=0,
+    label="shuffled groups (to the 95th percentile)",
+)
+ax.set_ylabel("nearest neighbour in the same group (%)")
+ax.set_xlabel("code embedding")
+ax.legend(loc="upper left")
+plt.show()
+
+# %% [markdown]
+# In the embedding of the kept ({glue:md}`best`) schedule, {glue:text}`agree_best:.0%` of the
+# codes have a nearest other concept from their own latent group, against
+# {glue:text}`agree_shuffled:.0%` on average with shuffled groups (95th percentile
+# {glue:text}`agree_q95:.0%`, permutation p = {glue:text}`p_best:.3f`) and
+# {glue:text}`agree_untrained:.0%` for the untrained encoder. Codes of the same group are
+# also more similar on average: the within-minus-between cosine is
+# {glue:text}`gap_best:+.3f` against {glue:text}`gap_untrained:+.3f` untrained. Nobody told
+# the model that a diagnosis, the drug that treats it and the lab that monitors it belong
+# together; it found out because the generator records them together, at the same visits of
+# the same patients. Up close, for diabetes: of the {glue:text}`n_t2d` type-2-diabetes codes
+# (conditions, drugs, procedures, lab deciles), {glue:text}`t2d_agree:.0%` have a diabetes
+# code as their nearest other concept, where a code drawn at random would be one
+# {glue:text}`t2d_share:.0%` of the time. (The group includes lab deciles, and a normal HbA1c
+# is no sign of diabetes.)
+# ## The encoder later chapters reuse
+# The encoder of the best schedule is the artefact `behrt-pretrained` with the exact
+# configuration below; a later chapter builds the same three parts, calls
+# `load_or_train(BehrtForPretraining(BehrtEncoder(behrt_cfg)), "behrt-pretrained", train,
+# task.config, behrt_cfg, recipe)` and gets these weights back from disk (or trains them
+# the same way when the file is missing), then keeps `model.encoder`.
+
+# %%
+best_recipe = recipe_of(best)
+best_parts = (task.config, behrt_cfg, best_recipe)
+best_key = config_key(*best_parts)
+glue("best_key", Markdown(f"`behrt-pretrained-{best_key}`"), display=False)
+print(f"artefact: behrt-pretrained-{best_key}")
+print("task:   ", task.config)
+print("encoder:", behrt_cfg)
+print("recipe: ", json.dumps(best_recipe))
+model_check, was_loaded = load_or_train(
+    fresh_model(best_recipe), "behrt-pretrained", train_schedule(best_recipe), *best_parts
+)
+assert was_loaded  # loaded (or trained) above, so it comes from disk
+for name, tensor in model_check.state_dict().items():
+    torch.testing.assert_close(tensor, models[best].state_dict()[name].cpu())
+
+# %% [markdown]
+# ## Summary
+# - {doc}`05b_pretraining_schedules` kept the encoder of {glue:md}`best`, the better of the
+#   two schedules that train both objectives on the validation patients; the same rule
+#   finds it here among the saved artefacts.
+# - The learned code embedding recovers the generator's latent disease groups: nearest-
+#   neighbour agreement {glue:text}`agree_best:.0%` against {glue:text}`agree_shuffled:.0%`
+#   for shuffled groups and {glue:text}`agree_untrained:.0%` untrained.
+# - The encoder is saved as the artefact {glue:md}`best_key` for the chapters that
+#   fine-tune it.
+#
+# ## Exercises
+# 1. Compute neighbour agreement per domain (conditions, drugs, procedures, labs). Which
+#    kind of code is placed best, and how does that follow from how the generator records
+#    it?
