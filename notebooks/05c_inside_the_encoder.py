@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   ehrseq:
+#     runs_after: [05b_pretraining_schedules]
 #   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:

@@ -59,9 +59,9 @@ print(f"read from {claims_folder(profile)}")
 
 # %%
 EXPECTED = {
-    "05_pretraining_objectives",
-    "07_loss_functions",
-    "08_finetuning_strategies",
+    "05b_pretraining_schedules",
+    "07b_loss_comparison",
+    "08b_finetuning_comparison",
     "09_architecture_decisions",
     "10_hierarchical_behrt",
 }
