@@ -20,7 +20,7 @@
 # shares. There are three common ways to adapt it, and they differ in what they train:
 #
 # - **frozen encoder**: keep every pretrained weight and train only the survival head on top
-#   (a few thousand parameters);
+#   ({glue:text}`head_params:,` parameters here);
 # - **LoRA** {cite}`hu2022lora`: keep the pretrained weights, but add a trainable low-rank
 #   update to some of the linear layers (the attention projections), plus the head;
 # - **full fine-tuning**: train everything, starting from the pretrained weights.
@@ -31,9 +31,9 @@
 # 2. write LoRA in a few lines, check that the library's version is the same layer, and show
 #    on our encoder that it does what it promises: the same outputs at initialisation,
 #    gradients only in the adapters, merging and unmerging without loss;
-# 3. build every regime from one function (frozen, LoRA at several ranks, full, and the same
-#    network from scratch) and measure what each trains and what its training holds in
-#    memory.
+# 3. build every regime from one function (frozen, LoRA at {glue:text}`lora_ranks_text`, full,
+#    and the same network from scratch) and measure what each trains and what its training
+#    holds in memory.
 #
 # The next chapter, {doc}`08b_finetuning_comparison`, fine-tunes a per-bin survival head under
 # each regime, on all the labelled training patients and on a small cohort of them, and tests
@@ -56,7 +56,7 @@ from torch import nn
 
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
-from ehrseq.book import keep, start_claims
+from ehrseq.book import keep, plural, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.models import (
@@ -95,7 +95,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # encoder dropout (pretraining and fine-tuning) and head dropout
+    dropout: float = 0.1  # on embeddings and residual branches (pretraining, fine-tuning), head
     pretrain_schedule: str = "joint"  # masked codes + next-visit codes in every step
     pretrain_epochs: int = 5  # passes over the training histories
     pretrain_lr: float = 1e-3  # peak learning rate of pretraining
@@ -137,11 +137,19 @@ apply_style()
 start_claims(CHAPTER)  # records no claim (08b_finetuning_comparison does): clears older ones
 print(cfg)
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
+*head_ranks, last_rank = cfg.lora_ranks
+keep(
+    "lora_ranks_text",
+    f"ranks {', '.join(map(str, head_ranks))} and {last_rank}"
+    if head_ranks
+    else f"rank {last_rank}",
+)
 
 # %% [markdown]
 # On a CPU everything here is repeatable bit for bit. On a GPU, the atomic adds of the
 # visit pooling and of the attention backward pass leave the last bits of each run
-# nondeterministic, and the memory column below becomes the CUDA peak allocation.
+# nondeterministic. The memory table at the end counts what autograd saves and what the
+# optimiser keeps, not what an allocator holds, so it reads the same on either device.
 #
 # ## Data
 # The shared survival task (`shared_task_config`): the synthetic cohort written as OMOP,
@@ -245,14 +253,25 @@ keep("n_layers", cfg.n_layers)
 pretrain_history[["epoch", "train_loss", "val_mlm_loss", "val_mlm_acc", "val_nv_loss"]].round(4)
 
 # %% [markdown]
-# Did pretraining learn anything? Masked codes of the validation patients are predicted
-# clearly better than by always guessing the most frequent training codes:
+# Did pretraining learn anything? The masked codes of the validation patients, predicted by
+# the encoder and by always guessing the most frequent training codes:
 
 # %%
 counts = code_counts(task.loader("train", 256), ids)
 masked = evaluate_masked_codes(pretrained.to(device), task.loader("val", 256), ids, counts=counts)
 keep("mlm_top10", masked["top10"])
 keep("mlm_base10", masked["baseline_top10"])
+mlm_gain = masked["top10"] - masked["baseline_top10"]
+keep("mlm_better", "better than" if mlm_gain > 0 else "no better than")
+keep(
+    "mlm_verdict",
+    f"{100 * mlm_gain:.1f} percentage points more. A small encoder, a few epochs and short "
+    "histories: a modest start, but one the survival model can build on"
+    if mlm_gain > 0
+    else f"no better. After {plural(cfg.pretrain_epochs, 'epoch')} of pretraining "
+    "at this size the encoder has learnt little beyond which codes are common, so the "
+    "fine-tuned regimes start from a weak encoder",
+)
 assert np.isfinite(pretrain_history["train_loss"]).all()
 assert pretrain_history["train_loss"].iloc[-1] < pretrain_history["train_loss"].iloc[0]
 if cfg.profile != "smoke":
@@ -262,12 +281,11 @@ pd.Series(masked).round(3).to_frame("validation")
 # %% [markdown]
 # The true code is among the encoder's ten best guesses for {glue:text}`mlm_top10:.1%` of the
 # masked validation codes, against {glue:text}`mlm_base10:.1%` for the ten most frequent
-# codes. A small encoder, a few epochs and short histories: a modest start, but one the
-# survival model can build on.
+# codes: {glue:text}`mlm_verdict`.
 
 # %% [markdown]
 # ### The survival model
-# On top of the encoder sits the per-bin hazard head of the survival-head chapter: the mean
+# On top of the encoder sits the per-bin hazard head of {doc}`06_survival_head`: the mean
 # token state of each patient's last visit before the prediction time goes through a linear
 # layer to {glue:text}`n_bins` hazard logits, trained with the discrete-time negative
 # log-likelihood. The head starts at the life table of the cohort it trains on (its bias is
@@ -415,8 +433,9 @@ print(
 # One builder for every regime, so the models differ only in what trains. The learning rate
 # follows what trains: the head alone takes large steps, the adapters medium ones, and a whole
 # pretrained network small ones so as not to wipe out what it learnt. The model trained from
-# scratch has the same architecture with random weights, and the learning rate of the
-# survival-head chapter, which trains this network from scratch.
+# scratch has the same architecture with random weights and its own learning rate,
+# `lr_scratch`, of the order that {doc}`06b_survival_training` uses to train such a network
+# from scratch.
 
 # %%
 REGIMES = {
@@ -453,6 +472,7 @@ frozen_model = build("frozen", life_table(task)).train()
 assert not frozen_model.encoder.training and frozen_model.head.training
 assert sizes.loc["frozen", "trainable"] == n_bins * (cfg.d_model + 1)
 assert sizes.loc["full", "trainable"] == sizes.loc["full", "total"]
+keep("head_params", int(sizes.loc["frozen", "trainable"]))
 sizes.style.format({"share": "{:.2%}", "trainable": "{:,}", "total": "{:,}"})
 
 # %% [markdown]
@@ -483,6 +503,11 @@ assert (
 keep("act_frozen", float(memory.loc["frozen", "activations MiB"]))
 keep("act_lora", float(memory.loc[f"LoRA r={cfg.lora_ranks[0]}", "activations MiB"]))
 keep("act_full", float(memory.loc["full", "activations MiB"]))
+lora_ratio = (
+    memory.loc[f"LoRA r={cfg.lora_ranks[0]}", "activations MiB"]
+    / memory.loc["full", "activations MiB"]
+)
+keep("act_lora_ratio", float(lora_ratio))  # LoRA's activations over full fine-tuning's
 keep("lora_r0", cfg.lora_ranks[0])
 keep("adam_lora", float(memory.loc[f"LoRA r={cfg.lora_ranks[0]}", "grad + AdamW MiB"]))
 keep("adam_full", float(memory.loc["full", "grad + AdamW MiB"]))
@@ -490,10 +515,10 @@ memory.round(3)
 
 # %% [markdown]
 # A frozen encoder keeps {glue:text}`act_frozen:.2f` MiB for this batch, the input of the
-# head. LoRA keeps {glue:text}`act_lora:.1f` MiB (rank {glue:text}`lora_r0`): to reach $A$
-# and $B$ in the first layer, the gradient has to pass back through every layer above it,
-# so nearly the whole forward pass is kept, as for full fine-tuning
-# ({glue:text}`act_full:.1f` MiB). What LoRA saves is the optimiser state:
+# head. LoRA keeps {glue:text}`act_lora:.1f` MiB (rank {glue:text}`lora_r0`),
+# {glue:text}`act_lora_ratio:.0%` of the {glue:text}`act_full:.1f` MiB of full fine-tuning:
+# to reach $A$ and $B$ in the first layer, the gradient has to pass back through every layer
+# above it, so most of the forward pass is kept. What LoRA saves is the optimiser state:
 # {glue:text}`adam_lora:.2f` MiB against {glue:text}`adam_full:.2f` MiB for full
 # fine-tuning here, small either way at this encoder's size; on a large encoder the
 # optimiser state of full fine-tuning is what matters.
@@ -501,16 +526,17 @@ memory.round(3)
 # %% [markdown]
 # ## Summary
 # - **The pretrained encoder.** The true code is among its ten best guesses for
-#   {glue:text}`mlm_top10:.1%` of the masked validation codes, against
-#   {glue:text}`mlm_base10:.1%` for the ten most frequent codes. Its weights are an artefact,
+#   {glue:text}`mlm_top10:.1%` of the masked validation codes, {glue:text}`mlm_better` the
+#   {glue:text}`mlm_base10:.1%` of the ten most frequent codes. Its weights are an artefact,
 #   keyed by the task, the encoder config and the recipe.
 # - **What each regime trains.** The frozen encoder trains
 #   {glue:text}`n_bins` × ({glue:text}`d_model` + 1) head parameters, LoRA adds
 #   $2 r d$ per adapted projection, full fine-tuning trains everything. The asserts above
 #   show LoRA doing what it promises on our encoder: identical outputs at initialisation,
 #   gradients only in $A$, $B$ and the head, and a lossless merge and unmerge.
-# - **Memory.** A frozen encoder keeps almost no activations; LoRA keeps nearly all of them
-#   (the gradient must pass back through every layer) and saves the optimiser state.
+# - **Memory.** A frozen encoder keeps almost no activations; LoRA keeps most of them
+#   ({glue:text}`act_lora_ratio:.0%` of full fine-tuning's: the gradient must pass back
+#   through every layer) and saves the optimiser state.
 #
 # {doc}`08b_finetuning_comparison` loads this encoder's artefact, trains every regime on a
 # large and a small cohort, and tests whether pretraining helps and whether LoRA matches full

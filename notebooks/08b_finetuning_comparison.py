@@ -24,8 +24,9 @@
 # We will
 # 1. load the pretrained encoder (the artefact of {doc}`08_finetuning_strategies`) and build
 #    the regimes from the same settings;
-# 2. fine-tune a per-bin survival head under each regime, at several LoRA ranks, measuring
-#    discrimination, calibration, trainable parameters and time;
+# 2. fine-tune a per-bin survival head under each regime, LoRA at
+#    {glue:text}`lora_ranks_text`, measuring discrimination, calibration, trainable
+#    parameters, memory and time;
 # 3. repeat it all on a small training cohort, to see how the answer depends on how much
 #    labelled data there is;
 # 4. test two claims with paired intervals on the same test patients, and record them for the
@@ -51,7 +52,7 @@ import torch
 
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
-from ehrseq.book import keep, keep_table, record_comparisons, start_claims
+from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
@@ -80,7 +81,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # encoder dropout (pretraining and fine-tuning) and head dropout
+    dropout: float = 0.1  # on embeddings and residual branches (pretraining, fine-tuning), head
     pretrain_schedule: str = "joint"  # masked codes + next-visit codes in every step
     pretrain_epochs: int = 5  # passes over the training histories
     pretrain_lr: float = 1e-3  # peak learning rate of pretraining
@@ -139,7 +140,18 @@ apply_style()
 start_claims(CHAPTER)
 print(cfg)
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
-keep("n_seeds", len(cfg.seeds))
+keep("seeds_text", plural(len(cfg.seeds), "seed"))
+keep(
+    "over_seeds",
+    f"averaged over the {len(cfg.seeds)} seeds" if len(cfg.seeds) > 1 else "of the one seed",
+)
+*head_ranks, last_rank = cfg.lora_ranks
+keep(
+    "lora_ranks_text",
+    f"ranks {', '.join(map(str, head_ranks))} and {last_rank}"
+    if head_ranks
+    else f"rank {last_rank}",
+)
 keep("small_fraction", float(cfg.small_fraction))
 
 # %% [markdown]
@@ -340,13 +352,13 @@ def build(regime: str, base_hazards: np.ndarray) -> SurvivalModel:
 
 # %% [markdown]
 # ## Train
-# Every (cohort, regime) goes through the library's `train_seeds`: for each of the
-# {glue:text}`n_seeds` seed(s), a fresh model from `build`, trained by `fit` with the hazard
-# likelihood (AdamW with warm-up and cosine decay, gradient clipping, early stopping on the
-# validation loss with patience {glue:text}`patience`, best weights restored), its wall time
-# and the activations of one batch measured, and the test patients predicted. The
-# **validation** loss is what we use to *choose* (a LoRA rank, the best regime); the test
-# metrics are what we *report*.
+# Every (cohort, regime) goes through the library's `train_seeds` with
+# {glue:text}`seeds_text`: for each seed, a fresh model from `build`, trained by `fit` with
+# the hazard likelihood (AdamW with warm-up and cosine decay, gradient clipping, early
+# stopping on the validation loss with patience {glue:text}`patience`, best weights
+# restored), its wall time and the activations of one batch measured, and the test patients
+# predicted. The **validation** loss is what we use to *choose* (a LoRA rank, the best
+# regime); the test metrics are what we *report*.
 
 # %%
 keep("patience", cfg.patience)
@@ -376,6 +388,7 @@ for cohort, t in cohorts.items():
                 "trainable": runs.cost["parameters"],
                 "val loss": float(np.mean([h["val_loss"].min() for h in runs.histories])),
                 **scores,
+                "activations MiB": runs.cost["activations MiB"],
                 "fit (s)": runs.cost["train s"],
                 "s / epoch": runs.cost["s / epoch"],
                 "epochs": runs.cost["epochs"],
@@ -389,20 +402,29 @@ if cfg.profile != "smoke":
 # %% [markdown]
 # ## Evaluate
 # ### The regimes side by side
-# For each cohort and regime: the trainable parameters, the validation loss that choices are
-# made on, the test metrics averaged over seeds, and the cost (wall time of the whole `fit`,
-# time per epoch, epochs run). Wall times depend on the machine and its load: compare them
-# within the table, not with another run.
+# Two tables, so that each fits the page. First what each cohort and regime predicts: the
+# validation loss that choices are made on and the test metrics ({glue:text}`over_seeds`),
+# with the oracle as the ceiling. Then what it costs: the trainable parameters, the
+# activations autograd keeps for one training batch of {glue:text}`batch_size` of the
+# cohort's patients (why they follow what trains is in {doc}`08_finetuning_strategies`), the
+# wall time of the whole `fit`, the time per epoch and the epochs run. Wall times depend on
+# the machine and its load: compare them within the table, not with another run.
 
 # %%
-shown = table.copy()
-shown.loc[("", "oracle (true risk)"), list(SCORED)] = [oracle[m] for m in SCORED]
+keep("batch_size", cfg.batch_size)
+predicted = table[["val loss", *SCORED]].copy()
+predicted.loc[("", "oracle (true risk)"), list(SCORED)] = [oracle[m] for m in SCORED]
+keep_table("regimes", predicted.reset_index(), floatfmt="{:.4g}")
+costs = table[["trainable", "activations MiB", "fit (s)", "s / epoch", "epochs"]].copy()
 for column in ("trainable", "epochs"):  # counts, not measurements
-    shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}")
-keep_table("regimes", shown.reset_index(), floatfmt="{:.4g}")
+    costs[column] = costs[column].map(lambda v: f"{v:,.0f}")
+keep_table("costs", costs.reset_index(), floatfmt="{:.4g}")
 
 # %% [markdown]
 # ```{glue:} regimes
+# ```
+#
+# ```{glue:} costs
 # ```
 #
 # What does each regime add over the same network trained from scratch? The paired
@@ -420,7 +442,7 @@ for cohort in cohorts:
         )
         gains.append({"cohort": cohort, "regime": regime, **d})
 gains = pd.DataFrame(gains).set_index(["cohort", "regime"])
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
 for ax, cohort in zip(axes, ["small", "large"], strict=True):
     for i, regime in enumerate(r for r in REGIMES if r != "from scratch"):
         g = gains.loc[(cohort, regime)]
@@ -435,10 +457,12 @@ for ax, cohort in zip(axes, ["small", "large"], strict=True):
         )
     ax.axhline(0.0, color="k", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    ax.margins(x=0.1)  # no marker on the frame
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_title(f"{cohort} cohort ({len(cohorts[cohort].frame('train')):,} training patients)")
 axes[0].set_ylabel("test Harrell C minus from scratch")
-axes[1].legend(loc="lower right", fontsize=8)
+handles, names = axes[0].get_legend_handles_labels()
+fig.legend(handles, names, loc="outside lower center", ncol=len(names))  # below, off the data
 plt.show()
 
 # %% [markdown]
@@ -456,6 +480,12 @@ keep("lora_margin", cfg.lora_margin)
 lora_ranks = [f"LoRA r={r}" for r in cfg.lora_ranks]
 best_lora = table.loc["large"].loc[lora_ranks, "val loss"].idxmin()
 keep("best_lora", best_lora)
+keep(
+    "best_lora_how",
+    "The LoRA rank chosen on validation"
+    if len(lora_ranks) > 1
+    else "The one LoRA rank of this run",
+)
 ratio = table.loc[("large", best_lora), "trainable"] / table.loc[("large", "full"), "trainable"]
 keep("lora_trainable", int(table.loc[("large", best_lora), "trainable"]))
 keep("full_trainable", int(table.loc[("large", "full"), "trainable"]))
@@ -490,14 +520,24 @@ for key, (cohort, a, b) in tests.items():  # one table per cohort: the model nam
             CHAPTER, rows, {key: (a, b)}, {key: claims[key]}, margins=margins
         ).assign(cohort=cohort)
     )
-compared = pd.concat(compared, ignore_index=True)[
-    ["cohort", "comparison", "metric", "difference", "lower", "upper", "verdict"]
+compared = pd.concat(compared, ignore_index=True)
+compared["difference [95% interval]"] = [  # one string: a value and its interval on one line
+    f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]" for r in compared.itertuples()
 ]
-keep_table("claims", compared, floatfmt="{:+.4f}")
+compared = compared.rename(columns={"verdict": "which is better"})
+keep_table(
+    "claims",
+    compared[["cohort", "comparison", "metric", "difference [95% interval]", "which is better"]],
+)
 
 # %% [markdown]
 # ```{glue:} claims
 # ```
+#
+# The last column reads each interval against zero: which model is better on that metric.
+# The equivalence claims read the interval of C against $\pm${glue:text}`lora_margin`
+# instead, so the two can differ: an interval that excludes zero but reaches inside the
+# margin names a better model and leaves the equivalence not resolved.
 #
 # With all {glue:text}`n_train` labelled training patients, full fine-tuning of the
 # pretrained encoder minus the same network trained from scratch is
@@ -510,7 +550,7 @@ keep_table("claims", compared, floatfmt="{:+.4f}")
 # {glue:text}`diff_pretraining_helps_small_upper:+.3f`):
 # {glue:text}`verdict_pretraining_helps_small`.
 #
-# The LoRA rank chosen on validation, {glue:text}`best_lora`, trains
+# {glue:text}`best_lora_how`, {glue:text}`best_lora`, trains
 # {glue:text}`lora_trainable:,` parameters, {glue:text}`lora_ratio:.1%` of the
 # {glue:text}`full_trainable:,` that full fine-tuning trains. Its C minus full fine-tuning's
 # is {glue:text}`diff_lora_matches_full:+.3f` ({glue:text}`diff_lora_matches_full_lower:+.3f`
