@@ -55,7 +55,7 @@ from scipy.optimize import brentq
 from torch import nn
 
 import ehrseq
-from ehrseq.book import keep, keep_table, record_claim, record_comparisons, start_claims
+from ehrseq.book import keep, keep_table, plural, record_claim, record_comparisons, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
@@ -90,7 +90,7 @@ class Config:
     n_layers: int = 2  # flat: blocks over tokens; hierarchical: blocks across visits
     n_heads: int = 4  # attention heads (and pooling heads)
     d_ff: int = 128  # feed-forward width of a transformer block
-    dropout: float = 0.1  # on embeddings, attention, residuals and the head
+    dropout: float = 0.1  # on embeddings, residual branches and the head
     epochs: int = 4  # most passes over the training patients
     patience: int = 2  # stop when the validation loss has not improved for this many epochs
     batch_size: int = 128  # patients per optimiser step
@@ -129,6 +129,7 @@ start_claims(CHAPTER)
 print(cfg)
 print(f"device: {device}")
 keep("n_seeds", len(cfg.seeds))
+keep("seeds_text", plural(len(cfg.seeds), "seed"))
 keep("n_boot", cfg.n_boot)
 
 # %% [markdown]
@@ -146,6 +147,7 @@ edges = task.cuts[1:]  # right edge of every bin, days
 n_bins = task.config.n_bins
 keep("n_test", len(test))
 keep("n_test_events", int(test["event"].sum()))
+keep("decile_size", round(len(test) / 10))  # patients per decile of predicted risk
 keep("max_len", task.config.max_len)
 task.summary()
 
@@ -420,7 +422,7 @@ pd.Series(
 # pooling's projections.
 #
 # ## Train
-# Each model is trained with {glue:text}`n_seeds` seed(s) by `ehrseq.runs.train_seeds`, as in
+# Each model is trained with {glue:text}`seeds_text` by `ehrseq.runs.train_seeds`, as in
 # the previous chapter: `fit` with the hazard NLL of the bin labels (`hazard_nll_step`),
 # early stopping on the validation loss, and the wall time of the run recorded by `measure`
 # (with the peak of allocated memory on a GPU). The activations that one training batch of
@@ -474,19 +476,62 @@ oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
 curves = {"Kaplan-Meier (no features)": [km_surv], "oracle": [oracle_surv], **curves}
 results = pd.DataFrame([table_protocol.evaluate(n, s, costs.get(n)) for n, s in curves.items()])
 results = results.set_index("model")
-format_table(
-    results.drop(columns="peak MiB") if device.type == "cpu" else results, list(protocol.metrics)
-)
+shown = format_table(results, list(protocol.metrics))  # "estimate [lower, upper]" per metric
+curve_metrics = ["IBS", "calibration error"]  # how good the predicted curves are
+rank_metrics = [m for m in protocol.metrics if m not in curve_metrics]  # how well they rank
+cost_columns = ["parameters", "s / epoch", "activations MiB"]
+cost_columns += [] if device.type == "cpu" else ["peak MiB"]
+keep_table("protocol_ranking", shown[rank_metrics])  # two narrow tables rather than one wide
+keep_table("protocol_curves", shown[curve_metrics + cost_columns])
+outside = int((results["calibration error"] < results["calibration error lower"]).sum())
+keep("cal_outside_text", f"in {outside} of the {len(results)} rows" if outside else "in no row")
+
+# %% [markdown]
+# How well each model ranks the test patients (the three C-indices and the AUROC of the risk
+# at the horizon; the Kaplan-Meier curve gives every patient the same risk, so it scores
+# exactly 0.5 on each):
+#
+# ```{glue:} protocol_ranking
+# ```
+#
+# How good the predicted curves are (integrated Brier score, calibration error at the
+# horizon), and what a model costs to train:
+#
+# ```{glue:} protocol_curves
+# ```
+#
+# A bootstrap interval of the calibration error can lie above the estimate itself (here
+# {glue:text}`cal_outside_text`): resampling the test patients with replacement adds noise to
+# every decile's observed incidence, and an absolute gap only grows with noise, so the
+# resampled errors run high. The calibration section below therefore compares calibration
+# errors by paired differences on the same resamples, where that excess largely cancels.
 
 # %% mystnb={"figure": {"name": "fig-flat-vs-hier", "caption": "Harrell's C (left) and integrated Brier score (right) of flat and hierarchical BEHRT and of the hierarchical model without the time-gap embedding, on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
 models = list(runs)
-plot_comparison(results, models)
+fig = plot_comparison(results, models)
+key = {}  # one key above both panels, where it covers no point
+for ax in fig.axes:
+    for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+        key.setdefault(label, handle)
+    ax.get_legend().remove()
+names = {
+    "chance": "chance (left)",
+    "Kaplan-Meier (no features)": "Kaplan-Meier, no features (right)",
+}
+fig.legend(
+    key.values(),
+    [names.get(label, label) for label in key],
+    loc="lower center",
+    bbox_to_anchor=(0.5, 1.0),
+    ncol=len(key),
+)
 plt.show()
 
 # %% [markdown]
 # ### Which differences are real?
 # Paired bootstrap of the difference of seed-mean metrics (Harrell's C, IBS, AUROC), on the
 # same resamples of test patients; the two claims are recorded for the results page.
+# {glue:text}`seed_note`
 
 # %%
 pairs = {
@@ -503,7 +548,38 @@ compared = pd.concat(
     ignore_index=True,
 )
 record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
-keep_table("differences", compared, floatfmt="{:+.4f}")
+keep(
+    "seed_note",
+    "With one training seed per model, the intervals cover the sampling of test patients but "
+    "not the variation between training runs: a verdict says that these trained models differ, "
+    "not that every training run would."
+    if len(cfg.seeds) == 1
+    else f"The metrics are averaged over {plural(len(cfg.seeds), 'training seed')}; the "
+    "intervals cover the sampling of test patients, not the variation between training runs.",
+)
+
+
+def signed(x: float, digits: int = 3) -> str:
+    """x with its sign, "+0.012"; a value that rounds to zero is written "0.000"."""
+    text = f"{x:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def with_interval(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """difference, lower and upper as one column, "+0.0123 [-0.0040, +0.0290]"."""
+    out = table.drop(columns=["difference", "lower", "upper"])
+    out.insert(
+        out.columns.get_loc("verdict"),
+        "difference [95% interval]",
+        [
+            f"{signed(d, digits)} [{signed(lo, digits)}, {signed(hi, digits)}]"
+            for d, lo, hi in zip(table["difference"], table["lower"], table["upper"], strict=True)
+        ],
+    )
+    return out
+
+
+keep_table("differences", with_interval(compared))
 
 # %% [markdown]
 # ```{glue:} differences
@@ -526,9 +602,31 @@ for model, key in short.items():
     if model in runs:
         keep(f"{key}_seconds", float(results.loc[model, "train s"]))
         keep(f"{key}_epoch_s", float(results.loc[model, "s / epoch"]))
+epoch_speedup = float(
+    results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]
+)
+keep("epoch_speedup", epoch_speedup)
+if 1 / 1.1 < epoch_speedup < 1.1:
+    epoch_text = "an epoch of either model takes about as long (within 10 %)"
+elif epoch_speedup > 1:
+    epoch_text = (
+        f"an epoch of the flat model takes {epoch_speedup:.1f} times as long"
+        " as one of the hierarchical model"
+    )
+else:
+    epoch_text = (
+        f"an epoch of the hierarchical model takes {1 / epoch_speedup:.1f} times as long"
+        " as one of the flat model"
+    )
+keep("epoch_ratio_text", epoch_text)
+nogap_c = float(results.loc["hierarchical, no gaps", "Harrell C"])
 keep(
-    "epoch_speedup",
-    float(results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]),
+    "nogap_chance_note",
+    ", below the 0.5 of a random ranking: at this size the model without gaps has not learned"
+    " to rank the patients, and the difference that follows compares a working model with a"
+    " failed one"
+    if nogap_c < 0.5
+    else "",
 )
 
 r = results["Harrell C"]
@@ -549,16 +647,17 @@ if cfg.profile != "smoke":
 # {glue:text}`diff_hier_vs_flat_upper:+.3f`): the claim that the hierarchy beats the flat
 # model is {glue:text}`verdict_hier_vs_flat`. On the integrated Brier score the paired
 # verdict reads "{glue:text}`verdict_hier_vs_flat_ibs`", on the AUROC
-# "{glue:text}`verdict_hier_vs_flat_auroc`". Both stay below the oracle's
-# {glue:text}`oracle_c:.3f` (the hierarchical model by {glue:text}`diff_oracle_vs_hier:.3f`,
-# {glue:text}`verdict_oracle_vs_hier_c`). The other difference is the price: an epoch of the
-# hierarchical model takes {glue:text}`hier_epoch_s:.1f` s against
-# {glue:text}`flat_epoch_s:.1f` s for the flat one (a ratio of
-# {glue:text}`epoch_speedup:.1f`), on histories of at most {glue:text}`max_len` tokens (wall
-# times on a shared machine, so only roughly comparable across rows).
+# "{glue:text}`verdict_hier_vs_flat_auroc`". The oracle reaches {glue:text}`oracle_c:.3f`;
+# oracle minus hierarchical is {glue:text}`diff_oracle_vs_hier:+.3f` (paired verdict:
+# "{glue:text}`verdict_oracle_vs_hier_c`"). The other difference is the price:
+# {glue:text}`epoch_ratio_text` ({glue:text}`hier_epoch_s:.1f` s per epoch for the
+# hierarchical model, {glue:text}`flat_epoch_s:.1f` s for the flat one), on histories of at
+# most {glue:text}`max_len` tokens (wall times on a shared machine, so only roughly
+# comparable across rows).
 #
 # **The time-gap embedding.** Without it the hierarchical model reaches
-# {glue:text}`nogap_c:.3f`; with gaps minus without is {glue:text}`diff_gaps_help:+.3f`
+# {glue:text}`nogap_c:.3f`{glue:text}`nogap_chance_note`; with gaps minus without is
+# {glue:text}`diff_gaps_help:+.3f`
 # ({glue:text}`diff_gaps_help_lower:+.3f` to {glue:text}`diff_gaps_help_upper:+.3f`): the
 # claim that the gaps help is {glue:text}`verdict_gaps_help`. Without the gap embedding the
 # model still sees the order of the visits (their positions) and their ages in one-year
@@ -569,28 +668,33 @@ if cfg.profile != "smoke":
 # Kaplan-Meier incidence at the horizon over deciles of predicted risk: the hierarchical
 # model's is {glue:text}`hier_cal:.3f`, the Kaplan-Meier curve's {glue:text}`km_cal:.3f`, the
 # oracle's {glue:text}`oracle_cal:.3f`. The oracle's is not zero: each decile's observed
-# incidence is itself an estimate from a few hundred patients, so even the truth shows a
-# gap. That is the floor any model's calibration error sits on, and the first question is
-# whether the hierarchical model is above it at all. The Kaplan-Meier curve is the wrong
+# incidence is itself an estimate from about {glue:text}`decile_size` patients, so even the
+# truth shows a gap. That is the floor any model's calibration error sits on, and the first
+# question is whether the hierarchical model is above it at all. The Kaplan-Meier curve is the wrong
 # yardstick: it gives every patient the same risk, so its deciles are random groups whose
 # noise differs from that of groups sorted by risk.
 #
-# A second question is where a real gap would come from. Two candidates: the **start**
-# (the head starts at the training life table, so an early-stopped model may keep a base
-# rate that fits the training patients) and the **calibration in the large** (the mean
-# predicted risk against the observed incidence), or the **spread** (risks too extreme or
-# too timid across patients). Two recalibrations, each fitted on the **validation** patients
-# and applied unchanged to the test patients, tell them apart. The first shifts every hazard
+# A second question is where a real gap would come from. Two candidates: the **base rate**
+# (calibration in the large: the mean predicted risk against the observed incidence; the
+# head starts at the training life table, so an early-stopped model may keep a base rate
+# that fits the training patients) and the **spread** (risks too extreme or too timid
+# across patients). Two recalibrations, each fitted on the **validation** patients and
+# applied unchanged to the test patients, tell them apart. The first shifts every hazard
 # logit by the same $\delta$, chosen so that the validation patients' mean predicted risk at
-# the horizon equals their Kaplan-Meier incidence (the base rate only); the second fits an
-# intercept and a slope, $a + b \operatorname{logit} h_{ik}$, by the hazard likelihood of the
-# validation labels (the base rate and the spread):
+# the horizon equals their Kaplan-Meier incidence (the base rate only):
 #
 # $$
-# \tilde h_{ik} = \sigma\bigl(\operatorname{logit} h_{ik} + \delta\bigr), \qquad
+# \begin{aligned}
+# \tilde h_{ik} &= \sigma\bigl(\operatorname{logit} h_{ik} + \delta\bigr), \\
 # \frac{1}{n_\text{val}} \sum_{i \in \text{val}} \Bigl(1 - \prod_k (1 - \tilde h_{ik})\Bigr)
-# = 1 - \hat S_\text{KM}^\text{val}(\text{horizon});
-# \qquad
+# &= 1 - \hat S_\text{KM}^\text{val}(\text{horizon}).
+# \end{aligned}
+# $$
+#
+# The second fits an intercept and a slope by the hazard likelihood of the validation labels
+# (the base rate and the spread):
+#
+# $$
 # \hat h_{ik} = \sigma\bigl(a + b \operatorname{logit} h_{ik}\bigr).
 # $$
 
@@ -663,6 +767,11 @@ calibration = pd.DataFrame(
 )
 cal_keys = ("oracle_hier", "hier_km", "recal_hier", "recal_oracle", "scaled_hier", "scaled_oracle")
 for key, (_, row) in zip(cal_keys, calibration.iterrows(), strict=True):
+    digits = 3  # as many decimals as it takes for the two ends of the interval to differ
+    while digits < 6 and signed(row["lower"], digits) == signed(row["upper"], digits):
+        digits += 1
+    ends = f"{signed(row['lower'], digits)} to {signed(row['upper'], digits)}"
+    keep(f"cal_{key}_text", f"{signed(row['difference'], digits)} ({ends})")
     keep(f"cal_{key}", float(row["difference"]))
     keep(f"cal_{key}_lower", float(row["lower"]))
     keep(f"cal_{key}_upper", float(row["upper"]))
@@ -681,7 +790,15 @@ mean_risk = {
 }
 keep("delta", float(np.mean(deltas)))
 keep("scale_a", float(np.mean([a for a, _ in scalings])))
-keep("scale_b", float(np.mean([b for _, b in scalings])))
+scale_b = float(np.mean([b for _, b in scalings]))
+keep("scale_b", scale_b)
+if scale_b < 0.9:
+    slope_text = "below one: the model's hazard logits were too spread out across patients"
+elif scale_b > 1.1:
+    slope_text = "above one: the model's hazard logits were too timid across patients"
+else:
+    slope_text = "close to one: the spread of the model's hazards was about right"
+keep("slope_text", slope_text)
 keep(
     "scaled_cal",
     protocol.metrics["calibration error"](d_test, e_test, curves["hierarchical, rescaled"][0]),
@@ -694,15 +811,14 @@ keep(
     "recal_cal",
     protocol.metrics["calibration error"](d_test, e_test, curves["hierarchical, recalibrated"][0]),
 )
-keep_table("calibration", calibration, floatfmt="{:+.4f}")
+keep_table("calibration", with_interval(calibration).drop(columns="metric"))
 
 # %% [markdown]
 # ```{glue:} calibration
 # ```
 #
 # The oracle's calibration error minus the hierarchical model's is
-# {glue:text}`cal_oracle_hier:+.3f` ({glue:text}`cal_oracle_hier_lower:+.3f` to
-# {glue:text}`cal_oracle_hier_upper:+.3f`): the claim that the truth is better calibrated
+# {glue:text}`cal_oracle_hier_text`: the claim that the truth is better calibrated
 # than the model, that the model sits above the noise floor, is
 # {glue:text}`verdict_oracle_better_calibrated`. Against the Kaplan-Meier curve the
 # paired verdict reads "{glue:text}`cal_hier_km_verdict`". On average the model predicts a
@@ -710,19 +826,16 @@ keep_table("calibration", calibration, floatfmt="{:+.4f}")
 # {glue:text}`observed_test:.3f` in the test patients. The validation patients ask for a
 # logit shift of {glue:text}`delta:+.2f`; after it the mean risk is
 # {glue:text}`mean_risk_recal:.3f` and the calibration error
-# {glue:text}`recal_cal:.3f`, a change of {glue:text}`cal_recal_hier:+.3f`
-# ({glue:text}`cal_recal_hier_lower:+.3f` to {glue:text}`cal_recal_hier_upper:+.3f`:
-# "{glue:text}`cal_recal_hier_verdict`"); against the oracle the shifted model reads
+# {glue:text}`recal_cal:.3f`, a change of {glue:text}`cal_recal_hier_text`
+# ("{glue:text}`cal_recal_hier_verdict`"); against the oracle the shifted model reads
 # "{glue:text}`cal_recal_oracle_verdict`". The intercept and slope fitted on the validation
-# patients are {glue:text}`scale_a:+.2f` and {glue:text}`scale_b:.2f` (a slope below 1 means
-# the model's hazards were too spread out, above 1 too timid); with them the calibration
-# error is {glue:text}`scaled_cal:.3f`, a change of {glue:text}`cal_scaled_hier:+.3f`
-# ({glue:text}`cal_scaled_hier_lower:+.3f` to {glue:text}`cal_scaled_hier_upper:+.3f`:
-# "{glue:text}`cal_scaled_hier_verdict`"), and against the oracle
-# "{glue:text}`cal_scaled_oracle_verdict`". Read together: the first verdict says whether
-# there is anything beyond the noise of decile incidence to explain; the two
-# recalibrations say how much of it is the base rate (the shift) and how much the spread
-# (the slope); a verdict of "oracle is better" after rescaling leaves a part that a
+# patients are {glue:text}`scale_a:+.2f` and {glue:text}`scale_b:.2f`, a slope
+# {glue:text}`slope_text`; with them the calibration error is {glue:text}`scaled_cal:.3f`, a
+# change of {glue:text}`cal_scaled_hier_text` ("{glue:text}`cal_scaled_hier_verdict`"), and
+# against the oracle "{glue:text}`cal_scaled_oracle_verdict`". Read together: the first
+# verdict says whether there is anything beyond the noise of decile incidence to explain;
+# the two recalibrations say how much of it is the base rate (the shift) and how much the
+# spread (the slope); a verdict of "oracle is better" after rescaling leaves a part that a
 # two-parameter map of the model's own hazards does not fix.
 #
 # ## Summary
@@ -732,17 +845,16 @@ keep_table("calibration", calibration, floatfmt="{:+.4f}")
 #   padded codes and padded visits change nothing and that a visit's hazard never sees a
 #   later visit.
 # - Under the protocol of the previous chapter, with similar parameter counts
-#   ({glue:text}`n_flat:,` and {glue:text}`n_hier:,`) and {glue:text}`n_seeds` seeds, flat and
+#   ({glue:text}`n_flat:,` and {glue:text}`n_hier:,`) and {glue:text}`seeds_text`, flat and
 #   hierarchical BEHRT reach {glue:text}`flat_c:.3f` and {glue:text}`hier_c:.3f`
 #   (the claim that the hierarchy beats the flat model: {glue:text}`verdict_hier_vs_flat`);
-#   an epoch of the flat model takes {glue:text}`epoch_speedup:.1f` times as long as one of
-#   the hierarchical model.
+#   {glue:text}`epoch_ratio_text`.
 # - Removing the time-gap embedding: the claim that the gaps help is
 #   {glue:text}`verdict_gaps_help`.
 # - Calibration: against the truth's own calibration error, the floor set by the noise of
 #   observed incidence in deciles, the claim that the truth is better calibrated is
 #   {glue:text}`verdict_oracle_better_calibrated`; a single logit shift fitted on the
-#   validation patients changes the model's error by {glue:text}`cal_recal_hier:+.3f`
+#   validation patients changes the model's error by {glue:text}`cal_recal_hier_text`
 #   ("{glue:text}`cal_recal_hier_verdict`").
 # - What the hierarchy buys in compute, time and memory per training step as the number of
 #   visits and codes grows, is measured in {doc}`10b_hierarchy_scaling`.

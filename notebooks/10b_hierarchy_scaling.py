@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 import pandas as pd
 import torch
@@ -65,7 +66,7 @@ class Config:
     n_layers: int = 2  # flat: blocks over tokens; hierarchical: blocks across visits
     n_heads: int = 4  # attention heads (and pooling heads)
     d_ff: int = 128  # feed-forward width of a transformer block
-    dropout: float = 0.1  # on embeddings, attention, residuals and the head
+    dropout: float = 0.1  # on embeddings, residual branches and the head
     scale_visits: tuple[int, ...] = (8, 16, 32, 64)  # V of the scaling benchmark
     scale_codes: tuple[int, ...] = (4, 8, 16)  # C of the scaling benchmark
     scale_batch: int = 8  # patients per benchmark step
@@ -332,19 +333,98 @@ keep(
     "speedup_largest",
     float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]),
 )
-keep(
-    "score_ratio_largest",
-    float(
-        largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]
-    ),
+score_ratio = float(
+    largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]
 )
+keep("score_ratio_largest", score_ratio)
 keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
 keep("flat_act_mib_largest", float(largest.loc["flat", "activations MiB"]))
 keep("hier_act_mib_largest", float(largest.loc["hierarchical", "activations MiB"]))
-keep(
-    "act_ratio_largest",
-    float(largest.loc["flat", "activations MiB"] / largest.loc["hierarchical", "activations MiB"]),
+act_ratio = float(
+    largest.loc["flat", "activations MiB"] / largest.loc["hierarchical", "activations MiB"]
 )
+keep("act_ratio_largest", act_ratio)
+
+
+def size_text(mib: float) -> str:
+    """A memory size a reader can read at any scale: "1,234 MiB", "3.4 MiB", "120 KiB"."""
+    if mib >= 10:
+        return f"{mib:,.0f} MiB"
+    return f"{mib:.1f} MiB" if mib >= 1 else f"{mib * 1024:,.0f} KiB"
+
+
+def times_text(ratio: float) -> str:
+    """ "32", "2.4": a ratio with the digits that matter."""
+    return f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.1f}"
+
+
+def compare_text(ratio: float, flat: str, hier: str, same: str) -> str:
+    """A flat/hierarchical ratio in words; within 10 % of 1 it reads ``same``."""
+    if 1 / 1.1 < ratio < 1.1:
+        return same
+    return flat.format(times_text(ratio)) if ratio > 1 else hier.format(times_text(1 / ratio))
+
+
+keep("flat_score_size", size_text(float(largest.loc["flat", "score MiB"])))
+keep("flat_act_size", size_text(float(largest.loc["flat", "activations MiB"])))
+keep("hier_act_size", size_text(float(largest.loc["hierarchical", "activations MiB"])))
+keep(
+    "score_ratio_text",
+    compare_text(
+        score_ratio,
+        "{} times as many scores as the hierarchical one",
+        "{} times fewer scores than the hierarchical one",
+        "about as many scores as the hierarchical one",
+    ),
+)
+keep(
+    "act_ratio_text",
+    compare_text(
+        act_ratio,
+        "the flat model keeps {} times as much",
+        "the hierarchical model keeps {} times as much",
+        "about as much",
+    ),
+)
+step_ratio = float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"])
+keep(
+    "step_ratio_text",
+    compare_text(
+        step_ratio,
+        "one flat step takes {} times as long as a hierarchical one",
+        "one hierarchical step takes {} times as long as a flat one",
+        "a flat step and a hierarchical one take about as long (within 10 %)",
+    ),
+)
+flat_rows = bench[bench["model"] == "flat"]
+time_growth = float(  # how much the flat step's time grows from the smallest to the largest L
+    flat_rows.loc[flat_rows["L = VC"] == flat_rows["L = VC"].max(), "s / step"].min()
+    / flat_rows.loc[flat_rows["L = VC"] == flat_rows["L = VC"].min(), "s / step"].min()
+)
+keep("time_growth", time_growth)
+time_slopes = slopes.xs("time", level="cost")["slope in VC"]
+if time_growth < 1.5 or (time_slopes < 0).any():  # the premise of a growth rate fails
+    keep(
+        "time_note",
+        f" Across these sizes a flat step's time changes by a factor of only {time_growth:.1f}"
+        f" (a step takes about {1000 * largest['s / step'].min():.0f} ms): the fixed cost of"
+        " a step and the noise of timing it dominate, and these slopes say nothing yet about"
+        " how the time grows.",
+    )
+    keep(
+        "time_summary",
+        "at this size the measured time is dominated by the fixed cost of a step and by"
+        " timing noise, and its slopes say nothing about growth",
+    )
+else:
+    keep("time_note", "")
+    order = "keep" if time_slopes["flat"] > time_slopes["hierarchical"] else "do not keep"
+    keep(
+        "time_summary",
+        f"the measured time slopes, {time_slopes['flat']:.2f} against"
+        f" {time_slopes['hierarchical']:.2f}, {order} that ordering at these sizes, damped by"
+        " the linear layers and the fixed cost of a step",
+    )
 
 assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
 scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
@@ -360,50 +440,51 @@ if cfg.profile != "smoke":
             slopes.loc[("flat", what), "slope in VC"]
             > slopes.loc[("hierarchical", what), "slope in VC"]
         ), what
-    assert slopes.loc[("hierarchical", "time"), "slope in VC"] < 1  # "slopes below 1" below
+    assert slopes.loc[("hierarchical", "time"), "slope in VC"] < 1  # "a slope below one" below
 slopes.round(2)
 
-# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps, one CPU thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C; grey lines have slopes 1 and 2."}}
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+
+# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps; on a CPU, one thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C (marker); grey dotted and dashed lines have slopes 1 and 2."}}
+class PlainLogFormatter(ticker.LogFormatterSciNotation):
+    """Log-axis tick labels as plain numbers ("0.002", "20") where the default labels a tick."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), layout="constrained")
 colors = dict(zip(bench_models, ("C0", "C1", "C2"), strict=True))
 markers = dict(zip(cfg.scale_codes, "os^Dv", strict=False))
-for ax, column, label in (
-    (axes[0], "s / step", "seconds per training step"),
-    (axes[1], "activations MiB", "MiB kept for the backward pass"),
-    (axes[2], "attention scores", "attention scores per forward pass"),
+slope_styles = {1: ":", 2: "--"}  # grey reference lines
+Ls = sorted(bench["L = VC"].unique())
+for ax, column, scale, label in (
+    (axes[0], "s / step", 1000, "milliseconds per training step"),
+    (axes[1], "activations MiB", 1, "MiB kept for the backward pass"),
+    (axes[2], "attention scores", 1, "attention scores per forward pass"),
 ):
     for (n, c), rows in bench.groupby(["model", "C"], sort=False):
-        ax.loglog(
-            rows["L = VC"],
-            rows[column],
-            marker=markers[c],
-            c=colors[n],
-            alpha=0.85,
-            label=f"{n}" if c == cfg.scale_codes[0] else None,
-        )
-    lo, hi = bench["L = VC"].min(), bench["L = VC"].max()
-    base = bench[column].min()
-    for k in (1, 2):
-        ax.loglog(
-            [lo, hi],
-            [base, base * (hi / lo) ** k],
-            c="grey",
-            lw=0.8,
-            ls=":",
-            label=f"slope {k}" if ax is axes[0] else None,
-        )
+        ax.loglog(rows["L = VC"], scale * rows[column], marker=markers[c], c=colors[n], alpha=0.85)
+    lo, hi = Ls[0], Ls[-1]
+    base = scale * bench[column].min()
+    for k, ls in slope_styles.items():
+        ax.loglog([lo, hi], [base, base * (hi / lo) ** k], c="grey", lw=0.8, ls=ls)
+    ax.set_xticks(Ls, [f"{L:,}" for L in Ls])  # the sizes measured, as plain numbers
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    if column != "attention scores":  # counts keep powers of ten
+        ax.yaxis.set_major_formatter(PlainLogFormatter())
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
     ax.set_xlabel("tokens per patient L = V x C")
     ax.set_ylabel(label)
-model_legend = axes[0].legend(loc="upper left", title="model, reference")
-axes[0].add_artist(model_legend)
-axes[0].legend(
-    handles=[
-        plt.Line2D([], [], color="grey", marker=markers[c], linestyle="", label=f"C = {c}")
-        for c in cfg.scale_codes
-    ],
-    loc="lower right",
-    title="codes per visit",
-)
+handles = [plt.Line2D([], [], color=colors[n], label=n) for n in bench_models]
+handles += [
+    plt.Line2D([], [], color="grey", lw=0.8, ls=ls, label=f"slope {k}")
+    for k, ls in slope_styles.items()
+]
+handles += [
+    plt.Line2D([], [], color="grey", marker=markers[c], ls="", label=f"C = {c} codes per visit")
+    for c in cfg.scale_codes
+]
+fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))  # below the panels
 plt.show()
 
 # %% [markdown]
@@ -414,40 +495,36 @@ plt.show()
 # pooling is linear in $C$ and shares the count with the $V^2$ term). A transformer block
 # inside each visit adds a $VC^2$ term: exponents {glue:text}`p_hblock_scores:.2f` and
 # {glue:text}`q_hblock_scores:.2f`. At the largest size, $L$ = {glue:text}`L_max` tokens,
-# the flat model builds {glue:text}`score_ratio_largest:.0f` times more scores than the
-# hierarchical one, {glue:text}`flat_score_mib_largest:.0f` MiB in float32 for a batch of
-# {glue:text}`scale_batch` patients.
+# the flat model builds {glue:text}`score_ratio_text`, {glue:text}`flat_score_size` in
+# float32 for a batch of {glue:text}`scale_batch` patients.
 #
-# The measured activations follow: the flat model keeps
-# {glue:text}`flat_act_mib_largest:.0f` MiB for the backward pass of one step at the largest
-# size, the hierarchical one {glue:text}`hier_act_mib_largest:.0f` MiB
-# ({glue:text}`act_ratio_largest:.0f` times less). Their slopes in $VC$ are
+# The measured activations: at the largest size the flat model keeps
+# {glue:text}`flat_act_size` for the backward pass of one step, the hierarchical one
+# {glue:text}`hier_act_size` ({glue:text}`act_ratio_text`). Their slopes in $VC$ are
 # {glue:text}`slope_flat_activations:.2f` (flat) and {glue:text}`slope_hier_activations:.2f`
 # (hierarchical): every model keeps $O(L d)$ activations for its linear layers, and only
 # the flat model adds the $O(L^2)$ attention probabilities of every layer and head, which
 # take over as $L$ grows.
 #
-# The measured time grows more slowly than the score count: slope
-# {glue:text}`slope_flat_time:.2f` for the flat model, {glue:text}`slope_hier_time:.2f` for the
-# hierarchical one and {glue:text}`slope_hblock_time:.2f` with a block inside visits. At these
-# sizes much of a step is spent in the linear layers and the embeddings, which cost
-# $O(L d^2)$ for every model, and in the fixed cost of a step (slopes below 1, as the
-# hierarchical model's, mean that this fixed part still weighs), so the quadratic term shows
-# only as $L$ grows: the flat model's
-# curve steepens at the right of the figure. At the largest size one flat step takes
-# {glue:text}`speedup_largest:.0f` times as long as a hierarchical one. A power law fitted
-# over a range where two terms compete is a summary of that range, not an asymptotic
-# exponent; to see the asymptote, extend the grid (on a GPU, where the `full` profile runs,
-# to thousands of tokens).
+# The measured time: slope {glue:text}`slope_flat_time:.2f` in $VC$ for the flat model,
+# {glue:text}`slope_hier_time:.2f` for the hierarchical one and
+# {glue:text}`slope_hblock_time:.2f` with a block inside visits.{glue:text}`time_note` At
+# small sizes much of a step is spent in the linear layers and the embeddings, which cost
+# $O(L d^2)$ for every model, and in the fixed cost of a step (a slope below one means that
+# this fixed part still weighs), so the quadratic term of the flat model shows only at
+# large $L$. At the largest size {glue:text}`step_ratio_text`. A power law fitted over a
+# range where two terms compete is a summary of that range, not an asymptotic exponent; to
+# see the asymptote, extend the grid (on a GPU, where the `full` profile runs, to thousands
+# of tokens).
 #
 # ## Summary
 # - Attention scores grow as $(VC)^2$ for the flat model and as $VC + V^2$ (or
-#   $VC^2 + V^2$ with blocks inside visits) for the hierarchical one; the measured time slopes,
-#   {glue:text}`slope_flat_time:.2f` against {glue:text}`slope_hier_time:.2f`, keep that
-#   ordering, damped at small sizes by the linear layers and the fixed cost of a step.
-# - Memory follows the scores: at the largest size the flat model keeps
-#   {glue:text}`act_ratio_largest:.0f` times more activations for the backward pass than the
-#   hierarchical one, because only it keeps the $O(L^2)$ attention probabilities.
+#   $VC^2 + V^2$ with blocks inside visits) for the hierarchical one;
+#   {glue:text}`time_summary`.
+# - Memory: at the largest size the flat model keeps {glue:text}`flat_act_size` of
+#   activations for the backward pass, the hierarchical one {glue:text}`hier_act_size`
+#   ({glue:text}`act_ratio_text`); only the flat model keeps the $O(L^2)$ attention
+#   probabilities, whose share grows with $L$.
 #
 # ## Exercises
 # 1. Extend the scaling grid to $V = 256$ and $C = 32$ on a GPU (`EHRSEQ_PROFILE=full`). At
