@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   ehrseq:
+#     runs_after: [08_finetuning_strategies]
 #   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:
