@@ -80,7 +80,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward hidden width
-    dropout: float = 0.1  # encoder and head dropout
+    dropout: float = 0.1  # encoder dropout on embeddings and residual branches (off in eval)
     causal: bool = True  # visit-causal attention in the encoder
     seed: int = 0  # seed of the untrained encoders and heads
 
@@ -214,8 +214,8 @@ print("visit means:\n", means)
 # %% [markdown]
 # Patient 0, visit 2 (slot 1) holds tokens 2 to 4: the sum is $(0, 12)$ over 3 tokens, the
 # mean $(0, 4)$. Patient 1's visit 2 (row 4) is $(12, 3)$ over 3 tokens, mean $(4, 1)$, and
-# its padded 99s are nowhere. Patient 1 has no third visit: row 5 received nothing, its
-# count is 0, and the $\max(1, \cdot)$ in the denominator leaves its mean at 0 instead of
+# its padded 99s are nowhere. There is no third visit for patient 1: row 5 received
+# nothing, its count is 0, and the $\max(1, \cdot)$ in the denominator leaves its mean at 0 instead of
 # dividing by zero. The same computation, written as the double loop it replaces, and the
 # library's `pool_visits` must agree with it.
 
@@ -300,8 +300,10 @@ pd.DataFrame(
 # slot $t$ (visit $t + 1$) the logit of
 #
 # $$
-# h_t = P\bigl(\text{event in } (\tau_t, \tau_{t+1}] \bigm| T > \tau_t,\
-#       \text{history up to and including visit } t\bigr),
+# \begin{aligned}
+# h_t = P\bigl(&\text{event in } (\tau_t, \tau_{t+1}] \bigm| T > \tau_t,\\
+#               &\text{history up to and including visit } t\bigr),
+# \end{aligned}
 # $$
 #
 # the hazard of the event in the interval **after** visit $t$: from the visit's time
@@ -317,8 +319,11 @@ pd.DataFrame(
 # bin of the fixed grid after the prediction time,
 #
 # $$
-# h_k = P\bigl(T \in (c_k, c_{k+1}] \bigm| T > c_k,\ \text{history before the prediction
-# time}\bigr), \qquad k = 0, \dots, K - 1,
+# \begin{aligned}
+# h_k = P\bigl(&T \in (c_k, c_{k+1}] \bigm| T > c_k,\\
+#               &\text{history before the prediction time}\bigr),
+#                \qquad k = 0, \dots, K - 1,
+# \end{aligned}
 # $$
 #
 # the logistic-hazard model of {cite}`kvamme2019continuous`. Its labels are the bin index of

@@ -49,7 +49,7 @@ from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 import ehrseq
-from ehrseq.book import keep, keep_table
+from ehrseq.book import keep, keep_table, plural
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol, format_table
@@ -80,7 +80,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward hidden width
-    dropout: float = 0.1  # encoder and head dropout
+    dropout: float = 0.1  # on the encoder's embeddings and residual branches, the head's input
     causal: bool = True  # visit-causal attention in the trained encoder
     batch_size: int = 64  # patients per training batch
     epochs: int = 8  # at most this many passes (early stopping on the validation loss)
@@ -114,8 +114,12 @@ print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREAD
 chapter_start = time.perf_counter()
 
 
-keep("n_seeds", len(cfg.seeds))
+n_seeds = len(cfg.seeds)
+keep("n_seeds", n_seeds)
 keep("n_boot", cfg.n_boot)
+# what a score over the seeds is, worded so that it stays true with a single seed
+keep("seeds_mean", f"the mean over the {n_seeds} seeds" if n_seeds > 1 else "from one seed")
+keep("seeds_of", f"mean of {n_seeds} seeds" if n_seeds > 1 else "one seed")
 
 # %% [markdown]
 # Training moves the model and each batch to `device` (`fit` does it); on a GPU the
@@ -258,7 +262,7 @@ histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]].rou
 # mean over patients; the check after it scores every validation patient exactly.
 
 # %% mystnb={"figure": {"caption": "Training and validation loss (negative log-likelihood per patient, averaged over batches) by epoch for each seed; the dotted line is the validation loss of the life table, the model without features.", "name": "fig-survival-head-loss"}}
-fig, ax = plt.subplots(figsize=(6, 3.6))
+fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
 for i, (seed, history) in enumerate(histories.items()):
     ax.plot(history["epoch"], history["train_loss"], "--", color=f"C{i}", alpha=0.6)
     ax.plot(history["epoch"], history["val_loss"], "o-", color=f"C{i}", label=f"seed {seed}")
@@ -267,7 +271,7 @@ ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 ax.set_xlabel("epoch")
 ax.set_ylabel("hazard NLL per patient (nats)")
 ax.set_title("solid: validation, dashed: training")
-ax.legend()
+fig.legend(loc="outside right upper")  # beside the axes: the curves can run anywhere
 plt.show()
 
 
@@ -282,15 +286,34 @@ def val_nll(model: SurvivalModel) -> float:
 
 
 best_val = {seed: val_nll(m) for seed, m in models.items()}
-keep("best_val_nll", min(best_val.values()))
+best, n_beat = min(best_val.values()), sum(v < null_val_nll for v in best_val.values())
+keep("best_val_nll", best)
 if cfg.profile != "smoke":
     assert max(best_val.values()) < null_val_nll  # every seed beats the featureless model
+# the sentence on the life table, true whichever way this run went
+null_text = f"the life table's {null_val_nll:.4f} nats"
+best_text = f"best {best:.4f}" if n_seeds > 1 else f"its loss: {best:.4f}"
+if n_beat == n_seeds:
+    who = "every seed's model has" if n_seeds > 1 else "the model has"
+    val_text = f"{who} a lower loss than {null_text} ({best_text})"
+    gain_text = "most of the gain comes in the first epochs, and early stopping keeps the best ones"
+else:
+    if n_beat == 0:
+        who = "no seed's model has" if n_seeds > 1 else "the model does not have"
+    else:
+        who = f"{n_beat} of the {n_seeds} seeds' models have"
+    val_text = f"{who} a lower loss than {null_text} ({best_text})"
+    not_yet = "training has not yet got" if n_beat == 0 else "not every seed has got"
+    gain_text = (
+        f"in {plural(cfg.epochs, 'epoch')} at most, {not_yet} past the featureless start, "
+        "and early stopping keeps the best epoch"
+    )
+keep("val_text", val_text)
+keep("gain_text", gain_text)
 
 # %% [markdown]
-# On the validation patients every seed's model has a lower loss than the life table's
-# {glue:text}`null_val_nll:.4f` nats (best {glue:text}`best_val_nll:.4f`). The model is
-# small ({glue:text}`n_params:,` parameters); most of the gain comes in the first epochs,
-# and early stopping keeps the best ones.
+# On the validation patients {glue:text}`val_text`. The model is small
+# ({glue:text}`n_params:,` parameters); {glue:text}`gain_text`.
 #
 # ## Evaluate
 # `train_seeds` predicted every test patient's survival at the bin edges, in the order of
@@ -301,8 +324,8 @@ if cfg.profile != "smoke":
 # {cite}`uno2011c` of the risk by the horizon, the integrated Brier score
 # {cite}`graf1999assessment` of the curve at the edges $c_1, \dots, c_{K-1}$ (the last edge
 # $c_K$ is the end of the window, after which nobody is at risk, so it cannot be scored),
-# the AUROC at the last inner edge, and the calibration error. Each number is the mean over
-# the {glue:text}`n_seeds` seeds with a percentile bootstrap interval over test patients
+# the AUROC at the last inner edge, and the calibration error. Each number is
+# {glue:text}`seeds_mean`, with a percentile bootstrap interval over test patients
 # ({glue:text}`n_boot` resamples).
 
 # %%
@@ -329,10 +352,28 @@ curves = {BEHRT: runs.survs, ORACLE: [oracle_surv], NULL: [null_surv]}
 metrics = ["Harrell C", "Uno C", "IBS", "AUROC", "calibration error"]
 scores = pd.DataFrame([protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()])
 scores = scores.set_index("model")
-keep_table("ch06_scores", format_table(scores, metrics))
+shown = format_table(scores, metrics)  # "estimate [lower, upper]", one string per cell
+keep_table("ch06_ranking", shown[["Harrell C", "Uno C", "AUROC"]])  # two narrow tables
+keep_table("ch06_curves", shown[["IBS", "calibration error", "seeds"]])  # rather than one wide
+outside = int((scores["calibration error"] < scores["calibration error lower"]).sum())
+keep("cal_outside_text", f"in {outside} of the {len(scores)} rows" if outside else "in no row")
 
 # %% [markdown]
-# {glue:}`ch06_scores`
+# How well each model ranks the test patients (the two C-indices and the AUROC of the risk
+# at the horizon; the life table gives everyone the same risk, so it scores 0.5 on every
+# resample and its interval has no width):
+#
+# {glue:}`ch06_ranking`
+#
+# How good the predicted curves are (integrated Brier score, calibration error at the
+# horizon):
+#
+# {glue:}`ch06_curves`
+#
+# A bootstrap interval of the calibration error can lie above the estimate itself (here
+# {glue:text}`cal_outside_text`): resampling the test patients with replacement adds noise to
+# every decile's observed incidence, and an absolute gap only grows with noise, so the
+# resampled errors run high.
 #
 # How much of the gap to the oracle is noise of the test set? The paired bootstrap of the
 # *difference* answers it: both are scored on the same resamples of test patients, so what
@@ -340,8 +381,17 @@ keep_table("ch06_scores", format_table(scores, metrics))
 
 # %%
 gap = protocol.compare("oracle", [oracle_surv], "BEHRT", runs.survs)  # C, IBS, AUROC
-keep_table("ch06_gap", gap.set_index("metric").drop(columns="comparison"), "{:+.4f}")
 gap = gap.set_index("metric")
+gap_shown = pd.DataFrame(
+    {
+        "oracle minus BEHRT [95% interval]": [
+            f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]" for r in gap.itertuples()
+        ],
+        "verdict": gap["verdict"],
+    },
+    index=gap.index,
+)
+keep_table("ch06_gap", gap_shown)
 keep("diff_gap", gap.loc["Harrell C", "difference"])
 keep("diff_gap_lower", gap.loc["Harrell C", "lower"])
 keep("diff_gap_upper", gap.loc["Harrell C", "upper"])
@@ -354,9 +404,30 @@ for key, row in [("model", behrt), ("oracle", oracle)]:
     keep(f"{key}_uno", row["Uno C"])
     keep(f"{key}_ibs", row["IBS"])
 keep("null_ibs", null["IBS"])
-keep("ipa_model", 1.0 - behrt["IBS"] / null["IBS"])
-keep("ipa_oracle", 1.0 - oracle["IBS"] / null["IBS"])
+ipa_model, ipa_oracle = (1.0 - row["IBS"] / null["IBS"] for row in (behrt, oracle))
+keep("ipa_model", ipa_model)
+keep("ipa_oracle", ipa_oracle)
+
+
+def share(x: float) -> str:
+    return f"{x:.0%}" if x >= 0.005 else "less than 1%"
+
+
+if ipa_model > 0:
+    ipa_text = f"the model removes {share(ipa_model)} of the no-information score"
+else:  # a model that does worse than the life table (a short run)
+    ipa_text = (
+        "the model does not improve on the no-information score "
+        f"(its IBS is {share(-ipa_model)} higher)"
+    )
+keep("ipa_text", f"{ipa_text}, the oracle removes {share(ipa_oracle)}")
 keep("c_seed_sd", behrt["Harrell C seed sd"])
+keep(
+    "c_seed_text",
+    f"standard deviation {behrt['Harrell C seed sd']:.3f} in C over the {n_seeds} seeds"
+    if n_seeds > 1
+    else "with one seed there is no spread to report",
+)
 keep("c_boot_half", (behrt["Harrell C upper"] - behrt["Harrell C lower"]) / 2)
 keep("cal_error", behrt["calibration error"])
 assert 0.0 < behrt["IBS"] < 0.25
@@ -364,7 +435,6 @@ if cfg.profile != "smoke":
     assert 0.6 < behrt["Harrell C"] < oracle["Harrell C"]
     assert oracle["IBS"] < behrt["IBS"] < null["IBS"]
     assert behrt["calibration error"] < 0.05  # within a few points of the diagonal
-gap
 
 # %% [markdown]
 # {glue:}`ch06_gap`
@@ -374,12 +444,11 @@ gap
 # {glue:text}`diff_gap_lower:+.3f` to {glue:text}`diff_gap_upper:+.3f`):
 # {glue:text}`verdict_gap`. On the integrated Brier score: {glue:text}`verdict_gap_ibs`.
 # With few events among many patients, even the life table has a small squared error, so
-# read the Brier scores relative to it: the model removes {glue:text}`ipa_model:.0%` of the
-# no-information score, the oracle {glue:text}`ipa_oracle:.0%`. Two kinds of noise sit in
-# the table: the bootstrap interval is about the test patients (another test set of the
+# read the Brier scores relative to it: {glue:text}`ipa_text`. Two kinds of noise sit in
+# the tables: the bootstrap interval is about the test patients (another test set of the
 # same size would give other numbers; half-width {glue:text}`c_boot_half:.3f` in C), the
-# spread across seeds about training (another initialisation gives another model; standard
-# deviation {glue:text}`c_seed_sd:.3f` in C).
+# spread across seeds about training (another initialisation gives another model;
+# {glue:text}`c_seed_text`).
 #
 # ### Calibration
 # A C-index says nothing about whether a predicted 10 % means 10 %. Grouping the test
@@ -400,13 +469,16 @@ plot_calibration(cal_model, ax=ax, label="BEHRT, per-bin head")
 ax.set_title(f"Calibration at {tc.horizon_years:g} years")
 ax.set_xlabel(f"predicted risk of heart failure by {tc.horizon_years:g} years")
 ax.set_ylabel(f"observed risk by {tc.horizon_years:g} years (Kaplan-Meier)")
+top = ax.get_xlim()[1]
+ax.set_xlim(-0.02 * top, top)  # a margin, so that the markers at 0 are drawn whole
+ax.set_ylim(-0.02 * top, top)
 plt.show()
 keep("mean_predicted", float(model_risk.mean()))
 keep("mean_oracle", float(oracle_risk.mean()))
 
 # %% [markdown]
 # The mean absolute gap between the deciles and the diagonal is {glue:text}`cal_error:.3f`
-# (mean over seeds); on average the model predicts a five-year risk of
+# ({glue:text}`seeds_of`); on average the model predicts a five-year risk of
 # {glue:text}`mean_predicted:.1%`, the oracle {glue:text}`mean_oracle:.1%`. The likelihood
 # rewards calibrated hazards, and the life-table start helps: the model begins calibrated on
 # average and learns to spread the risks from there.
@@ -415,7 +487,7 @@ keep("mean_oracle", float(oracle_risk.mean()))
 # A model that discriminates spreads the Kaplan-Meier curves of its risk groups apart.
 
 # %% mystnb={"figure": {"caption": "Kaplan-Meier curves of the test patients in thirds of predicted five-year risk, for the oracle (left) and the BEHRT model with the per-bin head (right, first seed).", "name": "fig-survival-head-risk-groups"}}
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
 for ax, risk_score, title in [
     (axes[0], oracle_risk, "oracle"),
     (axes[1], model_risk, "BEHRT, per-bin head"),
@@ -429,8 +501,18 @@ for ax, risk_score, title in [
         time_unit="years since prediction time",
     )
     ax.set_title(title)
-    lowest = min(line.get_ydata().min() for line in ax.get_lines())
-    ax.set_ylim(lowest - 0.05, 1.01)
+    ax.get_legend().remove()  # one legend for both panels, below them
+# The panels share the y-axis: its lower limit must hold the lowest curve *and* band of both.
+lowest = min(
+    [line.get_ydata().min() for ax in axes for line in ax.get_lines()]
+    + [path.vertices[:, 1].min() for ax in axes for c in ax.collections for path in c.get_paths()]
+)
+axes[0].set_ylim(max(0.0, lowest - 0.02), 1.01)
+handles, names = axes[0].get_legend_handles_labels()
+assert names == axes[1].get_legend_handles_labels()[1]  # thirds of the same patients
+fig.legend(
+    handles, names, title="predicted risk group (thirds)", loc="outside lower center", ncol=3
+)
 plt.show()
 
 # %% [markdown]
@@ -522,13 +604,13 @@ groups = pd.cut(
 )
 ranks = pd.DataFrame({name: stats.rankdata(s) / len(s) for name, s in scores.items()})
 by_group = ranks.groupby(np.asarray(groups), observed=True).mean().reindex(groups.categories)
-fig, ax = plt.subplots(figsize=(6, 3.6))
+fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
 for (name, col), style in zip(by_group.items(), ["o-", "s-", "k^--"], strict=True):
     ax.plot(by_group.index.astype(str), col, style, label=name)
 ax.set_xlabel("visits in the history before the prediction time")
 ax.set_ylabel("mean percentile rank of the score")
-ax.set_ylim(0, 1)
-ax.legend()
+ax.set_ylim(0, 1.02)
+fig.legend(loc="outside right upper")  # beside the axes: the lines can run anywhere
 plt.show()
 
 # %% [markdown]
@@ -572,7 +654,7 @@ trained_changes.to_frame()
 #   with their number); against the risk at the horizon in C: {glue:text}`verdict_c_sum`.
 # - A small BEHRT ({glue:text}`n_params:,` parameters) with the per-bin head reaches a
 #   Harrell C of {glue:text}`model_harrell:.3f` and an IBS of {glue:text}`model_ibs:.4f`
-#   (mean of {glue:text}`n_seeds` seeds) against the oracle's
+#   ({glue:text}`seeds_of`) against the oracle's
 #   {glue:text}`oracle_harrell:.3f` and {glue:text}`oracle_ibs:.4f`. The oracle minus the
 #   model in C is {glue:text}`diff_gap:+.3f` ({glue:text}`verdict_gap`); closing that gap is
 #   the work of the coming chapters.
