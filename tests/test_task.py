@@ -74,8 +74,8 @@ def test_shared_task_config_per_profile(monkeypatch):
         shared_task_config("huge")
 
 
-def test_cached_read_back_gives_the_same_task(tmp_path, monkeypatch):
-    """The OMOP read-back kept under the artefact root equals a fresh strict read."""
+def test_cached_cohort_and_read_back_give_the_same_task(tmp_path, monkeypatch):
+    """The cohort and OMOP read-back kept under the artefact root equal a fresh run."""
     import pandas as pd
 
     monkeypatch.setenv("EHRSEQ_ARTIFACTS", str(tmp_path))
@@ -84,12 +84,24 @@ def test_cached_read_back_gives_the_same_task(tmp_path, monkeypatch):
     first = prepare_survival_task(cfg)  # builds the cache
     assert len(list(tmp_path.glob("task-omop-*/*.parquet"))) == 3
     second = prepare_survival_task(cfg)  # reads it
-    from ehrseq.data.task import _read_back
+    assert (next(tmp_path.glob("task-omop-*")) / "cohort" / "cohort.json").is_file()
+    from ehrseq.data.task import _cohort_and_read_back
 
-    for cached, direct in zip(
-        _read_back(second.cohort, cache=True), _read_back(second.cohort, cache=False), strict=True
-    ):
-        pd.testing.assert_frame_equal(cached, direct)  # dtypes, categories, index and all
+    synthetic = second.cohort.config
+    cached, direct = (_cohort_and_read_back(synthetic, cache=c) for c in (True, False))
+    for a, b in zip(cached[1:], direct[1:], strict=True):
+        pd.testing.assert_frame_equal(a, b)  # dtypes, categories, index and all
+    for name, table in direct[0].tables.items():  # the cohort itself, as generated
+        pd.testing.assert_frame_equal(cached[0].tables[name], table)
+    for name in ("persons", "baseline", "onsets", "concept_groups"):
+        pd.testing.assert_frame_equal(
+            getattr(cached[0].truth, name), getattr(direct[0].truth, name)
+        )
+    for outcome, hazard in direct[0].truth.hazard.items():
+        np.testing.assert_array_equal(cached[0].truth.hazard[outcome], hazard)
+    for term, path in direct[0].truth.terms.items():
+        np.testing.assert_array_equal(cached[0].truth.terms[term], path)
+    assert cached[0].truth.coefficients == direct[0].truth.coefficients
     for task in (first, second):
         pd.testing.assert_frame_equal(task.labels, fresh.labels)
         pd.testing.assert_frame_equal(task.sequences.frame, fresh.sequences.frame)

@@ -526,6 +526,9 @@ class Truth:
         return pos
 
 
+_TRUTH_FRAMES = ("persons", "baseline", "onsets", "concept_groups")
+
+
 @dataclass
 class SyntheticCohort:
     """The generated OMOP CDM tables (``tables``), the vocabulary, and the ground truth."""
@@ -561,6 +564,73 @@ class SyntheticCohort:
                 df.to_parquet(folder / f"{name}.parquet", index=False)
             else:
                 df.to_csv(folder / f"{name}.csv", index=False)
+
+    def save(self, folder) -> None:
+        """Write the cohort (tables, ground truth, config) into ``folder``; see :meth:`load`.
+
+        Tables and the truth's frames become parquet files, its arrays one ``.npz`` (read
+        back without pickle), the config and coefficients ``cohort.json``. The vocabulary
+        is not written: :meth:`load` reads it from its data files.
+        """
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        (folder / "tables").mkdir(parents=True, exist_ok=True)
+        dtypes = {}  # parquet keeps dates in ms: the exact dtypes are restored on load
+        for name, df in self.tables.items():
+            df.to_parquet(folder / "tables" / f"{name}.parquet")
+            dtypes[f"tables/{name}"] = df.dtypes.astype(str).to_dict()
+        t = self.truth
+        for name in _TRUTH_FRAMES:
+            getattr(t, name).to_parquet(folder / f"truth_{name}.parquet")
+            dtypes[f"truth_{name}"] = getattr(t, name).dtypes.astype(str).to_dict()
+        arrays = {f"hazard.{k}": v for k, v in t.hazard.items()}
+        arrays |= {f"terms.{k}": v for k, v in t.terms.items()}
+        np.savez(folder / "truth_arrays.npz", **arrays)
+        meta = {
+            "config": dataclasses.asdict(self.config),
+            "coefficients": t.coefficients,
+            "hazard_setting": t.hazard_setting,
+            "tables": list(self.tables),
+            "dtypes": dtypes,
+        }
+        (folder / "cohort.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, folder, vocabulary: Vocabulary | None = None) -> SyntheticCohort:
+        """The cohort :meth:`save` wrote into ``folder`` (equal frames and arrays).
+
+        Args:
+            folder: what :meth:`save` wrote.
+            vocabulary: the vocabulary the cohort was generated with (default
+                :func:`~ehrseq.data.concepts.load_vocabulary`).
+
+        Raises:
+            FileNotFoundError: if a file of the cohort is missing.
+        """
+        import json
+        from pathlib import Path
+
+        folder = Path(folder)
+        meta = json.loads((folder / "cohort.json").read_text())
+
+        def read(stem: str) -> pd.DataFrame:
+            return pd.read_parquet(folder / f"{stem}.parquet").astype(meta["dtypes"][stem])
+
+        tables = {n: read(f"tables/{n}") for n in meta["tables"]}
+        frames = {n: read(f"truth_{n}") for n in _TRUTH_FRAMES}
+        with np.load(folder / "truth_arrays.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        truth = Truth(
+            **frames,
+            hazard={k[7:]: v for k, v in arrays.items() if k.startswith("hazard.")},
+            coefficients=meta["coefficients"],
+            terms={k[6:]: v for k, v in arrays.items() if k.startswith("terms.")},
+            hazard_setting=meta["hazard_setting"],
+        )
+        config = SyntheticConfig(**meta["config"])
+        return cls(config, tables, vocabulary or load_vocabulary(), truth)
 
     def summary(self) -> pd.DataFrame:
         """Rows per table and persons with at least one row."""

@@ -262,43 +262,59 @@ class SurvivalTask:
 _OMOP_FRAMES = ("events", "person", "observation_period")
 
 
-def _read_back(cohort: SyntheticCohort, cache: bool) -> tuple[pd.DataFrame, ...]:
-    """Write the cohort as an OMOP CDM and read it back strictly with :func:`load_omop`.
+def _cohort_and_read_back(
+    synthetic: SyntheticConfig, cache: bool
+) -> tuple[SyntheticCohort, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Generate the cohort, write it as an OMOP CDM and read it back strictly (:func:`load_omop`).
 
-    The strict read of a large cohort takes most of the task's time (about 30 s for the
-    ``book`` profile's 16,000 people on 2 cores) and gives the same frames for the same
-    generator config, so with ``cache`` they are kept as parquet files under the artefact
-    root, keyed by the generator config and the library version, and read from there
+    Generating a large cohort and its strict read-back take most of the task's time (about
+    11 s and 30 s for the ``book`` profile's 16,000 people on 2 cores), and give the same
+    result for the same generator config, so with ``cache`` both are kept under the artefact
+    root (the cohort through :meth:`SyntheticCohort.save`, the frames as parquet), keyed by
+    the generator config, the library version and the vocabulary files, and read from there
     afterwards (a file lock makes parallel chapters build them once).
     """
 
-    def fresh() -> tuple[pd.DataFrame, ...]:
+    def read_back(cohort: SyntheticCohort) -> tuple[pd.DataFrame, ...]:
         with tempfile.TemporaryDirectory(prefix="ehrseq_task_") as folder:
             cohort.write_omop(Path(folder))
             data = load_omop(Path(folder), mode="strict")
         return data.events, data.person, data.observation_period
 
     if not cache:
-        return fresh()
+        cohort = generate_cohort(synthetic)
+        return (cohort, *read_back(cohort))
     from filelock import FileLock
 
     from ehrseq import __version__
+    from ehrseq.data.concepts import data_dir
 
-    blob = json.dumps({"version": __version__, "cohort": asdict(cohort.config)}, sort_keys=True)
+    vocabulary = hashlib.sha256()
+    for path in sorted((data_dir() / "vocabulary").rglob("*")):
+        if path.is_file():
+            vocabulary.update(path.name.encode() + path.read_bytes())
+    blob = json.dumps(
+        {"version": __version__, "cohort": asdict(synthetic), "vocab": vocabulary.hexdigest()},
+        sort_keys=True,
+    )
     key = hashlib.sha256(blob.encode()).hexdigest()[:16]
     folder = artifact_root() / f"task-omop-{key}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         paths = [folder / f"{name}.parquet" for name in _OMOP_FRAMES]
-        if all(p.is_file() for p in paths):
-            return tuple(pd.read_parquet(p) for p in paths)
-        frames = fresh()
+        if all(p.is_file() for p in paths) and (folder / "cohort" / "cohort.json").is_file():
+            return (SyntheticCohort.load(folder / "cohort"), *(pd.read_parquet(p) for p in paths))
+        cohort = generate_cohort(synthetic)
+        frames = read_back(cohort)
         folder.mkdir(parents=True, exist_ok=True)
         for frame, path in zip(frames, paths, strict=True):
             part = path.with_suffix(".parquet.part")
             frame.to_parquet(part, index=True)
             part.replace(path)
-        return frames
+        part = folder / "cohort.part"
+        cohort.save(part)  # cohort.json last: a complete folder is renamed into place
+        part.replace(folder / "cohort")
+        return (cohort, *frames)
 
 
 def prepare_survival_task(config: TaskConfig | None = None, cache: bool = True) -> SurvivalTask:
@@ -306,23 +322,23 @@ def prepare_survival_task(config: TaskConfig | None = None, cache: bool = True) 
 
     Args:
         config: the protocol (default :class:`TaskConfig`).
-        cache: keep the strictly validated OMOP read-back of the synthetic cohort under the
-            artefact root and reuse it (the same frames as a fresh read; see
-            :func:`_read_back`).
+        cache: keep the synthetic cohort and its strictly validated OMOP read-back under the
+            artefact root and reuse them (the same frames as a fresh run; see
+            :func:`_cohort_and_read_back`).
 
     Raises:
         ValueError: on a config that does not make sense.
     """
     cfg = (config or TaskConfig()).validate()
-    cohort = generate_cohort(
+    cohort, events, person, observation_period = _cohort_and_read_back(
         SyntheticConfig(
             n_patients=cfg.n_patients + cfg.n_test_patients,
             seed=cfg.seed,
             hazard_scale=cfg.hazard_scale,
             hazard=cfg.hazard,
-        )
+        ),
+        cache,
     )
-    events, person, observation_period = _read_back(cohort, cache)
     outcome = Outcome.of_concepts(
         "heart_failure", cohort.vocabulary.ids("heart_failure", "condition")
     )
