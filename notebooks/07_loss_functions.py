@@ -51,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
-from ehrseq.book import keep, start_claims
+from ehrseq.book import keep, plural, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
@@ -94,7 +94,7 @@ chapter_start = time.perf_counter()
 # ## Data
 # Every modelling chapter shares one protocol (`prepare_survival_task`): the same synthetic
 # cohort, the same patients in training, validation and test, a prediction time
-# {glue:text}`history_years:.0f` year into each patient's record, a
+# {glue:text}`history_text` into each patient's record, a
 # {glue:text}`horizon_years:g`-year horizon cut into {glue:text}`n_bins` equal bins, and the
 # generator's true risk of every patient, the oracle.
 
@@ -105,7 +105,7 @@ horizon_days = task.config.horizon_days
 keep("n_bins", n_bins)
 keep("bin_days", float(task.config.bin_days))
 keep("horizon_years", float(task.config.horizon_years))
-keep("history_years", float(task.config.history_days / 365.25))
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
 task.summary()
 
 # %% [markdown]
@@ -167,10 +167,12 @@ print({split: tuple(x.shape) for split, (x, _, _) in data.items()})
 # $j$**: censoring happens at the end of its bin. The likelihood of the label is then
 #
 # $$
-# L_i = \prod_{k < j} (1 - h_{ik}) \cdot
-# \begin{cases} h_{ij} & e = 1 \\ 1 - h_{ij} & e = 0 \end{cases},
-# \qquad
-# \text{NLL}_i = -\Bigl[\sum_{k<j} \log(1 - h_{ik}) + e \log h_{ij} + (1 - e) \log(1 - h_{ij})\Bigr].
+# \begin{aligned}
+# L_i &= \prod_{k < j} (1 - h_{ik}) \cdot
+# \begin{cases} h_{ij} & e = 1 \\ 1 - h_{ij} & e = 0 \end{cases}, \\
+# \text{NLL}_i &= -\Bigl[\sum_{k<j} \log(1 - h_{ik}) + e \log h_{ij}
+# + (1 - e) \log(1 - h_{ij})\Bigr].
+# \end{aligned}
 # $$
 #
 # Bins after $j$ carry no information: the patient was not observed there. Both logarithms
@@ -250,20 +252,21 @@ surv_exact = per_logit(lambda x: -F.logsigmoid(-x))  # -log(1 - h): a bin surviv
 surv_clamped = per_logit(lambda x: -torch.log(1 - clamped(x)))
 with torch.no_grad():
     surv_naive = -torch.log(1 - torch.sigmoid(x))  # no clamp at all
-numerics = pd.DataFrame(
+EVENT, SURVIVED = "event in the bin: -log h", "bin survived: -log(1 - h)"
+numerics = pd.DataFrame(  # two levels of column names keep the headers short
     {
-        "logit x": x.detach().numpy(),
-        "event: -log h, log space": event_exact[0].numpy(),
-        "event: clamped": event_clamped[0].numpy(),
-        "d/dx log space": event_exact[1].numpy(),
-        "d/dx clamped": event_clamped[1].numpy(),
-        "survived: -log(1-h), log space": surv_exact[0].numpy(),
-        "survived: clamped": surv_clamped[0].numpy(),
-        "survived: unclamped sigmoid": surv_naive.numpy(),
-        "d/dx log space ": surv_exact[1].numpy(),
-        "d/dx clamped ": surv_clamped[1].numpy(),
-    }
-).set_index("logit x")
+        (EVENT, "log space"): event_exact[0].numpy(),
+        (EVENT, "clamped"): event_clamped[0].numpy(),
+        (EVENT, "d/dx log space"): event_exact[1].numpy(),
+        (EVENT, "d/dx clamped"): event_clamped[1].numpy(),
+        (SURVIVED, "log space"): surv_exact[0].numpy(),
+        (SURVIVED, "clamped"): surv_clamped[0].numpy(),
+        (SURVIVED, "unclamped"): surv_naive.numpy(),
+        (SURVIVED, "d/dx log space"): surv_exact[1].numpy(),
+        (SURVIVED, "d/dx clamped"): surv_clamped[1].numpy(),
+    },
+    index=pd.Index(x.detach().numpy(), name="logit x"),
+)
 
 assert torch.isfinite(event_exact[0]).all() and torch.isfinite(surv_exact[0]).all()
 assert torch.allclose(surv_exact[0][-1], torch.tensor(40.0))  # -log(1 - sigmoid(40)) = 40
@@ -272,11 +275,14 @@ assert float(surv_clamped[0].max()) <= -np.log(eps) + 1e-3  # the clamp caps the
 assert float(surv_clamped[1][-1]) == 0.0 and float(surv_exact[1][-1]) > 0.99  # dead gradient
 assert float(event_clamped[1][0]) == 0.0 and float(event_exact[1][0]) < -0.99
 keep("clamp_cap", float(-np.log(eps)))
-numerics.round(4)
+keep("surv_clamped_40", float(surv_clamped[0][-1]))  # float32 rounds 1 - eps: a bit under the cap
+numerics.astype("float64").round(4)
 
 # %% [markdown]
 # At $x = 40$ a survived bin costs 40 nats under the exact loss and only
-# {glue:text}`clamp_cap:.1f` once clamped, and the clamped gradient is 0 from $x = 20$ on:
+# {glue:text}`surv_clamped_40:.1f` once clamped (the cap $-\log \epsilon$ is
+# {glue:text}`clamp_cap:.1f`; 32-bit floats round $1 - \epsilon$ and lower it a little), and
+# the clamped gradient is 0 from $x = 20$ on:
 # the clamp hides exactly the mistakes that most need correcting. `hazard_nll` works in log
 # space throughout, which is why it, and every head of the library, takes **logits**.
 #
@@ -385,8 +391,10 @@ assert torch.allclose(ours, library)
 # DeepHit trains on a weighted sum of the two. The library keeps the likelihood at weight 1,
 #
 # $$
-# \mathcal{L} = \text{NLL} + \lambda\, \mathcal{L}_{\text{rank}}\bigl(F\bigr),
-# \qquad F_i(t_k) = 1 - \prod_{l \le k} \bigl(1 - \sigma(x_{il})\bigr),
+# \begin{aligned}
+# \mathcal{L} &= \text{NLL} + \lambda\, \mathcal{L}_{\text{rank}}\bigl(F\bigr), \\
+# F_i(t_k) &= 1 - \prod_{l \le k} \bigl(1 - \sigma(x_{il})\bigr),
+# \end{aligned}
 # $$
 #
 # so $\lambda = 0$ is the likelihood alone, and "ranking only" is the limit
@@ -421,7 +429,7 @@ keep("train_event_rate", float(data["train"][2].float().mean()))
 # ### The network
 # One hidden layer makes the patient state from the {glue:text}`n_features` features, and
 # the library's `BinHazardHead` maps it to {glue:text}`n_bins` logits, one per bin of
-# {glue:text}`bin_days:.0f` days: {glue:text}`n_params` parameters in all. The same
+# {glue:text}`bin_days:.0f` days: {glue:text}`n_params:,` parameters in all. The same
 # architecture, initialisation and optimiser serve every loss; only the loss changes.
 #
 # The head's biases start at the logits of the **life-table hazards** of the training

@@ -40,15 +40,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from IPython.display import Markdown
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
-from ehrseq.book import keep, keep_table, record_claim, start_claims
+from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
-from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol
+from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
 from ehrseq.metrics import bootstrap_ci, calibration_table, concordance_index
 from ehrseq.models import BinHazardHead
@@ -108,10 +110,49 @@ start_claims(CHAPTER)  # the claims this chapter tests go to the results page
 assert cfg.claim_weight in cfg.rank_weights
 
 
-keep("n_seeds", len(cfg.seeds))
+n_seeds = len(cfg.seeds)
+keep("seeds_text", plural(n_seeds, "seed"))
 keep("n_boot", cfg.n_boot)
-keep("patience", cfg.patience if cfg.patience is not None else 0)
-keep("max_epochs", cfg.epochs)
+if cfg.patience is None:
+    stopping = f"no early stopping ({plural(cfg.epochs, 'epoch')} every run)"
+elif cfg.epochs <= cfg.patience + 1:  # no run gets past its patience before the last epoch
+    stopping = (
+        f"early stopping after {plural(cfg.patience, 'epoch')} without improvement (with at "
+        f"most {plural(cfg.epochs, 'epoch')}, no run can stop early at this size)"
+    )
+else:
+    stopping = (
+        f"early stopping after {plural(cfg.patience, 'epoch')} without improvement (at most "
+        f"{plural(cfg.epochs, 'epoch')})"
+    )
+keep("stopping_text", stopping)
+if n_seeds > 1:
+    seed_mean_text = (
+        f"Each number below is the mean over the {plural(n_seeds, 'seed')}. Its interval is a "
+        f"95% percentile bootstrap over test patients ({cfg.n_boot} resamples) of that seed "
+        "mean: each resample rescores all seeds on the same resampled patients, so the "
+        "interval covers the noise of the test set, and the spread over seeds (`sd`) the "
+        "noise of training."
+    )
+    seed_caveat = f"Each model in these comparisons is averaged over its {n_seeds} seeds."
+else:
+    seed_mean_text = (
+        "Each number below is the score of the one training seed. Its interval is a 95% "
+        f"percentile bootstrap over test patients ({cfg.n_boot} resamples): it covers the "
+        "noise of the test set; with one seed there is no spread over seeds to show the "
+        "noise of training."
+    )
+    seed_caveat = (
+        "With one training seed per loss, these verdicts cover the noise of the test set "
+        "but not that of training: another seed could change them."
+    )
+keep("seed_mean_text", Markdown(seed_mean_text))
+keep("seed_caveat", seed_caveat)
+keep("seed_means", "means over seeds" if n_seeds > 1 else "single-seed scores")
+keep(
+    "seeds_scope",
+    f"averaged over the {n_seeds} seeds" if n_seeds > 1 else "resampling the test patients",
+)
 chapter_start = time.perf_counter()
 
 # %% [markdown]
@@ -123,7 +164,7 @@ chapter_start = time.perf_counter()
 # ## Data
 # Every modelling chapter shares one protocol (`prepare_survival_task`): the same synthetic
 # cohort, the same patients in training, validation and test, a prediction time
-# {glue:text}`history_years:.0f` year into each patient's record, a
+# {glue:text}`history_text` into each patient's record, a
 # {glue:text}`horizon_years:g`-year horizon cut into {glue:text}`n_bins` equal bins, and the
 # generator's true risk of every patient, the oracle.
 
@@ -133,7 +174,7 @@ n_bins = task.config.n_bins
 horizon_days = task.config.horizon_days
 keep("n_bins", n_bins)
 keep("horizon_years", float(task.config.horizon_years))
-keep("history_years", float(task.config.history_days / 365.25))
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
 task.summary()
 
 # %% [markdown]
@@ -202,11 +243,11 @@ life_table = torch.as_tensor(  # (T,), the life-table hazards of the training pa
 # %% [markdown]
 # ## Train
 # {glue:text}`n_losses` losses: the likelihood ($\lambda = 0$), the hybrid at
-# {glue:text}`n_hybrids` values of $\lambda$, and the ranking loss alone, each with {glue:text}`n_seeds` seeds (the seed sets the initialisation
-# of the weights, dropout and the order of the batches). Every run uses the book's one
-# training loop, `ehrseq.train.fit`: AdamW, warm-up and cosine decay, gradient clipping, and
-# early stopping after {glue:text}`patience` epochs without improvement (at most
-# {glue:text}`max_epochs`), keeping the best weights. "Best" is judged by each run's **own**
+# {glue:text}`hybrids_text` of $\lambda$, and the ranking loss alone, each with
+# {glue:text}`seeds_text` (the seed sets the initialisation of the weights, dropout and the
+# order of the batches). Every run uses the book's one training loop, `ehrseq.train.fit`:
+# AdamW, warm-up and cosine decay, gradient clipping, and
+# {glue:text}`stopping_text`, keeping the best weights. "Best" is judged by each run's **own**
 # loss on the validation patients, as it would be by someone who had only that loss. After
 # every epoch the loop also records, on the validation patients, the NLL, the ranking loss
 # and Harrell's C, whatever the model trains on.
@@ -217,7 +258,7 @@ LOSSES: dict[str, float | None] = {
     "rank only": None,
 }
 keep("n_losses", len(LOSSES))
-keep("n_hybrids", len(LOSSES) - 2)
+keep("hybrids_text", plural(len(LOSSES) - 2, "value"))
 
 
 def survival_loss(out, durations, events, rank_weight: float | None) -> torch.Tensor:
@@ -301,12 +342,12 @@ for loss_name, rank_weight in LOSSES.items():
 runs = pd.DataFrame(runs)
 history = pd.concat(histories, ignore_index=True)
 assert np.isfinite(history[["train_loss", "val_loss", "val_nll", "val_rank"]]).all().all()
-keep("train_seconds", float(runs["seconds"].sum()))
+keep("train_seconds_text", plural(round(runs["seconds"].sum()), "second", ","))
 keep("n_runs", len(runs))
 runs.groupby("loss", sort=False)[["epochs run", "best epoch", "seconds"]].mean().round(1)
 
 # %% [markdown]
-# The {glue:text}`n_runs` runs took {glue:text}`train_seconds:.0f` seconds together.
+# The {glue:text}`n_runs` runs took {glue:text}`train_seconds_text` together.
 #
 # ## Evaluate
 # Every model is scored on the test patients with the metrics of the survival-framework
@@ -369,11 +410,8 @@ reference = {
 keep("observed_risk", observed_risk)
 
 # %% [markdown]
-# Each number below is the mean over the {glue:text}`n_seeds` seeds. Its interval is a 95%
-# percentile bootstrap over test patients ({glue:text}`n_boot` resamples) of that seed
-# mean: each resample rescores all seeds on the same resampled patients, so the interval
-# covers the noise of the test set, and the spread over seeds (`sd`) the noise of training.
-# All losses share the same resamples, so their intervals can be compared pair by pair.
+# {glue:md}`seed_mean_text` All losses share the same resamples, so their intervals can be
+# compared pair by pair.
 
 
 # %%
@@ -411,12 +449,22 @@ for loss_name in LOSSES:
     )
 summary = pd.DataFrame(summary_rows).set_index("loss")
 summary["predicted / observed"] = summary["mean predicted risk"] / observed_risk
-summary.round(4)
+shown = format_table(  # "estimate [lower, upper]": a value and its interval on one line
+    summary.rename(columns={"C lower": "Harrell C lower", "C upper": "Harrell C upper"}),
+    ["Harrell C", "IBS"],
+)
+if n_seeds > 1:  # with one seed there is no spread over seeds to show
+    shown.insert(1, "C sd", summary["C sd"].map("{:.4f}".format))
+    shown["IBS sd"] = summary["IBS sd"].map("{:.4f}".format)
+shown.insert(shown.columns.get_loc("IBS"), "Uno C", summary["Uno C"].map("{:.3f}".format))
+shown["mean predicted risk"] = summary["mean predicted risk"].map("{:.3f}".format)
+shown["predicted / observed"] = summary["predicted / observed"].map("{:.2f}".format)
+shown
 
 # %%
 oracle = reference["oracle"]
 null = reference["life table (no features)"]
-pd.DataFrame(reference).T.round(4)
+pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")  # no C without features
 
 # %% [markdown]
 # The sweep in one figure: discrimination on the left, the Brier score on the right, with
@@ -469,7 +517,10 @@ keep("max_lam_ratio", float(heaviest["predicted / observed"]))
 keep("max_lam_ibs", float(heaviest["IBS"]))
 keep("c_min", float(summary["Harrell C"].min()))
 keep("c_max", float(summary["Harrell C"].max()))
-keep("c_width", float((summary["C upper"] - summary["C lower"]).mean()))
+c_width = float((summary["C upper"] - summary["C lower"]).mean())
+keep("c_width", c_width)
+c_range = float(summary["Harrell C"].max() - summary["Harrell C"].min())
+keep("c_sweep_text", "hardly moves across" if c_range < c_width / 2 else "moves across")
 keep("oracle_c", float(oracle["Harrell C"]))
 keep("oracle_uno", float(oracle["Uno C"]))
 keep("oracle_ibs", float(oracle["IBS"]))
@@ -485,7 +536,7 @@ if cfg.profile != "smoke":
     assert abs(nll_row["predicted / observed"] - 1) < 0.1  # and is calibrated on average
 
 # %% [markdown]
-# The C-index hardly moves across the sweep: the means over seeds run from
+# The C-index {glue:text}`c_sweep_text` the sweep: the {glue:text}`seed_means` run from
 # {glue:text}`c_min:.3f` to {glue:text}`c_max:.3f`, while each interval is about
 # {glue:text}`c_width:.2f` wide. The likelihood alone reaches {glue:text}`nll_c:.3f` (95%
 # interval {glue:text}`nll_c_lower:.3f` to {glue:text}`nll_c_upper:.3f`, Uno's C
@@ -495,11 +546,12 @@ if cfg.profile != "smoke":
 # at $\lambda$ = {glue:text}`max_lam:g` and {glue:text}`rank_ibs:.4f` for the ranking loss
 # alone (the life table without features scores {glue:text}`null_ibs:.4f`, the oracle
 # {glue:text}`oracle_ibs:.4f`); which of these differences the test set resolves, the
-# paired comparisons below say. The **level** of the predicted risk moves too. The test patients' observed risk of heart failure
-# within the horizon is {glue:text}`observed_risk:.3f`; the likelihood predicts on average
-# {glue:text}`nll_ratio:.2f` times that, the hybrid with $\lambda$ = {glue:text}`max_lam:g`
-# {glue:text}`max_lam_ratio:.2f` times, the ranking loss alone {glue:text}`rank_ratio:.2f`
-# times.
+# paired comparisons below say. The **level** of the predicted risk moves too. The test
+# patients' observed risk of heart failure within the horizon is
+# {glue:text}`observed_risk:.3f`; the likelihood predicts on average
+# {glue:text}`nll_ratio:.2f` times that, the ranking loss alone
+# {glue:text}`rank_ratio:.2f` times, and the hybrid {glue:text}`max_lam_ratio:.2f` times at
+# $\lambda$ = {glue:text}`max_lam:g`.
 #
 # Since all losses are scored on the same test patients, their **difference** is measured
 # far more precisely than either alone: `SurvivalProtocol.compare` resamples patients once
@@ -520,8 +572,17 @@ paired = {
 paired_table = pd.concat(paired.values()).reset_index()
 keep_table(
     "ch07_paired",
-    paired_table[["comparison", "metric", "difference", "lower", "upper", "verdict"]],
-    "{:+.4f}",
+    pd.DataFrame(
+        {
+            "comparison": paired_table["comparison"],
+            "metric": paired_table["metric"],
+            "difference [95% interval]": [
+                f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]"
+                for r in paired_table.itertuples()
+            ],
+            "verdict": paired_table["verdict"],
+        }
+    ).set_index(["comparison", "metric"]),
 )
 PRICE = "the likelihood alone keeps the better integrated Brier score (IBS, NLL vs {})"
 CLAIMS = {  # key prefix: the model, and the claim on C and on the IBS
@@ -537,9 +598,10 @@ CLAIMS = {  # key prefix: the model, and the claim on C and on the IBS
         "the ranking loss alone costs likelihood: " + PRICE.format("rank only"),
     ),
 }
+verdicts = {}
 for short, (other, c_claim, ibs_claim) in CLAIMS.items():
     c_row = paired[other].loc["Harrell C"].to_dict() | {"metric": "Harrell C"}
-    record_claim(
+    verdicts[f"{short}_c"] = record_claim(
         CHAPTER,
         f"{short}_c",
         c_claim,
@@ -548,7 +610,7 @@ for short, (other, c_claim, ibs_claim) in CLAIMS.items():
         source="lee2018deephit",
     )
     nll_vs = protocol.difference("NLL", survs["NLL"], other, survs[other], "IBS")
-    record_claim(
+    verdicts[f"{short}_ibs"] = record_claim(
         CHAPTER,
         f"{short}_ibs",
         ibs_claim,
@@ -556,7 +618,30 @@ for short, (other, c_claim, ibs_claim) in CLAIMS.items():
         higher_is_better=HIGHER_IS_BETTER["IBS"],
         source="kvamme2019time",
     )
-paired_table
+
+RANKS = {  # the hybrid's Harrell C against the likelihood's, by the verdict of the claim
+    "reproduced": "ranks better than the likelihood",
+    "refuted": "ranks worse than the likelihood",
+    "not resolved": "ranks neither better nor worse, as far as the test set can tell",
+}
+SCORES = {  # the likelihood's Brier score against the hybrid's
+    "reproduced": "has the worse Brier score",
+    "refuted": "has the better Brier score",
+    "not resolved": "has a Brier score the test set cannot tell from the likelihood's",
+}
+TRADE = {  # (C verdict, IBS verdict): what the two halves make together
+    ("reproduced", "reproduced"): "the trade DeepHit describes",
+    ("reproduced", "not resolved"): "a gain without its cost",
+    ("reproduced", "refuted"): "a gain on both counts, not a trade",
+    ("not resolved", "reproduced"): "a cost without its gain",
+    ("not resolved", "not resolved"): "the test set resolves neither half",
+    ("not resolved", "refuted"): "a gain in the Brier score alone",
+    ("refuted", "reproduced"): "a loss on both counts",
+    ("refuted", "not resolved"): "a loss in ranking alone",
+    ("refuted", "refuted"): "the opposite of the trade",
+}
+v_c, v_ibs = verdicts["hybrid_c"], verdicts["hybrid_ibs"]
+keep("trade_text", f"here the hybrid {RANKS[v_c]} and {SCORES[v_ibs]}: {TRADE[v_c, v_ibs]}")
 
 # %% [markdown]
 # {glue:}`ch07_paired`
@@ -572,10 +657,10 @@ paired_table
 # {glue:text}`diff_rank_c:+.4f` against the likelihood ({glue:text}`verdict_rank_c`), the
 # Brier score of the likelihood minus its own {glue:text}`diff_rank_ibs:+.4f`
 # ({glue:text}`verdict_rank_ibs`). A trade, in DeepHit's sense, needs both halves
-# reproduced; one half reproduced and the other not resolved is a cost or a gain without
-# its counterpart. All four verdicts go to the book's results page.
+# reproduced; {glue:text}`trade_text`. {glue:text}`seed_caveat` All four verdicts go to the
+# book's results page.
 #
-# Benchmarks of neural survival models on public data sets found a similar split: DeepHit,
+# Benchmarks of neural survival models on public data sets report such a split: DeepHit,
 # trained with a likelihood-plus-ranking loss, competes on concordance but does worse on
 # the integrated Brier score {cite}`kvamme2019time`. Here the network is small and reads
 # fixed features; with a sequence encoder the balance may shift, and the same sweep answers
@@ -615,25 +700,48 @@ cal_diff = protocol.difference(
 )
 keep("diff_cal", cal_diff["difference"])
 keep("verdict_cal", cal_diff["verdict"])
+rank_table = tables["rank only"]
+levels_off = bool(  # the ranking loss overpredicts its lowest group, underpredicts its highest
+    rank_table["predicted"].iloc[0] > 2 * rank_table["observed"].iloc[0]
+    and rank_table["predicted"].iloc[-1] < rank_table["observed"].iloc[-1]
+)
+spread = {name: t["predicted"].iloc[-1] - t["predicted"].iloc[0] for name, t in tables.items()}
 if cfg.profile != "smoke":
-    rank_table, nll_table = tables["rank only"], tables["NLL"]
-    assert rank_table["predicted"].iloc[0] > 2 * rank_table["observed"].iloc[0]
-    assert rank_table["predicted"].iloc[-1] < rank_table["observed"].iloc[-1]
-    spread = {name: t["predicted"].iloc[-1] - t["predicted"].iloc[0] for name, t in tables.items()}
+    assert levels_off
     assert spread["rank only"] < spread["NLL"]
+if spread["rank only"] < spread["NLL"]:
+    squeeze = "The ranking loss squeezes its predictions into a narrow band"
+else:
+    squeeze = (
+        "The ranking loss keeps its predictions in a narrow band (at this size the "
+        "likelihood's band is no wider)"
+    )
+keep("squeeze_text", squeeze)
+if levels_off:
+    levels = (
+        "It put the patients in nearly the right *order* but never moved their risks to the "
+        "right *levels*: no pair in the ranking loss asks what a risk should be in absolute "
+        "terms."
+    )
+else:
+    levels = (
+        "At this size its groups do not show that pattern clearly, but nothing in the "
+        "ranking loss pulls its risks to the observed *levels*: no pair asks what a risk "
+        "should be in absolute terms."
+    )
+keep("levels_text", Markdown(levels))
 
 # %% [markdown]
 # The mean absolute gap to the diagonal is {glue:text}`cal_gap_nll:.3f` for the likelihood
-# and {glue:text}`cal_gap_rank:.3f` for the ranking loss (first seed); over all seeds, the
-# paired difference in calibration error, ranking loss minus likelihood, is
-# {glue:text}`diff_cal:+.3f` ({glue:text}`verdict_cal`). The ranking loss squeezes its predictions into a narrow band: its lowest-risk group is
+# and {glue:text}`cal_gap_rank:.3f` for the ranking loss (first seed);
+# {glue:text}`seeds_scope`, the paired difference in calibration error, ranking loss minus
+# likelihood, is {glue:text}`diff_cal:+.3f` ({glue:text}`verdict_cal`).
+# {glue:text}`squeeze_text`: its lowest-risk group is
 # predicted {glue:text}`pred_lo_rank:.3f` and has {glue:text}`obs_lo_rank:.3f` observed, its
 # highest-risk group is predicted {glue:text}`pred_hi_rank:.3f` against
 # {glue:text}`obs_hi_rank:.3f` observed (the likelihood: {glue:text}`pred_lo_nll:.3f`
 # against {glue:text}`obs_lo_nll:.3f`, and {glue:text}`pred_hi_nll:.3f` against
-# {glue:text}`obs_hi_nll:.3f`). It put the patients in nearly the right *order* but never
-# moved their risks to the right *levels*: no pair in the ranking loss asks what a risk
-# should be in absolute terms.
+# {glue:text}`obs_hi_nll:.3f`). {glue:md}`levels_text`
 #
 # ### Where the likelihood and the C-index disagree
 # **A shift of every logit.** Take the likelihood model (first seed) and add the same
@@ -679,34 +787,50 @@ keep("ibs_best_shift", float(shift_table["IBS"].idxmin()))
 keep("rank_best_shift", float(shift_table["ranking loss"].idxmin()))
 keep("shift_max", float(shifts[-1]))
 assert c_move < 0.01, c_move  # a common shift barely reorders patients
+nll_best, ibs_best = shift_table["NLL"].idxmin(), shift_table["IBS"].idxmin()
+rank_best = shift_table["ranking loss"].idxmin()
+if abs(nll_best) <= 0.25 and abs(ibs_best) <= 0.25:
+    level = "the likelihood trained the level to where the data put it"
+else:
+    level = "in this run the likelihood has not yet trained the level to where the data put it"
+keep("level_text", level)
+if rank_best == nll_best:
+    rank_level = ", where the NLL is lowest too: in this run it agrees with the likelihood"
+elif abs(rank_best) == shifts[-1]:  # the minimum lies beyond the grid
+    rank_level = (
+        ", the edge of the grid, so its minimum lies further out: it has an opinion about "
+        "the level, and not the calibrated one"
+    )
+else:
+    rank_level = ": it has an opinion about the level, and not the calibrated one"
+keep("rank_level_text", rank_level)
 if cfg.profile != "smoke":
     assert abs(shift_table["NLL"].idxmin()) <= 0.25 and abs(shift_table["IBS"].idxmin()) <= 0.25
     assert shift_table["ranking loss"].idxmin() != shift_table["NLL"].idxmin()
 
-# %% mystnb={"figure": {"caption": "Four criteria of the likelihood model's test predictions when the same constant delta is added to every hazard logit. The NLL and the integrated Brier score are lowest near delta = 0, where the model was trained; Harrell's C does not change; the ranking loss has its minimum at another level.", "name": "fig-loss-shift"}}
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.2))
+# %% mystnb={"figure": {"caption": "Four criteria of the likelihood model's test predictions when the same constant delta is added to every hazard logit (dashed: delta = 0, the model as trained). Harrell's C barely moves; the NLL, the integrated Brier score and the ranking loss each respond to the level, and the text says where each is lowest.", "name": "fig-loss-shift"}}
+fig, axes = plt.subplots(2, 2, figsize=(8, 5.6), sharex=True, layout="constrained")
 units = {"NLL": "nats per patient", "IBS": "integrated Brier score", "Harrell C": "C-index"}
-for ax, column in zip(axes, shift_table.columns, strict=True):
+for ax, column in zip(axes.flat, shift_table.columns, strict=True):
     ax.plot(shift_table.index, shift_table[column], marker="o", markersize=3)
     ax.axvline(0.0, color="0.6", linestyle="--", linewidth=1)
-    ax.set_xlabel("shift $\\delta$ added to every logit")
     ax.set_ylabel(units.get(column, "mean pair penalty"))
     ax.set_title(column)
+for ax in axes[1]:
+    ax.set_xlabel("shift $\\delta$ added to every logit")
 c0 = shift_table.loc[0.0, "Harrell C"]
-axes[2].set_ylim(c0 - 0.02, c0 + 0.02)  # a range on which a real change in C would show
-plt.tight_layout()
+axes[1, 0].set_ylim(c0 - 0.02, c0 + 0.02)  # a range on which a real change in C would show
 plt.show()
 
 # %% [markdown]
 # Over shifts from $-${glue:text}`shift_max:g` to {glue:text}`shift_max:g`, Harrell's C moves
 # by at most {glue:text}`c_move:.1e`. The NLL is lowest at $\delta$ =
-# {glue:text}`nll_best_shift:g` and the Brier score at {glue:text}`ibs_best_shift:g`: the
-# likelihood trained the level to where the data put it. Two models that differ by a factor
+# {glue:text}`nll_best_shift:g` and the Brier score at {glue:text}`ibs_best_shift:g`:
+# {glue:text}`level_text`. Two models that differ by a factor
 # in the risks they announce can have the same C-index, and only a proper scoring rule, the
 # likelihood or the Brier score, tells them apart. The ranking loss does react to the level,
-# through the shape of the exponential, but its minimum sits at $\delta$ =
-# {glue:text}`rank_best_shift:g`: it has an opinion about the level, and not the calibrated
-# one.
+# through the shape of the exponential; its lowest value on the grid is at $\delta$ =
+# {glue:text}`rank_best_shift:g`{glue:text}`rank_level_text`.
 #
 # **Over the epochs.** After each epoch the training loop recorded the validation NLL and
 # the validation C of every run. From one epoch to the next the two can move together or
@@ -747,7 +871,8 @@ if peak_epoch < kept_epoch:  # the C-index peaked while the NLL was still improv
     story = (
         f"the validation C peaks at epoch {peak_epoch} ({c_at[peak_epoch]:.3f}) while the "
         f"validation NLL goes on improving, from {nll_at[peak_epoch]:.4f} at that epoch to "
-        f"{nll_at[kept_epoch]:.4f} at epoch {kept_epoch}, the epoch early stopping keeps; "
+        f"{nll_at[kept_epoch]:.4f} at epoch {kept_epoch}, the epoch whose weights the run "
+        "keeps; "
         f"there the C has fallen to {c_at[kept_epoch]:.3f}"
     )
 elif peak_epoch == kept_epoch:
@@ -757,18 +882,35 @@ elif peak_epoch == kept_epoch:
     )
 else:
     story = (
-        f"the validation NLL is best at epoch {kept_epoch} (the epoch early stopping keeps, "
+        f"the validation NLL is best at epoch {kept_epoch} (the epoch the run keeps, "
         f"C {c_at[kept_epoch]:.3f}) and the validation C goes on rising to "
         f"{c_at[peak_epoch]:.3f} at epoch {peak_epoch}, while the NLL worsens"
     )
 keep("epoch_story", story)
+HOW = "stopping on the C-index keeps a model that ranks a little better and predicts "
+HOW += "probabilities a little worse"
+if peak_epoch != kept_epoch:
+    criterion = f'Which epoch is "best" therefore depends on the criterion: {HOW}.'
+    epoch_summary = (
+        f"during training the validation C of the first likelihood run peaked at epoch "
+        f"{peak_epoch}, the validation NLL at epoch {kept_epoch}"
+    )
+else:
+    criterion = f"In this run the two criteria pick the same epoch; where they do not, {HOW}."
+    epoch_summary = (
+        f"during training the validation C and NLL of the first likelihood run were best at "
+        f"the same epoch ({kept_epoch}), so that run does not set the two apart"
+    )
+keep("criterion_text", criterion)
+keep("epoch_summary", epoch_summary)
 step_counts
 
-# %% mystnb={"figure": {"caption": "Validation NLL (left, lower is better) and validation Harrell C (right) after each epoch for the first seed, trained with the likelihood and with the ranking loss alone. Each run stops when its own validation loss has not improved for a few epochs; stars mark the epochs whose weights were kept.", "name": "fig-loss-epochs"}}
+# %% mystnb={"figure": {"caption": "Validation NLL (left, lower is better) and validation Harrell C (right) after each epoch for the first seed, trained with the likelihood and with the ranking loss alone. Stars mark the epoch whose weights each run kept, the one with the best validation value of its own loss; dotted: the NLL of the life table without features.", "name": "fig-loss-epochs"}}
 null_nll_val = hazard_nll(
     torch.logit(life_table).expand(len(data["val"][1]), n_bins), *data["val"][1:]
 )
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+drawn = {"val_nll": [float(null_nll_val)], "val_c_index": []}  # every y value, for the limits
 for color, loss_name in zip(("C0", "C1"), ("NLL", "rank only"), strict=True):
     h = history[(history["loss"] == loss_name) & (history["seed"] == cfg.seeds[0])]
     best = runs.loc[(runs["loss"] == loss_name) & (runs["seed"] == cfg.seeds[0]), "best epoch"]
@@ -776,23 +918,29 @@ for color, loss_name in zip(("C0", "C1"), ("NLL", "rank only"), strict=True):
     for ax, column in zip(axes, ("val_nll", "val_c_index"), strict=True):
         ax.plot(h["epoch"], h[column], marker="o", markersize=3, color=color, label=loss_name)
         ax.plot(best, h.loc[h["epoch"] == best, column], "*", markersize=12, color=color)
+        drawn[column].extend(h[column])
 axes[0].axhline(float(null_nll_val), color="0.3", linestyle=":", label="life table (no features)")
 axes[0].set_ylabel("validation NLL (nats per patient)")
 axes[1].set_ylabel("validation Harrell C")
-for ax in axes:
+for ax, column in zip(axes, ("val_nll", "val_c_index"), strict=True):
+    lo, hi = min(drawn[column]), max(drawn[column])
+    ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))  # the life-table line inside
     ax.set_xlabel("epoch")
-axes[0].legend()
-plt.tight_layout()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+handles, names = axes[0].get_legend_handles_labels()
+handles.append(plt.Line2D([], [], marker="*", markersize=12, color="0.3", linestyle="none"))
+names.append("epoch kept (best own validation loss)")
+fig.legend(handles, names, loc="upper center", ncol=len(handles))
+plt.tight_layout(rect=(0, 0, 1, 0.9))
 plt.show()
 
 # %% [markdown]
-# With the likelihood (first seed), {glue:text}`epoch_story`. Over all runs, {glue:text}`n_nll_up_c_down` of the
-# {glue:text}`n_steps` epoch-to-epoch steps improved the NLL and worsened the C, and
-# {glue:text}`n_nll_down_c_up` did the opposite. The later epochs of a likelihood run spend
-# their effort on the *levels* of the risks, which the C-index does not see, and may trade a
-# few ordered pairs for them: when the two criteria disagree, the steps above say how often. Which epoch is "best" therefore depends on the criterion:
-# stopping on the C-index keeps a model that ranks a little better and predicts
-# probabilities a little worse. Choose by what the model is for: ranking patients for an
+# With the likelihood (first seed), {glue:text}`epoch_story`. Over all runs,
+# {glue:text}`n_nll_up_c_down` of the {glue:text}`n_steps` epoch-to-epoch steps improved the
+# NLL and worsened the C, and {glue:text}`n_nll_down_c_up` did the opposite. The later epochs
+# of a likelihood run spend their effort on the *levels* of the risks, which the C-index does
+# not see, and may trade a few ordered pairs for them: when the two criteria disagree, the
+# steps above say how often. {glue:text}`criterion_text` Choose by what the model is for: ranking patients for an
 # intervention needs discrimination; telling a patient "one in ten" needs calibration, and
 # the likelihood is the loss that asks for it.
 
@@ -802,20 +950,20 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 
 # %% [markdown]
 # ## Summary
-# - On the shared task, with one fixed-feature network for every loss, the mean C-index of
-#   the losses ran from {glue:text}`c_min:.3f` to {glue:text}`c_max:.3f`. Tested pair by
-#   pair against the likelihood, the hybrid at $\lambda$ = {glue:text}`claim_weight:g`
-#   ranking better is {glue:text}`verdict_hybrid_c` (C {glue:text}`diff_hybrid_c:+.4f`), and
-#   its costing a proper score is {glue:text}`verdict_hybrid_ibs` (IBS
-#   {glue:text}`diff_hybrid_ibs:+.4f`). The likelihood predicts {glue:text}`nll_ratio:.2f`
-#   times the observed risk on average, the ranking loss alone {glue:text}`rank_ratio:.2f`
-#   times. The oracle ({glue:text}`oracle_c:.3f`, {glue:text}`oracle_ibs:.4f`) is the
-#   ceiling for all of them.
+# - On the shared task, with one fixed-feature network for every loss, the C-index of the
+#   losses ({glue:text}`seed_means`) ran from {glue:text}`c_min:.3f` to
+#   {glue:text}`c_max:.3f`. Tested pair by pair against the likelihood, the hybrid at
+#   $\lambda$ = {glue:text}`claim_weight:g` ranking better is {glue:text}`verdict_hybrid_c`
+#   (C {glue:text}`diff_hybrid_c:+.4f`), and its costing a proper score is
+#   {glue:text}`verdict_hybrid_ibs` (IBS {glue:text}`diff_hybrid_ibs:+.4f`).
+#   {glue:text}`seed_caveat` The likelihood predicts {glue:text}`nll_ratio:.2f` times the
+#   observed risk on average, the ranking loss alone {glue:text}`rank_ratio:.2f` times. The
+#   oracle (C {glue:text}`oracle_c:.3f`, IBS {glue:text}`oracle_ibs:.4f`) is the ceiling for
+#   all of them.
 # - The C-index is blind to the level of the risks: shifting every logit moved it by at most
-#   {glue:text}`c_move:.1e` while the NLL and the Brier score saw the change, and during
-#   training the validation C of the first likelihood run peaked at epoch
-#   {glue:text}`peak_epoch`, the validation NLL at epoch {glue:text}`kept_epoch`. Report a proper
-#   scoring rule or a calibration plot next to every C-index.
+#   {glue:text}`c_move:.1e` while the NLL and the Brier score saw the change, and
+#   {glue:text}`epoch_summary`. Report a proper scoring rule or a calibration plot next to
+#   every C-index.
 #
 # ## Exercises
 # 1. Replace the exponential penalty by the logistic one (`kind="logistic"` in
