@@ -1,0 +1,175 @@
+"""Pretrained encoders as artefacts: one recipe, trained once, loaded by every chapter.
+
+A pretrained BEHRT is decided by three things: the task (which patients, which vocabulary),
+the encoder config, and the :class:`PretrainRecipe` (schedule, epochs, learning rate, ...).
+:func:`load_or_pretrain` keys the artefact by all three (:func:`ehrseq.artifacts.config_key`),
+loads it when a chapter already trained it, and trains it otherwise, so chapter 5b trains the
+schedules, and chapters 5c and 8 load the same weights.
+
+    recipe = PretrainRecipe(schedule="joint", epochs=5)
+    result = load_or_pretrain(task, encoder_cfg, recipe)
+    encoder = result.model.encoder
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ehrseq.artifacts import artifact_root, config_key, load_or_train
+from ehrseq.models import BehrtConfig, BehrtEncoder
+from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
+from ehrseq.runtime import seed_everything
+from ehrseq.train import TrainConfig
+
+__all__ = ["PretrainRecipe", "Pretrained", "load_or_pretrain", "pretrained_model"]
+
+ARTEFACT = "behrt-pretrained"
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Everything besides the task and the encoder config that decides pretrained weights.
+
+    Attributes:
+        schedule: ``"mlm"``, ``"next_visit"``, ``"joint"`` (both losses every step) or
+            ``"sequential"`` (``epochs // 2`` of MLM, then next-visit prediction).
+        head: the next-visit head: ``"linear"`` (tied to the code embedding when
+            ``tie_weights``) or ``"copy"`` (:class:`~ehrseq.next_visit.HistoryCopyHead`,
+            started at the training repeat rates).
+        epochs: passes over the training patients (both phases together if sequential).
+        lr: peak learning rate (warm-up, then cosine decay).
+        batch_size: patients per step.
+        mask_prob: share of real codes picked for masked-code modelling.
+        mlm_weight: weight of the masked-code loss.
+        next_visit_weight: weight of the next-visit loss; None: the vocabulary size, which
+            turns the library's average over codes into a sum over codes.
+        pool: how the next-visit head reads a visit (``"last"`` token or ``"mean"``).
+        tie_weights: the linear next-visit head shares the code embedding.
+        seed: initial weights and batch order.
+    """
+
+    schedule: Literal["mlm", "next_visit", "joint", "sequential"] = "joint"
+    head: Literal["linear", "copy"] = "linear"
+    epochs: int = 5
+    lr: float = 5e-3
+    batch_size: int = 32
+    mask_prob: float = 0.15
+    mlm_weight: float = 1.0
+    next_visit_weight: float | None = None
+    pool: str = "last"
+    tie_weights: bool = True
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("mlm", "next_visit", "joint", "sequential"):
+            raise ValueError(f"PretrainRecipe: unknown schedule {self.schedule!r}")
+        if self.head not in ("linear", "copy"):
+            raise ValueError(f"PretrainRecipe: unknown head {self.head!r}")
+        if self.epochs < 1 or (self.schedule == "sequential" and self.epochs < 2):
+            raise ValueError(f"PretrainRecipe: epochs = {self.epochs} is too few")
+
+    @property
+    def mlm_epochs(self) -> int | None:
+        """Epochs of the MLM phase of ``"sequential"`` (None for the other schedules)."""
+        return self.epochs // 2 if self.schedule == "sequential" else None
+
+    def resolved(self, vocab_size: int) -> PretrainRecipe:
+        """The recipe with ``next_visit_weight`` filled in (what the artefact key holds)."""
+        weight = vocab_size if self.next_visit_weight is None else self.next_visit_weight
+        return dataclasses.replace(self, next_visit_weight=float(weight))  # 313 and 313.0: one key
+
+
+@dataclass
+class Pretrained:
+    """What :func:`load_or_pretrain` returns."""
+
+    model: BehrtForPretraining
+    loaded: bool  # True when the weights came from disk
+    folder: Path  # the artefact folder (weights, config.json, metrics.csv)
+    history: pd.DataFrame  # per-epoch metrics, both phases of "sequential" counted on
+    recipe: PretrainRecipe  # resolved (the next-visit weight filled in)
+
+
+def pretrained_model(task, encoder_cfg: BehrtConfig, recipe: PretrainRecipe) -> BehrtForPretraining:
+    """A fresh (untrained) model of the recipe, its weights drawn from ``recipe.seed``."""
+    ids = TokenIds.from_vocab(task.vocab)
+    torch.manual_seed(recipe.seed)
+    encoder = BehrtEncoder(encoder_cfg)
+    head = None  # the linear next-visit head
+    if recipe.head == "copy":
+        from ehrseq.next_visit import HistoryCopyHead, repeat_rates
+
+        head = HistoryCopyHead(encoder_cfg.d_model, ids, init_std=encoder_cfg.init_std)
+        head.start_at_repeat_rates(*repeat_rates(task.loader("train", 256), ids))
+    return BehrtForPretraining(
+        encoder, tie_weights=recipe.tie_weights, pool=recipe.pool, next_visit_head=head
+    )
+
+
+def _history(folder: Path, recipe: PretrainRecipe) -> pd.DataFrame:
+    phases = ("mlm", "next_visit") if recipe.schedule == "sequential" else (None,)
+    parts = []
+    for phase in phases:
+        path = folder / phase / "metrics.csv" if phase else folder / "metrics.csv"
+        parts.append(pd.read_csv(path).assign(phase=phase or recipe.schedule))
+    history = pd.concat(parts, ignore_index=True)
+    history["epoch"] = np.arange(1, len(history) + 1)  # sequential: counted across both phases
+    return history
+
+
+def load_or_pretrain(
+    task,
+    encoder_cfg: BehrtConfig,
+    recipe: PretrainRecipe,
+    *,
+    device: str | None = None,
+) -> Pretrained:
+    """The pretrained model of ``(task, encoder_cfg, recipe)``: loaded if trained, else trained.
+
+    Training uses the task's training patients, validates on its validation patients after
+    every epoch (in batches of the training size, so the two losses compare), and writes the per-epoch metrics beside the weights (``metrics.csv``; for
+    ``"sequential"`` one folder per phase).
+
+    Args:
+        task: a :class:`~ehrseq.data.task.SurvivalTask` (its histories, never its labels).
+        encoder_cfg: the encoder's config (its ``init_std`` also starts the copy head).
+        recipe: the recipe; its key includes the resolved next-visit weight.
+        device: where to train (default: the library's choice).
+    """
+    ids = TokenIds.from_vocab(task.vocab)
+    recipe = recipe.resolved(ids.vocab_size)
+    parts = (task.config, encoder_cfg, recipe)
+
+    def train(model: BehrtForPretraining, folder: Path) -> None:
+        seed_everything(recipe.seed)
+        common = dict(lr=recipe.lr, seed=recipe.seed, desc=recipe.schedule, device=device)
+        if recipe.schedule == "sequential":  # pretrain writes folder/mlm, folder/next_visit
+            first = TrainConfig(epochs=recipe.mlm_epochs, out_dir=folder, **common)
+            second = TrainConfig(epochs=recipe.epochs - recipe.mlm_epochs, out_dir=folder, **common)
+        else:
+            first, second = TrainConfig(epochs=recipe.epochs, out_dir=folder, **common), None
+        pretrain(
+            model,
+            task.loader("train", recipe.batch_size),
+            task.loader("val", recipe.batch_size),
+            ids,
+            first,
+            schedule=recipe.schedule,
+            mlm_weight=recipe.mlm_weight,
+            next_visit_weight=recipe.next_visit_weight,
+            next_visit_config=second,
+            mask_prob=recipe.mask_prob,
+        )
+
+    model, loaded = load_or_train(
+        pretrained_model(task, encoder_cfg, recipe), ARTEFACT, train, *parts
+    )
+    folder = artifact_root() / f"{ARTEFACT}-{config_key(*parts)}"
+    return Pretrained(model, loaded, folder, _history(folder, recipe), recipe)
