@@ -15,10 +15,11 @@
 # # Pretraining objectives
 #
 # ## Outline
-# Labels are scarce: a few hundred heart-failure events among thousands of patients. Codes
-# are plentiful: every patient brings dozens. **Self-supervised pretraining** turns the codes
-# themselves into training signal, so that the encoder has learned what codes mean and how
-# they go together before it ever sees a survival label. This chapter and the two after it
+# Labels are scarce: the {glue:text}`n_train:,` training patients of the shared task hold
+# {glue:text}`events_text`. Codes are plentiful: a training history holds
+# {glue:text}`median_tokens:.0f` tokens at the median. **Self-supervised pretraining** turns
+# the codes themselves into training signal, so that the encoder has learned what codes mean
+# and how they go together before it ever sees a survival label. This chapter and the two after it
 # train the BEHRT encoder of the previous chapter with two such objectives and ask what each
 # teaches:
 #
@@ -55,9 +56,10 @@ import torch
 import torch.nn.functional as F
 
 import ehrseq
-from ehrseq.book import keep, start_claims
+from ehrseq.book import keep, plural, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
+from ehrseq.data.tensors import collate_flat
 from ehrseq.models import BehrtConfig, BehrtEncoder, encoder_inputs, visit_causal_mask
 from ehrseq.next_visit import HistoryCopyHead, visit_history
 from ehrseq.plotting import apply_style
@@ -65,7 +67,6 @@ from ehrseq.pretrain import (
     IGNORE_INDEX,
     BehrtForPretraining,
     TokenIds,
-    code_counts,
     mask_codes,
     mlm_loss,
     next_visit_targets,
@@ -83,7 +84,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings, attention and residual branches
+    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
     init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02; 05b says why)
     batch_size: int = 32  # patients per pretraining batch
     mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
@@ -110,18 +111,21 @@ keep("mask_prob", cfg.mask_prob)
 # The survival task every modelling chapter shares (`shared_task_config()`: the same people,
 # splits and vocabulary, so the encoders pretrained in {doc}`05b_pretraining_schedules` are
 # the ones later chapters load), for its token tensors: the training split's histories
-# before the prediction time are the pretraining data (the previous chapter says why). This
-# chapter needs only the training batches; the validation and test splits come in with the
-# training and the scores of {doc}`05b_pretraining_schedules`.
+# before the prediction time are the pretraining data ({doc}`04b_embedding_ablation` says
+# why). This chapter needs only the training batches; the validation and test splits come
+# in with the training and the scores of {doc}`05b_pretraining_schedules`.
 
 # %%
 task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
 train_loader = task.loader("train", cfg.batch_size)
-counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 keep("d_model", cfg.d_model)
-task.summary()
+split_summary = task.summary()
+keep("n_train", int(split_summary.loc["train", "patients"]))
+keep("events_text", plural(int(split_summary.loc["train", "events"]), "heart-failure event", ","))
+keep("median_tokens", float(split_summary.loc["train", "median tokens"]))
+split_summary
 
 # %% [markdown]
 # ### Masked-code modelling, by hand
@@ -141,7 +145,15 @@ task.summary()
 # order as the library's, so with the same generator the two must agree exactly.
 
 # %%
-batch = next(iter(train_loader))
+# The example batch: cfg.batch_size training patients drawn with the chapter's seed and
+# padded together (any batch would do). A batch of `train_loader` holds patients of about
+# the same length (length bucketing); this one mixes short and long histories, so it has
+# padding to leave alone and short histories to show.
+train_set = task.dataset("train")
+example_patients = torch.randperm(
+    len(train_set), generator=torch.Generator().manual_seed(cfg.seed)
+)[: cfg.batch_size]
+batch = collate_flat([train_set[int(i)] for i in example_patients])
 B, L = batch["codes"].shape
 
 
@@ -296,7 +308,9 @@ assert torch.equal(allowed[0, 0], allowed_inline)
 
 torch.manual_seed(cfg.seed)
 probe = BehrtEncoder(
-    BehrtConfig.from_vocab(vocab, d_model=cfg.d_model, n_layers=cfg.n_layers, max_len=128)
+    BehrtConfig.from_vocab(
+        vocab, d_model=cfg.d_model, n_layers=cfg.n_layers, max_len=task.config.max_len
+    )
 ).eval()
 changed = dict(batch)
 last_visit = (visit_ids == batch["visit_ids"].max(1, keepdim=True).values) & attention_mask
@@ -314,7 +328,7 @@ assert drift[True] < 1e-5 < drift[False]
 keep("drift_bidirectional", drift[False])
 print(
     f"largest change of an earlier visit's state: causal {drift[True]:.1e}, "
-    f"bidirectional {drift[False]:.2f}"
+    f"bidirectional {drift[False]:.1e}"
 )
 
 # %% mystnb={"figure": {"name": "fig-visit-causal-mask", "caption": "The visit-causal mask of one patient: a query token (row) may attend to a key token (column) when the key's visit is not later than the query's. The blocks on the diagonal are the visits."}}
@@ -367,9 +381,11 @@ assert model.mlm_head.decoder.weight is model.encoder.embeddings.code.weight  # 
 # only for codes already in the history $H_t$ up to visit $t$,
 #
 # $$
-# p_{t,c} = (1 - g_t)\,\sigma(w_c^\top z_t + b_c)
-#   + g_t\,\mathbb 1[c \in H_t]\,\sigma\big(a_c + (u + U_c)^\top \phi_{t,c}\big),
-# \qquad g_t = \sigma(v^\top z_t + v_0),
+# \begin{aligned}
+# p_{t,c} &= (1 - g_t)\,\sigma(w_c^\top z_t + b_c) \\
+#   &\quad + g_t\,\mathbb 1[c \in H_t]\,\sigma\big(a_c + (u + U_c)^\top \phi_{t,c}\big), \\
+# g_t &= \sigma(v^\top z_t + v_0),
+# \end{aligned}
 # $$
 #
 # where the gate $g_t$ says how much of visit $t+1$ is repetition, and $\phi_{t,c}$

@@ -50,7 +50,7 @@ from myst_nb import glue
 
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
-from ehrseq.book import keep, keep_table, record_claim, start_claims
+from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.models import BehrtConfig, BehrtEncoder
@@ -90,7 +90,7 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings, attention and residual branches
+    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
     init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02; see Train)
     batch_size: int = 32  # patients per pretraining batch
     eval_batch_size: int = 256  # patients per evaluation batch
@@ -125,6 +125,7 @@ chapter_start = time.perf_counter()
 start_claims(CHAPTER)  # this run's claims replace the last run's on the results page
 
 keep("epochs", cfg.epochs)
+keep("epochs_text", plural(cfg.epochs, "epoch"))  # "2 epochs"
 keep("k", cfg.k)
 keep("init_std", cfg.init_std)
 
@@ -147,6 +148,7 @@ val_loader = task.loader("val", cfg.batch_size)  # batches like training: compar
 test_loader = task.loader("test", cfg.eval_batch_size)
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 keep("vocab_size", len(vocab))
+keep("n_steps", cfg.epochs * len(train_loader))  # optimiser steps of a run
 task.summary()
 
 # %% [markdown]
@@ -180,7 +182,7 @@ behrt_cfg
 # - `next_visit_copy`: `next_visit` again, the same encoder, epochs and batches, with the
 #   copy head in place of the linear one: the ablation of the copy term.
 #
-# Every schedule gets the same {glue:text}`epochs` epochs over the same batches. One choice
+# Every schedule gets the same {glue:text}`epochs_text` over the same batches. One choice
 # needs a word: the library *averages* the next-visit cross-entropy over the
 # {glue:text}`vocab_size` vocabulary entries, so that term is hundreds of times smaller than
 # the masked-code loss and, summed with it, would hardly move the shared encoder. We weight
@@ -188,12 +190,13 @@ behrt_cfg
 # decision per code, as in Doctor AI {cite}`choi2016doctor`), and use the same weight in every schedule.
 #
 # A second choice concerns the start. BERT initialises every weight with a standard
-# deviation of 0.02. In a small encoder trained for a few hundred steps that start is a
-# trap for next-visit prediction: the embeddings leave their LayerNorm with unit scale while
-# the attention and feed-forward branches start tens of times smaller, so the state after
-# visit $t$ is at first almost only the `[SEP]` token's own embedding. The quickest way down
-# the loss is then to learn the output biases (every code's overall frequency), and a model
-# can sit there for hundreds of steps, predicting the same codes for everyone. Starting the
+# deviation of 0.02. In a small encoder trained for few steps ({glue:text}`n_steps:,` per
+# run here) that start is a trap for next-visit prediction: the embeddings leave their
+# LayerNorm with unit scale while the attention and feed-forward branches start tens of
+# times smaller, so the state after visit $t$ is at first almost only the `[SEP]` token's
+# own embedding. The quickest way down the loss is then to learn the output biases (every
+# code's overall frequency), and a model can sit there for hundreds of steps, predicting the
+# same codes for everyone. Starting the
 # weights at {glue:text}`init_std` lets the branches that read the history matter from the
 # first step (exercise 2 goes back to 0.02). The copy head starts where a lookup table
 # ends: its biases are set so that, before any step, it predicts each code with the
@@ -298,7 +301,18 @@ for schedule in RUNS:
     seconds[schedule] = time.perf_counter() - t0
     histories[schedule] = read_history(folder, recipe["schedule"])
     models[schedule].to(device).eval()
-keep("build_minutes", sum(seconds.values()) / 60)  # this build: ~0 when loaded from disk
+build_minutes = sum(seconds.values()) / 60  # this build: ~0 when loaded from disk
+keep("build_minutes", build_minutes)
+n_trained = len(RUNS) - sum(loaded.values())
+if n_trained == 0:
+    build_text = f"loading all {len(RUNS)} runs from disk, with no pretraining"
+elif n_trained == len(RUNS):
+    build_text = f"of which pretraining all {len(RUNS)} runs took {build_minutes:.1f}"
+else:
+    build_text = (
+        f"of which pretraining the {plural(n_trained, 'run')} not on disk took {build_minutes:.1f}"
+    )
+keep("build_text", build_text)
 keep("train_minutes", sum(float(h["time_s"].sum()) for h in histories.values()) / 60)
 pd.DataFrame({"loaded from disk": loaded, "seconds": seconds}).rename_axis("schedule")
 
@@ -308,7 +322,7 @@ pd.DataFrame({"loaded from disk": loaded, "seconds": seconds}).rename_axis("sche
 # the same masks every epoch, so their curves are comparable across epochs.
 
 # %% mystnb={"figure": {"name": "fig-learning-curves", "caption": "Validation losses per epoch of each schedule. Left: masked-code cross-entropy (nats per masked code). Right: next-visit binary cross-entropy, averaged over the vocabulary. The sequential schedule switches objectives halfway, so each of its curves covers half of the epochs; next_visit_copy is next_visit with the copy head."}}
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
 for i, schedule in enumerate(RUNS):
     h = histories[schedule]
     for ax, col in ((ax1, "val_mlm_loss"), (ax2, "val_nv_loss")):
@@ -318,8 +332,14 @@ ax1.set_ylabel("masked-code loss (nats)")
 ax2.set_ylabel("next-visit loss (BCE per code)")
 for ax in (ax1, ax2):
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs
 handles = {label: line for ax in (ax1, ax2) for line, label in zip(*ax.get_legend_handles_labels())}
-ax2.legend(handles.values(), handles.keys())
+fig.legend(  # below both panels, in the order of RUNS, clear of the curves
+    [handles[r] for r in RUNS if r in handles],
+    [r for r in RUNS if r in handles],
+    loc="outside lower center",
+    ncol=len(RUNS),
+)
 plt.show()
 
 # %%
@@ -464,8 +484,8 @@ keep_table(
 test_scores.rename_axis("test patients").style.format("{:.1%}", na_rep="—")
 
 # %% [markdown]
-# The table above, for the test patients ({glue:text}`n_test_patients` patients,
-# {glue:text}`n_test_pairs` next-visit pairs, {glue:text}`n_test_masked` masked codes), is
+# The table above, for the test patients ({glue:text}`n_test_patients:,` patients,
+# {glue:text}`n_test_pairs:,` next-visit pairs, {glue:text}`n_test_masked:,` masked codes), is
 # this:
 #
 # ```{glue:} results_table
@@ -555,7 +575,8 @@ ABLATION = [
 
 
 def with_interval(ci) -> str:
-    return f"{ci.estimate:.1%} [{ci.lower:.1%}, {ci.upper:.1%}]"
+    """A share and its interval as one cell that never wraps (non-breaking spaces)."""
+    return f"{ci.estimate:.1%}\u00a0[{ci.lower:.1%},\u00a0{ci.upper:.1%}]"
 
 
 ablation = pd.DataFrame(
@@ -602,7 +623,12 @@ def pct(x: float) -> str:
     return f"{100 * x:+.2f}"
 
 
-diff_rows, verdicts = [], {}
+def pct_interval(d: dict, space: str = " ") -> str:
+    """The difference and its interval in points; tables pass a non-breaking space."""
+    return f"{pct(d['difference'])}{space}[{pct(d['lower'])},{space}{pct(d['upper'])}]"
+
+
+diff_rows, verdicts, intervals = [], {}, {}
 for key, (a, b, claim) in CLAIMS.items():
     row = {}
     for metric, col in ((f"recall@{cfg.k}", recall_col), ("AP", "ap")):
@@ -614,16 +640,14 @@ for key, (a, b, claim) in CLAIMS.items():
     verdicts[key] = record_claim(
         CHAPTER, key, claim, row[f"recall@{cfg.k}"], higher_is_better=True, source="this book"
     )
-    r, ap = row[f"recall@{cfg.k}"], row["AP"]
+    intervals[key] = pct_interval(row[f"recall@{cfg.k}"])  # for the prose below
     diff_rows.append(
         {
             "comparison": f"{a} − {b}",
-            f"recall@{cfg.k} difference (points) [95 % interval]": (
-                f"{pct(r['difference'])} [{pct(r['lower'])}, {pct(r['upper'])}]"
+            f"recall@{cfg.k} difference (points) [95 % interval]": pct_interval(
+                row[f"recall@{cfg.k}"], "\u00a0"
             ),
-            "AP difference (points) [95 % interval]": (
-                f"{pct(ap['difference'])} [{pct(ap['lower'])}, {pct(ap['upper'])}]"
-            ),
+            "AP difference (points) [95 % interval]": pct_interval(row["AP"], "\u00a0"),
             f"verdict (recall@{cfg.k})": verdicts[key],
         }
     )
@@ -654,14 +678,13 @@ for key, k in (("mlm_top1_vs_domain", 1), ("mlm_topk_vs_domain", cfg.k)):
         CHAPTER, key, f"masked-code modelling beats the domain-frequency baseline (top-{k})",
         d, higher_is_better=True, source="this book",
     )  # fmt: skip
+    intervals[key] = pct_interval(d)
     mask_rows.append(
         {
             "metric": f"masked top-{k}",
             mlm_best: f"{d['a']:.1%}",
             "domain frequency": f"{d['b']:.1%}",
-            "difference (points) [95 % interval]": (
-                f"{pct(d['difference'])} [{pct(d['lower'])}, {pct(d['upper'])}]"
-            ),
+            "difference (points) [95 % interval]": pct_interval(d, "\u00a0"),
             "verdict": verdicts[key],
         }
     )
@@ -672,14 +695,16 @@ mask_diffs.style.hide(axis="index")
 
 # %%
 def outcome(key: str, what: str) -> str:
-    a, b, _ = CLAIMS[key]
-    row = next(r for r in diff_rows if r["comparison"] == f"{a} − {b}")
-    interval = row[f"recall@{cfg.k} difference (points) [95 % interval]"]
+    """The verdict of a claim in words, with its difference and interval in points."""
+    interval = intervals[key]
     if verdicts[key] == "reproduced":
         return f"{what} wins ({interval} points)"
     if verdicts[key] == "refuted":
         return f"{what} loses ({interval} points)"
-    return f"{what}: not resolved ({interval} points, the interval includes 0)"
+    return (
+        f"the test patients cannot tell {what} from it ({interval} points, the interval "
+        "includes 0: not resolved)"
+    )
 
 
 r_of = test_scores[RECALL]
@@ -698,19 +723,30 @@ nv_md = (
 )
 glue("nv_md", Markdown(nv_md), display=False)
 mask_md = (
-    f"The best masked-code model ({mlm_best}) against the domain-frequency baseline: top-1 "
-    f"{mask_rows[0][mlm_best]} against {mask_rows[0]['domain frequency']} "
-    f"({verdicts['mlm_top1_vs_domain']}), top-{cfg.k} {mask_rows[1][mlm_best]} against "
-    f"{mask_rows[1]['domain frequency']} ({verdicts['mlm_topk_vs_domain']})."
+    f"The best masked-code model (`{mlm_best}`) against the domain-frequency baseline: top-1 "
+    f"{mask_rows[0][mlm_best]} against {mask_rows[0]['domain frequency']}, and "
+    f"{outcome('mlm_top1_vs_domain', f'`{mlm_best}`')}; top-{cfg.k} {mask_rows[1][mlm_best]} "
+    f"against {mask_rows[1]['domain frequency']}, and "
+    f"{outcome('mlm_topk_vs_domain', f'`{mlm_best}`')}."
 )
 glue("mask_md", Markdown(mask_md), display=False)
 assert set(verdicts.values()) <= {"reproduced", "refuted", "not resolved"}
 pd.Series(verdicts, name="verdict").rename_axis("claim").to_frame()
 
 
-def compare(value: float, reference: float, unit: str = "points") -> str:
-    verb = "above" if value > reference else "below"
-    return f"{100 * abs(value - reference):.1f} {unit} {verb}"
+def shown_gap(value: float, reference: float) -> float:
+    """The gap in points between two shares as the prose shows them (to 0.1 %)."""
+    return round(round(100 * value, 1) - round(100 * reference, 1), 1)
+
+
+def relation(value: float, reference: float) -> str:
+    gap = shown_gap(value, reference)
+    return "level with" if gap == 0 else "above" if gap > 0 else "below"
+
+
+def compare(value: float, reference: float) -> str:
+    verb = relation(value, reference)
+    return verb if verb == "level with" else f"{abs(shown_gap(value, reference)):.1f} points {verb}"
 
 
 seq, joint = test_scores.loc["sequential"], test_scores.loc["joint"]
@@ -726,19 +762,74 @@ if seq[TOP1] < mlm_top1:  # forgetting
         ": the masked-code head still expects the encoder its first phase built, and the "
         "second phase has changed it"
     )
-both = [joint[TOP1] >= mlm_top1, joint[RECALL] >= nv_recall]
+joint_vs = {  # the joint schedule against each single objective, on its own task
+    "`mlm`": relation(joint[TOP1], mlm_top1),
+    "`next_visit`": relation(joint[RECALL], nv_recall),
+}
 joint_text = (
-    f"The **joint** schedule trains both at once: masked top-1 {joint[TOP1]:.1%} against "
-    f"{mlm_top1:.1%} for `mlm`, recall@{cfg.k} {joint[RECALL]:.1%} against "
-    f"{nv_recall:.1%} for `next_visit`"
+    f"The **joint** schedule trains both at once: masked top-1 {joint[TOP1]:.1%}, "
+    f"{joint_vs['`mlm`']} `mlm`'s {mlm_top1:.1%}; recall@{cfg.k} {joint[RECALL]:.1%}, "
+    f"{joint_vs['`next_visit`']} `next_visit`'s {nv_recall:.1%}"
 )
-joint_text += (
-    "; in this budget it reaches neither single objective, two objectives sharing "
-    f"{cfg.d_model} dimensions and the same number of steps."
-    if not any(both)
-    else "."
-)
+behind = [name for name, rel in joint_vs.items() if rel == "below"]
+if len(behind) == 2:
+    joint_text += (
+        "; in this budget it reaches neither single objective, two objectives sharing "
+        f"{cfg.d_model} dimensions and the same number of steps."
+    )
+elif behind:
+    joint_text += f"; in this budget it keeps up with one objective but falls behind {behind[0]}."
+else:
+    joint_text += "; sharing the encoder costs neither objective anything here."
+# a plain next-visit head that does no better than code frequencies sits in the trap of Train
+stuck = [
+    f"`{r}`"
+    for r in ("next_visit", "joint")
+    if relation(test_scores.loc[r, RECALL], base_row[RECALL]) != "above"
+]
+if stuck:
+    joint_text += (
+        f" On the next visit {' and '.join(stuck)} {'do' if len(stuck) > 1 else 'does'} no "
+        f"better than the code-frequency baseline ({base_row[RECALL]:.1%}): "
+        f"{'their heads have' if len(stuck) > 1 else 'its head has'} learned how frequent each "
+        "code is and hardly anything about the patient, the trap described under Train, not "
+        "escaped in this budget."
+    )
 glue("schedules_md", Markdown(f"{seq_text}. {joint_text}"), display=False)
+
+# the lesson on the next visit, worded after the verdicts above
+plain_lost = [verdicts[k] == "refuted" for k in ("nv_plain_vs_last", "nv_plain_vs_chronic")]
+if all(plain_lost):
+    plain_part = (
+        "competes badly with a rule that simply copies: here it loses to repeating the last "
+        "visit and to repeating the chronic codes"
+    )
+elif any(plain_lost):
+    plain_part = (
+        "competes badly with a rule that simply copies: here it loses to one of the two rules"
+    )
+else:
+    plain_part = (
+        "is at a disadvantage against a rule that simply copies, though here it loses to "
+        "neither rule"
+    )
+copy_part = {
+    "reproduced": "and here the copy head beats the plain head",
+    "refuted": "but here the copy head loses to the plain head",
+    "not resolved": "but here the test patients cannot tell the copy head from the plain head",
+}[verdicts["nv_copy_vs_plain"]]
+opening = (
+    "On the next visit the lesson is about the head, not the encoder."
+    if verdicts["nv_copy_vs_plain"] == "reproduced"
+    else "On the next visit the question is about the head, not the encoder."
+)
+head_md = (
+    f"{opening} A record is mostly repetition, and a head that must rebuild every repeated "
+    f"code from one pooled state {plain_part}. Given a copy term, the same encoder and the "
+    "same training decide *which* codes of the history come back and add the ones that are "
+    f"new, {copy_part}."
+)
+glue("head_md", Markdown(head_md), display=False)
 
 # %% [markdown]
 # {glue:md}`mask_md`
@@ -749,12 +840,8 @@ glue("schedules_md", Markdown(f"{seq_text}. {joint_text}"), display=False)
 # does it under the visit-causal mask, the same way a survival model reads a history.
 # {glue:md}`schedules_md`
 #
-# On the next visit the lesson is about the head, not the encoder. A record is mostly
-# repetition, and a head that must rebuild every repeated code from one pooled state
-# competes badly with a rule that simply copies; given a copy term, the same encoder and
-# the same training decide *which* codes of the history come back and add the ones that
-# are new. Whether that is enough to beat each rule on these patients is in the verdicts
-# above, each with its interval; a verdict of "not resolved" means the test set cannot
+# {glue:md}`head_md` Whether that is enough to beat each rule on these patients is in the
+# verdicts above, each with its interval; a verdict of "not resolved" means the test set cannot
 # tell the two apart, not that they are equal, and a resolved difference can still be too
 # small to matter: the tables give its size in points.
 
@@ -775,10 +862,10 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 # - Against the record's own history, on the same test pairs with paired intervals over
 #   patients: {glue:md}`nv_md` {glue:md}`mask_md` Every verdict is on the book's results
 #   page.
-# - Pretraining the four schedules and the copy-head run took {glue:text}`train_minutes:.1f` minutes
-#   (summed from `fit`'s logs, including runs loaded from disk); the whole chapter ran in {glue:text}`chapter_minutes:.1f`
-#   minutes in this build, {glue:text}`build_minutes:.1f` of them in pretraining (nothing
-#   when the artefacts are on disk).
+# - Pretraining the four schedules and the copy-head run took
+#   {glue:text}`train_minutes:.1f` minutes (summed from `fit`'s logs, including runs loaded
+#   from disk); the whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes in this
+#   build, {glue:text}`build_text`.
 # - {doc}`05c_inside_the_encoder` looks inside the code embedding of the kept encoder and
 #   names the artefact that later chapters load and fine-tune.
 #
