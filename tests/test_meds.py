@@ -1,4 +1,7 @@
-"""MEDS export and import: schema validity, layout, round trip, the label sidecar."""
+"""MEDS export and import: schema validity, layout, round trip, the label sidecar.
+
+MEDS written by other tools (foreign codes, static rows, ACES labels): test_meds_interop.py.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from ehrseq.data.events import EVENT_COLUMNS, check_events
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.meds import (
     LABEL_CORE_COLUMNS,
+    foreign_concept_ids,
     read_meds,
+    read_meds_static,
     read_survival_labels,
     validate_meds,
     write_meds,
@@ -88,7 +93,9 @@ def test_write_is_valid_meds_and_reads_back(cohort, tmp_path):
 
     ev2, persons2, splits2, report = read_meds(root)
     check_events(ev2)
-    assert report["foreign_codes"] == 0 and report["static_rows_skipped"] == 0
+    assert report["foreign_codes"] == report["foreign_rows"] == report["unknown_columns"] == 0
+    assert report["events"] == len(ev) and report["static_rows"] == 7  # one GENDER row each
+    assert "code" not in ev2.columns and "text_value" not in ev2.columns  # all codes are ours
     pd.testing.assert_frame_equal(
         ev2.drop(columns="value_as_number"), ev.drop(columns="value_as_number"), check_dtype=True
     )
@@ -158,13 +165,25 @@ def test_read_foreign_meds(tmp_path):
     meds.DataSchema.validate(t)
     pq.write_table(t, root / "data" / "train" / "0.parquet")
     ev, persons, splits, report = read_meds(root)
-    assert report == {"rows": 5, "foreign_codes": 1, "static_rows_skipped": 1}
-    assert ev["domain"].tolist() == ["observation", "condition", "death"]
-    assert ev["concept_id"].tolist() == [0, 12, 0]
-    assert ev["code"].tolist()[0] == "LAB//50912//mg/dL"
+    assert report == {
+        "rows": 5,
+        "events": 3,
+        "static_rows": 1,
+        "codes": 5,
+        "foreign_codes": 1,
+        "foreign_rows": 1,
+        "unknown_columns": 0,
+    }
+    lab = int(foreign_concept_ids(["LAB//50912//mg/dL"])[0])
+    assert lab < 0  # a stand-in id of its own, never an OMOP concept and never 0
+    assert ev["domain"].tolist() == ["measurement", "condition", "death"]
+    assert ev["concept_id"].tolist() == [lab, 12, 0]
+    assert ev["code"].tolist() == ["LAB//50912//mg/dL", "condition/12", meds.death_code]
     assert ev["value_as_number"].iloc[0] == 1.5
     assert persons["birth_datetime"].tolist() == [pd.Timestamp("1980-01-01")]
     assert persons["gender_concept_id"].tolist() == [0] and len(splits) == 0
+    static = read_meds_static(root)
+    assert static["code"].tolist() == ["EYE_COLOR//BLUE"] and static["subject_id"].tolist() == [1]
 
 
 def test_label_sidecar(cohort, tmp_path):

@@ -4,12 +4,12 @@ Layout written by :func:`write_meds` (checked against the ``meds`` package's sch
 
     root/
       data/0.parquet, data/1.parquet, ...   # DataSchema; each subject in exactly one shard,
-                                            # rows sorted by subject_id then time
+                                            # rows sorted by subject_id then time, static first
       metadata/codes.parquet                # CodeMetadataSchema: every code once
       metadata/dataset.json                 # DatasetMetadataSchema
       metadata/subject_splits.parquet       # SubjectSplitSchema: train / tuning / held_out
 
-Codes (a choice of this library; the event table has concept ids, not vocabulary codes)
+Codes this library writes (the event table has concept ids, not vocabulary codes)
     ``"{domain}/{concept_id}"``, e.g. ``"condition/201826"``, ``"measurement/3004410"``
     -- the concept-id based form, since the event contract carries no concept table to
     spell ``SNOMED/...``. Birth is ``MEDS_BIRTH`` (at ``birth_datetime``), death is
@@ -18,35 +18,63 @@ Codes (a choice of this library; the event table has concept ids, not vocabulary
     with a null time.
 
 Columns: ``subject_id`` int64, ``time`` timestamp[us] (nanoseconds are truncated),
-``code`` string, ``numeric_value`` float32 (``value_as_number`` rounded to float32), and the
+``code`` string, ``numeric_value`` float32 (``value_as_number`` rounded to float32),
+``text_value`` large_string (only when the events or static rows carry one), and the
 extension columns ``concept_id``, ``source_concept_id``, ``unit_concept_id`` (int64) and
 ``visit_occurrence_id`` (int64, null when missing), listed in ``dataset.json`` so that
 :func:`read_meds` gives the event table back.
 
-:func:`read_meds` also reads MEDS written by other tools: a code that is not
-``{domain}/{integer}`` becomes an ``observation`` row with concept id 0 and the original
-string kept in an extra ``code`` column; rows with a null time other than ``GENDER/`` are
-skipped and counted.
+Codes written by other tools (MEDS-extract, MEDS-transforms, meds_etl, ...)
+    A code that is not ``{domain}/{integer}`` -- ``GENDER//F``, ``DIAGNOSIS//ICD//9//4280``,
+    ``LAB//50912//mg/dL``, ``MEDICATION//START//...`` -- names no OMOP concept; call it
+    *foreign*. :func:`read_meds` keeps every foreign code as its own code: the string stays in
+    a ``code`` column of the event table, and the row gets a stand-in concept id of its own,
+    :func:`foreign_concept_ids` -- a negative int64 hashed from the string, so the same code
+    has the same id in every export and every run, and never meets an OMOP id (those are
+    positive). The vocabulary (:class:`ehrseq.data.vocab.Vocab`), which keys tokens on
+    (domain, concept id), therefore gives each foreign code a token of its own, e.g.
+    ``measurement:-{id}`` for ``LAB//50912//mg/dL``; two codes that hash alike are an error,
+    never a merge. The domain comes from the code's first segment
+    (:data:`FOREIGN_CODE_DOMAINS`: ``LAB`` -> measurement, so its values get deciles,
+    ``DIAGNOSIS`` -> condition, ``MEDICATION`` -> drug, ``PROCEDURE`` -> procedure), else
+    ``observation`` (whose values are kept in ``value_as_number`` but not binned by the
+    vocabulary). ``text_value`` is kept in a ``text_value`` column.
+
+Static rows (null time)
+    The event table has no null times, so static rows -- wherever they sit in a shard -- are
+    not events: a ``GENDER/...`` row gives ``persons.gender_concept_id`` (``GENDER/8532`` ->
+    8532; ``GENDER//F`` -> 8532 and ``GENDER//M`` -> 8507, the OMOP concepts; else 0), and
+    :func:`read_meds_static` returns all of them, values included, for
+    ``write_meds(..., static=...)``. So a foreign dataset round-trips code for code::
+
+        events, persons, splits, report = read_meds(src)
+        write_meds(events, persons, dst, splits=splits, static=read_meds_static(src))
 
 Survival-label sidecar (:func:`write_survival_labels`): the MEDS label columns
 ``subject_id``, ``prediction_time``, ``boolean_value`` (= event observed within follow-up)
 plus the extension columns ``event_time``, ``censor_time`` (timestamp[us], null when not
 applicable) and ``duration`` (float64 days). Selecting the first three columns gives a valid
 MEDS label table; the extra columns are why the full file is a documented extension (MEDS
-label files allow no extra columns).
+label files allow no extra columns). :func:`read_survival_labels` also reads plain MEDS label
+files, as ACES writes them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import re
 import shutil
+import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrseq import __version__
@@ -55,25 +83,52 @@ from ehrseq.data.events import DOMAINS, EVENT_COLUMNS, check_events
 __all__ = [
     "write_meds",
     "read_meds",
+    "read_meds_static",
     "validate_meds",
     "event_codes",
+    "foreign_concept_ids",
+    "FOREIGN_CODE_DOMAINS",
     "write_survival_labels",
     "read_survival_labels",
     "LABEL_CORE_COLUMNS",
 ]
 
 LABEL_CORE_COLUMNS = ("subject_id", "prediction_time", "boolean_value")
+FOREIGN_CODE_DOMAINS: Mapping[str, str] = {
+    "LAB": "measurement",
+    "DIAGNOSIS": "condition",
+    "MEDICATION": "drug",
+    "PROCEDURE": "procedure",
+}
 _EXT_INT_COLUMNS = ("concept_id", "source_concept_id", "unit_concept_id", "visit_occurrence_id")
 _GENDER = "GENDER/"
-_DATA_SCHEMA = pa.schema(
-    [
-        pa.field("subject_id", pa.int64(), nullable=False),
-        pa.field("time", pa.timestamp("us")),
-        pa.field("code", pa.string(), nullable=False),
-        pa.field("numeric_value", pa.float32()),
-        *(pa.field(c, pa.int64()) for c in _EXT_INT_COLUMNS),
-    ]
-)
+_GENDER_CONCEPTS = {"F": 8532, "FEMALE": 8532, "M": 8507, "MALE": 8507}  # OMOP gender concepts
+_OURS = re.compile(rf"({'|'.join(DOMAINS)})/(-?\d{{1,18}})")
+_REQUIRED = ("subject_id", "time", "code")
+_READ_TYPES = {
+    "subject_id": pa.int64(),
+    "time": pa.timestamp("us"),
+    "code": pa.string(),
+    "numeric_value": pa.float64(),
+    "text_value": pa.large_string(),
+    **{c: pa.int64() for c in _EXT_INT_COLUMNS},
+}
+_SORT_RULE = "within a subject, rows are sorted by time with static (null-time) rows first"
+_GROUP_RULE = "a subject's rows are contiguous within its shard"
+_SHARD_RULE = "each subject's rows sit in exactly one shard"
+
+
+def _data_schema(text: bool) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("subject_id", pa.int64(), nullable=False),
+            pa.field("time", pa.timestamp("us")),
+            pa.field("code", pa.string(), nullable=False),
+            pa.field("numeric_value", pa.float32()),
+            *([pa.field("text_value", pa.large_string())] if text else []),
+            *(pa.field(c, pa.int64()) for c in _EXT_INT_COLUMNS),
+        ]
+    )
 
 
 def event_codes(domain: pd.Series, concept_id: pd.Series) -> np.ndarray:
@@ -98,108 +153,182 @@ def event_codes(domain: pd.Series, concept_id: pd.Series) -> np.ndarray:
     return names[inv]
 
 
+def foreign_concept_ids(codes: Iterable[str]) -> np.ndarray:
+    r"""Stand-in concept ids of foreign MEDS codes (codes that name no OMOP concept).
+
+    .. math::
+
+        \mathrm{id}(c) = -1 - \mathrm{BLAKE2b}_{48}(c),
+
+    the first 48 bits of the BLAKE2b hash of the UTF-8 string, read as an unsigned integer:
+    the same code gets the same id in every dataset and every run (a hash, not a counter, so
+    a vocabulary fitted on one export encodes another), ids lie in
+    :math:`[-2^{48}, -1]` (OMOP concept ids are positive; ``|id| < 2^{56}`` keeps the
+    vocabulary's int64 keys exact), and two codes share an id with probability about
+    :math:`n^2 / 2^{49}` for :math:`n` codes (1e-7 for 10,000), which :func:`read_meds`
+    checks and refuses. Use it to name foreign codes where concept ids are asked for, e.g.
+    ``Outcome.of_concepts("hf", foreign_concept_ids(["DIAGNOSIS//ICD//9//4280"]))``.
+
+    Shapes:
+        codes: ``(n,)``; returns ``(n,)`` int64.
+    """
+    return np.array(
+        [
+            -1 - int.from_bytes(hashlib.blake2b(c.encode(), digest_size=6).digest(), "big")
+            for c in codes
+        ],
+        dtype=np.int64,
+    )
+
+
+def _foreign_domain(code: str, domains: Mapping[str, str]) -> str:
+    return domains.get(code.split("/", 1)[0], "observation")
+
+
+def _gender_concept(code: str) -> int:
+    value = code[len(_GENDER) :].lstrip("/")
+    if re.fullmatch(r"-?\d{1,18}", value):
+        return int(value)
+    return _GENDER_CONCEPTS.get(value.upper(), 0)
+
+
 def _us(values: pd.Series) -> pa.Array:
     arr = pd.to_datetime(values).to_numpy().astype("datetime64[us]")
     return pa.array(arr, type=pa.timestamp("us"))
 
 
-def _meds_frame(events: pd.DataFrame, persons: pd.DataFrame) -> pd.DataFrame:
+def _part(
+    subject_id: np.ndarray,
+    time: np.ndarray,
+    code: np.ndarray | str,
+    numeric_value: np.ndarray | float = np.nan,
+    text_value: np.ndarray | None = None,
+    **ints: object,
+) -> pd.DataFrame:
+    """MEDS rows as a pandas frame with every column of :func:`_meds_frame` (missing
+    extension ids are null)."""
+    n = len(subject_id)
+    na = pd.array([pd.NA] * n, dtype="Int64")
+    return pd.DataFrame(
+        {
+            "subject_id": np.asarray(subject_id, dtype=np.int64),
+            "time": np.asarray(time, dtype="datetime64[ns]"),
+            "code": code,
+            "numeric_value": numeric_value,
+            "text_value": np.full(n, None, dtype=object) if text_value is None else text_value,
+            **{c: pd.array(ints.get(c, na), dtype="Int64") for c in _EXT_INT_COLUMNS},
+        }
+    )
+
+
+def _meds_frame(
+    events: pd.DataFrame, persons: pd.DataFrame, static: pd.DataFrame | None
+) -> pd.DataFrame:
     """All MEDS rows as one pandas frame (static, birth, events, extra deaths), sorted."""
     n = len(events)
     parts = []
     pid = persons["person_id"].to_numpy(np.int64)
-    na_int = pd.array([pd.NA] * len(persons), dtype="Int64")
-    if "gender_concept_id" in persons.columns:
-        g = persons["gender_concept_id"].to_numpy(np.int64)
+    if static is not None:
+        sid = static["subject_id" if "subject_id" in static.columns else "person_id"]
         parts.append(
-            pd.DataFrame(
-                {
-                    "subject_id": pid,
-                    "time": pd.NaT,
-                    "code": [f"{_GENDER}{x}" for x in g],
-                    "numeric_value": np.nan,
-                    "concept_id": pd.array(g, dtype="Int64"),
-                    "source_concept_id": na_int,
-                    "unit_concept_id": na_int,
-                    "visit_occurrence_id": na_int,
-                }
+            _part(
+                sid.to_numpy(np.int64),
+                np.full(len(static), np.datetime64("NaT"), dtype="datetime64[ns]"),
+                static["code"].astype(object).to_numpy(),
+                static["numeric_value"].to_numpy(np.float64)
+                if "numeric_value" in static.columns
+                else np.nan,
+                static["text_value"].astype(object).to_numpy()
+                if "text_value" in static.columns
+                else None,
             )
         )
-    parts.append(
-        pd.DataFrame(
-            {
-                "subject_id": pid,
-                "time": pd.to_datetime(persons["birth_datetime"])
-                .astype("datetime64[ns]")
-                .to_numpy(),
-                "code": meds.birth_code,
-                "numeric_value": np.nan,
-                "concept_id": na_int,
-                "source_concept_id": na_int,
-                "unit_concept_id": na_int,
-                "visit_occurrence_id": na_int,
-            }
+    elif "gender_concept_id" in persons.columns:
+        g = persons["gender_concept_id"].to_numpy(np.int64)
+        parts.append(
+            _part(
+                pid,
+                np.full(len(pid), np.datetime64("NaT"), dtype="datetime64[ns]"),
+                np.array([f"{_GENDER}{x}" for x in g], dtype=object),
+                concept_id=g,
+            )
         )
-    )
-    parts.append(
-        pd.DataFrame(
-            {
-                "subject_id": events["person_id"].to_numpy(np.int64),
-                "time": events["time"].astype("datetime64[ns]").to_numpy(),
-                "code": event_codes(events["domain"], events["concept_id"]) if n else [],
-                "numeric_value": events["value_as_number"].to_numpy(np.float64),
-                "concept_id": pd.array(events["concept_id"].to_numpy(np.int64), dtype="Int64"),
-                "source_concept_id": pd.array(
-                    events["source_concept_id"].to_numpy(np.int64), dtype="Int64"
-                ),
-                "unit_concept_id": pd.array(
-                    events["unit_concept_id"].to_numpy(np.int64), dtype="Int64"
-                ),
-                "visit_occurrence_id": events["visit_occurrence_id"].astype("Int64").array,
-            }
+    birth = pd.to_datetime(persons["birth_datetime"]).astype("datetime64[ns]").to_numpy()
+    known = ~np.isnat(birth)  # no MEDS_BIRTH row for an unknown birth
+    parts.append(_part(pid[known], birth[known], meds.birth_code))
+    if n:
+        codes = event_codes(events["domain"], events["concept_id"])
+        if "code" in events.columns:  # codes read from MEDS (foreign ones included) stay
+            given = events["code"].notna().to_numpy()
+            codes[given] = events["code"].to_numpy(dtype=object)[given]
+        cid = events["concept_id"].to_numpy(np.int64)
+        parts.append(
+            _part(
+                events["person_id"].to_numpy(np.int64),
+                events["time"].astype("datetime64[ns]").to_numpy(),
+                codes,
+                events["value_as_number"].to_numpy(np.float64),
+                events["text_value"].astype(object).to_numpy()
+                if "text_value" in events.columns
+                else None,
+                # a stand-in id of a foreign code (< 0) is no OMOP concept: left null
+                concept_id=pd.Series(cid, dtype="Int64").where(cid >= 0).array,
+                source_concept_id=events["source_concept_id"].to_numpy(np.int64),
+                unit_concept_id=events["unit_concept_id"].to_numpy(np.int64),
+                visit_occurrence_id=events["visit_occurrence_id"].astype("Int64").array,
+            )
         )
-    )
     if "death_datetime" in persons.columns:
         has_row = np.isin(pid, events.loc[events["domain"] == "death", "person_id"].to_numpy())
-        dd = pd.to_datetime(persons["death_datetime"]).astype("datetime64[ns]")
-        extra = dd.notna().to_numpy() & ~has_row
-        k = int(extra.sum())
+        dd = pd.to_datetime(persons["death_datetime"]).astype("datetime64[ns]").to_numpy()
+        extra = ~np.isnat(dd) & ~has_row
+        zeros = np.zeros(int(extra.sum()), dtype=np.int64)
         parts.append(
-            pd.DataFrame(
-                {
-                    "subject_id": pid[extra],
-                    "time": dd.to_numpy()[extra],
-                    "code": meds.death_code,
-                    "numeric_value": np.nan,
-                    "concept_id": pd.array([0] * k, dtype="Int64"),
-                    "source_concept_id": pd.array([0] * k, dtype="Int64"),
-                    "unit_concept_id": pd.array([0] * k, dtype="Int64"),
-                    "visit_occurrence_id": pd.array([pd.NA] * k, dtype="Int64"),
-                }
+            _part(
+                pid[extra],
+                dd[extra],
+                meds.death_code,
+                concept_id=zeros,
+                source_concept_id=zeros,
+                unit_concept_id=zeros,
             )
         )
     df = pd.concat(parts, ignore_index=True)
-    df["time"] = df["time"].astype("datetime64[ns]")
     # static rows (null time) first, then time order; stable, so birth precedes same-time events
     t = df["time"].to_numpy().view(np.int64)  # NaT is the smallest int64
     order = np.lexsort((t, df["subject_id"].to_numpy()))
     return df.iloc[order].reset_index(drop=True)
 
 
-def _to_arrow(df: pd.DataFrame) -> pa.Table:
+def _to_arrow(df: pd.DataFrame, text: bool) -> pa.Table:
+    value = df["numeric_value"].to_numpy(np.float64)
     cols = {
         "subject_id": pa.array(df["subject_id"].to_numpy(np.int64), type=pa.int64()),
         "time": _us(df["time"]),
         "code": pa.array(df["code"].astype(object).to_numpy(), type=pa.string()),
         "numeric_value": pa.array(
-            df["numeric_value"].to_numpy(np.float64).astype(np.float32),
-            type=pa.float32(),
-            mask=np.isnan(df["numeric_value"].to_numpy(np.float64)),
+            value.astype(np.float32), type=pa.float32(), mask=np.isnan(value)
         ),
     }
+    if text:
+        cols["text_value"] = pa.array(  # from_pandas: NaN and None are null
+            df["text_value"].to_numpy(), type=pa.large_string(), from_pandas=True
+        )
     for c in _EXT_INT_COLUMNS:
         cols[c] = pa.array(df[c].astype("Int64"), type=pa.int64())
-    return pa.table(cols, schema=_DATA_SCHEMA)
+    return pa.table(cols, schema=_data_schema(text))
+
+
+def _describe(code: str) -> str | None:
+    """``codes.parquet`` description of a code this library writes; None for foreign codes."""
+    if code == meds.birth_code:
+        return "birth"
+    if code == meds.death_code:
+        return "death"
+    if code.startswith(_GENDER) and re.fullmatch(r"-?\d{1,18}", code[len(_GENDER) :]):
+        return f"sex: OMOP concept {code[len(_GENDER) :]}"
+    m = _OURS.fullmatch(code)
+    return f"{m[1]}: OMOP concept {m[2]}" if m else None
 
 
 def _default_splits(subjects: np.ndarray, seed: int) -> pd.DataFrame:
@@ -216,6 +345,7 @@ def write_meds(
     persons: pd.DataFrame,
     root: str | Path,
     *,
+    static: pd.DataFrame | None = None,
     splits: pd.DataFrame | None = None,
     subjects_per_shard: int = 10_000,
     dataset_name: str = "ehrseq",
@@ -227,10 +357,15 @@ def write_meds(
     """Write the event table and persons as a MEDS dataset under ``root``.
 
     Args:
-        events: the event table (:mod:`ehrseq.data.events`).
-        persons: ``person_id``, ``birth_datetime``, optionally ``gender_concept_id`` and
-            ``death_datetime``.
+        events: the event table (:mod:`ehrseq.data.events`). Optional columns read by
+            :func:`read_meds` are written back: ``code`` (the MEDS code of each row; a null
+            falls back to ``"{domain}/{concept_id}"``) and ``text_value``.
+        persons: ``person_id``, ``birth_datetime`` (NaT: no ``MEDS_BIRTH`` row), optionally
+            ``gender_concept_id`` and ``death_datetime``.
         root: the dataset folder (created).
+        static: static rows to write with a null time, as :func:`read_meds_static` returns
+            them (``subject_id``, ``code``, optionally ``numeric_value``, ``text_value``).
+            When given they replace the ``GENDER/{gender_concept_id}`` rows of ``persons``.
         splits: ``subject_id`` (or ``person_id``) and ``split``; ``None`` draws a seeded
             80/10/10 ``train``/``tuning``/``held_out`` split.
         subjects_per_shard: subjects per ``data/N.parquet`` file.
@@ -244,7 +379,8 @@ def write_meds(
 
     Raises:
         ValueError: ``root`` exists and ``overwrite`` is False, event patients missing from
-            ``persons``, a bad ``subjects_per_shard``, or splits that miss subjects.
+            ``persons``, a bad ``subjects_per_shard``, static rows without a code, or splits
+            that miss subjects.
     """
     check_events(events)
     root = Path(root)
@@ -261,8 +397,18 @@ def write_meds(
         raise ValueError(
             f"persons: {len(missing)} event patients have no row, e.g. {missing[:5].tolist()}"
         )
+    if static is not None:
+        lacking = {"code"} - set(static.columns)
+        if not {"subject_id", "person_id"} & set(static.columns):
+            lacking.add("subject_id")
+        if lacking:
+            raise ValueError(f"static: missing columns {sorted(lacking)}")
+        if static["code"].isna().any():
+            i = int(np.argmax(static["code"].isna().to_numpy()))
+            raise ValueError(f"static.code: null code at row {i}: {static.iloc[i].to_dict()}")
 
-    df = _meds_frame(events, persons)
+    df = _meds_frame(events, persons, static)
+    text = "text_value" in events.columns or (static is not None and "text_value" in static.columns)
     subjects = np.unique(df["subject_id"].to_numpy())
     if splits is None:
         splits = _default_splits(subjects, seed)
@@ -287,7 +433,7 @@ def write_meds(
         sid, subjects[::subjects_per_shard].tolist() + [np.iinfo(np.int64).max]
     )
     for k in range(len(bounds) - 1):
-        table = _to_arrow(df.iloc[bounds[k] : bounds[k + 1]])
+        table = _to_arrow(df.iloc[bounds[k] : bounds[k + 1]], text)
         meds.DataSchema.validate(table)
         pq.write_table(table, root / meds.data_subdirectory / f"{k}.parquet")
 
@@ -295,23 +441,13 @@ def write_meds(
     parent = [None] * len(codes)
     if ancestors:
         for i, code in enumerate(codes):
-            dom, _, cid = code.partition("/")
-            if dom in DOMAINS and cid.lstrip("-").isdigit() and ancestors.get(int(cid)):
-                parent[i] = [f"{dom}/{ancestors[int(cid)][0]}"]
-    desc = [
-        "birth"
-        if c == meds.birth_code
-        else "death"
-        if c == meds.death_code
-        else f"sex: OMOP concept {c.split('/', 1)[1]}"
-        if c.startswith(_GENDER)
-        else f"{c.split('/', 1)[0]}: OMOP concept {c.split('/', 1)[1]}"
-        for c in codes
-    ]
+            m = _OURS.fullmatch(code)
+            if m and ancestors.get(int(m[2])):
+                parent[i] = [f"{m[1]}/{ancestors[int(m[2])][0]}"]
     code_table = pa.table(
         {
             "code": pa.array(codes.to_numpy(), type=pa.string()),
-            "description": pa.array(desc, type=pa.string()),
+            "description": pa.array([_describe(c) for c in codes], type=pa.string()),
             "parent_codes": pa.array(parent, type=pa.list_(pa.string())),
         }
     )
@@ -342,39 +478,116 @@ def write_meds(
     return root
 
 
-def validate_meds(root: str | Path) -> None:
-    """Check every file of a MEDS dataset against the ``meds`` schemas.
-
-    Also checks the two data rules the schemas cannot: each subject sits in one shard, and
-    within a shard rows are grouped by subject and sorted by time (nulls first).
-
-    Raises:
-        ValueError: naming the file and the problem (wraps the ``meds`` schema errors).
-    """
-    root = Path(root)
+def _shard_paths(root: Path) -> list[Path]:
     shards = sorted((root / meds.data_subdirectory).rglob("*.parquet"))
     if not shards:
         raise ValueError(f"{root}: no data/*.parquet shards")
-    seen: set[int] = set()
-    for path in shards:
+    return shards
+
+
+def _example(table: pa.Table, i: int) -> str:
+    """Row ``i`` of a shard, over the MEDS core columns it has: ``subject_id=3, time=null, ...``."""
+    cols = [c for c in (*_REQUIRED, "numeric_value", "text_value") if c in table.column_names]
+    parts = []
+    for c in cols:
+        v = table[c][i].as_py()
+        if v is None and c in ("numeric_value", "text_value"):
+            continue
+        parts.append(f"{c}={'null' if v is None else repr(v) if isinstance(v, str) else v}")
+    return ", ".join(parts)
+
+
+def _check_data_columns(path: Path, table: pa.Table) -> None:
+    """Name the column (and an example row) that keeps a shard from being MEDS data."""
+    missing = [c for c in _REQUIRED if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {missing}; MEDS data needs subject_id (int64), "
+            f"time (timestamp[us], null for static rows) and code (string); "
+            f"found {table.column_names}"
+        )
+    want = {
+        "subject_id": pa.int64(),
+        "time": pa.timestamp("us"),
+        "code": pa.string(),
+        "numeric_value": pa.float32(),
+        "text_value": pa.large_string(),
+    }
+    for col, typ in want.items():
+        if col in table.column_names and table.schema.field(col).type != typ:
+            eg = f", e.g. row 0: {_example(table, 0)}" if len(table) else ""
+            raise ValueError(
+                f"{path}: column {col!r} is {table.schema.field(col).type}; MEDS needs {typ}{eg}"
+            )
+    for col in ("subject_id", "code"):
+        nulls = table[col].is_null()
+        if pc.any(nulls).as_py():
+            i = int(np.argmax(nulls.to_numpy(zero_copy_only=False)))
+            raise ValueError(
+                f"{path}: column {col!r} is null in {table[col].null_count} rows "
+                f"(MEDS allows no nulls there), e.g. row {i}: {_example(table, i)}"
+            )
+
+
+def _check_order(path: Path, table: pa.Table) -> None:
+    """The two ordering rules of MEDS data within one shard, with the row that breaks one."""
+    sid = table["subject_id"].to_numpy()
+    t = table["time"].to_numpy(zero_copy_only=False).astype("datetime64[us]").view(np.int64)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if len(sid) else np.zeros(0, np.int64)
+    run_sid = sid[starts]
+    _, first_run = np.unique(run_sid, return_index=True)
+    if len(first_run) < len(run_sid):
+        k = int(np.setdiff1d(np.arange(len(run_sid)), first_run)[0])
+        i, s = int(starts[k]), int(run_sid[k])
+        first = int(starts[int(np.flatnonzero(run_sid == s)[0])])
+        raise ValueError(
+            f"{path}: subject {s} appears again at row {i} after rows of other subjects "
+            f"(its first row is row {first}); MEDS rule: {_GROUP_RULE}. "
+            f"Row {i}: {_example(table, i)}"
+        )
+    bad = (sid[1:] == sid[:-1]) & (t[1:] < t[:-1])  # NaT is the smallest int64
+    if bad.any():
+        i = int(np.argmax(bad)) + 1
+        why = (
+            "a static (null-time) row after a timed row"
+            if t[i] == np.iinfo(np.int64).min
+            else "time goes backwards"
+        )
+        raise ValueError(
+            f"{path}: subject {int(sid[i])}, row {i}: {why}; MEDS rule: {_SORT_RULE}. "
+            f"Row {i - 1}: {_example(table, i - 1)}; row {i}: {_example(table, i)}"
+        )
+
+
+def validate_meds(root: str | Path) -> None:
+    """Check every file of a MEDS dataset against the ``meds`` schemas and the data rules.
+
+    The data rules the schemas cannot check, each named in the error that breaks it: each
+    subject's rows sit in exactly one shard; a subject's rows are contiguous within its
+    shard; within a subject, rows are sorted by time with static (null-time) rows first.
+    (Subjects need not be in increasing ``subject_id`` order: MEDS does not ask it.)
+
+    Raises:
+        ValueError: naming the file, the column or the rule, the subject, and an example row
+            (wraps the ``meds`` schema errors with the file).
+    """
+    root = Path(root)
+    owner: dict[int, Path] = {}
+    for path in _shard_paths(root):
         table = pq.read_table(path)
+        _check_data_columns(path, table)
         try:
             meds.DataSchema.validate(table)
         except Exception as err:
             raise ValueError(f"{path}: {err}") from err
-        sid = table["subject_id"].to_numpy()
-        t = table["time"].to_numpy(zero_copy_only=False).astype("datetime64[us]").view(np.int64)
-        ok = (sid[1:] > sid[:-1]) | ((sid[1:] == sid[:-1]) & (t[1:] >= t[:-1]))
-        if not ok.all():
-            raise ValueError(
-                f"{path}: rows not sorted by subject_id then time at row {int(np.argmin(ok)) + 1}"
-            )
-        here = set(np.unique(sid).tolist())
-        if seen & here:
-            raise ValueError(
-                f"{path}: subjects also in another shard, e.g. {sorted(seen & here)[:5]}"
-            )
-        seen |= here
+        _check_order(path, table)
+        for s in np.unique(table["subject_id"].to_numpy()).tolist():
+            if owner.setdefault(s, path) != path:
+                i = int(np.argmax(table["subject_id"].to_numpy() == s))
+                raise ValueError(
+                    f"{path}: subject {s} is also in {owner[s]}; MEDS rule: {_SHARD_RULE}. "
+                    f"Row {i}: {_example(table, i)}"
+                )
     for schema, rel in (
         (meds.CodeMetadataSchema, meds.code_metadata_filepath),
         (meds.SubjectSplitSchema, meds.subject_splits_filepath),
@@ -393,45 +606,171 @@ def validate_meds(root: str | Path) -> None:
             raise ValueError(f"{path}: {err}") from err
 
 
-def read_meds(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """Read a MEDS dataset back into the event contract.
+def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, dict[str, int]]:
+    """Every shard's known columns cast to one type each, concatenated in shard order.
+
+    Returns the table and, for each column this reader does not know, its non-null values.
+
+    Raises:
+        ValueError: a shard without a MEDS core column, with nulls in ``subject_id`` or
+            ``code``, or with a column that cannot be cast (naming file, column and row).
+    """
+    tables, unknown = [], {}
+    for path in _shard_paths(root):
+        kwargs = {"filters": pc.field("time").is_null()} if static_only else {}
+        try:
+            table = pq.read_table(path, **kwargs)
+        except pa.ArrowInvalid as err:
+            raise ValueError(f"{path}: {err}") from err
+        missing = [c for c in _REQUIRED if c not in table.column_names]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; MEDS data needs {list(_REQUIRED)}, "
+                f"found {table.column_names}"
+            )
+        cols = {}
+        for name in table.column_names:
+            if name not in _READ_TYPES:
+                unknown[name] = unknown.get(name, 0) + len(table) - table[name].null_count
+                continue
+            try:
+                cols[name] = table[name].cast(_READ_TYPES[name], safe=name != "time")
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise ValueError(
+                    f"{path}: column {name!r} ({table.schema.field(name).type}) cannot be read "
+                    f"as {_READ_TYPES[name]}: {err}"
+                ) from err
+        for col in ("subject_id", "code"):
+            if cols[col].null_count:
+                nulls = cols[col].is_null().to_numpy(zero_copy_only=False)
+                i = int(np.argmax(nulls))
+                raise ValueError(
+                    f"{path}: column {col!r} is null in {cols[col].null_count} rows, "
+                    f"e.g. row {i}: {_example(table, i)}"
+                )
+        tables.append(pa.table(cols))
+    return pa.concat_tables(tables, promote_options="default"), unknown
+
+
+def _note_unknown(root: Path, unknown: dict[str, int]) -> None:
+    """Warn about the columns :func:`read_meds` leaves out, with what ``dataset.json`` says."""
+    role: dict[str, str] = {}
+    path = root / meds.dataset_metadata_filepath
+    if path.exists():
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            meta = {}
+        for key, value in meta.items():
+            if key.endswith("_columns") and isinstance(value, list):
+                for col in value:
+                    role.setdefault(str(col), key)
+    listed = ", ".join(
+        f"{c!r} ({k:,} non-null values" + (f"; dataset.json: {role[c]}" if c in role else "") + ")"
+        for c, k in unknown.items()
+    )
+    warnings.warn(
+        f"read_meds({root}): {len(unknown)} column(s) not read (neither MEDS core columns nor "
+        f"ehrseq extension columns): {listed}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def read_meds(
+    root: str | Path, *, code_domains: Mapping[str, str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Read a MEDS dataset back into the event contract, every code kept apart.
+
+    Rows with a time are events, except ``MEDS_BIRTH`` (-> ``persons.birth_datetime``, the
+    earliest when there are several). Rows with a null time are static, wherever they sit;
+    they are not events (see :func:`read_meds_static`), but a ``GENDER/...`` row gives
+    ``persons.gender_concept_id``. Codes ``{domain}/{integer}`` written by :func:`write_meds`
+    keep their OMOP concept; every other code is foreign and gets its own stand-in concept id
+    (:func:`foreign_concept_ids`) and a domain from ``code_domains`` (see the module
+    docstring). Columns other than the MEDS core ones and this library's extension columns
+    are left out, named in a warning and counted.
 
     Args:
         root: the dataset folder.
+        code_domains: first segment of a foreign code -> domain; default
+            :data:`FOREIGN_CODE_DOMAINS`; a code whose segment is not listed is ``observation``.
 
     Returns:
-        ``(events, persons, splits, report)``: the event table (checked; plus a ``code``
-        column when some codes are not ``{domain}/{integer}``), persons (``person_id``,
-        ``birth_datetime``, ``gender_concept_id``; 0 when unknown; NaT birth when there is no
-        ``MEDS_BIRTH`` row), the splits (``subject_id``, ``split``; empty if the file is
-        missing) and counts ``rows``, ``foreign_codes``, ``static_rows_skipped``.
+        ``(events, persons, splits, report)``: the event table (checked; sorted by person and
+        time, rows of equal time in file order; plus a ``code`` column with every row's MEDS
+        code when some codes are foreign, and a ``text_value`` column when some events carry
+        one), persons (``person_id``, ``birth_datetime``, ``gender_concept_id``; 0 when
+        unknown; NaT birth when there is no ``MEDS_BIRTH`` row), the splits (``subject_id``,
+        ``split``; empty if the file is missing) and the counts ``rows`` (read), ``events``,
+        ``static_rows`` (null time), ``codes`` (distinct codes of all rows),
+        ``foreign_codes`` (distinct foreign codes among events), ``foreign_rows`` and
+        ``unknown_columns``.
 
     Raises:
-        ValueError: no shards under ``root/data``.
+        ValueError: no shards under ``root/data``, a shard that is not MEDS data (naming file,
+            column and row), a code domain outside :data:`ehrseq.data.events.DOMAINS`, two
+            foreign codes with the same stand-in id, or a time outside 1677..2262 (the event
+            table is in nanoseconds).
     """
     root = Path(root)
-    shards = sorted((root / meds.data_subdirectory).rglob("*.parquet"))
-    if not shards:
-        raise ValueError(f"{root}: no data/*.parquet shards")
-    table = pa.concat_tables([pq.read_table(p) for p in shards], promote_options="default")
-    df = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get, timestamp_as_object=False)
-    df["subject_id"] = df["subject_id"].astype(np.int64)
-    df["time"] = pd.to_datetime(df["time"]).astype("datetime64[ns]")
-    code = df["code"].astype(str)
-    report = {"rows": len(df), "foreign_codes": 0, "static_rows_skipped": 0}
+    domains = FOREIGN_CODE_DOMAINS if code_domains is None else code_domains
+    odd = sorted(set(domains.values()) - set(DOMAINS))
+    if odd:
+        raise ValueError(f"code_domains: unknown domains {odd}; expected one of {DOMAINS}")
+    table, unknown = _load_shards(root)
+    if unknown:
+        _note_unknown(root, unknown)
 
-    is_birth = (code == meds.birth_code).to_numpy()
-    is_gender = code.str.startswith(_GENDER).to_numpy()
-    sid = df["subject_id"].to_numpy()
-    subjects = np.unique(sid)
-    births = df.loc[is_birth].drop_duplicates("subject_id").set_index("subject_id")["time"]
-    genders = (
-        df.loc[is_gender]
-        .drop_duplicates("subject_id")
-        .set_index("subject_id")["code"]
-        .str.slice(len(_GENDER))
-        .astype(np.int64)
+    # per distinct code: kind, domain, concept id (strings are parsed once per code)
+    enc = table["code"].combine_chunks().dictionary_encode()
+    inv = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    uniq = enc.dictionary.to_pylist()
+    match = [_OURS.fullmatch(c) for c in uniq]
+    u_birth = np.array([c == meds.birth_code for c in uniq], dtype=bool)
+    u_death = np.array([c == meds.death_code for c in uniq], dtype=bool)
+    u_gender = np.array([c.startswith(_GENDER) for c in uniq], dtype=bool)
+    u_foreign = np.array([m is None for m in match], dtype=bool) & ~u_death
+    u_dom = np.array(
+        [
+            "death" if d else m[1] if m else _foreign_domain(c, domains)
+            for c, m, d in zip(uniq, match, u_death.tolist())
+        ],
+        dtype=object,
     )
+    u_cid = np.zeros(len(uniq), dtype=np.int64)
+    ours = np.flatnonzero(~u_foreign & ~u_death)
+    u_cid[ours] = [int(match[k][2]) for k in ours.tolist()]
+    stand_in = np.flatnonzero(u_foreign)
+    u_cid[stand_in] = foreign_concept_ids(uniq[k] for k in stand_in.tolist())
+    ids, count = np.unique(u_cid[stand_in], return_counts=True)
+    if (count > 1).any():
+        clash = u_cid[stand_in] == ids[count > 1][0]
+        pair = [uniq[k] for k in stand_in[clash].tolist()]
+        raise ValueError(f"read_meds: foreign codes {pair} share the stand-in concept id")
+
+    sid = table["subject_id"].to_numpy()
+    t_us = table["time"].to_numpy(zero_copy_only=False).astype("datetime64[us]")
+    far = ~np.isnat(t_us) & (np.abs(t_us.view(np.int64)) > np.iinfo(np.int64).max // 1000)
+    if far.any():  # the event table is in nanoseconds: 1677-09-21 .. 2262-04-11
+        i = int(np.argmax(far))
+        raise ValueError(
+            f"read_meds({root}): {int(far.sum())} times outside the datetime64[ns] range, "
+            f"e.g. subject {int(sid[i])}, code {uniq[inv[i]]!r}, time {t_us[i]}"
+        )
+    t = t_us.astype("datetime64[ns]")
+    t_key = t.view(np.int64)  # NaT is the smallest int64: static rows sort first
+    static = np.isnat(t)
+    birth = u_birth[inv] & ~static
+    is_event = ~static & ~birth
+    subjects = np.unique(sid)
+
+    births = pd.Series(t[birth]).groupby(sid[birth]).min()
+    g_rows = np.flatnonzero(u_gender[inv])
+    g_rows = g_rows[np.lexsort((t_key[g_rows], sid[g_rows]))]
+    g_first = g_rows[np.r_[True, sid[g_rows][1:] != sid[g_rows][:-1]]] if len(g_rows) else g_rows
+    u_gender_id = np.array([_gender_concept(c) if c.startswith(_GENDER) else 0 for c in uniq])
+    genders = pd.Series(u_gender_id[inv[g_first]], index=sid[g_first], dtype=np.int64)
     persons = pd.DataFrame(
         {
             "person_id": subjects,
@@ -440,57 +779,59 @@ def read_meds(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         }
     )
 
-    ev = df.loc[~is_birth & ~is_gender]
-    null_time = ev["time"].isna().to_numpy()
-    report["static_rows_skipped"] = int(null_time.sum())
-    ev = ev.loc[~null_time]
-    code = ev["code"].astype(str)
-    prefix = code.str.partition("/")
-    is_death = (code == meds.death_code).to_numpy()
-    ours = (
-        prefix[0].isin(DOMAINS).to_numpy()
-        & prefix[2].str.fullmatch(r"-?\d+").fillna(False).to_numpy()
-    )
-    foreign = ~ours & ~is_death
-    report["foreign_codes"] = int(foreign.sum())
-    domain = np.where(is_death, "death", np.where(ours, prefix[0].to_numpy(), "observation"))
-    parsed = (
-        pd.to_numeric(prefix[2].where(ours), errors="coerce").fillna(0).astype(np.int64).to_numpy()
-    )
+    rows = np.flatnonzero(is_event)
+    rows = rows[np.lexsort((t_key[rows], sid[rows]))]  # stable: equal times keep file order
+    code_of = inv[rows]
+    foreign = u_foreign[code_of]
+    ext = table.select([c for c in _EXT_INT_COLUMNS if c in table.column_names]).take(rows)
+    ext = ext.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
-    def ext(col: str, fallback: np.ndarray) -> np.ndarray:
-        if col not in ev.columns:
+    def ext_ids(col: str, fallback: np.ndarray, *, foreign_too: bool = True) -> np.ndarray:
+        if col not in ext.columns:
             return fallback
-        v = ev[col].astype("Int64")
-        return np.where(v.isna().to_numpy(), fallback, v.fillna(0).to_numpy(np.int64))
+        v = ext[col]
+        use = v.notna().to_numpy() & (foreign_too | ~foreign)
+        return np.where(use, v.fillna(0).to_numpy(np.int64), fallback)
 
-    zeros = np.zeros(len(ev), dtype=np.int64)
+    zeros = np.zeros(len(rows), dtype=np.int64)
     out = pd.DataFrame(
         {
-            "person_id": ev["subject_id"].to_numpy(np.int64),
-            "time": ev["time"].to_numpy(),
-            "concept_id": ext("concept_id", parsed),
-            "source_concept_id": ext("source_concept_id", zeros),
-            "domain": domain.astype(object),
+            "person_id": sid[rows].astype(np.int64),
+            "time": t[rows],
+            # a foreign code keeps its own stand-in id, whatever a concept_id column says
+            "concept_id": ext_ids("concept_id", u_cid[code_of], foreign_too=False),
+            "source_concept_id": ext_ids("source_concept_id", zeros),
+            "domain": u_dom[code_of],
             "value_as_number": (
-                ev["numeric_value"].astype("float64").to_numpy()
-                if "numeric_value" in ev.columns
-                else np.full(len(ev), np.nan)
+                table["numeric_value"].take(rows).to_numpy(zero_copy_only=False)
+                if "numeric_value" in table.column_names
+                else np.full(len(rows), np.nan)
             ),
-            "unit_concept_id": ext("unit_concept_id", zeros),
+            "unit_concept_id": ext_ids("unit_concept_id", zeros),
             "visit_occurrence_id": (
-                ev["visit_occurrence_id"].astype("Int64").array
-                if "visit_occurrence_id" in ev.columns
-                else pd.array([pd.NA] * len(ev), dtype="Int64")
+                ext["visit_occurrence_id"].array
+                if "visit_occurrence_id" in ext.columns
+                else pd.array([pd.NA] * len(rows), dtype="Int64")
             ),
         }
     )
     if foreign.any():
-        out["code"] = code.to_numpy()
-    order = np.lexsort((out["time"].to_numpy().view(np.int64), out["person_id"].to_numpy()))
-    out = out.iloc[order].reset_index(drop=True)
+        out["code"] = np.asarray(uniq, dtype=object)[code_of]
+    if "text_value" in table.column_names:
+        text = table["text_value"].take(rows)
+        if text.null_count < len(rows):
+            out["text_value"] = text.to_numpy(zero_copy_only=False)
     out = out.astype({k: v for k, v in EVENT_COLUMNS.items() if k != "domain"})
     check_events(out, "read_meds events")
+    report = {
+        "rows": int(table.num_rows),
+        "events": len(out),
+        "static_rows": int(static.sum()),
+        "codes": len(uniq),
+        "foreign_codes": len(np.unique(code_of[foreign])),
+        "foreign_rows": int(foreign.sum()),
+        "unknown_columns": len(unknown),
+    }
 
     split_path = root / meds.subject_splits_filepath
     splits = (
@@ -501,6 +842,42 @@ def read_meds(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
         )
     )
     return out, persons, splits, report
+
+
+def read_meds_static(root: str | Path) -> pd.DataFrame:
+    """The static (null-time) rows of a MEDS dataset, wherever they sit in its shards.
+
+    The event table of :func:`read_meds` has no null times, so these rows travel apart: pass
+    the frame to ``write_meds(..., static=...)`` to write them back unchanged.
+
+    Returns:
+        ``subject_id`` (int64), ``code`` (str), ``numeric_value`` (float64, NaN when none) and
+        ``text_value`` (object, None when none), sorted by ``subject_id`` (file order within
+        a subject).
+
+    Raises:
+        ValueError: as :func:`read_meds`.
+    """
+    table, _ = _load_shards(Path(root), static_only=True)
+    n = table.num_rows
+    sid = table["subject_id"].to_numpy()
+    order = np.argsort(sid, kind="stable")
+    return pd.DataFrame(
+        {
+            "subject_id": sid[order].astype(np.int64),
+            "code": table["code"].to_numpy(zero_copy_only=False).astype(object)[order],
+            "numeric_value": (
+                table["numeric_value"].to_numpy(zero_copy_only=False)[order]
+                if "numeric_value" in table.column_names
+                else np.full(n, np.nan)
+            ),
+            "text_value": (
+                table["text_value"].to_numpy(zero_copy_only=False).astype(object)[order]
+                if "text_value" in table.column_names
+                else np.full(n, None, dtype=object)
+            ),
+        }
+    )
 
 
 def write_survival_labels(labels: pd.DataFrame, path: str | Path, task: str = "survival") -> Path:
@@ -547,12 +924,43 @@ def write_survival_labels(labels: pd.DataFrame, path: str | Path, task: str = "s
 
 
 def read_survival_labels(path: str | Path) -> pd.DataFrame:
-    """Read a file written by :func:`write_survival_labels` back into the label table.
+    """Read survival labels: a file of :func:`write_survival_labels`, or MEDS labels.
 
-    A plain MEDS label file (no extension columns) gives ``event`` from ``boolean_value``
-    and NaT/NaN for the survival columns.
+    A plain MEDS label table -- ``subject_id``, ``prediction_time``, ``boolean_value``, and
+    optionally ``integer_value``, ``float_value``, ``categorical_value``, as ACES writes it --
+    gives ``event`` from ``boolean_value`` and NaT/NaN for the survival columns
+    (``event_time``, ``censor_time``, ``duration``), which such files do not carry; the other
+    MEDS label columns are not used.
+
+    Args:
+        path: a ``.parquet`` file, or a folder of them (label shards, as ACES or
+            ``meds-testing-helpers``' ``task_labels/<task>/`` write them; read in name order).
+
+    Raises:
+        ValueError: no parquet file, a missing label column (named, with what was found), or
+            nulls in ``subject_id``, ``prediction_time`` or ``boolean_value`` (naming the
+            column, the count and an example row).
     """
-    t = pq.read_table(path).to_pandas()
+    path = Path(path)
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise ValueError(f"{path}: no .parquet label files")
+    t = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    missing = [c for c in LABEL_CORE_COLUMNS if c not in t.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing label column(s) {missing}; survival labels need the MEDS label "
+            f"columns {list(LABEL_CORE_COLUMNS)} (boolean_value = the event was observed); "
+            f"found {list(t.columns)}"
+        )
+    for col in LABEL_CORE_COLUMNS:
+        nulls = t[col].isna().to_numpy()
+        if nulls.any():
+            i = int(np.argmax(nulls))
+            raise ValueError(
+                f"{path}: column {col!r} is null in {int(nulls.sum())} rows, e.g. row {i}: "
+                f"{t.iloc[i][list(LABEL_CORE_COLUMNS)].to_dict()}"
+            )
     n = len(t)
     nat = pd.Series(pd.NaT, index=t.index, dtype="datetime64[ns]")
     return pd.DataFrame(
@@ -561,7 +969,7 @@ def read_survival_labels(path: str | Path) -> pd.DataFrame:
             "prediction_time": t["prediction_time"].astype("datetime64[ns]").to_numpy(),
             "event_time": t.get("event_time", nat).astype("datetime64[ns]").to_numpy(),
             "censor_time": t.get("censor_time", nat).astype("datetime64[ns]").to_numpy(),
-            "event": t["boolean_value"].to_numpy().astype(np.int64),
+            "event": t["boolean_value"].to_numpy().astype(bool).astype(np.int64),
             "duration": t["duration"].to_numpy(np.float64)
             if "duration" in t
             else np.full(n, np.nan),
