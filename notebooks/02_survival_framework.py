@@ -638,7 +638,7 @@ results = results.set_index("model")
 # no training seeds here (nothing is trained by gradient descent): the seeds column stays out
 scores = format_table(results.drop(columns="seeds", errors="ignore"), shown)
 # one column per model (three intervals fit the page; four metrics did not), no wrap in a cell
-scores_shown = keep_table("ch02_scores", scores.T.map(lambda v: v.replace(" ", "\u00a0")))
+keep_table("ch02_scores", scores.T.map(lambda v: v.replace(" ", "\u00a0")))
 
 # %% [markdown]
 # {glue:}`ch02_scores`

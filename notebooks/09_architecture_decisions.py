@@ -260,7 +260,7 @@ for k in range(1, len(FEATURE_BLOCKS) + 1):
 cox_engineered = cox
 block_table = pd.DataFrame(block_rows)
 block_table.loc[0, "verdict"] += " (against the bag of codes)"
-blocks_shown = keep_table("cox_blocks", block_table)  # shown where pasted
+keep_table("cox_blocks", block_table)  # shown where pasted
 
 # %% [markdown]
 # ```{glue:} cox_blocks
@@ -429,7 +429,7 @@ for name, (make, hierarchical, lrs) in grid.items():
 grid_table = pd.DataFrame(grid_rows)
 chosen_rows = grid_table.groupby("model")["validation loss"].idxmin()
 grid_table["chosen"] = np.where(grid_table.index.isin(chosen_rows), "yes", "")
-grid_shown = keep_table("grid", grid_table, floatfmt="{:.4g}")  # shown where pasted
+keep_table("grid", grid_table, floatfmt="{:.4g}")  # shown where pasted
 
 # %% [markdown]
 # ```{glue:} grid
@@ -532,7 +532,7 @@ compared = pd.concat(
     ignore_index=True,
 )
 record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
-differences_shown = keep_table("differences", compared, floatfmt="{:+.4f}")
+keep_table("differences", compared, floatfmt="{:+.4f}")
 
 # %% [markdown]
 # ```{glue:} differences

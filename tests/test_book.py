@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from ehrseq.book import _plain, keep, keep_table, read_claims, record_claim, start_claims
+from ehrseq.book import (
+    _plain,
+    format_floats,
+    keep,
+    keep_table,
+    read_claims,
+    record_claim,
+    start_claims,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +34,10 @@ def test_keep_glues_plain_python_numbers_and_returns_nothing():
 def test_keep_table_formats_floats_only():
     import pandas as pd
 
-    shown = keep_table("t", pd.DataFrame({"x": [0.12345, np.nan], "n": [1, 2]}))
+    table = pd.DataFrame({"x": [0.12345, np.nan], "n": [1, 2]})
+    shown = format_floats(table)
     assert shown["x"].tolist() == ["0.123", ""] and shown["n"].tolist() == [1, 2]
+    assert keep_table("t", table) is None  # as a cell's last line: no second copy
 
 
 def _diff(est, lo, hi, metric="Harrell C"):

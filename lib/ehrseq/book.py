@@ -29,6 +29,7 @@ __all__ = [
     "VERDICTS",
     "keep",
     "keep_table",
+    "format_floats",
     "plural",
     "record_claim",
     "record_comparisons",
@@ -70,18 +71,24 @@ def plural(n: float, noun: str, fmt: str = "g", plural_form: str | None = None) 
     return f"{format(n, fmt)} {word}"
 
 
-def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
+def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
     """Glue a table under ``name`` (shown where the prose pastes it with ``{glue:}``).
 
     Floats are formatted with ``floatfmt`` so the table reads the same in every profile.
+    Returns nothing, as :func:`keep`: as a cell's last line a returned table would be shown
+    a second time, beside the place where the prose pastes it.
     """
     from myst_nb import glue
 
+    glue(name, format_floats(table, floatfmt), display=False)
+
+
+def format_floats(table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
+    """A copy of ``table`` with every float column as text in ``floatfmt`` (NaN: blank)."""
     shown = table.copy()
     for col in shown.columns:
         if pd.api.types.is_float_dtype(shown[col]):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else floatfmt.format(v))
-    glue(name, shown, display=False)
     return shown
 
 
