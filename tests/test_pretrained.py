@@ -63,3 +63,14 @@ def test_bad_recipes():
         PretrainRecipe(head="attention")
     with pytest.raises(ValueError, match="epochs"):
         PretrainRecipe(schedule="sequential", epochs=1)
+
+
+def test_book_settings_cover_every_profile(task):
+    from ehrseq.config import PROFILES
+    from ehrseq.pretrained import book_encoder_config, book_recipe
+
+    for profile in PROFILES:
+        cfg = book_encoder_config(task, profile)
+        assert cfg.vocab_size == len(task.vocab) and cfg.max_len == task.config.max_len
+        assert book_recipe(profile).schedule == "joint"
+        assert book_recipe(profile, schedule="mlm").schedule == "mlm"

@@ -28,7 +28,16 @@ from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
 from ehrseq.runtime import seed_everything
 from ehrseq.train import TrainConfig
 
-__all__ = ["PretrainRecipe", "Pretrained", "load_or_pretrain", "pretrained_model"]
+__all__ = [
+    "BOOK_ENCODER",
+    "BOOK_RECIPE",
+    "PretrainRecipe",
+    "Pretrained",
+    "book_encoder_config",
+    "book_recipe",
+    "load_or_pretrain",
+    "pretrained_model",
+]
 
 ARTEFACT = "behrt-pretrained"
 
@@ -84,6 +93,38 @@ class PretrainRecipe:
         """The recipe with ``next_visit_weight`` filled in (what the artefact key holds)."""
         weight = vocab_size if self.next_visit_weight is None else self.next_visit_weight
         return dataclasses.replace(self, next_visit_weight=float(weight))  # 313 and 313.0: one key
+
+
+#: The book's pretrained encoder per profile: its sizes (and initial scale: a small encoder
+#: trained for a few hundred steps needs larger starting weights than BERT's 0.02, chapter
+#: 5b says why). Chapter 5b trains it under every schedule; 5c and 8 load it.
+BOOK_ENCODER: dict[str, dict] = {
+    "smoke": dict(d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.1, init_std=0.1),
+    "book": dict(d_model=64, n_layers=2, n_heads=4, d_ff=128, dropout=0.1, init_std=0.1),
+    "full": dict(d_model=128, n_layers=4, n_heads=4, d_ff=512, dropout=0.1, init_std=0.02),
+}
+
+#: The book's pretraining recipe per profile (the ``joint`` schedule; chapter 5b varies it).
+BOOK_RECIPE: dict[str, PretrainRecipe] = {
+    "smoke": PretrainRecipe(schedule="joint", epochs=2, lr=5e-3, batch_size=32, seed=7),
+    "book": PretrainRecipe(schedule="joint", epochs=5, lr=5e-3, batch_size=32, seed=7),
+    "full": PretrainRecipe(schedule="joint", epochs=20, lr=1e-3, batch_size=32, seed=7),
+}
+
+
+def book_encoder_config(task, profile: str | None = None) -> BehrtConfig:
+    """The book's pretrained encoder config for ``task`` (:data:`BOOK_ENCODER`)."""
+    from ehrseq.config import current_profile
+
+    sizes = BOOK_ENCODER[profile or current_profile()]
+    return BehrtConfig.from_vocab(task.vocab, max_len=task.config.max_len, **sizes)
+
+
+def book_recipe(profile: str | None = None, **changes) -> PretrainRecipe:
+    """The book's recipe (:data:`BOOK_RECIPE`), with ``changes`` (e.g. ``schedule="mlm"``)."""
+    from ehrseq.config import current_profile
+
+    return dataclasses.replace(BOOK_RECIPE[profile or current_profile()], **changes)
 
 
 @dataclass
