@@ -27,11 +27,11 @@
 # We will pretrain with each objective alone, with both at once (**joint**) and one after
 # the other (**sequential**), and the next-visit objective once more with the copy head;
 # compare them on held-out patients with lookup-table baselines, the sharpest of which
-# simply repeat the patient's own record (the last visit, the chronic codes); choose the
-# schedule whose encoder later chapters get; and test, with a paired interval over test
-# patients, whether the next-visit head beats the rules that read the same history. Every
-# verdict goes to the book's results page. {doc}`05c_inside_the_encoder` then looks inside
-# the learned code embedding of the encoder kept here.
+# simply repeat the patient's own record (the last visit, the chronic codes); find the
+# better of the two schedules that train both objectives; and test, with a paired interval
+# over test patients, whether the next-visit head beats the rules that read the same
+# history. Every verdict goes to the book's results page. {doc}`05c_inside_the_encoder`
+# then looks inside the learned code embedding of the best encoder found here.
 
 # %% [markdown]
 # ## Setup
@@ -49,13 +49,10 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.next_visit import (
-    HistoryCopyHead,
     model_scorer,
     most_frequent,
     next_visit_table,
@@ -68,54 +65,25 @@ from ehrseq.next_visit import (
     visit_mean_interval,
 )
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import (
-    BehrtForPretraining,
-    TokenIds,
-    code_counts,
-    frequency_rank,
-    masked_code_ranks,
-    pretrain,
-)
-from ehrseq.train import TrainConfig
+from ehrseq.pretrain import TokenIds, code_counts, frequency_rank, masked_code_ranks
+from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05b_pretraining_schedules"
 
 
-# 05c_inside_the_encoder loads these artefacts: it repeats the encoder and pretraining settings
+# the encoder and the pretraining recipe are the book's (ehrseq.pretrained), not this chapter's
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    seed: int = 7  # seed of the setup and of every pretraining run
-    d_model: int = 64  # encoder width
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
-    init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02; see Train)
-    batch_size: int = 32  # patients per pretraining batch
+    seed: int = 7  # seed of the setup (every pretraining run has the recipe's seed)
     eval_batch_size: int = 256  # patients per evaluation batch
-    epochs: int = 5  # epochs of every run (sequential: epochs // 2 of MLM, then the rest)
-    lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
-    mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
     n_boot: int = 1000  # bootstrap resamples of the test patients (paired intervals)
     chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)  # recurrence thresholds (validation)
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"d_model": 32, "d_ff": 64, "epochs": 2, "n_boot": 200},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "epochs": 20,
-            "lr": 1e-3,
-            "init_std": 0.02,
-        },
-    },
-)
+cfg = for_profile(Config, {"smoke": {"n_boot": 200}})
+recipe = book_recipe()  # the book's pretraining recipe; the runs below change its schedule
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
@@ -124,10 +92,9 @@ print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREAD
 chapter_start = time.perf_counter()
 start_claims(CHAPTER)  # this run's claims replace the last run's on the results page
 
-keep("epochs", cfg.epochs)
-keep("epochs_text", plural(cfg.epochs, "epoch"))  # "2 epochs"
+keep("epochs", recipe.epochs)
+keep("epochs_text", plural(recipe.epochs, "epoch"))  # "2 epochs"
 keep("k", cfg.k)
-keep("init_std", cfg.init_std)
 
 # %% [markdown]
 # ## Data
@@ -143,12 +110,12 @@ keep("init_std", cfg.init_std)
 task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
-train_loader = task.loader("train", cfg.batch_size)
-val_loader = task.loader("val", cfg.batch_size)  # batches like training: comparable losses
+train_loader = task.loader("train", recipe.batch_size)
+val_loader = task.loader("val", recipe.batch_size)  # batches like training: comparable losses
 test_loader = task.loader("test", cfg.eval_batch_size)
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 keep("vocab_size", len(vocab))
-keep("n_steps", cfg.epochs * len(train_loader))  # optimiser steps of a run
+keep("n_steps", recipe.epochs * len(train_loader))  # optimiser steps of a run
 task.summary()
 
 # %% [markdown]
@@ -156,20 +123,16 @@ task.summary()
 # The model of {doc}`05_pretraining_objectives`: `BehrtForPretraining` with BERT's
 # masked-code head (its output layer tied to the code embedding) and a next-visit head on
 # the state of each visit's `[SEP]`, the linear one or the copy head as each run's recipe
-# says, on a BEHRT encoder of this size:
+# says, on the book's pretrained BEHRT encoder (`book_encoder_config(task)` from
+# `ehrseq.pretrained`, the encoder config that {doc}`05c_inside_the_encoder` and
+# {doc}`08_finetuning_strategies` load too), with the book's recipe `book_recipe()` (each
+# run below changes its schedule or head):
 
 # %%
-behrt_cfg = BehrtConfig.from_vocab(
-    vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=task.config.max_len,
-    init_std=cfg.init_std,
-)
-behrt_cfg
+encoder_cfg = book_encoder_config(task)
+keep("init_std", encoder_cfg.init_std)
+print(encoder_cfg)
+print(recipe)
 
 # %% [markdown]
 # ## Train
@@ -187,7 +150,8 @@ behrt_cfg
 # {glue:text}`vocab_size` vocabulary entries, so that term is hundreds of times smaller than
 # the masked-code loss and, summed with it, would hardly move the shared encoder. We weight
 # it by $w = |V|$, which turns the average over codes into a sum over codes (one binary
-# decision per code, as in Doctor AI {cite}`choi2016doctor`), and use the same weight in every schedule.
+# decision per code, as in Doctor AI {cite}`choi2016doctor`), and use the same weight in every
+# schedule (the book's recipe leaves `next_visit_weight` at None, which means $|V|$).
 #
 # A second choice concerns the start. BERT initialises every weight with a standard
 # deviation of 0.02. In a small encoder trained for few steps ({glue:text}`n_steps:,` per
@@ -204,103 +168,28 @@ behrt_cfg
 # appears when it is not (the repeat rates of the Evaluate section), as the survival heads
 # of later chapters start at the life table.
 #
-# Each pretrained model is an **artefact**: `load_or_train` loads it when a file keyed by a
-# hash of everything that decides its weights (the task, the encoder config, the recipe)
-# is present, and trains it otherwise. Re-running the chapter costs nothing; changing any
-# setting trains afresh.
+# Each pretrained model is an **artefact**: `load_or_pretrain` (from `ehrseq.pretrained`)
+# loads it when a file keyed by a hash of everything that decides its weights (the task,
+# the encoder config, the recipe) is present, and trains it otherwise. Re-running the
+# chapter costs nothing; changing any setting trains afresh.
 
 # %%
 SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
 RUNS = (*SCHEDULES, "next_visit_copy")  # the four schedules and the copy-head ablation
-nv_weight = float(ids.vocab_size)  # the average over codes becomes a sum over codes
-keep("nv_weight", nv_weight)
-rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each: the copy head's start
-
-
-def recipe_of(run: str) -> dict:
-    """Everything besides the task and the encoder config that decides the weights."""
-    schedule = "next_visit" if run == "next_visit_copy" else run
-    return {
-        "schedule": schedule,
-        "head": "copy" if run == "next_visit_copy" else "linear",
-        "epochs": cfg.epochs,
-        "mlm_epochs": cfg.epochs // 2 if schedule == "sequential" else None,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "mask_prob": cfg.mask_prob,
-        "mlm_weight": 1.0,
-        "next_visit_weight": nv_weight,
-        "pool": "last",
-        "tie_weights": True,
-        "seed": cfg.seed,
-    }
-
-
-def train_schedule(recipe: dict):
-    """The ``train(model, folder)`` function of ``load_or_train`` for one recipe."""
-
-    def train(model: BehrtForPretraining, folder) -> None:
-        ehrseq.seed_everything(recipe["seed"])
-        common = dict(lr=recipe["lr"], seed=recipe["seed"], desc=recipe["schedule"])
-        if recipe["schedule"] == "sequential":  # pretrain writes folder/mlm, folder/next_visit
-            first = TrainConfig(epochs=recipe["mlm_epochs"], out_dir=folder, **common)
-            second = TrainConfig(
-                epochs=recipe["epochs"] - recipe["mlm_epochs"], out_dir=folder, **common
-            )
-        else:
-            first, second = TrainConfig(epochs=recipe["epochs"], out_dir=folder, **common), None
-        pretrain(
-            model,
-            task.loader("train", recipe["batch_size"]),
-            val_loader,
-            ids,
-            first,
-            schedule=recipe["schedule"],
-            mlm_weight=recipe["mlm_weight"],
-            next_visit_weight=recipe["next_visit_weight"],
-            next_visit_config=second,
-            mask_prob=recipe["mask_prob"],
-        )
-
-    return train
-
-
-def fresh_model(recipe: dict) -> BehrtForPretraining:
-    torch.manual_seed(recipe["seed"])
-    encoder = BehrtEncoder(behrt_cfg)
-    head = None  # the linear next-visit head
-    if recipe["head"] == "copy":
-        head = HistoryCopyHead(cfg.d_model, ids, init_std=cfg.init_std)
-        head.start_at_repeat_rates(rate_seen, rate_unseen)
-    return BehrtForPretraining(
-        encoder, tie_weights=recipe["tie_weights"], pool=recipe["pool"], next_visit_head=head
-    )
-
-
-def read_history(folder, schedule: str) -> pd.DataFrame:
-    """The per-epoch metrics fit wrote into the artefact folder (both phases if sequential)."""
-    phases = ("mlm", "next_visit") if schedule == "sequential" else (None,)
-    parts = []
-    for phase in phases:
-        frame = pd.read_csv(folder / phase / "metrics.csv" if phase else folder / "metrics.csv")
-        parts.append(frame.assign(phase=phase or schedule))
-    history = pd.concat(parts, ignore_index=True)
-    history["epoch"] = np.arange(1, len(history) + 1)  # sequential: counted across both phases
-    return history
+recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
+recipes["next_visit_copy"] = book_recipe(schedule="next_visit", head="copy")
 
 
 models, histories, loaded, seconds = {}, {}, {}, {}
-for schedule in RUNS:
-    recipe = recipe_of(schedule)
-    parts = (task.config, behrt_cfg, recipe)
-    folder = artifact_root() / f"behrt-pretrained-{config_key(*parts)}"
+for run in RUNS:
     t0 = time.perf_counter()
-    models[schedule], loaded[schedule] = load_or_train(
-        fresh_model(recipe), "behrt-pretrained", train_schedule(recipe), *parts
-    )
-    seconds[schedule] = time.perf_counter() - t0
-    histories[schedule] = read_history(folder, recipe["schedule"])
-    models[schedule].to(device).eval()
+    result = load_or_pretrain(task, encoder_cfg, recipes[run])
+    seconds[run] = time.perf_counter() - t0
+    models[run], histories[run], loaded[run] = result.model, result.history, result.loaded
+    models[run].to(device).eval()
+nv_weight = result.recipe.next_visit_weight  # the recipe's None, resolved: the same in every run
+assert nv_weight == ids.vocab_size  # the average over codes becomes a sum over codes
+keep("nv_weight", nv_weight)
 build_minutes = sum(seconds.values()) / 60  # this build: ~0 when loaded from disk
 keep("build_minutes", build_minutes)
 n_trained = len(RUNS) - sum(loaded.values())
@@ -405,6 +294,7 @@ def chronic_codes(share: float) -> torch.Tensor:
     return torch.tensor(recurs & (recurrence["eligible"].to_numpy() >= task.config.min_frequency))
 
 
+rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each; the copy head starts here
 baselines = {
     "baseline: code frequency": most_frequent(counts),
     "baseline: repeat last visit": repeat_last_visit(counts),
@@ -492,7 +382,7 @@ test_scores.rename_axis("test patients").style.format("{:.1%}", na_rep="—")
 # ```
 #
 # ### The best schedule
-# Which encoder do later chapters get? The survival heads of the next chapters read a
+# Which encoder suits the survival chapters best? Their survival heads read a
 # history under the visit-causal mask, and masked-code modelling alone never trains the
 # encoder that way; next-visit prediction alone never teaches it to fill in a hidden code.
 # So the candidates are the two schedules that train both, and the choice between them is
@@ -532,9 +422,12 @@ for name, value in {
 gain.rename_axis("schedule (validation patients)").style.format("{:.2f}x")
 
 # %% [markdown]
-# The encoder we keep is {glue:md}`best`'s. Task by task, on the test patients: the
-# best masked-code model ({glue:md}`mlm_best`) has top-1 {glue:text}`best_top1:.1%`
-# against {glue:text}`base_top1:.1%` for the code-frequency baseline and top-{glue:text}`k`
+# The better of the two is {glue:md}`best`. (The book's encoder, the one
+# {doc}`08_finetuning_strategies` fine-tunes, is the `joint` schedule's whatever this
+# choice, so that no later chapter depends on it; {doc}`05c_inside_the_encoder` says more.)
+# Task by task, on the test patients: the best masked-code model ({glue:md}`mlm_best`) has
+# top-1 {glue:text}`best_top1:.1%` against {glue:text}`base_top1:.1%` for the
+# code-frequency baseline and top-{glue:text}`k`
 # {glue:text}`best_topk:.1%` against {glue:text}`base_topk:.1%`; the best next-visit model
 # ({glue:md}`nv_best`) has recall@{glue:text}`k` {glue:text}`best_recall:.1%` against
 # {glue:text}`base_recall:.1%`. At the book's scale both must beat the code-frequency
@@ -775,7 +668,7 @@ behind = [name for name, rel in joint_vs.items() if rel == "below"]
 if len(behind) == 2:
     joint_text += (
         "; in this budget it reaches neither single objective, two objectives sharing "
-        f"{cfg.d_model} dimensions and the same number of steps."
+        f"{encoder_cfg.d_model} dimensions and the same number of steps."
     )
 elif behind:
     joint_text += f"; in this budget it keeps up with one objective but falls behind {behind[0]}."
@@ -857,8 +750,9 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   for the code-frequency baseline, top-{glue:text}`k` {glue:text}`best_topk:.1%` against
 #   {glue:text}`base_topk:.1%`; next-visit recall@{glue:text}`k` {glue:text}`best_recall:.1%`
 #   ({glue:md}`nv_best`) against {glue:text}`base_recall:.1%`. {glue:md}`schedules_md`
-#   The encoder kept is {glue:md}`best`'s, the better of the two schedules that
-#   train both objectives.
+#   The better of the two schedules that train both objectives, on the validation
+#   patients, is {glue:md}`best`; the book's encoder, which later chapters load, is
+#   `joint`'s.
 # - Against the record's own history, on the same test pairs with paired intervals over
 #   patients: {glue:md}`nv_md` {glue:md}`mask_md` Every verdict is on the book's results
 #   page.
@@ -866,13 +760,13 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   {glue:text}`train_minutes:.1f` minutes (summed from `fit`'s logs, including runs loaded
 #   from disk); the whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes in this
 #   build, {glue:text}`build_text`.
-# - {doc}`05c_inside_the_encoder` looks inside the code embedding of the kept encoder and
+# - {doc}`05c_inside_the_encoder` looks inside the code embedding of the best encoder and
 #   names the artefact that later chapters load and fine-tune.
 #
 # ## Exercises
-# 1. Switch the domain embedding off (`use_domain=False` in `behrt_cfg`) and pretrain with
-#    `mlm`. How much of the masked top-1 accuracy was the domain hint? Compare with the
-#    domain-frequency baseline.
+# 1. Switch the domain embedding off (`dataclasses.replace(encoder_cfg, use_domain=False)`)
+#    and pretrain with `mlm`. How much of the masked top-1 accuracy was the domain hint?
+#    Compare with the domain-frequency baseline.
 # 2. Pretrain `next_visit` with BERT's `init_std=0.02`. Plot recall@{glue:text}`k` per epoch
 #    (pass `eval_fn` to `fit`) and compare it with the code-frequency baseline. Then
 #    weight the next-visit term by 1 instead of $|V|$ in the joint schedule: what happens,

@@ -21,13 +21,13 @@
 # masked-code modelling and next-visit prediction, and {doc}`05b_pretraining_schedules`
 # pretrained the BEHRT encoder {cite}`li2020behrt` with each alone, with both at once
 # (`joint`) and one after the other (`sequential`), scored them against lookup tables, and
-# kept the encoder of the better of the two schedules that train both objectives, chosen
-# on the validation patients. This chapter looks inside what pretraining learned and hands
-# the kept encoder on.
+# found the better of the two schedules that train both objectives on the validation
+# patients. This chapter looks inside what pretraining learned and hands the book's
+# encoder on.
 #
 # We will
 # 1. load the four pretrained encoders (the artefacts of {doc}`05b_pretraining_schedules`)
-#    and find the kept one by the same rule on the same validation patients;
+#    and find the best one by the same rule on the same validation patients;
 # 2. look inside the learned code embedding and check it against the generator's truth (do
 #    diabetes codes sit together?), against shuffled groups and an untrained encoder;
 # 3. name the artefact that later chapters load and fine-tune.
@@ -37,7 +37,6 @@
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
 
 # %%
-import json
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -49,11 +48,9 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 import ehrseq
-from ehrseq.artifacts import config_key, load_or_train
 from ehrseq.book import keep
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.next_visit import model_scorer, most_frequent, next_visit_table
 from ehrseq.plotting import apply_style
 from ehrseq.pretrain import (
@@ -62,44 +59,21 @@ from ehrseq.pretrain import (
     code_counts,
     frequency_rank,
     masked_code_ranks,
-    pretrain,
 )
-from ehrseq.train import TrainConfig
+from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain, pretrained_model
 
 
-# the encoder and pretraining settings are those of 05b_pretraining_schedules: one artefact
+# the encoder and the pretraining recipe are the book's (ehrseq.pretrained), as in 05b
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    seed: int = 7  # seed of the setup and of every pretraining run
-    d_model: int = 64  # encoder width
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
-    init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02)
-    batch_size: int = 32  # patients per pretraining batch
-    epochs: int = 5  # epochs of every run (sequential: epochs // 2 of MLM, then the rest)
-    lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
-    mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
+    seed: int = 7  # seed of the setup
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
     n_shuffles: int = 1000  # permutations of the group labels for the shuffled baseline
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"d_model": 32, "d_ff": 64, "epochs": 2, "n_shuffles": 200},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "epochs": 20,
-            "lr": 1e-3,
-            "init_std": 0.02,
-        },
-    },
-)
+cfg = for_profile(Config, {"smoke": {"n_shuffles": 200}})
+recipe = book_recipe()  # the book's pretraining recipe (joint); 05b varied its schedule
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
@@ -112,110 +86,43 @@ keep("k", cfg.k)
 # ## Data
 # The survival task every modelling chapter shares (`shared_task_config()`), as in
 # {doc}`05b_pretraining_schedules`: its training patients' histories were the pretraining
-# data and give the code frequencies, and its validation patients decided which encoder
-# was kept.
+# data and give the code frequencies, and its validation patients decided which schedule
+# was best.
 
 # %%
 task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
-train_loader = task.loader("train", cfg.batch_size)
-val_loader = task.loader("val", cfg.batch_size)  # batches like training: comparable losses
+train_loader = task.loader("train", recipe.batch_size)
+val_loader = task.loader("val", recipe.batch_size)  # batches like training: comparable losses
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 task.summary()
 
 # %% [markdown]
 # ## Model
 # ### The pretrained encoders
-# The encoder config and the recipes of {doc}`05b_pretraining_schedules`, repeated here so
-# that `load_or_train` finds each schedule's artefact under the same key (the task, the
-# encoder config, the recipe) and loads it. Were one missing, it would be trained exactly
-# as there; the two chapters may run at the same time, and a file lock lets only one of
-# them train. The copy-head run of the ablation is not needed here.
+# The book's encoder config and recipe (`book_encoder_config(task)` and
+# `book_recipe(schedule=...)` from `ehrseq.pretrained`), as in
+# {doc}`05b_pretraining_schedules`, so that `load_or_pretrain` finds each schedule's
+# artefact under the same key (the task, the encoder config, the recipe) and loads it.
+# Were one missing, it would be trained exactly as there; the two chapters may run at the
+# same time, and a file lock lets only one of them train. The copy-head run of the
+# ablation is not needed here.
 
 # %%
-behrt_cfg = BehrtConfig.from_vocab(
-    vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=task.config.max_len,
-    init_std=cfg.init_std,
-)
+encoder_cfg = book_encoder_config(task)
 SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
-nv_weight = float(ids.vocab_size)  # the average over codes becomes a sum over codes
-
-
-def recipe_of(run: str) -> dict:
-    """Everything besides the task and the encoder config that decides the weights."""
-    schedule = "next_visit" if run == "next_visit_copy" else run
-    return {
-        "schedule": schedule,
-        "head": "copy" if run == "next_visit_copy" else "linear",
-        "epochs": cfg.epochs,
-        "mlm_epochs": cfg.epochs // 2 if schedule == "sequential" else None,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "mask_prob": cfg.mask_prob,
-        "mlm_weight": 1.0,
-        "next_visit_weight": nv_weight,
-        "pool": "last",
-        "tie_weights": True,
-        "seed": cfg.seed,
-    }
-
-
-def train_schedule(recipe: dict):
-    """The ``train(model, folder)`` function of ``load_or_train`` for one recipe."""
-
-    def train(model: BehrtForPretraining, folder) -> None:
-        ehrseq.seed_everything(recipe["seed"])
-        common = dict(lr=recipe["lr"], seed=recipe["seed"], desc=recipe["schedule"])
-        if recipe["schedule"] == "sequential":  # pretrain writes folder/mlm, folder/next_visit
-            first = TrainConfig(epochs=recipe["mlm_epochs"], out_dir=folder, **common)
-            second = TrainConfig(
-                epochs=recipe["epochs"] - recipe["mlm_epochs"], out_dir=folder, **common
-            )
-        else:
-            first, second = TrainConfig(epochs=recipe["epochs"], out_dir=folder, **common), None
-        pretrain(
-            model,
-            task.loader("train", recipe["batch_size"]),
-            val_loader,
-            ids,
-            first,
-            schedule=recipe["schedule"],
-            mlm_weight=recipe["mlm_weight"],
-            next_visit_weight=recipe["next_visit_weight"],
-            next_visit_config=second,
-            mask_prob=recipe["mask_prob"],
-        )
-
-    return train
-
-
-def fresh_model(recipe: dict) -> BehrtForPretraining:
-    """A model built from the recipe (the four schedules use the linear next-visit head)."""
-    torch.manual_seed(recipe["seed"])
-    encoder = BehrtEncoder(behrt_cfg)
-    return BehrtForPretraining(encoder, tie_weights=recipe["tie_weights"], pool=recipe["pool"])
-
-
+recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
 models, loaded = {}, {}
 for schedule in SCHEDULES:
-    recipe = recipe_of(schedule)
-    models[schedule], loaded[schedule] = load_or_train(
-        fresh_model(recipe), "behrt-pretrained", train_schedule(recipe),
-        task.config, behrt_cfg, recipe,
-    )  # fmt: skip
+    result = load_or_pretrain(task, encoder_cfg, recipes[schedule])
+    models[schedule], loaded[schedule] = result.model, result.loaded
     models[schedule].to(device).eval()
 pd.Series(loaded, name="loaded from disk").rename_axis("schedule").to_frame()
 
 # %% [markdown]
-# ### The kept encoder
-# {doc}`05b_pretraining_schedules` kept one of the two schedules that train both
+# ### The best schedule
+# {doc}`05b_pretraining_schedules` chose between the two schedules that train both
 # objectives: the one with the larger mean gain over the code-frequency baseline, as a
 # ratio, on masked top-{glue:text}`k` and on next-visit recall@{glue:text}`k` of the
 # validation patients. The same rule, on the same masked positions and (patient, visit)
@@ -245,7 +152,7 @@ glue("best", Markdown(f"`{best}`"), display=False)  # a name, shown as code
 gain.rename_axis("schedule (validation patients)").style.format("{:.2f}x")
 
 # %% [markdown]
-# The encoder kept is {glue:md}`best`'s.
+# The best schedule is {glue:md}`best`.
 #
 # ## Inside the code embedding
 # Pretraining shapes the code table: two codes that occur in the same contexts end up with
@@ -355,8 +262,7 @@ def group_structure(emb: np.ndarray, rng: np.random.Generator) -> dict:
     }
 
 
-torch.manual_seed(cfg.seed)
-untrained = fresh_model(recipe_of("mlm"))
+untrained = pretrained_model(task, encoder_cfg, recipes["mlm"])  # the start of every run
 embeddings = {"untrained": unit_embedding(untrained)}
 embeddings.update({s: unit_embedding(models[s]) for s in SCHEDULES})
 structure = pd.DataFrame(
@@ -373,7 +279,7 @@ keep("agree_untrained", float(s_rand["neighbour agreement"]))
 keep("gap_best", float(s_best["within - between cosine"]))
 keep("gap_untrained", float(s_rand["within - between cosine"]))
 keep("p_best", float(s_best["p (shuffled >= observed)"]))
-# one group up close: the type 2 diabetes codes in the kept embedding
+# one group up close: the type 2 diabetes codes in the best schedule's embedding
 x = emb_best[analysed]  # (n, d)
 same_concept = concept_of[analysed][:, None] == concept_of[analysed][None, :]
 nearest = np.where(same_concept, -np.inf, x @ x.T).argmax(1)  # (n,) nearest other concept
@@ -478,7 +384,7 @@ if not recovered:
 keep("groups_summary", groups_summary + " the generator's latent disease groups")
 
 # %% [markdown]
-# In the embedding of the kept ({glue:md}`best`) schedule, {glue:text}`agree_best:.0%` of the
+# In the embedding of the best ({glue:md}`best`) schedule, {glue:text}`agree_best:.0%` of the
 # codes have a nearest other concept from their own latent group, against
 # {glue:text}`agree_shuffled:.0%` on average with shuffled groups (95th percentile
 # {glue:text}`agree_q95:.0%`, {glue:text}`p_text`) and {glue:text}`agree_untrained:.0%` for
@@ -487,38 +393,35 @@ keep("groups_summary", groups_summary + " the generator's latent disease groups"
 # sign of diabetes.)
 #
 # ## The encoder later chapters reuse
-# The encoder of the best schedule is the artefact `behrt-pretrained` with the exact
-# configuration below; a later chapter builds the same three parts, calls
-# `load_or_train(BehrtForPretraining(BehrtEncoder(behrt_cfg)), "behrt-pretrained", train,
-# task.config, behrt_cfg, recipe)` and gets these weights back from disk (or trains them
-# the same way when the file is missing), then keeps `model.encoder`.
+# {doc}`08_finetuning_strategies` (and {doc}`08b_finetuning_comparison`) load the book's
+# encoder: `load_or_pretrain(task, book_encoder_config(task), book_recipe())`, the `joint`
+# schedule with the book's settings from `ehrseq.pretrained`. Here the validation patients
+# found {glue:md}`best` the better of the two schedules that train both objectives;
+# chapter 8 uses `joint` whichever it is, so that it does not depend on a choice made at
+# run time. The call finds the artefact below on disk (or trains it the same way when the
+# file is missing) and returns these weights; a later chapter keeps `model.encoder`.
 
 # %%
-best_recipe = recipe_of(best)
-best_parts = (task.config, behrt_cfg, best_recipe)
-best_key = config_key(*best_parts)
-glue("best_key", Markdown(f"`behrt-pretrained-{best_key}`"), display=False)
-print(f"artefact: behrt-pretrained-{best_key}")
+book = load_or_pretrain(task, book_encoder_config(task), book_recipe())
+glue("encoder_key", Markdown(f"`{book.folder.name}`"), display=False)
+print(f"artefact: {book.folder.name}")
 print("task:   ", task.config)
-print("encoder:", behrt_cfg)
-print("recipe: ", json.dumps(best_recipe))
-model_check, was_loaded = load_or_train(
-    fresh_model(best_recipe), "behrt-pretrained", train_schedule(best_recipe), *best_parts
-)
-assert was_loaded  # loaded (or trained) above, so it comes from disk
-for name, tensor in model_check.state_dict().items():
-    torch.testing.assert_close(tensor, models[best].state_dict()[name].cpu())
+print("encoder:", encoder_cfg)
+print("recipe: ", book.recipe)
+assert book.loaded  # loaded above, so it comes from disk
+for name, tensor in book.model.state_dict().items():
+    torch.testing.assert_close(tensor, models["joint"].state_dict()[name].cpu())
 
 # %% [markdown]
 # ## Summary
-# - {doc}`05b_pretraining_schedules` kept the encoder of {glue:md}`best`, the better of the
-#   two schedules that train both objectives on the validation patients; the same rule
-#   finds it here among the saved artefacts.
+# - {doc}`05b_pretraining_schedules` found {glue:md}`best` the better of the two schedules
+#   that train both objectives on the validation patients; the same rule finds it here
+#   among the saved artefacts.
 # - {glue:text}`groups_summary`: nearest-neighbour agreement {glue:text}`agree_best:.0%`
 #   against {glue:text}`agree_shuffled:.0%` for shuffled groups and
 #   {glue:text}`agree_untrained:.0%` untrained.
-# - The encoder is saved as the artefact {glue:md}`best_key` for the chapters that
-#   fine-tune it.
+# - The book's encoder, the `joint` schedule's whichever schedule is best, is the artefact
+#   {glue:md}`encoder_key` that the chapters which fine-tune it load.
 #
 # ## Exercises
 # 1. Compute neighbour agreement per domain (conditions, drugs, procedures, labs). Which
