@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   ehrseq:
+#     runs_after: [05b_pretraining_schedules]
 #   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:
@@ -26,8 +28,9 @@
 # - **full fine-tuning**: train everything, starting from the pretrained weights.
 #
 # We will
-# 1. pretrain a small BEHRT encoder on the training patients' histories (masked codes and
-#    next-visit codes, cached as an artefact);
+# 1. load the book's pretrained BEHRT encoder, the `joint` one that
+#    {doc}`05b_pretraining_schedules` trains on the training patients' histories (masked
+#    codes and next-visit codes in every step), from its artefact;
 # 2. write LoRA in a few lines, check that the library's version is the same layer, and show
 #    on our encoder that it does what it promises: the same outputs at initialisation,
 #    gradients only in the adapters, merging and unmerging without loss;
@@ -55,12 +58,10 @@ import torch
 from torch import nn
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep, plural, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.models import (
-    BehrtConfig,
     BehrtEncoder,
     BinHazardHead,
     LoRALinear,
@@ -73,33 +74,22 @@ from ehrseq.models import (
 )
 from ehrseq.models.lora import ATTENTION_MODULES, lora_modules
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import (
-    BehrtForPretraining,
-    TokenIds,
-    code_counts,
-    evaluate_masked_codes,
-    pretrain,
-)
+from ehrseq.pretrain import TokenIds, code_counts, evaluate_masked_codes
+from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 from ehrseq.runs import hazard_nll_step
 from ehrseq.survival import life_table_hazards
-from ehrseq.train import TrainConfig, to_device
+from ehrseq.train import to_device
 
 CHAPTER = "08_finetuning_strategies"
 
 
-# encoder and pretraining fields as in 08b_finetuning_comparison, so both load one artefact
+# fine-tuning fields as in 08b_finetuning_comparison; the encoder and its pretraining are the
+# book's (ehrseq.pretrained: book_encoder_config, book_recipe)
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    d_model: int = 64  # encoder width
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (pretraining, fine-tuning), head
-    pretrain_schedule: str = "joint"  # masked codes + next-visit codes in every step
-    pretrain_epochs: int = 5  # passes over the training histories
-    pretrain_lr: float = 1e-3  # peak learning rate of pretraining
-    batch_size: int = 64  # patients per batch
+    batch_size: int = 64  # patients per fine-tuning batch
+    head_dropout: float = 0.1  # on the survival head's input (the encoder's is its config's)
     lr_full: float = 5e-4  # peak learning rate when every pretrained weight trains
     lr_scratch: float = 1e-3  # the same network from random weights
     lr_lora: float = 5e-3  # LoRA adapters and head
@@ -113,17 +103,9 @@ cfg = for_profile(
     Config,
     {
         "smoke": {
-            "d_model": 32,
-            "d_ff": 64,
-            "pretrain_epochs": 2,
             "lora_ranks": (4,),
         },
         "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "pretrain_epochs": 20,
-            "pretrain_lr": 5e-4,
             "batch_size": 256,
             "lr_full": 2e-4,
             "lr_scratch": 5e-4,
@@ -177,79 +159,38 @@ def life_table(t) -> np.ndarray:
 # %% [markdown]
 # ## Model
 # ### The pretrained encoder
-# A BEHRT encoder of {glue:text}`d_model` dimensions and {glue:text}`n_layers` layers,
-# pretrained with the chapter on pretraining objectives' recipe: masked-code modelling
-# (BERT's objective, bidirectional) and next-visit prediction (the set of codes of the next
-# visit, from a visit-causal pass) summed in every step, the next-visit term weighted by the
-# vocabulary size so that it is a sum over codes rather than a mean. It reads only the
-# histories of the training patients, never a label.
+# The book's pretrained encoder, the one that {doc}`05b_pretraining_schedules` trains under
+# its `joint` schedule: a BEHRT encoder of {glue:text}`d_model` dimensions and
+# {glue:text}`n_layers` layers, pretrained with masked-code modelling (BERT's objective,
+# bidirectional) and next-visit prediction (the set of codes of the next visit, from a
+# visit-causal pass) summed in every step, the next-visit term weighted by the vocabulary
+# size so that it is a sum over codes rather than a mean. It reads only the histories of the
+# training patients, never a label. Its sizes and its recipe are not this chapter's settings
+# but the book's, one per profile in `ehrseq.pretrained` (`book_encoder_config`,
+# `book_recipe`), so that every chapter that starts from a pretrained encoder starts from
+# the same one.
 #
-# Pretraining is the most expensive step, so its weights are an **artefact**: `load_or_train`
-# loads them when a file keyed by a hash of the task, the encoder config and the recipe
-# exists, and trains them otherwise.
+# Pretraining is the most expensive step, so its weights are an **artefact**:
+# `load_or_pretrain` loads chapter 5b's file, keyed by a hash of the task, the encoder config
+# and the recipe, and trains the same weights only if that file does not exist yet.
 
 # %%
-encoder_cfg = BehrtConfig.from_vocab(
-    task.vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=task.config.max_len,
-)
+encoder_cfg = book_encoder_config(task)  # the book's encoder sizes for this profile
+recipe = book_recipe()  # the joint schedule of 05b_pretraining_schedules
 ids = TokenIds.from_vocab(task.vocab)
-recipe = {
-    "schedule": cfg.pretrain_schedule,
-    "epochs": cfg.pretrain_epochs,
-    "lr": cfg.pretrain_lr,
-    "batch_size": cfg.batch_size,
-    "mlm_weight": 1.0,
-    "next_visit_weight": float(ids.vocab_size),
-    "tie_weights": True,
-    "pool": "last",
-    "seed": task.config.seed,
-}
-parts = (task.config, encoder_cfg, recipe)
-
-
-def train_pretrained(model: BehrtForPretraining, folder) -> None:
-    """``load_or_train``'s training function: one call of the library's ``pretrain``."""
-    pretrain(
-        model,
-        task.loader("train", recipe["batch_size"]),
-        task.loader("val", 256),
-        ids,
-        TrainConfig(
-            epochs=recipe["epochs"],
-            lr=recipe["lr"],
-            seed=recipe["seed"],
-            out_dir=folder,
-            desc="pretrain",
-        ),
-        schedule=recipe["schedule"],
-        mlm_weight=recipe["mlm_weight"],
-        next_visit_weight=recipe["next_visit_weight"],
-    )
-
-
-ehrseq.seed_everything(recipe["seed"])
 started = time.perf_counter()
-pretrained, loaded = load_or_train(
-    BehrtForPretraining(
-        BehrtEncoder(encoder_cfg), tie_weights=recipe["tie_weights"], pool=recipe["pool"]
-    ),
-    "behrt-pretrained-ch08",
-    train_pretrained,
-    *parts,
-)
+pretrained = load_or_pretrain(task, encoder_cfg, recipe)
 pretrain_seconds = time.perf_counter() - started
-folder = artifact_root() / f"behrt-pretrained-ch08-{config_key(*parts)}"
-pretrain_history = pd.read_csv(folder / "metrics.csv")
-pretrained_state = copy.deepcopy(pretrained.encoder.state_dict())
-print(f"{'loaded' if loaded else 'trained'} in {pretrain_seconds:.1f} s from {folder.name}")
-keep("d_model", cfg.d_model)
-keep("n_layers", cfg.n_layers)
+pretrained_state = copy.deepcopy(pretrained.model.encoder.state_dict())
+pretrain_history = pretrained.history
+print(encoder_cfg)
+print(pretrained.recipe)  # the next-visit weight resolved to the vocabulary size
+print(
+    f"{'loaded' if pretrained.loaded else 'trained'} in {pretrain_seconds:.1f} s "
+    f"from {pretrained.folder.name}"
+)
+keep("d_model", encoder_cfg.d_model)
+keep("n_layers", encoder_cfg.n_layers)
 pretrain_history[["epoch", "train_loss", "val_mlm_loss", "val_mlm_acc", "val_nv_loss"]].round(4)
 
 # %% [markdown]
@@ -258,7 +199,9 @@ pretrain_history[["epoch", "train_loss", "val_mlm_loss", "val_mlm_acc", "val_nv_
 
 # %%
 counts = code_counts(task.loader("train", 256), ids)
-masked = evaluate_masked_codes(pretrained.to(device), task.loader("val", 256), ids, counts=counts)
+masked = evaluate_masked_codes(
+    pretrained.model.to(device), task.loader("val", 256), ids, counts=counts
+)
 keep("mlm_top10", masked["top10"])
 keep("mlm_base10", masked["baseline_top10"])
 mlm_gain = masked["top10"] - masked["baseline_top10"]
@@ -268,7 +211,7 @@ keep(
     f"{100 * mlm_gain:.1f} percentage points more. A small encoder, a few epochs and short "
     "histories: a modest start, but one the survival model can build on"
     if mlm_gain > 0
-    else f"no better. After {plural(cfg.pretrain_epochs, 'epoch')} of pretraining "
+    else f"no better. After {plural(recipe.epochs, 'epoch')} of pretraining "
     "at this size the encoder has learnt little beyond which codes are common, so the "
     "fine-tuned regimes start from a weak encoder",
 )
@@ -293,9 +236,9 @@ pd.Series(masked).round(3).to_frame("validation")
 #
 # One detail matters for the frozen regime. `freeze` switches off gradients but not dropout,
 # and `fit` puts the model in training mode every epoch, so a frozen encoder would still
-# drop a tenth of its activations at random: noise on the features the head learns from,
-# and not the network the head will see at test time. The library's `SurvivalModel` keeps a
-# frozen encoder in evaluation mode when the model trains.
+# drop {glue:text}`encoder_dropout:.0%` of its activations at random: noise on the features
+# the head learns from, and not the network the head will see at test time. The library's
+# `SurvivalModel` keeps a frozen encoder in evaluation mode when the model trains.
 
 
 # %%
@@ -304,11 +247,12 @@ def new_model(pretrained_weights: bool, base_hazards: np.ndarray) -> SurvivalMod
     if pretrained_weights:
         encoder.load_state_dict(pretrained_state)
     head = BinHazardHead(  # starts at the life table
-        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
+        encoder_cfg.d_model, n_bins, dropout=cfg.head_dropout, base_hazards=base_hazards
     )
     return SurvivalModel(encoder, head)  # a flat batch -> HazardOutput of shape (B, K)
 
 
+keep("encoder_dropout", encoder_cfg.dropout)
 batch = train_set.batch(np.arange(8))  # eight training patients, padded
 model = new_model(True, life_table(task)).eval()
 with torch.no_grad():
@@ -355,10 +299,10 @@ class TinyLoRA(nn.Module):
 
 
 torch.manual_seed(0)
-base = nn.Linear(cfg.d_model, cfg.d_model)
+base = nn.Linear(encoder_cfg.d_model, encoder_cfg.d_model)
 tiny = TinyLoRA(copy.deepcopy(base), r=4, alpha=cfg.lora_alpha)
 library = LoRALinear(copy.deepcopy(base), r=4, alpha=cfg.lora_alpha)
-x = torch.randn(5, 7, cfg.d_model)  # (B, L, d)
+x = torch.randn(5, 7, encoder_cfg.d_model)  # (B, L, d)
 assert torch.equal(tiny(x), base(x)) and torch.equal(library(x), base(x))  # B = 0: no change
 with torch.no_grad():
     tiny.B.normal_()  # pretend training moved B
@@ -390,7 +334,7 @@ lora_model = apply_lora(
     copy.deepcopy(base_model), r=rank, alpha=cfg.lora_alpha, trainable=("head",)
 ).eval()
 wrapped = lora_modules(lora_model)
-assert len(wrapped) == len(ATTENTION_MODULES) * cfg.n_layers
+assert len(wrapped) == len(ATTENTION_MODULES) * encoder_cfg.n_layers
 with torch.no_grad():
     assert torch.equal(lora_model(batch).logits, base_model(batch).logits)  # 1. B = 0
 
@@ -421,7 +365,7 @@ assert all(torch.allclose(m.base.weight, before[n], atol=1e-6) for n, m in wrapp
 n_adapter = sum(m.lora_A.numel() + m.lora_B.numel() for _, m in wrapped)
 n_head = sum(p.numel() for p in lora_model.head.parameters())
 counted = count_parameters(lora_model)
-assert n_adapter == len(wrapped) * rank * 2 * cfg.d_model  # r (d_in + d_out) per layer
+assert n_adapter == len(wrapped) * rank * 2 * encoder_cfg.d_model  # r (d_in + d_out) per layer
 assert counted["trainable"] == n_adapter + n_head
 print(
     f"LoRA r={rank}: {counted['trainable']:,} trainable of {counted['total']:,} "
@@ -433,9 +377,9 @@ print(
 # One builder for every regime, so the models differ only in what trains. The learning rate
 # follows what trains: the head alone takes large steps, the adapters medium ones, and a whole
 # pretrained network small ones so as not to wipe out what it learnt. The model trained from
-# scratch has the same architecture with random weights and its own learning rate,
-# `lr_scratch`, of the order that {doc}`06b_survival_training` uses to train such a network
-# from scratch.
+# scratch is the same network (the same `book_encoder_config`) with random weights and its
+# own learning rate, `lr_scratch`, of the order that {doc}`06b_survival_training` uses to
+# train such a network from scratch.
 
 # %%
 REGIMES = {
@@ -470,7 +414,7 @@ sizes["trainable"] = sizes["trainable"].astype(int)
 sizes["total"] = sizes["total"].astype(int)
 frozen_model = build("frozen", life_table(task)).train()
 assert not frozen_model.encoder.training and frozen_model.head.training
-assert sizes.loc["frozen", "trainable"] == n_bins * (cfg.d_model + 1)
+assert sizes.loc["frozen", "trainable"] == n_bins * (encoder_cfg.d_model + 1)
 assert sizes.loc["full", "trainable"] == sizes.loc["full", "total"]
 keep("head_params", int(sizes.loc["frozen", "trainable"]))
 sizes.style.format({"share": "{:.2%}", "trainable": "{:,}", "total": "{:,}"})
@@ -527,8 +471,9 @@ memory.round(3)
 # ## Summary
 # - **The pretrained encoder.** The true code is among its ten best guesses for
 #   {glue:text}`mlm_top10:.1%` of the masked validation codes, {glue:text}`mlm_better` the
-#   {glue:text}`mlm_base10:.1%` of the ten most frequent codes. Its weights are an artefact,
-#   keyed by the task, the encoder config and the recipe.
+#   {glue:text}`mlm_base10:.1%` of the ten most frequent codes. It is the book's joint
+#   encoder of {doc}`05b_pretraining_schedules`, loaded from that chapter's artefact, keyed by
+#   the task, the encoder config and the recipe.
 # - **What each regime trains.** The frozen encoder trains
 #   {glue:text}`n_bins` × ({glue:text}`d_model` + 1) head parameters, LoRA adds
 #   $2 r d$ per adapted projection, full fine-tuning trains everything. The asserts above

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   ehrseq:
-#     runs_after: [08_finetuning_strategies]
+#     runs_after: [05b_pretraining_schedules]
 #   jupytext:
 #     formats: ipynb,py:percent
 #     text_representation:
@@ -17,15 +17,16 @@
 # # Comparing frozen, LoRA and full fine-tuning
 #
 # ## Outline
-# {doc}`08_finetuning_strategies` pretrained a small BEHRT encoder {cite}`li2020behrt` on the
-# training patients' histories and built three ways to adapt it to the heart-failure survival
-# task: a **frozen encoder** under a trained survival head, **LoRA** {cite}`hu2022lora`
-# adapters on the attention projections, and **full fine-tuning**, beside the same network
-# trained **from scratch**. This chapter trains them all and compares them.
+# {doc}`08_finetuning_strategies` took the book's pretrained BEHRT encoder {cite}`li2020behrt`
+# (the `joint` one of {doc}`05b_pretraining_schedules`, pretrained on the training patients'
+# histories) and built three ways to adapt it to the heart-failure survival task: a **frozen
+# encoder** under a trained survival head, **LoRA** {cite}`hu2022lora` adapters on the
+# attention projections, and **full fine-tuning**, beside the same network trained **from
+# scratch**. This chapter trains them all and compares them.
 #
 # We will
-# 1. load the pretrained encoder (the artefact of {doc}`08_finetuning_strategies`) and build
-#    the regimes from the same settings;
+# 1. load the pretrained encoder (chapter 5b's artefact, as {doc}`08_finetuning_strategies`
+#    does) and build the regimes from the same settings;
 # 2. fine-tune a per-bin survival head under each regime, LoRA at
 #    {glue:text}`lora_ranks_text`, measuring discrimination, calibration, trainable
 #    parameters, memory and time;
@@ -53,21 +54,13 @@ import pandas as pd
 import torch
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
-from ehrseq.models import (
-    BehrtConfig,
-    BehrtEncoder,
-    BinHazardHead,
-    SurvivalModel,
-    apply_lora,
-    freeze,
-)
+from ehrseq.models import BehrtEncoder, BinHazardHead, SurvivalModel, apply_lora, freeze
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
+from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 from ehrseq.runs import train_seeds
 from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig
@@ -75,19 +68,13 @@ from ehrseq.train import TrainConfig
 CHAPTER = "08b_finetuning_comparison"
 
 
-# encoder and pretraining fields as in 08_finetuning_strategies, so both load one artefact
+# fine-tuning fields as in 08_finetuning_strategies; the encoder and its pretraining are the
+# book's (ehrseq.pretrained: book_encoder_config, book_recipe)
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    d_model: int = 64  # encoder width
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (pretraining, fine-tuning), head
-    pretrain_schedule: str = "joint"  # masked codes + next-visit codes in every step
-    pretrain_epochs: int = 5  # passes over the training histories
-    pretrain_lr: float = 1e-3  # peak learning rate of pretraining
-    batch_size: int = 64  # patients per batch
+    batch_size: int = 64  # patients per fine-tuning batch
+    head_dropout: float = 0.1  # on the survival head's input (the encoder's is its config's)
     lr_full: float = 5e-4  # peak learning rate when every pretrained weight trains
     lr_scratch: float = 1e-3  # the same network from random weights
     lr_lora: float = 5e-3  # LoRA adapters and head
@@ -108,9 +95,6 @@ cfg = for_profile(
     Config,
     {
         "smoke": {
-            "d_model": 32,
-            "d_ff": 64,
-            "pretrain_epochs": 2,
             "lora_ranks": (4,),
             "epochs_large": 2,
             "epochs_small": 2,
@@ -118,11 +102,6 @@ cfg = for_profile(
             "n_boot": 50,
         },
         "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "pretrain_epochs": 20,
-            "pretrain_lr": 5e-4,
             "batch_size": 256,
             "lr_full": 2e-4,
             "lr_scratch": 5e-4,
@@ -244,69 +223,25 @@ pd.Series(oracle, name="oracle (true risk)").round(4).to_frame()
 # ### The encoder and the regimes
 # The pretrained encoder, the survival model on top of it and the four regimes are those of
 # {doc}`08_finetuning_strategies`, which derives them and checks that LoRA does what it
-# promises; here they are built again from the same settings. The encoder's weights are that
-# chapter's artefact: `load_or_train` with the same key parts (the task, the encoder config
-# and the pretraining recipe) loads them, and trains them only if no file exists yet.
+# promises; here they are built again from the same settings. The encoder is the book's
+# (`ehrseq.pretrained`): its config is `book_encoder_config`, and its weights are the
+# artefact of the `joint` schedule (`book_recipe()`) that {doc}`05b_pretraining_schedules`
+# trains. `load_or_pretrain` with the same key parts (the task, the encoder config and the
+# recipe) loads them, and trains them only if no file exists yet.
 
 # %%
-encoder_cfg = BehrtConfig.from_vocab(
-    task.vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=task.config.max_len,
-)
-ids = TokenIds.from_vocab(task.vocab)
-recipe = {
-    "schedule": cfg.pretrain_schedule,
-    "epochs": cfg.pretrain_epochs,
-    "lr": cfg.pretrain_lr,
-    "batch_size": cfg.batch_size,
-    "mlm_weight": 1.0,
-    "next_visit_weight": float(ids.vocab_size),
-    "tie_weights": True,
-    "pool": "last",
-    "seed": task.config.seed,
-}
-parts = (task.config, encoder_cfg, recipe)
-
-
-def train_pretrained(model: BehrtForPretraining, folder) -> None:
-    """``load_or_train``'s training function: one call of the library's ``pretrain``."""
-    pretrain(
-        model,
-        task.loader("train", recipe["batch_size"]),
-        task.loader("val", 256),
-        ids,
-        TrainConfig(
-            epochs=recipe["epochs"],
-            lr=recipe["lr"],
-            seed=recipe["seed"],
-            out_dir=folder,
-            desc="pretrain",
-        ),
-        schedule=recipe["schedule"],
-        mlm_weight=recipe["mlm_weight"],
-        next_visit_weight=recipe["next_visit_weight"],
-    )
-
-
-ehrseq.seed_everything(recipe["seed"])
+encoder_cfg = book_encoder_config(task)  # the book's encoder sizes for this profile
+recipe = book_recipe()  # the joint schedule of 05b_pretraining_schedules
 started = time.perf_counter()
-pretrained, loaded = load_or_train(
-    BehrtForPretraining(
-        BehrtEncoder(encoder_cfg), tie_weights=recipe["tie_weights"], pool=recipe["pool"]
-    ),
-    "behrt-pretrained-ch08",
-    train_pretrained,
-    *parts,
-)
+pretrained = load_or_pretrain(task, encoder_cfg, recipe)
 pretrain_seconds = time.perf_counter() - started
-folder = artifact_root() / f"behrt-pretrained-ch08-{config_key(*parts)}"
-pretrained_state = copy.deepcopy(pretrained.encoder.state_dict())
-print(f"{'loaded' if loaded else 'trained'} in {pretrain_seconds:.1f} s from {folder.name}")
+pretrained_state = copy.deepcopy(pretrained.model.encoder.state_dict())
+print(encoder_cfg)
+print(pretrained.recipe)  # the next-visit weight resolved to the vocabulary size
+print(
+    f"{'loaded' if pretrained.loaded else 'trained'} in {pretrain_seconds:.1f} s "
+    f"from {pretrained.folder.name}"
+)
 
 # %% [markdown]
 # The survival model (the per-bin hazard head on the mean token state of the last visit,
@@ -320,7 +255,7 @@ def new_model(pretrained_weights: bool, base_hazards: np.ndarray) -> SurvivalMod
     if pretrained_weights:
         encoder.load_state_dict(pretrained_state)
     head = BinHazardHead(  # starts at the life table
-        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
+        encoder_cfg.d_model, n_bins, dropout=cfg.head_dropout, base_hazards=base_hazards
     )
     return SurvivalModel(encoder, head)  # a flat batch -> HazardOutput of shape (B, K)
 
@@ -621,9 +556,10 @@ pd.Series(gap).to_frame("oracle minus the best regime (Harrell C)")
 # {doc}`08_finetuning_strategies`.
 #
 # ## Exercises
-# 1. Pretrain with masked-code modelling alone (`pretrain_schedule="mlm"`). Which regime
-#    suffers most, and what does that say about what the next-visit objective puts into the
-#    last visit's state?
+# 1. Start from the encoder pretrained with masked-code modelling alone
+#    (`book_recipe(schedule="mlm")`, which {doc}`05b_pretraining_schedules` has already
+#    trained). Which regime suffers most, and what does that say about what the next-visit
+#    objective puts into the last visit's state?
 # 2. Shrink the small cohort to 5% of the training split. Where does the frozen encoder
 #    overtake full fine-tuning, if it ever does?
 # 3. How wide is the interval of the LoRA-minus-full difference? Work out how many test
