@@ -37,7 +37,12 @@ def test_trains_once_then_loads(task, tmp_path, monkeypatch):
     assert second.loaded and second.folder == first.folder
     for name, tensor in first.model.state_dict().items():
         torch.testing.assert_close(second.model.state_dict()[name], tensor)
-    other = load_or_pretrain(task, _cfg(task), PretrainRecipe(epochs=1, batch_size=64, seed=2))
+    other = load_or_pretrain(
+        task,
+        _cfg(task),
+        PretrainRecipe(epochs=1, batch_size=64, seed=2),
+        device=torch.device("cpu"),
+    )
     assert not other.loaded and other.folder != first.folder  # another seed, another artefact
 
 

@@ -170,7 +170,7 @@ def load_or_pretrain(
     encoder_cfg: BehrtConfig,
     recipe: PretrainRecipe,
     *,
-    device: str | None = None,
+    device: str | torch.device | None = None,
 ) -> Pretrained:
     """The pretrained model of ``(task, encoder_cfg, recipe)``: loaded if trained, else trained.
 
@@ -190,7 +190,8 @@ def load_or_pretrain(
 
     def train(model: BehrtForPretraining, folder: Path) -> None:
         seed_everything(recipe.seed)
-        common = dict(lr=recipe.lr, seed=recipe.seed, desc=recipe.schedule, device=device)
+        where = None if device is None else str(device)  # TrainConfig takes "cpu", "cuda:0"
+        common = dict(lr=recipe.lr, seed=recipe.seed, desc=recipe.schedule, device=where)
         if recipe.schedule == "sequential":  # pretrain writes folder/mlm, folder/next_visit
             first = TrainConfig(epochs=recipe.mlm_epochs, out_dir=folder, **common)
             second = TrainConfig(epochs=recipe.epochs - recipe.mlm_epochs, out_dir=folder, **common)
