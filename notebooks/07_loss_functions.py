@@ -47,17 +47,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
+from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, plural, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
 from ehrseq.metrics import concordance_index
-from ehrseq.models import BinHazardHead, count_parameters
+from ehrseq.models import BagOfTokensSurvival, count_parameters
 from ehrseq.survival import hazards_to_survival, life_table_hazards
 
 
@@ -119,29 +118,13 @@ task.summary()
 # the last recorded event, standardised on the training patients. The counts are left
 # unstandardised on purpose: a token that only five training patients have would become a
 # z-score of about {glue:text}`rare_z:.0f` for them, and the network would fit those rare
-# tokens before the common ones. In other chapters the same head sits on sequence encoders; swapping one in
-# here is an exercise of {doc}`07b_loss_comparison`.
+# tokens before the common ones. The features are `ehrseq.baselines.token_count_features`,
+# checked below against the task's labels. In other chapters the same head sits on sequence
+# encoders; swapping one in here is an exercise of {doc}`07b_loss_comparison`.
 
 
 # %%
-def bag_of_tokens(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per patient of a split: log(1 + token counts) and the last age; and the bin labels."""
-    ds = task.dataset(split)
-    batch = ds.batch(np.arange(len(ds)))  # every patient of the split, padded, in split order
-    codes, real = batch["codes"], batch["attention_mask"]  # (n, L), (n, L)
-    real = real & (codes >= len(SPECIAL_TOKENS))  # [PAD], [CLS], [SEP], ... are no evidence
-    counts = torch.zeros(len(ds), len(task.vocab)).scatter_add_(1, codes, real.float())  # (n, V)
-    last = batch["attention_mask"].sum(dim=1, keepdim=True) - 1  # (n, 1), last real token
-    age = batch["ages"].gather(1, last)  # (n, 1), years
-    x = torch.cat([torch.log1p(counts), age], dim=1)  # (n, V + 1)
-    return x, batch["durations"], batch["events"]
-
-
-data = {split: bag_of_tokens(split) for split in ("train", "val", "test")}
-age_train = data["train"][0][:, -1]
-age_mean, age_sd = age_train.mean(), age_train.std()
-for x, _, _ in data.values():
-    x[:, -1] = (x[:, -1] - age_mean) / age_sd  # age standardised on training patients
+data = token_count_features(task)  # {split: (x, durations, events)}
 n_features = data["train"][0].shape[1]
 for split, (x, d, e) in data.items():
     n = len(task.frame(split))
@@ -427,7 +410,8 @@ keep("train_event_rate", float(data["train"][2].float().mean()))
 # censored.
 #
 # ### The network
-# One hidden layer makes the patient state from the {glue:text}`n_features` features, and
+# `ehrseq.models.BagOfTokensSurvival`: one hidden layer makes the patient state from the
+# {glue:text}`n_features` features, and
 # the library's `BinHazardHead` maps it to {glue:text}`n_bins` logits, one per bin of
 # {glue:text}`bin_days:.0f` days: {glue:text}`n_params:,` parameters in all. The same
 # architecture, initialisation and optimiser serve every loss; only the loss changes.
@@ -443,25 +427,6 @@ keep("train_event_rate", float(data["train"][2].float().mean()))
 
 
 # %%
-class BagOfTokensSurvival(nn.Module):
-    """Fixed features -> a hidden patient state -> one hazard logit per time bin."""
-
-    def __init__(
-        self,
-        n_features: int,
-        hidden: int,
-        n_bins: int,
-        dropout: float,
-        base_hazards: torch.Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.head = BinHazardHead(hidden, n_bins, dropout=dropout, base_hazards=base_hazards)
-
-    def forward(self, x: torch.Tensor):
-        return self.head(self.body(x))  # HazardOutput: logits, hazards (B, T)
-
-
 d_train, e_train_bins = data["train"][1], data["train"][2]
 bins = torch.arange(n_bins)
 followed = (d_train[:, None] >= bins).sum(dim=0)  # (T,), n_k: still followed in bin k

@@ -42,18 +42,17 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 from matplotlib.ticker import MaxNLocator
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
+from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
 from ehrseq.config import for_profile
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
 from ehrseq.metrics import bootstrap_ci, calibration_table, concordance_index
-from ehrseq.models import BinHazardHead
+from ehrseq.models import BagOfTokensSurvival
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration
 from ehrseq.survival import hazards_to_survival, life_table_hazards
@@ -184,55 +183,19 @@ task.summary()
 # $\log(1 + \text{count})$, and the age at the last recorded event, standardised on the
 # training patients; one hidden layer makes the patient state, and the library's
 # `BinHazardHead` maps it to one logit per bin, its biases starting at the logits of the
-# life-table hazards of the training patients. The code is repeated here so that this
-# chapter runs on its own.
+# life-table hazards of the training patients. Both come from the library
+# (`ehrseq.baselines.token_count_features`, `ehrseq.models.BagOfTokensSurvival`), so that
+# this chapter runs on its own.
 
 
 # %%
-def bag_of_tokens(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per patient of a split: log(1 + token counts) and the last age; and the bin labels."""
-    ds = task.dataset(split)
-    batch = ds.batch(np.arange(len(ds)))  # every patient of the split, padded, in split order
-    codes, real = batch["codes"], batch["attention_mask"]  # (n, L), (n, L)
-    real = real & (codes >= len(SPECIAL_TOKENS))  # [PAD], [CLS], [SEP], ... are no evidence
-    counts = torch.zeros(len(ds), len(task.vocab)).scatter_add_(1, codes, real.float())  # (n, V)
-    last = batch["attention_mask"].sum(dim=1, keepdim=True) - 1  # (n, 1), last real token
-    age = batch["ages"].gather(1, last)  # (n, 1), years
-    x = torch.cat([torch.log1p(counts), age], dim=1)  # (n, V + 1)
-    return x, batch["durations"], batch["events"]
-
-
-data = {split: bag_of_tokens(split) for split in ("train", "val", "test")}
-age_train = data["train"][0][:, -1]
-age_mean, age_sd = age_train.mean(), age_train.std()
-for x, _, _ in data.values():
-    x[:, -1] = (x[:, -1] - age_mean) / age_sd  # age standardised on training patients
+data = token_count_features(task)  # {split: (x, durations, events)}
 n_features = data["train"][0].shape[1]
 for split, (x, d, e) in data.items():
     n = len(task.frame(split))
     assert x.shape == (n, len(task.vocab) + 1) and d.shape == e.shape == (n,)
     assert torch.equal(d, torch.as_tensor(task.frame(split)["bin"].to_numpy()))
     assert int(d.max()) < n_bins and torch.isfinite(x).all()
-
-
-# %%
-class BagOfTokensSurvival(nn.Module):
-    """Fixed features -> a hidden patient state -> one hazard logit per time bin."""
-
-    def __init__(
-        self,
-        n_features: int,
-        hidden: int,
-        n_bins: int,
-        dropout: float,
-        base_hazards: torch.Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(dropout))
-        self.head = BinHazardHead(hidden, n_bins, dropout=dropout, base_hazards=base_hazards)
-
-    def forward(self, x: torch.Tensor):
-        return self.head(self.body(x))  # HazardOutput: logits, hazards (B, T)
 
 
 d_train, e_train_bins = data["train"][1], data["train"][2]

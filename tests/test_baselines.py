@@ -89,3 +89,22 @@ def test_cox_baseline_curves_are_survival_curves_with_signal(task):
     assert (np.diff(surv, axis=1) <= 1e-12).all() and surv.min() >= 0 and surv.max() <= 1
     c = concordance_index(te["duration"], 1 - surv[:, -1], te["event"])
     assert c > 0.6
+
+
+def test_token_count_features(task):
+    import torch
+
+    from ehrseq.baselines import token_count_features
+    from ehrseq.data.vocab import SPECIAL_TOKENS
+
+    data = token_count_features(task)
+    for split, (x, d, e) in data.items():
+        n = len(task.frame(split))
+        assert x.shape == (n, len(task.vocab) + 1) and d.shape == e.shape == (n,)
+        assert torch.equal(d, torch.as_tensor(task.frame(split)["bin"].to_numpy()))
+        assert (x[:, : len(SPECIAL_TOKENS)] == 0).all()  # special tokens are no evidence
+        assert (x[:, :-1] >= 0).all() and torch.isfinite(x).all()
+    age = data["train"][0][:, -1]
+    assert abs(float(age.mean())) < 1e-4 and abs(float(age.std()) - 1) < 1e-4
+    assert set(token_count_features(task, ["test"])) == {"test"}
+    torch.testing.assert_close(token_count_features(task, ["test"])["test"][0], data["test"][0])

@@ -40,6 +40,7 @@ __all__ = [
     "CoxBaseline",
     "bag_of_codes",
     "engineered_features",
+    "token_count_features",
 ]
 
 #: The blocks of :func:`engineered_features`, in the order a reader adds them.
@@ -78,6 +79,40 @@ def bag_of_codes(task, split: str) -> pd.DataFrame:
     names = [f"code_{t}" for t in task.vocab.itos[n_special:]]
     out = pd.DataFrame(np.log1p(counts[:, n_special:]), columns=names)
     return pd.concat([out, _age_sex(task, split)], axis=1)
+
+
+def token_count_features(task, splits: Sequence[str] = ("train", "val", "test")) -> dict:
+    """Per split: ``(x, durations, events)`` with ``x`` the fixed features of chapter 7.
+
+    ``x`` is ``(n, V + 1)``: :math:`\\log(1 + \\text{count})` of every vocabulary token of the
+    history before the prediction time (special tokens, which are no evidence, count 0), and
+    the age at the last recorded token, standardised on the training patients (counts are
+    left as they are: a token only five training patients have would become a z-score of
+    about :math:`\\sqrt{n/5}` and be fitted first). ``durations`` are the bin indices of the
+    event or censoring and ``events`` 1 for an event in that bin, as ``hazard_nll`` expects.
+    Patients are in split order.
+    """
+    import torch
+
+    out = {}
+    for split in dict.fromkeys(("train", *splits)):  # the training age moments come first
+        ds = task.dataset(split)
+        batch = ds.batch(np.arange(len(ds)))  # every patient of the split, padded
+        codes, real = batch["codes"], batch["attention_mask"]  # (n, L), (n, L)
+        real = real & (codes >= len(SPECIAL_TOKENS))  # [PAD], [CLS], [SEP], ... are no evidence
+        counts = torch.zeros(len(ds), len(task.vocab)).scatter_add_(1, codes, real.float())
+        last = batch["attention_mask"].sum(dim=1, keepdim=True) - 1  # (n, 1), last real token
+        age = batch["ages"].gather(1, last)  # (n, 1), years
+        out[split] = (
+            torch.cat([torch.log1p(counts), age], dim=1),
+            batch["durations"],
+            batch["events"],
+        )
+    age_train = out["train"][0][:, -1]
+    mean, sd = age_train.mean(), age_train.std()
+    for x, _, _ in out.values():
+        x[:, -1] = (x[:, -1] - mean) / sd  # age standardised on the training patients
+    return {split: out[split] for split in splits}
 
 
 def _standardise(value: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from ehrseq.models.attention import (
     padding_mask,
     visit_causal_mask,
 )
+from ehrseq.models.bag import BagOfTokensSurvival
 from ehrseq.models.behrt import ENCODER_INPUTS, BehrtConfig, BehrtEncoder, encoder_inputs
 from ehrseq.models.hierarchical import AttentionPool, HierarchicalBehrt, HierarchicalConfig
 from ehrseq.models.lora import (
@@ -29,6 +30,7 @@ from ehrseq.models.survival_model import SurvivalModel
 
 __all__ = [
     "AttentionPool",
+    "BagOfTokensSurvival",
     "BinHazardHead",
     "HazardOutput",
     "HierarchicalBehrt",
