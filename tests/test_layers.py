@@ -36,6 +36,8 @@ LAYERS = {
     "evaluate": 6,
     "pretrain": 6,
     "runs": 6,
+    "next_visit": 7,  # heads and baselines of next-visit prediction, on pretrain
+    "pretrained": 8,  # pretrained encoders as artefacts: pretrain, next_visit, artifacts
 }
 TOP = max(LAYERS.values()) + 1
 
