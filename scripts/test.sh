@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: lint, library tests, and every chapter under nbmake (profile smoke).
+# The README's test command: lint, library tests, and every chapter under nbmake (profile smoke),
+# its prose checked as the book shows it.
 # Slow checks run only with EHRSEQ_SLOW=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,8 +19,10 @@ jupytext --quiet --to ipynb notebooks/[0-9]*.py
 
 echo "[test] pytest: library tests and notebooks (EHRSEQ_PROFILE=smoke)"
 set +e
+# --overwrite writes each executed chapter back to its generated .ipynb, where
+# notebooks/conftest.py reads its prose with the glued values pasted in (ehrseq.prose)
 pytest -q -n "${EHRSEQ_TEST_WORKERS:-2}" --dist loadfile --durations=15 \
-  --nbmake --nbmake-timeout=300 tests notebooks/[0-9]*.ipynb "$@"
+  --nbmake --overwrite --nbmake-timeout=300 tests notebooks/[0-9]*.ipynb "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
