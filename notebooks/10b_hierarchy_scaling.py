@@ -67,6 +67,10 @@ class Config:
     n_heads: int = 4  # attention heads (and pooling heads)
     d_ff: int = 128  # feed-forward width of a transformer block
     dropout: float = 0.1  # on embeddings, residual branches and the head
+    # BERT's dropout on the attention probabilities: with it, the CPU kernel keeps the
+    # probabilities for the backward pass; without it (the library's default, 0) a fused
+    # kernel recomputes them and the flat model's memory loses its L^2 term (exercise 2)
+    attention_dropout: float = 0.1
     scale_visits: tuple[int, ...] = (8, 16, 32, 64)  # V of the scaling benchmark
     scale_codes: tuple[int, ...] = (4, 8, 16)  # C of the scaling benchmark
     scale_batch: int = 8  # patients per benchmark step
@@ -130,6 +134,7 @@ def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> Sur
         n_heads=cfg.n_heads,
         d_ff=cfg.d_ff,
         dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
         max_len=max_len,
         max_visits=max_visits,
     )
@@ -144,6 +149,7 @@ def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> Su
         n_heads=cfg.n_heads,
         d_ff=cfg.d_ff,
         dropout=cfg.dropout,
+        attention_dropout=cfg.attention_dropout,
         time_embedding=time_embedding,
         n_code_layers=n_code_layers,
     )
@@ -179,6 +185,7 @@ def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> Su
 keep("max_len", task.config.max_len)
 keep("scale_repeats", cfg.scale_repeats)
 keep("scale_batch", cfg.scale_batch)
+keep("attention_dropout", cfg.attention_dropout)
 V_max, C_max = max(cfg.scale_visits), max(cfg.scale_codes)
 
 
@@ -430,7 +437,7 @@ assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact 
 scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
 assert (scores["flat"] >= scores["hierarchical"]).all()
 saved = bench.pivot_table(index=["V", "C"], columns="model", values="activations MiB")
-if device.type == "cpu":  # the CPU kernel keeps the attention probabilities of every layer
+if device.type == "cpu" and cfg.attention_dropout > 0:  # the CPU kernel then keeps them
     flat_scores = bench[bench["model"] == "flat"].set_index(["V", "C"])["score MiB"]
     assert (saved["flat"] >= flat_scores).all()
 if cfg.profile != "smoke":
@@ -504,7 +511,8 @@ plt.show()
 # {glue:text}`slope_flat_activations:.2f` (flat) and {glue:text}`slope_hier_activations:.2f`
 # (hierarchical): every model keeps $O(L d)$ activations for its linear layers, and only
 # the flat model adds the $O(L^2)$ attention probabilities of every layer and head, which
-# take over as $L$ grows.
+# take over as $L$ grows. (They are kept because these models drop out attention
+# probabilities as BERT does, {glue:text}`attention_dropout`; exercise 2 turns that off.)
 #
 # The measured time: slope {glue:text}`slope_flat_time:.2f` in $VC$ for the flat model,
 # {glue:text}`slope_hier_time:.2f` for the hierarchical one and
@@ -530,3 +538,7 @@ plt.show()
 # 1. Extend the scaling grid to $V = 256$ and $C = 32$ on a GPU (`EHRSEQ_PROFILE=full`). At
 #    what size does the flat model run out of memory, and how do the measured peaks compare
 #    with the score counts?
+# 2. Set `attention_dropout=0` in the `Config` (the library's default, which the training
+#    chapters use because on a CPU the dropout mask costs a third of a step). Which kernel
+#    does `scaled_dot_product_attention` now take, and what happens to the flat model's
+#    activation slope in $VC$? Does the hierarchy still buy memory, and where?
