@@ -167,6 +167,16 @@ def main() -> int:
     return 1 if failed else 0
 
 
+def strip_timing(nb) -> None:
+    """Drop nbclient's per-cell timing (``metadata.execution``) from an executed notebook.
+
+    Jupyter Cache hashes cell metadata: a notebook stored with timing would not match the
+    chapter's source, and the book build would execute every chapter again.
+    """
+    for cell in nb.cells:
+        cell.get("metadata", {}).pop("execution", None)
+
+
 def runs_after(path: Path) -> list[str]:
     """Chapters (file stems) whose artefacts this one loads: ``runs_after`` in its metadata.
 
@@ -207,6 +217,7 @@ def _store(path: str, nb, seconds: float, error: str | None, args, cache, failed
         print(f"[execute] FAILED  {name} after {seconds:.0f} s\n{error}", file=sys.stderr)
         return
     slow = slowest_cells(nb)
+    strip_timing(nb)  # kept in the cache's data instead: the cell metadata is hashed
     data = {"execution_seconds": seconds, "threads": args.threads, "jobs": args.jobs}
     cache.add_nb_to_project(path)
     cache.cache_notebook_bundle(

@@ -92,3 +92,29 @@ def test_runs_after_names_earlier_chapters(tmp_path):
     for path in ex.chapters():  # every declared dependency is a chapter earlier in the book
         for stem in ex.runs_after(path):
             assert stem in order[: order.index(path.stem)], (path.name, stem)
+
+
+def test_a_stored_chapter_matches_its_source_in_the_cache(tmp_path):
+    """What execute_chapters stores must match the chapter as the book reads it, or the book
+    build executes every chapter again (timing metadata in the cells broke that once)."""
+    import copy
+
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    ex = _module()
+    source = ex.read(ROOT / "notebooks/01_synthetic_cohort.py")
+    executed = copy.deepcopy(source)
+    for cell in executed.cells:
+        if cell.cell_type == "code":
+            cell.metadata["execution"] = {
+                "iopub.execute_input": "2026-01-01T00:00:00Z",
+                "shell.execute_reply": "2026-01-01T00:00:01Z",
+            }
+            cell.outputs = []
+    cache = get_cache(str(tmp_path / "cache"))
+    ex.strip_timing(executed)
+    cache.cache_notebook_bundle(
+        CacheBundleIn(executed, "01.py"), check_validity=False, overwrite=True
+    )
+    cache.match_cache_notebook(source)  # raises KeyError when the hashes differ
