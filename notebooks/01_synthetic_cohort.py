@@ -45,7 +45,7 @@ from myst_nb import glue
 
 import ehrseq
 from ehrseq.book import plural
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.synthetic import (
     BNP_TRAJECTORY,
     HF_INTERACTION_LOG_HR,
@@ -70,7 +70,7 @@ cfg = for_profile(Config, {"smoke": {"n_patients": 1500}, "full": {"n_patients":
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 
 # %% [markdown]

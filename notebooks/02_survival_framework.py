@@ -45,7 +45,7 @@ from matplotlib.lines import Line2D
 
 import ehrseq
 from ehrseq.book import keep, keep_table
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.labels import Outcome, discretize, survival_labels
 from ehrseq.data.meds import read_survival_labels, write_survival_labels
 from ehrseq.data.omop import load_omop
@@ -78,7 +78,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 keep("horizon_years", float(cfg.horizon_years))
 keep("bins_per_year", cfg.bins_per_year)

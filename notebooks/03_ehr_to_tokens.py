@@ -64,7 +64,7 @@ from IPython.display import Markdown, display
 
 import ehrseq
 from ehrseq.book import keep, plural
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.omop import OmopValidationError, load_omop, open_cdm, validate_omop
 from ehrseq.data.sequences import build_sequences
@@ -87,7 +87,7 @@ cfg = for_profile(Config, {"smoke": {"n_patients": 1000}, "full": {"n_patients":
 device = ehrseq.get_device()
 ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 
 

@@ -54,7 +54,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 import ehrseq
 from ehrseq.book import keep
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.meds import (
     read_meds,
@@ -96,7 +96,7 @@ cfg = for_profile(Config, {"smoke": {"n_patients": 1000}, "full": {"n_patients":
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 
 

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 
 import ehrseq
 from ehrseq.book import keep, plural
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.events import DOMAINS
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import SPECIAL_DOMAIN_ID
@@ -95,7 +95,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 

@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Subset
 import ehrseq
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep, plural
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.synthetic import OWN_CODE_SHARE
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import LengthBucketSampler, collate_flat
@@ -117,7 +117,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 

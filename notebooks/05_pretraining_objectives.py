@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 import ehrseq
 from ehrseq.book import keep, plural, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import collate_flat
 from ehrseq.models import BehrtConfig, BehrtEncoder, encoder_inputs, visit_causal_mask
@@ -100,7 +100,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 start_claims(CHAPTER)  # no claims here (05b records them): clears those of an older build
 

@@ -50,7 +50,7 @@ from myst_nb import glue
 
 import ehrseq
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
     model_scorer,
@@ -87,7 +87,7 @@ recipe = book_recipe()  # the book's pretraining recipe; the runs below change i
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 start_claims(CHAPTER)  # this run's claims replace the last run's on the results page
@@ -131,8 +131,8 @@ task.summary()
 # %%
 encoder_cfg = book_encoder_config(task)
 keep("init_std", encoder_cfg.init_std)
-print(encoder_cfg)
-print(recipe)
+print(format_config(encoder_cfg))
+print(format_config(recipe))
 
 # %% [markdown]
 # ## Train

@@ -49,7 +49,7 @@ from myst_nb import glue
 
 import ehrseq
 from ehrseq.book import keep
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import model_scorer, most_frequent, next_visit_table
 from ehrseq.plotting import apply_style
@@ -77,7 +77,7 @@ recipe = book_recipe()  # the book's pretraining recipe (joint); 05b varied its 
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 
 keep("k", cfg.k)
@@ -406,7 +406,7 @@ book = load_or_pretrain(task, book_encoder_config(task), book_recipe())
 glue("encoder_key", Markdown(f"`{book.folder.name}`"), display=False)
 print(f"artefact: {book.folder.name}")
 print("task:   ", task.config)
-print("encoder:", encoder_cfg)
+print("encoder:", format_config(encoder_cfg))
 print("recipe: ", book.recipe)
 assert book.loaded  # loaded above, so it comes from disk
 for name, tensor in book.model.state_dict().items():

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 import ehrseq
 import ehrseq.leakage
 from ehrseq.book import keep
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
 from ehrseq.losses import hazard_nll
@@ -94,7 +94,7 @@ cfg = for_profile(
 )
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 

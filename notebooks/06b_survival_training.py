@@ -50,7 +50,7 @@ from scipy import stats
 
 import ehrseq
 from ehrseq.book import keep, keep_table, plural
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol, format_table
 from ehrseq.leakage import leakage_test, visits_per_patient
@@ -109,7 +109,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seeds[0])
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 

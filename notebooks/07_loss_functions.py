@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ehrseq
 from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, plural, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
 from ehrseq.metrics import concordance_index
@@ -79,7 +79,7 @@ cfg = for_profile(
 )
 device = ehrseq.get_device()
 ehrseq.seed_everything(cfg.seed)
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 CHAPTER = "07_loss_functions"
 start_claims(CHAPTER)  # no claims here (07b_loss_comparison tests them); clears older ones

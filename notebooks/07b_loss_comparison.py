@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ehrseq
 from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
@@ -102,7 +102,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 CHAPTER = "07b_loss_comparison"
 start_claims(CHAPTER)  # the claims this chapter tests go to the results page

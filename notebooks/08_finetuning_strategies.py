@@ -59,7 +59,7 @@ from torch import nn
 
 import ehrseq
 from ehrseq.book import keep, plural, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.models import (
     BehrtEncoder,
@@ -117,7 +117,7 @@ device = ehrseq.get_device()
 ehrseq.seed_everything(0)
 apply_style()
 start_claims(CHAPTER)  # records no claim (08b_finetuning_comparison does): clears older ones
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 *head_ranks, last_rank = cfg.lora_ranks
 keep(
@@ -183,7 +183,7 @@ pretrained = load_or_pretrain(task, encoder_cfg, recipe)
 pretrain_seconds = time.perf_counter() - started
 pretrained_state = copy.deepcopy(pretrained.model.encoder.state_dict())
 pretrain_history = pretrained.history
-print(encoder_cfg)
+print(format_config(encoder_cfg))
 print(pretrained.recipe)  # the next-visit weight resolved to the vocabulary size
 print(
     f"{'loaded' if pretrained.loaded else 'trained'} in {pretrain_seconds:.1f} s "

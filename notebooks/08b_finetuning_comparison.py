@@ -55,7 +55,7 @@ import torch
 
 import ehrseq
 from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
 from ehrseq.models import BehrtEncoder, BinHazardHead, SurvivalModel, apply_lora, freeze
@@ -119,7 +119,7 @@ device = ehrseq.get_device()
 rng = ehrseq.seed_everything(0)
 apply_style()
 start_claims(CHAPTER)
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 keep("seeds_text", plural(len(cfg.seeds), "seed"))
 keep(
@@ -236,7 +236,7 @@ started = time.perf_counter()
 pretrained = load_or_pretrain(task, encoder_cfg, recipe)
 pretrain_seconds = time.perf_counter() - started
 pretrained_state = copy.deepcopy(pretrained.model.encoder.state_dict())
-print(encoder_cfg)
+print(format_config(encoder_cfg))
 print(pretrained.recipe)  # the next-visit weight resolved to the vocabulary size
 print(
     f"{'loaded' if pretrained.loaded else 'trained'} in {pretrain_seconds:.1f} s "

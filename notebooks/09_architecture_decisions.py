@@ -56,7 +56,7 @@ from lifelines import KaplanMeierFitter
 import ehrseq
 from ehrseq.baselines import FEATURE_BLOCKS, CoxBaseline, bag_of_codes, engineered_features
 from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
 from ehrseq.models import (
@@ -123,7 +123,7 @@ device = ehrseq.get_device()
 rng = ehrseq.seed_everything(0)
 apply_style()
 start_claims(CHAPTER)
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 keep("n_seeds_phrase", plural(len(cfg.seeds), "seed"))
 keep("n_boot", cfg.n_boot)

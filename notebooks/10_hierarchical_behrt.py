@@ -56,7 +56,7 @@ from torch import nn
 
 import ehrseq
 from ehrseq.book import keep, keep_table, plural, record_claim, record_comparisons, start_claims
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
 from ehrseq.losses import hazard_nll
@@ -126,7 +126,7 @@ device = ehrseq.get_device()
 rng = ehrseq.seed_everything(0)
 apply_style()
 start_claims(CHAPTER)
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 keep("n_seeds", len(cfg.seeds))
 keep("seeds_text", plural(len(cfg.seeds), "seed"))

@@ -42,7 +42,7 @@ from torch import nn
 
 import ehrseq
 from ehrseq.book import keep
-from ehrseq.config import for_profile
+from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.models import (
     BehrtConfig,
@@ -104,7 +104,7 @@ cfg = for_profile(
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(0)
 apply_style()
-print(cfg)
+print(format_config(cfg))
 print(f"device: {device}")
 
 # %% [markdown]

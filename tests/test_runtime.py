@@ -107,3 +107,18 @@ def test_saved_for_backward_counts_what_backward_needs():
     frozen = saved_for_backward_mib(lambda: net(x).sum(), exclude=net.parameters())
     assert frozen == pytest.approx(1024 * 512 * 4 / 2**20)
     assert frozen < mib
+
+
+def test_format_config_one_field_per_line():
+    from dataclasses import dataclass
+
+    from ehrseq.config import format_config
+
+    @dataclass(frozen=True)
+    class Small:
+        profile: str = "book"
+        seeds: tuple[int, ...] = (0, 1)
+
+    assert format_config(Small()) == "Small(\n    profile='book',\n    seeds=(0, 1),\n)"
+    with pytest.raises(TypeError, match="dataclass"):
+        format_config(Small)

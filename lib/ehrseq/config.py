@@ -34,6 +34,7 @@ __all__ = [
     "env",
     "progress_disabled",
     "for_profile",
+    "format_config",
 ]
 
 #: Every environment variable of the project and what it does.
@@ -116,3 +117,17 @@ def for_profile(
     if "profile" in fields:
         cfg = dataclasses.replace(cfg, profile=profile)
     return cfg
+
+
+def format_config(obj) -> str:
+    """A dataclass as ``Name(`` and one ``field=value,`` per line, for printing in a chapter.
+
+    The one-line ``repr`` of a config runs hundreds of characters past the book's text
+    column; one field per line reads at any width.
+    """
+    import dataclasses
+
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"format_config expects a dataclass instance, got {type(obj).__name__}")
+    fields = [f"    {f.name}={getattr(obj, f.name)!r}," for f in dataclasses.fields(obj)]
+    return "\n".join([f"{type(obj).__name__}(", *fields, ")"])
