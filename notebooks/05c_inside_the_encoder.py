@@ -405,9 +405,9 @@ keep("groups_summary", groups_summary + " the generator's latent disease groups"
 book = load_or_pretrain(task, book_encoder_config(task), book_recipe())
 glue("encoder_key", Markdown(f"`{book.folder.name}`"), display=False)
 print(f"artefact: {book.folder.name}")
-print("task:   ", task.config)
+print("task:", format_config(task.config))
 print("encoder:", format_config(encoder_cfg))
-print("recipe: ", book.recipe)
+print("recipe:", format_config(book.recipe))
 assert book.loaded  # loaded above, so it comes from disk
 for name, tensor in book.model.state_dict().items():
     torch.testing.assert_close(tensor, models["joint"].state_dict()[name].cpu())

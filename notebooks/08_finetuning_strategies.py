@@ -184,7 +184,7 @@ pretrain_seconds = time.perf_counter() - started
 pretrained_state = copy.deepcopy(pretrained.model.encoder.state_dict())
 pretrain_history = pretrained.history
 print(format_config(encoder_cfg))
-print(pretrained.recipe)  # the next-visit weight resolved to the vocabulary size
+print(format_config(pretrained.recipe))  # next-visit weight resolved to |V|
 print(
     f"{'loaded' if pretrained.loaded else 'trained'} in {pretrain_seconds:.1f} s "
     f"from {pretrained.folder.name}"
