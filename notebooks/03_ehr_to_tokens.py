@@ -53,6 +53,7 @@
 import os
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,7 +231,8 @@ try:
     load_omop(open_cdm(broken, threads=cfg.threads), mode="strict")
     raise AssertionError("strict mode accepted a broken export")
 except OmopValidationError as err:
-    print(err)
+    for line in str(err).splitlines():  # wrapped to the book's column, the text unchanged
+        print(textwrap.fill(line, 86, subsequent_indent="    "))
     assert (err.table, err.column, err.rule) == (
         "condition_occurrence",
         "person_id",
@@ -299,7 +301,7 @@ if gibleed is not None:
         load_omop(gibleed.cdm, mode="strict", domains=["condition"])
         raise AssertionError("strict mode accepted GiBleed")
     except OmopValidationError as err:
-        print(str(err).splitlines()[0])
+        print(textwrap.fill(str(err).splitlines()[0], 86, subsequent_indent="    "))
         assert err.rule == "unknown_person" and err.table == "observation_period"
 
     # no prediction time: the whole history, as for pre-training

@@ -370,7 +370,8 @@ assert torch.equal(
 )
 keep("V", int(V))
 keep("C", int(C))
-print({k: tuple(v.shape) for k, v in hier.items()})
+for key, value in hier.items():  # one line per tensor: name and shape
+    print(f"{key:>14}: {tuple(value.shape)}")
 
 # %% [markdown]
 # Here $V$ = {glue:text}`V` and $C$ = {glue:text}`C`.

@@ -165,7 +165,8 @@ B, V, C = batch["codes"].shape
 assert batch["code_mask"].shape == (B, V, C) and batch["visit_mask"].shape == (B, V)
 assert batch["ages"].shape == batch["time_deltas"].shape == (B, V)
 assert not (batch["code_mask"] & ~batch["visit_mask"][..., None]).any()  # no code in a pad
-print({k: tuple(v.shape) for k, v in batch.items()})
+for key, value in batch.items():  # one line per tensor: name and shape
+    print(f"{key:>14}: {tuple(value.shape)}")
 pd.DataFrame(
     {
         "real codes": batch["code_mask"][0].sum(1).numpy(),
