@@ -80,7 +80,9 @@ table = pd.DataFrame(
         "chapter": claims["chapter"].str.slice(0, 2),
         "claim": claims["claim"],
         "difference [95 % CI]": [
-            f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" + ("" if pd.isna(m) else f" (margin ±{m:g})")
+            # non-breaking spaces: the estimate and its interval never wrap apart
+            f"{d:+.4f}\u00a0[{lo:+.4f},\u00a0{hi:+.4f}]"
+            + ("" if pd.isna(m) else f" (margin\u00a0±{m:g})")
             for d, lo, hi, m in zip(
                 claims["difference"],
                 claims["lower"],
