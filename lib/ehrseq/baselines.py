@@ -82,13 +82,13 @@ def bag_of_codes(task, split: str) -> pd.DataFrame:
 
 
 def token_count_features(task, splits: Sequence[str] = ("train", "val", "test")) -> dict:
-    """Per split: ``(x, durations, events)`` with ``x`` the fixed features of chapter 7.
+    r"""Per split: ``(x, durations, events)`` with ``x`` the fixed features of chapter 7.
 
-    ``x`` is ``(n, V + 1)``: :math:`\\log(1 + \\text{count})` of every vocabulary token of the
+    ``x`` is ``(n, V + 1)``: :math:`\log(1 + \text{count})` of every vocabulary token of the
     history before the prediction time (special tokens, which are no evidence, count 0), and
     the age at the last recorded token, standardised on the training patients (counts are
     left as they are: a token only five training patients have would become a z-score of
-    about :math:`\\sqrt{n/5}` and be fitted first). ``durations`` are the bin indices of the
+    about :math:`\sqrt{n/5}` and be fitted first). ``durations`` are the bin indices of the
     event or censoring and ``events`` 1 for an event in that bin, as ``hazard_nll`` expects.
     Patients are in split order.
     """
