@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 import ehrseq
 import ehrseq.leakage
-from ehrseq.book import keep
+from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.vocab import SPECIAL_TOKENS
@@ -105,12 +105,13 @@ chapter_start = time.perf_counter()
 # ## Data
 # `prepare_survival_task` runs the whole path of the previous chapters in one call: the
 # synthetic cohort written as an OMOP CDM and read back, heart-failure labels from a
-# prediction time one year after enrolment over a five-year horizon, a train / validation /
+# prediction time {glue:text}`history_text` after enrolment over a five-year horizon, a train / validation /
 # test split made before anything is fitted, sequences cut strictly before the prediction
 # time, a vocabulary fitted on the training patients, and the follow-up cut into bins.
 
 # %%
 task = prepare_survival_task(shared_task_config())  # the same task in every chapter
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 tc = task.config
 n_bins = tc.n_bins
 print(task.vocab)

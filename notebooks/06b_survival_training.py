@@ -129,13 +129,14 @@ keep("seeds_of", f"mean of {n_seeds} seeds" if n_seeds > 1 else "one seed")
 # ## Data
 # The shared task of {doc}`06_survival_head`. `prepare_survival_task` runs the whole path of
 # the previous chapters in one call: the synthetic cohort written as an OMOP CDM and read
-# back, heart-failure labels from a prediction time one year after enrolment over a
+# back, heart-failure labels from a prediction time {glue:text}`history_text` after enrolment over a
 # five-year horizon, a train / validation / test split made before anything is fitted,
 # sequences cut strictly before the prediction time, a vocabulary fitted on the training
 # patients, and the follow-up cut into bins.
 
 # %%
 task = prepare_survival_task(shared_task_config())  # the same task in every chapter
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 tc = task.config
 n_bins = tc.n_bins
 print(task.vocab)

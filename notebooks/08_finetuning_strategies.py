@@ -135,7 +135,7 @@ keep(
 #
 # ## Data
 # The shared survival task (`shared_task_config`): the synthetic cohort written as OMOP,
-# heart-failure labels from a prediction time one year after enrolment, five years of
+# heart-failure labels from a prediction time {glue:text}`history_text` after enrolment, five years of
 # follow-up cut into equal bins, a patient-level split into training, validation and test
 # patients (the test split with extra people generated for it alone, so that it holds enough
 # events to resolve small differences), and the vocabulary fitted on the training patients.
@@ -143,6 +143,7 @@ keep(
 
 # %%
 task = prepare_survival_task(shared_task_config())
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 n_bins = task.config.n_bins
 train_set = task.dataset("train")
 keep("n_bins", n_bins)

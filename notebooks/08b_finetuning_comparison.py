@@ -142,7 +142,7 @@ keep("small_fraction", float(cfg.small_fraction))
 #
 # ## Data
 # The shared survival task (`shared_task_config`): the synthetic cohort written as OMOP,
-# heart-failure labels from a prediction time one year after enrolment, five years of
+# heart-failure labels from a prediction time {glue:text}`history_text` after enrolment, five years of
 # follow-up cut into equal bins, a patient-level split into training, validation and test
 # patients (the test split with extra people generated for it alone, so that it holds enough
 # events to resolve small differences), and the vocabulary fitted on the training patients.
@@ -150,6 +150,7 @@ keep("small_fraction", float(cfg.small_fraction))
 
 # %%
 task = prepare_survival_task(shared_task_config())
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 n_bins = task.config.n_bins
 train_frame, test_frame = task.frame("train"), task.frame("test")
 keep("n_train", len(train_frame))

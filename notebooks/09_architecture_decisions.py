@@ -135,13 +135,14 @@ keep("epochs", cfg.epochs)
 #
 # ## Data: the shared protocol
 # `prepare_survival_task` builds the cohort, the labels (first heart failure within five
-# years of a prediction time one year after enrolment), the split into training, validation
+# years of a prediction time {glue:text}`history_text` after enrolment), the split into training, validation
 # and test patients, the token sequences strictly before the prediction time, and the time
 # bins. The test split has extra people generated for it alone, so that it holds enough
 # events to resolve small differences. Every model below reads this object and nothing else.
 
 # %%
 task = prepare_survival_task(shared_task_config())
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 train, test = task.frame("train"), task.frame("test")
 edges = task.cuts[1:]  # right edge of every bin, days: where survival curves are read
 n_bins = task.config.n_bins
