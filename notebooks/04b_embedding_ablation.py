@@ -87,13 +87,16 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
+    # on embeddings and residual branches (not attention: see BehrtConfig)
+    dropout: float = 0.1
     age_bin_years: float = 1.0  # width w of an age bin (BEHRT: one year)
     n_time_bins: int = 32  # log-spaced bins of the time since the previous event
     batch_size: int = 64  # patients per pretraining batch
     eval_batch_size: int = 256  # patients per evaluation batch
-    heldout_patients: int = 2000  # test patients on which masked-code modelling is scored
-    pretrain_patients: int | None = 2000  # training patients of each ablation run (None: all)
+    # test patients on which masked-code modelling is scored
+    heldout_patients: int = 2000
+    # training patients of each ablation run (None: all)
+    pretrain_patients: int | None = 2000
     epochs: int = 4  # pretraining epochs of each ablation run
     lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
     seeds: tuple[int, ...] = (0, 1)  # one pretraining run per seed and variant
@@ -126,7 +129,8 @@ keep("epochs", cfg.epochs)
 keep("epochs_text", plural(cfg.epochs, "epoch"))  # "1 epoch", "4 epochs"
 keep("n_seeds", len(cfg.seeds))
 keep("seeds_text", plural(len(cfg.seeds), "seed"))
-keep("own_code_share", OWN_CODE_SHARE)  # the generator's parameter, quoted in the discussion
+# the generator's parameter, quoted in the discussion
+keep("own_code_share", OWN_CODE_SHARE)
 
 # %% [markdown]
 # On a GPU the pretraining runs of the ablation are not bit-for-bit reproducible (atomic adds
@@ -149,7 +153,8 @@ n_pretrain = len(task.split["train"])
 if cfg.pretrain_patients is not None:
     n_pretrain = min(cfg.pretrain_patients, n_pretrain)
 keep("n_pretrain", n_pretrain)
-keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
+# e.g. "2 years"
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 keep("n_heldout", min(cfg.heldout_patients, len(task.split["test"])))
 task.summary()
 
@@ -205,7 +210,8 @@ variants = {
     },
 }
 train_set = task.dataset("train")
-pretrain_rows = np.arange(n_pretrain)  # the first training patients (all of them in `full`)
+# the first training patients (all of them in `full`)
+pretrain_rows = np.arange(n_pretrain)
 train_loader = DataLoader(
     Subset(train_set, pretrain_rows),
     batch_sampler=LengthBucketSampler(
@@ -223,42 +229,44 @@ test_loader = DataLoader(
     collate_fn=collate_flat,
 )
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
-code_domain = torch.zeros(len(vocab), dtype=torch.long)  # (vocab,) domain id of each code
+# (vocab,) domain id of each code
+code_domain = torch.zeros(len(vocab), dtype=torch.long)
 for b in train_loader:
     code_domain[b["codes"][b["attention_mask"]]] = b["domain_ids"][b["attention_mask"]]
 smoothed = (counts + 1) * (~torch.isin(torch.arange(len(vocab)), ids.special_tensor()))
 log_prior = torch.log(smoothed / smoothed.sum())  # (vocab,) add-one code frequencies
 same_domain = code_domain[None, :] == torch.arange(int(code_domain.max()) + 1)[:, None]
-log_prior_domain = torch.log(smoothed * same_domain / (smoothed * same_domain).sum(1, keepdim=True))
+in_domain = smoothed * same_domain  # (domains, vocab)
+log_prior_domain = torch.log(in_domain / in_domain.sum(1, keepdim=True))
 
 
 @torch.no_grad()
-def heldout_scores(model: BehrtForPretraining, loader, seed: int = 0) -> dict:
-    """Cross-entropy of the model on the masked test positions, and both baselines' scores.
+def baseline_scores(loader, seed: int = 0) -> dict:
+    """Both frequency baselines on the masked test positions (no model needed).
 
-    Draws the masks exactly as ``evaluate_masked_codes(..., seed=seed)`` does, so both
-    functions score the same positions.
+    Draws the masks exactly as ``evaluate_masked_codes(..., seed=seed)`` does (a
+    generator with that seed on the same device, the batches in the same order), so the
+    baselines and every encoder are scored on the same positions.
     """
-    model.eval()
-    dev = next(model.parameters()).device
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    total = {"loss": 0.0, "prior": 0.0, "domain": 0.0, "domain_top1": 0.0, "domain_top10": 0.0}
+    gen = torch.Generator(device=device).manual_seed(seed)
+    total = {"prior": 0.0, "domain": 0.0, "domain_top1": 0.0, "domain_top10": 0.0}
     n = 0
     for b in loader:
-        b = to_device(b, dev)
-        masked, labels = mask_codes(b["codes"], b["attention_mask"], ids, generator=gen)
-        logits = model({**b, "masked_codes": masked, "mlm_labels": labels}, task="mlm")
+        b = to_device(b, device)
+        _, labels = mask_codes(b["codes"], b["attention_mask"], ids, generator=gen)
         picked = labels != IGNORE_INDEX  # (B, L)
         y = labels[picked]  # (N,)
-        guess = log_prior_domain.to(dev)[b["domain_ids"][picked]]  # (N, vocab)
+        guess = log_prior_domain.to(device)[b["domain_ids"][picked]]  # (N, vocab)
         top = guess.topk(10, dim=-1).indices  # (N, 10)
-        total["loss"] += F.cross_entropy(logits["mlm_logits"].float(), y, reduction="sum").item()
-        total["prior"] -= log_prior.to(dev)[y].sum().item()
+        total["prior"] -= log_prior.to(device)[y].sum().item()
         total["domain"] -= guess.gather(1, y[:, None]).sum().item()
         total["domain_top1"] += (top[:, 0] == y).sum().item()
         total["domain_top10"] += (top == y[:, None]).any(-1).sum().item()
         n += len(y)
     return {**{k: v / n for k, v in total.items()}, "n": n}
+
+
+baselines = baseline_scores(test_loader)
 
 
 def model_config(overrides: dict) -> BehrtConfig:
@@ -276,48 +284,56 @@ def model_config(overrides: dict) -> BehrtConfig:
 
 
 def run_variant(overrides: dict, seed: int) -> tuple[BehrtForPretraining, dict]:
-    """Pretrain one encoder by masked-code modelling (or load it); score it on the test patients."""
+    """Pretrain one encoder by masked-code modelling (or load it); score it on test."""
     model_cfg = model_config(overrides)
     recipe = {
         "epochs": cfg.epochs,
         "lr": cfg.lr,
         "batch_size": cfg.batch_size,
         "seed": seed,
-        "patients": n_pretrain,  # the training subset is part of what the weights depend on
+        # the training subset is part of what the weights depend on
+        "patients": n_pretrain,
     }
 
     def train(model: BehrtForPretraining, folder) -> None:
         train_cfg = TrainConfig(
-            epochs=cfg.epochs, lr=cfg.lr, seed=seed, out_dir=folder, desc="mlm", device=str(device)
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            seed=seed,
+            out_dir=folder,
+            desc="mlm",
+            device=str(device),
         )
         pretrain(model, train_loader, None, ids, train_cfg, schedule="mlm")
 
     ehrseq.seed_everything(seed)  # the initial weights
     parts = (task.config, model_cfg, recipe)
     model, _ = load_or_train(
-        BehrtForPretraining(BehrtEncoder(model_cfg)), "behrt-mlm-ablation", train, *parts
+        BehrtForPretraining(BehrtEncoder(model_cfg)),
+        "behrt-mlm-ablation",
+        train,
+        *parts,
     )
     model.to(device)
     history = pd.read_csv(
         artifact_root() / f"behrt-mlm-ablation-{config_key(*parts)}" / "metrics.csv"
     )
     scores = evaluate_masked_codes(model, test_loader, ids, counts=counts)
-    extra = heldout_scores(model, test_loader)
-    assert extra["n"] == scores["n_masked"]  # the same masked positions
+    assert scores["n_masked"] == baselines["n"]  # the same masked positions
     return model, {
-        "loss": extra["loss"],
+        "loss": scores["loss"],
         "top1": scores["top1"],
         "top10": scores["top10"],
-        "baseline_loss": extra["prior"],
+        "baseline_loss": baselines["prior"],
         "baseline_top1": scores["baseline_top1"],
         "baseline_top10": scores["baseline_top10"],
-        "domain_baseline_loss": extra["domain"],
-        "domain_baseline_top1": extra["domain_top1"],
-        "domain_baseline_top10": extra["domain_top10"],
+        "domain_baseline_loss": baselines["domain"],
+        "domain_baseline_top1": baselines["domain_top1"],
+        "domain_baseline_top10": baselines["domain_top10"],
         "first_train_loss": float(history["train_loss"].iloc[0]),
         "last_train_loss": float(history["train_loss"].iloc[-1]),
         "train_seconds": float(history["time_s"].sum()),
-        "n_masked": extra["n"],
+        "n_masked": scores["n_masked"],
     }
 
 
@@ -360,15 +376,15 @@ else:  # only the smoke profile gets here: the asserts below hold everywhere els
     fell_text = (
         f"the training loss fell in {int(fell.sum())} of the {len(runs)} runs"
         if cfg.epochs > 1
-        else "with a single epoch each run logs one training loss, so none can be seen to fall"
+        else "with a single epoch each run logs one training loss, so none can fall"
     )
     learned_check = (
         f"In the {cfg.profile} profile that is not asserted: {fell_text}, and "
-        f"{int(beats.sum())} of the {len(runs)} runs beat the code-frequency baseline on all "
-        "three scores."
+        f"{int(beats.sum())} of the {len(runs)} runs beat the code-frequency baseline "
+        "on all three scores."
     )
     if not beats.all():
-        learned_check += " Read the comparisons below as a rehearsal of the method, not as results."
+        learned_check += " Read the comparisons below as a rehearsal of the method."
 keep("learned_check", learned_check)
 if cfg.profile != "smoke":  # one epoch on a tiny cohort (smoke) need not get there
     assert (runs["last_train_loss"] < runs["first_train_loss"]).all()
@@ -412,22 +428,21 @@ ablation = pd.DataFrame(summary_rows).set_index("variant")
 
 def show(mean: float, half: float, pct: bool) -> str:
     f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
-    return f(mean) if not np.isfinite(half) else f"{f(mean)}\u00a0±\u00a0{f(half)}"  # one line
+    # non-breaking spaces: an estimate and its interval stay on one line
+    return f(mean) if not np.isfinite(half) else f"{f(mean)}\u00a0±\u00a0{f(half)}"
 
 
 ablation_table = pd.DataFrame(
     {
         label + (" (%)" if m != "loss" else ""): [
-            show(ablation.loc[v, m], ablation.loc[v].get(f"{m}_ci", np.nan), m != "loss")
-            for v in ablation.index
+            show(r[m], r[f"{m}_ci"], m != "loss") for _, r in ablation.iterrows()
         ]
         for m, label in metrics.items()
     },
     index=ablation.index,
 )
-ctx_gain = {
-    m: 100 * (ablation.loc["all embeddings", m] - domain_baseline[m]) for m in ("top1", "top10")
-}
+full_row = ablation.loc["all embeddings"]
+ctx_gain = {m: 100 * (full_row[m] - domain_baseline[m]) for m in ("top1", "top10")}
 keep("ctx_gain_top1", ctx_gain["top1"])
 keep("ctx_gain_top10", ctx_gain["top10"])
 
@@ -443,15 +458,17 @@ budget = (
 if min(ctx_gain.values()) > 0:
     budget += (
         "That margin is everything these encoders learned from the context in "
-        f"{plural(cfg.epochs, 'epoch')}, and the order embeddings can only matter within it. "
-        "Longer pretraining widens it, and may reorder the small differences (exercise 1)."
+        f"{plural(cfg.epochs, 'epoch')}, and the order embeddings can only matter "
+        "within it. Longer pretraining widens it, and may reorder the small "
+        "differences (exercise 1)."
     )
-else:  # a short run on a small cohort (the smoke profile) need not get past the baseline
+else:  # a short run on a small cohort (smoke) need not get past the baseline
     budget += (
-        f"After {plural(cfg.epochs, 'epoch')} on {n_pretrain:,} patients the encoder has not "
-        "yet learned all that the domain of a hidden token gives away, let alone much from "
-        "the context, so there is hardly a margin in which the order embeddings could "
-        "matter: the differences above are between encoders that have barely started. "
+        f"After {plural(cfg.epochs, 'epoch')} on {n_pretrain:,} patients the encoder "
+        "has not yet learned all that the domain of a hidden token gives away, let "
+        "alone much from the context, so there is hardly a margin in which the order "
+        "embeddings could matter: the differences above are between encoders that have "
+        "barely started. "
         "Longer pretraining (exercise 1) gives them something to compare."
     )
 keep("budget", Markdown(budget))
@@ -470,7 +487,8 @@ for ax, (m, label) in zip(axes, metrics.items(), strict=True):
     for yi, name in zip(y, names, strict=True):
         seeds_m = runs.loc[runs["variant"] == name, m].to_numpy() * scale
         ax.plot(seeds_m, np.full(len(seeds_m), yi), "o", color="C0", alpha=0.35, ms=4)
-        mean, half = ablation.loc[name, m] * scale, ablation.loc[name, f"{m}_ci"] * scale
+        row = ablation.loc[name]
+        mean, half = row[m] * scale, row[f"{m}_ci"] * scale
         lo, hi = mean - half, mean + half
         if m != "loss":  # an accuracy lies in [0, 100] %, and so does its interval
             lo, hi = max(lo, 0.0), min(hi, 100.0)
@@ -483,11 +501,12 @@ for ax, (m, label) in zip(axes, metrics.items(), strict=True):
             capsize=3,
             ms=5,
         )
-    ax.axvline(baseline[m] * scale, ls="--", color="C3", label="code-frequency baseline")
-    ax.axvline(domain_baseline[m] * scale, ls="-.", color="C1", label="domain-frequency baseline")
-    ax.axvline(
-        ablation.loc["all embeddings", m] * scale, ls=":", color="0.3", label="all embeddings"
-    )
+    for value, ls, color, text in (
+        (baseline[m], "--", "C3", "code-frequency baseline"),
+        (domain_baseline[m], "-.", "C1", "domain-frequency baseline"),
+        (ablation.loc["all embeddings", m], ":", "0.3", "all embeddings"),
+    ):
+        ax.axvline(value * scale, ls=ls, color=color, label=text)
     ax.set_xlabel(label + (" (nats per masked code)" if m == "loss" else " (%)"))
     ax.set_yticks(y, names)
 fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
@@ -513,7 +532,7 @@ diffs = pd.DataFrame(diff_rows).set_index("variant")
 
 
 def verdict(row: pd.Series) -> str:
-    """Read the paired loss difference: a change is called only when its interval excludes 0."""
+    """Read the paired loss difference: called only when its interval excludes 0."""
     d, half = row["Δ loss"], row["Δ loss ci"]
     if not np.isfinite(half) or abs(d) <= half:
         return NOT_RESOLVED
@@ -523,17 +542,17 @@ def verdict(row: pd.Series) -> str:
 diffs["verdict"] = diffs.apply(verdict, axis=1)
 diffs_table = pd.DataFrame(
     {
-        "Δ held-out loss": [
-            show(d, h, False) for d, h in zip(diffs["Δ loss"], diffs["Δ loss ci"], strict=True)
-        ],
-        "Δ top-1 (points)": [
-            show(d, h, True) for d, h in zip(diffs["Δ top1"], diffs["Δ top1 ci"], strict=True)
-        ],
-        "Δ top-10 (points)": [
-            show(d, h, True) for d, h in zip(diffs["Δ top10"], diffs["Δ top10 ci"], strict=True)
-        ],
-        "verdict (loss)": diffs["verdict"],
-    },
+        column: [
+            show(d, h, m != "loss")
+            for d, h in zip(diffs[f"Δ {m}"], diffs[f"Δ {m} ci"], strict=True)
+        ]
+        for m, column in (
+            ("loss", "Δ held-out loss"),
+            ("top1", "Δ top-1 (points)"),
+            ("top10", "Δ top-10 (points)"),
+        )
+    }
+    | {"verdict (loss)": diffs["verdict"]},
     index=diffs.index,
 )
 for name in names[1:]:
@@ -553,7 +572,8 @@ def listing(items: list[str]) -> str:
 keep(
     "verdicts",
     Markdown(
-        f"Worse than the full encoder, with an interval that excludes zero: {listing(worse)}. "
+        "Worse than the full encoder, with an interval that excludes zero: "
+        f"{listing(worse)}. "
         f"Better: {listing(better)}. Not resolved: {listing(same)}."
     ),
 )

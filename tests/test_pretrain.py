@@ -268,6 +268,23 @@ def test_tiny_model_learns_next_visit_jointly(loaders):
     assert mc["top1"] > mc["baseline_top1"] + 0.1
 
 
+def test_evaluate_masked_codes_loss_is_the_mlm_loss_on_the_same_masks(loaders):
+    _, val = loaders
+    model = tiny_model(seed=3).eval()
+    got = evaluate_masked_codes(model, val, IDS, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in val:  # the masks drawn in the same order from the same seed
+            masked, labels = mask_codes(batch["codes"], batch["attention_mask"], IDS, generator=gen)
+            logits = model({**batch, "masked_codes": masked, "mlm_labels": labels}, task="mlm")
+            picked = labels[labels != IGNORE_INDEX]
+            total += mlm_loss(logits["mlm_logits"], picked).item() * len(picked)
+            n += len(picked)
+    assert got["n_masked"] == n
+    assert got["loss"] == pytest.approx(total / n, rel=1e-6)
+    assert got["loss"] > 0
+
 def test_sequential_schedule_writes_one_folder_per_phase(loaders, tmp_path):
     train, val = loaders
     model = tiny_model(seed=2)

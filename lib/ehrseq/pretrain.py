@@ -614,7 +614,9 @@ def evaluate_masked_codes(
         seed: mask seed.
 
     Returns:
-        ``{"top1": ..., "top10": ..., "baseline_top1": ..., "baseline_top10": ..., "n_masked": ...}``.
+        ``{"top1": ..., "top10": ..., "baseline_top1": ..., "baseline_top10": ..., "loss": ...,
+        "n_masked": ...}``, where ``loss`` is the mean cross-entropy of the true codes (nats per
+        masked code, over the full output layer, as in training).
     """
     model.eval()
     device = _model_device(model)
@@ -624,6 +626,7 @@ def evaluate_masked_codes(
     gen = torch.Generator(device=device).manual_seed(seed)
     hits = dict.fromkeys(ks, 0.0)
     base = dict.fromkeys(ks, 0.0)
+    loss = 0.0
     n = 0
     for batch in loader:
         batch = to_device(batch, device)
@@ -631,8 +634,9 @@ def evaluate_masked_codes(
             batch["codes"], batch["attention_mask"], ids, generator=gen
         )
         logits = model(batch, task="mlm")["mlm_logits"].float()  # (N, V)
-        logits[:, special] = float("-inf")
         labels = batch["mlm_labels"][batch["mlm_labels"] != IGNORE_INDEX]  # (N,)
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        logits[:, special] = float("-inf")
         for k in ks:
             top = logits.topk(min(k, logits.shape[1]), dim=-1).indices  # (N, k)
             hits[k] += (top == labels[:, None]).any(-1).sum().item()
@@ -642,6 +646,7 @@ def evaluate_masked_codes(
         raise ValueError("no masked positions: the loader holds no real non-special tokens")
     out = {f"top{k}": hits[k] / n for k in ks}
     out.update({f"baseline_top{k}": base[k] / n for k in ks})
+    out["loss"] = loss / n
     out["n_masked"] = n
     return out
 
