@@ -66,7 +66,8 @@ class Config:
     horizon_years: float = 5.0  # window of the oracle risk in the last section
 
 
-cfg = for_profile(Config, {"smoke": {"n_patients": 1500}, "full": {"n_patients": 100_000}})
+profiles = {"smoke": {"n_patients": 1500}, "full": {"n_patients": 100_000}}
+cfg = for_profile(Config, profiles)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
@@ -164,9 +165,9 @@ glue("n_rows", int(summary["rows"].sum()), display=False)
 # %% mystnb={"figure": {"name": "fig-timeline", "caption": "One patient's record by domain. Shaded: visits (dark: inpatient stays). Dashed: the true, latent onsets of diseases, which the records only show once a visit notices them."}}
 onsets = truth.onsets
 n_dis = onsets.groupby("person_id").size()
-# Each onset is labelled at its line; onsets before the record are all drawn at its left edge.
-# Prefer a patient whose labels do not collide: at most one onset before the first visit,
-# and the others at least half a year apart.
+# Each onset is labelled at its line; onsets before the record are all drawn at its
+# left edge. Prefer a patient whose labels do not collide: at most one onset before the
+# first visit, and the others at least half a year apart.
 first_visit = tables["visit_occurrence"].groupby("person_id")["visit_start_date"].min()
 on = onsets.assign(first=first_visit.reindex(onsets["person_id"]).to_numpy())
 early = on["onset_date"] < on["first"] - pd.Timedelta(days=90)  # drawn at the left edge
@@ -176,21 +177,18 @@ ids = persons["person_id"]
 stacked = early.groupby(on["person_id"]).sum().gt(1).reindex(ids, fill_value=False)
 crowded = close.groupby(later["person_id"]).any().reindex(ids, fill_value=False)
 readable = ~(stacked.to_numpy() | crowded.to_numpy())
-busy_mask = persons["person_id"].isin(n_dis[n_dis >= 3].index) & persons["hf_date"].notna()
+many_onsets = persons["person_id"].isin(n_dis[n_dis >= 3].index)
+busy_mask = many_onsets & persons["hf_date"].notna()
 busy = persons.loc[busy_mask & readable]
 busy = busy if len(busy) else persons.loc[busy_mask]
-example = int(busy["person_id"].iloc[0]) if len(busy) else int(persons["person_id"].iloc[0])
+example = int((busy if len(busy) else persons)["person_id"].iloc[0])
 ax = plot_patient_timeline(tables, example, onsets=onsets)
 plt.show()
 
 # %%
 dx = onsets.dropna(subset=["diagnosed_date"])
-delay = (
-    dx["diagnosed_date"]
-    - dx["onset_date"].clip(
-        lower=persons.set_index("person_id").loc[dx["person_id"], "enrol_date"].to_numpy()
-    )
-).dt.days
+dx_enrol = persons.set_index("person_id").loc[dx["person_id"], "enrol_date"].to_numpy()
+delay = (dx["diagnosed_date"] - dx["onset_date"].clip(lower=dx_enrol)).dt.days
 delay_by_disease = (
     delay.groupby(dx["disease"])
     .median()
@@ -313,7 +311,8 @@ on_share = pd.DataFrame(
         },
     }
 )
-glue("bnp_share_ever", on_share.loc["bnp_slope", "share of patients ever"], display=False)
+bnp_ever = on_share.loc["bnp_slope", "share of patients ever"]
+glue("bnp_share_ever", bnp_ever, display=False)
 on_share.round(3)
 
 # %% [markdown]
@@ -325,7 +324,8 @@ meas_all = tables["measurement"]
 nt_id = int(concept.index[concept["concept_code"] == BNP_TRAJECTORY[0]][0])
 bnp = meas_all.loc[meas_all["measurement_concept_id"] == nt_id]
 enrol_of = persons.set_index("person_id")["enrol_date"]
-bnp_years = (bnp["measurement_date"] - enrol_of.loc[bnp["person_id"]].to_numpy()).dt.days / 365.25
+bnp_enrol = enrol_of.loc[bnp["person_id"]].to_numpy()
+bnp_years = (bnp["measurement_date"] - bnp_enrol).dt.days / 365.25
 counts = bnp["person_id"].value_counts()
 slope = persons.set_index("person_id")["bnp_slope"]
 candidates = slope.loc[counts.index[counts >= 5]]
@@ -357,14 +357,13 @@ assert slope[rising] > 0 > slope[falling]
 # %%
 hf_seen = persons["hf_date"].notna() & (persons["hf_date"] <= persons["obs_end_date"])
 end = persons["hf_date"].where(hf_seen, persons["obs_end_date"])
-surv = pd.DataFrame(
-    {"duration": (end - persons["enrol_date"]).dt.days.clip(lower=1), "event": hf_seen.astype(int)}
-)
+durations = (end - persons["enrol_date"]).dt.days.clip(lower=1)
+surv = pd.DataFrame({"duration": durations, "event": hf_seen.astype(int)})
 cox_df = pd.concat([surv, truth.baseline.drop(columns="person_id")], axis=1)
 cph = CoxPHFitter(penalizer=0.001).fit(cox_df, "duration", "event")
-comparison = pd.DataFrame(
-    {"documented": pd.Series(truth.coefficients["heart_failure"]), "Cox at enrolment": cph.params_}
-).dropna()
+documented = pd.Series(truth.coefficients["heart_failure"])
+comparison = pd.DataFrame({"documented": documented, "Cox at enrolment": cph.params_})
+comparison = comparison.dropna()
 ci = cph.confidence_intervals_.set_axis(["lower", "upper"], axis=1)  # 95% intervals
 comparison["Cox 95% interval"] = [
     f"{ci.loc[n, 'lower']:+.2f} to {ci.loc[n, 'upper']:+.2f}" for n in comparison.index
@@ -396,7 +395,8 @@ unsure = all(ci.loc[n, "lower"] < 0 < ci.loc[n, "upper"] for n in wrong)
 directions = f"The directions of all {len(nonzero)} non-zero effects agree."
 if wrong:
     directions = (
-        f"The directions of {len(nonzero) - len(wrong)} of the {len(nonzero)} non-zero effects "
+        f"The directions of {len(nonzero) - len(wrong)} of the {len(nonzero)} "
+        "non-zero effects "
         f"agree; {'; '.join(effect(n) for n in wrong)} "
         + ("comes" if len(wrong) == 1 else "come")
         + " out with the wrong sign"
@@ -406,7 +406,8 @@ if wrong:
                 if len(wrong) == 1
                 else ", with intervals that reach 0"
             )
-            + f": {plural(int(hf_seen.sum()), 'event')} do not pin down such a small effect."
+            + f": {plural(int(hf_seen.sum()), 'event')} "
+            "do not pin down such a small effect."
             if unsure
             else ", and not every interval reaches 0."
         )
@@ -429,7 +430,8 @@ glue(
 # **Censoring is honest.** Event and censoring shares:
 
 # %%
-shares = persons["end_reason"].value_counts(normalize=True).rename("share of patients").to_frame()
+shares = persons["end_reason"].value_counts(normalize=True)
+shares = shares.rename("share of patients").to_frame()
 shares.loc["heart failure observed"] = hf_seen.mean()
 glue("hf_rate", float(hf_seen.mean()), display=False)
 shares.round(3)
@@ -449,7 +451,8 @@ shuffled[["duration", "event"]] = shuffled[["duration", "event"]].to_numpy()[per
 half = len(shuffled) // 2
 cph_null = CoxPHFitter(penalizer=0.01).fit(shuffled.iloc[:half], "duration", "event")
 test = shuffled.iloc[half:]
-c_null = concordance_index(test["duration"], -cph_null.predict_partial_hazard(test), test["event"])
+null_risk = cph_null.predict_partial_hazard(test)
+c_null = concordance_index(test["duration"], -null_risk, test["event"])
 glue("horizon", cfg.horizon_years, display=False)
 glue("c_oracle", float(c_oracle), display=False)
 glue("c_null", float(c_null), display=False)

@@ -62,18 +62,24 @@ class Config:
     profile: str = "book"
     n_patients: int = 8000  # people in the synthetic cohort
     seed: int = 7  # one seed for the generator, the split and the bootstrap
-    history_days: float = 365.0  # prediction time = start of observation + this much history
+    # prediction time = start of observation + this much history
+    history_days: float = 365.0
     horizon_years: float = 5.0  # follow-up window after the prediction time
     bins_per_year: int = 4  # discrete-time bins per year (4: quarters of 91.3 days)
     test_fraction: float = 0.3  # share of labelled patients held out for evaluation
-    min_code_share: float = 0.02  # a code is a feature when this share of training patients has it
-    penalizer: float = 0.1  # ridge penalty of the Cox baseline, on standardised features
+    # a code is a feature when this share of training patients has it
+    min_code_share: float = 0.02
+    # ridge penalty of the Cox baseline, on standardised features
+    penalizer: float = 0.1
     n_boot: int = 200  # bootstrap resamples per confidence interval
 
 
 cfg = for_profile(
     Config,
-    {"smoke": {"n_patients": 4000, "n_boot": 50}, "full": {"n_patients": 100_000, "n_boot": 1000}},
+    {
+        "smoke": {"n_patients": 4000, "n_boot": 50},
+        "full": {"n_patients": 100_000, "n_boot": 1000},
+    },
 )
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
@@ -137,10 +143,12 @@ def survival_from_hazards(hazards: np.ndarray) -> np.ndarray:
     return np.cumprod(1.0 - hazards, axis=1)  # (n, T)
 
 
-hazards = truth.hazard["heart_failure"][:5, :24].astype(np.float64)  # (5, 24): 2 years, monthly
+# (5, 24): 2 years, monthly
+hazards = truth.hazard["heart_failure"][:5, :24].astype(np.float64)
 surv = survival_from_hazards(hazards)
 incidence = 1.0 - surv  # F(t)
-pmf = hazards * np.concatenate([np.ones((5, 1)), surv[:, :-1]], axis=1)  # f_t = h_t S(t-1)
+# f_t = h_t S(t-1)
+pmf = hazards * np.concatenate([np.ones((5, 1)), surv[:, :-1]], axis=1)
 assert surv.shape == hazards.shape == (5, 24)
 assert np.allclose(surv, hazards_to_survival(hazards))
 assert np.allclose(np.cumsum(pmf, axis=1), incidence)
@@ -152,7 +160,8 @@ assert (np.diff(surv, axis=1) <= 0).all()
 # and the survival read at the end of each quarter is unchanged.
 
 # %%
-quarterly = 1.0 - np.prod((1.0 - hazards).reshape(5, 8, 3), axis=2)  # (5, 8): 8 quarters
+# (5, 8): 8 quarters
+quarterly = 1.0 - np.prod((1.0 - hazards).reshape(5, 8, 3), axis=2)
 assert np.allclose(hazards_to_survival(quarterly), surv[:, 2::3])
 
 horizon_days = cfg.horizon_years * 365.25  # the follow-up window, in days
@@ -198,8 +207,9 @@ concept_names.loc[hf_concepts].to_frame()
 # Only rows strictly before the prediction time may ever feed a model.
 
 # %%
+history = cfg.history_days
 labels = survival_labels(
-    events, person, observation_period, outcome, cfg.history_days, horizon_days=horizon_days
+    events, person, observation_period, outcome, history, horizon_days=horizon_days
 )
 label_table = labels.table
 label_table.head(8)
@@ -214,7 +224,8 @@ label_table.head(8)
 with tempfile.TemporaryDirectory() as folder:
     path = write_survival_labels(label_table, f"{folder}/heart_failure.parquet")
     reread = read_survival_labels(path)
-pd.testing.assert_frame_equal(reread[label_table.columns], label_table, check_dtype=False)
+reread = reread[label_table.columns]
+pd.testing.assert_frame_equal(reread, label_table, check_dtype=False)
 pd.Series(labels.dropped, name="patients not labelled").to_frame()
 
 # %% [markdown]
@@ -233,11 +244,13 @@ assert (label_table.loc[is_event, "event_time"] <= window_end[is_event]).all()
 assert (label_table.loc[~is_event, "censor_time"] <= window_end[~is_event]).all()
 assert label_table["duration"].between(0, horizon_days).all()
 
-first_hf = events[events["concept_id"].isin(hf_concepts)].groupby("person_id")["time"].min()
+hf_events = events[events["concept_id"].isin(hf_concepts)]
+first_hf = hf_events.groupby("person_id")["time"].min()
 start = observation_period.groupby("person_id")["observation_period_start_date"].min()
 end = observation_period.groupby("person_id")["observation_period_end_date"].max()
 index_time = start + pd.Timedelta(days=cfg.history_days)
-followed = index_time < end + pd.Timedelta(days=1)  # still observed at the prediction time
+# still observed at the prediction time
+followed = index_time < end + pd.Timedelta(days=1)
 before = first_hf < index_time.reindex(first_hf.index)
 prevalent = first_hf.index[before & followed.reindex(first_hf.index)]
 assert len(prevalent) == labels.dropped["outcome_before_index"]
@@ -257,28 +270,32 @@ shown = pd.concat(
         label_table[~is_event & (label_table["duration"] >= horizon_days)].head(2),
     ]
 )
+history_years = cfg.history_days / 365.25
 fig, ax = plt.subplots(figsize=(8, 3.6))
 for row, (_, lab) in enumerate(shown.iterrows()):
     t0 = (lab["prediction_time"] - start[lab["subject_id"]]).days / 365.25
     t1 = t0 + lab["duration"] / 365.25
     ax.plot([0, t0], [row, row], color="0.7", linewidth=4, solid_capstyle="butt")
     ax.plot([t0, t1], [row, row], color="C0" if lab["event"] else "C1", linewidth=4)
-    ax.plot(t1, row, "x" if lab["event"] else "o", color="k", markersize=8, fillstyle="none")
+    marker = "x" if lab["event"] else "o"
+    ax.plot(t1, row, marker, color="k", markersize=8, fillstyle="none")
 if len(prevalent):
     row = len(shown)
     pid = prevalent[0]
-    ax.plot([0, cfg.history_days / 365.25], [row, row], color="0.7", linewidth=4)
-    ax.plot((first_hf[pid] - start[pid]).days / 365.25, row, "x", color="C3", markersize=8)
-    ax.text(cfg.history_days / 365.25 + 0.1, row, "outcome before index: no label", va="center")
-ax.axvline(cfg.history_days / 365.25, color="k", linestyle="--", linewidth=1)
+    ax.plot([0, history_years], [row, row], color="0.7", linewidth=4)
+    onset_years = (first_hf[pid] - start[pid]).days / 365.25
+    ax.plot(onset_years, row, "x", color="C3", markersize=8)
+    ax.text(history_years + 0.1, row, "outcome before index: no label", va="center")
+ax.axvline(history_years, color="k", linestyle="--", linewidth=1)
 ax.set_xlabel("years since start of observation")
 ax.set_ylabel("patient")
 ax.set_yticks([])
-ax.set_xlim(0, cfg.history_days / 365.25 + cfg.horizon_years + 0.3)
+ax.set_xlim(0, history_years + cfg.horizon_years + 0.3)
+edge = {"linewidth": 4, "markeredgecolor": "k"}
 key = [
     Line2D([], [], color="0.7", linewidth=4, label="history"),
-    Line2D([], [], color="C0", linewidth=4, marker="x", markeredgecolor="k", label="event"),
-    Line2D([], [], color="C1", linewidth=4, marker="o", markeredgecolor="k", label="censored"),
+    Line2D([], [], color="C0", marker="x", label="event", **edge),
+    Line2D([], [], color="C1", marker="o", label="censored", **edge),
 ]
 ax.legend(handles=key, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3)
 plt.show()
@@ -344,7 +361,8 @@ reason = np.select(
     ["heart failure in the window", "censored: death", "censored: end of window"],
     "censored: left the data",
 )
-reasons = pd.Series(reason).value_counts(normalize=True).rename("share of labelled patients")
+reasons = pd.Series(reason).value_counts(normalize=True)
+reasons = reasons.rename("share of labelled patients")
 reasons.to_frame().round(3)
 
 # %% [markdown]
@@ -363,18 +381,25 @@ reasons.to_frame().round(3)
 # %%
 persons = truth.persons.set_index("person_id")
 subject = label_table["subject_id"].to_numpy()
-index_days = (pt - persons.loc[subject, "enrol_date"].to_numpy()).dt.days.to_numpy(np.float64)
+enrol = persons.loc[subject, "enrol_date"].to_numpy()
+index_days = (pt - enrol).dt.days.to_numpy(np.float64)
 n_months = int(round(cfg.horizon_years * 12))
-row_of = pd.Index(truth.persons["person_id"]).get_indexer(subject)  # rows of the truth arrays
+# rows of the truth arrays
+row_of = pd.Index(truth.persons["person_id"]).get_indexer(subject)
 assert (row_of >= 0).all()
-m0 = np.ceil(index_days / DAYS_PER_MONTH - 1e-9).astype(int)  # first month after the index
+# first month after the index
+m0 = np.ceil(index_days / DAYS_PER_MONTH - 1e-9).astype(int)
 months = m0[:, None] + np.arange(n_months)  # (n, n_months): the window, month by month
 assert months.max() < truth.hazard["heart_failure"].shape[1]
 true_hazards = truth.hazard["heart_failure"][row_of[:, None], months].astype(np.float64)
 true_surv = hazards_to_survival(true_hazards)  # (n, n_months), at the end of each month
-month_days = np.arange(1, n_months + 1) * DAYS_PER_MONTH  # days since the prediction time
+# days since the prediction time
+month_days = np.arange(1, n_months + 1) * DAYS_PER_MONTH
 true_risk = truth.true_risk(
-    "heart_failure", index_days=index_days, horizon_days=horizon_days, person_ids=subject
+    "heart_failure",
+    index_days=index_days,
+    horizon_days=horizon_days,
+    person_ids=subject,
 )
 assert np.allclose(1.0 - true_surv[:, -1], true_risk)
 
@@ -384,8 +409,10 @@ true_marginal = np.concatenate([[1.0], true_surv.mean(axis=0)])
 km_on_grid = kmf.survival_function_at_times(grid_years).to_numpy()
 km_gap = float(np.abs(km_on_grid - true_marginal).max())
 
-# Aalen-Johansen: F(t) = sum_{s <= t} S_any(s-) d_hf(s) / n(s), S_any the KM of either event
-cause = np.where(is_event, 1, np.where(died, 2, 0))  # 0 censored, 1 heart failure, 2 death
+# Aalen-Johansen: F(t) = sum_{s <= t} S_any(s-) d_hf(s) / n(s),
+# S_any the KM of either event
+# 0 censored, 1 heart failure, 2 death
+cause = np.where(is_event, 1, np.where(died, 2, 0))
 times, at_time = np.unique(durations, return_inverse=True)
 n_at_risk = len(durations) - np.concatenate([[0], np.cumsum(np.bincount(at_time))[:-1]])
 d_hf = np.bincount(at_time, weights=cause == 1)
@@ -396,7 +423,8 @@ aj_incidence = np.cumsum(s_any_before * d_hf / n_at_risk)  # (unique times,)
 # %% mystnb={"figure": {"caption": "Left: Kaplan-Meier estimate of heart-failure-free survival from the labels (with its 95% band) beside the generator's true survival averaged over the same patients. Right: one minus the Kaplan-Meier curve overstates the real-world cumulative incidence (Aalen-Johansen), because patients who die first never get heart failure.", "name": "fig-km-vs-truth"}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
 kmf.plot_survival_function(ax=axes[0])
-axes[0].plot(grid_years, true_marginal, color="C3", linestyle="--", label="truth (mean of true S)")
+truth_label = "truth (mean of true S)"
+axes[0].plot(grid_years, true_marginal, color="C3", linestyle="--", label=truth_label)
 axes[0].set_xlabel("years since prediction time")
 axes[0].set_ylabel("survival probability (no heart failure)")
 axes[0].legend()
@@ -406,7 +434,8 @@ axes[1].step(
     where="post",
     label="1 - Kaplan-Meier (death censored)",
 )
-axes[1].step(times / 365.25, aj_incidence, where="post", label="Aalen-Johansen (death competes)")
+aj_label = "Aalen-Johansen (death competes)"
+axes[1].step(times / 365.25, aj_incidence, where="post", label=aj_label)
 axes[1].set_xlabel("years since prediction time")
 axes[1].set_ylabel("cumulative incidence of heart failure")
 axes[1].legend()
@@ -466,10 +495,10 @@ is_test = np.zeros(len(label_table), dtype=bool)
 is_test[order[:n_test]] = True
 
 used = ["person_id", "time", "domain", "concept_id", "value_as_number"]
-past = events[used].merge(
-    label_table[["subject_id", "prediction_time"]], left_on="person_id", right_on="subject_id"
-)
-past = past[past["time"] < past["prediction_time"]]  # strictly before the prediction time
+index_times = label_table[["subject_id", "prediction_time"]]
+past = events[used].merge(index_times, left_on="person_id", right_on="subject_id")
+# strictly before the prediction time
+past = past[past["time"] < past["prediction_time"]]
 assert (past["time"] < past["prediction_time"]).all()
 
 codes = past[past["domain"].isin(["condition", "drug"])]
@@ -488,14 +517,17 @@ measured = last.notna().astype(float).add_prefix("measured_")
 last = last.fillna(last.loc[~is_test].mean()).add_prefix("lab_")
 
 demo = person.set_index("person_id").loc[subject]
-age = (pt.to_numpy() - demo["birth_datetime"].to_numpy()) / np.timedelta64(1, "D") / 365.25
+age_days = (pt.to_numpy() - demo["birth_datetime"].to_numpy()) / np.timedelta64(1, "D")
+age = age_days / 365.25
 features = pd.concat([code_features, last, measured], axis=1)
 features["age_years"] = age
 features["male"] = (demo["gender_concept_id"].to_numpy() == 8507).astype(float)
 features = features.loc[:, features.loc[~is_test].std() > 0]  # drop constant columns
 mean, sd = features.loc[~is_test].mean(), features.loc[~is_test].std()
-x = ((features - mean) / sd).reset_index(drop=True)  # (n, p), standardised on training rows
-print(f"{x.shape[1]} features: {code_features.shape[1]} codes, {last.shape[1]} labs, age, sex")
+# (n, p), standardised on training rows
+x = ((features - mean) / sd).reset_index(drop=True)
+n_codes, n_labs = code_features.shape[1], last.shape[1]
+print(f"{x.shape[1]} features: {n_codes} codes, {n_labs} labs, age, sex")
 assert np.isfinite(x.to_numpy()).all()
 
 # %% [markdown]
@@ -515,13 +547,15 @@ def describe(column: str) -> str:
     kind, _, rest = column.partition("_")
     if kind in ("code", "lab", "measured") and rest.isdigit():
         name = concept_names.get(int(rest), rest)
-        return {"code": name, "lab": f"last {name}", "measured": f"{name} measured"}[kind]
+        texts = {"code": name, "lab": f"last {name}", "measured": f"{name} measured"}
+        return texts[kind]
     return column
 
 
 ranked = cph.params_.sort_values(key=np.abs, ascending=False)
 age_rank = int(ranked.index.get_loc("age_years")) + 1  # 1 = the largest coefficient
-ordinal = {2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(age_rank, f"number {age_rank}")
+ordinals = {2: "second", 3: "third", 4: "fourth", 5: "fifth"}
+ordinal = ordinals.get(age_rank, f"number {age_rank}")
 keep(
     "age_rank_phrase",
     "Age has the largest coefficient"
@@ -531,7 +565,8 @@ keep(
 keep("beta_age_true", truth.coefficients["heart_failure"]["age_per_decade"])
 keep("n_train_events", int(event[~is_test].sum()))
 top = ranked.head(12)
-top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd").round(3).to_frame()
+top = top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd")
+top.round(3).to_frame()
 
 # %% [markdown]
 # {glue:text}`age_rank_phrase`; in the true hazard age is a strong term too
@@ -547,11 +582,15 @@ top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd")
 # *evaluating* a model, never for building one.
 
 # %%
-group_of = truth.concept_groups.drop_duplicates("concept_id").set_index("concept_id")["group"]
-in_hazard = {name for name, beta in truth.coefficients["heart_failure"].items() if beta != 0}
+groups = truth.concept_groups.drop_duplicates("concept_id")
+group_of = groups.set_index("concept_id")["group"]
+true_betas = truth.coefficients["heart_failure"]
+in_hazard = {name for name, beta in true_betas.items() if beta != 0}
 code_params = cph.params_[cph.params_.index.str.startswith("code_")]
-code_groups = group_of.reindex([int(c.removeprefix("code_")) for c in code_params.index])
-causal = code_groups.isin(in_hazard).to_numpy()  # the code's disease enters the true hazard
+code_ids = [int(c.removeprefix("code_")) for c in code_params.index]
+code_groups = group_of.reindex(code_ids)
+# the code's disease enters the true hazard
+causal = code_groups.isin(in_hazard).to_numpy()
 mean_causal = float(code_params[causal].mean())  # mean log hazard ratio per sd
 mean_other = float(code_params[~causal].mean())
 top = np.argsort(-code_params.abs().to_numpy())[:10]
@@ -560,9 +599,9 @@ keep("n_causal", n_causal)
 keep("mean_causal", mean_causal)
 keep("mean_other", mean_other)
 assert mean_causal > max(mean_other, 0.0), (mean_causal, mean_other)
-pd.DataFrame(
-    {"code": [describe(c) for c in code_params.index[top]], "latent group": code_groups.iloc[top]}
-).reset_index(drop=True)
+top_codes = [describe(c) for c in code_params.index[top]]
+top_table = pd.DataFrame({"code": top_codes, "latent group": code_groups.iloc[top]})
+top_table.reset_index(drop=True)
 
 # %% [markdown]
 # {glue:text}`n_causal` of the ten largest code coefficients belong to diseases that enter
@@ -598,20 +637,24 @@ pd.DataFrame(
 te = is_test
 d_test, e_test = durations[te], event[te]
 d_train, e_train = durations[~te], event[~te]
-edges = np.arange(1, n_bins + 1) * bin_days  # right edge of every bin, days; the last: horizon
+# right edge of every bin, days; the last: horizon
+edges = np.arange(1, n_bins + 1) * bin_days
 
 x_test = x[te]
 cox_surv = cph.predict_survival_function(x_test, times=edges).to_numpy().T  # (n, K)
 oracle_surv = survival_at_times(true_surv[te], month_days, edges)  # (n, K)
 km_train = KaplanMeierFitter().fit(d_train, e_train)
-null_surv = np.tile(km_train.survival_function_at_times(edges).to_numpy(), (te.sum(), 1))
-oracle_risk, cox_risk = 1.0 - oracle_surv[:, -1], 1.0 - cox_surv[:, -1]  # risk by the horizon
+km_at_edges = km_train.survival_function_at_times(edges).to_numpy()
+null_surv = np.tile(km_at_edges, (te.sum(), 1))
+# risk by the horizon
+oracle_risk, cox_risk = 1.0 - oracle_surv[:, -1], 1.0 - cox_surv[:, -1]
 assert np.allclose(oracle_risk, true_risk[te])
 
 
 def harrell_by_pairs(d, e, risk):
     """Harrell's C from its definition: the share of comparable pairs ordered right."""
-    earlier = (d[:, None] < d[None, :]) | ((d[:, None] == d[None, :]) & (e[None, :] == 0))
+    tied_censored = (d[:, None] == d[None, :]) & (e[None, :] == 0)
+    earlier = (d[:, None] < d[None, :]) | tied_censored
     comparable = (e[:, None] == 1) & earlier  # (n, n): patient i had the event first
     gap = risk[:, None] - risk[None, :]  # (n, n)
     right = (gap > 1e-8) + 0.5 * (np.abs(gap) <= 1e-8)  # concordant 1, tied 1/2
@@ -624,7 +667,8 @@ protocol = SurvivalProtocol(
 few = slice(0, 2000)  # an (n, n) pair matrix stays small
 for surv in (oracle_surv, cox_surv):
     by_pairs = harrell_by_pairs(d_test[few], e_test[few], 1.0 - surv[few, -1])
-    assert np.isclose(by_pairs, protocol.metrics["Harrell C"](d_test[few], e_test[few], surv[few]))
+    harrell = protocol.metrics["Harrell C"](d_test[few], e_test[few], surv[few])
+    assert np.isclose(by_pairs, harrell)
 
 curves = {
     "oracle (true risk)": oracle_surv,
@@ -632,12 +676,15 @@ curves = {
     "Kaplan-Meier (no features)": null_surv,
 }
 shown = ["Harrell C", "Uno C", "IBS", "AUROC"]
-scored = [*shown, "calibration error"]  # Antolini's C is left out: the costliest, not discussed
-results = pd.DataFrame([protocol.evaluate(name, s, metrics=scored) for name, s in curves.items()])
-results = results.set_index("model")
-# no training seeds here (nothing is trained by gradient descent): the seeds column stays out
+# Antolini's C is left out: the costliest, not discussed
+scored = [*shown, "calibration error"]
+rows = [protocol.evaluate(name, s, metrics=scored) for name, s in curves.items()]
+results = pd.DataFrame(rows).set_index("model")
+# no training seeds here (nothing is trained by gradient descent): the seeds column
+# stays out
 scores = format_table(results.drop(columns="seeds", errors="ignore"), shown)
-# one column per model (three intervals fit the page; four metrics did not), no wrap in a cell
+# one column per model (three intervals fit the page; four metrics did not), no wrap
+# in a cell
 keep_table("ch02_scores", scores.T.map(lambda v: v.replace(" ", "\u00a0")))
 
 # %% [markdown]
@@ -667,8 +714,9 @@ keep("verdict_gap", gap["verdict"])
 keep("ibs_from", edges[0] / 365.25)
 keep("ibs_to", edges[-2] / 365.25)
 r_ibs = results["IBS"]
-keep("ipa_cox", 1 - r_ibs["Cox, bag of codes"] / r_ibs["Kaplan-Meier (no features)"])
-keep("ipa_oracle", 1 - r_ibs["oracle (true risk)"] / r_ibs["Kaplan-Meier (no features)"])
+ibs_null = r_ibs["Kaplan-Meier (no features)"]
+keep("ipa_cox", 1 - r_ibs["Cox, bag of codes"] / ibs_null)
+keep("ipa_oracle", 1 - r_ibs["oracle (true risk)"] / ibs_null)
 
 oracle, cox, km = (results.loc[m] for m in curves)
 assert oracle["Harrell C"] > cox["Harrell C"] > 0.5
@@ -696,13 +744,15 @@ assert gap["lower"] <= gap["difference"] <= gap["upper"]
 # prediction with the Kaplan-Meier incidence of each group shows it.
 
 # %% mystnb={"figure": {"caption": "Calibration at the horizon on the test patients: mean predicted risk against the Kaplan-Meier incidence in each decile of predicted risk, with 95% intervals.", "name": "fig-calibration"}}
-cal_cox = calibration_table(d_test, cox_risk, e_test, horizon=horizon_days, n_bins=10)
-cal_oracle = calibration_table(d_test, oracle_risk, e_test, horizon=horizon_days, n_bins=10)
+deciles = {"horizon": horizon_days, "n_bins": 10}
+cal_cox = calibration_table(d_test, cox_risk, e_test, **deciles)
+cal_oracle = calibration_table(d_test, oracle_risk, e_test, **deciles)
 fig, ax = plt.subplots(figsize=(5, 5))
 plot_calibration(cal_oracle, ax=ax, label="oracle (true risk)")
 plot_calibration(cal_cox, ax=ax, label="Cox, bag of codes")
 # plot_calibration sizes the axes and adds the diagonal for one table; redo both for two
-top_value = max(t[c].max() for t in (cal_cox, cal_oracle) for c in ("predicted", "observed_upper"))
+columns = ("predicted", "observed_upper")
+top_value = max(t[c].max() for t in (cal_cox, cal_oracle) for c in columns)
 ax.set_xlim(0, 1.05 * top_value)
 ax.set_ylim(0, 1.05 * top_value)
 handles = dict(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
@@ -712,7 +762,8 @@ ax.set_xlabel(f"predicted risk of heart failure by {cfg.horizon_years:g} years")
 ax.set_ylabel(f"observed risk by {cfg.horizon_years:g} years (Kaplan-Meier)")
 plt.show()
 cal_error = float(np.abs(cal_cox["predicted"] - cal_cox["observed"]).mean())
-assert np.isclose(cal_error, cox["calibration error"])  # the protocol's calibration error
+# the protocol's calibration error
+assert np.isclose(cal_error, cox["calibration error"])
 keep("cal_error", cal_error)
 keep("cal_error_oracle", float(oracle["calibration error"]))
 
@@ -727,22 +778,23 @@ keep("cal_error_oracle", float(oracle["calibration error"]))
 
 # %% mystnb={"figure": {"caption": "Kaplan-Meier curves of the test patients in thirds of predicted risk, for the oracle (left) and the Cox baseline (right).", "name": "fig-risk-groups"}}
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, constrained_layout=True)
-for ax, risk, title in [(axes[0], oracle_risk, "oracle"), (axes[1], cox_risk, "Cox, bag of codes")]:
-    plot_survival_by_risk_group(
-        d_test / 365.25, risk, e_test, n_groups=3, ax=ax, time_unit="years since prediction time"
-    )
+panels = [(axes[0], oracle_risk, "oracle"), (axes[1], cox_risk, "Cox, bag of codes")]
+years, unit = d_test / 365.25, "years since prediction time"
+for ax, risk, title in panels:
+    plot_survival_by_risk_group(years, risk, e_test, n_groups=3, ax=ax, time_unit=unit)
     ax.set_title(title)
     ax.get_legend().remove()  # one legend for both panels, below them
-# The panels share the y-axis: its lower limit must hold the lowest curve *and* band of both.
+# The panels share the y-axis: its lower limit must hold the lowest curve *and* band
+# of both.
+bands = [path for ax in axes for c in ax.collections for path in c.get_paths()]
 lowest = min(
     [line.get_ydata().min() for ax in axes for line in ax.get_lines()]
-    + [path.vertices[:, 1].min() for ax in axes for c in ax.collections for path in c.get_paths()]
+    + [path.vertices[:, 1].min() for path in bands]
 )
 axes[0].set_ylim(max(0.0, lowest - 0.02), 1.01)
 handles, names = axes[0].get_legend_handles_labels()
-fig.legend(
-    handles, names, title="predicted risk group (thirds)", loc="outside lower center", ncol=3
-)
+legend_title = "predicted risk group (thirds)"
+fig.legend(handles, names, title=legend_title, loc="outside lower center", ncol=3)
 plt.show()
 
 # %% [markdown]

@@ -79,12 +79,14 @@ class Config:
     n_patients: int = 5000  # people in the synthetic cohort
     seed: int = 7  # one seed for the generator and the global random states
     threads: int = 2  # DuckDB worker threads of the OMOP reader
-    history_days: float = 365.0  # prediction time = start of observation + this much history
+    # prediction time = start of observation + this much history
+    history_days: float = 365.0
     horizon_years: float = 5.0  # follow-up window after the prediction time
     max_len: int = 96  # most tokens per patient ([CLS] and [SEP] included)
 
 
-cfg = for_profile(Config, {"smoke": {"n_patients": 1000}, "full": {"n_patients": 50_000}})
+profiles = {"smoke": {"n_patients": 1000}, "full": {"n_patients": 50_000}}
+cfg = for_profile(Config, profiles)
 device = ehrseq.get_device()
 ehrseq.seed_everything(cfg.seed)
 apply_style()
@@ -146,7 +148,10 @@ report.to_frame()
 
 # %%
 def rows_add_up(report) -> pd.DataFrame:
-    """Per table: rows read, kept and dropped, from the long view; asserts that they add up."""
+    """Per table: rows read, kept and dropped, from the long view.
+
+    Asserts that they add up.
+    """
     long = report.to_frame()
     per_table = pd.DataFrame(
         {
@@ -156,7 +161,8 @@ def rows_add_up(report) -> pd.DataFrame:
         }
     ).fillna(0)
     per_table = per_table.astype(int).loc[report.tables]
-    assert (per_table["read"] == per_table["kept"] + per_table["dropped"]).all(), per_table
+    accounted = per_table["kept"] + per_table["dropped"]
+    assert (per_table["read"] == accounted).all(), per_table
     return per_table
 
 
@@ -213,8 +219,10 @@ shutil.copytree(export, broken)
 co = pd.read_parquet(broken / "condition_occurrence.parquet")
 bad = co.iloc[:2].copy()
 bad["condition_occurrence_id"] = co["condition_occurrence_id"].max() + np.array([1, 2])
-bad["person_id"] = [person["person_id"].max() + 1, co["person_id"].iloc[1]]  # unknown, known
-bad["condition_start_date"] = [str(co["condition_start_date"].iloc[0].date()), "2019-02-30"]
+# unknown, known
+bad["person_id"] = [person["person_id"].max() + 1, co["person_id"].iloc[1]]
+first_date = str(co["condition_start_date"].iloc[0].date())
+bad["condition_start_date"] = [first_date, "2019-02-30"]
 bad["condition_start_datetime"] = [co["condition_start_datetime"].iloc[0], pd.NaT]
 (broken / "condition_occurrence.parquet").unlink()
 pd.concat([co.astype({"condition_start_date": str}), bad]).to_csv(
@@ -231,7 +239,8 @@ try:
     load_omop(open_cdm(broken, threads=cfg.threads), mode="strict")
     raise AssertionError("strict mode accepted a broken export")
 except OmopValidationError as err:
-    for line in str(err).splitlines():  # wrapped to the book's column, the text unchanged
+    # wrapped to the book's column, the text unchanged
+    for line in str(err).splitlines():
         print(textwrap.fill(line, 86, subsequent_indent="    "))
     assert (err.table, err.column, err.rule) == (
         "condition_occurrence",
@@ -249,9 +258,8 @@ issues = broken_report.to_frame()
 issues = issues[~issues["reason"].isin(["read", "rows_kept"])]
 assert broken_report.count("condition_occurrence", "unknown_person", "dropped") == 1
 assert broken_report.count("condition_occurrence", "bad_date", "dropped") == 1
-assert (
-    broken_totals.loc["condition_occurrence", "kept"] == totals.loc["condition_occurrence", "kept"]
-)
+kept_broken = broken_totals.loc["condition_occurrence", "kept"]
+assert kept_broken == totals.loc["condition_occurrence", "kept"]
 display(issues)
 broken_totals.loc[["condition_occurrence"]]
 
@@ -267,13 +275,16 @@ broken_totals.loc[["condition_occurrence"]]
 
 # %%
 def repo_root(start: Path) -> Path:
-    """The first folder at or above ``start`` holding ``pyproject.toml`` (notebooks/ or root)."""
-    return next((p for p in (start, *start.parents) if (p / "pyproject.toml").exists()), start)
+    """The first folder at or above ``start`` with a ``pyproject.toml``.
+
+    That is the repository root, from notebooks/ or from the root itself.
+    """
+    roots = (p for p in (start, *start.parents) if (p / "pyproject.toml").exists())
+    return next(roots, start)
 
 
-shared_data = Path(
-    os.environ.get("EHRSEQ_SHARED_DATA") or repo_root(Path.cwd()).parent / "shared" / "data"
-)
+default_data = repo_root(Path.cwd()).parent / "shared" / "data"
+shared_data = Path(os.environ.get("EHRSEQ_SHARED_DATA") or default_data)
 gibleed_dir = shared_data / "eunomia_gibleed"
 have_gibleed = (gibleed_dir / "person.parquet").exists()
 gibleed = None
@@ -287,7 +298,8 @@ if have_gibleed:
     g_issues = g_issues[~g_issues["reason"].isin(["read", "rows_kept"])]
     display(g_issues)
 else:
-    print(f"Eunomia GiBleed not found at {gibleed_dir}: this section runs on synthetic data only.")
+    where = f"Eunomia GiBleed not found at {gibleed_dir}"
+    print(f"{where}: this section runs on synthetic data only.")
 
 # %% [markdown]
 # Read the report as a list of facts about the export, not as errors to hide. Orphan
@@ -306,39 +318,31 @@ if gibleed is not None:
 
     # no prediction time: the whole history, as for pre-training
     g_seqs = build_sequences(gibleed.events, gibleed.person, strategy="visit")
+    clinical = (
+        "condition_occurrence",
+        "procedure_occurrence",
+        "drug_exposure",
+        "measurement",
+    )
+    n_dangling = sum(g_report.count(t, "dangling_visit", "kept") for t in clinical)
+    n_orphans = g_report.count("observation_period", "unknown_person", "dropped")
+    n_fallback = g_seqs.report["rows_visit_fallback_day"]
     g = {
         "persons": len(gibleed.person),
         "periods_read": g_totals.loc["observation_period", "read"],
-        "orphan_periods": g_report.count("observation_period", "unknown_person", "dropped"),
-        "dangling_share": sum(
-            g_report.count(t, "dangling_visit", "kept")
-            for t in (
-                "condition_occurrence",
-                "procedure_occurrence",
-                "drug_exposure",
-                "measurement",
-            )
-        )
-        / sum(
-            g_totals.loc[t, "read"]
-            for t in (
-                "condition_occurrence",
-                "procedure_occurrence",
-                "drug_exposure",
-                "measurement",
-            )
-        ),
-        "fallback_share": g_seqs.report["rows_visit_fallback_day"] / g_seqs.report["events_out"],
+        "orphan_periods": n_orphans,
+        "dangling_share": n_dangling / sum(g_totals.loc[t, "read"] for t in clinical),
+        "fallback_share": n_fallback / g_seqs.report["events_out"],
         "median_tokens": float(np.median(g_seqs.lengths)),
     }
     assert g["orphan_periods"] == g["periods_read"] - g["persons"]
     gibleed_text = (
-        f"On GiBleed, {g['orphan_periods']:,} of the {g['periods_read']:,} observation periods "
-        f"belong to nobody in the {g['persons']:,}-person table, and {g['dangling_share']:.1%} "
-        "of condition, procedure, drug and measurement rows point to a visit that does not "
-        "exist. Grouping by visit therefore falls back to the calendar day for "
-        f"{g['fallback_share']:.1%} of the events; the median patient has "
-        f"{g['median_tokens']:.0f} events."
+        f"On GiBleed, {g['orphan_periods']:,} of the {g['periods_read']:,} observation "
+        f"periods belong to nobody in the {g['persons']:,}-person table, and "
+        f"{g['dangling_share']:.1%} of condition, procedure, drug and measurement rows "
+        "point to a visit that does not exist. Grouping by visit therefore falls back "
+        f"to the calendar day for {g['fallback_share']:.1%} of the events; the median "
+        f"patient has {g['median_tokens']:.0f} events."
     )
 else:
     gibleed_text = "The GiBleed sample was not available when this page was built."
@@ -360,8 +364,9 @@ keep("gibleed_text", Markdown(gibleed_text))
 hf_concepts = cohort.vocabulary.ids("heart_failure", "condition")
 outcome = Outcome.of_concepts("heart_failure", hf_concepts)
 horizon_days = cfg.horizon_years * 365.25
+history = cfg.history_days
 labels = survival_labels(
-    events, person, observation_period, outcome, cfg.history_days, horizon_days=horizon_days
+    events, person, observation_period, outcome, history, horizon_days=horizon_days
 )
 label_table = labels.table
 prediction_times = labels.prediction_times  # person_id, prediction_time
@@ -401,8 +406,9 @@ pd.Series(labels.dropped, name="patients without a label").to_frame()
 # visit, as in BEHRT.
 
 # %%
+specials = {"add_cls": True, "add_sep": True}
 strategies = {
-    s: build_sequences(events, person, prediction_times, strategy=s, add_cls=True, add_sep=True)
+    s: build_sequences(events, person, prediction_times, strategy=s, **specials)
     for s in ("flat", "visit", "domain")
 }
 lengths = pd.Series(strategies["visit"].lengths, index=strategies["visit"].person_ids)
@@ -416,13 +422,13 @@ example = int(pick.index[0]) if len(pick) else int(lengths.idxmin())
 
 
 def token_name(f: pd.DataFrame) -> pd.Series:
-    """A readable token: special tokens as they are, events as 'domain: concept [value]'."""
+    """A readable token: special tokens as is, events as 'domain: concept [value]'."""
     name = concept_name.reindex(f["concept_id"]).fillna("").str.slice(0, 26).to_numpy()
-    value = f["value_as_number"].map(lambda v: "" if np.isnan(v) else f" = {v:g}").to_numpy()
+    value = f["value_as_number"].map(lambda v: "" if np.isnan(v) else f" = {v:g}")
+    value = value.to_numpy()
     dom = f["domain"].astype(str).to_numpy()
-    return pd.Series(
-        np.where(f["special"] > 0, dom, dom + ": " + name + value), index=f.index, dtype=object
-    )
+    text = np.where(f["special"] > 0, dom, dom + ": " + name + value)
+    return pd.Series(text, index=f.index, dtype=object)
 
 
 side = {}
@@ -448,14 +454,15 @@ side_by_side
 
 # %%
 n_visits = pd.DataFrame(
-    {s: seqs.frame.groupby("person_id")["visit"].max() for s, seqs in strategies.items()}
+    {s: seq.frame.groupby("person_id")["visit"].max() for s, seq in strategies.items()}
 )
 differs = n_visits["flat"] != n_visits["visit"]
 n_two_visit_days = int(differs.sum())
-if n_two_visit_days == 0:  # a small cohort may have none: say so rather than "0 patients have"
+# a small cohort may have none: say so rather than "0 patients have"
+if n_two_visit_days == 0:
     two_visit_text = (
-        "No patient of this cohort has such a day before their prediction time (the table "
-        "above is empty), so here `flat` and `visit` find the same visits."
+        "No patient of this cohort has such a day before their prediction time "
+        "(the table above is empty), so here `flat` and `visit` find the same visits."
     )
 else:
     verb = "has" if n_two_visit_days == 1 else "have"
@@ -465,7 +472,8 @@ else:
     )
 keep("two_visit_text", Markdown(two_visit_text))
 assert (n_visits["visit"] == n_visits["domain"]).all()
-assert (n_visits["flat"] <= n_visits["visit"]).all()  # a day can only hold several visits
+# a day can only hold several visits
+assert (n_visits["flat"] <= n_visits["visit"]).all()
 n_visits[differs].head()
 
 # %% [markdown]
@@ -482,7 +490,8 @@ n_visits[differs].head()
 # %%
 seqs = strategies["visit"]
 t_star = prediction_times.set_index("person_id")["prediction_time"]
-assert (seqs.frame["time"].to_numpy() < t_star.reindex(seqs.frame["person_id"]).to_numpy()).all()
+own_t_star = t_star.reindex(seqs.frame["person_id"]).to_numpy()
+assert (seqs.frame["time"].to_numpy() < own_t_star).all()
 
 row_t_star = t_star.reindex(events["person_id"]).to_numpy()
 past_only = events[events["time"].to_numpy() < row_t_star].reset_index(drop=True)
@@ -495,7 +504,8 @@ cut_report = pd.Series(
     | {k: seqs.report[k] for k in ("events_at_or_after_prediction_time", "events_out")},
     name="events",
 ).to_frame()
-keep("share_future", seqs.report["events_at_or_after_prediction_time"] / seqs.report["events_in"])
+n_future = seqs.report["events_at_or_after_prediction_time"]
+keep("share_future", n_future / seqs.report["events_in"])
 cut_report
 
 # %% [markdown]
@@ -507,7 +517,8 @@ cut_report
 # %% mystnb={"figure": {"name": "fig-lengths", "caption": "Length of each labelled patient's history before the prediction time: tokens ([CLS] and [SEP] included, left) with the truncation limit (dashed), and visits (right)."}}
 fig, axes = plt.subplots(1, 2, figsize=(9, 3), constrained_layout=True)
 axes[0].hist(lengths, bins=40)
-axes[0].axvline(cfg.max_len, color="k", linestyle="--", label=f"max_len = {cfg.max_len}")
+cap = f"max_len = {cfg.max_len}"
+axes[0].axvline(cfg.max_len, color="k", linestyle="--", label=cap)
 axes[0].set_xlabel("tokens per patient")
 axes[0].set_ylabel("patients")
 axes[0].legend(loc="upper right")  # the long tail leaves that corner empty
@@ -544,12 +555,15 @@ seqs = build_sequences(
 )
 full = strategies["visit"]
 assert seqs.lengths.max() <= cfg.max_len
-assert seqs.report["tokens_cut_max_len"] == full.report["tokens_out"] - seqs.report["tokens_out"]
-# the events kept are exactly the last ones of the untruncated sequence, in the same order
+n_cut = full.report["tokens_out"] - seqs.report["tokens_out"]
+assert seqs.report["tokens_cut_max_len"] == n_cut
+# the events kept are exactly the last ones of the untruncated sequence, in the same
+# order
 full_ev = full.frame[full.frame["special"] == 0]
 cut_ev = seqs.frame[seqs.frame["special"] == 0]
 n_kept = cut_ev.groupby("person_id").size().reindex(full_ev["person_id"]).to_numpy()
-tail = full_ev[full_ev.groupby("person_id").cumcount(ascending=False).to_numpy() < n_kept]
+from_end = full_ev.groupby("person_id").cumcount(ascending=False).to_numpy()
+tail = full_ev[from_end < n_kept]
 assert np.array_equal(tail["concept_id"].to_numpy(), cut_ev["concept_id"].to_numpy())
 assert np.array_equal(tail["time"].to_numpy(), cut_ev["time"].to_numpy())
 keep("n_truncated", seqs.report["patients_truncated"])

@@ -84,15 +84,19 @@ class Config:
     n_patients: int = 5000  # people in the synthetic cohort
     seed: int = 7  # one seed for the generator, the split and the samplers
     threads: int = 2  # DuckDB worker threads of the OMOP reader
-    history_days: float = 365.0  # prediction time = start of observation + this much history
+    # prediction time = start of observation + this much history
+    history_days: float = 365.0
     horizon_years: float = 5.0  # follow-up window after the prediction time
     max_len: int = 96  # most tokens per patient ([CLS] and [SEP] included)
-    test_fraction: float = 0.3  # share of persons held out (split before anything is fitted)
-    min_frequency: int = 5  # a token enters the vocabulary when seen this often in training
+    # share of persons held out (split before anything is fitted)
+    test_fraction: float = 0.3
+    # a token enters the vocabulary when seen this often in training
+    min_frequency: int = 5
     batch_size: int = 32  # patients per batch
 
 
-cfg = for_profile(Config, {"smoke": {"n_patients": 1000}, "full": {"n_patients": 50_000}})
+profiles = {"smoke": {"n_patients": 1000}, "full": {"n_patients": 50_000}}
+cfg = for_profile(Config, profiles)
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
@@ -130,8 +134,9 @@ concept_name = cohort.vocabulary.concept.set_index("concept_id")["concept_name"]
 hf_concepts = cohort.vocabulary.ids("heart_failure", "condition")
 outcome = Outcome.of_concepts("heart_failure", hf_concepts)
 horizon_days = cfg.horizon_years * 365.25
+history = cfg.history_days
 labels = survival_labels(
-    events, person, observation_period, outcome, cfg.history_days, horizon_days=horizon_days
+    events, person, observation_period, outcome, history, horizon_days=horizon_days
 )
 label_table = labels.table
 prediction_times = labels.prediction_times  # person_id, prediction_time
@@ -146,7 +151,8 @@ seqs = build_sequences(
     add_sep=True,
 )
 print(omop)
-print(f"{len(label_table):,} labelled patients, {len(seqs.person_ids):,} with a history")
+n_labelled, n_history = len(label_table), len(seqs.person_ids)
+print(f"{n_labelled:,} labelled patients, {n_history:,} with a history")
 
 # %% [markdown]
 # ## Vocabulary: fitted on training patients only
@@ -171,12 +177,11 @@ keep("vocab_size", len(vocab))
 keep("n_tokens", len(vocab.tokens))
 print(vocab)
 top = pd.DataFrame({"token": vocab.itos[:12]})
-top["training rows"] = pd.array(
-    [None] * len(SPECIAL_TOKENS) + vocab.counts[: 12 - len(SPECIAL_TOKENS)], dtype="Int64"
-)
-top["concept"] = [
-    "" if t in SPECIAL_TOKENS else concept_name.get(int(t.split(":")[1]), "") for t in top["token"]
-]
+n_special = len(SPECIAL_TOKENS)
+counts = [None] * n_special + vocab.counts[: 12 - n_special]
+top["training rows"] = pd.array(counts, dtype="Int64")
+ids = [None if t in SPECIAL_TOKENS else int(t.split(":")[1]) for t in top["token"]]
+top["concept"] = ["" if c is None else concept_name.get(c, "") for c in ids]
 top.index.name = "id"
 top
 
@@ -219,7 +224,8 @@ held_out_rows = scrambled["person_id"].isin(test_ids).to_numpy()
 scrambled.loc[held_out_rows, "value_as_number"] *= 100.0
 refit = Vocab.fit(scrambled, train_ids, min_frequency=cfg.min_frequency)
 assert refit.itos == vocab.itos
-assert all(np.array_equal(refit.value_cuts[c], vocab.value_cuts[c]) for c in vocab.value_cuts)
+value_cuts = vocab.value_cuts
+assert all(np.array_equal(refit.value_cuts[c], value_cuts[c]) for c in value_cuts)
 
 # %% [markdown]
 # ### Unseen codes on held-out patients
@@ -230,11 +236,13 @@ assert all(np.array_equal(refit.value_cuts[c], vocab.value_cuts[c]) for c in voc
 
 # %%
 hierarchy = omop.cdm.concept_ancestor()  # built from the export's 'Is a' relationships
+order = ["descendant_concept_id", "min_levels_of_separation", "ancestor_concept_id"]
 hierarchy = hierarchy[
     (hierarchy["min_levels_of_separation"] > 0)
     & hierarchy["descendant_concept_id"].isin(events["concept_id"].unique())
-].sort_values(["descendant_concept_id", "min_levels_of_separation", "ancestor_concept_id"])
-ancestors = hierarchy.groupby("descendant_concept_id")["ancestor_concept_id"].apply(list).to_dict()
+].sort_values(order)
+by_code = hierarchy.groupby("descendant_concept_id")["ancestor_concept_id"]
+ancestors = by_code.apply(list).to_dict()
 
 test_ids_enc, test_report = vocab.encode(test_rows)
 n_test_events = test_report["tokens"] - test_report["special"]
@@ -340,7 +348,8 @@ pd.DataFrame(
 # %%
 mask = batch["attention_mask"]  # (B, L)
 assert torch.equal(mask.sum(1), batch["lengths"])
-assert torch.equal(mask, torch.arange(L)[None, :] < batch["lengths"][:, None])  # right padding
+# right padding
+assert torch.equal(mask, torch.arange(L)[None, :] < batch["lengths"][:, None])
 for key in ("codes", "visit_ids", "positions", "domain_ids"):
     assert (batch[key][~mask] == 0).all(), key
 assert (batch["codes"][mask] != PAD_ID).all() and (batch["visit_ids"][mask] >= 1).all()
@@ -360,10 +369,13 @@ flat = collate_flat(items)
 hier = collate_hierarchical(items)
 B_h, V, C = hier["codes"].shape
 assert B_h == len(items)
-assert hier["codes"].shape == hier["code_mask"].shape == hier["domain_ids"].shape == (B_h, V, C)
-assert hier["visit_mask"].shape == hier["ages"].shape == hier["time_deltas"].shape == (B_h, V)
+for key in ("codes", "code_mask", "domain_ids"):
+    assert hier[key].shape == (B_h, V, C), key
+for key in ("visit_mask", "ages", "time_deltas"):
+    assert hier[key].shape == (B_h, V), key
 assert torch.equal(hier["visit_mask"], hier["code_mask"].any(-1))
-assert torch.equal(hier["lengths"], flat["visit_ids"].max(1).values)  # visits per patient
+# visits per patient
+assert torch.equal(hier["lengths"], flat["visit_ids"].max(1).values)
 special = flat["domain_ids"] == SPECIAL_DOMAIN_ID  # [CLS], [SEP]
 assert torch.equal(
     hier["codes"][hier["code_mask"]], flat["codes"][flat["attention_mask"] & ~special]
@@ -400,30 +412,28 @@ def random_batches(n: int, batch_size: int) -> list[list[int]]:
 n_train = len(train_ds)
 bucketed = list(LengthBucketSampler(train_ds.lengths, cfg.batch_size, seed=cfg.seed))
 shuffled = random_batches(n_train, cfg.batch_size)
-assert sorted(np.concatenate(bucketed).tolist()) == list(range(n_train))  # one epoch, each once
+# one epoch, each once
+assert sorted(np.concatenate(bucketed).tolist()) == list(range(n_train))
 
 # the same share, measured on the padded tensors a DataLoader really builds
 measured = {}
 for name, sampler in (("random", shuffled), ("bucketed", bucketed)):
     dl = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate_flat)
     masks = [b["attention_mask"] for b in dl]
-    measured[name] = 1.0 - sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    n_real, n_slots = sum(int(m.sum()) for m in masks), sum(m.numel() for m in masks)
+    measured[name] = 1.0 - n_real / n_slots
     assert np.isclose(measured[name], padding_share(sampler, train_ds.lengths))
 keep("pad_random", measured["random"])
 keep("pad_bucketed", measured["bucketed"])
 
 sizes = [8, 16, 32, 64, 128, 256]
+lens = train_ds.lengths
+random_pad = [padding_share(random_batches(n_train, b), lens) for b in sizes]
+buckets = [list(LengthBucketSampler(lens, b, seed=cfg.seed)) for b in sizes]
 pad = pd.DataFrame(
     {
-        "random batches": [
-            padding_share(random_batches(n_train, b), train_ds.lengths) for b in sizes
-        ],
-        "LengthBucketSampler": [
-            padding_share(
-                list(LengthBucketSampler(train_ds.lengths, b, seed=cfg.seed)), train_ds.lengths
-            )
-            for b in sizes
-        ],
+        "random batches": random_pad,
+        "LengthBucketSampler": [padding_share(batches, lens) for batches in buckets],
     },
     index=pd.Index(sizes, name="batch size"),
 )
@@ -439,7 +449,8 @@ pad.style.format("{:.1%}")
 # %% mystnb={"figure": {"name": "fig-padding", "caption": "Share of each padded batch tensor that is padding, over one epoch of the training patients, for batches drawn at random and from LengthBucketSampler."}}
 fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
 pad.plot(ax=ax, marker="o", logx=True)
-ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)  # above the axes, clear of data
+# above the axes, clear of data
+ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2)
 ax.set_xticks(sizes, [str(s) for s in sizes])
 ax.minorticks_off()
 ax.set_xlabel("batch size (patients)")
@@ -471,17 +482,22 @@ plt.show()
 
 # %%
 class TinyEncoder(nn.Module):
-    """Token embedding and one self-attention layer: just enough to show what padding does."""
+    """Token embedding and one self-attention layer: enough to show padding's effect."""
 
     def __init__(self, n_tokens: int, d: int = 16):
         super().__init__()
         self.embed = nn.Embedding(n_tokens, d, padding_idx=PAD_ID)
         self.qkv = nn.Linear(d, 3 * d)
 
-    def forward(self, codes: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        codes: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
         x = self.embed(codes)  # (B, L, d)
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, L, d)
-        keys = None if attention_mask is None else attention_mask[:, None, :]  # (B, 1, L)
+        # (B, 1, L)
+        keys = None if attention_mask is None else attention_mask[:, None, :]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keys)  # (B, L, d)
 
 
@@ -494,7 +510,7 @@ def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Ten
 
 
 def check_padding_invariance(represent, encoding, idx) -> None:
-    """Each patient alone (no padding) and inside the padded batch must give the same output."""
+    """A patient alone (no padding) and in a padded batch must give the same output."""
     together = represent(encoding.pad(idx))  # (B, d), padded to the longest of idx
     alone = torch.cat([represent(encoding.pad([i])) for i in idx])  # (B, d), no padding
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-5)
@@ -503,7 +519,8 @@ def check_padding_invariance(represent, encoding, idx) -> None:
 torch.manual_seed(cfg.seed)
 tiny = TinyEncoder(len(vocab)).eval()
 order = np.argsort(train_enc.lengths)
-idx = order[np.linspace(0, len(order) - 1, 8).astype(int)]  # shortest to longest patient
+# shortest to longest patient
+idx = order[np.linspace(0, len(order) - 1, 8).astype(int)]
 print("lengths in the test batch:", train_enc.lengths[idx].tolist())
 
 variants = {  # (mask the attention?, mask the pooling?)
@@ -567,12 +584,14 @@ events_back, person_back, split_back, meds_report = read_meds(meds_root)
 pd.testing.assert_frame_equal(
     events_back.drop(columns="value_as_number"), events.drop(columns="value_as_number")
 )
-np.testing.assert_allclose(  # MEDS stores values as float32
-    events_back["value_as_number"], events["value_as_number"].astype(np.float32), equal_nan=True
-)
+# MEDS stores values as float32
+values32 = events["value_as_number"].astype(np.float32)
+np.testing.assert_allclose(events_back["value_as_number"], values32, equal_nan=True)
 pd.testing.assert_frame_equal(person_back, person)
-assert split_back.set_index("subject_id")["split"].equals(split.set_index("subject_id")["split"])
-print(sorted(str(p.relative_to(meds_root)) for p in meds_root.rglob("*") if p.is_file()))
+split_of = split.set_index("subject_id")["split"]
+assert split_back.set_index("subject_id")["split"].equals(split_of)
+files = [p for p in meds_root.rglob("*") if p.is_file()]
+print(sorted(str(p.relative_to(meds_root)) for p in files))
 meds_rows = pq.read_table(meds_root / "data" / "0.parquet").slice(0, 8)
 meds_rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 

@@ -59,6 +59,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import ehrseq
 from ehrseq.book import keep, plural
@@ -79,7 +80,8 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
+    # on embeddings and residual branches (not attention: see BehrtConfig)
+    dropout: float = 0.1
     age_bin_years: float = 1.0  # width w of an age bin (BEHRT: one year)
     n_time_bins: int = 32  # log-spaced bins of the time since the previous event
     batch_size: int = 64  # patients in the batch we look at
@@ -118,7 +120,8 @@ task = prepare_survival_task(shared_task_config())  # the same task in every cha
 vocab = task.vocab
 keep("vocab_size", len(vocab))
 keep("n_train", len(task.split["train"]))
-keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
+# "2 years"
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 task.summary()
 
 # %% [markdown]
@@ -186,12 +189,13 @@ for width in (1.0, 5.0):
     library = BehrtEmbeddings(demo_cfg).age_bins(token_ages)
     assert torch.equal(bins, library)  # the library bins ages the same way
     per_bin = torch.bincount(bins, minlength=demo_cfg.n_age_bins)
+    spans = (bins[last] != bins[first]).float().mean()
     age_rows[width] = {
         "rows in the table": demo_cfg.n_age_bins,
         "rows used": int((per_bin > 0).sum()),
         "median tokens per used row": float(per_bin[per_bin > 0].median()),
         "fewest tokens in a used row": int(per_bin[per_bin > 0].min()),
-        "patients whose history spans 2+ bins": float((bins[last] != bins[first]).float().mean()),
+        "patients whose history spans 2+ bins": float(spans),
     }
 age_choice = pd.DataFrame(age_rows).T.rename_axis("bin width (years)")
 keep("age_span_1y", age_rows[1.0]["patients whose history spans 2+ bins"])
@@ -202,7 +206,8 @@ age_choice
 # %% mystnb={"figure": {"name": "fig-age-bins", "caption": "Training tokens per age bin, for bins of one and of five years. Every row of the age table is trained on the tokens of its bin."}}
 fig, axes = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
 for ax, width in zip(axes, (1.0, 5.0), strict=True):
-    lo = width * math.floor(float(token_ages.min()) / width)  # bin edges that hold every age
+    # bin edges that hold every age
+    lo = width * math.floor(float(token_ages.min()) / width)
     hi = width * (math.floor(float(token_ages.max()) / width) + 1)
     edges = np.arange(lo, hi + width / 2, width)
     ax.hist(token_ages.numpy(), bins=edges, color="C0")
@@ -257,7 +262,7 @@ patient[["token", "visit_ids", "segment"]].T
 
 # %%
 def sinusoids(max_len: int, d: int) -> torch.Tensor:
-    """Vaswani et al.'s table, written out: column pairs (2i, 2i + 1) share one frequency."""
+    """Vaswani et al.'s table written out: column pairs (2i, 2i + 1) share a frequency."""
     p = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
     freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d / 2,)
     table = torch.empty(max_len, d)
@@ -268,21 +273,26 @@ def sinusoids(max_len: int, d: int) -> torch.Tensor:
 
 max_len = task.config.max_len
 P = sinusoids(max_len, cfg.d_model)  # (max_len, d)
-torch.testing.assert_close(P, sinusoidal_table(max_len, cfg.d_model), rtol=1e-5, atol=1e-5)
+library_table = sinusoidal_table(max_len, cfg.d_model)
+torch.testing.assert_close(P, library_table, rtol=1e-5, atol=1e-5)
 similarity = P @ P.T / cfg.d_model  # (max_len, max_len)
-for k in (1, 5, 20):  # the same value all along a diagonal: it depends on the distance only
+# the same value all along a diagonal: it depends on the distance only
+for k in (1, 5, 20):
     diag = torch.diagonal(similarity, offset=k)
     assert float(diag.max() - diag.min()) < 1e-4, k
 print(f"sinusoidal table {tuple(P.shape)}, no parameters")
 
 # %% mystnb={"figure": {"name": "fig-sinusoidal", "caption": "Left: the sinusoidal position table, one row per position and one column per dimension. Right: the dot product of position 0 with position p, divided by d; it falls with the distance and never reaches zero, so far positions stay distinguishable from near ones."}}
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), width_ratios=(1.4, 1), layout="constrained")
-im = ax1.imshow(P.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="none")
+fig = plt.figure(figsize=(9, 3.2), layout="constrained")
+ax1, ax2 = fig.subplots(1, 2, width_ratios=(1.4, 1))
+colours = {"cmap": "RdBu_r", "vmin": -1, "vmax": 1}
+im = ax1.imshow(P.numpy(), aspect="auto", interpolation="none", **colours)
 ax1.set_xlabel("dimension $j$")
 ax1.set_ylabel("position $p$ (tokens)")
 ax1.grid(False)
 fig.colorbar(im, ax=ax1, label="$P_{p,j}$")
-fig.get_layout_engine().set(wspace=0.08)  # room between the colour bar and the right panel
+# room between the colour bar and the right panel
+fig.get_layout_engine().set(wspace=0.08)
 ax2.plot(np.arange(max_len), similarity[0].numpy())
 ax2.set_xlabel("distance $p$ (tokens)")
 ax2.set_ylabel("$P_0 \\cdot P_p \\,/\\, d$")
@@ -312,7 +322,8 @@ plt.show()
 # %%
 def time_bin(time_deltas: torch.Tensor, n_bins: int, max_days: float) -> torch.Tensor:
     """Log-spaced bin of the gap in days; bin 0 holds exactly 0 days."""
-    scaled = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(max_days)  # (B, L) in [0, 1]
+    # (B, L) in [0, 1]
+    scaled = torch.log1p(time_deltas.clamp(min=0)) / math.log1p(max_days)
     return torch.ceil(scaled * (n_bins - 1)).long().clamp(0, n_bins - 1)  # (B, L)
 
 
@@ -320,21 +331,25 @@ time_cfg = BehrtConfig.from_vocab(vocab, n_time_bins=cfg.n_time_bins)
 token_dt = torch.from_numpy(train_enc.arrays["time_deltas"])  # (tokens,) days
 dt_bins = time_bin(token_dt, time_cfg.n_time_bins, time_cfg.max_time_days)
 assert torch.equal(dt_bins, BehrtEmbeddings(time_cfg).time_bin(token_dt))
-upper = np.expm1(np.arange(1, cfg.n_time_bins) / (cfg.n_time_bins - 1) * np.log1p(36525.0))
+n_bins = cfg.n_time_bins
+upper = np.expm1(np.arange(1, n_bins) / (n_bins - 1) * np.log1p(36525.0))
 bin_table = pd.DataFrame(
     {
         "from (days)": np.r_[0.0, 0.0, upper[:-1]],
         "to (days)": np.r_[0.0, upper],
-        "share of training tokens": torch.bincount(dt_bins, minlength=cfg.n_time_bins).numpy()
+        "share of training tokens": torch.bincount(dt_bins, minlength=n_bins).numpy()
         / len(dt_bins),
     }
 ).rename_axis("time bin")
 keep("share_dt_zero", float((token_dt == 0).float().mean()))
 keep("n_dt_bins_used", int((bin_table["share of training tokens"] > 0).sum()))
 keep("max_gap_days", float(token_dt.max()))
-bin_table[bin_table["share of training tokens"] > 0].style.format(
-    {"from (days)": "{:.1f}", "to (days)": "{:.1f}", "share of training tokens": "{:.2%}"}
-)
+formats = {
+    "from (days)": "{:.1f}",
+    "to (days)": "{:.1f}",
+    "share of training tokens": "{:.2%}",
+}
+bin_table[bin_table["share of training tokens"] > 0].style.format(formats)
 
 # %% [markdown]
 # {glue:text}`share_dt_zero:.0%` of the training tokens sit in bin 0 (same day as the
@@ -382,12 +397,15 @@ def embed_inline(emb: BehrtEmbeddings, batch: dict) -> torch.Tensor:
     elif c.position_embedding == "sinusoidal":
         x = x + sinusoids(c.max_len, c.d_model)[batch["positions"]]
     if c.time_embedding == "log_bins":
-        x = x + emb.time_bins.weight[time_bin(batch["time_deltas"], c.n_time_bins, c.max_time_days)]
+        # one time bin per token, (B, L)
+        dt_bin = time_bin(batch["time_deltas"], c.n_time_bins, c.max_time_days)
+        x = x + emb.time_bins.weight[dt_bin]
     elif c.time_embedding == "log_linear":
         x = x + emb.time_proj(torch.log1p(batch["time_deltas"].clamp(min=0))[..., None])
     if c.use_domain:
         x = x + emb.domain.weight[batch["domain_ids"]]
-    return F.layer_norm(x, (c.d_model,), emb.norm.weight, emb.norm.bias, c.layer_norm_eps)
+    norm = emb.norm
+    return F.layer_norm(x, (c.d_model,), norm.weight, norm.bias, c.layer_norm_eps)
 
 
 layouts = {  # the book's default, BEHRT's original choices, and the code alone
@@ -409,15 +427,15 @@ layouts = {  # the book's default, BEHRT's original choices, and the code alone
 inputs = {k: v for k, v in encoder_inputs(batch).items() if k != "attention_mask"}
 for name, overrides in layouts.items():
     torch.manual_seed(cfg.seed)
-    emb_cfg = BehrtConfig.from_vocab(
-        vocab, d_model=cfg.d_model, max_len=max_len, n_time_bins=cfg.n_time_bins, **overrides
-    )
+    sizes = {"d_model": cfg.d_model, "max_len": max_len, "n_time_bins": cfg.n_time_bins}
+    emb_cfg = BehrtConfig.from_vocab(vocab, **sizes, **overrides)
     emb = BehrtEmbeddings(emb_cfg).eval()
     with torch.no_grad():
         h0 = emb(**inputs)  # (B, L, d)
         assert h0.shape == (B, L, cfg.d_model), name
         torch.testing.assert_close(embed_inline(emb, batch), h0, rtol=1e-5, atol=1e-5)
-print(f"inline sum == BehrtEmbeddings for {len(layouts)} layouts; output {tuple(h0.shape)}")
+shape = tuple(h0.shape)
+print(f"inline sum == BehrtEmbeddings for {len(layouts)} layouts; output {shape}")
 
 # %% [markdown]
 # The library computes exactly the inline sum. From here on we import it.
@@ -456,7 +474,7 @@ tables = {
 param_table = pd.DataFrame(
     {
         "rows x width": [
-            "x".join(map(str, m.weight.shape)) if isinstance(m, torch.nn.Embedding) else ""
+            "x".join(map(str, m.weight.shape)) if isinstance(m, nn.Embedding) else ""
             for m in tables.values()
         ],
         "parameters": [count_parameters(m)["total"] for m in tables.values()],
@@ -473,8 +491,8 @@ biggest = param_table["share"].iloc[:6].sort_values(ascending=False)  # the six 
 keep(
     "biggest_tables",
     " and ".join(
-        f"the {table_name.get(part, part)} table ({share:.0%}{table_rows.get(part, '')})"
-        for part, share in biggest.iloc[:2].items()
+        f"the {table_name.get(p, p)} table ({share:.0%}{table_rows.get(p, '')})"
+        for p, share in biggest.iloc[:2].items()
     ),
 )
 param_table.style.format({"share": "{:.1%}", "parameters": "{:,}"})

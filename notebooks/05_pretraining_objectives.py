@@ -84,8 +84,10 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward width
-    dropout: float = 0.1  # on embeddings and residual branches (not attention: see BehrtConfig)
-    init_std: float = 0.1  # standard deviation of the initial weights (BERT: 0.02; 05b says why)
+    # on embeddings and residual branches (not attention: see BehrtConfig)
+    dropout: float = 0.1
+    # standard deviation of the initial weights (BERT: 0.02; 05b says why)
+    init_std: float = 0.1
     batch_size: int = 32  # patients per pretraining batch
     mask_prob: float = 0.15  # share of the real codes picked for masked-code modelling
 
@@ -102,7 +104,8 @@ rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
-start_claims(CHAPTER)  # no claims here (05b records them): clears those of an older build
+# no claims here (05b records them): clears those of an older build
+start_claims(CHAPTER)
 
 keep("mask_prob", cfg.mask_prob)
 
@@ -123,7 +126,8 @@ train_loader = task.loader("train", cfg.batch_size)
 keep("d_model", cfg.d_model)
 split_summary = task.summary()
 keep("n_train", int(split_summary.loc["train", "patients"]))
-keep("events_text", plural(int(split_summary.loc["train", "events"]), "heart-failure event", ","))
+n_events = int(split_summary.loc["train", "events"])
+keep("events_text", plural(n_events, "heart-failure event", ","))
 keep("median_tokens", float(split_summary.loc["train", "median tokens"]))
 split_summary
 
@@ -145,10 +149,10 @@ split_summary
 # order as the library's, so with the same generator the two must agree exactly.
 
 # %%
-# The example batch: cfg.batch_size training patients drawn with the chapter's seed and
-# padded together (any batch would do). A batch of `train_loader` holds patients of about
-# the same length (length bucketing); this one mixes short and long histories, so it has
-# padding to leave alone and short histories to show.
+# The example batch: cfg.batch_size training patients drawn with the chapter's seed
+# and padded together (any batch would do). A batch of `train_loader` holds patients of
+# about the same length (length bucketing); this one mixes short and long histories, so
+# it has padding to leave alone and short histories to show.
 train_set = task.dataset("train")
 example_patients = torch.randperm(
     len(train_set), generator=torch.Generator().manual_seed(cfg.seed)
@@ -163,15 +167,17 @@ def mask_inline(codes, attention_mask, gen, p=0.15, p_mask=0.8, p_random=0.1):
     picked = eligible & (torch.rand(codes.shape, generator=gen) < p)  # (B, L)
     how = torch.rand(codes.shape, generator=gen)  # (B, L): which of the three fates
     regular = ids.regular_tensor()
-    random_codes = regular[torch.randint(len(regular), codes.shape, generator=gen)]  # (B, L)
+    # (B, L)
+    random_codes = regular[torch.randint(len(regular), codes.shape, generator=gen)]
     masked = torch.where(picked & (how < p_mask), ids.mask_id, codes)
-    masked = torch.where(picked & (how >= p_mask) & (how < p_mask + p_random), random_codes, masked)
+    randomised = picked & (how >= p_mask) & (how < p_mask + p_random)
+    masked = torch.where(randomised, random_codes, masked)
     return masked, torch.where(picked, codes, IGNORE_INDEX)
 
 
-masked, labels = mask_inline(
-    batch["codes"], batch["attention_mask"], torch.Generator().manual_seed(0), p=cfg.mask_prob
-)
+gen = torch.Generator().manual_seed(0)
+inputs = (batch["codes"], batch["attention_mask"])
+masked, labels = mask_inline(*inputs, gen, p=cfg.mask_prob)
 lib_masked, lib_labels = mask_codes(
     batch["codes"],
     batch["attention_mask"],
@@ -184,13 +190,12 @@ assert masked.shape == labels.shape == (B, L)
 
 row = int(((labels != IGNORE_INDEX).sum(1)).argmax())  # the patient with the most picks
 n_show = int(batch["lengths"][row])
+label_ids = labels[row, :n_show].tolist()
 masked_view = pd.DataFrame(
     {
         "original": [vocab.itos[i] for i in batch["codes"][row, :n_show].tolist()],
         "model input": [vocab.itos[i] for i in masked[row, :n_show].tolist()],
-        "label": [
-            vocab.itos[i] if i != IGNORE_INDEX else "" for i in labels[row, :n_show].tolist()
-        ],
+        "label": [vocab.itos[i] if i != IGNORE_INDEX else "" for i in label_ids],
     }
 )
 masked_view[masked_view["label"] != ""]
@@ -204,8 +209,9 @@ masked_view[masked_view["label"] != ""]
 gen = torch.Generator().manual_seed(1)
 tally = dict.fromkeys(["eligible", "picked", "[MASK]", "random", "unchanged"], 0)
 for b in train_loader:
-    m, y = mask_codes(b["codes"], b["attention_mask"], ids, mask_prob=cfg.mask_prob, generator=gen)
-    eligible = b["attention_mask"] & ~torch.isin(b["codes"], ids.special_tensor())
+    real = b["attention_mask"]
+    m, y = mask_codes(b["codes"], real, ids, mask_prob=cfg.mask_prob, generator=gen)
+    eligible = real & ~torch.isin(b["codes"], ids.special_tensor())
     picked = y != IGNORE_INDEX
     assert not (picked & ~eligible).any()  # never a special token, never padding
     tally["eligible"] += int(eligible.sum())
@@ -217,7 +223,10 @@ shares = {
     "picked / eligible": (tally["picked"] / tally["eligible"], cfg.mask_prob),
     "[MASK] / picked": (tally["[MASK]"] / tally["picked"], 0.8),
     "random code / picked": (tally["random"] / tally["picked"], 0.1),
-    "unchanged / picked": (tally["unchanged"] / tally["picked"], 0.1 + 0.1 / ids.vocab_size),
+    "unchanged / picked": (
+        tally["unchanged"] / tally["picked"],
+        0.1 + 0.1 / ids.vocab_size,
+    ),
 }
 for name, (got, want) in shares.items():  # within 5 binomial standard errors
     n = tally["eligible"] if name.startswith("picked") else tally["picked"]
@@ -234,9 +243,9 @@ pd.DataFrame(shares, index=["measured", "designed"]).T.style.format("{:.2%}")
 
 # %%
 logits_all = torch.randn(B, L, ids.vocab_size)  # (B, L, V): any scores will do
-inline_loss = F.cross_entropy(
-    logits_all.reshape(-1, ids.vocab_size), labels.reshape(-1), ignore_index=IGNORE_INDEX
-)
+flat_logits = logits_all.reshape(-1, ids.vocab_size)  # (B * L, V)
+flat_labels = labels.reshape(-1)  # (B * L,)
+inline_loss = F.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX)
 picked = labels != IGNORE_INDEX  # (B, L)
 torch.testing.assert_close(mlm_loss(logits_all[picked], labels[picked]), inline_loss)
 torch.testing.assert_close(mlm_loss(logits_all, labels), inline_loss)
@@ -256,11 +265,12 @@ torch.testing.assert_close(mlm_loss(logits_all, labels), inline_loss)
 # The targets of one patient, written as a loop over visits:
 
 # %%
-visit_ids, attention_mask, codes = batch["visit_ids"], batch["attention_mask"], batch["codes"]
+visit_ids, codes = batch["visit_ids"], batch["codes"]
+attention_mask = batch["attention_mask"]
 
 
 def next_visit_sets(codes_1d: torch.Tensor, visits_1d: torch.Tensor) -> torch.Tensor:
-    """Row t - 1: the multi-hot set of the codes of visit t + 1 (special tokens left out)."""
+    """Row t - 1: the multi-hot set of the codes of visit t + 1 (no special tokens)."""
     n_visits = int(visits_1d.max())
     targets = torch.zeros(n_visits - 1, ids.vocab_size)
     for t in range(1, n_visits):
@@ -279,13 +289,14 @@ for b in range(B):
     assert torch.equal(targets[b, : len(mine)], mine)
     assert not targets[b, len(mine) :].any()
 visits_of = visit_ids.max(1).values  # (B,) visits per patient
-one = int(torch.where(batch["lengths"] <= 40, visits_of, 0).argmax())  # several short visits
+# several short visits
+one = int(torch.where(batch["lengths"] <= 40, visits_of, 0).argmax())
 example = pd.DataFrame(
     {
         "visit t": np.arange(1, int(visits_of[one])),
         "codes of visit t + 1 (the target of the state after visit t)": [
-            ", ".join(vocab.itos[i] for i in targets[one, t].nonzero().flatten().tolist())
-            for t in range(int(visits_of[one]) - 1)
+            ", ".join(vocab.itos[i] for i in target.nonzero().flatten().tolist())
+            for target in targets[one, : int(visits_of[one]) - 1]
         ],
     }
 )
@@ -303,7 +314,8 @@ example.style.hide(axis="index")
 real = attention_mask[one]
 v_one = visit_ids[one, real]  # (n,) the patient's visits, unpadded
 allowed_inline = v_one[None, :] <= v_one[:, None]  # (n, n): query visit >= key visit
-allowed = visit_causal_mask(visit_ids[one : one + 1, real], attention_mask[one : one + 1, real])
+span = slice(one, one + 1)  # keeps the batch dimension
+allowed = visit_causal_mask(visit_ids[span, real], attention_mask[span, real])
 assert torch.equal(allowed[0, 0], allowed_inline)
 
 torch.manual_seed(cfg.seed)
@@ -313,10 +325,9 @@ probe = BehrtEncoder(
     )
 ).eval()
 changed = dict(batch)
-last_visit = (visit_ids == batch["visit_ids"].max(1, keepdim=True).values) & attention_mask
-changed["codes"] = torch.where(
-    last_visit & ~torch.isin(codes, ids.special_tensor()), ids.regular_tensor()[0], codes
-)
+last_visit = (visit_ids == visit_ids.max(1, keepdim=True).values) & attention_mask
+is_special = torch.isin(codes, ids.special_tensor())
+changed["codes"] = torch.where(last_visit & ~is_special, ids.regular_tensor()[0], codes)
 earlier = attention_mask & ~last_visit  # (B, L): tokens of every visit but the last
 with torch.no_grad():
     drift = {}
@@ -358,7 +369,8 @@ behrt_cfg = BehrtConfig.from_vocab(
     init_std=cfg.init_std,
 )
 torch.manual_seed(cfg.seed)
-model = BehrtForPretraining(BehrtEncoder(behrt_cfg), tie_weights=True, pool="last").eval()
+model = BehrtForPretraining(BehrtEncoder(behrt_cfg), tie_weights=True, pool="last")
+model = model.eval()
 with torch.no_grad():
     out = model({**batch, "masked_codes": masked, "mlm_labels": labels}, task="joint")
 n_masked = int((labels != IGNORE_INDEX).sum())
@@ -405,8 +417,10 @@ hist = visit_history(
     attention_mask[one : one + 1], ids,
 )  # fmt: skip
 count_inline = torch.zeros(int(visits_of[one]), ids.vocab_size)  # (V, vocab)
-days_inline = torch.full((int(visits_of[one]), ids.vocab_size), float("inf"))  # (V, vocab)
-last_seen = torch.full((ids.vocab_size,), float("nan"))  # age (years) at the last record
+# (V, vocab)
+days_inline = torch.full((int(visits_of[one]), ids.vocab_size), float("inf"))
+# age (years) at the last record
+last_seen = torch.full((ids.vocab_size,), float("nan"))
 for t in range(1, int(visits_of[one]) + 1):
     in_t = real & (visit_ids[one] == t) & ~torch.isin(codes[one], ids.special_tensor())
     age_t = float(batch["ages"][one][real & (visit_ids[one] == t)].min())
@@ -414,10 +428,12 @@ for t in range(1, int(visits_of[one]) + 1):
         torch.arange(ids.vocab_size), codes[one][in_t]
     ).float()
     last_seen[codes[one][in_t]] = age_t
-    days_inline[t - 1] = torch.where(last_seen.isnan(), float("inf"), (age_t - last_seen) * 365.25)
+    days = (age_t - last_seen) * 365.25
+    days_inline[t - 1] = torch.where(last_seen.isnan(), float("inf"), days)
 torch.testing.assert_close(hist.count[0], count_inline)
 torch.testing.assert_close(hist.days_since[0], days_inline)
-assert hist.count.shape == hist.days_since.shape == (1, int(visits_of[one]), ids.vocab_size)
+n_visits_one = int(visits_of[one])
+assert hist.count.shape == hist.days_since.shape == (1, n_visits_one, ids.vocab_size)
 
 # %% [markdown]
 # Two properties make the copy head trustworthy, and the library's tests check both on
@@ -434,7 +450,8 @@ copy_probe = BehrtForPretraining(
 with torch.no_grad():
     nv0 = copy_probe(batch, task="next_visit")["next_visit_logits"]  # (B, V, vocab)
     nv1 = copy_probe(changed, task="next_visit")["next_visit_logits"]  # (B, V, vocab)
-before_last = torch.arange(V)[None, :] < (visits_of - 1)[:, None]  # (B, V): t < last visit
+# (B, V): t < last visit
+before_last = torch.arange(V)[None, :] < (visits_of - 1)[:, None]
 assert nv0.shape == (B, V, ids.vocab_size)
 torch.testing.assert_close(nv0[before_last], nv1[before_last], atol=1e-5, rtol=0)
 hist_batch = visit_history(codes, visit_ids, batch["ages"], attention_mask, ids)
