@@ -27,11 +27,12 @@
 # We will pretrain with each objective alone, with both at once (**joint**) and one after
 # the other (**sequential**), and the next-visit objective once more with the copy head;
 # compare them on held-out patients with lookup-table baselines, the sharpest of which
-# simply repeat the patient's own record (the last visit, the chronic codes); find the
-# better of the two schedules that train both objectives; and test, with a paired interval
-# over test patients, whether the next-visit head beats the rules that read the same
-# history. Every verdict goes to the book's results page. {doc}`05c_inside_the_encoder`
-# then looks inside the learned code embedding of the best encoder found here.
+# simply repeat the patient's own record (the last visit, the chronic codes); and find the
+# better of the two schedules that train both objectives. Two chapters load the encoders
+# trained here: {doc}`05d_next_visit_vs_history` tests, with paired intervals over the
+# test patients, whether the next-visit heads beat the rules that read the same history
+# (its verdicts go to the book's results page), and {doc}`05c_inside_the_encoder` looks
+# inside the learned code embedding of the best encoder found here.
 
 # %% [markdown]
 # ## Setup
@@ -49,20 +50,18 @@ from IPython.display import Markdown
 from myst_nb import glue
 
 import ehrseq
-from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
+from ehrseq.book import keep, keep_table, plural, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
     model_scorer,
     most_frequent,
     next_visit_table,
-    paired_visit_difference,
     recurring_codes,
     repeat_codes,
     repeat_last_visit,
     repeat_rate_scorer,
     repeat_rates,
-    visit_mean_interval,
 )
 from ehrseq.plotting import apply_style
 from ehrseq.pretrain import TokenIds, code_counts, frequency_rank, masked_code_ranks
@@ -78,11 +77,10 @@ class Config:
     seed: int = 7  # seed of the setup (every pretraining run has the recipe's seed)
     eval_batch_size: int = 256  # patients per evaluation batch
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
-    n_boot: int = 1000  # bootstrap resamples of the test patients (paired intervals)
     chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)  # recurrence thresholds (validation)
 
 
-cfg = for_profile(Config, {"smoke": {"n_boot": 200}})
+cfg = for_profile(Config, {})  # every profile alike; the recipe's size follows the profile
 recipe = book_recipe()  # the book's pretraining recipe; the runs below change its schedule
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
@@ -90,7 +88,8 @@ apply_style()
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
-start_claims(CHAPTER)  # this run's claims replace the last run's on the results page
+# no claims here (05d_next_visit_vs_history records them): clears those of an older build
+start_claims(CHAPTER)
 
 keep("epochs", recipe.epochs)
 keep("epochs_text", plural(recipe.epochs, "epoch"))  # "2 epochs"
@@ -264,8 +263,9 @@ for schedule, h in histories.items():
 #   read from the training data, not from the generator: a code is chronic when, of the
 #   training patients who have it and a visit after its first record (at least
 #   {glue:text}`min_eligible` of them), at least a share $s$ have it again at a later visit
-#   (diagnoses, refills and monitoring labs recur; an acute problem does not). The share $s$ is chosen among {glue:text}`chronic_grid` on the
-#   validation patients;
+#   (diagnoses, refills and monitoring labs recur; an acute problem does not). The share
+#   $s$ is chosen among {glue:text}`chronic_grid` on the validation patients (here
+#   {glue:text}`chronic_share`);
 # - **repeat rate** (next visit): per code, two numbers counted on the training pairs: how
 #   often it appears in the next visit when the patient already had it in a visit up to
 #   $t$, and when not; rank the codes by the number that applies.
@@ -359,8 +359,6 @@ val_scores = summary(val_ranks, val_pairs.drop(columns=list(candidates), level=1
 keep("chronic_grid", ", ".join(f"{s:g}" for s in cfg.chronic_shares))
 keep("chronic_share", chronic_share)
 keep("min_eligible", task.config.min_frequency)
-keep("n_chronic", int(chronic.sum()))
-keep("n_regular", len(ids.regular_tensor()))
 
 test_ranks = masked_ranks(test_loader)
 test_pairs = next_visit_scores(test_loader, {})
@@ -441,192 +439,9 @@ if cfg.profile != "smoke":  # two epochs on a tiny cohort (smoke) need not get t
     assert m_row[TOPK] > 1.2 * base_row[TOPK]
     assert n_row[RECALL] > 1.1 * base_row[RECALL]
 
-# %% [markdown]
-# ### Against the record's own history
-# Beating a baseline that ignores the patient is easy. The fair test of next-visit
-# prediction is against the rules that read the same history the model reads. Of the
-# {glue:text}`n_regular` codes, {glue:text}`n_chronic` count as chronic (recurring in at
-# least {glue:text}`chronic_share:.0%` of the eligible training patients, the share that
-# did best on validation). Each difference below is paired (the same test pairs for both)
-# and its 95 % interval comes from {glue:text}`n_boot` bootstrap resamples of the test
-# **patients** (a patient's visits are not independent). A model is said to win only when
-# the interval of the difference excludes 0; otherwise the comparison is *not resolved*.
-# The ablation: the plain linear head (`next_visit`), the same training with the copy head
-# (`next_visit_copy`), and the baselines.
 
 # %%
-keep("n_boot", cfg.n_boot)
-groups = test_pairs.index.get_level_values("person_id").to_numpy()
-ABLATION = [
-    "next_visit",
-    "next_visit_copy",
-    "baseline: repeat last visit",
-    "baseline: repeat chronic codes",
-    "baseline: repeat rate",
-    "baseline: code frequency",
-]
-
-
-def with_interval(ci) -> str:
-    """A share and its interval as one cell that never wraps (non-breaking spaces)."""
-    return f"{ci.estimate:.1%}\u00a0[{ci.lower:.1%},\u00a0{ci.upper:.1%}]"
-
-
-ablation = pd.DataFrame(
-    {
-        f"recall@{cfg.k} [95 % interval]": [
-            with_interval(visit_mean_interval(test_pairs[recall_col][r], groups, n_boot=cfg.n_boot))
-            for r in ABLATION
-        ],
-        "AP [95 % interval]": [
-            with_interval(visit_mean_interval(test_pairs["ap"][r], groups, n_boot=cfg.n_boot))
-            for r in ABLATION
-        ],
-    },
-    index=pd.Index(ABLATION, name="next visit (test pairs)"),
-)
-keep_table("nv_ablation", ablation.reset_index())
-ablation
-
-# %% [markdown]
-# ```{glue:} nv_ablation
-# ```
-#
-# The paired differences, each recorded as a claim for the book's results page:
-
-# %%
-CLAIMS = {  # key: (model, reference, claim)
-    "nv_copy_vs_last": ("next_visit_copy", "baseline: repeat last visit",
-                        "next-visit prediction (copy head) beats repeating the last visit"),
-    "nv_copy_vs_chronic": ("next_visit_copy", "baseline: repeat chronic codes",
-                           "next-visit prediction (copy head) beats repeating the chronic codes"),
-    "nv_copy_vs_rate": ("next_visit_copy", "baseline: repeat rate",
-                        "next-visit prediction (copy head) beats the repeat-rate lookup table"),
-    "nv_copy_vs_plain": ("next_visit_copy", "next_visit",
-                         "a copy term over the history improves the next-visit head"),
-    "nv_plain_vs_last": ("next_visit", "baseline: repeat last visit",
-                         "next-visit prediction (plain head) beats repeating the last visit"),
-    "nv_plain_vs_chronic": ("next_visit", "baseline: repeat chronic codes",
-                            "next-visit prediction (plain head) beats repeating the chronic codes"),
-}  # fmt: skip
-
-
-def pct(x: float) -> str:
-    """A difference of two shares, in percentage points."""
-    return f"{100 * x:+.2f}"
-
-
-def pct_interval(d: dict, space: str = " ") -> str:
-    """The difference and its interval in points; tables pass a non-breaking space."""
-    return f"{pct(d['difference'])}{space}[{pct(d['lower'])},{space}{pct(d['upper'])}]"
-
-
-diff_rows, verdicts, intervals = [], {}, {}
-for key, (a, b, claim) in CLAIMS.items():
-    row = {}
-    for metric, col in ((f"recall@{cfg.k}", recall_col), ("AP", "ap")):
-        d = paired_visit_difference(
-            test_pairs[col][a], test_pairs[col][b], groups, comparison=f"{a} - {b}",
-            metric=metric, n_boot=cfg.n_boot, seed=cfg.seed,
-        )  # fmt: skip
-        row[metric] = d
-    verdicts[key] = record_claim(
-        CHAPTER, key, claim, row[f"recall@{cfg.k}"], higher_is_better=True, source="this book"
-    )
-    intervals[key] = pct_interval(row[f"recall@{cfg.k}"])  # for the prose below
-    diff_rows.append(
-        {
-            "comparison": f"{a} − {b}",
-            f"recall@{cfg.k} difference (points) [95 % interval]": pct_interval(
-                row[f"recall@{cfg.k}"], "\u00a0"
-            ),
-            "AP difference (points) [95 % interval]": pct_interval(row["AP"], "\u00a0"),
-            f"verdict (recall@{cfg.k})": verdicts[key],
-        }
-    )
-nv_diffs = pd.DataFrame(diff_rows)
-keep_table("nv_diffs", nv_diffs)
-nv_diffs.style.hide(axis="index")
-
-# %% [markdown]
-# ```{glue:} nv_diffs
-# ```
-#
-# {glue:md}`nv_md`
-#
-# The masked codes get the same treatment against their sharpest baseline, the domain
-# frequency, on the same masked positions of the test patients:
-
-# %%
-mask_groups = test_ranks.index.to_numpy()  # the patient of each masked position
-mask_rows = []
-for key, k in (("mlm_top1_vs_domain", 1), ("mlm_topk_vs_domain", cfg.k)):
-    d = paired_visit_difference(
-        (test_ranks[mlm_best] <= k).to_numpy(float),
-        (test_ranks["baseline: domain frequency"] <= k).to_numpy(float),
-        mask_groups, comparison=f"{mlm_best} - baseline: domain frequency",
-        metric=f"masked top-{k}", n_boot=cfg.n_boot, seed=cfg.seed,
-    )  # fmt: skip
-    verdicts[key] = record_claim(
-        CHAPTER, key, f"masked-code modelling beats the domain-frequency baseline (top-{k})",
-        d, higher_is_better=True, source="this book",
-    )  # fmt: skip
-    intervals[key] = pct_interval(d)
-    mask_rows.append(
-        {
-            "metric": f"masked top-{k}",
-            mlm_best: f"{d['a']:.1%}",
-            "domain frequency": f"{d['b']:.1%}",
-            "difference (points) [95 % interval]": pct_interval(d, "\u00a0"),
-            "verdict": verdicts[key],
-        }
-    )
-mask_diffs = pd.DataFrame(mask_rows)
-keep_table("mask_diffs", mask_diffs)
-mask_diffs.style.hide(axis="index")
-
-
-# %%
-def outcome(key: str, what: str) -> str:
-    """The verdict of a claim in words, with its difference and interval in points."""
-    interval = intervals[key]
-    if verdicts[key] == "reproduced":
-        return f"{what} wins ({interval} points)"
-    if verdicts[key] == "refuted":
-        return f"{what} loses ({interval} points)"
-    return (
-        f"the test patients cannot tell {what} from it ({interval} points, the interval "
-        "includes 0: not resolved)"
-    )
-
-
-r_of = test_scores[RECALL]
-nv_md = (
-    f"On recall@{cfg.k}, the plain head ({r_of['next_visit']:.1%}) against repeating the last "
-    f"visit ({r_of['baseline: repeat last visit']:.1%}): "
-    f"{outcome('nv_plain_vs_last', 'the plain head')}; against repeating the chronic codes "
-    f"({r_of['baseline: repeat chronic codes']:.1%}): "
-    f"{outcome('nv_plain_vs_chronic', 'the plain head')}. With the copy head "
-    f"({r_of['next_visit_copy']:.1%}): against repeating the last visit, "
-    f"{outcome('nv_copy_vs_last', 'the copy head')}; against repeating the chronic codes, "
-    f"{outcome('nv_copy_vs_chronic', 'the copy head')}; against the repeat-rate lookup "
-    f"table ({r_of['baseline: repeat rate']:.1%}), "
-    f"{outcome('nv_copy_vs_rate', 'the copy head')}. The copy term against the plain head: "
-    f"{outcome('nv_copy_vs_plain', 'the copy head')}."
-)
-glue("nv_md", Markdown(nv_md), display=False)
-mask_md = (
-    f"The best masked-code model (`{mlm_best}`) against the domain-frequency baseline: top-1 "
-    f"{mask_rows[0][mlm_best]} against {mask_rows[0]['domain frequency']}, and "
-    f"{outcome('mlm_top1_vs_domain', f'`{mlm_best}`')}; top-{cfg.k} {mask_rows[1][mlm_best]} "
-    f"against {mask_rows[1]['domain frequency']}, and "
-    f"{outcome('mlm_topk_vs_domain', f'`{mlm_best}`')}."
-)
-glue("mask_md", Markdown(mask_md), display=False)
-assert set(verdicts.values()) <= {"reproduced", "refuted", "not resolved"}
-pd.Series(verdicts, name="verdict").rename_axis("claim").to_frame()
-
-
+# the schedules in words, worded after the test scores above
 def shown_gap(value: float, reference: float) -> float:
     """The gap in points between two shares as the prose shows them (to 0.1 %)."""
     return round(round(100 * value, 1) - round(100 * reference, 1), 1)
@@ -690,53 +505,18 @@ if stuck:
     )
 glue("schedules_md", Markdown(f"{seq_text}. {joint_text}"), display=False)
 
-# the lesson on the next visit, worded after the verdicts above
-plain_lost = [verdicts[k] == "refuted" for k in ("nv_plain_vs_last", "nv_plain_vs_chronic")]
-if all(plain_lost):
-    plain_part = (
-        "competes badly with a rule that simply copies: here it loses to repeating the last "
-        "visit and to repeating the chronic codes"
-    )
-elif any(plain_lost):
-    plain_part = (
-        "competes badly with a rule that simply copies: here it loses to one of the two rules"
-    )
-else:
-    plain_part = (
-        "is at a disadvantage against a rule that simply copies, though here it loses to "
-        "neither rule"
-    )
-copy_part = {
-    "reproduced": "and here the copy head beats the plain head",
-    "refuted": "but here the copy head loses to the plain head",
-    "not resolved": "but here the test patients cannot tell the copy head from the plain head",
-}[verdicts["nv_copy_vs_plain"]]
-opening = (
-    "On the next visit the lesson is about the head, not the encoder."
-    if verdicts["nv_copy_vs_plain"] == "reproduced"
-    else "On the next visit the question is about the head, not the encoder."
-)
-head_md = (
-    f"{opening} A record is mostly repetition, and a head that must rebuild every repeated "
-    f"code from one pooled state {plain_part}. Given a copy term, the same encoder and the "
-    "same training decide *which* codes of the history come back and add the ones that are "
-    f"new, {copy_part}."
-)
-glue("head_md", Markdown(head_md), display=False)
-
 # %% [markdown]
-# {glue:md}`mask_md`
-#
 # What each objective teaches shows in the tables. Masked-code modelling learns which codes
 # go together *given everything else in the record*, before and after; it says nothing
 # directly about what comes next. Next-visit prediction learns the forward direction, and
 # does it under the visit-causal mask, the same way a survival model reads a history.
 # {glue:md}`schedules_md`
 #
-# {glue:md}`head_md` Whether that is enough to beat each rule on these patients is in the
-# verdicts above, each with its interval; a verdict of "not resolved" means the test set cannot
-# tell the two apart, not that they are equal, and a resolved difference can still be too
-# small to matter: the tables give its size in points.
+# Beating a baseline that ignores the patient is easy. Whether the next-visit heads beat
+# the rules that read the same history the model reads (the last visit, the chronic codes,
+# the repeat rates), and the best masked-code model the domain-frequency baseline, each
+# with a paired interval over the test patients, is the question of
+# {doc}`05d_next_visit_vs_history`, which loads the five models trained here.
 
 # %%
 chapter_seconds = time.perf_counter() - chapter_start
@@ -753,15 +533,15 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   The better of the two schedules that train both objectives, on the validation
 #   patients, is {glue:md}`best`; the book's encoder, which later chapters load, is
 #   `joint`'s.
-# - Against the record's own history, on the same test pairs with paired intervals over
-#   patients: {glue:md}`nv_md` {glue:md}`mask_md` Every verdict is on the book's results
-#   page.
 # - Pretraining the four schedules and the copy-head run took
 #   {glue:text}`train_minutes:.1f` minutes (summed from `fit`'s logs, including runs loaded
 #   from disk); the whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes in this
 #   build, {glue:text}`build_text`.
-# - {doc}`05c_inside_the_encoder` looks inside the code embedding of the best encoder and
-#   names the artefact that later chapters load and fine-tune.
+# - {doc}`05d_next_visit_vs_history` loads these models and tests them against the rules
+#   that read the same history, with paired intervals over the test patients and verdicts
+#   on the book's results page; {doc}`05c_inside_the_encoder` looks inside the code
+#   embedding of the best encoder and names the artefact that later chapters load and
+#   fine-tune.
 #
 # ## Exercises
 # 1. Switch the domain embedding off (`dataclasses.replace(encoder_cfg, use_domain=False)`)
@@ -771,7 +551,8 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #    (pass `eval_fn` to `fit`) and compare it with the code-frequency baseline. Then
 #    weight the next-visit term by 1 instead of $|V|$ in the joint schedule: what happens,
 #    and why, given how the two losses are averaged?
-# 3. The copy head's features say whether and when a code was recorded. Drop the recency
-#    features (`half_lives` of one very long half-life) and train `next_visit_copy` again:
-#    how much of its gain over the repeat-rate lookup table was timing? Then give the copy
-#    head to the `joint` schedule: does the encoder it trains help the survival chapters?
+# 3. Give the copy head to the `joint` schedule (`book_recipe(schedule="joint",
+#    head="copy")`): does sharing the encoder with a head that can copy from the history
+#    cost the masked codes anything, and does the encoder it trains help the survival
+#    chapters? ({doc}`05d_next_visit_vs_history` asks what the copy term buys on the next
+#    visit itself.)

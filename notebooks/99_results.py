@@ -59,7 +59,7 @@ print(f"read from {claims_folder(profile)}")
 
 # %%
 EXPECTED = {
-    "05b_pretraining_schedules",
+    "05d_next_visit_vs_history",
     "07b_loss_comparison",
     "08b_finetuning_comparison",
     "09_architecture_decisions",
