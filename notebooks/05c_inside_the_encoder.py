@@ -60,7 +60,12 @@ from ehrseq.pretrain import (
     frequency_rank,
     masked_code_ranks,
 )
-from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain, pretrained_model
+from ehrseq.pretrained import (
+    book_encoder_config,
+    book_recipe,
+    load_or_pretrain,
+    pretrained_model,
+)
 
 
 # the encoder and the pretraining recipe are the book's (ehrseq.pretrained), as in 05b
@@ -94,7 +99,8 @@ task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
 train_loader = task.loader("train", recipe.batch_size)
-val_loader = task.loader("val", recipe.batch_size)  # batches like training: comparable losses
+# batches like training: comparable losses
+val_loader = task.loader("val", recipe.batch_size)
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 task.summary()
 
@@ -132,7 +138,8 @@ pd.Series(loaded, name="loaded from disk").rename_axis("schedule").to_frame()
 CANDIDATES = ("joint", "sequential")
 BASE = "baseline: code frequency"
 val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in CANDIDATES}
-assert val_ranks["joint"]["label"].equals(val_ranks["sequential"]["label"])  # the same masks
+# the same masks
+assert val_ranks["joint"]["label"].equals(val_ranks["sequential"]["label"])
 labels = torch.tensor(val_ranks["joint"]["label"].to_numpy())  # (N,)
 base_topk = (frequency_rank(counts, ids, labels).numpy() <= cfg.k).mean()
 val_pairs = next_visit_table(
@@ -140,9 +147,10 @@ val_pairs = next_visit_table(
     val_loader, ids, k=cfg.k, device=device,
 )  # fmt: skip
 val_recall = val_pairs[f"recall@{cfg.k}"].mean()  # per scorer, over the pairs
+top_k = {r: (val_ranks[r]["rank"] <= cfg.k).mean() for r in CANDIDATES}
 gain = pd.DataFrame(
     {
-        "masked": {r: (val_ranks[r]["rank"] <= cfg.k).mean() / base_topk for r in CANDIDATES},
+        "masked": {r: top_k[r] / base_topk for r in CANDIDATES},
         "next visit": {r: val_recall[r] / val_recall[BASE] for r in CANDIDATES},
     }
 )
@@ -168,15 +176,16 @@ token = np.array(vocab.itos, dtype=object)
 concept_of = np.array([int(t.split(":")[1]) if ":" in t else -1 for t in vocab.itos])
 group_of = pd.Series(concept_of).map(groups).to_numpy(dtype=object)
 seen = counts.numpy() > 0  # tokens that occur in the training tensors
-# codes of a latent disease group ("routine" care belongs to no disease), seen in training
-analysed = np.array(
-    [i for i in regular if seen[i] and isinstance(group_of[i], str) and group_of[i] != "routine"]
-)
+# codes of a latent disease group ("routine" care belongs to no disease), seen in
+# training
+in_disease = [isinstance(g, str) and g != "routine" for g in group_of]
+analysed = np.array([i for i in regular if seen[i] and in_disease[i]])
 
 
 def unit_embedding(model: BehrtForPretraining) -> np.ndarray:
     """The code table with rows scaled to length 1 (dot products are cosines)."""
-    return F.normalize(model.encoder.embeddings.code.weight.detach().cpu(), dim=1).numpy()
+    table = model.encoder.embeddings.code.weight.detach().cpu()  # (vocab, d)
+    return F.normalize(table, dim=1).numpy()
 
 
 def describe(i: int) -> str:
@@ -187,8 +196,9 @@ def describe(i: int) -> str:
 
 
 def top_code(group: str, domain: str) -> int | None:
-    """The most frequent analysed token of a group and domain (None if there is none)."""
-    pool = [i for i in analysed if group_of[i] == group and token[i].startswith(domain + ":")]
+    """The most frequent analysed token of a group and domain, None if there is none."""
+    prefix = domain + ":"
+    pool = [i for i in analysed if group_of[i] == group and token[i].startswith(prefix)]
     return max(pool, key=lambda i: counts[i]) if pool else None
 
 
@@ -233,7 +243,7 @@ neighbours.style.format({"cosine": "{:.2f}"})
 
 # %%
 def group_structure(emb: np.ndarray, rng: np.random.Generator) -> dict:
-    """Within- minus between-group cosine, and nearest-neighbour group agreement vs shuffled."""
+    """Within- minus between-group cosine; nearest-neighbour agreement vs shuffled."""
     x = emb[analysed]  # (n, d) unit rows
     sim = x @ x.T  # (n, n) cosine
     cid = concept_of[analysed]
@@ -250,9 +260,11 @@ def group_structure(emb: np.ndarray, rng: np.random.Generator) -> dict:
     g = concept_group[inverse]
     same_group = (g[:, None] == g[None, :]) & ~same_concept
     other_group = g[:, None] != g[None, :]
-    shuffled = np.array([agreement(rng.permutation(concept_group)) for _ in range(cfg.n_shuffles)])
+    shuffles = range(cfg.n_shuffles)
+    shuffled = np.array([agreement(rng.permutation(concept_group)) for _ in shuffles])
+    gap = sim[same_group].mean() - sim[other_group].mean()
     return {
-        "within - between cosine": float(sim[same_group].mean() - sim[other_group].mean()),
+        "within - between cosine": float(gap),
         "neighbour agreement": agreement(concept_group),
         "shuffled mean": float(shuffled.mean()),
         "shuffled 95th percentile": float(np.quantile(shuffled, 0.95)),
@@ -262,12 +274,14 @@ def group_structure(emb: np.ndarray, rng: np.random.Generator) -> dict:
     }
 
 
-untrained = pretrained_model(task, encoder_cfg, recipes["mlm"])  # the start of every run
+# the start of every run
+untrained = pretrained_model(task, encoder_cfg, recipes["mlm"])
 embeddings = {"untrained": unit_embedding(untrained)}
 embeddings.update({s: unit_embedding(models[s]) for s in SCHEDULES})
-structure = pd.DataFrame(
-    {name: group_structure(e, np.random.default_rng(cfg.seed)) for name, e in embeddings.items()}
-).T.rename_axis("code embedding")
+rows = {}
+for name, e in embeddings.items():
+    rows[name] = group_structure(e, np.random.default_rng(cfg.seed))
+structure = pd.DataFrame(rows).T.rename_axis("code embedding")
 keep("n_analysed", len(analysed))
 keep("n_groups", int(pd.Series(group_of[analysed]).nunique()))
 keep("n_shuffles", cfg.n_shuffles)
@@ -282,7 +296,8 @@ keep("p_best", float(s_best["p (shuffled >= observed)"]))
 # one group up close: the type 2 diabetes codes in the best schedule's embedding
 x = emb_best[analysed]  # (n, d)
 same_concept = concept_of[analysed][:, None] == concept_of[analysed][None, :]
-nearest = np.where(same_concept, -np.inf, x @ x.T).argmax(1)  # (n,) nearest other concept
+# (n,) nearest other concept
+nearest = np.where(same_concept, -np.inf, x @ x.T).argmax(1)
 is_t2d = group_of[analysed] == "type2_diabetes"
 keep("n_t2d", int(is_t2d.sum()))
 t2d_agree = float((group_of[analysed][nearest] == "type2_diabetes")[is_t2d].mean())
@@ -312,7 +327,8 @@ structure.style.format(
 # %% mystnb={"figure": {"name": "fig-group-agreement", "caption": "Share of codes whose nearest other concept in the code embedding belongs to the same latent disease group, for an untrained encoder and each pretraining schedule. The grey band spans the shuffled baseline (group labels permuted among concepts) up to its 95th percentile."}}
 fig, ax = plt.subplots(figsize=(6, 3.3), layout="constrained")
 names = list(structure.index)
-ax.bar(names, structure["neighbour agreement"] * 100, color=["0.6"] + ["C0"] * len(SCHEDULES))
+bar_colours = ["0.6"] + ["C0"] * len(SCHEDULES)
+ax.bar(names, structure["neighbour agreement"] * 100, color=bar_colours)
 ax.axhspan(
     0,
     structure["shuffled 95th percentile"].max() * 100,
@@ -327,8 +343,8 @@ fig.legend(loc="outside upper right")  # above the bars, clear of them
 plt.show()
 
 # %%
-# The next paragraph in words that hold at every size: what the book profile asserts above
-# is stated only where it holds, and a p-value at its floor is called that.
+# The next paragraph in words that hold at every size: what the book profile asserts
+# above is stated only where it holds, and a p-value at its floor is called that.
 recovered = (
     s_best["neighbour agreement"] > s_best["shuffled 95th percentile"]
     and s_best["within - between cosine"] > s_rand["within - between cosine"]
@@ -342,8 +358,8 @@ gap_best = cosine_text(s_best["within - between cosine"])
 gap_rand = cosine_text(s_rand["within - between cosine"])
 if float(gap_best) > float(gap_rand):  # compared as the prose shows them
     gap_text = (
-        "Codes of the same group are also more similar on average: the within-minus-between "
-        f"cosine is {gap_best} against {gap_rand} untrained."
+        "Codes of the same group are also more similar on average: the "
+        f"within-minus-between cosine is {gap_best} against {gap_rand} untrained."
     )
 else:
     gap_text = (
@@ -354,28 +370,30 @@ else:
 keep("gap_text", gap_text)
 if recovered:
     found_text = (
-        "Nobody told the model that a diagnosis, the drug that treats it and the lab that "
-        "monitors it belong together; it found out because the generator records them "
-        "together, at the same visits of the same patients."
+        "Nobody told the model that a diagnosis, the drug that treats it and the lab "
+        "that monitors it belong together; it found out because the generator records "
+        "them together, at the same visits of the same patients."
     )
 else:
     found_text = (
-        "At this size the embedding does not clearly recover the groups (the larger profiles "
-        "assert that it does): pretraining has had too little data and too few steps."
+        "At this size the embedding does not clearly recover the groups (the larger "
+        "profiles assert that it does): pretraining has had too little data and too "
+        "few steps."
     )
 keep("found_text", found_text)
 t2d_text = (
-    f"of the {int(is_t2d.sum())} type-2-diabetes codes (conditions, drugs, procedures, lab "
-    f"deciles), {t2d_agree:.0%} have a diabetes code as their nearest other concept"
+    f"of the {int(is_t2d.sum())} type-2-diabetes codes (conditions, drugs, procedures, "
+    f"lab deciles), {t2d_agree:.0%} have a diabetes code as their nearest other concept"
 )
 shown_agree, shown_share = round(100 * t2d_agree), round(100 * t2d_share)  # as printed
 if shown_agree > shown_share:
-    t2d_text += f", where a code drawn at random would be one {t2d_share:.0%} of the time."
+    chance = f"{t2d_share:.0%}"
+    t2d_text += f", where a code drawn at random would be one {chance} of the time."
 else:
     t2d_text += (
-        f", {'below' if shown_agree < shown_share else 'level with'} the {t2d_share:.0%} "
-        "that codes drawn at random would give: in this embedding the diabetes codes have "
-        "not found each other, whatever the groups do overall."
+        f", {'below' if shown_agree < shown_share else 'level with'} the "
+        f"{t2d_share:.0%} that codes drawn at random would give: in this embedding the "
+        "diabetes codes have not found each other, whatever the groups do overall."
     )
 keep("t2d_text", t2d_text)
 groups_summary = "The learned code embedding recovers"

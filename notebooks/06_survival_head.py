@@ -80,7 +80,8 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward hidden width
-    dropout: float = 0.1  # encoder dropout on embeddings and residual branches (off in eval)
+    # encoder dropout on embeddings and residual branches (off in eval)
+    dropout: float = 0.1
     causal: bool = True  # visit-causal attention in the encoder
     seed: int = 0  # seed of the untrained encoders and heads
 
@@ -185,16 +186,18 @@ keep("n_tokens", len(frame))
 # %%
 x = torch.tensor(
     [
-        [[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0], [0.0, 6.0], [5.0, 5.0], [7.0, 7.0]],
-        [[2.0, 2.0], [4.0, 0.0], [6.0, 0.0], [2.0, 3.0], [99.0, 99.0], [99.0, 99.0], [99.0, 99.0]],
-    ]
+        [[1, 0], [3, 0], [0, 2], [0, 4], [0, 6], [5, 5], [7, 7]],
+        [[2, 2], [4, 0], [6, 0], [2, 3], [99, 99], [99, 99], [99, 99]],
+    ],
+    dtype=torch.float32,
 )  # (B, L, d) = (2, 7, 2)
 visit_ids = torch.tensor([[1, 1, 2, 2, 2, 3, 3], [1, 2, 2, 2, 0, 0, 0]])  # (B, L)
 attention_mask = visit_ids > 0  # (B, L)
 B, L, d = x.shape
 V = int(visit_ids.max())  # visit slots: the most visits of any patient in the batch
 
-slot = torch.arange(B).unsqueeze(1) * V + (visit_ids - 1).clamp(min=0)  # (B, L): b*V + t
+# (B, L): b*V + t
+slot = torch.arange(B).unsqueeze(1) * V + (visit_ids - 1).clamp(min=0)
 print("flat slot of each token:\n", slot)
 
 # %% [markdown]
@@ -205,7 +208,8 @@ print("flat slot of each token:\n", slot)
 keep_token = attention_mask.reshape(B * L, 1)  # (B*L, 1)
 flat_x = torch.where(keep_token, x.reshape(B * L, d), 0.0)  # (B*L, d), padding zeroed
 sums = torch.zeros(B * V, d).index_add(0, slot.reshape(B * L), flat_x)  # (B*V, d)
-counts = torch.zeros(B * V).index_add(0, slot.reshape(B * L), keep_token.squeeze(1).float())
+ones = keep_token.squeeze(1).float()  # (B*L,): 1 for a real token
+counts = torch.zeros(B * V).index_add(0, slot.reshape(B * L), ones)  # (B*V,)
 means = (sums / counts.clamp(min=1).unsqueeze(1)).reshape(B, V, d)  # (B, V, d)
 visit_mask = (counts > 0).reshape(B, V)  # (B, V)
 print("sums (row b*V + t):\n", sums)
@@ -280,7 +284,8 @@ train_set = task.dataset("train")
 batch = train_set.batch(np.arange(6))  # the first six training patients, padded
 with torch.no_grad():
     states = encoder(**encoder_inputs(batch))  # (B, L, d)
-visit_states, batch_visit_mask = pool_visits(states, batch["visit_ids"], batch["attention_mask"])
+pooled = pool_visits(states, batch["visit_ids"], batch["attention_mask"])
+visit_states, batch_visit_mask = pooled
 n_visits = batch["visit_ids"].max(dim=1).values  # (B,): visits per patient
 Lb, Vb = batch["codes"].shape[1], int(n_visits.max())
 assert states.shape == (6, Lb, cfg.d_model)
@@ -340,7 +345,8 @@ assert isinstance(per_visit, HazardOutput) and isinstance(per_bin, HazardOutput)
 assert per_visit.logits.shape == per_visit.hazards.shape == (6, Vb)
 assert torch.equal(per_visit.mask, batch_visit_mask)
 assert (per_visit.hazards[~per_visit.mask] == 0).all()  # padded visits: hazard 0
-assert per_bin.logits.shape == per_bin.hazards.shape == (6, n_bins) and per_bin.mask.all()
+assert per_bin.logits.shape == per_bin.hazards.shape == (6, n_bins)
+assert per_bin.mask.all()
 assert torch.allclose(per_bin.hazards, torch.sigmoid(per_bin.logits))
 
 # %% [markdown]
@@ -371,7 +377,8 @@ assert torch.allclose(per_bin.hazards, torch.sigmoid(per_bin.logits))
 def hazard_nll_inline(logits, bins, events):
     """Mean over patients of -[sum_{k<j} log(1-h_k) + e log h_j + (1-e) log(1-h_j)]."""
     k = torch.arange(logits.shape[1])  # (T,)
-    target = ((k == bins[:, None]) & (events[:, None] == 1)).float()  # (B, T): 1 at the event
+    # (B, T): 1 at the event
+    target = ((k == bins[:, None]) & (events[:, None] == 1)).float()
     at_risk = (k <= bins[:, None]).float()  # (B, T): bins 0..j
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # (B, T)
     return (bce * at_risk).sum(dim=1).mean()
@@ -399,7 +406,8 @@ risk = 1.0 - surv[:, -1]  # (B,)
 assert torch.allclose(surv, per_bin.surv)
 assert torch.allclose(risk, per_bin.risk(n_bins - 1))
 assert np.allclose(risk.numpy(), risk_at_horizon(hazards.numpy(), n_bins - 1))
-assert torch.allclose(risk, per_bin.risk(tc.horizon_days, torch.as_tensor(task.cuts[1:])))
+edges = torch.as_tensor(task.cuts[1:])  # right edge of every bin, days
+assert torch.allclose(risk, per_bin.risk(tc.horizon_days, edges))
 
 # %% [markdown]
 # Why not rank patients by $\sum_k h_k$? On a common grid of bins the sum is close to the
@@ -423,19 +431,21 @@ assert torch.allclose(risk, per_bin.risk(tc.horizon_days, torch.as_tensor(task.c
 
 # %%
 def perturb_later_visits(batch, cut, generator):
-    """Copy of ``batch`` with every token of a visit after ``cut[b]`` replaced at random."""
+    """Copy of ``batch``, every token of a visit after ``cut[b]`` replaced at random."""
     out = {k: v.clone() for k, v in batch.items()}
     later = out["visit_ids"] > cut[:, None]  # (B, L)
     n_later = int(later.sum())
     n_special = len(SPECIAL_TOKENS)
-    out["codes"][later] = torch.randint(n_special, len(task.vocab), (n_later,), generator=generator)
+    n_tokens = len(task.vocab)
+    random_codes = torch.randint(n_special, n_tokens, (n_later,), generator=generator)
+    out["codes"][later] = random_codes
     out["ages"][later] += torch.rand(n_later, generator=generator) * 10.0  # years
     out["time_deltas"][later] = torch.rand(n_later, generator=generator) * 400.0  # days
     return out
 
 
 def truncate_after(batch, cut):
-    """Copy of ``batch`` in which every token of a visit after ``cut[b]`` becomes padding."""
+    """Copy of ``batch``, every token of a visit after ``cut[b]`` turned into padding."""
     out = {k: v.clone() for k, v in batch.items()}
     later = out["visit_ids"] > cut[:, None]  # (B, L)
     for key in ("codes", "visit_ids", "positions", "domain_ids"):
@@ -447,10 +457,11 @@ def truncate_after(batch, cut):
 
 
 def visit_hazards(encoder, head, batch, causal, n_visits):
-    """Per-visit hazards (B, V) of ``encoder`` + ``head``, with or without the causal mask."""
+    """Per-visit hazards (B, V) of ``encoder`` + ``head``, causal mask on or off."""
     with torch.no_grad():
         states = encoder(**encoder_inputs(batch), causal=causal)  # (B, L, d)
-        return head(states, batch["visit_ids"], batch["attention_mask"], n_visits).hazards
+        out = head(states, batch["visit_ids"], batch["attention_mask"], n_visits)
+        return out.hazards  # (B, V)
 
 
 def leakage_test(encoder, head, batch, cut, generator):
@@ -464,15 +475,15 @@ def leakage_test(encoder, head, batch, cut, generator):
             ("later visits perturbed", perturb_later_visits(batch, cut, generator)),
             ("later visits removed", truncate_after(batch, cut)),
         ]:
-            moved = (visit_hazards(encoder, head, edited, causal, n_visits) - base).abs()
-            changes[("visit-causal" if causal else "bidirectional", name)] = float(
-                moved[earlier].max()
-            )
+            hazards = visit_hazards(encoder, head, edited, causal, n_visits)
+            moved = (hazards - base).abs()
+            mask_name = "visit-causal" if causal else "bidirectional"
+            changes[(mask_name, name)] = float(moved[earlier].max())
     return pd.Series(changes, name="largest change of a hazard at a visit <= t")
 
 
 def visits_per_patient(dataset) -> np.ndarray:
-    """Number of visits of each patient of ``dataset``, from the flat arrays (no loop)."""
+    """Visits of each patient of ``dataset``, counted on the flat arrays (no loop)."""
     enc = dataset.encoding
     return np.maximum.reduceat(enc.arrays["visit_ids"], enc.offsets[:-1])  # (n,)
 
@@ -488,10 +499,15 @@ leak_head = VisitHazardHead(cfg.d_model).eval()
 fresh_changes = leakage_test(leak_encoder, leak_head, leak_batch, cut, generator)
 assert fresh_changes["visit-causal"].max() < 1e-6
 assert fresh_changes["bidirectional"].min() > 1e-4
-# the library's version (ehrseq.leakage, used by 06b and for your own models) draws the same
-# perturbation from the same seed and finds the same changes
+# the library's version (ehrseq.leakage, used by 06b and for your own models) draws
+# the same perturbation from the same seed and finds the same changes
 library_changes = ehrseq.leakage.leakage_test(
-    leak_encoder, leak_head, leak_batch, cut, torch.Generator().manual_seed(0), len(task.vocab)
+    leak_encoder,
+    leak_head,
+    leak_batch,
+    cut,
+    torch.Generator().manual_seed(0),
+    len(task.vocab),
 )
 pd.testing.assert_series_equal(library_changes, fresh_changes)
 print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")

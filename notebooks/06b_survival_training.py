@@ -80,13 +80,15 @@ class Config:
     n_layers: int = 2  # transformer blocks
     n_heads: int = 4  # attention heads
     d_ff: int = 128  # feed-forward hidden width
-    dropout: float = 0.1  # on the encoder's embeddings and residual branches, the head's input
+    # on the encoder's embeddings and residual branches, the head's input
+    dropout: float = 0.1
     causal: bool = True  # visit-causal attention in the trained encoder
     batch_size: int = 64  # patients per training batch
     epochs: int = 8  # at most this many passes (early stopping on the validation loss)
     patience: int = 2  # epochs without a better validation loss before stopping
     lr: float = 1e-3  # peak learning rate of AdamW
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (initialisation and batch order)
+    # training seeds (initialisation and batch order)
+    seeds: tuple[int, ...] = (0, 1, 2)
     n_boot: int = 200  # bootstrap resamples per confidence interval
 
 
@@ -118,7 +120,8 @@ n_seeds = len(cfg.seeds)
 keep("n_seeds", n_seeds)
 keep("n_boot", cfg.n_boot)
 # what a score over the seeds is, worded so that it stays true with a single seed
-keep("seeds_mean", f"the mean over the {n_seeds} seeds" if n_seeds > 1 else "from one seed")
+over_seeds = f"the mean over the {n_seeds} seeds" if n_seeds > 1 else "from one seed"
+keep("seeds_mean", over_seeds)
 keep("seeds_of", f"mean of {n_seeds} seeds" if n_seeds > 1 else "one seed")
 
 # %% [markdown]
@@ -187,7 +190,8 @@ def bin_head(base_hazards: np.ndarray | None = None) -> BinHazardHead:
     )
 
 
-model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head())  # a flat batch -> (B, K) hazards
+# a flat batch -> (B, K) hazards
+model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head())
 print(
     f"{count_parameters(model.encoder)['total']:,} encoder parameters, "
     f"{count_parameters(model.head)['total']:,} in the head"
@@ -211,12 +215,14 @@ at_risk = np.array([(bins_train >= k).sum() for k in range(n_bins)])  # n_k
 n_events = np.bincount(bins_train[events_train == 1], minlength=n_bins)  # d_k
 life_table = np.clip(n_events / at_risk, 1e-4, 1 - 1e-4)  # (K,)
 assert np.array_equal(life_table, life_table_hazards(bins_train, events_train, n_bins))
-life_logits = torch.as_tensor(np.log(life_table / (1 - life_table)), dtype=torch.float32)
+life_logits = np.log(life_table / (1 - life_table))  # (K,)
+life_logits = torch.as_tensor(life_logits, dtype=torch.float32)
 
 val_frame = task.frame("val")
 val_bins = torch.as_tensor(val_frame["bin"].to_numpy())
 val_events = torch.as_tensor(val_frame["event"].to_numpy())
-null_val_nll = float(hazard_nll(life_logits.expand(len(val_frame), n_bins), val_bins, val_events))
+null_logits = life_logits.expand(len(val_frame), n_bins)  # (n, K): one row for all
+null_val_nll = float(hazard_nll(null_logits, val_bins, val_events))
 keep("null_val_nll", null_val_nll)
 
 # %% [markdown]
@@ -266,7 +272,8 @@ histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]].rou
 fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
 for i, (seed, history) in enumerate(histories.items()):
     ax.plot(history["epoch"], history["train_loss"], "--", color=f"C{i}", alpha=0.6)
-    ax.plot(history["epoch"], history["val_loss"], "o-", color=f"C{i}", label=f"seed {seed}")
+    val_loss = history["val_loss"]
+    ax.plot(history["epoch"], val_loss, "o-", color=f"C{i}", label=f"seed {seed}")
 ax.axhline(null_val_nll, color="0.4", linestyle=":", label="life table (validation)")
 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 ax.set_xlabel("epoch")
@@ -282,7 +289,8 @@ def val_nll(model: SurvivalModel) -> float:
     """The validation NLL averaged over patients (not over batches)."""
     total = 0.0
     for b in task.loader("val", 256):
-        total += float(hazard_nll(model(b).logits, b["durations"], b["events"], reduction="sum"))
+        nll = hazard_nll(model(b).logits, b["durations"], b["events"], reduction="sum")
+        total += float(nll)
     return total / len(val_frame)
 
 
@@ -290,14 +298,16 @@ best_val = {seed: val_nll(m) for seed, m in models.items()}
 best, n_beat = min(best_val.values()), sum(v < null_val_nll for v in best_val.values())
 keep("best_val_nll", best)
 if cfg.profile != "smoke":
-    assert max(best_val.values()) < null_val_nll  # every seed beats the featureless model
+    # every seed beats the featureless model
+    assert max(best_val.values()) < null_val_nll
 # the sentence on the life table, true whichever way this run went
 null_text = f"the life table's {null_val_nll:.4f} nats"
 best_text = f"best {best:.4f}" if n_seeds > 1 else f"its loss: {best:.4f}"
 if n_beat == n_seeds:
     who = "every seed's model has" if n_seeds > 1 else "the model has"
     val_text = f"{who} a lower loss than {null_text} ({best_text})"
-    gain_text = "most of the gain comes in the first epochs, and early stopping keeps the best ones"
+    gain_text = "most of the gain comes in the first epochs"
+    gain_text += ", and early stopping keeps the best ones"
 else:
     if n_beat == 0:
         who = "no seed's model has" if n_seeds > 1 else "the model does not have"
@@ -306,8 +316,8 @@ else:
     val_text = f"{who} a lower loss than {null_text} ({best_text})"
     not_yet = "training has not yet got" if n_beat == 0 else "not every seed has got"
     gain_text = (
-        f"in {plural(cfg.epochs, 'epoch')} at most, {not_yet} past the featureless start, "
-        "and early stopping keeps the best epoch"
+        f"in {plural(cfg.epochs, 'epoch')} at most, {not_yet} past the featureless "
+        "start, and early stopping keeps the best epoch"
     )
 keep("val_text", val_text)
 keep("gain_text", gain_text)
@@ -348,16 +358,19 @@ model_risk = 1.0 - model_surv[:, -1]  # (n,), risk by the horizon
 assert model_surv.shape == oracle_surv.shape == (len(d_test), n_bins)
 assert np.allclose(1.0 - oracle_surv[:, -1], oracle_risk, atol=1e-6)
 
-BEHRT, ORACLE, NULL = "BEHRT, per-bin head", "oracle (true risk)", "life table (no features)"
+BEHRT, ORACLE = "BEHRT, per-bin head", "oracle (true risk)"
+NULL = "life table (no features)"
 curves = {BEHRT: runs.survs, ORACLE: [oracle_surv], NULL: [null_surv]}
 metrics = ["Harrell C", "Uno C", "IBS", "AUROC", "calibration error"]
-scores = pd.DataFrame([protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()])
-scores = scores.set_index("model")
+rows = [protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()]
+scores = pd.DataFrame(rows).set_index("model")
 shown = format_table(scores, metrics)  # "estimate [lower, upper]", one string per cell
-keep_table("ch06_ranking", shown[["Harrell C", "Uno C", "AUROC"]])  # two narrow tables
-keep_table("ch06_curves", shown[["IBS", "calibration error", "seeds"]])  # rather than one wide
+# two narrow tables rather than one wide
+keep_table("ch06_ranking", shown[["Harrell C", "Uno C", "AUROC"]])
+keep_table("ch06_curves", shown[["IBS", "calibration error", "seeds"]])
 outside = int((scores["calibration error"] < scores["calibration error lower"]).sum())
-keep("cal_outside_text", f"in {outside} of the {len(scores)} rows" if outside else "in no row")
+outside_text = f"in {outside} of the {len(scores)} rows" if outside else "in no row"
+keep("cal_outside_text", outside_text)
 
 # %% [markdown]
 # How well each model ranks the test patients (the two C-indices and the AUROC of the risk
@@ -383,10 +396,11 @@ keep("cal_outside_text", f"in {outside} of the {len(scores)} rows" if outside el
 # %%
 gap = protocol.compare("oracle", [oracle_surv], "BEHRT", runs.survs)  # C, IBS, AUROC
 gap = gap.set_index("metric")
+spans = gap[["difference", "lower", "upper"]].itertuples(index=False)
 gap_shown = pd.DataFrame(
     {
         "oracle minus BEHRT [95% interval]": [
-            f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]" for r in gap.itertuples()
+            f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for d, lo, hi in spans
         ],
         "verdict": gap["verdict"],
     },
@@ -503,17 +517,18 @@ for ax, risk_score, title in [
     )
     ax.set_title(title)
     ax.get_legend().remove()  # one legend for both panels, below them
-# The panels share the y-axis: its lower limit must hold the lowest curve *and* band of both.
+# The panels share the y-axis: its lower limit must hold the lowest curve *and* band
+# of both.
+bands = [path for ax in axes for c in ax.collections for path in c.get_paths()]
 lowest = min(
     [line.get_ydata().min() for ax in axes for line in ax.get_lines()]
-    + [path.vertices[:, 1].min() for ax in axes for c in ax.collections for path in c.get_paths()]
+    + [path.vertices[:, 1].min() for path in bands]
 )
 axes[0].set_ylim(max(0.0, lowest - 0.02), 1.01)
 handles, names = axes[0].get_legend_handles_labels()
 assert names == axes[1].get_legend_handles_labels()[1]  # thirds of the same patients
-fig.legend(
-    handles, names, title="predicted risk group (thirds)", loc="outside lower center", ncol=3
-)
+legend_title = "predicted risk group (thirds)"
+fig.legend(handles, names, title=legend_title, loc="outside lower center", ncol=3)
 plt.show()
 
 # %% [markdown]
@@ -535,12 +550,12 @@ plt.show()
 def per_visit_bin_hazards(model, dataset, batch_size=256):
     """Next-quarter hazard read at every visit, (n, V), and the visit mask."""
     hazards, masks = [], []
-    n_visits_max = int(visits_per_patient(dataset).max())
+    V = int(visits_per_patient(dataset).max())  # visit slots of every batch
     with torch.no_grad():
         for lo in range(0, len(dataset), batch_size):
             b = dataset.batch(np.arange(lo, min(lo + batch_size, len(dataset))))
             states = model.encoder(**encoder_inputs(b))  # (B, L, d), visit-causal
-            vs, vm = pool_visits(states, b["visit_ids"], b["attention_mask"], n_visits_max)
+            vs, vm = pool_visits(states, b["visit_ids"], b["attention_mask"], V)
             out = model.head(vs.reshape(-1, vs.shape[-1]))  # (B*V, K)
             h = out.hazards.reshape(vs.shape[0], vs.shape[1], -1)  # (B, V, K)
             hazards.append(h * vm[..., None])
@@ -552,7 +567,8 @@ test_set = task.dataset("test")
 first_model = models[cfg.seeds[0]]
 seq_hazards, seq_mask = per_visit_bin_hazards(first_model, test_set)
 last = last_visit_index(seq_mask)  # (n,)
-at_last = seq_hazards[torch.arange(len(last)), last]  # (n, K): the head read at the last visit
+# (n, K): the head read at the last visit
+at_last = seq_hazards[torch.arange(len(last)), last]
 assert np.allclose(hazards_to_survival(at_last.double().numpy()), model_surv, atol=1e-5)
 sum_of_hazards = seq_hazards[..., 0].sum(dim=1).numpy()  # (n,): sum over visits
 n_visits_test = seq_mask.sum(dim=1).numpy()  # (n,)
@@ -564,8 +580,9 @@ scores = {
 }
 bias_rows = {}
 for name, score in scores.items():
+    rho_visits = stats.spearmanr(score, n_visits_test).statistic
     bias_rows[name] = {
-        "Spearman with number of visits": stats.spearmanr(score, n_visits_test).statistic,
+        "Spearman with number of visits": rho_visits,
         "Harrell C": concordance_index(d_test, score, e_test),
     }
 bias_table = pd.DataFrame(bias_rows).T
@@ -587,9 +604,8 @@ keep("diff_c_sum", c_diff.estimate)
 keep("diff_c_sum_lower", c_diff.lower)
 keep("diff_c_sum_upper", c_diff.upper)
 if c_diff.lower > 0 or c_diff.upper < 0:
-    c_sum_verdict = (
-        "the risk at the horizon ranks better" if c_diff.lower > 0 else "the sum ranks better"
-    )
+    better = "the risk at the horizon" if c_diff.lower > 0 else "the sum"
+    c_sum_verdict = f"{better} ranks better"
 else:
     c_sum_verdict = NOT_RESOLVED
 keep("verdict_c_sum", c_sum_verdict)
@@ -600,11 +616,11 @@ if cfg.profile != "smoke":
 bias_table.round(3)
 
 # %% mystnb={"figure": {"caption": "Mean percentile rank of three risk scores among test patients, by the number of visits in the history before the prediction time. The sum of per-visit hazards climbs with the number of visits far more than the true risk does.", "name": "fig-sum-of-hazards"}}
-groups = pd.cut(
-    n_visits_test, [0, 1, 2, 4, 7, 12, np.inf], labels=["1", "2", "3-4", "5-7", "8-12", "13+"]
-)
+edges = [0, 1, 2, 4, 7, 12, np.inf]
+groups = pd.cut(n_visits_test, edges, labels=["1", "2", "3-4", "5-7", "8-12", "13+"])
 ranks = pd.DataFrame({name: stats.rankdata(s) / len(s) for name, s in scores.items()})
-by_group = ranks.groupby(np.asarray(groups), observed=True).mean().reindex(groups.categories)
+by_group = ranks.groupby(np.asarray(groups), observed=True).mean()
+by_group = by_group.reindex(groups.categories)
 fig, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
 for (name, col), style in zip(by_group.items(), ["o-", "s-", "k^--"], strict=True):
     ax.plot(by_group.index.astype(str), col, style, label=name)

@@ -83,13 +83,14 @@ from ehrseq.train import to_device
 CHAPTER = "08_finetuning_strategies"
 
 
-# fine-tuning fields as in 08b_finetuning_comparison; the encoder and its pretraining are the
-# book's (ehrseq.pretrained: book_encoder_config, book_recipe)
+# fine-tuning fields as in 08b_finetuning_comparison; the encoder and its pretraining
+# are the book's (ehrseq.pretrained: book_encoder_config, book_recipe)
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
     batch_size: int = 64  # patients per fine-tuning batch
-    head_dropout: float = 0.1  # on the survival head's input (the encoder's is its config's)
+    # on the survival head's input (the encoder's is its config's)
+    head_dropout: float = 0.1
     lr_full: float = 5e-4  # peak learning rate when every pretrained weight trains
     lr_scratch: float = 1e-3  # the same network from random weights
     lr_lora: float = 5e-3  # LoRA adapters and head
@@ -116,7 +117,8 @@ cfg = for_profile(
 device = ehrseq.get_device()
 ehrseq.seed_everything(0)
 apply_style()
-start_claims(CHAPTER)  # records no claim (08b_finetuning_comparison does): clears older ones
+# records no claim (08b_finetuning_comparison does): clears older ones
+start_claims(CHAPTER)
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 *head_ranks, last_rank = cfg.lora_ranks
@@ -192,7 +194,8 @@ print(
 )
 keep("d_model", encoder_cfg.d_model)
 keep("n_layers", encoder_cfg.n_layers)
-pretrain_history[["epoch", "train_loss", "val_mlm_loss", "val_mlm_acc", "val_nv_loss"]].round(4)
+columns = ["epoch", "train_loss", "val_mlm_loss", "val_mlm_acc", "val_nv_loss"]
+pretrain_history[columns].round(4)
 
 # %% [markdown]
 # Did pretraining learn anything? The masked codes of the validation patients, predicted by
@@ -209,8 +212,8 @@ mlm_gain = masked["top10"] - masked["baseline_top10"]
 keep("mlm_better", "better than" if mlm_gain > 0 else "no better than")
 keep(
     "mlm_verdict",
-    f"{100 * mlm_gain:.1f} percentage points more. A small encoder, a few epochs and short "
-    "histories: a modest start, but one the survival model can build on"
+    f"{100 * mlm_gain:.1f} percentage points more. A small encoder, a few epochs and "
+    "short histories: a modest start, but one the survival model can build on"
     if mlm_gain > 0
     else f"no better. After {plural(recipe.epochs, 'epoch')} of pretraining "
     "at this size the encoder has learnt little beyond which codes are common, so the "
@@ -304,13 +307,15 @@ base = nn.Linear(encoder_cfg.d_model, encoder_cfg.d_model)
 tiny = TinyLoRA(copy.deepcopy(base), r=4, alpha=cfg.lora_alpha)
 library = LoRALinear(copy.deepcopy(base), r=4, alpha=cfg.lora_alpha)
 x = torch.randn(5, 7, encoder_cfg.d_model)  # (B, L, d)
-assert torch.equal(tiny(x), base(x)) and torch.equal(library(x), base(x))  # B = 0: no change
+# B = 0: no change
+assert torch.equal(tiny(x), base(x)) and torch.equal(library(x), base(x))
 with torch.no_grad():
     tiny.B.normal_()  # pretend training moved B
     library.lora_A.copy_(tiny.A)
     library.lora_B.copy_(tiny.B)
 assert library(x).shape == x.shape
-assert torch.allclose(tiny(x), library(x), atol=1e-5)  # the library's layer is the same layer
+# the library's layer is the same layer
+assert torch.allclose(tiny(x), library(x), atol=1e-5)
 assert not torch.allclose(tiny(x), base(x), atol=1e-3)
 
 # %% [markdown]
@@ -366,11 +371,13 @@ assert all(torch.allclose(m.base.weight, before[n], atol=1e-6) for n, m in wrapp
 n_adapter = sum(m.lora_A.numel() + m.lora_B.numel() for _, m in wrapped)
 n_head = sum(p.numel() for p in lora_model.head.parameters())
 counted = count_parameters(lora_model)
-assert n_adapter == len(wrapped) * rank * 2 * encoder_cfg.d_model  # r (d_in + d_out) per layer
+# r (d_in + d_out) per layer
+assert n_adapter == len(wrapped) * rank * 2 * encoder_cfg.d_model
 assert counted["trainable"] == n_adapter + n_head
 print(
     f"LoRA r={rank}: {counted['trainable']:,} trainable of {counted['total']:,} "
-    f"({counted['share']:.1%}): {n_adapter:,} in {len(wrapped)} adapters, {n_head:,} in the head"
+    f"({counted['share']:.1%}): {n_adapter:,} in {len(wrapped)} adapters, "
+    f"{n_head:,} in the head"
 )
 
 # %% [markdown]
@@ -382,15 +389,18 @@ print(
 # own learning rate, `lr_scratch`, of the order that {doc}`06b_survival_training` uses to
 # train such a network from scratch.
 
+
 # %%
+def setting(kind, lr, rank=None, pretrained=True) -> dict:
+    """A regime: what trains (kind, LoRA rank), from which weights, at which lr."""
+    return {"kind": kind, "rank": rank, "pretrained": pretrained, "lr": lr}
+
+
 REGIMES = {
-    "frozen": {"kind": "frozen", "rank": None, "pretrained": True, "lr": cfg.lr_frozen},
-    **{
-        f"LoRA r={r}": {"kind": "lora", "rank": r, "pretrained": True, "lr": cfg.lr_lora}
-        for r in cfg.lora_ranks
-    },
-    "full": {"kind": "full", "rank": None, "pretrained": True, "lr": cfg.lr_full},
-    "from scratch": {"kind": "full", "rank": None, "pretrained": False, "lr": cfg.lr_scratch},
+    "frozen": setting("frozen", cfg.lr_frozen),
+    **{f"LoRA r={r}": setting("lora", cfg.lr_lora, rank=r) for r in cfg.lora_ranks},
+    "full": setting("full", cfg.lr_full),
+    "from scratch": setting("full", cfg.lr_scratch, pretrained=False),
 }
 
 
@@ -410,7 +420,9 @@ def build(regime: str, base_hazards: np.ndarray) -> SurvivalModel:
     return model
 
 
-sizes = pd.DataFrame({name: count_parameters(build(name, life_table(task))) for name in REGIMES}).T
+base_hazards = life_table(task)
+sizes = {name: count_parameters(build(name, base_hazards)) for name in REGIMES}
+sizes = pd.DataFrame(sizes).T
 sizes["trainable"] = sizes["trainable"].astype(int)
 sizes["total"] = sizes["total"].astype(int)
 frozen_model = build("frozen", life_table(task)).train()
@@ -430,7 +442,8 @@ sizes.style.format({"share": "{:.2%}", "trainable": "{:,}", "total": "{:,}"})
 # excluded). It is exact and does not depend on the device or on what the allocator reuses.
 
 # %%
-probe = to_device(train_set.batch(np.arange(cfg.batch_size)), device)  # one training batch
+# one training batch
+probe = to_device(train_set.batch(np.arange(cfg.batch_size)), device)
 keep("batch_size", cfg.batch_size)
 memory = pd.DataFrame(index=list(REGIMES))
 for regime in REGIMES:
@@ -439,8 +452,10 @@ for regime in REGIMES:
         lambda m=m: hazard_nll_step(m, probe), exclude=m.parameters()
     )
 memory["grad + AdamW MiB"] = sizes["trainable"] * 3 * 4 / 2**20
-# a frozen encoder keeps only the head's input; every LoRA rank keeps the whole forward pass
-assert memory.loc["frozen", "activations MiB"] < 0.1 * memory.loc["full", "activations MiB"]
+# a frozen encoder keeps only the head's input; every LoRA rank keeps the whole
+# forward pass
+full_activations = memory.loc["full", "activations MiB"]
+assert memory.loc["frozen", "activations MiB"] < 0.1 * full_activations
 assert (
     memory.loc[[f"LoRA r={r}" for r in cfg.lora_ranks], "activations MiB"]
     > 0.5 * memory.loc["full", "activations MiB"]
