@@ -12,13 +12,18 @@ Nothing here validates rows; a missing table or column raises
 
 from __future__ import annotations
 
+import csv
+import gzip
+import re
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ehrseq.data.omop.rules import OmopValidationError
 from ehrseq.data.omop.sql import _P, _as_int, _blank, _lit, _q
@@ -31,6 +36,8 @@ __all__ = [
     "TABLE_SUFFIXES",
     "Cdm",
     "EventSpec",
+    "TableIssue",
+    "connect",
     "open_cdm",
 ]
 
@@ -51,43 +58,149 @@ def _table_name(path: Path) -> str | None:
     return None
 
 
-def _reader(con: duckdb.DuckDBPyConnection, pattern: str, kind: str) -> str:
-    """The DuckDB table function that reads one table's file(s).
-
-    A single CSV file is sniffed once here (delimiter, quoting, header, columns) and read with
-    those settings pinned, so later queries neither sniff it again nor see it differently.
-    """
-    if kind == "parquet":
-        return f"read_parquet({_lit(pattern)}, union_by_name = true)"
-    nulls = f"nullstr = [{', '.join(_lit(s) for s in CSV_NULLS)}]"
-    auto = (
-        f"read_csv({_lit(pattern)}, header = true, all_varchar = true, "
-        f"union_by_name = true, {nulls})"
-    )
-    if "*" in pattern:
-        return auto
-    try:
-        sniff = con.execute(
-            f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
-            f"FROM sniff_csv({_lit(pattern)}, header = true, all_varchar = true, {nulls})"
-        ).fetchall()[0]
-    except duckdb.Error:
-        return auto  # let the reader report the problem when the view is built
-    delim, quote, escape, newline, comment, skip, columns = sniff
-
-    def opt(value: str) -> str:
-        return _lit("" if value == "(empty)" else value)
-
-    cols = ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in columns)
-    return (
-        f"read_csv({_lit(pattern)}, auto_detect = false, header = true, delim = {opt(delim)}, "
-        f"quote = {opt(quote)}, escape = {opt(escape)}, new_line = {opt(newline)}, "
-        f"comment = {opt(comment)}, skip = {int(skip)}, columns = {{{cols}}}, {nulls})"
-    )
-
-
 def _kind(path: Path) -> str:
     return "parquet" if path.name.lower().endswith(".parquet") else "csv"
+
+
+@dataclass(frozen=True)
+class TableIssue:
+    """A structural problem of one table, found when the CDM is opened (no single row's fault).
+
+    The loader raises it in strict mode (unless its rule is in ``allow=``); in lenient mode
+    it applies it as a check: the rows where ``cond`` holds get ``action`` and are counted.
+
+    Attributes:
+        rule: a key of :data:`~ehrseq.data.omop.rules.RULES`.
+        column: the column it concerns (``""``: the whole table).
+        detail: what was found, naming the file(s), what lenient mode does, and the fix.
+        cond: SQL over the table's view, true on the rows it touches.
+        action: ``"drop"``, ``"repair"`` or ``"keep"``.
+        extra_rows: rows the file holds that the view does not show (a data row read as the
+            header); counted as read and dropped.
+    """
+
+    rule: str
+    column: str
+    detail: str
+    cond: str = "TRUE"
+    action: str = "keep"
+    extra_rows: int = 0
+
+
+@dataclass
+class _Source:
+    """Where one table's rows come from, and what opening it found."""
+
+    clause: str  # the FROM clause
+    origin: str  # the file(s) or database table, for messages
+    raw_names: list[str] | None = None  # column names as the file spells them
+    rejects: str | None = None  # temp table where DuckDB puts CSV lines it cannot parse
+    issues: list[TableIssue] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# a header cell that is a value, not a name: a number, an ISO or YYYYMMDD date
+_NOT_A_NAME = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|\d{4}-\d{2}-\d{2}.*")
+_NULLS = f"nullstr = [{', '.join(_lit(s) for s in CSV_NULLS)}]"
+
+
+def _csv_header(path: Path, delim: str, quote: str) -> list[str]:
+    """The first record of a CSV file split with its dialect: the names as written."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+        return next(csv.reader(fh, delimiter=delim or ",", quotechar=quote or None), [])
+
+
+def _sniff(con: duckdb.DuckDBPyConnection, path: Path) -> tuple | None:
+    """Sniff one CSV file on every line (``sample_size = -1``), header forced; when ragged
+    lines keep the sniffer from a verdict, again passing over the lines that do not fit."""
+    for extra in ("", ", ignore_errors = true"):
+        try:
+            return con.execute(
+                f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
+                f"FROM sniff_csv({_lit(str(path))}, header = true, all_varchar = true, "
+                f"sample_size = -1, {_NULLS}{extra})"
+            ).fetchall()[0]
+        except duckdb.Error:
+            continue
+    return None
+
+
+def _csv_source(
+    con: duckdb.DuckDBPyConnection, files: list[Path], origin: str, rejects: str
+) -> _Source:
+    """The reader of one table's CSV file(s).
+
+    The dialect (delimiter, quote, escape) of each file is decided on all its lines
+    (``sample_size = -1``), not on a sample, said in a note, and pinned, so later queries
+    neither sniff again nor see the file differently. A line that does not fit (a ragged
+    line) goes to the ``rejects`` table instead of stopping the read: the loader counts it.
+    The header row is checked: names that are values mean the file has none.
+    """
+    keep = (
+        f"store_rejects = true, rejects_table = {_lit(rejects)}, "
+        f"rejects_scan = {_lit(rejects + '_scan')}"
+    )
+    source = _Source("", origin, rejects=rejects)
+    clauses = []
+    for path in files:
+        sniff = _sniff(con, path)
+        if sniff is None:  # the view (or the loader) names the file and DuckDB's reason
+            clauses.append(
+                f"read_csv({_lit(str(path))}, header = true, all_varchar = true, {_NULLS}, {keep})"
+            )
+            continue
+        delim, quote, escape, newline, comment, skip, columns = sniff
+        text = {k: "" if v == "(empty)" else v for k, v in zip("dqenc", sniff[:5])}
+        cols = ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in columns)
+        clauses.append(
+            f"read_csv({_lit(str(path))}, auto_detect = false, header = true, "
+            f"delim = {_lit(text['d'])}, quote = {_lit(text['q'])}, escape = {_lit(text['e'])}, "
+            f"new_line = {_lit(text['n'])}, comment = {_lit(text['c'])}, skip = {int(skip)}, "
+            f"columns = {{{cols}}}, {_NULLS}, {keep})"
+        )
+        source.notes.append(
+            f"{path}: CSV dialect decided on every line of {path.name}: delimiter "
+            f"{text['d']!r}, quote {text['q'] or 'none'!r}, escape {text['e'] or 'none'!r}"
+        )
+        try:
+            header = _csv_header(path, text["d"], text["q"])
+        except (OSError, csv.Error, EOFError):
+            continue
+        if len(files) == 1:
+            source.raw_names = header
+        values = [h for h in header if _NOT_A_NAME.fullmatch(h.strip())]
+        if values and not any(i.rule == "no_header" for i in source.issues):
+            source.issues.append(
+                TableIssue(
+                    "no_header",
+                    "",
+                    f"{path}: its first line {header[:5]} holds values (e.g. {values[0]!r}), "
+                    f"not column names: the file has no header row. Lenient: every row is "
+                    f"dropped. Fix: write the file with a header row of OMOP column names",
+                    action="drop",
+                    extra_rows=1,
+                )
+            )
+    if len(clauses) == 1:
+        source.clause = clauses[0]
+    else:
+        source.clause = (
+            "(" + " UNION ALL BY NAME ".join(f"SELECT * FROM {c}" for c in clauses) + ")"
+        )
+    return source
+
+
+def _parquet_source(files: list[Path], origin: str) -> _Source:
+    """The reader of one table's parquet file(s), with the column names as stored."""
+    names = ", ".join(_lit(str(p)) for p in files)
+    source = _Source(f"read_parquet([{names}], union_by_name = true)", origin)
+    if len(files) == 1:
+        try:
+            source.raw_names = list(pq.read_schema(files[0]).names)
+        except (OSError, pa.ArrowException):
+            pass  # unreadable: the view names the file and the reason
+    return source
 
 
 class Cdm:
@@ -101,12 +214,20 @@ class Cdm:
         source: the folder or database file it was opened from.
         con: the DuckDB connection (an in-memory database holding the views).
         tables: table name -> where its rows come from.
+        issues: table -> the :class:`TableIssue` s found when it was opened.
+        notes: table -> what opening it decided (the CSV dialect), in words.
+        unreadable: table -> why DuckDB cannot read it (file and reason); no view.
+        rejects: table -> the temp table where DuckDB puts the CSV lines it cannot parse.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str], source: str):
         self.con = con
         self.tables = dict(sorted(tables.items()))
         self.source = source
+        self.issues: dict[str, list[TableIssue]] = {}
+        self.notes: dict[str, list[str]] = {}
+        self.unreadable: dict[str, str] = {}
+        self.rejects: dict[str, str] = {}
         self._columns: dict[str, dict[str, str]] = {}
         self._counts: dict[str, int] = {}
         self.ancestor_source: str | None = None
@@ -130,12 +251,28 @@ class Cdm:
                 "missing_table",
                 f"no such table in {self.source}; present: {sorted(self.tables)}",
             )
+        if table in self.unreadable:
+            raise OmopValidationError(
+                table,
+                "",
+                "unreadable_file",
+                f"{self.unreadable[table]}. Fix or re-export the file (or remove it: an "
+                f"absent table is only noted)",
+            )
         if table not in self._columns:
             # the relation API, not DESCRIBE: DESCRIBE reports an attached table's own
             # column names even through a view that renames them
             rel = self.con.sql(f"SELECT * FROM {_q(table)}")
-            self._columns[table] = {c: str(t) for c, t in zip(rel.columns, rel.types)}
+            self._columns[table] = {
+                c: str(t) for c, t in zip(rel.columns, rel.types) if not c.startswith(_P)
+            }
         return self._columns[table]
+
+    def flag_columns(self, table: str) -> list[str]:
+        """The hidden flag columns of ``table``'s view (``_ehrseq_dup_*``, see
+        :attr:`issues`), which the loader carries next to the columns it reads."""
+        cols = self.con.sql(f"SELECT * FROM {_q(table.lower())}").columns
+        return [c for c in cols if c.startswith(_P)]
 
     def count(self, table: str) -> int:
         """Number of rows of ``table``."""
@@ -243,10 +380,15 @@ class Cdm:
         ]
         cols = ", ".join(f"c.{_q(c)}" for c in wanted if c in types)
         cid = _as_int("concept_id", types["concept_id"])
-        sql = f"SELECT {cid} AS concept_id{', ' + cols if cols else ''} FROM concept c"
+        # a repeated concept_id keeps its first row, as the loader's duplicate_key rule does
+        sql = (
+            f"SELECT * EXCLUDE (_n) FROM (SELECT {cid} AS concept_id"
+            f"{', ' + cols if cols else ''}, row_number() OVER () AS _n FROM concept c)"
+        )
         if concept_ids is not None:
             view = self._ids_view(concept_ids)
-            sql += f" WHERE {cid} IN (SELECT concept_id FROM {view})"
+            sql += f" WHERE concept_id IN (SELECT concept_id FROM {view})"
+        sql += " QUALIFY row_number() OVER (PARTITION BY concept_id ORDER BY _n) = 1"
         frame = self.query(sql + " ORDER BY 1")
         return frame.dropna(subset=["concept_id"]).astype({"concept_id": "int64"})
 
@@ -445,14 +587,49 @@ class Cdm:
             raise ValueError(f"concept_relationship: 'Is a' chains deeper than {max_depth}")
 
 
+_DUCKDB_CONFIG = {
+    # never reach the network at run time: no extension is installed or loaded on demand
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection that never reaches the network.
+
+    Extension auto-install and auto-load are off, so a file that needs an extension DuckDB
+    does not carry (a SQLite database, a remote URL) fails with a clear error instead of a
+    download. Times are read in UTC, so a ``TIMESTAMP WITH TIME ZONE`` column means the same
+    on every machine.
+    """
+    con = duckdb.connect(config=dict(_DUCKDB_CONFIG))
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+    except duckdb.Error:
+        pass  # no ICU: time zones are UTC anyway
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
 def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None = None) -> Cdm:
     """Open an OMOP CDM from a folder of table files or a DuckDB database file.
 
     A folder holds one file per table, named by the table (``PERSON.csv``, ``person.parquet``,
     ``measurement.csv.gz``; case-insensitive), or one sub-folder per table holding parquet or
     CSV shards. CSV is read as text (types are checked by the validator, not guessed by the
-    reader) with ``""``, ``NA`` and ``NULL`` as missing. Column names are normalised to lower
-    case. A DuckDB file (``.duckdb``, ``.ddb``, ``.db``) is attached read-only.
+    reader) with ``""``, ``NA`` and ``NULL`` as missing, in a dialect decided on every line of
+    the file. Column names are normalised to lower case. A DuckDB file (``.duckdb``, ``.ddb``,
+    ``.db``) is attached read-only. DuckDB never reaches the network (see :func:`connect`).
+
+    What opening finds wrong with a table is kept in :attr:`Cdm.issues` and handled by the
+    loader's rules (strict: raise; lenient: counted): a sub-folder mixing parquet and CSV
+    shards (``mixed_shards``: every shard is read), a column name that appears twice, also
+    once lower-cased (``duplicate_column``: the first is read), a CSV file without a header
+    row (``no_header``), and a file DuckDB cannot read (``unreadable_file``, in
+    :attr:`Cdm.unreadable`).
 
     Args:
         path: the folder or the database file.
@@ -462,15 +639,13 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it holds no table files, two files claim the same table, two columns
-            of one table differ only in case, or the database has no CDM schema.
+        ValueError: if it holds no table files, two files claim the same table, the database
+            file is no DuckDB database (a SQLite file, a truncated file) or has no CDM schema.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no OMOP CDM at {path}")
-    con = duckdb.connect()
-    if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
+    con = connect(threads)
     if path.is_dir():
         sources = _folder_sources(con, path)
     elif path.name.lower().endswith(DUCKDB_SUFFIXES):
@@ -482,54 +657,98 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
         )
     if not sources:
         raise ValueError(f"{path}: no table files ({', '.join(TABLE_SUFFIXES)}) found")
-    return Cdm(con, _create_views(con, sources), str(path))
+    cdm = Cdm(con, {}, str(path))
+    _create_views(cdm, sources)
+    return cdm
 
 
-def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, tuple[str, str]]:
-    """Table -> (FROM clause, origin) for a folder: one file per table, or one sub-folder of
-    shards of one kind per table. Files with other suffixes, and sub-folders that are empty
-    or mix parquet and CSV, are passed over.
+def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, _Source]:
+    """Table -> its :class:`_Source` for a folder: one file per table, or one sub-folder of
+    shards per table. Files with other suffixes and empty sub-folders are passed over; a
+    sub-folder mixing parquet and CSV shards is read whole, with a ``mixed_shards`` issue.
 
     Raises:
         ValueError: if two entries claim the same table.
     """
-    sources: dict[str, tuple[str, str]] = {}
+    sources: dict[str, _Source] = {}
     for entry in sorted(path.iterdir()):
         if entry.is_dir():
-            shards = [p for p in sorted(entry.iterdir()) if _table_name(p) is not None]
-            kinds = {_kind(p) for p in shards}
-            if not shards or len(kinds) > 1:
+            files = [p for p in sorted(entry.iterdir()) if _table_name(p) is not None]
+            if not files:
                 continue
-            table = entry.name.lower()
-            suffix = next(s for s in TABLE_SUFFIXES if shards[0].name.lower().endswith(s))
-            pattern = str(entry / f"*{suffix}")
-            origin = f"{entry}/ ({len(shards)} files)"
-            clause = _reader(con, pattern, kinds.pop())
+            table, origin = entry.name.lower(), f"{entry}/ ({len(files)} files)"
         else:
-            table = _table_name(entry)
+            table, files, origin = _table_name(entry), [entry], str(entry)
             if table is None:
                 continue
-            origin, clause = str(entry), _reader(con, str(entry), _kind(entry))
         if table in sources:
-            raise ValueError(f"two sources for table {table!r}: {sources[table][1]} and {origin}")
-        sources[table] = (clause, origin)
+            raise ValueError(
+                f"two sources for table {table!r}: {sources[table].origin} and {origin}"
+            )
+        rejects = f"{_P}rejects_{len(sources)}"
+        parquet = [p for p in files if _kind(p) == "parquet"]
+        text = [p for p in files if _kind(p) == "csv"]
+        if parquet and text:
+            a, b = _parquet_source(parquet, origin), _csv_source(con, text, origin, rejects)
+            source = _Source(
+                f"(SELECT * FROM {a.clause} UNION ALL BY NAME SELECT * FROM {b.clause})",
+                origin,
+                rejects=rejects,
+                issues=b.issues,
+                notes=b.notes,
+            )
+            source.issues.insert(
+                0,
+                TableIssue(
+                    "mixed_shards",
+                    "",
+                    f"{origin} mixes {len(parquet)} parquet shard(s) ({parquet[0].name}, ...) "
+                    f"and {len(text)} CSV shard(s) ({text[0].name}, ...). Lenient: every "
+                    f"shard is read, as text where the kinds disagree. Fix: keep one kind "
+                    f"per table folder",
+                ),
+            )
+        elif parquet:
+            source = _parquet_source(parquet, origin)
+        else:
+            source = _csv_source(con, text, origin, rejects)
+        sources[table] = source
     return sources
 
 
 def _database_sources(
     con: duckdb.DuckDBPyConnection, path: Path, schema: str | None
-) -> dict[str, tuple[str, str]]:
-    """Table -> (FROM clause, origin) for a DuckDB file attached read-only: the tables and
+) -> dict[str, _Source]:
+    """Table -> its :class:`_Source` for a DuckDB file attached read-only: the tables and
     views of ``schema``, by default the one schema with a ``person`` table (``main`` first).
 
     Raises:
-        ValueError: if the file is no DuckDB database, no schema (or several) holds a CDM,
-            ``schema`` does not exist, or two tables differ only in case.
+        ValueError: if the file is no DuckDB database (named: SQLite, empty, too short),
+            cannot be opened, no schema (or several) holds a CDM, ``schema`` does not exist,
+            or two tables differ only in case.
     """
+    with path.open("rb") as fh:
+        head = fh.read(16)
+    if head.startswith(_SQLITE_MAGIC):
+        raise ValueError(
+            f"{path}: this is a SQLite database, not a DuckDB one (ehrseq reads no SQLite: "
+            f"it would need a DuckDB extension, and the library never downloads one). "
+            f"Export its tables to parquet or CSV files in a folder, or copy them into a "
+            f"DuckDB file, and open that"
+        )
+    if head[8:12] != _DUCKDB_MAGIC:
+        what = "empty" if not head else f"{len(head)} bytes" if len(head) < 16 else "other"
+        raise ValueError(
+            f"{path}: not a DuckDB database (the file's header is {what}: no 'DUCK' at "
+            f"byte 8; a truncated or foreign file). Re-export the CDM"
+        )
     try:
         con.execute(f"ATTACH {_lit(str(path))} AS {_P}src (READ_ONLY)")
     except duckdb.Error as err:
-        raise ValueError(f"{path}: cannot open as a DuckDB database: {err}") from err
+        raise ValueError(
+            f"{path}: cannot open as a DuckDB database ({type(err).__name__}: "
+            f"{str(err).splitlines()[0]}); a truncated or damaged file? Re-export the CDM"
+        ) from err
     found = con.execute(
         f"SELECT schema_name, table_name FROM duckdb_tables() "
         f"WHERE database_name = '{_P}src' AND NOT internal "
@@ -545,40 +764,72 @@ def _database_sources(
             raise ValueError(f"{path}: several CDM schemas {schemas}; pass schema=")
     elif schema not in {s for s, _ in found}:
         raise ValueError(f"{path}: no schema {schema!r}; schemas: {sorted({s for s, _ in found})}")
-    sources: dict[str, tuple[str, str]] = {}
+    sources: dict[str, _Source] = {}
     for s, t in found:
         if s == schema:
             name = f"{_P}src.{_q(s)}.{_q(t)}"
             if t.lower() in sources:
                 raise ValueError(f"{path}: tables {t!r} and another differ only in case")
-            sources[t.lower()] = (name, f"{path}:{s}.{t}")
+            sources[t.lower()] = _Source(name, f"{path}:{s}.{t}")
     return sources
 
 
-def _create_views(
-    con: duckdb.DuckDBPyConnection, sources: dict[str, tuple[str, str]]
-) -> dict[str, str]:
-    """Create one view per table with its column names trimmed and lower-cased; return
-    table -> origin.
+def _create_views(cdm: Cdm, sources: dict[str, _Source]) -> None:
+    """Create one view per table with its column names trimmed and lower-cased, and fill
+    ``cdm.tables``, ``cdm.issues``, ``cdm.notes`` and ``cdm.unreadable``.
 
-    Raises:
-        ValueError: naming the origin of a source DuckDB cannot read, or of a table with two
-            columns that differ only in case.
+    A column name that appears twice (as written, or once lower-cased) is read from its first
+    copy; each later copy becomes a hidden flag column ``_ehrseq_dup_<name>_<k>``, true where
+    it differs from the first, behind a ``duplicate_column`` issue. A source DuckDB cannot
+    read is left out of the views and named with DuckDB's reason in :attr:`Cdm.unreadable`.
     """
-    tables: dict[str, str] = {}
-    for table, (clause, origin) in sources.items():
+    con = cdm.con
+    for table, src in sources.items():
         try:
-            cols = list(con.sql(f"SELECT * FROM {clause}").columns)
+            cols = list(con.sql(f"SELECT * FROM {src.clause}").columns)
         except duckdb.Error as err:
-            raise ValueError(f"{origin}: cannot be read as table {table!r}: {err}") from err
-        lower = [c.strip().lower() for c in cols]
-        clash = sorted({c for c in lower if lower.count(c) > 1})
-        if clash:
-            raise ValueError(f"{origin}: columns {clash} appear twice once lower-cased")
-        select = ", ".join(f"{_q(c)} AS {_q(lc)}" for c, lc in zip(cols, lower))
-        con.execute(f"CREATE VIEW {_q(table)} AS SELECT {select} FROM {clause}")
-        tables[table] = origin
-    return tables
+            cdm.unreadable[table] = f"{src.origin}: {type(err).__name__}: {_first_line(err)}"
+            cdm.tables[table] = src.origin
+            continue
+        names = src.raw_names if src.raw_names and len(src.raw_names) == len(cols) else cols
+        lower = [n.strip().lower() or c.lower() for n, c in zip(names, cols)]
+        select, issues = [], list(src.issues)
+        first: dict[str, str] = {}
+        for i, (col, lc) in enumerate(zip(cols, lower)):
+            if lc not in first:
+                first[lc] = col
+                select.append(f"{_q(col)} AS {_q(lc)}")
+                continue
+            flag = f"{_P}dup_{lc}_{lower[:i].count(lc)}"
+            a, b = f"CAST({_q(first[lc])} AS VARCHAR)", f"CAST({_q(col)} AS VARCHAR)"
+            select.append(f"({a} IS DISTINCT FROM {b}) AS {_q(flag)}")
+            twice = [n for n, x in zip(names, lower) if x == lc]
+            issues.append(
+                TableIssue(
+                    "duplicate_column",
+                    lc,
+                    f"{src.origin}: column {lc!r} appears {len(twice)} times ({twice}). "
+                    f"Lenient: the first is read; rows where a later copy differs are "
+                    f"dropped. Fix: rename or remove the extra column",
+                    cond=_q(flag),
+                    action="drop",
+                )
+            )
+        con.execute(f"CREATE VIEW {_q(table)} AS SELECT {', '.join(select)} FROM {src.clause}")
+        cdm.tables[table] = src.origin
+        if issues:
+            cdm.issues[table] = issues
+        if src.notes:
+            cdm.notes[table] = list(src.notes)
+        if src.rejects:
+            cdm.rejects[table] = src.rejects
+    cdm.tables = dict(sorted(cdm.tables.items()))
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error message (DuckDB's add hints below it)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,11 +16,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from ehrseq.data.events import DOMAINS, EVENT_COLUMNS, check_events
-from ehrseq.data.omop.cdm import DEATH_CONCEPT_ID, EVENT_SPECS, Cdm, EventSpec, open_cdm
+from ehrseq.data.omop.cdm import (
+    DEATH_CONCEPT_ID,
+    EVENT_SPECS,
+    Cdm,
+    EventSpec,
+    _first_line,
+    open_cdm,
+)
 from ehrseq.data.omop.rules import (
+    RULES,
     Check,
     LoadReport,
     OmopValidationError,
@@ -125,10 +134,113 @@ class _Loader:
         self.report.notes.append(f"{table}: {detail}")
 
     def _apply(self, table: str, stage: str, select: str, checks: list[Check]) -> str:
-        """:func:`~ehrseq.data.omop.rules.apply_checks` with this run's mode and report."""
-        return apply_checks(
-            self.con, self.report, table, stage, select, checks, mode=self.mode, allow=self.allow
+        """:func:`~ehrseq.data.omop.rules.apply_checks` with this run's mode and report, after
+        the table's structural issues (:attr:`Cdm.issues`: strict raises on them, lenient
+        applies them as the first checks) and before counting its unparsable CSV lines."""
+        issues = self.cdm.issues.get(table, [])
+        for issue in issues:
+            if self.mode == "strict" and issue.rule not in self.allow:
+                raise OmopValidationError(
+                    table, issue.column, issue.rule, _way(issue.detail, issue.rule)
+                )
+        flags = self.cdm.flag_columns(table)
+        if flags:  # the hidden flag columns of duplicate_column, joined on the row number
+            cols = ", ".join(_q(c) for c in flags)
+            select = (
+                f"SELECT s.*, {cols} FROM ({select}) s JOIN (SELECT row_number() OVER () AS "
+                f"_row, {cols} FROM {_q(table)}) f USING (_row)"
+            )
+        checks = [Check(i.rule, i.column, i.action, i.cond) for i in issues] + checks
+        rejects = self.cdm.rejects.get(table)
+        if rejects:
+            for name in (rejects, rejects + "_scan"):
+                try:
+                    self.con.execute(f"DELETE FROM {name}")
+                except duckdb.Error:
+                    pass  # not created until the first scan
+        try:
+            out = apply_checks(
+                self.con,
+                self.report,
+                table,
+                stage,
+                select,
+                checks,
+                mode=self.mode,
+                allow=self.allow,
+            )
+        except OmopValidationError:
+            if rejects:  # strict: a line that could not be read comes first
+                self._count_rejects(table, rejects, counted=False)
+            raise
+        if rejects:
+            self._count_rejects(table, rejects)
+        for issue in issues:
+            self.report.add_unread(table, issue.column, issue.rule, issue.extra_rows)
+        return out
+
+    def _count_rejects(self, table: str, rejects: str, counted: bool = True) -> None:
+        """The CSV lines DuckDB could not parse while staging ``table`` (kept in ``rejects``):
+        strict raises naming the file, line and reason; lenient counts them as dropped under
+        ``malformed_line``."""
+        try:
+            got = self.con.execute(
+                f"""SELECT s.file_path, r.line, r.error_type, r.csv_line
+                FROM {rejects} r JOIN {rejects}_scan s USING (scan_id, file_id)
+                QUALIFY row_number() OVER (PARTITION BY s.file_path, r.line ORDER BY r.scan_id) = 1
+                ORDER BY s.file_path, r.line"""
+            ).fetchall()
+        except duckdb.Error:
+            return  # no rejects table: nothing was rejected
+        if not got:
+            return
+        rule = "malformed_line"
+        if self.mode == "strict" and rule not in self.allow:
+            examples = pd.DataFrame(got[:3], columns=["file", "line", "error", "text"])
+            raise OmopValidationError(
+                table,
+                "",
+                rule,
+                f"{RULES[rule].text}; {len(got):,} line(s) of {got[0][0]}",
+                rows=len(got),
+                examples=examples,
+            )
+        if not counted:
+            return
+        self.report.add_unread(table, "", rule, len(got))
+        self.report.notes.append(
+            f"{table}: {len(got):,} CSV line(s) that do not fit the dialect dropped, e.g. "
+            f"{got[0][0]} line {got[0][1]} ({got[0][2]}): {got[0][3][:80]!r}"
         )
+
+    def _unreadable(self, table: str, err: Exception) -> None:
+        """A table DuckDB cannot read: raise for person or in strict mode (without
+        ``allow=["unreadable_file"]``), else note it with the file and reason and go on
+        without it."""
+        if isinstance(err, OmopValidationError):
+            if err.rule != "unreadable_file":
+                raise err
+            detail = err.detail
+        else:
+            detail = (
+                f"{self.cdm.tables.get(table, table)}: {type(err).__name__}: "
+                f"{_first_line(err)}. Fix or re-export the file"
+            )
+        strict = self.mode == "strict" and "unreadable_file" not in self.allow
+        if table == "person" or strict:
+            raise OmopValidationError(table, "", "unreadable_file", detail) from err
+        self.report.notes.append(
+            f"{table}: unreadable, skipped (its rows are not counted): {detail}"
+        )
+
+    def _guard(self, table: str, stage, *args) -> None:
+        """Run one stage; an unreadable table is handled by :meth:`_unreadable`."""
+        try:
+            stage(*args)
+        except (duckdb.Error, OmopValidationError) as err:
+            if isinstance(err, OmopValidationError) and err.rule != "unreadable_file":
+                raise
+            self._unreadable(table, err)
 
     def _missing_columns(self, table: str, missing: list[str], fatal: bool) -> bool:
         """Handle absent required columns; return True when the table cannot be used.
@@ -140,11 +252,15 @@ class _Loader:
             return False
         types = self.cdm.columns(table)
         detail = f"required column(s) {missing} absent; present: {list(types)}"
-        if fatal or (self.mode == "strict" and "missing_column" not in self.allow):
-            raise OmopValidationError(table, missing[0], "missing_column", detail)
+        column, rule, extra = missing[0], "missing_column", 0
+        for issue in self.cdm.issues.get(table, []):  # no header row: that is the cause
+            if issue.action == "drop" and issue.cond == "TRUE":
+                column, rule, extra, detail = "", issue.rule, issue.extra_rows, issue.detail
+        if fatal or (self.mode == "strict" and rule not in self.allow):
+            raise OmopValidationError(table, column, rule, _way(detail, rule))
         n = self.cdm.count(table)
-        self.report.add_table(table, n, {(missing[0], "missing_column"): n}, {}, {}, 0, 0)
-        self.report.notes.append(f"{table}: {detail}; all {n:,} rows dropped")
+        self.report.add_table(table, n + extra, {(column, rule): n + extra}, {}, {}, 0, 0)
+        self.report.notes.append(f"{table}: {detail}; all {n + extra:,} rows dropped")
         return True
 
     # -- reference tables ------------------------------------------------------------------------
@@ -389,11 +505,13 @@ class _Loader:
 
     def _run(self, build: bool) -> OmopData | LoadReport:
         t0 = _time.perf_counter()
-        self._stage_concept()
-        self._stage_person()
-        self._stage_observation_period()
+        for notes in self.cdm.notes.values():
+            self.report.notes.extend(notes)
+        self._guard("concept", self._stage_concept)
+        self._guard("person", self._stage_person)
+        self._guard("observation_period", self._stage_observation_period)
         for domain in _STAGE_ORDER:
-            self._stage_domain(domain)
+            self._guard(EVENT_SPECS[domain].table, self._stage_domain, domain)
         if not self.staged:
             raise OmopValidationError(
                 "", "", "missing_table", f"no usable event table for domains {self.domains}"
@@ -507,6 +625,14 @@ class _Loader:
                 "observation_period_end_date": "datetime64[ns]",
             }
         )
+
+
+def _way(detail: str, rule: str) -> str:
+    """A structural error's detail with the way forward in strict mode."""
+    return (
+        f"{detail}. Or load with mode='lenient' (handled and counted in the report), or "
+        f"tolerate it in strict mode with allow=[{rule!r}]"
+    )
 
 
 # ----------------------------------------------------------------------------------------------

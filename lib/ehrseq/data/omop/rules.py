@@ -55,6 +55,31 @@ RULES: dict[str, Rule] = {
     r.name: r
     for r in [
         Rule("missing_table", "a table the load uses is absent", "note (person: raise)"),
+        Rule(
+            "unreadable_file",
+            "DuckDB cannot read the table's file (corrupt, truncated, not the format)",
+            "note and skip the table (person: raise)",
+        ),
+        Rule(
+            "no_header",
+            "a CSV file has no header row (its first line holds values)",
+            "drop every row",
+        ),
+        Rule(
+            "mixed_shards",
+            "a table folder mixes parquet and CSV shards",
+            "keep: every shard is read",
+        ),
+        Rule(
+            "duplicate_column",
+            "a column name appears twice (also once lower-cased)",
+            "drop the rows where a later copy differs from the first",
+        ),
+        Rule(
+            "malformed_line",
+            "a CSV line does not fit the file's dialect (ragged: too many or too few fields)",
+            "drop",
+        ),
         Rule("missing_column", "a column the load needs is absent", "drop every row"),
         Rule("duplicate_row", "the row repeats an earlier row in every column", "drop"),
         Rule("missing_id", "an id the row needs is empty", "drop (person_id) or repair to 0"),
@@ -74,6 +99,30 @@ RULES: dict[str, Rule] = {
         ),
         Rule("end_before_start", "the period ends before it starts", "drop"),
         Rule("bad_number", "value_as_number is not a number", "repair to NaN"),
+        Rule("non_finite", "value_as_number is infinite or NaN (inf, 1e400, nan)", "repair to NaN"),
+        Rule(
+            "zone_offset",
+            "a datetime carries a time-zone offset (text +hh:mm or Z, or a zoned type)",
+            "repair: text keeps its wall-clock time, a zoned type is read in UTC",
+        ),
+        Rule(
+            "implausible_birth",
+            "the birth year lies before 1850 or after the year of loading",
+            "keep",
+            ("keep", "drop"),
+        ),
+        Rule(
+            "before_birth",
+            "the event date is before the person's birth date",
+            "keep",
+            ("keep", "drop"),
+        ),
+        Rule(
+            "overlapping_period",
+            "an observation period overlaps an earlier period of the same person",
+            "keep",
+            ("keep", "drop"),
+        ),
         Rule("concept_zero", "concept_id is 0 (no matching concept)", "keep", ("keep", "drop")),
         Rule("unknown_concept", "concept_id is not in the CONCEPT table", "keep", ("keep", "drop")),
         Rule(
@@ -143,6 +192,7 @@ class OmopValidationError(ValueError):
         table: the OMOP table, e.g. ``"condition_occurrence"``.
         column: the column the rule looks at (``""`` for a whole row).
         rule: the rule name, a key of :data:`RULES`.
+        detail: what was found, in words.
         rows: how many rows break it (0 for a structural problem).
         examples: a few offending rows as a DataFrame (``_row`` is the 1-based row number in
             the table as read), or ``None``.
@@ -164,6 +214,7 @@ class OmopValidationError(ValueError):
             rows,
             examples,
         )
+        self.detail = detail
         where = f"{table}.{column}" if column else table
         lines = [f"OMOP validation failed: {where}: rule {rule!r} ({detail})"]
         if examples is not None and len(examples):
@@ -246,6 +297,25 @@ class LoadReport:
                 if n:
                     self._records.append((table, column, rule, action, int(n)))
         self._records.append((table, "", "rows_kept", "kept", rows_kept))
+        self.check_totals()
+
+    def add_unread(self, table: str, column: str, rule: str, rows: int) -> None:
+        """Count ``rows`` that the file holds but the reader could not turn into table rows
+        (a ragged CSV line, a data row taken as the header) as read and dropped under
+        ``rule``; ``table`` must have been added."""
+        if not rows:
+            return
+        t = self._totals[table]
+        t["rows_in"] += int(rows)
+        t["rows_dropped"] += int(rows)
+        out = []
+        for rec in self._records:
+            if rec[0] == table and rec[2] == "read":
+                rec = (table, "", "read", "read", t["rows_in"])
+            if rec[0] == table and rec[2] == "rows_kept":
+                out.append((table, column, rule, "dropped", int(rows)))
+            out.append(rec)
+        self._records[:] = out
         self.check_totals()
 
     def check_totals(self) -> None:
