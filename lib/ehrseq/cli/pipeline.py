@@ -1,0 +1,635 @@
+"""``ehrseq cohort`` and ``ehrseq run``: the stages, their cache, and what each writes.
+
+``run`` goes through these stages; each writes into its own sub-folder of ``--out`` and
+finishes by writing ``key.json``, a hash of everything it was built from (its own settings
+and the key of the stage it reads). On a re-run a stage whose key matches is skipped, so a
+changed cohort file reruns the cohort and what follows, a changed ``--epochs`` only the
+fine-tuning, the evaluation and the report, and a changed input file everything.
+
+=========== ================================================= ==============================
+stage       what                                              writes (under ``--out``)
+=========== ================================================= ==============================
+load        validate (lenient) and read the export            ``load/``: events, person,
+                                                              periods (parquet), report.csv
+cohort      new users, washout, exclusions, labels            ``cohort/``: labels.parquet
+                                                              (MEDS labels), attrition.csv
+task        split 60/15/25 by person, sequences before the    ``task/``: vocab.json,
+            index date, vocabulary on training persons, bins  split.csv, summary.csv
+pretrain    masked-code + next-visit pretraining of a BEHRT   ``pretrain/``: encoder.pt,
+            encoder (or the ``--init`` checkpoint)            history.csv
+finetune    the encoder with a per-bin hazard head            ``finetune/``: model.pt,
+            (:class:`~ehrseq.models.SurvivalModel`)           surv_test.npy, history.csv
+baselines   Kaplan-Meier and a Cox model on a bag of codes    ``baselines/``: km.npy, cox.npy
+evaluate    :class:`~ehrseq.evaluate.SurvivalProtocol`:       ``evaluate/``: metrics.csv,
+            C, IBS, AUROC, calibration, bootstrap intervals   calibration.csv, compare.csv
+report      one HTML page and one JSON file                   ``report.html``,
+                                                              ``metrics.json``, ``stages.json``
+=========== ================================================= ==============================
+
+``stages.json`` says which stages ran and which came from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.cli.cohort import CliError, CohortResult, CohortSpec, build_cohort
+from ehrseq.cli.inputs import Input, descendants_of, fingerprint, read_input
+
+__all__ = ["PROFILES", "RunConfig", "cohort_command", "run_command", "STAGES"]
+
+STAGES = ("load", "cohort", "task", "pretrain", "finetune", "baselines", "evaluate", "report")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Sizes and settings of ``ehrseq run`` (a profile, then the command-line overrides).
+
+    Attributes:
+        n_bins: equal time bins over the horizon.
+        max_len: most recent tokens kept per person.
+        min_frequency: a token needs this many training persons' occurrences.
+        val_fraction, test_fraction: shares of persons (split by person, seeded).
+        d_model, n_layers, n_heads, d_ff, dropout: the BEHRT encoder.
+        pretrain_epochs: 0 skips pretraining (the encoder starts random or from ``--init``).
+        epochs, patience, lr, batch_size: fine-tuning (early stopping on validation loss).
+        n_boot: bootstrap resamples of the test persons.
+        penalizer, min_share: the Cox baseline.
+        seed: split, initialisation, batches and bootstrap.
+    """
+
+    n_bins: int = 20
+    max_len: int = 128
+    min_frequency: int = 5
+    val_fraction: float = 0.15
+    test_fraction: float = 0.25
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    d_ff: int = 128
+    dropout: float = 0.1
+    pretrain_epochs: int = 5
+    epochs: int = 20
+    patience: int = 3
+    lr: float = 1e-3
+    batch_size: int = 32
+    n_boot: int = 200
+    penalizer: float = 0.3
+    min_share: float = 0.02
+    seed: int = 7
+
+    def part(self, *names: str) -> dict[str, Any]:
+        """The fields ``names`` as a dict (what one stage's key holds)."""
+        return {n: getattr(self, n) for n in names}
+
+
+PROFILES: dict[str, RunConfig] = {
+    "smoke": RunConfig(
+        n_bins=10,
+        max_len=64,
+        min_frequency=2,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        d_ff=64,
+        pretrain_epochs=1,
+        epochs=2,
+        patience=2,
+        batch_size=64,
+        n_boot=20,
+        penalizer=1.0,
+        min_share=0.1,
+    ),
+    "default": RunConfig(),
+}
+
+
+def _key(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _writable(folder: Path) -> None:
+    """Create ``folder`` and check a file can be written there.
+
+    Raises:
+        CliError: the folder cannot be created or written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".ehrseq_write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise CliError(f"cannot write to output folder {folder}: {err.strerror or err}") from None
+
+
+def _print_table(title: str, frame: pd.DataFrame) -> None:
+    print(f"\n{title}\n{frame.to_string(index=False)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# ehrseq cohort
+# ---------------------------------------------------------------------------------------------
+def _cohort(path: Path, spec: CohortSpec, data: Input) -> CohortResult:
+    result = build_cohort(
+        spec, data.events, data.person, data.observation_period, descendants_of(path)
+    )
+    return result
+
+
+def _check_labels_path(path: Path) -> None:
+    if path.suffix != ".parquet":
+        raise CliError(f"--labels {path}: the labels file must end in .parquet")
+    _writable(path.parent)
+
+
+def cohort_command(args: argparse.Namespace) -> int:
+    """``ehrseq cohort``: print the attrition table, write the labels (MEDS label parquet)."""
+    from ehrseq.data.meds import write_survival_labels
+
+    spec = CohortSpec.from_toml(args.cohort)
+    labels_path = args.labels or Path(f"{spec.name}_labels.parquet")
+    _check_labels_path(labels_path)
+    data = read_input(args.path, mode="strict" if args.strict else "lenient")
+    result = _cohort(args.path, spec, data)
+    print(
+        f"cohort {spec.name!r}: {len(result.index_ids)} index concepts, "
+        f"{len(result.outcome_ids)} outcome concepts (descendants included where asked)"
+    )
+    _print_table("attrition", result.attrition)
+    t = result.labels
+    print(
+        f"\n{len(t):,} persons, {int(t['event'].sum()):,} with the outcome within "
+        f"{spec.horizon_days:g} days, median follow-up {t['duration'].median():.0f} days"
+    )
+    write_survival_labels(t, labels_path, task=spec.name)
+    print(f"labels written to {labels_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# ehrseq run
+# ---------------------------------------------------------------------------------------------
+class _Stages:
+    """The cache: a stage is done when ``out/<stage>/key.json`` holds its current key."""
+
+    def __init__(self, out: Path, force: bool) -> None:
+        self.out, self.force = out, force
+        self.status: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+
+    def folder(self, stage: str) -> Path:
+        return self.out / stage
+
+    def cached(self, stage: str, key: str) -> bool:
+        marker = self.out / stage / "key.json"
+        if self.force or not marker.is_file():
+            return False
+        try:
+            ok = json.loads(marker.read_text()).get("key") == key
+        except (OSError, json.JSONDecodeError):
+            return False
+        if ok:
+            self.status[stage] = "cached"
+            print(f"[{stage}] cached")
+        return ok
+
+    def start(self, stage: str) -> float:
+        marker = self.out / stage / "key.json"
+        marker.unlink(missing_ok=True)  # a stage interrupted half-way is not done
+        self.folder(stage).mkdir(parents=True, exist_ok=True)
+        print(f"[{stage}] running")
+        return time.perf_counter()
+
+    def finish(self, stage: str, key: str, t0: float) -> None:
+        self.seconds[stage] = time.perf_counter() - t0
+        (self.out / stage / "key.json").write_text(json.dumps({"key": key}))
+        self.status[stage] = "ran"
+        print(f"[{stage}] done in {self.seconds[stage]:.1f} s")
+
+
+def _resolve_config(args: argparse.Namespace) -> RunConfig:
+    cfg = PROFILES[args.profile]
+    changes = {
+        "epochs": args.epochs,
+        "pretrain_epochs": args.pretrain_epochs,
+        "n_bins": args.n_bins,
+        "n_boot": args.n_boot,
+        "seed": args.seed,
+    }
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if cfg.n_bins < 2:
+        raise CliError(f"--n-bins {cfg.n_bins}: need at least 2 time bins")
+    if cfg.epochs < 1 or cfg.pretrain_epochs < 0 or cfg.n_boot < 1:
+        raise CliError("--epochs and --n-boot must be >= 1, --pretrain-epochs >= 0")
+    return cfg
+
+
+def _load_stage(st: _Stages, path: Path, mode: str) -> tuple[str, Input | None]:
+    from ehrseq import __version__
+
+    key = _key("load", fingerprint(path), mode, __version__)
+    folder = st.folder("load")
+    if st.cached("load", key):
+        return key, None
+    t0 = st.start("load")
+    data = read_input(path, mode=mode)
+    data.events.to_parquet(folder / "events.parquet")
+    data.person.to_parquet(folder / "person.parquet")
+    data.observation_period.to_parquet(folder / "observation_period.parquet")
+    data.report.to_csv(folder / "report.csv", index=False)
+    data.summary.to_csv(folder / "summary.csv", index=False)
+    (folder / "meta.json").write_text(json.dumps({"kind": data.kind, "notes": data.notes}))
+    st.finish("load", key, t0)
+    return key, data
+
+
+def _read_loaded(folder: Path) -> Input:
+    meta = json.loads((folder / "meta.json").read_text())
+
+    def csv(name: str) -> pd.DataFrame:
+        try:
+            return pd.read_csv(folder / name)
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame()
+
+    return Input(
+        meta["kind"],
+        pd.read_parquet(folder / "events.parquet"),
+        pd.read_parquet(folder / "person.parquet"),
+        pd.read_parquet(folder / "observation_period.parquet"),
+        csv("report.csv"),
+        csv("summary.csv"),
+        meta["notes"],
+    )
+
+
+def _build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days: float):
+    """The :class:`~ehrseq.data.task.SurvivalTask` of the cohort (the shared task's steps 4-6
+    on the user's data)."""
+    from ehrseq.data.labels import discretize
+    from ehrseq.data.sequences import build_sequences
+    from ehrseq.data.task import SurvivalTask, TaskConfig
+    from ehrseq.data.tensors import encode
+    from ehrseq.data.vocab import Vocab
+
+    seqs = build_sequences(
+        data.events,
+        data.person,
+        labels[["subject_id", "prediction_time"]].rename(columns={"subject_id": "person_id"}),
+        strategy="visit",
+        max_len=cfg.max_len,
+        add_cls=True,
+        add_sep=True,
+    )
+    has_history = np.isin(labels["subject_id"].to_numpy(), seqs.person_ids)
+    table = labels.loc[has_history].reset_index(drop=True)
+    dropped = {"no_history_before_index": int((~has_history).sum())}
+    ids = table["subject_id"].to_numpy()
+    order = np.random.default_rng(cfg.seed).permutation(len(ids))
+    n_test = int(round(cfg.test_fraction * len(ids)))
+    n_val = int(round(cfg.val_fraction * len(ids)))
+    split = {
+        "test": np.sort(ids[order[:n_test]]),
+        "val": np.sort(ids[order[n_test : n_test + n_val]]),
+        "train": np.sort(ids[order[n_test + n_val :]]),
+    }
+    event = table["event"].to_numpy()
+    for name, members in split.items():
+        if len(members) == 0 or event[np.isin(ids, members)].sum() == 0:
+            raise CliError(
+                f"the {name} split ({len(members)} persons) has no outcome event: the cohort "
+                f"({len(ids)} persons with history, {int(event.sum())} events) is too small"
+            )
+    vocab = Vocab.fit(seqs.frame, split["train"], min_frequency=cfg.min_frequency)
+    encoding = encode(seqs, vocab).select(ids)
+    cuts = np.linspace(0.0, horizon_days, cfg.n_bins + 1)
+    bin_index, ev = discretize(table["duration"].to_numpy(), event, cuts)
+    task_cfg = TaskConfig(
+        n_patients=len(ids),
+        seed=cfg.seed,
+        horizon_years=horizon_days / 365.25,
+        n_bins=cfg.n_bins,
+        max_len=cfg.max_len,
+        min_frequency=cfg.min_frequency,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+    )
+    # SurvivalTask's cohort is the synthetic generator's; the baselines read only its person
+    # table (age and sex), so a stand-in with that table serves for a user's data
+    stand_in = SimpleNamespace(tables={"person": data.person})
+    return SurvivalTask(
+        config=task_cfg,
+        cohort=stand_in,  # type: ignore[arg-type]
+        labels=table,
+        sequences=seqs,
+        vocab=vocab,
+        encoding=encoding,
+        bin_index=np.asarray(bin_index),
+        event=np.asarray(ev),
+        cuts=cuts,
+        split=split,
+        dropped=dropped,
+    )
+
+
+def _encoder_config(task, cfg: RunConfig):
+    from ehrseq.models import BehrtConfig
+
+    return BehrtConfig.from_vocab(
+        task.vocab,
+        max_len=cfg.max_len,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        init_std=0.1,
+    )
+
+
+def _load_init(path: Path) -> dict:
+    """The encoder weights of a checkpoint, read with ``weights_only=True``: an encoder state
+    dict, a ``fit`` checkpoint (``{"model": ...}``), or a pretraining/survival model's state
+    (keys under ``encoder.``)."""
+    import torch
+
+    if not path.is_file():
+        raise CliError(f"--init {path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # an unpickling error names what was refused
+        raise CliError(f"--init {path}: not a weights-only checkpoint ({err})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise CliError(f"--init {path}: expected a state dict")
+    inner = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    return inner or state
+
+
+def _pretrain(task, cfg: RunConfig, init: Path | None, device: str | None, folder: Path):
+    import torch
+
+    from ehrseq.config import progress_disabled
+    from ehrseq.pretrain import TokenIds, pretrain
+    from ehrseq.pretrained import PretrainRecipe, pretrained_model
+    from ehrseq.runtime import seed_everything
+    from ehrseq.train import TrainConfig
+
+    encoder_cfg = _encoder_config(task, cfg)
+    recipe = PretrainRecipe(
+        schedule="joint",
+        epochs=max(cfg.pretrain_epochs, 1),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+    ids = TokenIds.from_vocab(task.vocab)
+    recipe = recipe.resolved(ids.vocab_size)
+    model = pretrained_model(task, encoder_cfg, recipe)
+    if init is not None:
+        try:
+            model.encoder.load_state_dict(_load_init(init))
+        except RuntimeError as err:
+            raise CliError(
+                f"--init {init} does not fit this encoder (vocabulary or sizes differ): "
+                f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
+            ) from None
+    history = pd.DataFrame()
+    if cfg.pretrain_epochs > 0:
+        seed_everything(recipe.seed)
+        results = pretrain(
+            model,
+            task.loader("train", recipe.batch_size),
+            task.loader("val", recipe.batch_size),
+            ids,
+            TrainConfig(
+                epochs=recipe.epochs,
+                lr=recipe.lr,
+                seed=recipe.seed,
+                desc="pretrain",
+                device=device,
+                progress=not progress_disabled(),
+            ),
+            schedule=recipe.schedule,
+            mlm_weight=recipe.mlm_weight,
+            next_visit_weight=recipe.next_visit_weight,
+            mask_prob=recipe.mask_prob,
+        )
+        history = results[recipe.schedule].history
+    torch.save(model.encoder.cpu().state_dict(), folder / "encoder.pt")
+    history.to_csv(folder / "history.csv", index=False)
+
+
+def _finetune(task, cfg: RunConfig, device: str | None, pre: Path, folder: Path) -> None:
+    import torch
+
+    from ehrseq.config import progress_disabled
+    from ehrseq.models import BehrtEncoder, BinHazardHead, SurvivalModel
+    from ehrseq.runs import train_seeds
+    from ehrseq.survival import life_table_hazards
+    from ehrseq.train import TrainConfig
+
+    encoder_cfg = _encoder_config(task, cfg)
+    state = torch.load(pre / "encoder.pt", map_location="cpu", weights_only=True)
+    train = task.frame("train")
+    base = life_table_hazards(train["bin"].to_numpy(), train["event"].to_numpy(), cfg.n_bins)
+
+    def make() -> SurvivalModel:
+        encoder = BehrtEncoder(encoder_cfg)
+        encoder.load_state_dict(state)
+        head = BinHazardHead(encoder_cfg.d_model, cfg.n_bins, dropout=0.1, base_hazards=base)
+        return SurvivalModel(encoder, head)
+
+    runs = train_seeds(
+        make,
+        task,
+        TrainConfig(
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            patience=cfg.patience,
+            device=device,
+            progress=not progress_disabled(),
+        ),
+        (cfg.seed,),
+        hierarchical=False,
+        batch_size=cfg.batch_size,
+        name="fine-tune",
+        keep_models=True,
+    )
+    torch.save(runs.models[0].cpu().state_dict(), folder / "model.pt")
+    np.save(folder / "surv_test.npy", runs.survs[0])
+    runs.histories[0].to_csv(folder / "history.csv", index=False)
+    (folder / "cost.json").write_text(json.dumps(runs.cost))
+
+
+def _baselines(task, cfg: RunConfig, folder: Path) -> None:
+    from lifelines import KaplanMeierFitter
+    from lifelines.exceptions import ConvergenceWarning
+
+    from ehrseq.baselines import CoxBaseline, bag_of_codes
+
+    times = task.cuts[1:]
+    train, test = task.frame("train"), task.frame("test")
+    km = KaplanMeierFitter().fit(train["duration"], train["event"])
+    km_surv = np.tile(km.survival_function_at_times(times).to_numpy(), (len(test), 1))
+    x_train, x_test = bag_of_codes(task, "train"), bag_of_codes(task, "test")
+    fill = x_train.mean()  # an unknown birth date: the training mean age
+    x_train, x_test = x_train.fillna(fill).fillna(0.0), x_test.fillna(fill).fillna(0.0)
+    cox = CoxBaseline(penalizer=cfg.penalizer, min_share=cfg.min_share)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        cox.fit(x_train, train["duration"].to_numpy(), train["event"].to_numpy())
+    if caught:
+        print(f"[baselines] lifelines: {len(caught)} convergence warnings (small cohort?)")
+    np.save(folder / "km.npy", km_surv)
+    np.save(folder / "cox.npy", np.clip(cox.predict_survival(x_test, times), 0.0, 1.0))
+    (folder / "cox.json").write_text(json.dumps({"features": cox.n_parameters}))
+
+
+MODELS = {
+    "BEHRT survival": ("finetune", "surv_test.npy"),
+    "Cox, bag of codes": ("baselines", "cox.npy"),
+    "Kaplan-Meier": ("baselines", "km.npy"),
+}
+
+
+def _evaluate(out: Path, cfg: RunConfig, folder: Path) -> None:
+    from ehrseq.evaluate import SurvivalProtocol
+    from ehrseq.metrics import calibration_table
+
+    frame = pd.read_parquet(out / "task" / "frame.parquet")
+    test, train = frame[frame["split"] == "test"], frame[frame["split"] == "train"]
+    cuts = np.load(out / "task" / "cuts.npy")
+    protocol = SurvivalProtocol(
+        test["duration"].to_numpy(float),
+        test["event"].to_numpy(int),
+        cuts[1:],
+        train["duration"].to_numpy(float),
+        train["event"].to_numpy(int),
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
+    survs = {name: np.load(out / stage / file) for name, (stage, file) in MODELS.items()}
+    rows = [protocol.evaluate(name, [s]) for name, s in survs.items()]
+    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+    compare = protocol.compare(
+        "BEHRT survival",
+        [survs["BEHRT survival"]],
+        "Cox, bag of codes",
+        [survs["Cox, bag of codes"]],
+    )
+    compare.to_csv(folder / "compare.csv", index=False)
+    cals = []
+    for name in ("BEHRT survival", "Cox, bag of codes"):
+        cal = calibration_table(
+            protocol.durations, 1.0 - survs[name][:, -1], protocol.events, horizon=protocol.horizon
+        )
+        cals.append(cal.assign(model=name))
+    pd.concat(cals).to_csv(folder / "calibration.csv", index=False)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``ehrseq run``: every stage (see the module docstring), cached in ``--out``."""
+    from ehrseq.runtime import get_device
+
+    out: Path = args.out
+    _writable(out)
+    cfg = _resolve_config(args)
+    spec = CohortSpec.from_toml(args.cohort)
+    device = get_device(args.device)
+    print(f"device {device} ({'bf16 autocast' if device.type == 'cuda' else 'float32'})")
+    dev = str(device)
+    st = _Stages(out, args.force)
+    mode = "strict" if args.strict else "lenient"
+    t_all = time.perf_counter()
+
+    load_key, data = _load_stage(st, args.path, mode)
+    folder = st.folder("cohort")
+    cohort_key = _key(load_key, spec.key())
+    if not st.cached("cohort", cohort_key):
+        from ehrseq.data.meds import write_survival_labels
+
+        t0 = st.start("cohort")
+        data = data or _read_loaded(st.folder("load"))
+        result = _cohort(args.path, spec, data)
+        write_survival_labels(result.labels, folder / "labels.parquet", task=spec.name)
+        result.labels.to_parquet(folder / "labels_full.parquet")
+        result.attrition.to_csv(folder / "attrition.csv", index=False)
+        concepts = {"index": result.index_ids, "outcome": result.outcome_ids}
+        (folder / "concepts.json").write_text(json.dumps(concepts))
+        st.finish("cohort", cohort_key, t0)
+
+    task_key = _key(
+        cohort_key,
+        cfg.part("n_bins", "max_len", "min_frequency", "val_fraction", "test_fraction", "seed"),
+    )
+    init_key = fingerprint(args.init) if args.init else None
+    pre_key = _key(
+        task_key,
+        cfg.part(
+            "d_model", "n_layers", "n_heads", "d_ff", "dropout", "pretrain_epochs", "batch_size"
+        ),
+        init_key,
+    )
+    fine_key = _key(pre_key, cfg.part("epochs", "patience", "lr", "batch_size"))
+    base_key = _key(task_key, cfg.part("penalizer", "min_share"))
+    eval_key = _key(fine_key, base_key, cfg.part("n_boot"))
+    task = None
+
+    def get_task():
+        nonlocal task, data
+        if task is None:
+            data = data or _read_loaded(st.folder("load"))
+            labels = pd.read_parquet(st.folder("cohort") / "labels_full.parquet")
+            task = _build_task(data, labels, cfg, spec.horizon_days)
+        return task
+
+    folder = st.folder("task")
+    if not st.cached("task", task_key):
+        t0 = st.start("task")
+        t = get_task()
+        t.vocab.save(folder / "vocab.json")
+        frame = pd.concat([t.frame(s).assign(split=s) for s in ("train", "val", "test")])
+        frame.to_parquet(folder / "frame.parquet")
+        np.save(folder / "cuts.npy", t.cuts)
+        t.summary().reset_index().to_csv(folder / "summary.csv", index=False)
+        st.finish("task", task_key, t0)
+
+    for stage, key, fn in (
+        ("pretrain", pre_key, lambda f: _pretrain(get_task(), cfg, args.init, dev, f)),
+        ("finetune", fine_key, lambda f: _finetune(get_task(), cfg, dev, st.folder("pretrain"), f)),
+        ("baselines", base_key, lambda f: _baselines(get_task(), cfg, f)),
+        ("evaluate", eval_key, lambda f: _evaluate(out, cfg, f)),
+    ):
+        if not st.cached(stage, key):
+            t0 = st.start(stage)
+            fn(st.folder(stage))
+            st.finish(stage, key, t0)
+
+    from ehrseq.cli.outputs import write_outputs
+
+    t0 = time.perf_counter()
+    write_outputs(out, spec, cfg, args, st.status, str(device))
+    st.status["report"] = "ran"
+    st.seconds["report"] = time.perf_counter() - t0
+    (out / "stages.json").write_text(
+        json.dumps({"status": st.status, "seconds": st.seconds}, indent=1)
+    )
+    print(
+        f"\nwrote {out / 'report.html'} and {out / 'metrics.json'} in {time.perf_counter() - t_all:.1f} s"
+    )
+    return 0

@@ -1,0 +1,235 @@
+"""The ``ehrseq`` command: validate, cohort and run on a small synthetic OMOP export, the
+GiBleed sample where present, and bad input that must end in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import shared_data_dir
+
+from ehrseq.cli import main
+from ehrseq.cli.cohort import CliError, ConceptSet
+from ehrseq.data.meds import LABEL_CORE_COLUMNS, read_survival_labels
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# the synthetic cohort's NSAID ingredients (their clinical drugs are descendants) and the
+# "Heart failure" parent of the four heart-failure conditions
+NSAIDS = (2000003101, 2000003103)
+HEART_FAILURE = 2000001047
+
+COHORT = """
+name = "nsaid_hf"
+washout_days = 180
+horizon_years = 3
+[index]
+concepts = {index}
+include_descendants = {desc}
+[outcome]
+{outcome}
+"""
+
+
+def write_cohort(folder: Path, *, index=NSAIDS, desc="true", outcome=None) -> Path:
+    outcome = outcome or f"concepts = [{HEART_FAILURE}]\ninclude_descendants = true"
+    path = folder / "cohort.toml"
+    path.write_text(COHORT.format(index=list(index), desc=desc, outcome=outcome))
+    return path
+
+
+@pytest.fixture(scope="module")
+def omop(tmp_path_factory) -> Path:
+    from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
+
+    folder = tmp_path_factory.mktemp("omop")
+    generate_cohort(SyntheticConfig(n_patients=400, seed=3)).write_omop(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("EHRSEQ_NO_PROGRESS", "1")
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith(("  ", "/")) and "Warning" not in line]
+    assert len(err) == 1 and err[0].startswith("ehrseq: error: "), err
+    return err[0]
+
+
+# -- help --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [[], ["validate"], ["cohort"], ["run"]])
+def test_help_explains_each_command(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "OMOP" in out
+    if command in (["cohort"], ["run"]):
+        assert "include_descendants" in out  # the cohort file is shown by example
+
+
+# -- validate ----------------------------------------------------------------------------------
+def test_validate_prints_the_load_report(omop, capsys):
+    assert main(["validate", str(omop)]) == 0
+    out = capsys.readouterr().out
+    assert "condition_occurrence" in out and "rows_kept" in out
+
+
+def test_validate_strict_exits_1_on_a_broken_rule(omop, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(omop, broken)
+    cond = pd.read_parquet(broken / "condition_occurrence.parquet")
+    cond.loc[0, "person_id"] = 987654321  # nobody
+    cond.to_parquet(broken / "condition_occurrence.parquet", index=False)
+    assert main(["validate", str(broken)]) == 0  # lenient: counted, usable
+    assert "unknown_person" in capsys.readouterr().out
+    assert main(["validate", str(broken), "--strict"]) == 1
+    assert "unknown_person" in one_line_error(capsys)
+    assert main(["validate", str(broken), "--strict", "--allow", "unknown_person"]) == 0
+
+
+# -- cohort ------------------------------------------------------------------------------------
+def test_cohort_prints_attrition_and_writes_meds_labels(omop, tmp_path, capsys):
+    labels = tmp_path / "labels.parquet"
+    cohort = write_cohort(tmp_path)
+    assert main(["cohort", str(omop), "--cohort", str(cohort), "--labels", str(labels)]) == 0
+    out = capsys.readouterr().out
+    assert "with an index event" in out and "at least 180 days" in out
+    table = pq.read_table(labels)
+    assert table.column_names[:3] == list(LABEL_CORE_COLUMNS)
+    assert {"event_time", "censor_time", "duration"} <= set(table.column_names)
+    back = read_survival_labels(labels)
+    assert len(back) > 50 and back["event"].sum() > 0
+    assert (back["duration"] <= 3 * 365.25 + 1e-6).all()
+
+
+def test_atlas_concept_set_gives_the_same_cohort(omop, tmp_path, capsys):
+    items = [
+        {"concept": {"CONCEPT_ID": HEART_FAILURE}, "includeDescendants": True, "isExcluded": False},
+        {"concept": {"CONCEPT_ID": 123}, "includeDescendants": False, "isExcluded": True},
+    ]
+    (tmp_path / "hf.json").write_text(json.dumps({"items": items}))
+    toml_labels, atlas_labels = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    cohort = write_cohort(tmp_path)
+    assert main(["cohort", str(omop), "--cohort", str(cohort), "--labels", str(toml_labels)]) == 0
+    cohort = write_cohort(tmp_path, outcome='atlas = "hf.json"')
+    assert main(["cohort", str(omop), "--cohort", str(cohort), "--labels", str(atlas_labels)]) == 0
+    pd.testing.assert_frame_equal(
+        read_survival_labels(toml_labels), read_survival_labels(atlas_labels)
+    )
+
+
+def test_concept_set_descendants_and_exclusions():
+    tree = {1: [1, 2, 3], 4: [4, 5]}
+    expand = lambda ids: [d for i in ids for d in tree.get(i, [i])]  # noqa: E731
+    items = {
+        "items": [
+            {"concept": {"CONCEPT_ID": 1}, "includeDescendants": True},
+            {"concept": {"CONCEPT_ID": 4}, "includeDescendants": False},
+            {"concept": {"CONCEPT_ID": 3}, "includeDescendants": False, "isExcluded": True},
+        ]
+    }
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(items, f)
+    assert ConceptSet.from_atlas(f.name).resolve(expand) == [1, 2, 4]
+    with pytest.raises(CliError, match="needs a vocabulary"):
+        ConceptSet(include=((1, True),)).resolve(None)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def _without_person(omop: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "no_person"
+    shutil.copytree(omop, folder)
+    (folder / "person.parquet").unlink()
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_folder", "does not exist"),
+        ("missing_table", "person"),
+        ("empty_cohort", "empty cohort"),
+        ("outcome_never_observed", "never observed"),
+        ("bad_toml", "not valid TOML"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_1(case, match, omop, tmp_path, capsys):
+    path, cohort = omop, write_cohort(tmp_path)
+    if case == "missing_folder":
+        path = tmp_path / "nowhere"
+    elif case == "missing_table":
+        path = _without_person(omop, tmp_path)
+    elif case == "empty_cohort":  # the ingredients alone: no exposure is coded with them
+        cohort = write_cohort(tmp_path, desc="false")
+    elif case == "outcome_never_observed":
+        cohort = write_cohort(tmp_path, outcome="concepts = [999999999]")
+    elif case == "bad_toml":
+        cohort.write_text("name = [")
+    labels = tmp_path / "labels.parquet"
+    assert main(["cohort", str(path), "--cohort", str(cohort), "--labels", str(labels)]) == 1
+    assert match in one_line_error(capsys)
+
+
+def test_unwritable_out_is_one_line_and_exit_1(omop, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    cohort = write_cohort(tmp_path)
+    out = blocker / "out"
+    assert main(["run", str(omop), "--cohort", str(cohort), "--out", str(out)]) == 1
+    assert "cannot write to output folder" in one_line_error(capsys)
+
+
+# -- run ---------------------------------------------------------------------------------------
+def test_run_writes_report_and_metrics_and_resumes_from_cache(omop, tmp_path, capsys):
+    out, cohort = tmp_path / "out", write_cohort(tmp_path)
+    argv = ["run", str(omop), "--cohort", str(cohort), "--out", str(out), "--profile", "smoke"]
+    assert main(argv) == 0
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 2
+    for heading in ("Metrics", "Cohort attrition", "Load report"):
+        assert f"<h2>{heading}</h2>" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["models"]) == {"BEHRT survival", "Cox, bag of codes", "Kaplan-Meier"}
+    c = metrics["models"]["Cox, bag of codes"]["Harrell C"]
+    assert c["lower"] <= c["estimate"] <= c["upper"]
+    stages = lambda: json.loads((out / "stages.json").read_text())["status"]  # noqa: E731
+    assert set(stages().values()) == {"ran"}
+
+    assert main(argv) == 0  # nothing changed: every stage comes from the cache
+    status = stages()
+    assert all(status[s] == "cached" for s in status if s != "report"), status
+
+    assert main([*argv, "--epochs", "1"]) == 0  # only fine-tuning and what follows rerun
+    status = stages()
+    assert [s for s, v in status.items() if v == "ran"] == ["finetune", "evaluate", "report"]
+    capsys.readouterr()
+
+
+# -- the GiBleed sample ------------------------------------------------------------------------
+GIBLEED = shared_data_dir() / "eunomia_gibleed"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not GIBLEED.is_dir(), reason="shared OMOP samples absent")
+def test_gibleed_new_users_of_nsaids_to_gi_bleeding(tmp_path, capsys):
+    cohort = tmp_path / "gibleed.toml"
+    cohort.write_text(
+        'name = "nsaid_gi_bleed"\nwashout_days = 365\nhorizon_years = 5\n'
+        "[index]\nconcepts = [1118084, 1124300]\ninclude_descendants = true\n"
+        "[outcome]\nconcepts = [192671]\ninclude_descendants = true\n"
+    )
+    labels = tmp_path / "labels.parquet"
+    assert main(["cohort", str(GIBLEED), "--cohort", str(cohort), "--labels", str(labels)]) == 0
+    assert "with an index event" in capsys.readouterr().out
+    back = read_survival_labels(labels)
+    assert len(back) > 1000 and back["event"].sum() > 50
