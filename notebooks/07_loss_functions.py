@@ -61,13 +61,16 @@ from ehrseq.survival import hazards_to_survival, life_table_hazards
 
 
 @dataclass(frozen=True)
-class Config:  # sigma, hidden, dropout and batch_size as in 07b_loss_comparison, which trains
+# sigma, hidden, dropout and batch_size as in 07b_loss_comparison, which trains
+class Config:
     profile: str = "book"
     seed: int = 7  # seed of the setup
-    sigma: float = 0.1  # temperature of the ranking loss (DeepHit's and pycox's default)
+    # temperature of the ranking loss (DeepHit's and pycox's default)
+    sigma: float = 0.1
     hidden: int = 64  # width of the patient state that the hazard head reads
     dropout: float = 0.1  # on the hidden layer and in the head
-    batch_size: int = 256  # patients per step; the ranking loss compares pairs within a batch
+    # patients per step; the ranking loss compares pairs within a batch
+    batch_size: int = 256
 
 
 cfg = for_profile(
@@ -82,7 +85,8 @@ ehrseq.seed_everything(cfg.seed)
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 CHAPTER = "07_loss_functions"
-start_claims(CHAPTER)  # no claims here (07b_loss_comparison tests them); clears older ones
+# no claims here (07b_loss_comparison tests them); clears older ones
+start_claims(CHAPTER)
 
 
 keep("sigma", cfg.sigma)
@@ -104,7 +108,8 @@ horizon_days = task.config.horizon_days
 keep("n_bins", n_bins)
 keep("bin_days", float(task.config.bin_days))
 keep("horizon_years", float(task.config.horizon_years))
-keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
+# "2 years"
+keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
 task.summary()
 
 # %% [markdown]
@@ -133,7 +138,8 @@ for split, (x, d, e) in data.items():
     assert int(d.max()) < n_bins and torch.isfinite(x).all()
 keep("n_features", n_features)
 n_train = len(data["train"][1])
-keep("rare_z", float(np.sqrt((n_train - 5) / 5)))  # z-score of a 0/1 feature 5 patients have
+# z-score of a 0/1 feature 5 patients have
+keep("rare_z", float(np.sqrt((n_train - 5) / 5)))
 print({split: tuple(x.shape) for split, (x, _, _) in data.items()})
 
 # %% [markdown]
@@ -166,11 +172,13 @@ print({split: tuple(x.shape) for split, (x, _, _) in data.items()})
 # %%
 def nll_from_logits(logits, durations, events):
     """Mean discrete-time NLL; a censoring in bin j has survived bin j."""
-    log_h, log_s = F.logsigmoid(logits), F.logsigmoid(-logits)  # (B, T): log h, log(1 - h)
+    # (B, T): log h, log(1 - h)
+    log_h, log_s = F.logsigmoid(logits), F.logsigmoid(-logits)
     k = torch.arange(logits.shape[1], device=logits.device)  # (T,)
     before = k < durations[:, None]  # (B, T): bins survived for sure
     at = k == durations[:, None]  # (B, T): the bin of the label
-    last = torch.where(events[:, None].bool(), log_h, log_s)  # (B, T): event or survived bin j
+    # (B, T): event or survived bin j
+    last = torch.where(events[:, None].bool(), log_h, log_s)
     ll = torch.where(before, log_s, 0.0) + torch.where(at, last, 0.0)  # (B, T)
     return -ll.sum(dim=1).mean()
 
@@ -186,14 +194,16 @@ def nll_from_logits(logits, durations, events):
 gen = torch.Generator().manual_seed(0)
 logits = 3.0 * torch.randn(8, 6, generator=gen)  # (B, T)
 logits[0, 0], logits[1, 2] = 40.0, -40.0  # hazards of 1 - 4e-18 and 4e-18
-durations = torch.tensor([0, 2, 5, 3, 1, 4, 5, 0])  # (B,) bin index of event or censoring
+# (B,) bin index of event or censoring
+durations = torch.tensor([0, 2, 5, 3, 1, 4, 5, 0])
 events = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1])  # (B,)
 
 k = torch.arange(logits.shape[1])
 targets = ((k == durations[:, None]) & (events[:, None] == 1)).float()  # (B, T), y_ik
 at_risk = (k <= durations[:, None]).float()  # (B, T), the person-period rows
-bce = F.binary_cross_entropy_with_logits(logits, targets, weight=at_risk, reduction="sum")
-bce = bce / logits.shape[0]
+# (B, T): a BCE term per person-period row, zero-weighted after the patient's bin
+bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none") * at_risk
+bce = bce.sum() / logits.shape[0]
 
 ours = nll_from_logits(logits, durations, events)
 library = hazard_nll(logits, durations, events)
@@ -252,13 +262,16 @@ numerics = pd.DataFrame(  # two levels of column names keep the headers short
 )
 
 assert torch.isfinite(event_exact[0]).all() and torch.isfinite(surv_exact[0]).all()
-assert torch.allclose(surv_exact[0][-1], torch.tensor(40.0))  # -log(1 - sigmoid(40)) = 40
+# -log(1 - sigmoid(40)) = 40
+assert torch.allclose(surv_exact[0][-1], torch.tensor(40.0))
 assert torch.isinf(surv_naive[-1])  # 1 - sigmoid(40) is exactly 0 in float32
 assert float(surv_clamped[0].max()) <= -np.log(eps) + 1e-3  # the clamp caps the loss
-assert float(surv_clamped[1][-1]) == 0.0 and float(surv_exact[1][-1]) > 0.99  # dead gradient
+# dead gradient
+assert float(surv_clamped[1][-1]) == 0.0 and float(surv_exact[1][-1]) > 0.99
 assert float(event_clamped[1][0]) == 0.0 and float(event_exact[1][0]) < -0.99
 keep("clamp_cap", float(-np.log(eps)))
-keep("surv_clamped_40", float(surv_clamped[0][-1]))  # float32 rounds 1 - eps: a bit under the cap
+# float32 rounds 1 - eps: a bit under the cap
+keep("surv_clamped_40", float(surv_clamped[0][-1]))
 numerics.astype("float64").round(4)
 
 # %% [markdown]
@@ -290,7 +303,7 @@ pair_risk = torch.tensor([0.9, 0.5, 0.6, 0.4, 0.8, 0.1])  # some model's risk sc
 
 
 def comparable_pairs(durations, events):
-    """A[i, j] = True when i had the event before j's time (or j was censored in i's bin)."""
+    """A[i, j] = True: i had the event before j's time, or j was censored in i's bin."""
     e = events.bool()
     earlier = durations[:, None] < durations[None, :]  # (B, B)
     tie_censored = (durations[:, None] == durations[None, :]) & ~e[None, :]  # (B, B)
@@ -312,7 +325,8 @@ pd.DataFrame(A.int().numpy(), index=names, columns=names).rename_axis(
 # %%
 concordant = (pair_risk[:, None] > pair_risk[None, :]).float()  # (B, B)
 c_pairs = float((A * concordant).sum() / A.sum())
-c_library = concordance_index(pair_durations.numpy(), pair_risk.numpy(), pair_events.numpy())
+toy = (pair_durations.numpy(), pair_risk.numpy(), pair_events.numpy())
+c_library = concordance_index(*toy)
 assert np.isclose(c_pairs, c_library)
 keep("n_comparable", int(A.sum()))
 keep("c_toy", c_pairs)
@@ -358,7 +372,8 @@ assert pair_matrix.shape == (6, 6) and torch.equal(pair_matrix > 0, A)  # the sa
 pair_logits = torch.randn(6, 5, generator=gen)  # (B, T) hazard logits of a model
 cum_risk = 1 - hazards_to_survival(torch.sigmoid(pair_logits))  # (B, T), F_i(t_k)
 at_earlier = cum_risk[:, pair_durations]  # (B, B): [a, i] = F_a(t_{j_i})
-diff_curves = at_earlier.diagonal()[:, None] - at_earlier.T  # (B, B): F_i(t_i) - F_j(t_i)
+# (B, B): F_i(t_i) - F_j(t_i)
+diff_curves = at_earlier.diagonal()[:, None] - at_earlier.T
 ours = ranking_from_differences(diff_curves, pair_durations, pair_events)
 library = pairwise_ranking_loss(cum_risk, pair_durations, pair_events, sigma=cfg.sigma)
 assert torch.allclose(ours, library)
@@ -386,9 +401,8 @@ assert torch.allclose(ours, library)
 # %%
 for lam in (0.0, 0.5, 2.0):
     both = hybrid_loss(logits, durations, events, rank_weight=lam, sigma=cfg.sigma)
-    rank = pairwise_ranking_loss(
-        1 - hazards_to_survival(torch.sigmoid(logits)), durations, events, sigma=cfg.sigma
-    )
+    risk = 1 - hazards_to_survival(torch.sigmoid(logits))  # (B, T): F(t) per bin
+    rank = pairwise_ranking_loss(risk, durations, events, sigma=cfg.sigma)
     assert torch.allclose(both, hazard_nll(logits, durations, events) + lam * rank)
 
 # %%
@@ -431,14 +445,15 @@ d_train, e_train_bins = data["train"][1], data["train"][2]
 bins = torch.arange(n_bins)
 followed = (d_train[:, None] >= bins).sum(dim=0)  # (T,), n_k: still followed in bin k
 n_events = torch.bincount(d_train[e_train_bins == 1], minlength=n_bins)  # (T,), d_k
-life_table = torch.as_tensor(  # (T,), the no-feature MLE n_events / followed (see below)
-    life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins), dtype=torch.float32
-)
+# (T,), the no-feature MLE n_events / followed (see below)
+life_table = life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins)
+life_table = torch.as_tensor(life_table, dtype=torch.float32)
 seen = n_events > 0
 assert torch.allclose(life_table[seen], (n_events / followed)[seen].float())
 assert (life_table > 0).all() and (life_table < 1).all()
 
-shared = torch.logit(life_table).clone().requires_grad_(True)  # one logit per bin, everyone
+# one logit per bin, everyone
+shared = torch.logit(life_table).clone().requires_grad_(True)
 nll_shared = hazard_nll(shared.expand(len(d_train), n_bins), d_train, e_train_bins)
 (grad,) = torch.autograd.grad(nll_shared, shared)
 assert grad[n_events > 0].abs().max() < 1e-5, grad

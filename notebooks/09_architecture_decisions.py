@@ -54,7 +54,12 @@ from IPython.display import display
 from lifelines import KaplanMeierFitter
 
 import ehrseq
-from ehrseq.baselines import FEATURE_BLOCKS, CoxBaseline, bag_of_codes, engineered_features
+from ehrseq.baselines import (
+    FEATURE_BLOCKS,
+    CoxBaseline,
+    bag_of_codes,
+    engineered_features,
+)
 from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
@@ -79,8 +84,10 @@ CHAPTER = "09_architecture_decisions"
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    seeds: tuple[int, ...] = (0,)  # seeds of the chosen configurations (the grid uses the first)
-    widths: tuple[int, ...] = (32, 64)  # grid: BEHRT's d_model, the LSTM's embedding and state
+    # seeds of the chosen configurations (the grid uses the first)
+    seeds: tuple[int, ...] = (0,)
+    # grid: BEHRT's d_model, the LSTM's embedding and state
+    widths: tuple[int, ...] = (32, 64)
     lrs_lstm: tuple[float, ...] = (3e-3, 1e-2)  # grid: peak learning rates of the LSTM
     lrs_behrt: tuple[float, ...] = (5e-4, 1e-3)  # grid: peak learning rates of BEHRT
     n_layers: int = 2  # transformer blocks of BEHRT (the LSTM has one layer)
@@ -88,7 +95,8 @@ class Config:
     ff_mult: int = 2  # feed-forward width of a block = ff_mult * d_model
     dropout: float = 0.1  # on embeddings, residual branches and the head
     epochs: int = 4  # most passes over the training patients, for both models
-    patience: int = 2  # stop when the validation loss has not improved for this many epochs
+    # stop when the validation loss has not improved for this many epochs
+    patience: int = 2
     batch_size: int = 128  # patients per optimiser step
     min_code_share: float = 0.02  # a feature is kept when this share of training has it
     penalizer: float = 0.3  # ridge penalty of the Cox models, on standardised features
@@ -172,7 +180,8 @@ task.summary()
 d_test, e_test = test["duration"].to_numpy(float), test["event"].to_numpy(int)
 d_train, e_train = train["duration"].to_numpy(float), train["event"].to_numpy(int)
 protocol = SurvivalProtocol(d_test, e_test, edges, d_train, e_train, n_boot=cfg.n_boot)
-table_protocol = dataclasses.replace(protocol, n_boot=cfg.n_boot_table)  # the table's intervals
+# the table's intervals
+table_protocol = dataclasses.replace(protocol, n_boot=cfg.n_boot_table)
 METRICS = list(protocol.metrics)
 
 # %% [markdown]
@@ -216,7 +225,8 @@ def fit_cox(features, name: str) -> CoxBaseline:
     with measure("cpu") as used:
         cox = CoxBaseline(penalizer=cfg.penalizer, min_share=cfg.min_code_share)
         cox.fit(features(task, "train"), d_train, e_train)
-    curves[name] = [cox.predict_survival(features(task, "test"), edges)]  # (n_test, n_bins)
+    # (n_test, n_bins)
+    curves[name] = [cox.predict_survival(features(task, "test"), edges)]
     costs[name] = {"parameters": cox.n_parameters, "train s": used.seconds}
     return cox
 
@@ -239,7 +249,9 @@ print(f"{cox_bag.n_parameters} features kept")
 block_rows, previous = [], curves["Cox, bag of codes"]
 for k in range(1, len(FEATURE_BLOCKS) + 1):
     blocks = FEATURE_BLOCKS[:k]
-    name = "Cox, engineered features" if k == len(FEATURE_BLOCKS) else f"Cox, {' + '.join(blocks)}"
+    name = f"Cox, {' + '.join(blocks)}"
+    if k == len(FEATURE_BLOCKS):
+        name = "Cox, engineered features"
     cox = fit_cox(lambda t, s, b=blocks: engineered_features(t, s, b), name)
     step = protocol.difference(name, curves[name], "previous", previous, "Harrell C")
     block_rows.append(
@@ -277,14 +289,16 @@ concept_name = task.cohort.vocabulary.concept.set_index("concept_id")["concept_n
 
 def describe(column: str) -> str:
     """A readable name for an engineered feature (labs by their concept name)."""
-    for prefix, label in [("lab_last_", "last {}"), ("lab_missing_", "{} not measured")]:
+    labels = {"lab_last_": "last {}", "lab_missing_": "{} not measured"}
+    for prefix, label in labels.items():
         if column.startswith(prefix):
             name = str(concept_name.get(int(column.removeprefix(prefix)), column))
             return label.format(name.split(" [")[0])
     if column.startswith("lab_slope_"):
         name = str(concept_name.get(int(column.removeprefix("lab_slope_")), column))
         return f"slope of {name.split(' [')[0]}"
-    return {"age_years": "age", "male": "male sex"}.get(column, column.replace("_", " "))
+    named = {"age_years": "age", "male": "male sex"}
+    return named.get(column, column.replace("_", " "))
 
 
 ranked = cox_engineered.model_.params_.sort_values(key=np.abs, ascending=False)
@@ -297,7 +311,8 @@ keep(
 )
 keep("n_train_events", int(e_train.sum()))
 top = ranked.head(10)
-top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd").to_frame().round(3)
+top = top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd")
+top.to_frame().round(3)
 
 # %% [markdown]
 # {glue:text}`age_rank_phrase`. Read the order with care. Age and sex are one column each,
@@ -379,7 +394,8 @@ def flat_behrt(width: int) -> SurvivalModel:
 flat_batch = task.dataset("train").batch(np.arange(4))
 out = flat_behrt(cfg.widths[0])(flat_batch)
 assert out.logits.shape == (flat_batch["codes"].shape[0], n_bins)
-print(f"flat batch: codes {tuple(flat_batch['codes'].shape)} -> hazards {tuple(out.hazards.shape)}")
+codes_shape, hazards_shape = tuple(flat_batch["codes"].shape), tuple(out.hazards.shape)
+print(f"flat batch: codes {codes_shape} -> hazards {hazards_shape}")
 
 # %% [markdown]
 # ## Train: the same tuning budget for both
@@ -414,7 +430,8 @@ for name, (make, hierarchical, lrs) in grid.items():
                 device=device,
                 name=f"{name} d={width} lr={lr:g}",
             )
-            assert runs.learned(), (name, width, lr)  # finite, and the training loss went down
+            # finite, and the training loss went down
+            assert runs.learned(), (name, width, lr)
             grid_runs[name, width, lr] = runs
             grid_rows.append(
                 {
@@ -471,10 +488,11 @@ for name, row in grid_table.loc[chosen_rows].set_index("model").iterrows():
 # that built this page).
 
 # %%
-results = pd.DataFrame(
-    [table_protocol.evaluate(name, survs, costs.get(name)) for name, survs in curves.items()]
-).set_index("model")
-shown = results.drop(columns="peak MiB", errors="ignore") if device.type == "cpu" else results
+rows = [table_protocol.evaluate(n, survs, costs.get(n)) for n, survs in curves.items()]
+results = pd.DataFrame(rows).set_index("model")
+shown = results
+if device.type == "cpu":
+    shown = results.drop(columns="peak MiB", errors="ignore")
 table = format_table(shown, METRICS).map(lambda v: v.replace(" ", "\u00a0"))  # no wrap
 ranking = ["Harrell C", "Uno C", "Antolini C", "AUROC"]
 display(table[ranking])
@@ -510,7 +528,10 @@ pairs = {
     "oracle_vs_best": ("oracle", best),
 }
 claims = {  # key: (claim, source); recorded for the results page
-    "behrt_vs_cox_bag": ("BEHRT beats a Cox model on a bag of codes (Harrell C)", "li2020behrt"),
+    "behrt_vs_cox_bag": (
+        "BEHRT beats a Cox model on a bag of codes (Harrell C)",
+        "li2020behrt",
+    ),
     "behrt_vs_cox_engineered": (
         "BEHRT beats a Cox model on engineered features (Harrell C)",
         "this book",
@@ -532,7 +553,8 @@ compared = pd.concat(
     [protocol.compare(a, curves[a], b, curves[b]) for a, b in pairs.values()],
     ignore_index=True,
 )
-record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
+# glues verdict_*, diff_* for every pair
+record_comparisons(CHAPTER, compared, pairs, claims)
 keep_table("differences", compared, floatfmt="{:+.4f}")
 
 # %% [markdown]
@@ -564,7 +586,8 @@ keep("oracle_c_upper", float(results.loc["oracle", "Harrell C upper"]))
 neural = ("LSTM", "flat BEHRT")
 one_seed = len(cfg.seeds) == 1 and best in neural
 keep("best", best + (" (a network trained from one seed)" if one_seed else ""))
-gap = compared.set_index(["comparison", "metric"]).loc[(f"oracle - {best}", "Harrell C")]
+by_pair = compared.set_index(["comparison", "metric"])
+gap = by_pair.loc[(f"oracle - {best}", "Harrell C")]
 if gap["lower"] > 0:
     below = (
         f"is {gap['difference']:.3f} below it (paired interval {gap['lower']:.3f} to "
@@ -572,36 +595,40 @@ if gap["lower"] > 0:
     )
 else:
     below = (
-        f"cannot be told from it at this size (oracle minus {best}: {gap['difference']:+.3f}, "
-        f"paired interval {gap['lower']:+.3f} to {gap['upper']:+.3f})"
+        f"cannot be told from it at this size (oracle minus {best}: "
+        f"{gap['difference']:+.3f}, paired interval {gap['lower']:+.3f} to "
+        f"{gap['upper']:+.3f})"
     )
 keep("below_ceiling", below)
 if 0.5 < r[best] < r["oracle"]:
     share = (r[best] - 0.5) / (r["oracle"] - 0.5)
-    keep("share_closed", f"it covers {share:.0%} of the way from a coin (0.5) to the ceiling")
+    closed = f"it covers {share:.0%} of the way from a coin (0.5) to the ceiling"
+    keep("share_closed", closed)
 elif r[best] <= 0.5:
     keep("share_closed", "it ranks the patients no better than a coin (0.5)")
 else:
-    keep("share_closed", "its estimate reaches the ceiling, which only noise can explain")
+    closed = "its estimate reaches the ceiling, which only noise can explain"
+    keep("share_closed", closed)
 
 ipa = 1.0 - results["IBS"] / results.loc["Kaplan-Meier (no features)", "IBS"]
 for model, key in short.items():
     x = float(ipa[model])
     keep(f"{key}_ipa", x)
     # a negative share would read "removes -3 %": say instead that the score got worse
-    keep(f"{key}_ipa_text", f"{max(x, 0.0):.0%}" if x > -0.005 else f"none (it is {-x:.0%} worse)")
+    ipa_text = f"{max(x, 0.0):.0%}" if x > -0.005 else f"none (it is {-x:.0%} worse)"
+    keep(f"{key}_ipa_text", ipa_text)
 if len(cfg.seeds) == 1:
     keep(
         "seed_note",
-        "a seed that trains differently moves a network's C too, and with one seed this run "
-        "cannot say by how much; the `full` profile trains more seeds",
+        "a seed that trains differently moves a network's C too, and with one seed "
+        "this run cannot say by how much; the `full` profile trains more seeds",
     )
 else:
     keep(
         "seed_note",
-        "a network's C in the table is the mean over its seeds, and each paired difference "
-        "averages the seeds' curves first; how far a single seed strays is not part of the "
-        "interval",
+        "a network's C in the table is the mean over its seeds, and each paired "
+        "difference averages the seeds' curves first; how far a single seed strays is "
+        "not part of the interval",
     )
 
 assert r["oracle"] > 0.5 and r["Cox, bag of codes"] > 0.5
@@ -609,7 +636,8 @@ assert results.loc["oracle", "IBS"] < results.loc["Kaplan-Meier (no features)", 
 if cfg.profile != "smoke":
     assert (r[models] > 0.6).all(), r[models]
     assert (r["oracle"] > r[models]).all()
-    assert (results.loc[models, "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]).all()
+    km_ibs = results.loc["Kaplan-Meier (no features)", "IBS"]
+    assert (results.loc[models, "IBS"] < km_ibs).all()
 
 # %% [markdown]
 # **How far from the ceiling.** On the {glue:text}`n_test` test patients

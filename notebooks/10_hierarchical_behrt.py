@@ -55,10 +55,22 @@ from scipy.optimize import brentq
 from torch import nn
 
 import ehrseq
-from ehrseq.book import keep, keep_table, plural, record_claim, record_comparisons, start_claims
+from ehrseq.book import (
+    keep,
+    keep_table,
+    plural,
+    record_claim,
+    record_comparisons,
+    start_claims,
+)
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
+from ehrseq.evaluate import (
+    HIGHER_IS_BETTER,
+    SurvivalProtocol,
+    format_table,
+    plot_comparison,
+)
 from ehrseq.losses import hazard_nll
 from ehrseq.models import (
     AttentionPool,
@@ -92,7 +104,8 @@ class Config:
     d_ff: int = 128  # feed-forward width of a transformer block
     dropout: float = 0.1  # on embeddings, residual branches and the head
     epochs: int = 4  # most passes over the training patients
-    patience: int = 2  # stop when the validation loss has not improved for this many epochs
+    # stop when the validation loss has not improved for this many epochs
+    patience: int = 2
     batch_size: int = 128  # patients per optimiser step
     lr: float = 1e-3  # peak learning rate
     n_boot: int = 200  # bootstrap resamples of every paired difference
@@ -160,11 +173,14 @@ task.summary()
 # %%
 train_set = task.dataset("train")
 spread = np.argsort(train_set.lengths, kind="stable")  # short to long histories
-batch = train_set.batch(spread[np.linspace(0, len(spread) - 1, 6).astype(int)], hierarchical=True)
+# six patients, from the shortest history to the longest
+six = spread[np.linspace(0, len(spread) - 1, 6).astype(int)]
+batch = train_set.batch(six, hierarchical=True)
 B, V, C = batch["codes"].shape
 assert batch["code_mask"].shape == (B, V, C) and batch["visit_mask"].shape == (B, V)
 assert batch["ages"].shape == batch["time_deltas"].shape == (B, V)
-assert not (batch["code_mask"] & ~batch["visit_mask"][..., None]).any()  # no code in a pad
+# no code in a pad
+assert not (batch["code_mask"] & ~batch["visit_mask"][..., None]).any()
 for key, value in batch.items():  # one line per tensor: name and shape
     print(f"{key:>14}: {tuple(value.shape)}")
 pd.DataFrame(
@@ -196,17 +212,23 @@ pd.DataFrame(
 
 
 # %%
-def attention_pool(pool: AttentionPool, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Pool each set of vectors x (N, C, d) over its real members (mask (N, C)) -> (N, d)."""
+def attention_pool(
+    pool: AttentionPool,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Pool each set x (N, C, d) over its real members (mask (N, C)) into (N, d)."""
     N, C, d = x.shape
     H = pool.n_heads
     q = pool.query.view(H, d // H)  # (H, d_h): one learned query per head
     k = pool.k_proj(x).view(N, C, H, d // H)  # (N, C, H, d_h)
     v = pool.v_proj(x).view(N, C, H, d // H)  # (N, C, H, d_h)
     scores = torch.einsum("hk,nchk->nhc", q, k) / math.sqrt(d // H)  # (N, H, C)
-    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))  # padding gets no weight
+    # padding gets no weight
+    scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
     alpha = scores.softmax(dim=-1)  # (N, H, C), sums to 1 over the real codes
-    y = torch.einsum("nhc,nchk->nhk", alpha, v).reshape(N, d)  # heads side by side, (N, d)
+    # heads side by side, (N, d)
+    y = torch.einsum("nhc,nchk->nhk", alpha, v).reshape(N, d)
     return pool.o_proj(y)
 
 
@@ -214,7 +236,8 @@ torch.manual_seed(0)
 pool = AttentionPool(d_model=16, n_heads=4).eval()
 nn.init.normal_(pool.query)  # a non-zero query, so the weights are not uniform
 x = torch.randn(5, 7, 16)  # 5 visits, up to 7 codes, d = 16
-mask = torch.arange(7) < torch.tensor([7, 3, 1, 5, 2])[:, None]  # (5, 7): real codes first
+# (5, 7): real codes first
+mask = torch.arange(7) < torch.tensor([7, 3, 1, 5, 2])[:, None]
 assert pool(x, mask).shape == (5, 16)
 assert torch.allclose(attention_pool(pool, x, mask), pool(x, mask), atol=1e-6)
 
@@ -238,7 +261,8 @@ pooled = pool(x_grad, empty)
 pooled.sum().backward()
 assert torch.isfinite(pooled).all() and (pooled[2] == 0).all()  # library: exact zero
 assert torch.isfinite(x_grad.grad).all()  # and finite gradients
-assert torch.allclose(pooled[[0, 1, 3, 4]], pool(x, mask)[[0, 1, 3, 4]])  # others unchanged
+# others unchanged
+assert torch.allclose(pooled[[0, 1, 3, 4]], pool(x, mask)[[0, 1, 3, 4]])
 
 # %% [markdown]
 # ### Level 2: the visit embedding and a causal transformer across visits
@@ -255,9 +279,9 @@ assert torch.allclose(pooled[[0, 1, 3, 4]], pool(x, mask)[[0, 1, 3, 4]])  # othe
 
 # %%
 days = torch.tensor([0.0, 1, 7, 30, 91, 365, 730, 1826])
-pd.DataFrame(
-    {"days since previous visit": days.int().numpy(), "time bin": log_time_bins(days, 32, 36525.0)}
-).set_index("days since previous visit").T
+gaps = pd.Series(log_time_bins(days, 32, 36525.0), name="time bin")
+gaps.index = pd.Index(days.int().numpy(), name="days since previous visit")
+gaps.to_frame().T
 
 # %% [markdown]
 # A stack of pre-LayerNorm transformer blocks then attends **causally across visits**:
@@ -268,9 +292,8 @@ pd.DataFrame(
 # {doc}`10b_hierarchy_scaling` measures what that costs. Shapes, level by level:
 
 # %%
-hcfg_demo = HierarchicalConfig.from_vocab(
-    task.vocab, d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_ff=cfg.d_ff
-)
+sizes = {"d_model": cfg.d_model, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads}
+hcfg_demo = HierarchicalConfig.from_vocab(task.vocab, **sizes, d_ff=cfg.d_ff)
 model = HierarchicalBehrt(hcfg_demo).eval()
 inputs = hierarchical_inputs(batch)
 z = model.visit_encoder(
@@ -278,10 +301,12 @@ z = model.visit_encoder(
 )  # (B, V, d)
 h0 = model.embeddings(z, inputs["ages"], inputs["time_deltas"])  # (B, V, d)
 states = model(**inputs)  # (B, V, d): a pure encoder, one state per visit
-out = SurvivalModel(model, VisitHazardHead(cfg.d_model)).eval()(batch)  # per-visit hazards (B, V)
+# per-visit hazards (B, V)
+out = SurvivalModel(model, VisitHazardHead(cfg.d_model)).eval()(batch)
 assert z.shape == h0.shape == states.shape == (B, V, cfg.d_model)
 assert isinstance(model.embeddings, VisitEmbeddings)
-assert (z[~inputs["visit_mask"]] == 0).all() and (states[~inputs["visit_mask"]] == 0).all()
+padded = ~inputs["visit_mask"]  # (B, V)
+assert (z[padded] == 0).all() and (states[padded] == 0).all()
 assert out.hazards.shape == (B, V) and (out.hazards[~out.mask] == 0).all()
 print(
     f"codes {tuple(inputs['codes'].shape)} -> visits {tuple(z.shape)}"
@@ -302,7 +327,11 @@ print(
 
 
 # %%
-def scramble(t: torch.Tensor, where: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def scramble(
+    t: torch.Tensor,
+    where: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """Replace the entries of t at `where` by random values of the same kind."""
     if t.dtype == torch.long:
         noise = torch.randint(5, len(task.vocab), t.shape, generator=generator)
@@ -334,14 +363,17 @@ with torch.no_grad():
 
     # 3. leakage: change every visit after the first one of each patient
     later = torch.arange(V) >= 1  # (V,)
-    future = later[None, :, None] & inputs["code_mask"]  # (B, V, C) real codes after visit 0
+    # (B, V, C) real codes after visit 0
+    future = later[None, :, None] & inputs["code_mask"]
+    older = later & inputs["visit_mask"]  # (B, V): the real visits after the first
     edited = {
         **inputs,
         "codes": scramble(inputs["codes"], future, g),
-        "ages": torch.where(later & inputs["visit_mask"], inputs["ages"] + 3.0, inputs["ages"]),
+        "ages": torch.where(older, inputs["ages"] + 3.0, inputs["ages"]),
     }
     causal, changed = model(**inputs), model(**edited)  # (B, V, d) visit states
-    assert torch.allclose(changed[:, 0], causal[:, 0], atol=1e-6)  # visit 0 blind to later
+    # visit 0 blind to later
+    assert torch.allclose(changed[:, 0], causal[:, 0], atol=1e-6)
     assert not torch.allclose(changed[:, 1:], causal[:, 1:])  # edit is real
     leaky = model(**edited, causal=False)[:, 0]
     assert not torch.allclose(leaky, model(**inputs, causal=False)[:, 0])  # teeth
@@ -357,7 +389,8 @@ with torch.no_grad():
         if not after.any():
             continue
         edited = {**inputs, "codes": scramble(inputs["codes"], after, g)}
-        assert torch.allclose(model(**edited)[:, : t + 1], causal[:, : t + 1], atol=1e-6), t
+        up_to_t = model(**edited)[:, : t + 1]
+        assert torch.allclose(up_to_t, causal[:, : t + 1], atol=1e-6), t
 
 # %% [markdown]
 # ### The survival head: the same as for every model
@@ -375,7 +408,10 @@ def bin_head(d_model: int) -> BinHazardHead:
     return BinHazardHead(d_model, n_bins, dropout=cfg.dropout, base_hazards=life_table)
 
 
-def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> SurvivalModel:
+def flat_behrt(
+    max_len: int = task.config.max_len,
+    max_visits: int = 512,
+) -> SurvivalModel:
     bcfg = BehrtConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -389,7 +425,10 @@ def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> Sur
     return SurvivalModel(BehrtEncoder(bcfg), bin_head(bcfg.d_model))
 
 
-def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> SurvivalModel:
+def hierarchical(
+    time_embedding: str = "log_bins",
+    n_code_layers: int = 0,
+) -> SurvivalModel:
     hcfg = HierarchicalConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -412,7 +451,11 @@ keep("n_flat", n_flat)
 keep("n_hier", n_hier)
 keep("param_ratio", n_hier / n_flat)
 pd.Series(
-    {"flat BEHRT": n_flat, "hierarchical BEHRT": n_hier, "hierarchical, no gaps": n_hier_no_dt},
+    {
+        "flat BEHRT": n_flat,
+        "hierarchical BEHRT": n_hier,
+        "hierarchical, no gaps": n_hier_no_dt,
+    },
     name="trainable parameters",
 ).to_frame()
 
@@ -475,17 +518,21 @@ km = KaplanMeierFitter().fit(d_train, e_train)
 km_surv = np.tile(km.survival_function_at_times(edges).to_numpy(), (len(test), 1))
 oracle_surv = task.oracle_survival("test")  # (n_test, n_bins)
 curves = {"Kaplan-Meier (no features)": [km_surv], "oracle": [oracle_surv], **curves}
-results = pd.DataFrame([table_protocol.evaluate(n, s, costs.get(n)) for n, s in curves.items()])
-results = results.set_index("model")
-shown = format_table(results, list(protocol.metrics))  # "estimate [lower, upper]" per metric
+rows = [table_protocol.evaluate(n, s, costs.get(n)) for n, s in curves.items()]
+results = pd.DataFrame(rows).set_index("model")
+# "estimate [lower, upper]" per metric
+shown = format_table(results, list(protocol.metrics))
 curve_metrics = ["IBS", "calibration error"]  # how good the predicted curves are
-rank_metrics = [m for m in protocol.metrics if m not in curve_metrics]  # how well they rank
+# how well they rank
+rank_metrics = [m for m in protocol.metrics if m not in curve_metrics]
 cost_columns = ["parameters", "s / epoch", "activations MiB"]
 cost_columns += [] if device.type == "cpu" else ["peak MiB"]
-keep_table("protocol_ranking", shown[rank_metrics])  # two narrow tables rather than one wide
+# two narrow tables rather than one wide
+keep_table("protocol_ranking", shown[rank_metrics])
 keep_table("protocol_curves", shown[curve_metrics + cost_columns])
 outside = int((results["calibration error"] < results["calibration error lower"]).sum())
-keep("cal_outside_text", f"in {outside} of the {len(results)} rows" if outside else "in no row")
+outside_text = f"in {outside} of the {len(results)} rows" if outside else "in no row"
+keep("cal_outside_text", outside_text)
 
 # %% [markdown]
 # How well each model ranks the test patients (the three C-indices and the AUROC of the risk
@@ -541,22 +588,30 @@ pairs = {
     "oracle_vs_hier": ("oracle", "hierarchical BEHRT"),
 }
 claims = {  # key: (claim, source); recorded for the results page
-    "hier_vs_flat": ("a hierarchical BEHRT beats a flat BEHRT (Harrell C)", "li2023hibehrt"),
-    "gaps_help": ("the time-gap embedding helps the hierarchical model (Harrell C)", "this book"),
+    "hier_vs_flat": (
+        "a hierarchical BEHRT beats a flat BEHRT (Harrell C)",
+        "li2023hibehrt",
+    ),
+    "gaps_help": (
+        "the time-gap embedding helps the hierarchical model (Harrell C)",
+        "this book",
+    ),
 }
 compared = pd.concat(
     [protocol.compare(a, curves[a], b, curves[b]) for a, b in pairs.values()],
     ignore_index=True,
 )
-record_comparisons(CHAPTER, compared, pairs, claims)  # glues verdict_*, diff_* for every pair
+# glues verdict_*, diff_* for every pair
+record_comparisons(CHAPTER, compared, pairs, claims)
 keep(
     "seed_note",
-    "With one training seed per model, the intervals cover the sampling of test patients but "
-    "not the variation between training runs: a verdict says that these trained models differ, "
-    "not that every training run would."
+    "With one training seed per model, the intervals cover the sampling of test "
+    "patients but not the variation between training runs: a verdict says that these "
+    "trained models differ, not that every training run would."
     if len(cfg.seeds) == 1
-    else f"The metrics are averaged over {plural(len(cfg.seeds), 'training seed')}; the "
-    "intervals cover the sampling of test patients, not the variation between training runs.",
+    else f"The metrics are averaged over {plural(len(cfg.seeds), 'training seed')}; "
+    "the intervals cover the sampling of test patients, not the variation between "
+    "training runs.",
 )
 
 
@@ -574,7 +629,7 @@ def with_interval(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         "difference [95% interval]",
         [
             f"{signed(d, digits)} [{signed(lo, digits)}, {signed(hi, digits)}]"
-            for d, lo, hi in zip(table["difference"], table["lower"], table["upper"], strict=True)
+            for d, lo, hi in table[["difference", "lower", "upper"]].to_numpy()
         ],
     )
     return out
@@ -603,9 +658,8 @@ for model, key in short.items():
     if model in runs:
         keep(f"{key}_seconds", float(results.loc[model, "train s"]))
         keep(f"{key}_epoch_s", float(results.loc[model, "s / epoch"]))
-epoch_speedup = float(
-    results.loc["flat BEHRT", "s / epoch"] / results.loc["hierarchical BEHRT", "s / epoch"]
-)
+epoch_s = results["s / epoch"]
+epoch_speedup = float(epoch_s["flat BEHRT"] / epoch_s["hierarchical BEHRT"])
 keep("epoch_speedup", epoch_speedup)
 if 1 / 1.1 < epoch_speedup < 1.1:
     epoch_text = "an epoch of either model takes about as long (within 10 %)"
@@ -616,16 +670,16 @@ elif epoch_speedup > 1:
     )
 else:
     epoch_text = (
-        f"an epoch of the hierarchical model takes {1 / epoch_speedup:.1f} times as long"
-        " as one of the flat model"
+        f"an epoch of the hierarchical model takes {1 / epoch_speedup:.1f} times as "
+        "long as one of the flat model"
     )
 keep("epoch_ratio_text", epoch_text)
 nogap_c = float(results.loc["hierarchical, no gaps", "Harrell C"])
 keep(
     "nogap_chance_note",
-    ", below the 0.5 of a random ranking: at this size the model without gaps has not learned"
-    " to rank the patients, and the difference that follows compares a working model with a"
-    " failed one"
+    ", below the 0.5 of a random ranking: at this size the model without gaps has not "
+    "learned to rank the patients, and the difference that follows compares a working "
+    "model with a failed one"
     if nogap_c < 0.5
     else "",
 )
@@ -636,7 +690,8 @@ assert results.loc["oracle", "IBS"] < results.loc["Kaplan-Meier (no features)", 
 if cfg.profile != "smoke":
     assert (r[models] > 0.6).all(), r[models]
     assert (r["oracle"] > r[models]).all()
-    assert (results.loc[models, "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]).all()
+    km_ibs = results.loc["Kaplan-Meier (no features)", "IBS"]
+    assert (results.loc[models, "IBS"] < km_ibs).all()
 
 # %% [markdown]
 # **Flat against hierarchical.** On the same {glue:text}`n_test` test patients
@@ -702,7 +757,7 @@ if cfg.profile != "smoke":
 
 # %%
 def survival_to_hazards(surv: np.ndarray) -> np.ndarray:
-    """h_k = 1 - S_k / S_{k-1} (S_0 = 1), the inverse of ``hazards_to_survival``; (n, K)."""
+    """h_k = 1 - S_k / S_{k-1} with S_0 = 1, the inverse of ``hazards_to_survival``."""
     previous = np.concatenate([np.ones((len(surv), 1)), surv[:, :-1]], axis=1)
     return 1.0 - surv / np.clip(previous, 1e-12, None)
 
@@ -714,10 +769,15 @@ def hazard_logits(surv: np.ndarray) -> np.ndarray:
 
 def shifted(surv: np.ndarray, delta: float, slope: float = 1.0) -> np.ndarray:
     """Survival after replacing every hazard logit z by ``delta + slope * z``."""
-    return hazards_to_survival(1.0 / (1.0 + np.exp(-(delta + slope * hazard_logits(surv)))))
+    z = delta + slope * hazard_logits(surv)  # (n, K)
+    return hazards_to_survival(1.0 / (1.0 + np.exp(-z)))
 
 
-def fit_intercept_slope(surv: np.ndarray, bins: np.ndarray, events: np.ndarray) -> np.ndarray:
+def fit_intercept_slope(
+    surv: np.ndarray,
+    bins: np.ndarray,
+    events: np.ndarray,
+) -> np.ndarray:
     """(a, b) minimising the hazard NLL of the labels for logits a + b * logit(h)."""
     z = torch.tensor(hazard_logits(surv), dtype=torch.float64)  # (n, K)
     ab = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
@@ -725,7 +785,8 @@ def fit_intercept_slope(surv: np.ndarray, bins: np.ndarray, events: np.ndarray) 
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = hazard_nll(ab[0] + ab[1] * z, torch.as_tensor(bins), torch.as_tensor(events))
+        logits = ab[0] + ab[1] * z  # (n, K)
+        loss = hazard_nll(logits, torch.as_tensor(bins), torch.as_tensor(events))
         loss.backward()
         return loss
 
@@ -736,10 +797,10 @@ def fit_intercept_slope(surv: np.ndarray, bins: np.ndarray, events: np.ndarray) 
 val = task.frame("val")
 km_val = KaplanMeierFitter().fit(val["duration"], val["event"])
 observed_val = 1.0 - float(km_val.survival_function_at_times(edges[-1]).iloc[0])
-hier_val = [
-    predict_survival(m, task, "val", hierarchical=True) for m in trained["hierarchical BEHRT"]
-]
-assert np.allclose(shifted(hier_val[0], 0.0), hier_val[0], atol=1e-6)  # delta = 0: the same
+hier_models = trained["hierarchical BEHRT"]
+hier_val = [predict_survival(m, task, "val", hierarchical=True) for m in hier_models]
+# delta = 0: the same
+assert np.allclose(shifted(hier_val[0], 0.0), hier_val[0], atol=1e-6)
 deltas = [
     brentq(lambda d, s=s: (1.0 - shifted(s, d)[:, -1]).mean() - observed_val, -5.0, 5.0)
     for s in hier_val
@@ -747,11 +808,11 @@ deltas = [
 curves["hierarchical, recalibrated"] = [
     shifted(s, d) for s, d in zip(curves["hierarchical BEHRT"], deltas, strict=True)
 ]
-scalings = [
-    fit_intercept_slope(s, val["bin"].to_numpy(), val["event"].to_numpy()) for s in hier_val
-]
+val_bins, val_events = val["bin"].to_numpy(), val["event"].to_numpy()
+scalings = [fit_intercept_slope(s, val_bins, val_events) for s in hier_val]
+hier_test = curves["hierarchical BEHRT"]
 curves["hierarchical, rescaled"] = [
-    shifted(s, a, b) for s, (a, b) in zip(curves["hierarchical BEHRT"], scalings, strict=True)
+    shifted(s, a, b) for s, (a, b) in zip(hier_test, scalings, strict=True)
 ]
 calibration = pd.DataFrame(
     [
@@ -766,9 +827,17 @@ calibration = pd.DataFrame(
         )
     ]
 )
-cal_keys = ("oracle_hier", "hier_km", "recal_hier", "recal_oracle", "scaled_hier", "scaled_oracle")
+cal_keys = (
+    "oracle_hier",
+    "hier_km",
+    "recal_hier",
+    "recal_oracle",
+    "scaled_hier",
+    "scaled_oracle",
+)
 for key, (_, row) in zip(cal_keys, calibration.iterrows(), strict=True):
-    digits = 3  # as many decimals as it takes for the two ends of the interval to differ
+    # as many decimals as it takes for the two ends of the interval to differ
+    digits = 3
     while digits < 6 and signed(row["lower"], digits) == signed(row["upper"], digits):
         digits += 1
     ends = f"{signed(row['lower'], digits)} to {signed(row['upper'], digits)}"
@@ -794,24 +863,23 @@ keep("scale_a", float(np.mean([a for a, _ in scalings])))
 scale_b = float(np.mean([b for _, b in scalings]))
 keep("scale_b", scale_b)
 if scale_b < 0.9:
-    slope_text = "below one: the model's hazard logits were too spread out across patients"
+    slope_text = "below one: the model's hazard logits were too spread out"
+    slope_text += " across patients"
 elif scale_b > 1.1:
     slope_text = "above one: the model's hazard logits were too timid across patients"
 else:
     slope_text = "close to one: the spread of the model's hazards was about right"
 keep("slope_text", slope_text)
-keep(
-    "scaled_cal",
-    protocol.metrics["calibration error"](d_test, e_test, curves["hierarchical, rescaled"][0]),
-)
+calibration_error = protocol.metrics["calibration error"]
+rescaled = curves["hierarchical, rescaled"][0]
+keep("scaled_cal", calibration_error(d_test, e_test, rescaled))
 keep("mean_risk_hier", mean_risk["hierarchical BEHRT"])
 keep("mean_risk_recal", mean_risk["hierarchical, recalibrated"])
 km_test = KaplanMeierFitter().fit(d_test, e_test)
-keep("observed_test", 1.0 - float(km_test.survival_function_at_times(edges[-1]).iloc[0]))
-keep(
-    "recal_cal",
-    protocol.metrics["calibration error"](d_test, e_test, curves["hierarchical, recalibrated"][0]),
-)
+km_at_horizon = float(km_test.survival_function_at_times(edges[-1]).iloc[0])
+keep("observed_test", 1.0 - km_at_horizon)
+recalibrated = curves["hierarchical, recalibrated"][0]
+keep("recal_cal", calibration_error(d_test, e_test, recalibrated))
 keep_table("calibration", with_interval(calibration).drop(columns="metric"))
 
 # %% [markdown]

@@ -126,7 +126,10 @@ def bin_head(d_model: int) -> BinHazardHead:
     return BinHazardHead(d_model, n_bins, dropout=cfg.dropout, base_hazards=life_table)
 
 
-def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> SurvivalModel:
+def flat_behrt(
+    max_len: int = task.config.max_len,
+    max_visits: int = 512,
+) -> SurvivalModel:
     bcfg = BehrtConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -141,7 +144,10 @@ def flat_behrt(max_len: int = task.config.max_len, max_visits: int = 512) -> Sur
     return SurvivalModel(BehrtEncoder(bcfg), bin_head(bcfg.d_model))
 
 
-def hierarchical(time_embedding: str = "log_bins", n_code_layers: int = 0) -> SurvivalModel:
+def hierarchical(
+    time_embedding: str = "log_bins",
+    n_code_layers: int = 0,
+) -> SurvivalModel:
     hcfg = HierarchicalConfig.from_vocab(
         task.vocab,
         d_model=cfg.d_model,
@@ -190,7 +196,7 @@ V_max, C_max = max(cfg.scale_visits), max(cfg.scale_codes)
 
 
 def full_batches(b: int, v: int, c: int, seed: int = 0) -> tuple[dict, dict]:
-    """The same full patients as a flat batch (b, v*c) and a hierarchical one (b, v, c)."""
+    """The same full patients, as a flat batch (b, v*c) and a hierarchical (b, v, c)."""
     g = torch.Generator().manual_seed(seed)
     L = v * c
     codes = torch.randint(5, len(task.vocab), (b, v, c), generator=g)  # (b, v, c)
@@ -227,7 +233,7 @@ def full_batches(b: int, v: int, c: int, seed: int = 0) -> tuple[dict, dict]:
 
 
 def attention_scores(name: str, b: int, v: int, c: int) -> int:
-    """Attention scores one forward pass builds, from the shapes (all heads and layers)."""
+    """Attention scores one forward pass builds, from the shapes (all heads, layers)."""
     H, layers = cfg.n_heads, cfg.n_layers
     if name == "flat":
         return layers * b * H * (v * c) ** 2
@@ -267,12 +273,14 @@ try:
             for n, m in bench_models.items():
                 timed_step(m, inputs_of[n])  # warm-up
             times: dict[str, list[float]] = {n: [] for n in bench_models}
-            for _ in range(cfg.scale_repeats):  # in turns, so a busy machine slows all alike
+            # in turns, so a busy machine slows all alike
+            for _ in range(cfg.scale_repeats):
                 for n, m in bench_models.items():
                     times[n].append(timed_step(m, inputs_of[n]))
             for n, m in bench_models.items():
                 saved = ehrseq.saved_for_backward_mib(
-                    lambda m=m, b=inputs_of[n]: hazard_nll_step(m, b), exclude=m.parameters()
+                    lambda m=m, b=inputs_of[n]: hazard_nll_step(m, b),
+                    exclude=m.parameters(),
                 )
                 peak = float("nan")
                 if device.type == "cuda":
@@ -308,7 +316,7 @@ bench.pivot_table(index=["V", "C"], columns="model", values="s / step").round(4)
 
 # %%
 def exponents(rows: pd.DataFrame, column: str) -> dict:
-    """Slope s of log y on log(VC), and exponents (p, q) of log y = a + p log V + q log C."""
+    """Slope s of log y on log(VC); (p, q) of the fit log y = a + p log V + q log C."""
     y = np.log(rows[column].to_numpy(float))
     s = np.polyfit(np.log(rows["L = VC"].to_numpy(float)), y, 1)[0]
     X = np.column_stack([np.ones(len(rows)), np.log(rows["V"]), np.log(rows["C"])])
@@ -328,7 +336,11 @@ slopes = pd.DataFrame(
     }
 ).T
 slopes.index.names = ["model", "cost"]
-keep_slopes = {"flat": "flat", "hierarchical": "hier", "hierarchical + block in visits": "hblock"}
+keep_slopes = {
+    "flat": "flat",
+    "hierarchical": "hier",
+    "hierarchical + block in visits": "hblock",
+}
 for n, key in keep_slopes.items():
     for what in ("time", "activations", "scores"):
         keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
@@ -336,25 +348,19 @@ for n, key in keep_slopes.items():
         keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
 largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
 keep("L_max", V_max * C_max)
-keep(
-    "speedup_largest",
-    float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"]),
-)
-score_ratio = float(
-    largest.loc["flat", "attention scores"] / largest.loc["hierarchical", "attention scores"]
-)
+flat_big, hier_big = largest.loc["flat"], largest.loc["hierarchical"]
+keep("speedup_largest", float(flat_big["s / step"] / hier_big["s / step"]))
+score_ratio = float(flat_big["attention scores"] / hier_big["attention scores"])
 keep("score_ratio_largest", score_ratio)
 keep("flat_score_mib_largest", float(largest.loc["flat", "score MiB"]))
 keep("flat_act_mib_largest", float(largest.loc["flat", "activations MiB"]))
 keep("hier_act_mib_largest", float(largest.loc["hierarchical", "activations MiB"]))
-act_ratio = float(
-    largest.loc["flat", "activations MiB"] / largest.loc["hierarchical", "activations MiB"]
-)
+act_ratio = float(flat_big["activations MiB"] / hier_big["activations MiB"])
 keep("act_ratio_largest", act_ratio)
 
 
 def size_text(mib: float) -> str:
-    """A memory size a reader can read at any scale: "1,234 MiB", "3.4 MiB", "120 KiB"."""
+    """A memory size readable at any scale: "1,234 MiB", "3.4 MiB", "120 KiB"."""
     if mib >= 10:
         return f"{mib:,.0f} MiB"
     return f"{mib:.1f} MiB" if mib >= 1 else f"{mib * 1024:,.0f} KiB"
@@ -369,7 +375,9 @@ def compare_text(ratio: float, flat: str, hier: str, same: str) -> str:
     """A flat/hierarchical ratio in words; within 10 % of 1 it reads ``same``."""
     if 1 / 1.1 < ratio < 1.1:
         return same
-    return flat.format(times_text(ratio)) if ratio > 1 else hier.format(times_text(1 / ratio))
+    if ratio > 1:
+        return flat.format(times_text(ratio))
+    return hier.format(times_text(1 / ratio))
 
 
 keep("flat_score_size", size_text(float(largest.loc["flat", "score MiB"])))
@@ -393,7 +401,7 @@ keep(
         "about as much",
     ),
 )
-step_ratio = float(largest.loc["flat", "s / step"] / largest.loc["hierarchical", "s / step"])
+step_ratio = float(flat_big["s / step"] / hier_big["s / step"])
 keep(
     "step_ratio_text",
     compare_text(
@@ -404,7 +412,8 @@ keep(
     ),
 )
 flat_rows = bench[bench["model"] == "flat"]
-time_growth = float(  # how much the flat step's time grows from the smallest to the largest L
+# how much the flat step's time grows from the smallest to the largest L
+time_growth = float(
     flat_rows.loc[flat_rows["L = VC"] == flat_rows["L = VC"].max(), "s / step"].min()
     / flat_rows.loc[flat_rows["L = VC"] == flat_rows["L = VC"].min(), "s / step"].min()
 )
@@ -413,10 +422,11 @@ time_slopes = slopes.xs("time", level="cost")["slope in VC"]
 if time_growth < 1.5 or (time_slopes < 0).any():  # the premise of a growth rate fails
     keep(
         "time_note",
-        f" Across these sizes a flat step's time changes by a factor of only {time_growth:.1f}"
-        f" (a step takes about {1000 * largest['s / step'].min():.0f} ms): the fixed cost of"
-        " a step and the noise of timing it dominate, and these slopes say nothing yet about"
-        " how the time grows.",
+        " Across these sizes a flat step's time changes by a factor of only"
+        f" {time_growth:.1f} (a step takes about"
+        f" {1000 * largest['s / step'].min():.0f} ms): the fixed cost of a step and the"
+        " noise of timing it dominate, and these slopes say nothing yet about how the"
+        " time grows.",
     )
     keep(
         "time_summary",
@@ -425,15 +435,17 @@ if time_growth < 1.5 or (time_slopes < 0).any():  # the premise of a growth rate
     )
 else:
     keep("time_note", "")
-    order = "keep" if time_slopes["flat"] > time_slopes["hierarchical"] else "do not keep"
+    flat_slope, hier_slope = time_slopes["flat"], time_slopes["hierarchical"]
+    order = "keep" if flat_slope > hier_slope else "do not keep"
     keep(
         "time_summary",
-        f"the measured time slopes, {time_slopes['flat']:.2f} against"
-        f" {time_slopes['hierarchical']:.2f}, {order} that ordering at these sizes, damped by"
-        " the linear layers and the fixed cost of a step",
+        f"the measured time slopes, {flat_slope:.2f} against {hier_slope:.2f}, {order}"
+        " that ordering at these sizes, damped by the linear layers and the fixed cost"
+        " of a step",
     )
 
-assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9  # exact by construction
+# exact by construction
+assert abs(slopes.loc[("flat", "scores"), "slope in VC"] - 2.0) < 1e-9
 scores = bench.pivot_table(index=["V", "C"], columns="model", values="attention scores")
 assert (scores["flat"] >= scores["hierarchical"]).all()
 saved = bench.pivot_table(index=["V", "C"], columns="model", values="activations MiB")
@@ -447,13 +459,14 @@ if cfg.profile != "smoke":
             slopes.loc[("flat", what), "slope in VC"]
             > slopes.loc[("hierarchical", what), "slope in VC"]
         ), what
-    assert slopes.loc[("hierarchical", "time"), "slope in VC"] < 1  # "a slope below one" below
+    # "a slope below one" below
+    assert slopes.loc[("hierarchical", "time"), "slope in VC"] < 1
 slopes.round(2)
 
 
 # %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps; on a CPU, one thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C (marker); grey dotted and dashed lines have slopes 1 and 2."}}
 class PlainLogFormatter(ticker.LogFormatterSciNotation):
-    """Log-axis tick labels as plain numbers ("0.002", "20") where the default labels a tick."""
+    """Log-axis tick labels as plain numbers ("0.002", "20") at the default ticks."""
 
     def __call__(self, x: float, pos: int | None = None) -> str:
         return f"{x:g}" if super().__call__(x, pos) else ""
@@ -470,7 +483,8 @@ for ax, column, scale, label in (
     (axes[2], "attention scores", 1, "attention scores per forward pass"),
 ):
     for (n, c), rows in bench.groupby(["model", "C"], sort=False):
-        ax.loglog(rows["L = VC"], scale * rows[column], marker=markers[c], c=colors[n], alpha=0.85)
+        style = {"marker": markers[c], "c": colors[n], "alpha": 0.85}
+        ax.loglog(rows["L = VC"], scale * rows[column], **style)
     lo, hi = Ls[0], Ls[-1]
     base = scale * bench[column].min()
     for k, ls in slope_styles.items():
@@ -487,11 +501,12 @@ handles += [
     plt.Line2D([], [], color="grey", lw=0.8, ls=ls, label=f"slope {k}")
     for k, ls in slope_styles.items()
 ]
-handles += [
-    plt.Line2D([], [], color="grey", marker=markers[c], ls="", label=f"C = {c} codes per visit")
-    for c in cfg.scale_codes
-]
-fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))  # below the panels
+for c in cfg.scale_codes:
+    label = f"C = {c} codes per visit"
+    key = plt.Line2D([], [], color="grey", marker=markers[c], ls="", label=label)
+    handles.append(key)
+# below the panels
+fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
 plt.show()
 
 # %% [markdown]
