@@ -68,13 +68,14 @@ from ehrseq.train import TrainConfig
 CHAPTER = "08b_finetuning_comparison"
 
 
-# fine-tuning fields as in 08_finetuning_strategies; the encoder and its pretraining are the
-# book's (ehrseq.pretrained: book_encoder_config, book_recipe)
+# fine-tuning fields as in 08_finetuning_strategies; the encoder and its pretraining
+# are the book's (ehrseq.pretrained: book_encoder_config, book_recipe)
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
     batch_size: int = 64  # patients per fine-tuning batch
-    head_dropout: float = 0.1  # on the survival head's input (the encoder's is its config's)
+    # on the survival head's input (the encoder's is its config's)
+    head_dropout: float = 0.1
     lr_full: float = 5e-4  # peak learning rate when every pretrained weight trains
     lr_scratch: float = 1e-3  # the same network from random weights
     lr_lora: float = 5e-3  # LoRA adapters and head
@@ -88,7 +89,8 @@ class Config:
     small_fraction: float = 0.15  # share of the training split in the small cohort
     seeds: tuple[int, ...] = (0,)  # fine-tuning seeds (initialisation, batch order)
     n_boot: int = 200  # bootstrap resamples of every paired difference
-    lora_margin: float = 0.01  # "LoRA matches full fine-tuning": |difference in C| below this
+    # "LoRA matches full fine-tuning": |difference in C| below this
+    lora_margin: float = 0.01
 
 
 cfg = for_profile(
@@ -122,10 +124,9 @@ start_claims(CHAPTER)
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 keep("seeds_text", plural(len(cfg.seeds), "seed"))
-keep(
-    "over_seeds",
-    f"averaged over the {len(cfg.seeds)} seeds" if len(cfg.seeds) > 1 else "of the one seed",
-)
+n_seeds = len(cfg.seeds)
+over_seeds = f"averaged over the {n_seeds} seeds" if n_seeds > 1 else "of the one seed"
+keep("over_seeds", over_seeds)
 *head_ranks, last_rank = cfg.lora_ranks
 keep(
     "lora_ranks_text",
@@ -209,9 +210,12 @@ def life_table(t) -> np.ndarray:
 # oracle, the generator's true survival of each test patient.
 
 # %%
-d_test, e_test = test_frame["duration"].to_numpy(float), test_frame["event"].to_numpy(int)
-d_train, e_train = train_frame["duration"].to_numpy(float), train_frame["event"].to_numpy(int)
-protocol = SurvivalProtocol(d_test, e_test, task.cuts[1:], d_train, e_train, n_boot=cfg.n_boot)
+d_test = test_frame["duration"].to_numpy(float)
+e_test = test_frame["event"].to_numpy(int)
+d_train = train_frame["duration"].to_numpy(float)
+e_train = train_frame["event"].to_numpy(int)
+edges = task.cuts[1:]  # right edge of every bin, days
+protocol = SurvivalProtocol(d_test, e_test, edges, d_train, e_train, n_boot=cfg.n_boot)
 SCORED = ("Harrell C", "Uno C", "IBS", "AUROC", "calibration error")
 oracle_surv = task.oracle_survival("test")  # (n, K)
 oracle = {m: protocol.metrics[m](d_test, e_test, oracle_surv) for m in SCORED}
@@ -261,14 +265,16 @@ def new_model(pretrained_weights: bool, base_hazards: np.ndarray) -> SurvivalMod
     return SurvivalModel(encoder, head)  # a flat batch -> HazardOutput of shape (B, K)
 
 
+def setting(kind, lr, rank=None, pretrained=True) -> dict:
+    """A regime: what trains (kind, LoRA rank), from which weights, at which lr."""
+    return {"kind": kind, "rank": rank, "pretrained": pretrained, "lr": lr}
+
+
 REGIMES = {
-    "frozen": {"kind": "frozen", "rank": None, "pretrained": True, "lr": cfg.lr_frozen},
-    **{
-        f"LoRA r={r}": {"kind": "lora", "rank": r, "pretrained": True, "lr": cfg.lr_lora}
-        for r in cfg.lora_ranks
-    },
-    "full": {"kind": "full", "rank": None, "pretrained": True, "lr": cfg.lr_full},
-    "from scratch": {"kind": "full", "rank": None, "pretrained": False, "lr": cfg.lr_scratch},
+    "frozen": setting("frozen", cfg.lr_frozen),
+    **{f"LoRA r={r}": setting("lora", cfg.lr_lora, rank=r) for r in cfg.lora_ranks},
+    "full": setting("full", cfg.lr_full),
+    "from scratch": setting("full", cfg.lr_scratch, pretrained=False),
 }
 
 
@@ -305,7 +311,7 @@ for cohort, t in cohorts.items():
     base_hazards = life_table(t)  # the head starts at this cohort's life table
     for regime, spec in REGIMES.items():
         runs = train_seeds(
-            lambda regime=regime, base_hazards=base_hazards: build(regime, base_hazards),
+            lambda regime=regime, hazards=base_hazards: build(regime, hazards),
             t,
             TrainConfig(epochs=epochs_of[cohort], lr=spec["lr"], patience=cfg.patience),
             cfg.seeds,
@@ -314,17 +320,20 @@ for cohort, t in cohorts.items():
             device=device,
             name=f"{cohort} / {regime}",
         )
-        assert runs.learned(), (cohort, regime)  # finite, and the training loss went down
+        # finite, and the training loss went down
+        assert runs.learned(), (cohort, regime)
         curves[cohort, regime] = runs.survs
-        scores = {
-            m: np.mean([protocol.metrics[m](d_test, e_test, s) for s in runs.survs]) for m in SCORED
-        }
+        scores = {}
+        for m in SCORED:
+            metric = protocol.metrics[m]
+            scores[m] = np.mean([metric(d_test, e_test, s) for s in runs.survs])
+        val_loss = np.mean([h["val_loss"].min() for h in runs.histories])
         rows.append(
             {
                 "cohort": cohort,
                 "regime": regime,
                 "trainable": runs.cost["parameters"],
-                "val loss": float(np.mean([h["val_loss"].min() for h in runs.histories])),
+                "val loss": float(val_loss),
                 **scores,
                 "activations MiB": runs.cost["activations MiB"],
                 "fit (s)": runs.cost["train s"],
@@ -333,7 +342,8 @@ for cohort, t in cohorts.items():
             }
         )
 table = pd.DataFrame(rows).set_index(["cohort", "regime"])
-assert table.groupby("regime")["trainable"].nunique().eq(1).all()  # same size in both cohorts
+# same size in both cohorts
+assert table.groupby("regime")["trainable"].nunique().eq(1).all()
 if cfg.profile != "smoke":
     assert (table.loc["large", "Harrell C"] > 0.6).all()
 
@@ -372,12 +382,11 @@ keep_table("costs", costs.reset_index(), floatfmt="{:.4g}")
 # %% mystnb={"figure": {"name": "fig-c-vs-params", "caption": "Test Harrell C of each pretrained regime minus that of the same network trained from scratch (paired bootstrap, 95% interval over test patients), against the number of trainable parameters (log scale), on the small (left) and large (right) training cohort. Dotted: no difference."}}
 gains = []
 for cohort in cohorts:
+    scratch = curves[cohort, "from scratch"]
     for regime in REGIMES:
         if regime == "from scratch":
             continue
-        d = protocol.difference(
-            regime, curves[cohort, regime], "from scratch", curves[cohort, "from scratch"]
-        )
+        d = protocol.difference(regime, curves[cohort, regime], "from scratch", scratch)
         gains.append({"cohort": cohort, "regime": regime, **d})
 gains = pd.DataFrame(gains).set_index(["cohort", "regime"])
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True, layout="constrained")
@@ -397,10 +406,12 @@ for ax, cohort in zip(axes, ["small", "large"], strict=True):
     ax.set_xscale("log")
     ax.margins(x=0.1)  # no marker on the frame
     ax.set_xlabel("trainable parameters (log scale)")
-    ax.set_title(f"{cohort} cohort ({len(cohorts[cohort].frame('train')):,} training patients)")
+    n_train = len(cohorts[cohort].frame("train"))
+    ax.set_title(f"{cohort} cohort ({n_train:,} training patients)")
 axes[0].set_ylabel("test Harrell C minus from scratch")
 handles, names = axes[0].get_legend_handles_labels()
-fig.legend(handles, names, loc="outside lower center", ncol=len(names))  # below, off the data
+# below, off the data
+fig.legend(handles, names, loc="outside lower center", ncol=len(names))
 plt.show()
 
 # %% [markdown]
@@ -424,9 +435,10 @@ keep(
     if len(lora_ranks) > 1
     else "The one LoRA rank of this run",
 )
-ratio = table.loc[("large", best_lora), "trainable"] / table.loc[("large", "full"), "trainable"]
-keep("lora_trainable", int(table.loc[("large", best_lora), "trainable"]))
-keep("full_trainable", int(table.loc[("large", "full"), "trainable"]))
+large = table.loc["large"]
+ratio = large.loc[best_lora, "trainable"] / large.loc["full", "trainable"]
+keep("lora_trainable", int(large.loc[best_lora, "trainable"]))
+keep("full_trainable", int(large.loc["full", "trainable"]))
 keep("lora_ratio", float(ratio))
 tests = {
     "pretraining_helps": ("large", "full", "from scratch"),
@@ -443,7 +455,10 @@ claims = {  # key: (claim, source); recorded for the results page
         "pretraining helps with few labels (small cohort, C)",
         "li2020behrt",
     ),
-    "lora_matches_full": ("LoRA matches full fine-tuning (C within the margin)", "hu2022lora"),
+    "lora_matches_full": (
+        "LoRA matches full fine-tuning (C within the margin)",
+        "hu2022lora",
+    ),
     "lora_matches_full_small": (
         "LoRA matches full fine-tuning with few labels (C within the margin)",
         "hu2022lora",
@@ -451,7 +466,8 @@ claims = {  # key: (claim, source); recorded for the results page
 }
 margins = {key: cfg.lora_margin for key in claims if key.startswith("lora")}
 compared = []
-for key, (cohort, a, b) in tests.items():  # one table per cohort: the model names repeat
+# one table per cohort: the model names repeat
+for key, (cohort, a, b) in tests.items():
     rows = protocol.compare(a, curves[cohort, a], b, curves[cohort, b])
     compared.append(
         record_comparisons(
@@ -459,13 +475,14 @@ for key, (cohort, a, b) in tests.items():  # one table per cohort: the model nam
         ).assign(cohort=cohort)
     )
 compared = pd.concat(compared, ignore_index=True)
-compared["difference [95% interval]"] = [  # one string: a value and its interval on one line
-    f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]" for r in compared.itertuples()
-]
+# one string: a value and its interval on one line
+interval = "difference [95% interval]"
+bounds = compared[["difference", "lower", "upper"]].itertuples(index=False)
+compared[interval] = [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for d, lo, hi in bounds]
 compared = compared.rename(columns={"verdict": "which is better"})
 keep_table(
     "claims",
-    compared[["cohort", "comparison", "metric", "difference [95% interval]", "which is better"]],
+    compared[["cohort", "comparison", "metric", interval, "which is better"]],
 )
 
 # %% [markdown]
@@ -512,16 +529,15 @@ keep_table(
 best = table.loc["large"].drop(index="from scratch")["val loss"].idxmin()
 gap = protocol.difference("oracle", [oracle_surv], best, curves["large", best])
 keep("best", best)
-keep("best_c", float(table.loc[("large", best), "Harrell C"]))
+best_c = float(table.loc[("large", best), "Harrell C"])
+keep("best_c", best_c)
 keep("gap", float(gap["difference"]))
 keep("gap_lower", float(gap["lower"]))
 keep("gap_upper", float(gap["upper"]))
-keep(
-    "share_closed",
-    float((table.loc[("large", best), "Harrell C"] - 0.5) / (oracle["Harrell C"] - 0.5)),
-)
+keep("share_closed", (best_c - 0.5) / float(oracle["Harrell C"] - 0.5))
+short = {"full": "full", "from scratch": "scratch", "frozen": "frozen"}
 for c in cohorts:
-    for regime, key in (("full", "full"), ("from scratch", "scratch"), ("frozen", "frozen")):
+    for regime, key in short.items():
         keep(f"{key}_{c}", float(table.loc[(c, regime), "Harrell C"]))
     keep(f"lora_{c}", float(table.loc[(c, best_lora), "Harrell C"]))
 assert oracle["Harrell C"] > table.loc[("large", best), "Harrell C"] > 0.5
