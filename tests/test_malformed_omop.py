@@ -254,3 +254,98 @@ def test_duplicated_concept_id_keeps_the_first_name(tmp_path, tables):
     data = load_omop(write_cdm(tmp_path / "cdm", tables))
     assert data.report.count("concept", "duplicate_key", "dropped") == 2
     assert data.cdm.concept_names([8507, 201826]) == {8507: "Male", 201826: "Diabetes, type 2"}
+
+
+# ----------------------------------------------------------------------------------------------
+# New row rules: values, zones, births, periods
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "nan", "Infinity"])
+def test_non_finite_value_is_repaired_to_nan(tmp_path, tables, value):
+    add_row(tables, "measurement", measurement_id=450, value_as_number=value)
+    path = write_cdm(tmp_path / "cdm", tables)
+    with pytest.raises(OmopValidationError, match="non_finite"):
+        load_omop(path, mode="strict")
+    data = load_omop(path)
+    assert data.report.count("measurement", "non_finite", "repaired") == 1
+    values = data.events.loc[data.events["domain"] == "measurement", "value_as_number"]
+    assert values.isna().sum() == 1 and values.dropna().tolist() == [120.5, 130.0]
+
+
+@pytest.mark.parametrize("stamp", ["2010-01-01 09:00:00+02:00", "2010-01-01T09:00:00Z"])
+def test_zone_offset_is_counted_and_wall_time_kept(tmp_path, tables, stamp):
+    tables[CO].loc[0, "condition_start_datetime"] = stamp
+    path = write_cdm(tmp_path / "cdm", tables)
+    with pytest.raises(OmopValidationError, match="zone_offset"):
+        load_omop(path, mode="strict")
+    data = load_omop(path)
+    assert data.report.count(CO, "zone_offset", "repaired") == 1
+    first = data.events[data.events["domain"] == "condition"]["time"].iloc[0]
+    assert first == pd.Timestamp("2010-01-01 09:00")
+
+
+def test_zoned_timestamp_type_is_read_in_utc(tmp_path, tables):
+    path = write_cdm(tmp_path / "cdm", tables, "parquet")
+    co = pd.read_parquet(path / f"{CO}.parquet")
+    co["condition_start_datetime"] = co["condition_start_datetime"].dt.tz_localize("Europe/Paris")
+    co.to_parquet(path / f"{CO}.parquet", index=False)
+    data = load_omop(path)
+    assert data.report.count(CO, "zone_offset", "repaired") == 1
+    first = data.events[data.events["domain"] == "condition"]["time"].iloc[0]
+    assert first == pd.Timestamp("2010-01-01 08:00")  # 09:00 in Paris is 08:00 UTC
+
+
+def test_event_before_birth_is_flagged_or_dropped(tmp_path, tables):
+    add_row(
+        tables,
+        CO,
+        condition_occurrence_id=160,
+        condition_start_date="1949-01-01",
+        condition_start_datetime=None,
+    )
+    path = write_cdm(tmp_path / "cdm", tables)
+    with pytest.raises(OmopValidationError, match="before_birth"):
+        load_omop(path, mode="strict", allow=["outside_observation"])
+    data = load_omop(path)
+    assert data.report.count(CO, "before_birth", "kept") == 1
+    data = load_omop(path, actions={"before_birth": "drop"})
+    assert data.report.count(CO, "before_birth", "dropped") == 1
+    adds_up(data.report)
+
+
+@pytest.mark.parametrize("year", [1800, 2200])
+def test_implausible_birth_year(tmp_path, tables, year):
+    tables["person"]["year_of_birth"] = tables["person"]["year_of_birth"].astype(object)
+    tables["person"].loc[2, "year_of_birth"] = year
+    path = write_cdm(tmp_path / "cdm", tables)
+    with pytest.raises(OmopValidationError, match="implausible_birth"):
+        load_omop(path, mode="strict")
+    assert load_omop(path).report.count("person", "implausible_birth", "kept") == 1
+    data = load_omop(path, actions={"implausible_birth": "drop"})
+    assert 3 not in set(data.person["person_id"]) and 3 not in set(data.events["person_id"])
+    adds_up(data.report)
+
+
+def test_overlapping_observation_periods(tmp_path, tables):
+    add_row(
+        tables,
+        "observation_period",
+        observation_period_id=9,
+        observation_period_start_date="2019-01-01",
+        observation_period_end_date="2021-06-30",
+    )
+    add_row(  # touching is not overlapping once the day differs
+        tables,
+        "observation_period",
+        observation_period_id=10,
+        observation_period_start_date="2021-07-01",
+        observation_period_end_date="2022-01-01",
+    )
+    path = write_cdm(tmp_path / "cdm", tables)
+    with pytest.raises(OmopValidationError, match="overlapping_period"):
+        load_omop(path, mode="strict")
+    data = load_omop(path)
+    assert data.report.count("observation_period", "overlapping_period", "kept") == 1
+    data = load_omop(path, actions={"overlapping_period": "drop"})
+    assert len(data.observation_period) == 4

@@ -12,7 +12,9 @@ columns the book uses. Only the columns that are used are required, which is how
 
 Validation comes before use. Every row of every table that is read is counted in a
 :class:`LoadReport`: kept as it is, kept with a repair, kept with a flag, or dropped, each
-with its reason, and ``rows_in == rows_kept + rows_dropped`` holds per table. In
+with its reason, and ``rows_in == rows_kept + rows_dropped`` holds per table (lines the
+reader could not parse count as read and dropped). The library never reaches the network:
+DuckDB's extension auto-install and auto-load are off. In
 ``mode="strict"`` the first rule that any row breaks raises :class:`OmopValidationError`
 naming the table, the column, the rule and a few example rows.
 
@@ -23,6 +25,18 @@ is counted under):
 rule                    action       what it checks
 ======================= ============ =================================================
 ``missing_table``       note         a table the load uses is absent (person: raise)
+``unreadable_file``     note         DuckDB cannot read the table's file (corrupt,
+                                     truncated): named with the reason, table skipped
+                                     (person: raise)
+``no_header``           drop         a CSV file's first line holds values, not names
+                                     (every row, the first line included)
+``mixed_shards``        keep         a table folder mixes parquet and CSV shards (all
+                                     are read)
+``duplicate_column``    drop         a column name appears twice, also once
+                                     lower-cased: the first is read, rows where a later
+                                     copy differs are dropped
+``malformed_line``      drop         a CSV line does not fit the file's dialect (the
+                                     dialect is decided on every line and noted)
 ``missing_column``      drop         a column the load needs is absent (all rows)
 ``duplicate_row``       drop         the row repeats an earlier row in every column
 ``missing_id``          drop/repair  an id is empty: ``person_id`` drops the row, a
@@ -42,6 +56,14 @@ rule                    action       what it checks
                                      (the date, at midnight, becomes the event time)
 ``end_before_start``    drop         an observation period ends before it starts
 ``bad_number``          repair       ``value_as_number`` is not a number (becomes NaN)
+``non_finite``          repair       ``value_as_number`` is ``inf``, ``1e400`` or ``nan``
+                                     (becomes NaN)
+``zone_offset``         repair       a datetime carries a zone (``+02:00``, ``Z``: the
+                                     wall-clock time stays; a zoned type: read in UTC)
+``implausible_birth``   keep*        the birth year is before 1850 or after this year
+``before_birth``        keep*        the event date is before the person's birth date
+``overlapping_period``  keep*        an observation period overlaps an earlier one of
+                                     the same person
 ``concept_zero``        keep*        ``*_concept_id = 0``: "no matching concept"
 ``unknown_concept``     keep*        a non-zero concept id missing from CONCEPT
 ``dangling_visit``      keep*        ``visit_occurrence_id`` not in visit_occurrence

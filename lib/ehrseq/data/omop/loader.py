@@ -11,6 +11,7 @@ what the rules need, and one list of :class:`~ehrseq.data.omop.rules.Check` appl
 
 from __future__ import annotations
 
+import datetime as _dt
 import time as _time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,10 +47,12 @@ from ehrseq.data.omop.sql import (
     _blank,
     _in_range,
     _q,
+    _zoned,
 )
 
 __all__ = ["OmopData", "load_omop", "validate_omop"]
 
+MIN_BIRTH_YEAR = 1850  # rule implausible_birth: born before this year or after this one
 _DOMAIN_RANK = {d: i for i, d in enumerate(EVENT_SPECS)}  # tie order at equal times
 # death and visits are staged first (other tables check against them)
 _STAGE_ORDER = ["death", "visit"] + [d for d in EVENT_SPECS if d not in ("death", "visit")]
@@ -329,7 +332,7 @@ class _Loader:
             self.report.notes.append("person: no gender_concept_id column; gender set to 0")
         stage = f"{_P}person"
         self.temp.append(stage)
-        checked = self._apply("person", stage, select, _person_checks(types))
+        checked = self._apply("person", stage, select, _person_checks(types, self.actions))
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {_P}persons AS
             SELECT _person_id AS person_id, _birth AS birth_datetime,
@@ -365,6 +368,9 @@ class _Loader:
             Check("bad_date", start, "drop", "NOT _start_ok", show),
             Check("bad_date", end, "drop", "NOT _end_ok", show),
             Check("end_before_start", end, "drop", "_end < _start", show),
+            Check(
+                "overlapping_period", start, self.actions["overlapping_period"], "_overlap", show
+            ),
         ]
         checked = self._apply(t, stage, _observation_period_select(types), checks)
         self.con.execute(
@@ -458,6 +464,9 @@ class _Loader:
             checks.append(
                 Check("after_death", date_col, a["after_death"], "_after_death", show + date_show)
             )
+        checks.append(
+            Check("before_birth", date_col, a["before_birth"], "_before_birth", show + date_show)
+        )
         if _has(types, spec.key):
             checks += [
                 Check(
@@ -688,7 +697,7 @@ def _person_select(types: dict[str, str]) -> str:
             FROM b"""
 
 
-def _person_checks(types: dict[str, str]) -> list[Check]:
+def _person_checks(types: dict[str, str], actions: Mapping[str, str]) -> list[Check]:
     """The person table's checks: repeated rows, missing, bad and repeated ``person_id``, no
     usable birth date (dropped); an unusable ``birth_datetime`` when year/month/day serve
     (repaired); a missing or bad gender (repaired to 0) and gender 0 (kept)."""
@@ -708,6 +717,13 @@ def _person_checks(types: dict[str, str]) -> list[Check]:
             show,
         ),
         Check("bad_date", "year_of_birth", "drop", "_birth IS NULL", show),
+        Check(
+            "implausible_birth",
+            "year_of_birth" if "year_of_birth" in types else "birth_datetime",
+            actions["implausible_birth"],
+            f"year(_birth) < {MIN_BIRTH_YEAR} OR year(_birth) > {_dt.date.today().year}",
+            show,
+        ),
         Check(
             "bad_date",
             "birth_datetime",
@@ -749,7 +765,9 @@ def _observation_period_select(types: dict[str, str]) -> str:
                     row_number() OVER (PARTITION BY {every} ORDER BY _row) AS _rn_all
                   FROM src)
             SELECT *, _person_id IN (SELECT person_id FROM {_P}persons) AS _person_known,
-                   {_in_range("_start")} AS _start_ok, {_in_range("_end")} AS _end_ok
+                   {_in_range("_start")} AS _start_ok, {_in_range("_end")} AS _end_ok,
+                   _start <= max(_end) OVER (PARTITION BY _person_id ORDER BY _start, _end, _row
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS _overlap
             FROM p"""
 
 
@@ -808,7 +826,10 @@ def _event_columns(spec: EventSpec, types: dict[str, str]) -> list[str]:
     parts += parsed(spec.source, _as_int, "NULL::BIGINT", "source_id")
     parts += parsed(spec.date, _as_date, "NULL::DATE", "d")
     parts += parsed(spec.datetime, _as_datetime, "NULL::TIMESTAMP", "dt")
-    parts += parsed(spec.value, _as_float, "NULL::DOUBLE", "value")
+    zoned = _zoned(spec.datetime, types[spec.datetime]) if _has(types, spec.datetime) else "FALSE"
+    parts.append(f"{zoned} AS _z_dt")
+    parts += parsed(spec.value, _as_float, "NULL::DOUBLE", "value_any")
+    parts.append("CASE WHEN isfinite(_value_any) THEN _value_any END AS _value")
     parts += parsed(spec.unit, _as_int, "NULL::BIGINT", "unit")
     parts += parsed(spec.visit, _as_int, "NULL::BIGINT", "visit_id")
     return parts
@@ -878,11 +899,12 @@ def _event_select(spec: EventSpec, types: dict[str, str], links: _Links) -> str:
                     {links.known_visit} AS _visit_known
                   FROM q)
             SELECT d.*,
-                   d._person_id IN (SELECT person_id FROM {_P}persons) AS _person_known,
+                   b.person_id IS NOT NULL AS _person_known,
+                   coalesce(d._day < CAST(b.birth_datetime AS DATE), FALSE) AS _before_birth,
                    {links.concept_known} AS _concept_known,
                    {links.outside} AS _outside, coalesce({links.after}, FALSE) AS _after_death,
                    {rn_key} AS _rn_key
-            FROM d {links.death_join}"""
+            FROM d LEFT JOIN {_P}persons b ON b.person_id = d._person_id {links.death_join}"""
 
 
 def _event_row_checks(spec: EventSpec, types: dict[str, str]) -> list[Check]:
@@ -939,9 +961,13 @@ def _event_repair_checks(spec: EventSpec, types: dict[str, str]) -> list[Check]:
         if _has(types, col):
             cond = f"NOT _b_{name} AND _{name} IS NULL"
             checks.append(Check("bad_id", col, "repair", cond, show + (col,)))
+    if _has(types, spec.datetime):
+        checks.append(Check("zone_offset", spec.datetime, "repair", "_z_dt", show + date_show))
     if _has(types, spec.value):
-        cond = "NOT _b_value AND _value IS NULL"
+        cond = "NOT _b_value_any AND _value_any IS NULL"
         checks.append(Check("bad_number", spec.value, "repair", cond, show + (spec.value,)))
+        cond = "_value_any IS NOT NULL AND NOT isfinite(_value_any)"
+        checks.append(Check("non_finite", spec.value, "repair", cond, show + (spec.value,)))
     return checks
 
 

@@ -67,11 +67,18 @@ def _as_float(col: str, typ: str) -> str:
     return f"TRY_CAST({c} AS DOUBLE)"
 
 
+def _zoned_type(typ: str) -> bool:
+    """A timestamp type with a time zone (``TIMESTAMP WITH TIME ZONE``, ``TIMESTAMPTZ_NS``)."""
+    return typ.startswith("TIMESTAMP") and ("TIME ZONE" in typ or "TZ" in typ)
+
+
 def _as_date(col: str, typ: str) -> str:
     """SQL: a DATE from DATE, TIMESTAMP, ISO text or ``YYYYMMDD`` text/integers, else NULL."""
     c = _q(col)
     if typ == "DATE":
         return c
+    if _zoned_type(typ):  # the day in UTC (the session's time zone)
+        return f"CAST(CAST(CAST({c} AS TIMESTAMPTZ) AS TIMESTAMP) AS DATE)"
     if typ.startswith("TIMESTAMP"):
         return f"CAST({c} AS DATE)"
     s = f"trim(CAST({c} AS VARCHAR))"
@@ -81,6 +88,8 @@ def _as_date(col: str, typ: str) -> str:
 def _as_datetime(col: str, typ: str) -> str:
     """SQL: a TIMESTAMP from TIMESTAMP, DATE (midnight), ISO text or ``YYYYMMDD``, else NULL."""
     c = _q(col)
+    if _zoned_type(typ):  # the time in UTC (the session's time zone)
+        return f"CAST(CAST({c} AS TIMESTAMPTZ) AS TIMESTAMP)"
     if typ.startswith("TIMESTAMP") or typ == "DATE":
         return f"CAST({c} AS TIMESTAMP)"
     s = f"trim(CAST({c} AS VARCHAR))"
@@ -90,3 +99,19 @@ def _as_datetime(col: str, typ: str) -> str:
 def _in_range(day: str) -> str:
     """SQL: the DATE expression ``day`` lies between :data:`MIN_DAY` and :data:`MAX_DAY`."""
     return f"({day} BETWEEN DATE '{MIN_DAY}' AND DATE '{MAX_DAY}')"
+
+
+# a time followed by a zone: "09:00:00+02:00", "09:00Z", "09:00:00.5 -0500"
+_ZONE = r"'\d{1,2}:\d{2}(:\d{2}(\.\d*)?)?\s*(Z|z|UTC|[+-]\d{2}(:?\d{2})?)$'"
+
+
+def _zoned(col: str, typ: str) -> str:
+    """SQL: the value carries a time-zone offset: text ending in ``Z`` or ``+hh:mm`` after a
+    time (DuckDB's cast keeps its wall-clock time, the offset is lost), or a zoned type (read
+    in the session's UTC)."""
+    c = _q(col)
+    if _zoned_type(typ):
+        return f"({c} IS NOT NULL)"
+    if _is_text(typ) and not typ.startswith(("DATE", "TIMESTAMP", "TIME")):
+        return f"coalesce(regexp_matches(trim(CAST({c} AS VARCHAR)), {_ZONE}), FALSE)"
+    return "FALSE"
