@@ -92,16 +92,7 @@ summary
 concept = cohort.vocabulary.concept.set_index("concept_id")
 cond = tables["condition_occurrence"].head(8).copy()
 cond["condition"] = concept.loc[cond["condition_concept_id"], "concept_name"].to_numpy()
-cond[
-    [
-        "person_id",
-        "condition_start_date",
-        "condition_concept_id",
-        "condition",
-        "condition_source_value",
-        "visit_occurrence_id",
-    ]
-]
+cond[["person_id", "condition_start_date", "condition_concept_id", "condition"]]
 
 # %%
 meas = tables["measurement"].head(6).copy()

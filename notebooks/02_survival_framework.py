@@ -111,7 +111,7 @@ with tempfile.TemporaryDirectory() as folder:
     omop = load_omop(folder)
 events, person, observation_period = omop.events, omop.person, omop.observation_period
 print(omop)
-events.head()
+events[["person_id", "time", "domain", "concept_id", "value_as_number"]].head()
 
 # %% [markdown]
 # ### Hazard, survival and cumulative incidence in discrete time

@@ -193,9 +193,9 @@ totals
 
 # %%
 concept_name = cohort.vocabulary.concept.set_index("concept_id")["concept_name"]
-shown = events.head(8).copy()
+shown = events.head(4).copy()
 shown["concept"] = concept_name.reindex(shown["concept_id"]).to_numpy()
-shown
+shown.T  # one row per field of the contract
 
 # %% [markdown]
 # ### Strict mode

@@ -593,7 +593,8 @@ assert split_back.set_index("subject_id")["split"].equals(split_of)
 files = [p for p in meds_root.rglob("*") if p.is_file()]
 print(sorted(str(p.relative_to(meds_root)) for p in files))
 meds_rows = pq.read_table(meds_root / "data" / "0.parquet").slice(0, 8)
-meds_rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+meds_rows = meds_rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+meds_rows[["subject_id", "time", "code", "numeric_value"]]  # the MEDS core columns
 
 # %% [markdown]
 # Codes are written `domain/concept_id`, birth and death get the MEDS codes `MEDS_BIRTH` and

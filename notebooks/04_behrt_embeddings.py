@@ -242,7 +242,7 @@ def segment(visit_ids: torch.Tensor) -> torch.Tensor:
 seg_emb = BehrtEmbeddings(BehrtConfig.from_vocab(vocab, visit_embedding="segment"))
 assert torch.equal(segment(batch["visit_ids"]), seg_emb.visit_index(batch["visit_ids"]))
 patient["segment"] = segment(batch["visit_ids"])[row, :n_show].numpy()
-patient[["token", "visit_ids", "segment"]].T
+patient[["token", "visit_ids", "segment"]]
 
 # %% [markdown]
 # ### Position: learned or sinusoidal
@@ -371,7 +371,7 @@ dom_counts = pd.Series(
     name="training tokens",
 )
 keep("n_domain_ids", int(time_cfg.n_domains))
-dom_counts.to_frame().T
+dom_counts.to_frame()
 
 # %% [markdown]
 # ### The sum, then LayerNorm
