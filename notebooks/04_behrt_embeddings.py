@@ -262,7 +262,7 @@ patient[["token", "visit_ids", "segment"]]
 
 # %%
 def sinusoids(max_len: int, d: int) -> torch.Tensor:
-    """Vaswani et al.'s table written out: column pairs (2i, 2i + 1) share a frequency."""
+    """Vaswani et al.'s table: column pairs (2i, 2i + 1) share one frequency."""
     p = torch.arange(max_len, dtype=torch.float32)[:, None]  # (max_len, 1)
     freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d / 2,)
     table = torch.empty(max_len, d)

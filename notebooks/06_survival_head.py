@@ -445,7 +445,7 @@ def perturb_later_visits(batch, cut, generator):
 
 
 def truncate_after(batch, cut):
-    """Copy of ``batch``, every token of a visit after ``cut[b]`` turned into padding."""
+    """Copy of ``batch``, each token of a visit after ``cut[b]`` made padding."""
     out = {k: v.clone() for k, v in batch.items()}
     later = out["visit_ids"] > cut[:, None]  # (B, L)
     for key in ("codes", "visit_ids", "positions", "domain_ids"):
