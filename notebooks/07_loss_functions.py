@@ -32,8 +32,9 @@
 #
 # The next chapter, {doc}`07b_loss_comparison`, trains that network with each loss on the
 # shared survival task, sweeping $\lambda$, with several seeds, scores every model with
-# Harrell's and Uno's C, the integrated Brier score and calibration, next to the oracle,
-# and looks at where the likelihood and the C-index disagree.
+# Harrell's and Uno's C and the integrated Brier score, next to the oracle; the one after,
+# {doc}`07c_where_losses_disagree`, looks at calibration and at where the likelihood and the
+# C-index disagree.
 
 # %% [markdown]
 # ## Setup
