@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
+from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table, plot_comparison
 from ehrseq.metrics import (
     bootstrap_ci,
     concordance_index,
@@ -158,3 +158,73 @@ def test_evaluate_reports_a_chosen_subset(setup):
     assert part["Harrell C"] == full["Harrell C"] and part["AUROC upper"] == full["AUROC upper"]
     with pytest.raises(ValueError, match="unknown metrics"):
         protocol.evaluate("m", [s], metrics=["Harrel C"])
+
+
+# -- the bootstrap from multiplicities equals the loop over resampled copies ------------------
+
+
+@pytest.fixture(scope="module")
+def tied_setup():
+    """Half-day times (ties), every tenth patient twice, and two fast/slow twin protocols."""
+    d_tr, e_tr, _ = _cohort(400, 0)
+    d, e, x = _cohort(240, 7)
+    d = np.ceil(d * 2) / 2
+    copies = np.arange(0, 240, 10)
+    d, e, x = (np.concatenate([a, a[copies]]) for a in (d, e, x))
+    fast = SurvivalProtocol(d, e, TIMES, d_tr, e_tr, n_boot=40, seed=5)
+    slow = SurvivalProtocol(d, e, TIMES, d_tr, e_tr, n_boot=40, seed=5, fast_bootstrap=False)
+    return fast, slow, x
+
+
+def _tied_curves(x: np.ndarray, noise: float, seed: int) -> np.ndarray:
+    return np.round(_curves(x, noise, seed), 2)  # tied risks and tied survival probabilities
+
+
+def _assert_same_row(fast: dict, slow: dict) -> None:
+    assert fast.keys() == slow.keys()
+    for key, value in slow.items():
+        if isinstance(value, float):
+            assert fast[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+        else:
+            assert fast[key] == value, key
+
+
+def test_fast_bootstrap_equals_the_loop_in_evaluate(tied_setup):
+    fast, slow, x = tied_setup
+    d, e = fast.durations, fast.events
+    for survs in (
+        [_tied_curves(x, 0.5, s) for s in range(2)],
+        [_curves(x, 0.8, s) for s in range(3)],
+        [np.tile(np.exp(-TIMES / 6), (len(x), 1))],  # Kaplan-Meier: every risk tied
+    ):
+        assert all(make(d, e, survs[0]) is not None for make in fast.resamplers.values())
+        _assert_same_row(fast.evaluate("m", survs), slow.evaluate("m", survs))
+
+
+def test_fast_bootstrap_equals_the_loop_in_difference_and_compare(tied_setup):
+    fast, slow, x = tied_setup
+    a = [_curves(x, 0.3, s) for s in range(2)]
+    b = [_tied_curves(x, 1.0, s) for s in range(10, 13)]
+    for metric in HIGHER_IS_BETTER:
+        _assert_same_row(
+            fast.difference("a", a, "b", b, metric), slow.difference("a", a, "b", b, metric)
+        )
+    pd.testing.assert_frame_equal(
+        fast.compare("a", a, "b", b), slow.compare("a", a, "b", b), rtol=1e-12, atol=1e-15
+    )
+
+
+def test_a_metric_without_a_shortcut_still_bootstraps(tied_setup):
+    fast, slow, x = tied_setup
+    s = _curves(x, 0.5, 0)
+    s[:3, -2] = 0.5 + np.array([0.0, 6e-9, 1.2e-8])  # risks tied in a chain longer than 1e-8
+    assert fast.resamplers["AUROC"](fast.durations, fast.events, s) is None
+    assert fast.resamplers["IBS"](fast.durations, fast.events, s) is not None
+    for metrics in (["AUROC"], ["AUROC", "IBS"]):
+        _assert_same_row(
+            fast.evaluate("m", [s], metrics=metrics), slow.evaluate("m", [s], metrics=metrics)
+        )
+    _assert_same_row(
+        fast.difference("a", [s], "b", [_curves(x, 0.5, 1)], "AUROC"),
+        slow.difference("a", [s], "b", [_curves(x, 0.5, 1)], "AUROC"),
+    )

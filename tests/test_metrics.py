@@ -359,6 +359,181 @@ def test_bootstrap_skips_and_counts_failed_resamples():
 
 
 # ---------------------------------------------------------------------------------------------
+# Bootstrap resamples as multiplicities: every scorer equals its metric on the resampled copy
+# ---------------------------------------------------------------------------------------------
+
+
+def with_copies(seed: int, scenario: str, n: int):
+    """make_cohort with every seventh patient in the data twice (identical rows)."""
+    durations, events, risk = make_cohort(seed, scenario, n=n)
+    copies = np.arange(0, n, 7)
+    return tuple(np.concatenate([a, a[copies]]) for a in (durations, events, risk))
+
+
+def resamples(n: int, count: int, seed: int):
+    """Bootstrap draws of patient indices, ``(count, n)``, and the block of resamples."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(count, n))
+    block = metrics.Resamples.of(idx)
+    assert all(np.array_equal(c, np.bincount(i, minlength=n)) for i, c in zip(idx, block.counts))
+    return idx, block
+
+
+def on_resamples(fn, idx, *arrays):
+    """The metric on every resampled copy of the arrays; NaN where it raises ValueError."""
+    values = []
+    for i in idx:
+        try:
+            values.append(float(fn(*(a[i] for a in arrays))))
+        except ValueError:
+            values.append(np.nan)
+    return np.array(values)
+
+
+def resampled_metrics(durations, events, risk, seed: int, scenario: str):
+    """``name -> (metric(d, e, r, s), resampler(d, e, r, s))`` with fixed times and training."""
+    d_tr, e_tr, _ = make_cohort(seed + 10, scenario, n=400)
+    times = eval_times(durations, events)
+    tau, t_auc, horizon = times[-1], times[2], times[-1]
+    return times, {
+        "harrell": (
+            lambda d, e, r, s: metrics.concordance_index(d, r, e),
+            lambda d, e, r, s: metrics.concordance_index_resampler(d, r, e),
+        ),
+        "uno": (
+            lambda d, e, r, s: metrics.concordance_index_ipcw(d, r, e, tau, d_tr, e_tr),
+            lambda d, e, r, s: metrics.concordance_index_ipcw_resampler(d, r, e, tau, d_tr, e_tr),
+        ),
+        "antolini": (
+            lambda d, e, r, s: metrics.concordance_td(d, s, e, times),
+            lambda d, e, r, s: metrics.concordance_td_resampler(d, s, e, times, max_block=500),
+        ),
+        "ibs": (
+            lambda d, e, r, s: metrics.integrated_brier_score(d, s, e, times, d_tr, e_tr),
+            lambda d, e, r, s: metrics.integrated_brier_score_resampler(d, s, e, times, d_tr, e_tr),
+        ),
+        "auc": (
+            lambda d, e, r, s: metrics.cumulative_dynamic_auc(d, r, e, [t_auc], d_tr, e_tr)[0][0],
+            lambda d, e, r, s: metrics.cumulative_dynamic_auc_resampler(d, r, e, t_auc, d_tr, e_tr),
+        ),
+        "calibration": (
+            lambda d, e, r, s: metrics.calibration_error(d, 1 - s[:, -1], e, horizon, 4),
+            lambda d, e, r, s: metrics.calibration_error_resampler(d, 1 - s[:, -1], e, horizon, 4),
+        ),
+    }
+
+
+RESAMPLED = ["harrell", "uno", "antolini", "ibs", "auc", "calibration"]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("name", RESAMPLED)
+@pytest.mark.parametrize("n", [40, 120])
+def test_scorer_equals_the_metric_on_each_resample(seed, scenario, name, n):
+    durations, events, risk = with_copies(seed, scenario, n)
+    times, cases = resampled_metrics(durations, events, risk, seed, scenario)
+    surv = proportional_surv(risk, times)  # tied where the risks tie
+    if name == "antolini":  # curves that cross, and the copies' curves copied
+        surv = crossing_surv(seed, n, times)[np.concatenate([np.arange(n), np.arange(0, n, 7)])]
+    metric, resampler = cases[name]
+    idx, m = resamples(len(durations), 60, seed)
+    slow = on_resamples(metric, idx, durations, events, risk, surv)
+    fast = resampler(durations, events, risk, surv)(m)
+    assert fast.shape == (60,)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-15)
+
+
+def test_scorer_gives_nan_where_the_metric_raises():
+    durations, events, risk = make_cohort(4, "heavy_censoring", n=12)
+    idx, m = resamples(12, 200, 0)
+    slow = on_resamples(metrics.concordance_index, idx, durations, risk, events)
+    fast = metrics.concordance_index_resampler(durations, risk, events)(m)
+    assert np.isnan(slow).any() and np.array_equal(np.isnan(fast), np.isnan(slow))
+    times = np.sort(durations)[[2, 6]]
+    d_tr, e_tr, _ = make_cohort(5, "continuous", n=400)
+
+    def ibs(d, s, e):
+        return metrics.integrated_brier_score(d, s, e, times, d_tr, e_tr)
+
+    surv = proportional_surv(risk, times)
+    slow = on_resamples(ibs, idx, durations, surv, events)
+    fast = metrics.integrated_brier_score_resampler(durations, surv, events, times, d_tr, e_tr)(m)
+    assert np.isnan(slow).any() and np.array_equal(np.isnan(fast), np.isnan(slow))
+    np.testing.assert_allclose(fast, slow, rtol=1e-12)
+
+
+def test_resamplers_decline_where_no_shortcut_is_exact():
+    durations, events, risk = make_cohort(0, "tied", n=100)
+    times = eval_times(durations, events)
+    surv = proportional_surv(risk, times)
+    # without training data the censoring weights change with every resample
+    assert metrics.concordance_index_ipcw_resampler(durations, risk, events, times[-1]) is None
+    assert metrics.integrated_brier_score_resampler(durations, surv, events, times) is None
+    assert metrics.cumulative_dynamic_auc_resampler(durations, risk, events, times[2]) is None
+    # near-ties chained over more than tied_tol: leaving out the middle one would split them
+    chained = risk.copy()
+    chained[:3] = [0.5, 0.5 + 6e-9, 0.5 + 1.2e-8]  # gaps of 6e-9, a span of 1.2e-8
+    assert (
+        metrics.cumulative_dynamic_auc_resampler(
+            durations, chained, events, times[2], durations, events
+        )
+        is None
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bootstrap_with_a_resampler_equals_the_loop(seed):
+    durations, events, risk = with_copies(seed, "tied", 150)
+    cases = [
+        (metrics.concordance_index, metrics.concordance_index_resampler),
+        (
+            lambda d, r, e: metrics.concordance_td(d, proportional_surv(r, TIMES3), e, TIMES3),
+            lambda d, r, e: metrics.concordance_td_resampler(
+                d, proportional_surv(r, TIMES3), e, TIMES3
+            ),
+        ),
+    ]
+    for fn, resampler in cases:
+        slow_rng, fast_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+        slow = metrics.bootstrap_ci(fn, durations, risk, events, n_boot=80, seed=slow_rng)
+        fast = metrics.bootstrap_ci(
+            fn, durations, risk, events, n_boot=80, seed=fast_rng, resampler=resampler
+        )
+        assert fast.estimate == slow.estimate and fast.n_skipped == slow.n_skipped
+        assert (fast.lower, fast.upper) == pytest.approx((slow.lower, slow.upper), rel=1e-12)
+        assert slow_rng.integers(1 << 30) == fast_rng.integers(1 << 30)  # the same draws
+
+
+TIMES3 = np.array([1.0, 3.0, 6.0])
+
+
+def test_bootstrap_falls_back_to_the_loop_and_checks_the_scorer():
+    durations, events, risk = make_cohort(1, "continuous", n=80)
+    slow = metrics.bootstrap_ci(metrics.concordance_index, durations, risk, events, n_boot=30)
+    declined = metrics.bootstrap_ci(
+        metrics.concordance_index,
+        durations,
+        risk,
+        events,
+        n_boot=30,
+        resampler=lambda *arrays: None,
+    )
+    assert declined == slow
+    with pytest.raises(ValueError, match="shape"):
+        metrics.bootstrap_ci(
+            metrics.concordance_index,
+            durations,
+            risk,
+            events,
+            n_boot=30,
+            resampler=lambda *arrays: lambda block: block.counts.sum(axis=1)[:2],
+        )
+    with pytest.raises(ValueError, match="multiplicities"):
+        metrics.concordance_index_resampler(durations, risk, events)(metrics.Resamples.of([[0, 1]]))
+
+
+# ---------------------------------------------------------------------------------------------
 # Inputs that cannot be scored
 # ---------------------------------------------------------------------------------------------
 

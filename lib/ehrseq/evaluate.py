@@ -24,6 +24,13 @@ of that average (the same resamples for every model, so intervals are comparable
 standard deviation across seeds. :meth:`SurvivalProtocol.difference` is the paired bootstrap
 of the difference between two models, the interval that says whether a difference is real.
 
+The bootstrap dominates the protocol's time. Every metric depends on a resample only
+through how often each patient was drawn (the censoring weights come from the training
+labels, so they do not change), so the protocol scores blocks of resamples from one pass
+over the full test set (:data:`~ehrseq.metrics.Scorer`): the same resamples, the same
+intervals to rounding, several times faster. ``fast_bootstrap=False`` recomputes every metric
+on every resampled copy instead.
+
 Data flows ``model -> curves -> protocol``; this module imports metrics and plotting, never a
 model.
 """
@@ -38,13 +45,20 @@ import numpy as np
 import pandas as pd
 
 from ehrseq.metrics import (
+    Scorer,
     bootstrap_ci,
-    calibration_table,
+    calibration_error,
+    calibration_error_resampler,
     concordance_index,
     concordance_index_ipcw,
+    concordance_index_ipcw_resampler,
+    concordance_index_resampler,
     concordance_td,
+    concordance_td_resampler,
     cumulative_dynamic_auc,
+    cumulative_dynamic_auc_resampler,
     integrated_brier_score,
+    integrated_brier_score_resampler,
 )
 
 __all__ = [
@@ -73,6 +87,7 @@ HIGHER_IS_BETTER = {
 }
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
+Resampler = Callable[[np.ndarray, np.ndarray, np.ndarray], Scorer | None]
 
 
 @dataclass
@@ -90,6 +105,9 @@ class SurvivalProtocol:
         n_boot: bootstrap resamples of the test patients.
         seed: seed of the resamples; the same seed gives every model the same resamples.
         calibration_groups: groups of predicted risk for the calibration error.
+        fast_bootstrap: score the resamples of every metric that allows it from their
+            multiplicities (:attr:`resamplers`); ``False`` recomputes each metric on every
+            resampled copy of the data (slower, the same intervals up to rounding).
     """
 
     durations: Any
@@ -100,6 +118,7 @@ class SurvivalProtocol:
     n_boot: int = 200
     seed: int = 0
     calibration_groups: int = 10
+    fast_bootstrap: bool = True
 
     def __post_init__(self) -> None:
         self.durations = np.asarray(self.durations, dtype=float)
@@ -132,10 +151,7 @@ class SurvivalProtocol:
 
     # -- the metrics ---------------------------------------------------------------------------
     def _calibration_error(self, d: np.ndarray, e: np.ndarray, surv: np.ndarray) -> float:
-        cal = calibration_table(
-            d, 1.0 - surv[:, -1], e, horizon=self.horizon, n_bins=self.calibration_groups
-        )
-        return float(np.abs(cal["predicted"] - cal["observed"]).mean())
+        return calibration_error(d, 1.0 - surv[:, -1], e, self.horizon, self.calibration_groups)
 
     @property
     def metrics(self) -> dict[str, Metric]:
@@ -154,6 +170,50 @@ class SurvivalProtocol:
             ),
             "calibration error": self._calibration_error,
         }
+
+    @property
+    def resamplers(self) -> dict[str, Resampler]:
+        """The metrics of :attr:`metrics` that can score bootstrap resamples as multiplicities.
+
+        Each maps ``(durations, events, surv)`` to a :data:`~ehrseq.metrics.Scorer` that equals
+        the metric of the same name on every resample, or to ``None`` where no such shortcut
+        is exact (e.g. the AUROC of risks that differ by less than the tie tolerance in a
+        chain).
+        """
+        t, h = self.times, self.horizon
+        d_tr, e_tr = self.durations_train, self.events_train
+        return {
+            "Harrell C": lambda d, e, s: concordance_index_resampler(d, 1.0 - s[:, -1], e),
+            "Uno C": lambda d, e, s: concordance_index_ipcw_resampler(
+                d, 1.0 - s[:, -1], e, tau=h, durations_train=d_tr, events_train=e_tr
+            ),
+            "Antolini C": lambda d, e, s: concordance_td_resampler(d, s, e, t),
+            "IBS": lambda d, e, s: integrated_brier_score_resampler(
+                d, s[:, :-1], e, t[:-1], d_tr, e_tr
+            ),
+            "AUROC": lambda d, e, s: cumulative_dynamic_auc_resampler(
+                d, 1.0 - s[:, -2], e, t[-2], d_tr, e_tr
+            ),
+            "calibration error": lambda d, e, s: calibration_error_resampler(
+                d, 1.0 - s[:, -1], e, h, self.calibration_groups
+            ),
+        }
+
+    def _resampler(
+        self, metric: str, combine: Callable[[np.ndarray], np.ndarray]
+    ) -> Callable[..., Scorer | None] | None:
+        """``(d, e, *curves) -> Scorer``: ``combine`` of the metric's values per curve."""
+        make = self.resamplers.get(metric) if self.fast_bootstrap else None
+        if make is None:
+            return None
+
+        def resampler(d: np.ndarray, e: np.ndarray, *ss: np.ndarray) -> Scorer | None:
+            scorers = [make(d, e, s) for s in ss]
+            if any(scorer is None for scorer in scorers):
+                return None
+            return lambda block: combine(np.stack([scorer(block) for scorer in scorers]))  # (S, B)
+
+        return resampler
 
     def _metrics(self, names: Sequence[str] | None) -> dict[str, Metric]:
         every = self.metrics
@@ -224,6 +284,7 @@ class SurvivalProtocol:
                 *curves,
                 n_boot=self.n_boot,
                 seed=self.seed,
+                resampler=self._resampler(metric, lambda v: v.mean(axis=0)),
             )
             row[metric] = float(np.mean(per_seed))
             row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
@@ -268,6 +329,7 @@ class SurvivalProtocol:
             *curves_b,
             n_boot=self.n_boot,
             seed=self.seed,
+            resampler=self._resampler(metric, lambda v: v[:k].mean(axis=0) - v[k:].mean(axis=0)),
         )
         if ci.lower > 0 or ci.upper < 0:
             a_higher = ci.lower > 0

@@ -48,11 +48,20 @@ __all__ = [
     "integrated_brier_score",
     "cumulative_dynamic_auc",
     "calibration_table",
+    "calibration_error",
     "auroc",
     "auprc",
     "BootstrapCI",
     "bootstrap_ci",
     "survival_at_times",
+    "Resamples",
+    "Scorer",
+    "concordance_index_resampler",
+    "concordance_index_ipcw_resampler",
+    "concordance_td_resampler",
+    "integrated_brier_score_resampler",
+    "cumulative_dynamic_auc_resampler",
+    "calibration_error_resampler",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -519,8 +528,14 @@ def brier_score(
     t = _check_times(times, d)
     s = _check_surv_matrix(surv, d.shape[0], t.shape[0])
     knots, g = _censoring_survival(d, e, durations_train, events_train)
-    inv_g_t = _inverse_weights(_step_at(knots, g, t), t, "at an evaluation time")  # (K,)
+    return _brier_terms(d, e, s, t, knots, g).mean(axis=0)
 
+
+def _brier_terms(
+    d: np.ndarray, e: np.ndarray, s: np.ndarray, t: np.ndarray, knots: np.ndarray, g: np.ndarray
+) -> np.ndarray:
+    """Each patient's IPCW squared error at each time, ``(n, K)``: the Brier score's summands."""
+    inv_g_t = _inverse_weights(_step_at(knots, g, t), t, "at an evaluation time")  # (K,)
     case_any = e & (d <= t[-1])
     inv_g_y = np.zeros_like(d)
     inv_g_y[case_any] = _inverse_weights(
@@ -528,10 +543,9 @@ def brier_score(
     )
     is_case = case_any[:, None] & (d[:, None] <= t[None, :])  # (n, K)
     is_control = d[:, None] > t[None, :]  # (n, K)
-    terms = np.where(is_case, s**2 * inv_g_y[:, None], 0.0) + np.where(
+    return np.where(is_case, s**2 * inv_g_y[:, None], 0.0) + np.where(
         is_control, (1.0 - s) ** 2 * inv_g_t[None, :], 0.0
     )
-    return terms.mean(axis=0)
 
 
 def integrated_brier_score(
@@ -879,6 +893,553 @@ def calibration_table(
     return table
 
 
+def calibration_error(
+    durations: Any, risk: Any, events: Any, horizon: float, n_bins: int = 10
+) -> float:
+    r"""Mean absolute gap between predicted and observed risk over groups of predicted risk.
+
+    .. math::
+        \mathrm{CE} = \frac{1}{G} \sum_{g=1}^{G}
+        \bigl|\hat p^{\text{pred}}_g - \hat p^{\text{obs}}_g\bigr|
+
+    with the ``n_bins`` groups, the mean predictions and the Kaplan-Meier observed risks of
+    :func:`calibration_table`. 0 for a model calibrated in every group; lower is better.
+
+    Args:
+        durations, risk, events, horizon, n_bins: as in :func:`calibration_table`.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`
+        - output: scalar
+
+    Raises:
+        ValueError: as :func:`calibration_table`.
+    """
+    table = calibration_table(durations, risk, events, horizon, n_bins=n_bins)
+    return float(np.abs(table["predicted"] - table["observed"]).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Bootstrap resamples as multiplicities
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """A block of bootstrap resamples of the same ``n`` patients.
+
+    Attributes:
+        indices: ``(B, n)``: the patients drawn into each resample, in the order drawn.
+        counts: ``(B, n)``: how often each patient was drawn, the multiplicities
+            ``counts[b] = bincount(indices[b], minlength=n)``.
+    """
+
+    indices: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, indices: Any) -> Resamples:
+        """The block of resamples drawn as ``indices`` ``(B, n)``, with their multiplicities."""
+        idx = np.asarray(indices)
+        if idx.ndim != 2:
+            raise ValueError(f"indices must have shape (B, n), got {idx.shape}")
+        b, n = idx.shape
+        flat = (idx + n * np.arange(b)[:, None]).ravel()
+        return cls(idx, np.bincount(flat, minlength=b * n).reshape(b, n))
+
+
+#: Scores a block of bootstrap resamples at once: :class:`Resamples` of ``B`` resamples in,
+#: the metric on each out, shape ``(B,)``, NaN where the metric is undefined (where the metric
+#: itself raises a ``ValueError``).
+Scorer = Callable[[Resamples], np.ndarray]
+
+
+def _multiplicities(resamples: Resamples, n: int, dtype: Any = float) -> np.ndarray:
+    """``(B, n)`` multiplicities as ``dtype``; float32 only where its sums of counts are exact."""
+    if dtype == np.float32 and n >= 2**24:
+        dtype = float
+    m = np.asarray(resamples.counts, dtype=dtype)
+    if m.ndim != 2 or m.shape[1] != n:
+        raise ValueError(f"multiplicities must have shape (B, {n}), got {m.shape}")
+    return m
+
+
+class _PrefixBelowSums:
+    """``out[b] = sum over q, p of c[b, q] w[b, p] [p < prefix[q]] [pos_rank[p] < bound[q]]``.
+
+    The weighted form of :func:`_count_prefix_below` for a block of weight rows ``w`` and
+    query coefficients ``c``: the same aligned blocks of positions, sorted by
+    ``(block, rank)`` once per level here, so that each block of rows only needs one
+    cumulative sum per level and two look-ups per query.
+    """
+
+    def __init__(self, pos_rank: np.ndarray, prefix: np.ndarray, bound: np.ndarray) -> None:
+        n = pos_rank.shape[0]
+        stride = n + 1
+        positions = np.arange(n, dtype=np.int64)
+        self.n, self.n_queries, self.levels = n, prefix.shape[0], []
+        for level in range(max(1, int(n).bit_length())):
+            uses = np.flatnonzero((prefix >> level) & 1)
+            if uses.size == 0:
+                continue
+            keys = (positions >> level) * stride + pos_rank  # (n,)
+            perm = np.argsort(keys, kind="stable")
+            block = (prefix[uses] >> level) - 1
+            start = np.searchsorted(keys[perm], block * stride, side="left")
+            stop = np.searchsorted(keys[perm], block * stride + bound[uses], side="left")
+            self.levels.append((perm, uses, start, stop))
+
+    def __call__(self, w: np.ndarray, c: np.ndarray) -> np.ndarray:
+        out = np.zeros(w.shape[0])  # (B,)
+        cum = np.zeros((w.shape[0], self.n + 1), dtype=w.dtype)  # (B, n + 1), column 0 stays 0
+        for perm, uses, start, stop in self.levels:
+            np.cumsum(np.take(w, perm, axis=1), axis=1, out=cum[:, 1:])
+            in_block = np.take(cum, stop, axis=1) - np.take(cum, start, axis=1)  # (B, U)
+            out += np.sum(np.take(c, uses, axis=1) * in_block, axis=1)
+        return out
+
+
+def _concordance_scorer(
+    durations: np.ndarray,
+    events: np.ndarray,
+    risk: np.ndarray,
+    weights: np.ndarray,
+    tied_tol: float,
+) -> Scorer:
+    """:func:`_weighted_concordance` on every resample, from one sort of the full data."""
+    n = durations.shape[0]
+    order = np.lexsort((events, -durations))  # the positions of _weighted_concordance
+    sorted_risk = np.sort(risk)
+    pos_rank = np.searchsorted(sorted_risk, risk, side="left")[order].astype(np.int64)
+    query = np.flatnonzero(events & (weights > 0))
+    d_q, r_q = durations[query], risk[query]
+    cens_d = np.sort(durations[~events])
+    prefix = (n - np.searchsorted(np.sort(durations), d_q, side="right")) + (
+        np.searchsorted(cens_d, d_q, side="right") - np.searchsorted(cens_d, d_q, side="left")
+    )
+    below = np.searchsorted(sorted_risk, r_q - tied_tol, side="left")
+    upto = np.searchsorted(sorted_risk, r_q + tied_tol, side="right")
+    sums = _PrefixBelowSums(
+        pos_rank, np.concatenate([prefix, prefix]), np.concatenate([below, upto])
+    )
+    w_q = weights[query]
+
+    def score(resamples: Resamples) -> np.ndarray:
+        m = _multiplicities(resamples, n, np.float32)  # counts: float32 sums of them are exact
+        in_order = np.take(m, order, axis=1)  # (B, n), the multiplicities in position order
+        cum = np.zeros((m.shape[0], n + 1), dtype=m.dtype)
+        np.cumsum(in_order, axis=1, out=cum[:, 1:])
+        wm = np.take(m, query, axis=1) * w_q  # (B, Q): each query's weight times its copies
+        # half of (m_j summed over r_j < r_i - tol) plus half of (over r_j <= r_i + tol)
+        numerator = sums(in_order, np.concatenate([0.5 * wm, 0.5 * wm], axis=1))
+        denominator = np.sum(wm * np.take(cum, prefix, axis=1), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(denominator > 0, numerator / denominator, np.nan)
+
+    return score
+
+
+def concordance_index_resampler(
+    durations: Any, risk: Any, events: Any, tied_tol: float = 1e-8
+) -> Scorer:
+    r""":func:`concordance_index` on blocks of bootstrap resamples, from their multiplicities.
+
+    A resample holds patient :math:`i` with multiplicity :math:`m_i`. Copies of one patient
+    share their time and event flag, so they are never comparable with each other (two events
+    at the same time are not comparable, a censored patient is never the earlier one), and
+
+    .. math::
+        C(m) = \frac{\sum_{i,j} m_i m_j\, \delta_i\, \mathrm{comp}_{ij}
+        \bigl(\mathbb{1}\{r_i > r_j\} + \tfrac12 \mathbb{1}\{r_i = r_j\}\bigr)}
+        {\sum_{i,j} m_i m_j\, \delta_i\, \mathrm{comp}_{ij}}
+
+    with :math:`\mathrm{comp}_{ij}` and the ties exactly as in :func:`concordance_index`.
+    The sort by time and the risk ranks are computed once; each block of resamples then needs
+    one cumulative sum of :math:`m` per level of :func:`_count_prefix_below`'s blocks. The sums
+    are sums of integers, so the values equal the metric on the resampled arrays.
+
+    Args:
+        durations, risk, events, tied_tol: as in :func:`concordance_index`.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)`` values (NaN without a
+          comparable pair)
+
+    Raises:
+        ValueError: on bad inputs (see :func:`concordance_index`).
+    """
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
+    return _concordance_scorer(d, e, r, np.ones_like(d), tied_tol)
+
+
+def concordance_index_ipcw_resampler(
+    durations: Any,
+    risk: Any,
+    events: Any,
+    tau: float | None = None,
+    durations_train: Any = None,
+    events_train: Any = None,
+    tied_tol: float = 1e-8,
+) -> Scorer | None:
+    r""":func:`concordance_index_ipcw` on blocks of bootstrap resamples, from their multiplicities.
+
+    With :math:`\hat G` from the training data, the weight :math:`\hat G(T_i)^{-2}` of every
+    patient is fixed, and the resampled :math:`C_\tau` is the multiplicity-weighted sum of
+    :func:`concordance_index_resampler` with those weights. Without training data
+    :math:`\hat G` would be re-estimated on every resample: there is no such shortcut and this
+    returns ``None`` (resample the arrays instead).
+
+    Args:
+        durations, risk, events, tau, durations_train, events_train, tied_tol: as in
+            :func:`concordance_index_ipcw`.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`; durations_train, events_train: :math:`(m,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)``, or ``None``
+
+    Raises:
+        ValueError: as :func:`concordance_index_ipcw` on the full data.
+    """
+    if durations_train is None or events_train is None:
+        return None
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
+    if tau is not None and not (np.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a positive finite time, got {tau!r}")
+    knots, g = _censoring_survival(d, e, durations_train, events_train)
+    used = e if tau is None else e & (d < tau)
+    weights = np.zeros_like(d)
+    if used.any():
+        g_at = _step_at(knots, g, d[used])
+        weights[used] = _inverse_weights(g_at, d[used], "at an event time") ** 2
+    return _concordance_scorer(d, e, r, weights, tied_tol)
+
+
+def concordance_td_resampler(
+    durations: Any,
+    surv: Any,
+    events: Any,
+    time_grid: Any,
+    tied_tol: float = 1e-8,
+    max_block: int = 4_000_000,
+) -> Scorer:
+    r""":func:`concordance_td` on blocks of bootstrap resamples, from their multiplicities.
+
+    Each comparable pair is judged on the fixed curves, so the resampled index is
+    :math:`\sum_{i,j} m_i m_j\, \delta_i\, \mathrm{comp}_{ij}\, s_{ij} /
+    \sum_{i,j} m_i m_j\, \delta_i\, \mathrm{comp}_{ij}` with :math:`s_{ij} \in \{0, \tfrac12, 1\}`
+    the pair's score in :func:`concordance_td`: for a block of events, one matrix product of
+    the multiplicities with the block of pair scores.
+
+    Args:
+        durations, surv, events, time_grid, tied_tol, max_block: as in :func:`concordance_td`.
+
+    Shapes:
+        - durations, events: :math:`(n,)`; surv: :math:`(n, T)`; time_grid: :math:`(T,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)`` (NaN without a comparable pair)
+
+    Raises:
+        ValueError: as :func:`concordance_td` on the full data.
+    """
+    d, e = check_survival(durations, events)
+    grid = check_1d(time_grid, "time_grid")
+    s = _check_surv_matrix(surv, d.shape[0], grid.shape[0])
+    n = d.shape[0]
+    order = np.lexsort((~e, d))  # as in concordance_td: comparable patients are a suffix
+    d, e, s = d[order], e[order], s[order]
+    event_pos = np.flatnonzero(e)
+    start = np.searchsorted(d, d[event_pos], side="left") + (
+        np.searchsorted(d[e], d[event_pos], side="right")
+        - np.searchsorted(d[e], d[event_pos], side="left")
+    )
+    event_pos, start = event_pos[start < n], start[start < n]
+    col = np.searchsorted(grid, d[event_pos], side="right")
+    padded = np.concatenate([np.ones((n, 1)), s], axis=1)  # (n, T + 1), column 0: S = 1
+    own = padded[event_pos, col]  # (E,)
+    positions = np.arange(n)
+    block = max(1, int(max_block) // n)
+
+    def score(resamples: Resamples) -> np.ndarray:
+        m = _multiplicities(resamples, n)[:, order]  # (B, n), in the sorted order
+        numerator = np.zeros(m.shape[0])
+        cum = np.zeros((m.shape[0], n + 1))
+        np.cumsum(m, axis=1, out=cum[:, 1:])
+        m_ev = m[:, event_pos]  # (B, E)
+        denominator = np.sum(m_ev * (cum[:, -1:] - cum[:, start]), axis=1)
+        for lo in range(0, event_pos.size, block):
+            sl = slice(lo, lo + block)
+            first = int(start[sl].min())
+            diff = padded[first:, col[sl]] - own[None, sl]  # (n - first, Eb)
+            tie = np.abs(diff) <= tied_tol
+            pair = np.where(tie, 0.5, (diff > 0).astype(float))
+            pair[positions[first:, None] < start[None, sl]] = 0.0  # not comparable
+            numerator += np.sum(m_ev[:, sl] * (m[:, first:] @ pair), axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(denominator > 0, numerator / denominator, np.nan)
+
+    return score
+
+
+def integrated_brier_score_resampler(
+    durations: Any,
+    surv: Any,
+    events: Any,
+    times: Any,
+    durations_train: Any = None,
+    events_train: Any = None,
+) -> Scorer | None:
+    r""":func:`integrated_brier_score` on blocks of bootstrap resamples, from their multiplicities.
+
+    With :math:`\hat G` from the training data every summand of :func:`brier_score` is fixed
+    per patient, so the resampled score is a weighted mean,
+
+    .. math::
+        \mathrm{IBS}(m) = \frac{1}{n} \sum_i m_i\, \frac{1}{t_K - t_1}
+        \int_{t_1}^{t_K} b_i(t)\, dt
+
+    one matrix-vector product for a block of resamples, where :math:`b_i(t)` is patient
+    :math:`i`'s term of :math:`\mathrm{BS}(t)`. A resample whose follow-up does not cover
+    ``times`` (nobody at or before ``times[0]`` or after ``times[-1]``) scores NaN, where the
+    metric raises. Without training data this returns ``None``, as
+    :func:`concordance_index_ipcw_resampler` does.
+
+    Args:
+        durations, surv, events, times, durations_train, events_train: as in
+            :func:`integrated_brier_score`.
+
+    Shapes:
+        - durations, events: :math:`(n,)`; surv: :math:`(n, K)`; times: :math:`(K,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)``, or ``None``
+
+    Raises:
+        ValueError: as :func:`integrated_brier_score` on the full data.
+    """
+    if durations_train is None or events_train is None:
+        return None
+    t = np.atleast_1d(to_numpy(times, "times"))
+    if t.ndim != 1 or t.shape[0] < 2:
+        raise ValueError(f"integrated_brier_score needs at least two times, got {t.shape[0]}")
+    d, e = check_survival(durations, events)
+    t = _check_times(t, d)
+    s = _check_surv_matrix(surv, d.shape[0], t.shape[0])
+    knots, g = _censoring_survival(d, e, durations_train, events_train)
+    per_patient = np.trapezoid(_brier_terms(d, e, s, t, knots, g), t, axis=1) / (t[-1] - t[0])
+    starts, ends = (d <= t[0]).astype(float), (d > t[-1]).astype(float)
+    n = d.shape[0]
+
+    def score(resamples: Resamples) -> np.ndarray:
+        m = _multiplicities(resamples, n)
+        covered = (m @ starts > 0) & (m @ ends > 0)  # the follow-up check of _check_times
+        return np.where(covered, (m @ per_patient) / n, np.nan)
+
+    return score
+
+
+def cumulative_dynamic_auc_resampler(
+    durations: Any,
+    risk: Any,
+    events: Any,
+    time: float,
+    durations_train: Any = None,
+    events_train: Any = None,
+    tied_tol: float = 1e-8,
+) -> Scorer | None:
+    r"""The AUC of :func:`cumulative_dynamic_auc` at one time on bootstrap resamples.
+
+    With :math:`\hat G` from the training data the case weights :math:`\omega_i` are fixed,
+    so a resample weights case :math:`i` by :math:`m_i \omega_i` and control :math:`j` by
+    :math:`m_j`, and the trapezoidal area of the metric is
+
+    .. math::
+        \widehat{\mathrm{AUC}}(m) = \frac{\sum_i m_i \omega_i \bigl(\sum_{j: r_j < r_i} m_j
+        + \tfrac12 \sum_{j: r_j = r_i} m_j\bigr)}{\sum_i m_i \omega_i \sum_j m_j}
+
+    over cases :math:`i` and controls :math:`j`. The controls are sorted by risk once; a
+    block of resamples needs one cumulative sum of their multiplicities and two look-ups
+    per case.
+    Returns ``None`` (no exact shortcut) without training data, or when a run of scores
+    chained by gaps of at most ``tied_tol`` spans more than ``tied_tol``, since a resample
+    that leaves out its middle would split it.
+
+    Args:
+        durations, events, durations_train, events_train, tied_tol: as in
+            :func:`cumulative_dynamic_auc`.
+        risk: predicted risk at ``time`` (higher = earlier event).
+        time: the one evaluation time.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)`` (NaN without a case or a control), or
+          ``None``
+
+    Raises:
+        ValueError: as :func:`cumulative_dynamic_auc` on the full data.
+    """
+    if durations_train is None or events_train is None:
+        return None
+    d, e = check_survival(durations, events)
+    t = _check_times(time, d)
+    if t.shape[0] != 1:
+        raise ValueError(f"time must be one evaluation time, got {t.shape[0]}")
+    r = check_1d(risk, "risk", n=d.shape[0])
+    check_finite(r, "risk")
+    knots, g = _censoring_survival(d, e, durations_train, events_train)
+    is_case = e & (d <= t[0])
+    if not is_case.any():
+        raise ValueError(f"no events at or before time {t[0]:g}: the AUC there is undefined")
+    omega = np.zeros_like(d)
+    omega[is_case] = _inverse_weights(
+        _step_at(knots, g, d[is_case]), d[is_case], "at an event time"
+    )
+    order = np.argsort(-r, kind="mergesort")  # as _weighted_roc_auc: decreasing risk
+    sorted_r = r[order]
+    starts = np.flatnonzero(np.concatenate([[True], np.abs(np.diff(sorted_r)) > tied_tol]))
+    ends = np.append(starts[1:], r.shape[0])  # each tie group is [starts, ends) in order
+    if np.any(sorted_r[starts] - sorted_r[ends - 1] > tied_tol):
+        return None  # a chain of near-ties: resamples could split it differently
+    group = np.repeat(np.arange(starts.shape[0]), ends - starts)  # (n,) in sorted order
+    is_control = d[order] > t[0]
+    controls = order[is_control]  # by decreasing risk
+    before = np.concatenate([[0], np.cumsum(is_control)])  # controls before each position
+    cases_sorted = np.flatnonzero(is_case[order])
+    cases = order[cases_sorted]
+    # controls before the case's tie group, and before the end of its tie group
+    above = before[starts[group[cases_sorted]]]
+    through = before[ends[group[cases_sorted]]]
+    omega_cases = omega[cases]
+    n = d.shape[0]
+
+    def score(resamples: Resamples) -> np.ndarray:
+        m = _multiplicities(resamples, n, np.float32)
+        cum = np.zeros((m.shape[0], controls.shape[0] + 1), dtype=m.dtype)
+        np.cumsum(np.take(m, controls, axis=1), axis=1, out=cum[:, 1:])  # (B, N + 1)
+        n_controls = cum[:, -1:].astype(float)  # (B, 1)
+        case_w = np.take(m, cases, axis=1) * omega_cases  # (B, C)
+        lower = n_controls - 0.5 * (np.take(cum, above, axis=1) + np.take(cum, through, axis=1))
+        total = case_w.sum(axis=1) * n_controls[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(total > 0, np.sum(case_w * lower, axis=1) / total, np.nan)
+
+    return score
+
+
+def calibration_error_resampler(
+    durations: Any, risk: Any, events: Any, horizon: float, n_bins: int = 10
+) -> Scorer | None:
+    r""":func:`calibration_error` on blocks of bootstrap resamples, from their multiplicities.
+
+    A resample sorted by risk is the patients in their sorted order, patient
+    :math:`k` repeated :math:`m_k` times, so group :math:`g` holds the positions
+    :math:`[\lceil g n / G \rceil, \lceil (g + 1) n / G \rceil)` of that list: every patient
+    in the group of its first copy, except the copies that a group boundary moves to the next
+    group. Each group's Kaplan-Meier estimate then only needs its weighted at-risk and event
+    counts at the event times up to the horizon, one histogram per block of resamples.
+
+    :func:`calibration_table` splits tied risks between groups by their order in the input.
+    Where patients with equal risks differ in time or event flag and a group boundary of a
+    resample falls among their copies, the groups depend on the order of the draws: those few
+    resamples are scored by :func:`calibration_error` on the resampled arrays.
+
+    Args:
+        durations, risk, events, horizon, n_bins: as in :func:`calibration_table`.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`
+        - output: a :data:`Scorer`, :class:`Resamples` to ``(B,)`` (NaN where nobody is
+          followed up to the horizon)
+
+    Raises:
+        ValueError: as :func:`calibration_table` on the full data.
+    """
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
+    n = d.shape[0]
+    if (r < 0).any() or (r > 1).any():
+        raise ValueError("risk must be a predicted event probability in [0, 1]")
+    if not (np.isfinite(horizon) and 0 < horizon <= d.max()):
+        raise ValueError(f"horizon must lie within the follow-up (0, {d.max():g}], got {horizon!r}")
+    if not (isinstance(n_bins, int | np.integer) and 1 <= n_bins <= n):
+        raise ValueError(f"n_bins must be an integer in [1, {n}], got {n_bins!r}")
+    order = np.argsort(r, kind="mergesort")  # as calibration_table: increasing risk
+    d_o, e_o, r_o = d[order], e[order], r[order]
+    # runs of tied risks whose outcomes differ: [run_start, run_end) in the sorted order
+    new_run = np.concatenate([[True], r_o[1:] != r_o[:-1], [True]])
+    run_start, run_end = np.flatnonzero(new_run[:-1]), np.flatnonzero(new_run[1:]) + 1
+    differs = np.concatenate([[0], (d_o[1:] != d_o[:-1]) | (e_o[1:] != e_o[:-1])]).astype(int)
+    mixed = np.add.reduceat(differs, run_start) - differs[run_start] > 0
+    run_start, run_end = run_start[mixed], run_end[mixed]
+    u = np.unique(d[e & (d <= horizon)])  # (J,) event times up to the horizon
+    n_u = u.shape[0]
+    at_risk_slot = np.searchsorted(u, d_o, side="right")  # at risk at u[:slot], in [0, J]
+    counted = e_o & (d_o <= horizon)
+    event_slot = np.where(counted, np.searchsorted(u, d_o, side="left"), n_u)  # J: no event
+    bounds = -(-np.arange(n_bins + 1) * n // n_bins)  # group g: positions [bounds[g], [g + 1])
+    inner, sizes = bounds[1:-1], np.diff(bounds).astype(float)
+    followed = (d >= horizon).astype(float)
+
+    def score(resamples: Resamples) -> np.ndarray:
+        m = _multiplicities(resamples, n, np.int64)
+        n_rows = m.shape[0]
+        rows = np.arange(n_rows)[:, None]
+        mo = np.take(m, order, axis=1)  # (B, n), by increasing risk
+        cum = np.cumsum(mo, axis=1)  # (B, n): copies up to and including each patient
+        # the patient holding position bounds[g] and its copies before it, for g = 1..G-1
+        row_start = rows * (n + 1)
+        holder = np.searchsorted((cum + row_start).ravel(), inner + row_start, side="right")
+        holder -= rows * n  # (B, G - 1), index in the sorted order
+        before = np.where(holder > 0, np.take_along_axis(cum, np.maximum(holder - 1, 0), 1), 0)
+        moved = (inner - before).astype(float)  # copies of the holder before the boundary
+        # each patient's group: the group of its last copy (any group when it has none)
+        group = np.maximum(cum - 1, 0) * n_bins // n  # (B, n)
+        # entries (cell, patient, copies): every patient's copies in its group, then the
+        # holder's copies before each boundary g moved from group g back to group g - 1
+        later = rows * n_bins + np.arange(1, n_bins)  # (B, G - 1)
+        cell = np.concatenate([rows * n_bins + group, later, later - 1], axis=1).ravel()
+        patient = np.concatenate([np.broadcast_to(np.arange(n), mo.shape), holder, holder], 1)
+        patient = patient.ravel()
+        copies = np.concatenate([mo.astype(float), -moved, moved], axis=1).ravel()
+        n_cells = n_rows * n_bins  # (resample, group) cells
+        at_slot = np.bincount(cell * (n_u + 1) + at_risk_slot[patient], copies, n_cells * (n_u + 1))
+        at_slot = at_slot.reshape(n_cells, n_u + 1)
+        earlier = np.cumsum(at_slot, axis=1)  # (cells, J + 1): copies with T < u[j]
+        # events: the few non-zero (cell, event time) pairs, sorted by cell and time
+        is_event = event_slot[patient] < n_u
+        key = cell[is_event] * n_u + event_slot[patient[is_event]]
+        by_key = np.argsort(key, kind="stable")
+        key = key[by_key]
+        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+        n_events = np.add.reduceat(copies[is_event][by_key], first) if first.size else first
+        key = key[first]
+        key_cell, key_time = key // n_u, key % n_u
+        at_risk = earlier[key_cell, -1] - earlier[key_cell, key_time]  # copies with T >= u
+        with np.errstate(divide="ignore", invalid="ignore"):
+            factor = np.where(n_events > 0, 1.0 - n_events / at_risk, 1.0)
+        survival = np.ones(n_cells)  # Kaplan-Meier at the horizon, the product in time order
+        if key.size:
+            starts = np.flatnonzero(np.concatenate([[True], key_cell[1:] != key_cell[:-1]]))
+            survival[key_cell[starts]] = np.multiply.reduceat(factor, starts)
+        observed = 1.0 - survival.reshape(n_rows, n_bins)  # (B, G)
+        predicted = np.bincount(cell, copies * r_o[patient], n_rows * n_bins)
+        predicted = predicted.reshape(n_rows, n_bins)
+        error = np.abs(predicted / sizes - observed).mean(axis=1)  # (B,)
+        error = np.where(m @ followed > 0, error, np.nan)
+        # a boundary among the copies of a run of mixed ties: the draws' order decides
+        lo = np.where(run_start > 0, cum[:, np.maximum(run_start - 1, 0)], 0)  # (B, runs)
+        hi = cum[:, run_end - 1]
+        split = np.searchsorted(inner, lo, side="right") < np.searchsorted(inner, hi, "left")
+        for b in np.flatnonzero(split.any(axis=1)):
+            idx = resamples.indices[b]
+            try:
+                error[b] = calibration_error(d[idx], r[idx], e[idx], horizon, n_bins)
+            except ValueError:
+                error[b] = np.nan
+        return error
+
+    return score
+
+
 # ---------------------------------------------------------------------------------------------
 # Bootstrap
 # ---------------------------------------------------------------------------------------------
@@ -913,6 +1474,7 @@ def bootstrap_ci(
     alpha: float = 0.05,
     seed: int | np.random.Generator = 0,
     max_skip_fraction: float = 0.1,
+    resampler: Callable[..., Scorer | None] | None = None,
 ) -> BootstrapCI:
     r"""Percentile bootstrap confidence interval of any metric, resampling patients.
 
@@ -930,6 +1492,14 @@ def bootstrap_ci(
     ``max_skip_fraction`` are skipped, since the interval then describes only the resamples
     where the metric exists.
 
+    A resample is the original patients drawn with multiplicities
+    :math:`m_b = \text{bincount}(I_b)`. Where the metric on a resample depends on the data
+    only through those multiplicities, ``resampler`` (called once with the arrays) can
+    precompute everything that does not change (sort orders, ranks, censoring weights) and
+    return a :data:`Scorer` that scores blocks of resamples (:class:`Resamples`) at once, e.g.
+    :func:`concordance_index_resampler`. The resample indices are drawn exactly as without it,
+    so the interval is the same up to rounding, only several times faster.
+
     Args:
         metric_fn: maps the arrays to a scalar.
         *arrays: per-patient arrays (or tensors), all with the same first dimension.
@@ -937,6 +1507,10 @@ def bootstrap_ci(
         alpha: one minus the confidence level (0.05 gives a 95 % interval).
         seed: integer seed or a NumPy Generator.
         max_skip_fraction: warn when a larger fraction of resamples is skipped.
+        resampler: optional; maps the arrays to a :data:`Scorer` that equals ``metric_fn``
+            on every resample (NaN where it raises), or to ``None`` where no such shortcut is
+            exact. ``None`` (the default) recomputes ``metric_fn`` on every
+            resampled copy of the arrays.
 
     Shapes:
         - arrays: :math:`(n, ...)` each
@@ -982,15 +1556,20 @@ def bootstrap_ci(
 
     estimate = _scalar(metric_fn(*data))
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        try:
-            value = _scalar(metric_fn(*(a[idx] for a in data)))
-        except (ValueError, ZeroDivisionError, FloatingPointError):
-            continue
-        if np.isfinite(value):
-            values.append(value)
+    scorer = None if resampler is None else resampler(*data)
+    if scorer is not None:
+        resampled = _score_resamples(scorer, rng, n, int(n_boot))
+        values = resampled[np.isfinite(resampled)].tolist()
+    else:
+        values = []
+        for _ in range(n_boot):
+            idx = rng.integers(0, n, size=n)
+            try:
+                value = _scalar(metric_fn(*(a[idx] for a in data)))
+            except (ValueError, ZeroDivisionError, FloatingPointError):
+                continue
+            if np.isfinite(value):
+                values.append(value)
     n_skipped = n_boot - len(values)
     if not values:
         raise ValueError(f"the metric could not be computed on any of the {n_boot} resamples")
@@ -1010,3 +1589,19 @@ def bootstrap_ci(
         n_skipped=int(n_skipped),
         alpha=float(alpha),
     )
+
+
+def _score_resamples(
+    scorer: Scorer, rng: np.random.Generator, n: int, n_boot: int, max_cells: int = 2**22
+) -> np.ndarray:
+    """The scorer on ``n_boot`` resamples, drawn one by one as the loop of bootstrap_ci does."""
+    rows = max(1, max_cells // n)
+    out = np.empty(n_boot)
+    for lo in range(0, n_boot, rows):
+        b = min(rows, n_boot - lo)
+        idx = np.stack([rng.integers(0, n, size=n) for _ in range(b)])  # (b, n), same draws
+        values = np.asarray(scorer(Resamples.of(idx)), dtype=float)
+        if values.shape != (b,):
+            raise ValueError(f"the scorer must return shape ({b},), got {values.shape}")
+        out[lo : lo + b] = values
+    return out
