@@ -103,7 +103,8 @@ FOREIGN_CODE_DOMAINS: Mapping[str, str] = {
 _EXT_INT_COLUMNS = ("concept_id", "source_concept_id", "unit_concept_id", "visit_occurrence_id")
 _GENDER = "GENDER/"
 _GENDER_CONCEPTS = {"F": 8532, "FEMALE": 8532, "M": 8507, "MALE": 8507}  # OMOP gender concepts
-_OURS = re.compile(rf"({'|'.join(DOMAINS)})/(-?\d{{1,18}})")
+# ASCII digits only: "condition/١٢٣" (Arabic-Indic digits) is a foreign code, not concept 123
+_OURS = re.compile(rf"({'|'.join(DOMAINS)})/(-?[0-9]{{1,18}})")
 _REQUIRED = ("subject_id", "time", "code")
 _READ_TYPES = {
     "subject_id": pa.int64(),
@@ -116,6 +117,7 @@ _READ_TYPES = {
 _SORT_RULE = "within a subject, rows are sorted by time with static (null-time) rows first"
 _GROUP_RULE = "a subject's rows are contiguous within its shard"
 _SHARD_RULE = "each subject's rows sit in exactly one shard"
+_ZONED = "time (zone-aware, read as UTC)"  # a count _load_shards returns with the unknown columns
 
 
 def _data_schema(text: bool) -> pa.Schema:
@@ -187,7 +189,7 @@ def _foreign_domain(code: str, domains: Mapping[str, str]) -> str:
 
 def _gender_concept(code: str) -> int:
     value = code[len(_GENDER) :].lstrip("/")
-    if re.fullmatch(r"-?\d{1,18}", value):
+    if re.fullmatch(r"-?[0-9]{1,18}", value):
         return int(value)
     return _GENDER_CONCEPTS.get(value.upper(), 0)
 
@@ -325,7 +327,7 @@ def _describe(code: str) -> str | None:
         return "birth"
     if code == meds.death_code:
         return "death"
-    if code.startswith(_GENDER) and re.fullmatch(r"-?\d{1,18}", code[len(_GENDER) :]):
+    if code.startswith(_GENDER) and re.fullmatch(r"-?[0-9]{1,18}", code[len(_GENDER) :]):
         return f"sex: OMOP concept {code[len(_GENDER) :]}"
     m = _OURS.fullmatch(code)
     return f"{m[1]}: OMOP concept {m[2]}" if m else None
@@ -609,13 +611,17 @@ def validate_meds(root: str | Path) -> None:
 def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, dict[str, int]]:
     """Every shard's known columns cast to one type each, concatenated in shard order.
 
-    Returns the table and, for each column this reader does not know, its non-null values.
+    Returns the table and, for each column this reader does not know, its non-null values;
+    a zone-aware ``time`` column is read as UTC and its non-null values are counted under
+    the key ``"time (zone-aware, read as UTC)"``.
 
     Raises:
         ValueError: a shard without a MEDS core column, with nulls in ``subject_id`` or
-            ``code``, or with a column that cannot be cast (naming file, column and row).
+            ``code``, with a column that cannot be cast, or a subject whose rows sit in two
+            shards (naming file, column or rule, and row).
     """
     tables, unknown = [], {}
+    owner: dict[int, Path] = {}
     for path in _shard_paths(root):
         kwargs = {"filters": pc.field("time").is_null()} if static_only else {}
         try:
@@ -629,6 +635,10 @@ def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, di
                 f"found {table.column_names}"
             )
         cols = {}
+        zone = getattr(table.schema.field("time").type, "tz", None)
+        if zone:  # the cast gives UTC wall-clock times; say so, and how many
+            key = _ZONED
+            unknown[key] = unknown.get(key, 0) + len(table) - table["time"].null_count
         for name in table.column_names:
             if name not in _READ_TYPES:
                 unknown[name] = unknown.get(name, 0) + len(table) - table[name].null_count
@@ -648,6 +658,15 @@ def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, di
                     f"{path}: column {col!r} is null in {cols[col].null_count} rows, "
                     f"e.g. row {i}: {_example(table, i)}"
                 )
+        if not static_only:
+            for sid in pc.unique(cols["subject_id"]).to_numpy(zero_copy_only=False).tolist():
+                if owner.setdefault(sid, path) != path:
+                    i = int(np.argmax(cols["subject_id"].to_numpy(zero_copy_only=False) == sid))
+                    raise ValueError(
+                        f"{path}: subject {sid} is also in {owner[sid]}; MEDS rule: "
+                        f"{_SHARD_RULE}. Row {i}: {_example(table, i)}. Fix: write each "
+                        f"subject's rows into one shard (read_meds would merge them silently)"
+                    )
         tables.append(pa.table(cols))
     return pa.concat_tables(tables, promote_options="default"), unknown
 
@@ -704,14 +723,16 @@ def read_meds(
         unknown; NaT birth when there is no ``MEDS_BIRTH`` row), the splits (``subject_id``,
         ``split``; empty if the file is missing) and the counts ``rows`` (read), ``events``,
         ``static_rows`` (null time), ``codes`` (distinct codes of all rows),
-        ``foreign_codes`` (distinct foreign codes among events), ``foreign_rows`` and
-        ``unknown_columns``.
+        ``foreign_codes`` (distinct foreign codes among events), ``foreign_rows``,
+        ``unknown_columns``, and ``zoned_times`` when some times were zone-aware (read as
+        UTC, with a warning).
 
     Raises:
         ValueError: no shards under ``root/data``, a shard that is not MEDS data (naming file,
-            column and row), a code domain outside :data:`ehrseq.data.events.DOMAINS`, two
-            foreign codes with the same stand-in id, or a time outside 1677..2262 (the event
-            table is in nanoseconds).
+            column and row: a null ``subject_id`` or ``code``, a ``numeric_value`` that is
+            not a number), a subject in two shards or two splits, a code domain outside
+            :data:`ehrseq.data.events.DOMAINS`, two foreign codes with the same stand-in id,
+            or a time outside 1677..2262 (the event table is in nanoseconds).
     """
     root = Path(root)
     domains = FOREIGN_CODE_DOMAINS if code_domains is None else code_domains
@@ -719,8 +740,16 @@ def read_meds(
     if odd:
         raise ValueError(f"code_domains: unknown domains {odd}; expected one of {DOMAINS}")
     table, unknown = _load_shards(root)
+    zoned = unknown.pop(_ZONED, 0)
     if unknown:
         _note_unknown(root, unknown)
+    if zoned:
+        warnings.warn(
+            f"read_meds({root}): {zoned:,} times carry a time zone; read as UTC wall-clock "
+            f"times (MEDS times are naive); counted in report['zoned_times']",
+            UserWarning,
+            stacklevel=2,
+        )
 
     # per distinct code: kind, domain, concept id (strings are parsed once per code)
     enc = table["code"].combine_chunks().dictionary_encode()
@@ -832,6 +861,8 @@ def read_meds(
         "foreign_rows": int(foreign.sum()),
         "unknown_columns": len(unknown),
     }
+    if zoned:
+        report["zoned_times"] = int(zoned)
 
     split_path = root / meds.subject_splits_filepath
     splits = (
@@ -841,6 +872,16 @@ def read_meds(
             {"subject_id": pd.Series(dtype=np.int64), "split": pd.Series(dtype=object)}
         )
     )
+    if len(splits):
+        n_splits = splits.drop_duplicates().groupby("subject_id")["split"].nunique()
+        if (n_splits > 1).any():
+            s = n_splits.index[(n_splits > 1).to_numpy()][0]
+            raise ValueError(
+                f"{split_path}: subject {s} is in {int((n_splits > 1).sum())} split(s) "
+                f"twice, e.g. {sorted(splits.loc[splits['subject_id'] == s, 'split'])}; each "
+                f"subject belongs to one split (else it leaks between train and test). "
+                f"Fix: keep one row per subject"
+            )
     return out, persons, splits, report
 
 
