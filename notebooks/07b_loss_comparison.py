@@ -35,7 +35,10 @@
 
 # %% [markdown]
 # ## Setup
-# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
+# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
+# sweep itself, what decides each trained network, is a recipe of the library,
+# `ehrseq.loss_sweep.loss_sweep()`, so that {doc}`07c_where_losses_disagree` loads the
+# same networks from the same definition.
 
 # %%
 import time
@@ -46,114 +49,86 @@ import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown
-from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table
-from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
-from ehrseq.metrics import calibration_table, concordance_index
-from ehrseq.models import BagOfTokensSurvival
+from ehrseq.loss_sweep import load_or_fit_bag, loss_sweep, predict_survival
+from ehrseq.metrics import calibration_table
 from ehrseq.plotting import apply_style
 from ehrseq.survival import hazards_to_survival, life_table_hazards
-from ehrseq.train import TrainConfig, fit
 
 
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
     seed: int = 7  # seed of the setup and of the bootstrap
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds per loss (initialisation, batch order)
-    rank_weights: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0, 5.0)  # lambda in NLL + lambda * rank
-    claim_weight: float = 1.0  # lambda of the hybrid whose claims go to the results page
-    sigma: float = 0.1  # temperature of the ranking loss (DeepHit's and pycox's default)
-    hidden: int = 64  # width of the patient state that the hazard head reads
-    dropout: float = 0.1  # on the hidden layer and in the head
-    epochs: int = 25  # at most; each run stops early on its own validation loss
-    patience: int | None = 3  # epochs without improvement before stopping
-    batch_size: int = 256  # patients per step; the ranking loss compares pairs within a batch
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.01  # AdamW decay on weight matrices
+    # lambda of the hybrid whose claims go to the results page
+    claim_weight: float = 1.0
     n_boot: int = 200  # bootstrap resamples of test patients per interval
-    max_pair_patients: int = 4000  # patients per (n, n) pair matrix: the validation batch
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {
-            "seeds": (0,),
-            "rank_weights": (0.0, 1.0),
-            "epochs": 3,
-            "n_boot": 20,
-        },
-        "full": {
-            "seeds": (0, 1, 2, 3, 4),
-            "rank_weights": (0.0, 0.01, 0.1, 0.5, 1.0, 5.0),
-            "hidden": 256,
-            "epochs": 40,
-            "batch_size": 1024,
-            "n_boot": 1000,
-        },
-    },
-)
+cfg = for_profile(Config, {"smoke": {"n_boot": 20}, "full": {"n_boot": 1000}})
+sweep = loss_sweep()  # seeds, lambdas, network and training settings of every run
 device = ehrseq.get_device()
 ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
+print(format_config(sweep))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 CHAPTER = "07b_loss_comparison"
 start_claims(CHAPTER)  # the claims this chapter tests go to the results page
-assert cfg.claim_weight in cfg.rank_weights
+assert cfg.claim_weight in sweep.rank_weights
 
 
-n_seeds = len(cfg.seeds)
+n_seeds = len(sweep.seeds)
 keep("seeds_text", plural(n_seeds, "seed"))
 keep("n_boot", cfg.n_boot)
-if cfg.patience is None:
-    stopping = f"no early stopping ({plural(cfg.epochs, 'epoch')} every run)"
-elif cfg.epochs <= cfg.patience + 1:  # no run gets past its patience before the last epoch
+if sweep.patience is None:
+    stopping = f"no early stopping ({plural(sweep.epochs, 'epoch')} every run)"
+elif sweep.epochs <= sweep.patience + 1:  # no run can pass its patience before the end
     stopping = (
-        f"early stopping after {plural(cfg.patience, 'epoch')} without improvement (with at "
-        f"most {plural(cfg.epochs, 'epoch')}, no run can stop early at this size)"
+        f"early stopping after {plural(sweep.patience, 'epoch')} without improvement "
+        f"(with at most {plural(sweep.epochs, 'epoch')}, no run can stop early at this "
+        "size)"
     )
 else:
     stopping = (
-        f"early stopping after {plural(cfg.patience, 'epoch')} without improvement (at most "
-        f"{plural(cfg.epochs, 'epoch')})"
+        f"early stopping after {plural(sweep.patience, 'epoch')} without improvement "
+        f"(at most {plural(sweep.epochs, 'epoch')})"
     )
 keep("stopping_text", stopping)
 if n_seeds > 1:
     seed_mean_text = (
-        f"Each number below is the mean over the {plural(n_seeds, 'seed')}. Its interval is a "
-        f"95% percentile bootstrap over test patients ({cfg.n_boot} resamples) of that seed "
-        "mean: each resample rescores all seeds on the same resampled patients, so the "
-        "interval covers the noise of the test set, and the spread over seeds (`sd`) the "
-        "noise of training."
+        f"Each number below is the mean over the {plural(n_seeds, 'seed')}. Its "
+        f"interval is a 95% percentile bootstrap over test patients ({cfg.n_boot} "
+        "resamples) of that seed mean: each resample rescores all seeds on the same "
+        "resampled patients, so the interval covers the noise of the test set, and the "
+        "spread over seeds (`sd`) the noise of training."
     )
-    seed_caveat = f"Each model in these comparisons is averaged over its {n_seeds} seeds."
+    over_seeds = f"averaged over its {n_seeds} seeds"
+    seed_caveat = f"Each model in these comparisons is {over_seeds}."
 else:
     seed_mean_text = (
-        "Each number below is the score of the one training seed. Its interval is a 95% "
-        f"percentile bootstrap over test patients ({cfg.n_boot} resamples): it covers the "
-        "noise of the test set; with one seed there is no spread over seeds to show the "
-        "noise of training."
+        "Each number below is the score of the one training seed. Its interval is a "
+        f"95% percentile bootstrap over test patients ({cfg.n_boot} resamples): it "
+        "covers the noise of the test set; with one seed there is no spread over seeds "
+        "to show the noise of training."
     )
     seed_caveat = (
-        "With one training seed per loss, these verdicts cover the noise of the test set "
-        "but not that of training: another seed could change them."
+        "With one training seed per loss, these verdicts cover the noise of the test "
+        "set but not that of training: another seed could change them."
     )
 keep("seed_mean_text", Markdown(seed_mean_text))
 keep("seed_caveat", seed_caveat)
 keep("seed_means", "means over seeds" if n_seeds > 1 else "single-seed scores")
-keep(
-    "seeds_scope",
-    f"averaged over the {n_seeds} seeds" if n_seeds > 1 else "resampling the test patients",
-)
+if n_seeds > 1:
+    keep("seeds_scope", f"averaged over the {n_seeds} seeds")
+else:
+    keep("seeds_scope", "resampling the test patients")
 chapter_start = time.perf_counter()
 
 # %% [markdown]
@@ -175,7 +150,8 @@ n_bins = task.config.n_bins
 horizon_days = task.config.horizon_days
 keep("n_bins", n_bins)
 keep("horizon_years", float(task.config.horizon_years))
-keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
+history_years = task.config.history_days / 365.25
+keep("history_text", plural(history_years, "year", ".0f"))  # "2 years"
 task.summary()
 
 # %% [markdown]
@@ -192,7 +168,6 @@ task.summary()
 
 # %%
 data = token_count_features(task)  # {split: (x, durations, events)}
-n_features = data["train"][0].shape[1]
 for split, (x, d, e) in data.items():
     n = len(task.frame(split))
     assert x.shape == (n, len(task.vocab) + 1) and d.shape == e.shape == (n,)
@@ -202,7 +177,8 @@ for split, (x, d, e) in data.items():
 
 d_train, e_train_bins = data["train"][1], data["train"][2]
 life_table = torch.as_tensor(  # (T,), the life-table hazards of the training patients
-    life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins), dtype=torch.float32
+    life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins),
+    dtype=torch.float32,
 )
 
 # %% [markdown]
@@ -210,130 +186,59 @@ life_table = torch.as_tensor(  # (T,), the life-table hazards of the training pa
 # {glue:text}`n_losses` losses: the likelihood ($\lambda = 0$), the hybrid at
 # {glue:text}`hybrids_text` of $\lambda$, and the ranking loss alone, each with
 # {glue:text}`seeds_text` (the seed sets the initialisation of the weights, dropout and the
-# order of the batches). Every run uses the book's one training loop, `ehrseq.train.fit`:
-# AdamW, warm-up and cosine decay, gradient clipping, and
-# {glue:text}`stopping_text`, keeping the best weights. "Best" is judged by each run's **own**
-# loss on the validation patients, as it would be by someone who had only that loss. After
-# every epoch the loop also records, on the validation patients, the NLL, the ranking loss
-# and Harrell's C, whatever the model trains on.
+# order of the batches). A run is one call of `load_or_fit_bag` from `ehrseq.loss_sweep`,
+# where the sweep lives so that {doc}`07c_where_losses_disagree` gets the very same
+# networks. It trains with `survival_loss`,
 #
-# Each run is an artefact (`ehrseq.artifacts.load_or_train`, keyed by the task, the network,
-# the loss and the training settings): its weights and its per-epoch record are saved, and a
-# second execution, or {doc}`07c_where_losses_disagree`, loads them instead of training
-# again.
+# $$
+# \mathcal{L}_\lambda = \text{NLL} + \lambda \cdot \mathcal{L}_\text{rank}(1 - S),
+# $$
+#
+# which is `hybrid_loss` of {doc}`07_loss_functions` (and `pairwise_ranking_loss` on
+# $1 - S$ for the ranking loss alone), in the book's one training loop, `ehrseq.train.fit`:
+# AdamW, warm-up and cosine decay, gradient clipping, and {glue:text}`stopping_text`,
+# keeping the best weights. "Best" is judged by each run's **own** loss on the validation
+# patients, as it would be by someone who had only that loss. After every epoch the loop
+# also records, on the validation patients, the NLL, the ranking loss and Harrell's C
+# (`validation_metrics`), whatever the model trains on.
+#
+# Each run is an artefact (`ehrseq.artifacts.load_or_train`, keyed by the task, the loss,
+# the seed and the settings of `sweep` printed above): its weights and its per-epoch record
+# are saved, and a second execution, or {doc}`07c_where_losses_disagree`, loads them
+# instead of training again.
 
 # %%
-LOSSES: dict[str, float | None] = {
-    **{("NLL" if lam == 0 else f"NLL + {lam:g} rank"): lam for lam in cfg.rank_weights},
-    "rank only": None,
-}
+LOSSES = sweep.losses()  # {loss name: lambda}; None is the ranking loss alone
 keep("n_losses", len(LOSSES))
 keep("hybrids_text", plural(len(LOSSES) - 2, "value"))
 
 
-def survival_loss(out, durations, events, rank_weight: float | None) -> torch.Tensor:
-    """NLL + rank_weight * ranking; rank_weight=None is the ranking loss alone."""
-    if rank_weight is None:
-        return pairwise_ranking_loss(1 - out.surv, durations, events, sigma=cfg.sigma)
-    return hybrid_loss(out.logits, durations, events, rank_weight=rank_weight, sigma=cfg.sigma)
-
-
-def validation_metrics(model, loader) -> dict[str, float]:
-    """NLL, ranking loss and Harrell's C of the horizon risk, on all validation patients."""
-    nll, rank, risk, durations, events = [], [], [], [], []
-    for x, d, e in loader:  # one batch unless the split is large
-        x, d, e = x.to(device), d.to(device), e.to(device)
-        out = model(x)
-        nll.append(hazard_nll(out.logits, d, e, reduction="sum"))
-        rank.append(pairwise_ranking_loss(1 - out.surv, d, e, sigma=cfg.sigma))
-        risk.append(1 - out.surv[:, -1])  # (B,), predicted risk by the horizon
-        durations.append(d)
-        events.append(e)
-    d, e, r = (torch.cat(t).cpu().numpy() for t in (durations, events, risk))
-    return {
-        "nll": float(sum(nll)) / len(d),
-        "rank": float(torch.stack(rank).mean()),
-        "c_index": concordance_index(d, r, e),
-    }
-
-
-def predict_survival(model, x: torch.Tensor) -> np.ndarray:
-    """Predicted survival at the end of every bin, (n, T), float64 for the metrics."""
-    model.eval()
-    with torch.no_grad():
-        return model(x.to(device)).surv.double().cpu().numpy()
-
-
-n_val = len(data["val"][0])
-val_loader = DataLoader(TensorDataset(*data["val"]), batch_size=min(n_val, cfg.max_pair_patients))
-
-
-def load_or_fit(loss_name: str, seed: int):
-    """One run: the trained network of this loss and seed, and its per-epoch record."""
-    rank_weight = LOSSES[loss_name]
-    recipe = {  # all that decides the weights besides the task: part of the artefact's key
-        "n_features": n_features,
-        **{k: getattr(cfg, k) for k in ("hidden", "dropout", "sigma", "epochs", "patience")},
-        **{k: getattr(cfg, k) for k in ("batch_size", "lr", "weight_decay")},
-        "val_batch": val_loader.batch_size,  # the validation ranking loss pairs within it
-        "rank_weight": rank_weight,
-        "seed": seed,
-    }
-
-    def train(model, folder) -> None:
-        train_loader = DataLoader(
-            TensorDataset(*data["train"]),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        train_cfg = TrainConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            patience=cfg.patience,
-            seed=seed,
-            out_dir=folder,  # metrics.csv: the per-epoch record
-            desc=f"{loss_name}, seed {seed}",
-        )
-
-        def step(model, batch) -> torch.Tensor:
-            return survival_loss(model(batch[0]), *batch[1:], rank_weight)
-
-        fit(model, train_loader, val_loader, step, train_cfg, eval_fn=validation_metrics)
-
-    ehrseq.seed_everything(seed)  # the initial weights
-    model = BagOfTokensSurvival(  # the head's bias starts at the life table
-        n_features, cfg.hidden, n_bins, cfg.dropout, base_hazards=life_table
-    )
-    parts = (task.config, recipe)
-    model, loaded = load_or_train(model, "bag-loss-sweep", train, *parts)
-    folder = artifact_root() / f"bag-loss-sweep-{config_key(*parts)}"
-    return model.to(device), pd.read_csv(folder / "metrics.csv"), loaded
-
-
 runs, histories, test_surv = [], [], {}
 for loss_name in LOSSES:
-    for seed in cfg.seeds:
-        model, run_history, loaded = load_or_fit(loss_name, seed)
-        test_surv[loss_name, seed] = predict_survival(model, data["test"][0])
-        histories.append(run_history.assign(loss=loss_name, seed=seed))
+    for seed in sweep.seeds:
+        run = load_or_fit_bag(task, data, sweep, loss_name, seed)  # trained, or loaded
+        # (n, T), survival at the end of every bin
+        test_surv[loss_name, seed] = predict_survival(run.model, data["test"][0])
+        histories.append(run.history.assign(loss=loss_name, seed=seed))
+        # fit keeps the first epoch with the lowest validation loss
+        best = run.history.loc[run.history["val_loss"].idxmin(), "epoch"]
         runs.append(
             {
                 "loss": loss_name,
                 "seed": seed,
-                "epochs run": len(run_history),
-                # fit keeps the first epoch with the lowest validation loss
-                "best epoch": int(run_history.loc[run_history["val_loss"].idxmin(), "epoch"]),
-                "seconds": run_history["time_s"].sum(),  # when it was trained
-                "loaded": loaded,
+                "epochs run": len(run.history),
+                "best epoch": int(best),
+                "seconds": run.history["time_s"].sum(),  # when it was trained
+                "loaded": run.loaded,
             }
         )
 runs = pd.DataFrame(runs)
 history = pd.concat(histories, ignore_index=True)
-assert np.isfinite(history[["train_loss", "val_loss", "val_nll", "val_rank"]]).all().all()
+recorded = history[["train_loss", "val_loss", "val_nll", "val_rank"]]
+assert np.isfinite(recorded).all().all()
 train_seconds = float(runs["seconds"].sum())
-keep("train_seconds_text", plural(train_seconds, "second", ".1f" if train_seconds < 10 else ",.0f"))
+seconds_format = ".1f" if train_seconds < 10 else ",.0f"
+keep("train_seconds_text", plural(train_seconds, "second", seconds_format))
 keep("n_runs", len(runs))
 n_loaded = int(runs["loaded"].sum())
 if n_loaded == 0:
@@ -343,7 +248,8 @@ elif n_loaded == len(runs):
 else:
     loaded_text = f"{n_loaded} of them loaded from their artefacts"
 keep("loaded_text", loaded_text)
-runs.groupby("loss", sort=False)[["epochs run", "best epoch", "seconds"]].mean().round(1)
+per_loss = runs.groupby("loss", sort=False)
+per_loss[["epochs run", "best epoch", "seconds"]].mean().round(1)
 
 # %% [markdown]
 # The {glue:text}`n_runs` runs took {glue:text}`train_seconds_text` of training together
@@ -364,7 +270,8 @@ test = task.frame("test")
 d_test, e_test = test["duration"].to_numpy(), test["event"].to_numpy()
 train = task.frame("train")
 d_train_days, e_train_days = train["duration"].to_numpy(), train["event"].to_numpy()
-eval_times = task.cuts[1:-1]  # bin edges inside the window, days; surv[:, :-1] sits on them
+# bin edges inside the window, days; surv[:, :-1] sits on them
+eval_times = task.cuts[1:-1]
 protocol = SurvivalProtocol(
     d_test,
     e_test,
@@ -374,13 +281,16 @@ protocol = SurvivalProtocol(
     n_boot=cfg.n_boot,
     seed=cfg.seed,
 )
-harrell, uno, ibs = (protocol.metrics[m] for m in ("Harrell C", "Uno C", "IBS"))  # f(d, e, surv)
+# f(d, e, surv) each
+harrell, uno, ibs = (protocol.metrics[m] for m in ("Harrell C", "Uno C", "IBS"))
 
 oracle_surv = task.oracle_survival("test")  # (n, T), true survival at the bin edges
 assert np.allclose(1 - oracle_surv[:, -1], task.oracle_risk("test"), atol=1e-6)
-null_surv = np.tile(hazards_to_survival(life_table[None].double().numpy()), (len(test), 1))
+null_curve = hazards_to_survival(life_table[None].double().numpy())  # (1, T)
+null_surv = np.tile(null_curve, (len(test), 1))  # (n, T), the same for everyone
 overall = calibration_table(d_test, np.zeros(len(test)), e_test, horizon_days, n_bins=1)
-observed_risk = float(overall["observed"].iloc[0])  # Kaplan-Meier risk by the horizon, all test
+# Kaplan-Meier risk by the horizon, all test patients
+observed_risk = float(overall["observed"].iloc[0])
 
 rows = []
 for (loss_name, seed), surv in test_surv.items():
@@ -415,18 +325,23 @@ keep("observed_risk", observed_risk)
 
 
 # %%
-survs = {name: [test_surv[name, s] for s in cfg.seeds] for name in LOSSES}  # (n, T) per seed
+scored = ["Harrell C", "IBS"]  # the metrics with bootstrap intervals
+# {loss: [(n, T) per seed]}
+survs = {name: [test_surv[name, s] for s in sweep.seeds] for name in LOSSES}
 summary = pd.DataFrame(  # seed means, bootstrap intervals of the mean, sd over seeds
-    [protocol.evaluate(name, survs[name], metrics=["Harrell C", "IBS"]) for name in LOSSES]
+    [protocol.evaluate(name, survs[name], metrics=scored) for name in LOSSES]
 ).set_index("model")
-summary = summary.join(per_seed.groupby("loss")[["Uno C", "mean predicted risk"]].mean())
+seed_means = per_seed.groupby("loss")[["Uno C", "mean predicted risk"]].mean()
+summary = summary.join(seed_means)
 summary["predicted / observed"] = summary["mean predicted risk"] / observed_risk
 # "estimate [lower, upper]": a value and its interval on one line
-shown = format_table(summary.drop(columns="seeds"), ["Harrell C", "IBS"]).rename_axis("loss")
+shown = format_table(summary.drop(columns="seeds"), scored)
+shown = shown.rename_axis("loss")
 if n_seeds > 1:  # with one seed there is no spread over seeds to show
     shown.insert(1, "C sd", summary["Harrell C seed sd"].map("{:.4f}".format))
     shown["IBS sd"] = summary["IBS seed sd"].map("{:.4f}".format)
-shown.insert(shown.columns.get_loc("IBS"), "Uno C", summary["Uno C"].map("{:.3f}".format))
+uno_shown = summary["Uno C"].map("{:.3f}".format)
+shown.insert(shown.columns.get_loc("IBS"), "Uno C", uno_shown)
 shown["mean predicted risk"] = summary["mean predicted risk"].map("{:.3f}".format)
 shown["predicted / observed"] = summary["predicted / observed"].map("{:.2f}".format)
 shown
@@ -434,7 +349,8 @@ shown
 # %%
 oracle = reference["oracle"]
 null = reference["life table (no features)"]
-pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")  # no C without features
+# no C without features
+pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
 
 # %% [markdown]
 # The sweep in one figure: discrimination on the left, the Brier score on the right, with
@@ -447,8 +363,17 @@ pos = np.arange(len(labels))
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for ax, metric in zip(axes, ("Harrell C", "IBS"), strict=True):
     est = summary[metric].to_numpy()
-    err = np.vstack([est - summary[f"{metric} lower"], summary[f"{metric} upper"] - est])
-    ax.errorbar(pos, est, yerr=err, fmt="o", color="C0", capsize=4, label="mean over seeds")
+    lower, upper = summary[f"{metric} lower"], summary[f"{metric} upper"]
+    err = np.vstack([est - lower, upper - est])  # (2, n losses)
+    ax.errorbar(
+        pos,
+        est,
+        yerr=err,
+        fmt="o",
+        color="C0",
+        capsize=4,
+        label="mean over seeds",
+    )
     for i, loss_name in enumerate(labels):
         seeds = per_seed.loc[per_seed["loss"] == loss_name, metric].to_numpy()
         ax.plot(np.full(len(seeds), i + 0.12), seeds, ".", color="0.5")
@@ -456,10 +381,14 @@ for ax, metric in zip(axes, ("Harrell C", "IBS"), strict=True):
     ax.set_xticks(pos, [label.replace(" + ", "\n+ ") for label in labels])
     ax.set_xlabel("training loss ($\\lambda$ = weight of the ranking term)")
 axes[0].set_ylabel("Harrell C on test patients")
-axes[1].axhline(null["IBS"], color="0.3", linestyle=":", label="life table (no features)")
-axes[1].set_ylabel(
-    f"integrated Brier score, {eval_times[0] / 365.25:.2f} to {eval_times[-1] / 365.25:.2f} years"
+axes[1].axhline(
+    null["IBS"],
+    color="0.3",
+    linestyle=":",
+    label="life table (no features)",
 )
+first_year, last_year = eval_times[0] / 365.25, eval_times[-1] / 365.25
+axes[1].set_ylabel(f"integrated Brier score, {first_year:.2f} to {last_year:.2f} years")
 handles = dict(zip(*reversed(axes[0].get_legend_handles_labels()), strict=True))
 handles.update(zip(*reversed(axes[1].get_legend_handles_labels()), strict=True))
 fig.legend(handles.values(), handles.keys(), loc="upper center", ncol=len(handles))
@@ -481,8 +410,9 @@ for name, row in [("nll", nll_row), ("rank", rank_row)]:
         ("predicted / observed", "ratio"),
     ]:
         keep(f"{name}_{key}", float(row[col]))
-heaviest = summary.iloc[len(cfg.rank_weights) - 1]  # the hybrid with the largest lambda
-keep("max_lam", float(cfg.rank_weights[-1]))
+# the hybrid with the largest lambda
+heaviest = summary.iloc[len(sweep.rank_weights) - 1]
+keep("max_lam", float(sweep.rank_weights[-1]))
 keep("max_lam_ratio", float(heaviest["predicted / observed"]))
 keep("max_lam_ibs", float(heaviest["IBS"]))
 keep("c_min", float(summary["Harrell C"].min()))
@@ -503,7 +433,8 @@ if cfg.profile != "smoke":
     assert (summary["Harrell C"] < oracle["Harrell C"]).all()
     assert (summary["IBS"] > oracle["IBS"]).all()
     assert nll_row["IBS"] < null["IBS"]  # the likelihood beats no information
-    assert abs(nll_row["predicted / observed"] - 1) < 0.1  # and is calibrated on average
+    # and is calibrated on average
+    assert abs(nll_row["predicted / observed"] - 1) < 0.1
 
 # %% [markdown]
 # The C-index {glue:text}`c_sweep_text` the sweep: the {glue:text}`seed_means` run from
@@ -535,9 +466,10 @@ if cfg.profile != "smoke":
 HYBRID = f"NLL + {cfg.claim_weight:g} rank"
 keep("claim_weight", cfg.claim_weight)
 paired = {
-    other: protocol.compare(other, survs[other], "NLL", survs["NLL"]).set_index("metric")
+    other: protocol.compare(other, survs[other], "NLL", survs["NLL"])
     for other in (HYBRID, "rank only")
 }
+paired = {other: table.set_index("metric") for other, table in paired.items()}
 paired_table = pd.concat(paired.values()).reset_index()
 keep_table(
     "ch07_paired",
@@ -554,16 +486,18 @@ keep_table(
     ).set_index(["comparison", "metric"]),
 )
 PRICE = "the likelihood alone keeps the better integrated Brier score (IBS, NLL vs {})"
+RANK_C = "the ranking loss alone ranks better than the likelihood (Harrell C, "
+RANK_C += "rank only vs NLL)"
 CLAIMS = {  # key prefix: the model, and the claim on C and on the IBS
     "hybrid": (
         HYBRID,
-        "a hybrid loss trades likelihood for ranking: it ranks better than the likelihood "
-        f"alone (Harrell C, {HYBRID} vs NLL)",
+        "a hybrid loss trades likelihood for ranking: it ranks better than the "
+        f"likelihood alone (Harrell C, {HYBRID} vs NLL)",
         "a hybrid loss trades likelihood for ranking: " + PRICE.format(HYBRID),
     ),
     "rank": (
         "rank only",
-        "the ranking loss alone ranks better than the likelihood (Harrell C, rank only vs NLL)",
+        RANK_C,
         "the ranking loss alone costs likelihood: " + PRICE.format("rank only"),
     ),
 }
@@ -588,7 +522,8 @@ for short, (other, c_claim, ibs_claim) in CLAIMS.items():
         source="kvamme2019time",
     )
 
-RANKS = {  # the hybrid's Harrell C against the likelihood's, by the verdict of the claim
+# the hybrid's Harrell C against the likelihood's, by the verdict of the claim
+RANKS = {
     "reproduced": "ranks better than the likelihood",
     "refuted": "ranks worse than the likelihood",
     "not resolved": "ranks neither better nor worse, as far as the test set can tell",
@@ -610,7 +545,8 @@ TRADE = {  # (C verdict, IBS verdict): what the two halves make together
     ("refuted", "refuted"): "the opposite of the trade",
 }
 v_c, v_ibs = verdicts["hybrid_c"], verdicts["hybrid_ibs"]
-keep("trade_text", f"here the hybrid {RANKS[v_c]} and {SCORES[v_ibs]}: {TRADE[v_c, v_ibs]}")
+trade = f"here the hybrid {RANKS[v_c]} and {SCORES[v_ibs]}: {TRADE[v_c, v_ibs]}"
+keep("trade_text", trade)
 
 # %% [markdown]
 # {glue:}`ch07_paired`
@@ -656,8 +592,10 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   models and shows where the two kinds of score part ways.
 #
 # ## Exercises
-# A change to a run must change its key too: add it to the `recipe` of `load_or_fit`, or the
-# runs of the sweep load their old artefacts instead of training.
+# A change to a run must change its key too. A setting of `LossSweep` does
+# (`loss_sweep(hidden=128)`); for a change that `load_or_fit_bag` does not cover, train with
+# `ehrseq.train.fit` under an artefact name of your own (`ehrseq.artifacts.load_or_train`),
+# or the runs load the sweep's old artefacts instead of training.
 # 1. Replace the exponential penalty by the logistic one (`kind="logistic"` in
 #    `pairwise_ranking_loss` and `hybrid_loss`) and rerun the sweep. Does the drift of the
 #    predicted risk shrink?

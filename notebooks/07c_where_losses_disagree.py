@@ -38,9 +38,10 @@
 # %% [markdown]
 # ## Setup
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
-# fields from `seeds` to `max_pair_patients` are those of {doc}`07b_loss_comparison`, value
-# for value in every profile: they are part of the key of each trained network, so the same
-# values load the same networks.
+# sweep of {doc}`07b_loss_comparison` (seeds, $\lambda$s, network and training settings) is
+# the library's recipe `ehrseq.loss_sweep.loss_sweep()`, the same object in both chapters
+# and in every profile: it is part of the key of each trained network, so the same recipe
+# loads the same networks.
 
 # %%
 import time
@@ -52,22 +53,19 @@ import pandas as pd
 import torch
 from IPython.display import Markdown
 from matplotlib.ticker import MaxNLocator
-from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.baselines import token_count_features
 from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
-from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
-from ehrseq.metrics import calibration_table, concordance_index
-from ehrseq.models import BagOfTokensSurvival
+from ehrseq.loss_sweep import load_or_fit_bag, loss_sweep, predict_survival
+from ehrseq.losses import hazard_nll, pairwise_ranking_loss
+from ehrseq.metrics import calibration_table
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration
 from ehrseq.survival import hazards_to_survival, life_table_hazards
-from ehrseq.train import TrainConfig, fit
 
 
 @dataclass(frozen=True)
@@ -76,51 +74,25 @@ class Config:
     seed: int = 7  # seed of the setup, the bootstrap and the subsample of pairs
     n_boot: int = 200  # bootstrap resamples of test patients per interval
     calibration_groups: int = 10  # risk groups of the calibration plot and error
-    # the sweep of 07b_loss_comparison, as there: these decide which artefacts load
-    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds per loss (initialisation, batch order)
-    rank_weights: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0, 5.0)  # lambda in NLL + lambda * rank
-    sigma: float = 0.1  # temperature of the ranking loss (DeepHit's and pycox's default)
-    hidden: int = 64  # width of the patient state that the hazard head reads
-    dropout: float = 0.1  # on the hidden layer and in the head
-    epochs: int = 25  # at most; each run stops early on its own validation loss
-    patience: int | None = 3  # epochs without improvement before stopping
-    batch_size: int = 256  # patients per step; the ranking loss compares pairs within a batch
-    lr: float = 1e-3  # peak AdamW learning rate
-    weight_decay: float = 0.01  # AdamW decay on weight matrices
-    max_pair_patients: int = 4000  # patients per (n, n) pair matrix when scoring a whole split
 
 
 cfg = for_profile(
     Config,
-    {
-        "smoke": {
-            "n_boot": 20,
-            "calibration_groups": 5,
-            "seeds": (0,),
-            "rank_weights": (0.0, 1.0),
-            "epochs": 3,
-        },
-        "full": {
-            "n_boot": 1000,
-            "seeds": (0, 1, 2, 3, 4),
-            "rank_weights": (0.0, 0.01, 0.1, 0.5, 1.0, 5.0),
-            "hidden": 256,
-            "epochs": 40,
-            "batch_size": 1024,
-        },
-    },
+    {"smoke": {"n_boot": 20, "calibration_groups": 5}, "full": {"n_boot": 1000}},
 )
+sweep = loss_sweep()  # the sweep of chapter 7b: it decides which artefacts load
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
+print(format_config(sweep))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 
-n_seeds = len(cfg.seeds)
-keep(
-    "seeds_scope",
-    f"averaged over the {n_seeds} seeds" if n_seeds > 1 else "resampling the test patients",
-)
+n_seeds = len(sweep.seeds)
+if n_seeds > 1:
+    keep("seeds_scope", f"averaged over the {n_seeds} seeds")
+else:
+    keep("seeds_scope", "resampling the test patients")
 chapter_start = time.perf_counter()
 
 # %% [markdown]
@@ -141,15 +113,18 @@ n_bins = task.config.n_bins
 horizon_days = task.config.horizon_days
 keep("n_bins", n_bins)
 keep("horizon_years", float(task.config.horizon_years))
-keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))  # "2 years"
+history_years = task.config.history_days / 365.25
+keep("history_text", plural(history_years, "year", ".0f"))  # "2 years"
 
 data = token_count_features(task)  # {split: (x, durations, events)}
 n_features = data["train"][0].shape[1]
 for split, (x, d, e) in data.items():
-    assert x.shape == (len(task.frame(split)), n_features) and d.shape == e.shape == x.shape[:1]
+    assert x.shape == (len(task.frame(split)), n_features)
+    assert d.shape == e.shape == x.shape[:1]
 d_train, e_train_bins = data["train"][1], data["train"][2]
 life_table = torch.as_tensor(  # (T,), the life-table hazards of the training patients
-    life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins), dtype=torch.float32
+    life_table_hazards(d_train.numpy(), e_train_bins.numpy(), n_bins),
+    dtype=torch.float32,
 )
 test = task.frame("test")
 d_test, e_test = test["duration"].to_numpy(), test["event"].to_numpy()
@@ -171,115 +146,32 @@ task.summary()
 # ## Model
 # ### The networks of chapter 7b
 # One network per loss and seed: the likelihood ($\lambda = 0$), the hybrid at each
-# $\lambda$ of the sweep, and the ranking loss alone. `load_or_fit` below is the one of
-# {doc}`07b_loss_comparison`, line for line: the same task, network, loss and training
-# settings give the same artefact key, so it loads the weights that chapter saved and the
-# record `ehrseq.train.fit` kept of every epoch (the validation NLL, ranking loss and
-# Harrell's C among them). Run before chapter 7b, it trains them the same way.
+# $\lambda$ of the sweep, and the ranking loss alone. `load_or_fit_bag` is the function
+# {doc}`07b_loss_comparison` trains them with: the same task, recipe, loss and seed give the
+# same artefact key, so it loads the weights that chapter saved and the record
+# `ehrseq.train.fit` kept of every epoch (the validation NLL, ranking loss and Harrell's C
+# among them). Run before chapter 7b, it trains them the same way.
 
 # %%
-LOSSES: dict[str, float | None] = {
-    **{("NLL" if lam == 0 else f"NLL + {lam:g} rank"): lam for lam in cfg.rank_weights},
-    "rank only": None,
-}
-
-
-def survival_loss(out, durations, events, rank_weight: float | None) -> torch.Tensor:
-    """NLL + rank_weight * ranking; rank_weight=None is the ranking loss alone."""
-    if rank_weight is None:
-        return pairwise_ranking_loss(1 - out.surv, durations, events, sigma=cfg.sigma)
-    return hybrid_loss(out.logits, durations, events, rank_weight=rank_weight, sigma=cfg.sigma)
-
-
-def validation_metrics(model, loader) -> dict[str, float]:
-    """NLL, ranking loss and Harrell's C of the horizon risk, on all validation patients."""
-    nll, rank, risk, durations, events = [], [], [], [], []
-    for x, d, e in loader:  # one batch unless the split is large
-        x, d, e = x.to(device), d.to(device), e.to(device)
-        out = model(x)
-        nll.append(hazard_nll(out.logits, d, e, reduction="sum"))
-        rank.append(pairwise_ranking_loss(1 - out.surv, d, e, sigma=cfg.sigma))
-        risk.append(1 - out.surv[:, -1])  # (B,), predicted risk by the horizon
-        durations.append(d)
-        events.append(e)
-    d, e, r = (torch.cat(t).cpu().numpy() for t in (durations, events, risk))
-    return {
-        "nll": float(sum(nll)) / len(d),
-        "rank": float(torch.stack(rank).mean()),
-        "c_index": concordance_index(d, r, e),
-    }
-
-
-def predict_survival(model, x: torch.Tensor) -> np.ndarray:
-    """Predicted survival at the end of every bin, (n, T), float64 for the metrics."""
-    model.eval()
-    with torch.no_grad():
-        return model(x.to(device)).surv.double().cpu().numpy()
-
-
-n_val = len(data["val"][0])
-val_loader = DataLoader(TensorDataset(*data["val"]), batch_size=min(n_val, cfg.max_pair_patients))
-
-
-def load_or_fit(loss_name: str, seed: int):
-    """One run: the trained network of this loss and seed, and its per-epoch record."""
-    rank_weight = LOSSES[loss_name]
-    recipe = {  # all that decides the weights besides the task: part of the artefact's key
-        "n_features": n_features,
-        **{k: getattr(cfg, k) for k in ("hidden", "dropout", "sigma", "epochs", "patience")},
-        **{k: getattr(cfg, k) for k in ("batch_size", "lr", "weight_decay")},
-        "val_batch": val_loader.batch_size,  # the validation ranking loss pairs within it
-        "rank_weight": rank_weight,
-        "seed": seed,
-    }
-
-    def train(model, folder) -> None:
-        train_loader = DataLoader(
-            TensorDataset(*data["train"]),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        train_cfg = TrainConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            patience=cfg.patience,
-            seed=seed,
-            out_dir=folder,  # metrics.csv: the per-epoch record
-            desc=f"{loss_name}, seed {seed}",
-        )
-
-        def step(model, batch) -> torch.Tensor:
-            return survival_loss(model(batch[0]), *batch[1:], rank_weight)
-
-        fit(model, train_loader, val_loader, step, train_cfg, eval_fn=validation_metrics)
-
-    ehrseq.seed_everything(seed)  # the initial weights
-    model = BagOfTokensSurvival(  # the head's bias starts at the life table
-        n_features, cfg.hidden, n_bins, cfg.dropout, base_hazards=life_table
-    )
-    parts = (task.config, recipe)
-    model, loaded = load_or_train(model, "bag-loss-sweep", train, *parts)
-    folder = artifact_root() / f"bag-loss-sweep-{config_key(*parts)}"
-    return model.to(device), pd.read_csv(folder / "metrics.csv"), loaded
-
+LOSSES = sweep.losses()  # {loss name: lambda}; None is the ranking loss alone
 
 models, histories, runs, test_surv = {}, [], [], {}
 for loss_name in LOSSES:
-    for seed in cfg.seeds:
-        model, run_history, loaded = load_or_fit(loss_name, seed)
-        models[loss_name, seed] = model.eval()
-        test_surv[loss_name, seed] = predict_survival(model, data["test"][0])  # (n, T)
-        histories.append(run_history.assign(loss=loss_name, seed=seed))
+    for seed in sweep.seeds:
+        run = load_or_fit_bag(task, data, sweep, loss_name, seed)  # loaded, or trained
+        models[loss_name, seed] = run.model.eval()
+        # (n, T), survival at the end of every bin
+        test_surv[loss_name, seed] = predict_survival(run.model, data["test"][0])
+        histories.append(run.history.assign(loss=loss_name, seed=seed))
+        # fit keeps the first epoch with the lowest validation loss
+        best = run.history.loc[run.history["val_loss"].idxmin(), "epoch"]
         runs.append(
             {
                 "loss": loss_name,
                 "seed": seed,
-                "epochs run": len(run_history),
-                # fit keeps the first epoch with the lowest validation loss
-                "best epoch": int(run_history.loc[run_history["val_loss"].idxmin(), "epoch"]),
-                "loaded": loaded,
+                "epochs run": len(run.history),
+                "best epoch": int(best),
+                "loaded": run.loaded,
             }
         )
 runs = pd.DataFrame(runs)
@@ -292,7 +184,8 @@ if n_loaded == len(runs):
 elif n_loaded == 0:
     loaded_text = "none had an artefact yet, so this execution trained them all"
 else:
-    loaded_text = f"{n_loaded} came from artefacts and this execution trained the others"
+    loaded_text = f"{n_loaded} came from artefacts"
+    loaded_text += " and this execution trained the others"
 keep("loaded_text", loaded_text)
 runs.groupby("loss", sort=False)[["epochs run", "best epoch"]].mean().round(1)
 
@@ -310,7 +203,7 @@ runs.groupby("loss", sort=False)[["epochs run", "best epoch"]].mean().round(1)
 fig, ax = plt.subplots(figsize=(5.5, 5.5))
 tables = {}
 for loss_name in ("NLL", "rank only"):
-    risk = 1 - test_surv[loss_name, cfg.seeds[0]][:, -1]
+    risk = 1 - test_surv[loss_name, sweep.seeds[0]][:, -1]
     tables[loss_name] = calibration_table(
         d_test, risk, e_test, horizon_days, n_bins=cfg.calibration_groups
     )
@@ -323,25 +216,32 @@ ax.set_xlabel(f"predicted risk of heart failure by {task.config.horizon_years:g}
 ax.set_ylabel(f"observed risk by {task.config.horizon_years:g} years (Kaplan-Meier)")
 plt.show()
 
-cal_gap = {name: float(np.abs(t["predicted"] - t["observed"]).mean()) for name, t in tables.items()}
+cal_gap = {}  # mean absolute gap between predicted and observed risk over the groups
+for name, t in tables.items():
+    cal_gap[name] = float(np.abs(t["predicted"] - t["observed"]).mean())
 keep("cal_gap_nll", cal_gap["NLL"])
 keep("cal_gap_rank", cal_gap["rank only"])
 for name, key in [("NLL", "nll"), ("rank only", "rank")]:
     for column, short in [("predicted", "pred"), ("observed", "obs")]:
-        keep(f"{short}_lo_{key}", float(tables[name][column].iloc[0]))  # lowest-risk group
-        keep(f"{short}_hi_{key}", float(tables[name][column].iloc[-1]))  # highest-risk group
-survs = {name: [test_surv[name, s] for s in cfg.seeds] for name in LOSSES}  # (n, T) per seed
+        groups = tables[name][column]  # lowest-risk group first
+        keep(f"{short}_lo_{key}", float(groups.iloc[0]))
+        keep(f"{short}_hi_{key}", float(groups.iloc[-1]))
+# {loss: [(n, T) per seed]}
+survs = {name: [test_surv[name, s] for s in sweep.seeds] for name in LOSSES}
 cal_diff = protocol.difference(
     "rank only", survs["rank only"], "NLL", survs["NLL"], "calibration error"
 )
 keep("diff_cal", cal_diff["difference"])
 keep("verdict_cal", cal_diff["verdict"])
 rank_table = tables["rank only"]
-levels_off = bool(  # the ranking loss overpredicts its lowest group, underpredicts its highest
+# the ranking loss overpredicts its lowest group, underpredicts its highest
+levels_off = bool(
     rank_table["predicted"].iloc[0] > 2 * rank_table["observed"].iloc[0]
     and rank_table["predicted"].iloc[-1] < rank_table["observed"].iloc[-1]
 )
-spread = {name: t["predicted"].iloc[-1] - t["predicted"].iloc[0] for name, t in tables.items()}
+spread = {  # predicted risk of the highest group minus that of the lowest
+    name: t["predicted"].iloc[-1] - t["predicted"].iloc[0] for name, t in tables.items()
+}
 if cfg.profile != "smoke":
     assert levels_off
     assert spread["rank only"] < spread["NLL"]
@@ -355,15 +255,15 @@ else:
 keep("squeeze_text", squeeze)
 if levels_off:
     levels = (
-        "It put the patients in nearly the right *order* but never moved their risks to the "
-        "right *levels*: no pair in the ranking loss asks what a risk should be in absolute "
-        "terms."
+        "It put the patients in nearly the right *order* but never moved their risks "
+        "to the right *levels*: no pair in the ranking loss asks what a risk should be "
+        "in absolute terms."
     )
 else:
     levels = (
         "At this size its groups do not show that pattern clearly, but nothing in the "
-        "ranking loss pulls its risks to the observed *levels*: no pair asks what a risk "
-        "should be in absolute terms."
+        "ranking loss pulls its risks to the observed *levels*: no pair asks what a "
+        "risk should be in absolute terms."
     )
 keep("levels_text", Markdown(levels))
 
@@ -387,10 +287,10 @@ keep("levels_text", Markdown(levels))
 # %%
 shifts = np.linspace(-1.5, 1.5, 13)
 x_test, bins_test, events_test = (t.to(device) for t in data["test"])
-n_pairs = min(len(test), cfg.max_pair_patients)  # patients in the (n, n) ranking loss
+n_pairs = min(len(test), sweep.max_pair_patients)  # patients in the (n, n) ranking loss
 pair_rows = torch.as_tensor(np.sort(rng.choice(len(test), size=n_pairs, replace=False)))
 pair_rows = pair_rows.to(device)
-reference_model = models["NLL", cfg.seeds[0]].eval()
+reference_model = models["NLL", sweep.seeds[0]].eval()
 with torch.no_grad():
     base_logits = reference_model(x_test).logits  # (n, T)
     shift_rows = []
@@ -409,13 +309,14 @@ with torch.no_grad():
                         1 - surv[pair_rows],
                         bins_test[pair_rows],
                         events_test[pair_rows],
-                        sigma=cfg.sigma,
+                        sigma=sweep.sigma,
                     )
                 ),
             }
         )
 shift_table = pd.DataFrame(shift_rows).set_index("shift")
-c_move = float((shift_table["Harrell C"] - shift_table.loc[0.0, "Harrell C"]).abs().max())
+c_shifted = shift_table["Harrell C"]
+c_move = float((c_shifted - c_shifted.loc[0.0]).abs().max())
 keep("c_move", c_move)
 keep("nll_best_shift", float(shift_table["NLL"].idxmin()))
 keep("ibs_best_shift", float(shift_table["IBS"].idxmin()))
@@ -427,25 +328,32 @@ rank_best = shift_table["ranking loss"].idxmin()
 if abs(nll_best) <= 0.25 and abs(ibs_best) <= 0.25:
     level = "the likelihood trained the level to where the data put it"
 else:
-    level = "in this run the likelihood has not yet trained the level to where the data put it"
+    level = "in this run the likelihood has not yet trained the level"
+    level += " to where the data put it"
 keep("level_text", level)
 if rank_best == nll_best:
-    rank_level = ", where the NLL is lowest too: in this run it agrees with the likelihood"
+    rank_level = ", where the NLL is lowest too:"
+    rank_level += " in this run it agrees with the likelihood"
 elif abs(rank_best) == shifts[-1]:  # the minimum lies beyond the grid
     rank_level = (
-        ", the edge of the grid, so its minimum lies further out: it has an opinion about "
-        "the level, and not the calibrated one"
+        ", the edge of the grid, so its minimum lies further out: it has an opinion "
+        "about the level, and not the calibrated one"
     )
 else:
     rank_level = ": it has an opinion about the level, and not the calibrated one"
 keep("rank_level_text", rank_level)
 if cfg.profile != "smoke":
-    assert abs(shift_table["NLL"].idxmin()) <= 0.25 and abs(shift_table["IBS"].idxmin()) <= 0.25
+    assert abs(shift_table["NLL"].idxmin()) <= 0.25
+    assert abs(shift_table["IBS"].idxmin()) <= 0.25
     assert shift_table["ranking loss"].idxmin() != shift_table["NLL"].idxmin()
 
 # %% mystnb={"figure": {"caption": "Four criteria of the likelihood model's test predictions when the same constant delta is added to every hazard logit (dashed: delta = 0, the model as trained). Harrell's C barely moves; the NLL, the integrated Brier score and the ranking loss each respond to the level, and the text says where each is lowest.", "name": "fig-loss-shift"}}
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.6), sharex=True, layout="constrained")
-units = {"NLL": "nats per patient", "IBS": "integrated Brier score", "Harrell C": "C-index"}
+units = {
+    "NLL": "nats per patient",
+    "IBS": "integrated Brier score",
+    "Harrell C": "C-index",
+}
 for ax, column in zip(axes.flat, shift_table.columns, strict=True):
     ax.plot(shift_table.index, shift_table[column], marker="o", markersize=3)
     ax.axvline(0.0, color="0.6", linestyle="--", linewidth=1)
@@ -454,7 +362,8 @@ for ax, column in zip(axes.flat, shift_table.columns, strict=True):
 for ax in axes[1]:
     ax.set_xlabel("shift $\\delta$ added to every logit")
 c0 = shift_table.loc[0.0, "Harrell C"]
-axes[1, 0].set_ylim(c0 - 0.02, c0 + 0.02)  # a range on which a real change in C would show
+# a range on which a real change in C would show
+axes[1, 0].set_ylim(c0 - 0.02, c0 + 0.02)
 plt.show()
 
 # %% [markdown]
@@ -493,10 +402,10 @@ keep("n_nll_up_c_down", int(step_counts["NLL better, C worse"].sum()))
 keep("n_nll_down_c_up", int(step_counts["NLL worse, C better"].sum()))
 keep("n_steps", int(step_counts["epoch steps"].sum()))
 
-first = history[(history["loss"] == "NLL") & (history["seed"] == cfg.seeds[0])]
-kept_epoch = int(
-    runs.loc[(runs["loss"] == "NLL") & (runs["seed"] == cfg.seeds[0]), "best epoch"].iloc[0]
-)
+seed0 = sweep.seeds[0]  # the first seed of every loss
+best_epoch = runs.set_index(["loss", "seed"])["best epoch"]  # the epoch each run kept
+first = history[(history["loss"] == "NLL") & (history["seed"] == seed0)]
+kept_epoch = int(best_epoch["NLL", seed0])
 peak_epoch = int(first.loc[first["val_c_index"].idxmax(), "epoch"])
 keep("kept_epoch", kept_epoch)
 keep("peak_epoch", peak_epoch)
@@ -504,11 +413,10 @@ c_at = first.set_index("epoch")["val_c_index"]
 nll_at = first.set_index("epoch")["val_nll"]
 if peak_epoch < kept_epoch:  # the C-index peaked while the NLL was still improving
     story = (
-        f"the validation C peaks at epoch {peak_epoch} ({c_at[peak_epoch]:.3f}) while the "
-        f"validation NLL goes on improving, from {nll_at[peak_epoch]:.4f} at that epoch to "
-        f"{nll_at[kept_epoch]:.4f} at epoch {kept_epoch}, the epoch whose weights the run "
-        "keeps; "
-        f"there the C has fallen to {c_at[kept_epoch]:.3f}"
+        f"the validation C peaks at epoch {peak_epoch} ({c_at[peak_epoch]:.3f}) while "
+        f"the validation NLL goes on improving, from {nll_at[peak_epoch]:.4f} at that "
+        f"epoch to {nll_at[kept_epoch]:.4f} at epoch {kept_epoch}, the epoch whose "
+        f"weights the run keeps; there the C has fallen to {c_at[kept_epoch]:.3f}"
     )
 elif peak_epoch == kept_epoch:
     story = (
@@ -531,10 +439,11 @@ if peak_epoch != kept_epoch:
         f"{peak_epoch}, the validation NLL at epoch {kept_epoch}"
     )
 else:
-    criterion = f"In this run the two criteria pick the same epoch; where they do not, {HOW}."
+    criterion = "In this run the two criteria pick the same epoch; "
+    criterion += f"where they do not, {HOW}."
     epoch_summary = (
-        f"during training the validation C and NLL of the first likelihood run were best at "
-        f"the same epoch ({kept_epoch}), so that run does not set the two apart"
+        "during training the validation C and NLL of the first likelihood run were "
+        f"best at the same epoch ({kept_epoch}), so that run does not set the two apart"
     )
 keep("criterion_text", criterion)
 keep("epoch_summary", epoch_summary)
@@ -545,25 +454,34 @@ null_nll_val = hazard_nll(
     torch.logit(life_table).expand(len(data["val"][1]), n_bins), *data["val"][1:]
 )
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-drawn = {"val_nll": [float(null_nll_val)], "val_c_index": []}  # every y value, for the limits
+# every y value, for the limits
+drawn = {"val_nll": [float(null_nll_val)], "val_c_index": []}
 for color, loss_name in zip(("C0", "C1"), ("NLL", "rank only"), strict=True):
-    h = history[(history["loss"] == loss_name) & (history["seed"] == cfg.seeds[0])]
-    best = runs.loc[(runs["loss"] == loss_name) & (runs["seed"] == cfg.seeds[0]), "best epoch"]
-    best = int(best.iloc[0])
+    h = history[(history["loss"] == loss_name) & (history["seed"] == seed0)]
+    best = int(best_epoch[loss_name, seed0])
+    at_best = h["epoch"] == best
     for ax, column in zip(axes, ("val_nll", "val_c_index"), strict=True):
-        ax.plot(h["epoch"], h[column], marker="o", markersize=3, color=color, label=loss_name)
-        ax.plot(best, h.loc[h["epoch"] == best, column], "*", markersize=12, color=color)
+        style = dict(marker="o", markersize=3, color=color, label=loss_name)
+        ax.plot(h["epoch"], h[column], **style)
+        ax.plot(best, h.loc[at_best, column], "*", markersize=12, color=color)
         drawn[column].extend(h[column])
-axes[0].axhline(float(null_nll_val), color="0.3", linestyle=":", label="life table (no features)")
+axes[0].axhline(
+    float(null_nll_val),
+    color="0.3",
+    linestyle=":",
+    label="life table (no features)",
+)
 axes[0].set_ylabel("validation NLL (nats per patient)")
 axes[1].set_ylabel("validation Harrell C")
 for ax, column in zip(axes, ("val_nll", "val_c_index"), strict=True):
     lo, hi = min(drawn[column]), max(drawn[column])
-    ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))  # the life-table line inside
+    margin = 0.06 * (hi - lo)  # the life-table line inside
+    ax.set_ylim(lo - margin, hi + margin)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 handles, names = axes[0].get_legend_handles_labels()
-handles.append(plt.Line2D([], [], marker="*", markersize=12, color="0.3", linestyle="none"))
+star = plt.Line2D([], [], marker="*", markersize=12, color="0.3", linestyle="none")
+handles.append(star)
 names.append("epoch kept (best own validation loss)")
 fig.legend(handles, names, loc="upper center", ncol=len(handles))
 plt.tight_layout(rect=(0, 0, 1, 0.9))
@@ -602,7 +520,8 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 # 2. Multiply every logit of the likelihood model by a factor (a temperature) instead of
 #    adding a shift. Which factor do the NLL and the Brier score prefer? Does Harrell's C
 #    move more than under a shift, and why?
-# 3. In {doc}`07b_loss_comparison`, stop every run on the validation C-index
-#    (`TrainConfig(monitor="val_c_index", mode="max")`, and the monitor in the `recipe` of
-#    `load_or_fit`, so that the runs get artefacts of their own) instead of its own loss.
-#    Which losses change, by how much, and what happens to the Brier score?
+# 3. Stop every run of the sweep on the validation C-index instead of its own loss:
+#    `ehrseq.train.fit` with `TrainConfig(monitor="val_c_index", mode="max")`, the loss
+#    `ehrseq.loss_sweep.survival_loss` and `validation_metrics` as its `eval_fn`, under an
+#    artefact name of your own so that the runs do not load the sweep's. Which losses
+#    change, by how much, and what happens to the Brier score?
