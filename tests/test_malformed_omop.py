@@ -13,6 +13,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_omop import CO, add_row, base_tables, write_cdm
 
 from ehrseq.data.omop import OmopValidationError, load_omop, open_cdm
@@ -349,3 +351,53 @@ def test_overlapping_observation_periods(tmp_path, tables):
     assert data.report.count("observation_period", "overlapping_period", "kept") == 1
     data = load_omop(path, actions={"overlapping_period": "drop"})
     assert len(data.observation_period) == 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Random corruptions of the clean CDM (hypothesis)
+# ----------------------------------------------------------------------------------------------
+
+GARBAGE = ["", "NA", "x", "1e400", "inf", "-1", "12.5", "2010-13-45", "99999999999999999999"]
+GARBAGE += ["2010-01-01+02:00", '"', "1800-01-01", "Ω", "0"]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    hits=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 6), st.sampled_from(GARBAGE)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_random_cell_corruptions_are_accounted_for(tmp_path_factory, hits):
+    tables = copy.deepcopy(base_tables())
+    co = tables[CO].astype(object)
+    touched = set()
+    for row, col, value in hits:
+        co.iloc[row, col] = value
+        touched.add(int(tables[CO]["condition_occurrence_id"].iloc[row]))
+    tables[CO] = co
+    path = write_cdm(tmp_path_factory.mktemp("cdm"), tables)
+    data = load_omop(path)  # lenient never aborts on a row-level problem
+    adds_up(data.report)
+    assert data.report.totals(CO)["rows_in"] == 4
+    clean = load_omop(write_cdm(tmp_path_factory.mktemp("clean"), base_tables()))
+    others = data.events[data.events["domain"] != "condition"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        others, clean.events[clean.events["domain"] != "condition"].reset_index(drop=True)
+    )
+    untouched = [
+        i
+        for i in range(4)
+        if int(base_tables()[CO]["condition_occurrence_id"].iloc[i]) not in touched
+    ]
+    kept = data.events[data.events["domain"] == "condition"]
+    want = clean.events[clean.events["domain"] == "condition"].iloc[untouched]
+    merged = want.merge(kept, how="left", indicator=True)
+    assert (merged["_merge"] == "both").all()  # every untouched row loads unchanged
+    try:
+        load_omop(path, mode="strict")
+    except OmopValidationError as err:
+        assert err.rule and err.table
