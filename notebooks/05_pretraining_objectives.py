@@ -104,7 +104,7 @@ rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
-# no claims here (05b records them): clears those of an older build
+# no claims here (05d records them): clears those of an older build
 start_claims(CHAPTER)
 
 keep("mask_prob", cfg.mask_prob)
