@@ -108,3 +108,18 @@ def test_token_count_features(task):
     assert abs(float(age.mean())) < 1e-4 and abs(float(age.std()) - 1) < 1e-4
     assert set(token_count_features(task, ["test"])) == {"test"}
     torch.testing.assert_close(token_count_features(task, ["test"])["test"][0], data["test"][0])
+
+
+def test_bag_of_codes_reads_the_task_s_person_table(task):
+    """Age and sex come from ``task.person``: a task without the synthetic cohort (a reader's
+    own data) gives the same bag; the engineered features need the cohort's code lists."""
+    import dataclasses
+
+    own = dataclasses.replace(task, cohort=None)
+    pd.testing.assert_frame_equal(bag_of_codes(own, "test"), bag_of_codes(task, "test"))
+    person = task.cohort.tables["person"].set_index("person_id")
+    frame = task.frame("test")
+    male = person.loc[frame["subject_id"], "gender_concept_id"].to_numpy() == 8507
+    np.testing.assert_array_equal(bag_of_codes(own, "test")["male"].to_numpy(), male)
+    with pytest.raises(ValueError, match="synthetic cohort"):
+        engineered_features(own, "test")

@@ -79,3 +79,23 @@ def test_book_settings_cover_every_profile(task):
         assert cfg.vocab_size == len(task.vocab) and cfg.max_len == task.config.max_len
         assert book_recipe(profile).schedule == "joint"
         assert book_recipe(profile, schedule="mlm").schedule == "mlm"
+
+
+def test_root_and_init(task, tmp_path):
+    """``root`` holds the artefact; ``init`` starts the encoder and joins the key."""
+    from ehrseq.models import BehrtEncoder
+    from ehrseq.pretrained import pretrained_model
+
+    recipe = PretrainRecipe(schedule="joint", epochs=1, batch_size=64, seed=1)
+    first = load_or_pretrain(task, _cfg(task), recipe, device="cpu", root=tmp_path)
+    assert first.folder.parent == tmp_path and (first.folder / "model.pt").is_file()
+    state = first.model.encoder.state_dict()
+    start = pretrained_model(task, _cfg(task), recipe, init=state)
+    for name, tensor in state.items():
+        torch.testing.assert_close(start.encoder.state_dict()[name], tensor)
+    again = load_or_pretrain(task, _cfg(task), recipe, device="cpu", root=tmp_path, init=state)
+    assert not again.loaded and again.folder.parent == tmp_path
+    assert again.folder != first.folder  # started elsewhere: another artefact
+    other = BehrtConfig.from_vocab(task.vocab, d_model=8, n_layers=1, n_heads=2, d_ff=16)
+    with pytest.raises(ValueError, match="do not fit this encoder: size mismatch"):
+        pretrained_model(task, _cfg(task), recipe, init=BehrtEncoder(other).state_dict())

@@ -110,3 +110,32 @@ def test_cached_cohort_and_read_back_give_the_same_task(tmp_path, monkeypatch):
         assert task.split.keys() == fresh.split.keys()
         for split, ids in fresh.split.items():
             np.testing.assert_array_equal(task.split[split], ids)
+
+
+def test_task_from_labels_is_steps_4_to_6(task):
+    """Steps 4-6 on the task's own frames and labels give the same task, without the cohort."""
+    import pandas as pd
+
+    from ehrseq.data.task import _cohort_and_read_back, task_from_labels
+
+    _, events, person, _ = _cohort_and_read_back(task.cohort.config, cache=True)
+    again = task_from_labels(events, person, task.labels, task.config)
+    assert again.cohort is None and again.dropped == {"no_history_before_prediction_time": 0}
+    for split in SPLITS:
+        np.testing.assert_array_equal(again.split[split], task.split[split])
+    assert again.vocab.itos == task.vocab.itos
+    np.testing.assert_array_equal(again.bin_index, task.bin_index)
+    np.testing.assert_array_equal(again.encoding.arrays["codes"], task.encoding.arrays["codes"])
+    pd.testing.assert_frame_equal(again.person, task.person)
+    with pytest.raises(ValueError, match="no synthetic cohort"):
+        again.oracle_risk("test")
+
+    early = task.labels.copy()
+    early.loc[0, "prediction_time"] = pd.Timestamp("1900-01-01")  # before any record
+    dropped = task_from_labels(events, person, early, task.config).dropped
+    assert dropped == {"no_history_before_prediction_time": 1}
+    extra = task.labels["subject_id"].to_numpy()[:5]
+    only = task_from_labels(events, person, task.labels, task.config, test_only=extra)
+    assert np.isin(extra, only.split["test"]).all()
+    with pytest.raises(ValueError, match="lack the columns"):
+        task_from_labels(events, person, task.labels.drop(columns="event"), task.config)

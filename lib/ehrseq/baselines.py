@@ -51,7 +51,7 @@ _DAY = np.timedelta64(1, "D")
 
 def _age_sex(task, split: str) -> pd.DataFrame:
     frame = task.frame(split)
-    person = task.cohort.tables["person"].set_index("person_id").loc[frame["subject_id"]]
+    person = task.person.set_index("person_id").loc[frame["subject_id"]]
     age = (frame["prediction_time"] - person["birth_datetime"].to_numpy()).dt.days / 365.25
     male = (person["gender_concept_id"].to_numpy() == MALE).astype(float)
     return pd.DataFrame({"age_years": age.to_numpy(float), "male": male})
@@ -68,7 +68,8 @@ def bag_of_codes(task, split: str) -> pd.DataFrame:
 
     Returns:
         one row per patient in ``task.frame(split)`` order; columns ``code_<token>`` (specials
-        left out), ``age_years`` and ``male``.
+        left out), ``age_years`` and ``male`` (from ``task.person``; an unknown birth date
+        gives a missing age).
     """
     enc = task.encoding.select(task.split[split])
     n = len(enc)
@@ -161,11 +162,14 @@ def engineered_features(
         one row per patient in ``task.frame(split)`` order; always ``age_years`` and ``male``.
 
     Raises:
-        ValueError: on an unknown block.
+        ValueError: on an unknown block, or a task without the synthetic cohort (whose
+            clinical groups and lab references the features read).
     """
     unknown = set(blocks) - set(FEATURE_BLOCKS)
     if unknown:
         raise ValueError(f"unknown feature blocks {sorted(unknown)}; use {FEATURE_BLOCKS}")
+    if task.cohort is None:
+        raise ValueError("engineered_features needs the synthetic cohort's code lists")
     frame = task.frame(split)
     ids = frame["subject_id"].to_numpy()
     t0 = frame.set_index("subject_id")["prediction_time"]

@@ -14,6 +14,8 @@ schedules, and chapters 5c and 8 load the same weights.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -138,8 +140,25 @@ class Pretrained:
     recipe: PretrainRecipe  # resolved (the next-visit weight filled in)
 
 
-def pretrained_model(task, encoder_cfg: BehrtConfig, recipe: PretrainRecipe) -> BehrtForPretraining:
-    """A fresh (untrained) model of the recipe, its weights drawn from ``recipe.seed``."""
+def pretrained_model(
+    task,
+    encoder_cfg: BehrtConfig,
+    recipe: PretrainRecipe,
+    init: Mapping[str, torch.Tensor] | None = None,
+) -> BehrtForPretraining:
+    """A fresh (untrained) model of the recipe, its weights drawn from ``recipe.seed``.
+
+    Args:
+        task: a :class:`~ehrseq.data.task.SurvivalTask` (its vocabulary; its training
+            patients start the copy head).
+        encoder_cfg: the encoder's config.
+        recipe: the recipe (its head, weight tying, pooling and seed).
+        init: encoder weights to start from instead (a :class:`BehrtEncoder` state dict,
+            e.g. an earlier run's), the heads still drawn from the seed.
+
+    Raises:
+        ValueError: ``init`` does not fit the encoder (another vocabulary or other sizes).
+    """
     ids = TokenIds.from_vocab(task.vocab)
     torch.manual_seed(recipe.seed)
     encoder = BehrtEncoder(encoder_cfg)
@@ -149,9 +168,28 @@ def pretrained_model(task, encoder_cfg: BehrtConfig, recipe: PretrainRecipe) -> 
 
         head = HistoryCopyHead(encoder_cfg.d_model, ids, init_std=encoder_cfg.init_std)
         head.start_at_repeat_rates(*repeat_rates(task.loader("train", 256), ids))
-    return BehrtForPretraining(
+    model = BehrtForPretraining(
         encoder, tie_weights=recipe.tie_weights, pool=recipe.pool, next_visit_head=head
     )
+    if init is not None:
+        try:
+            model.encoder.load_state_dict(init)
+        except RuntimeError as err:  # its first reason: a missing key or a size mismatch
+            reasons = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            raise ValueError(
+                f"the init weights do not fit this encoder: {(reasons or [str(err)])[0]}"
+            ) from None
+    return model
+
+
+def _state_key(state: Mapping[str, torch.Tensor]) -> str:
+    """A hash of a state dict's names, shapes and values (the artefact key of ``init``)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu()
+        t = t.float() if t.is_floating_point() else t  # bfloat16 has no numpy type
+        h.update(f"{name}{tuple(t.shape)}".encode() + t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _history(folder: Path, recipe: PretrainRecipe) -> pd.DataFrame:
@@ -171,6 +209,8 @@ def load_or_pretrain(
     recipe: PretrainRecipe,
     *,
     device: str | torch.device | None = None,
+    root: Path | None = None,
+    init: Mapping[str, torch.Tensor] | None = None,
 ) -> Pretrained:
     """The pretrained model of ``(task, encoder_cfg, recipe)``: loaded if trained, else trained.
 
@@ -183,10 +223,19 @@ def load_or_pretrain(
         encoder_cfg: the encoder's config (its ``init_std`` also starts the copy head).
         recipe: the recipe; its key includes the resolved next-visit weight.
         device: where to train (default: the library's choice).
+        root: the folder that holds the artefact (default :func:`artifact_root`; ``ehrseq
+            run`` keeps it in its output folder).
+        init: encoder weights to start from (:func:`pretrained_model`); their hash joins
+            the key.
+
+    Raises:
+        ValueError: ``init`` does not fit the encoder.
     """
     ids = TokenIds.from_vocab(task.vocab)
     recipe = recipe.resolved(ids.vocab_size)
     parts = (task.config, encoder_cfg, recipe)
+    if init is not None:
+        parts = (*parts, {"init": _state_key(init)})
 
     def train(model: BehrtForPretraining, folder: Path) -> None:
         seed_everything(recipe.seed)
@@ -211,7 +260,7 @@ def load_or_pretrain(
         )
 
     model, loaded = load_or_train(
-        pretrained_model(task, encoder_cfg, recipe), ARTEFACT, train, *parts
+        pretrained_model(task, encoder_cfg, recipe, init), ARTEFACT, train, *parts, root=root
     )
-    folder = artifact_root() / f"{ARTEFACT}-{config_key(*parts)}"
+    folder = (root or artifact_root()) / f"{ARTEFACT}-{config_key(*parts)}"
     return Pretrained(model, loaded, folder, _history(folder, recipe), recipe)

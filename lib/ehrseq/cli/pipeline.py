@@ -1,8 +1,8 @@
 """``ehrseq cohort`` and ``ehrseq run``: the stages, their cache, and what each writes.
 
-``run`` goes through these stages; each writes into its own sub-folder of ``--out`` and
-finishes by writing ``key.json``, a hash of everything it was built from (its own settings
-and the key of the stage it reads). On a re-run a stage whose key matches is skipped, so a
+``run`` goes through these stages; each writes into its own sub-folder of ``--out`` (emptied
+when the stage starts) and finishes by writing ``key.json``, a hash of everything it was built
+from (its own settings and the key of the stage it reads). On a re-run a stage whose key matches is skipped, so a
 changed cohort file reruns the cohort and what follows, a changed ``--epochs`` only the
 fine-tuning, the evaluation and the report, and a changed input file everything.
 
@@ -16,7 +16,8 @@ cohort      new users, washout, exclusions, labels            ``cohort/``: label
 task        split 60/15/25 by person, sequences before the    ``task/``: vocab.json,
             index date, vocabulary on training persons, bins  split.csv, summary.csv
 pretrain    masked-code + next-visit pretraining of a BEHRT   ``pretrain/``: encoder.pt,
-            encoder (or the ``--init`` checkpoint)            history.csv
+            encoder (or the ``--init`` checkpoint), through   history.csv, the artefact
+            :func:`~ehrseq.pretrained.load_or_pretrain`       ``behrt-pretrained-<key>/``
 finetune    the encoder with a per-bin hazard head            ``finetune/``: model.pt,
             (:class:`~ehrseq.models.SurvivalModel`)           surv_test.npy, history.csv
 baselines   Kaplan-Meier and a Cox model on a bag of codes    ``baselines/``: km.npy, cox.npy
@@ -35,11 +36,11 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -208,9 +209,10 @@ class _Stages:
         return ok
 
     def start(self, stage: str) -> float:
-        marker = self.out / stage / "key.json"
-        marker.unlink(missing_ok=True)  # a stage interrupted half-way is not done
-        self.folder(stage).mkdir(parents=True, exist_ok=True)
+        folder = self.folder(stage)
+        if folder.is_dir():  # an earlier run's files (a stage interrupted half-way is not done)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
         print(f"[{stage}] running")
         return time.perf_counter()
 
@@ -278,48 +280,16 @@ def _read_loaded(folder: Path) -> Input:
 
 
 def _build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days: float):
-    """The :class:`~ehrseq.data.task.SurvivalTask` of the cohort (the shared task's steps 4-6
-    on the user's data)."""
-    from ehrseq.data.labels import discretize
-    from ehrseq.data.sequences import build_sequences
-    from ehrseq.data.task import SurvivalTask, TaskConfig
-    from ehrseq.data.tensors import encode
-    from ehrseq.data.vocab import Vocab
+    """The :class:`~ehrseq.data.task.SurvivalTask` of the cohort
+    (:func:`~ehrseq.data.task.task_from_labels`, the shared task's steps 4-6).
 
-    seqs = build_sequences(
-        data.events,
-        data.person,
-        labels[["subject_id", "prediction_time"]].rename(columns={"subject_id": "person_id"}),
-        strategy="visit",
-        max_len=cfg.max_len,
-        add_cls=True,
-        add_sep=True,
-    )
-    has_history = np.isin(labels["subject_id"].to_numpy(), seqs.person_ids)
-    table = labels.loc[has_history].reset_index(drop=True)
-    dropped = {"no_history_before_index": int((~has_history).sum())}
-    ids = table["subject_id"].to_numpy()
-    order = np.random.default_rng(cfg.seed).permutation(len(ids))
-    n_test = int(round(cfg.test_fraction * len(ids)))
-    n_val = int(round(cfg.val_fraction * len(ids)))
-    split = {
-        "test": np.sort(ids[order[:n_test]]),
-        "val": np.sort(ids[order[n_test : n_test + n_val]]),
-        "train": np.sort(ids[order[n_test + n_val :]]),
-    }
-    event = table["event"].to_numpy()
-    for name, members in split.items():
-        if len(members) == 0 or event[np.isin(ids, members)].sum() == 0:
-            raise CliError(
-                f"the {name} split ({len(members)} persons) has no outcome event: the cohort "
-                f"({len(ids)} persons with history, {int(event.sum())} events) is too small"
-            )
-    vocab = Vocab.fit(seqs.frame, split["train"], min_frequency=cfg.min_frequency)
-    encoding = encode(seqs, vocab).select(ids)
-    cuts = np.linspace(0.0, horizon_days, cfg.n_bins + 1)
-    bin_index, ev = discretize(table["duration"].to_numpy(), event, cuts)
+    Raises:
+        CliError: a split without persons or without an outcome event.
+    """
+    from ehrseq.data.task import TaskConfig, task_from_labels
+
     task_cfg = TaskConfig(
-        n_patients=len(ids),
+        n_patients=len(labels),
         seed=cfg.seed,
         horizon_years=horizon_days / 365.25,
         n_bins=cfg.n_bins,
@@ -328,22 +298,19 @@ def _build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days:
         val_fraction=cfg.val_fraction,
         test_fraction=cfg.test_fraction,
     )
-    # SurvivalTask's cohort is the synthetic generator's; the baselines read only its person
-    # table (age and sex), so a stand-in with that table serves for a user's data
-    stand_in = SimpleNamespace(tables={"person": data.person})
-    return SurvivalTask(
-        config=task_cfg,
-        cohort=stand_in,  # type: ignore[arg-type]
-        labels=table,
-        sequences=seqs,
-        vocab=vocab,
-        encoding=encoding,
-        bin_index=np.asarray(bin_index),
-        event=np.asarray(ev),
-        cuts=cuts,
-        split=split,
-        dropped=dropped,
-    )
+    try:
+        task = task_from_labels(data.events, data.person, labels, task_cfg)
+    except ValueError as err:
+        raise CliError(f"cohort: {err}") from None
+    n, events = len(task.labels), int(task.event.sum())
+    for name in ("test", "val", "train"):
+        frame = task.frame(name)
+        if len(frame) == 0 or frame["event"].sum() == 0:
+            raise CliError(
+                f"the {name} split ({len(frame)} persons) has no outcome event: the cohort "
+                f"({n} persons with history, {events} events) is too small"
+            )
+    return task
 
 
 def _encoder_config(task, cfg: RunConfig):
@@ -381,14 +348,13 @@ def _load_init(path: Path) -> dict:
     return inner or state
 
 
-def _pretrain(task, cfg: RunConfig, init: Path | None, device: str | None, folder: Path):
+def _pretrain(task, cfg: RunConfig, init: tuple[Path, dict] | None, device, folder: Path):
+    """Pretrain through :func:`~ehrseq.pretrained.load_or_pretrain` (its artefact kept in
+    ``folder``), or with ``--pretrain-epochs 0`` take the encoder as it starts; either from
+    ``init`` (``--init`` and its weights) when given."""
     import torch
 
-    from ehrseq.config import progress_disabled
-    from ehrseq.pretrain import TokenIds, pretrain
-    from ehrseq.pretrained import PretrainRecipe, pretrained_model
-    from ehrseq.runtime import seed_everything
-    from ehrseq.train import TrainConfig
+    from ehrseq.pretrained import PretrainRecipe, load_or_pretrain, pretrained_model
 
     encoder_cfg = _encoder_config(task, cfg)
     recipe = PretrainRecipe(
@@ -397,39 +363,19 @@ def _pretrain(task, cfg: RunConfig, init: Path | None, device: str | None, folde
         batch_size=cfg.batch_size,
         seed=cfg.seed,
     )
-    ids = TokenIds.from_vocab(task.vocab)
-    recipe = recipe.resolved(ids.vocab_size)
-    model = pretrained_model(task, encoder_cfg, recipe)
-    if init is not None:
-        try:
-            model.encoder.load_state_dict(_load_init(init))
-        except RuntimeError as err:
-            raise CliError(
-                f"--init {init} does not fit this encoder (vocabulary or sizes differ): "
-                f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}"
-            ) from None
-    history = pd.DataFrame()
-    if cfg.pretrain_epochs > 0:
-        seed_everything(recipe.seed)
-        results = pretrain(
-            model,
-            task.loader("train", recipe.batch_size),
-            task.loader("val", recipe.batch_size),
-            ids,
-            TrainConfig(
-                epochs=recipe.epochs,
-                lr=recipe.lr,
-                seed=recipe.seed,
-                desc="pretrain",
-                device=device,
-                progress=not progress_disabled(),
-            ),
-            schedule=recipe.schedule,
-            mlm_weight=recipe.mlm_weight,
-            next_visit_weight=recipe.next_visit_weight,
-            mask_prob=recipe.mask_prob,
-        )
-        history = results[recipe.schedule].history
+    path, state = init if init is not None else (None, None)
+    try:
+        if cfg.pretrain_epochs > 0:
+            result = load_or_pretrain(
+                task, encoder_cfg, recipe, device=device, root=folder, init=state
+            )
+            model, history = result.model, result.history
+        else:
+            model, history = pretrained_model(task, encoder_cfg, recipe, state), pd.DataFrame()
+    except ValueError as err:
+        if state is None:
+            raise
+        raise CliError(f"--init {path}: {err} (another vocabulary or encoder size?)") from None
     torch.save(model.encoder.cpu().state_dict(), folder / "encoder.pt")
     history.to_csv(folder / "history.csv", index=False)
 
@@ -553,6 +499,8 @@ def run_command(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     print(f"device {device} ({'bf16 autocast' if device.type == 'cuda' else 'float32'})")
     dev = str(device)
+    # read now: the stage that uses it starts from an empty folder, which may hold the file
+    init = (args.init, _load_init(args.init)) if args.init else None
     st = _Stages(out, args.force)
     mode = "strict" if args.strict else "lenient"
     t_all = time.perf_counter()
@@ -610,7 +558,7 @@ def run_command(args: argparse.Namespace) -> int:
         st.finish("task", task_key, t0)
 
     for stage, key, fn in (
-        ("pretrain", pre_key, lambda f: _pretrain(get_task(), cfg, args.init, dev, f)),
+        ("pretrain", pre_key, lambda f: _pretrain(get_task(), cfg, init, dev, f)),
         ("finetune", fine_key, lambda f: _finetune(get_task(), cfg, dev, st.folder("pretrain"), f)),
         ("baselines", base_key, lambda f: _baselines(get_task(), cfg, f)),
         ("evaluate", eval_key, lambda f: _evaluate(out, cfg, f)),

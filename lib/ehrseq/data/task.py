@@ -14,6 +14,9 @@ build their data here instead of re-deriving it:
    only, and encode everyone (:func:`ehrseq.data.tensors.encode`);
 6. discretise follow-up into ``n_bins`` bins of ``bin_days`` (:func:`ehrseq.data.labels.discretize`).
 
+Steps 4-6 are :func:`task_from_labels`, which takes any labelled cohort: the ``ehrseq run``
+command builds a reader's own export's task through it.
+
 The oracle of each patient (the generator's true risk over the horizon and true survival at
 the bin edges, from :meth:`ehrseq.data.synthetic.Truth.true_survival`) comes with it, so every
 model is placed between chance and the ceiling on the same patients.
@@ -49,7 +52,14 @@ from ehrseq.data.tensors import (
 )
 from ehrseq.data.vocab import Vocab
 
-__all__ = ["TaskConfig", "SurvivalTask", "prepare_survival_task", "shared_task_config", "SPLITS"]
+__all__ = [
+    "SPLITS",
+    "SurvivalTask",
+    "TaskConfig",
+    "prepare_survival_task",
+    "shared_task_config",
+    "task_from_labels",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -156,9 +166,10 @@ class SurvivalTask:
 
     Attributes:
         config: the protocol.
-        cohort: the generated cohort (tables and truth).
         labels: the label sidecar (``subject_id``, ``prediction_time``, ``event_time``,
             ``censor_time``, ``event``, ``duration`` in days) of the patients kept.
+        person: the person table (``person_id``, ``birth_datetime``, ``gender_concept_id``)
+            the sequences were built with (age and sex for the baselines).
         sequences: the token sequences (strictly before each prediction time).
         vocab: fitted on training patients.
         encoding: every kept patient, in ``labels`` order.
@@ -166,11 +177,13 @@ class SurvivalTask:
         cuts: bin edges in days, ``(n_bins + 1,)``.
         split: ``{"train"|"val"|"test": person ids}``.
         dropped: patients left out and why.
+        cohort: the generated cohort (tables and truth) when the task is synthetic, for the
+            oracle; ``None`` for a reader's own data.
     """
 
     config: TaskConfig
-    cohort: SyntheticCohort
     labels: pd.DataFrame
+    person: pd.DataFrame
     sequences: Sequences
     vocab: Vocab
     encoding: FlatEncoding
@@ -179,6 +192,7 @@ class SurvivalTask:
     cuts: np.ndarray
     split: dict[str, np.ndarray]
     dropped: dict[str, int] = field(default_factory=dict)
+    cohort: SyntheticCohort | None = None
 
     def _rows(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -216,16 +230,21 @@ class SurvivalTask:
         collate = collate_hierarchical if hierarchical else collate_flat
         return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
 
+    def _truth(self):
+        if self.cohort is None:
+            raise ValueError("this task has no synthetic cohort: the oracle needs its truth")
+        return self.cohort.truth
+
     def _index_days(self, split: str) -> np.ndarray:
         frame = self.frame(split)
-        enrol = self.cohort.truth.persons.set_index("person_id")["enrol_date"]
+        enrol = self._truth().persons.set_index("person_id")["enrol_date"]
         return (
             (frame["prediction_time"] - enrol.loc[frame["subject_id"]].to_numpy()).dt.days
         ).to_numpy(float)
 
     def oracle_risk(self, split: str) -> np.ndarray:
         """The generator's true probability of the outcome within the horizon (the ceiling)."""
-        return self.cohort.truth.true_risk(
+        return self._truth().true_risk(
             "heart_failure",
             self._index_days(split),
             self.config.horizon_days,
@@ -235,7 +254,7 @@ class SurvivalTask:
     def oracle_survival(self, split: str) -> np.ndarray:
         """True survival at the right edge of every bin, ``(n, n_bins)``, from the hazard path."""
         months = int(np.ceil(self.config.horizon_days / DAYS_PER_MONTH))
-        monthly = self.cohort.truth.true_survival(
+        monthly = self._truth().true_survival(
             "heart_failure", self._index_days(split), months, person_ids=self.split[split]
         )
         edge_month = np.clip(np.round(self.cuts[1:] / DAYS_PER_MONTH).astype(int), 1, months)
@@ -350,25 +369,76 @@ def prepare_survival_task(config: TaskConfig | None = None, cache: bool = True) 
         cfg.history_days,
         horizon_days=cfg.horizon_days,
     )
-    dropped = dict(labels.dropped)
-    table = labels.table
+    # the people generated beyond n_patients (ids past it) are test patients only
+    ids = labels.table["subject_id"].to_numpy()
+    test_only = ids[ids > cohort.config.person_id_offset + cfg.n_patients]
+    task = task_from_labels(events, person, labels.table, cfg, test_only=test_only)
+    task.cohort = cohort
+    task.dropped = dict(labels.dropped) | task.dropped
+    return task
+
+
+_LABEL_COLUMNS = ("subject_id", "prediction_time", "duration", "event")
+
+
+def task_from_labels(
+    events: pd.DataFrame,
+    person: pd.DataFrame,
+    labels: pd.DataFrame,
+    config: TaskConfig,
+    *,
+    test_only: np.ndarray | None = None,
+) -> SurvivalTask:
+    """Steps 4-6 of the module docstring on any labelled cohort: sequences, split, vocabulary, bins.
+
+    Persons without a token before their prediction time are dropped (counted in
+    ``dropped["no_history_before_prediction_time"]``); the rest are split by person with
+    ``config.seed``, the vocabulary is fitted on the training persons, and follow-up is cut
+    into ``config.n_bins`` equal bins over ``config.horizon_days``.
+
+    Args:
+        events: the event table (:func:`ehrseq.data.omop.load_omop`,
+            :func:`ehrseq.data.meds.read_meds`).
+        person: the person table of the same export.
+        labels: one row per person: ``subject_id``, ``prediction_time``, ``duration`` (days)
+            and ``event`` (1: the outcome), e.g. :func:`ehrseq.data.labels.survival_labels`'s
+            table.
+        config: the sequence, split and bin settings (``strategy``, ``max_len``, ``add_cls``,
+            ``add_sep``, ``min_frequency``, ``val_fraction``, ``test_fraction``,
+            ``horizon_years``, ``n_bins``, ``seed``); its cohort fields are not read.
+        test_only: person ids that go to the test split only, beside the fractions of the
+            others (the extra test patients of ``TaskConfig.n_test_patients``).
+
+    Returns:
+        the task, ``cohort`` left ``None``.
+
+    Raises:
+        ValueError: labels without one of the columns above, or no person with a history.
+    """
+    cfg = config
+    missing = [c for c in _LABEL_COLUMNS if c not in labels.columns]
+    if missing:
+        raise ValueError(f"labels lack the columns {missing}; need {list(_LABEL_COLUMNS)}")
     seqs = build_sequences(
         events,
         person,
-        labels.prediction_times,
+        labels[["subject_id", "prediction_time"]].rename(columns={"subject_id": "person_id"}),
         strategy=cfg.strategy,
         max_len=cfg.max_len,
         add_cls=cfg.add_cls,
         add_sep=cfg.add_sep,
     )
-    has_history = np.isin(table["subject_id"].to_numpy(), seqs.person_ids)
-    dropped["no_history_before_prediction_time"] = int((~has_history).sum())
-    table = table.loc[has_history].reset_index(drop=True)
+    has_history = np.isin(labels["subject_id"].to_numpy(), seqs.person_ids)
+    if not has_history.any():
+        raise ValueError(
+            f"none of the {len(labels)} labelled persons has a record before the prediction time"
+        )
+    dropped = {"no_history_before_prediction_time": int((~has_history).sum())}
+    table = labels.loc[has_history].reset_index(drop=True)
 
     rng = np.random.default_rng(cfg.seed)
     ids = table["subject_id"].to_numpy()
-    # the people generated beyond n_patients (ids past it) are test patients only
-    extra = ids > cohort.config.person_id_offset + cfg.n_patients
+    extra = np.isin(ids, test_only) if test_only is not None else np.zeros(len(ids), bool)
     base = ids[~extra]
     order = rng.permutation(len(base))
     n_test = int(round(cfg.test_fraction * len(base)))
@@ -384,8 +454,8 @@ def prepare_survival_task(config: TaskConfig | None = None, cache: bool = True) 
     bin_index, event = discretize(table["duration"].to_numpy(), table["event"].to_numpy(), cuts)
     return SurvivalTask(
         config=cfg,
-        cohort=cohort,
         labels=table,
+        person=person,
         sequences=seqs,
         vocab=vocab,
         encoding=encoding,
