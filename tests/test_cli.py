@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 from conftest import shared_data_dir
 
 from ehrseq.cli import main
@@ -145,6 +146,57 @@ def test_concept_set_descendants_and_exclusions():
         ConceptSet(include=((1, True),)).resolve(None)
 
 
+# -- other input formats ---------------------------------------------------------------------
+def _labels(path: Path, cohort: Path, labels: Path, capsys) -> pd.DataFrame:
+    assert main(["cohort", str(path), "--cohort", str(cohort), "--labels", str(labels)]) == 0
+    capsys.readouterr()
+    return read_survival_labels(labels)
+
+
+def test_duckdb_file_gives_the_folder_cohort(omop, tmp_path, capsys):
+    import duckdb
+
+    path = tmp_path / "cdm.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for table in sorted(omop.glob("*.parquet")):
+            con.execute(f"CREATE TABLE {table.stem} AS SELECT * FROM read_parquet('{table}')")
+    assert main(["validate", str(path)]) == 0
+    assert "condition_occurrence" in capsys.readouterr().out
+    cohort = write_cohort(tmp_path)  # descendants through the file's concept_ancestor
+    pd.testing.assert_frame_equal(
+        _labels(path, cohort, tmp_path / "db.parquet", capsys),
+        _labels(omop, cohort, tmp_path / "folder.parquet", capsys),
+    )
+
+
+def test_meds_folder_cohort_with_concepts_listed(omop, tmp_path, capsys):
+    from ehrseq.cli.inputs import descendants_of
+    from ehrseq.data.meds import write_meds
+    from ehrseq.data.omop import load_omop
+
+    data = load_omop(omop)
+    root = write_meds(data.events, data.person, tmp_path / "meds")
+    data.cdm.close()
+    assert main(["validate", str(root)]) == 0
+    assert "valid" in capsys.readouterr().out
+    cohort = write_cohort(tmp_path)  # MEDS has no vocabulary: descendants are refused
+    labels = tmp_path / "labels.parquet"
+    assert main(["cohort", str(root), "--cohort", str(cohort), "--labels", str(labels)]) == 1
+    assert "needs a vocabulary" in one_line_error(capsys)
+    expand = descendants_of(omop)  # the concepts listed, as a MEDS user would
+    outcome = f"concepts = {expand([HEART_FAILURE])}"
+    cohort = write_cohort(tmp_path, index=expand(list(NSAIDS)), desc="false", outcome=outcome)
+    meds = _labels(root, cohort, labels, capsys)
+    folder = _labels(omop, write_cohort(tmp_path), tmp_path / "folder.parquet", capsys)
+    # observation runs from the first to the last event (MEDS has no observation periods), so
+    # fewer persons pass the washout; those who do have the same index date and outcome
+    assert len(meds) > 50 and meds["event"].sum() > 0
+    both = meds.merge(folder, on="subject_id", suffixes=("", "_omop"), validate="1:1")
+    assert len(both) == len(meds)
+    assert (both["prediction_time"] == both["prediction_time_omop"]).all()
+    assert (both["event"] == both["event_omop"]).all()
+
+
 # -- bad input ---------------------------------------------------------------------------------
 def _without_person(omop: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "no_person"
@@ -212,7 +264,44 @@ def test_run_writes_report_and_metrics_and_resumes_from_cache(omop, tmp_path, ca
     assert main([*argv, "--epochs", "1"]) == 0  # only fine-tuning and what follows rerun
     status = stages()
     assert [s for s, v in status.items() if v == "ran"] == ["finetune", "evaluate", "report"]
+
+    # --init: the previous run's encoder starts this one (kept as it is without pretraining)
+    init = out / "pretrain" / "encoder.pt"
+    before = torch.load(init, weights_only=True)
+    assert main([*argv, "--init", str(init), "--pretrain-epochs", "0"]) == 0
+    status = stages()
+    assert [s for s, v in status.items() if v == "ran"] == [
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "report",
+    ]
+    after = torch.load(init, weights_only=True)
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
     capsys.readouterr()
+
+    # an encoder of other sizes does not fit: one line, exit 1
+    from ehrseq.models import BehrtConfig, BehrtEncoder
+
+    other = tmp_path / "other.pt"
+    config = BehrtConfig(vocab_size=9, max_len=16, d_model=8, n_layers=1, n_heads=2, d_ff=16)
+    torch.save(BehrtEncoder(config).state_dict(), other)
+    assert main([*argv, "--init", str(other)]) == 1
+    err = one_line_error(capsys)
+    assert f"--init {other}" in err and "do not fit" in err
+    assert main([*argv, "--init", str(tmp_path / "nothing.pt")]) == 1
+    assert "no such checkpoint" in one_line_error(capsys)
+
+
+def test_loss_figure_counts_whole_epochs():
+    from ehrseq.cli.outputs import loss_figure
+
+    history = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.8]})
+    ax = loss_figure(history).axes[0]
+    low, high = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if low <= t <= high]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 # -- the GiBleed sample ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ehrseq.cli.cohort import CohortSpec
 
-__all__ = ["write_outputs"]
+__all__ = ["loss_figure", "write_outputs"]
 
 _METRICS = ("Harrell C", "Uno C", "Antolini C", "IBS", "AUROC", "calibration error")
 
@@ -79,15 +79,28 @@ def _figures(out: Path, cuts: np.ndarray) -> list[str]:
     )
     history = _csv(out / "finetune" / "history.csv")
     if len(history):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot(history["epoch"], history["train_loss"], marker="o", label="training")
-        if "val_loss" in history:
-            ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
-        ax.set_xlabel("Epoch")
-        ax.set_ylabel("Hazard NLL (nats per person)")
-        ax.legend()
-        figs.append(figure_html(fig, "Fine-tuning loss per epoch."))
+        figs.append(figure_html(loss_figure(history), "Fine-tuning loss per epoch."))
     return figs
+
+
+def loss_figure(history: pd.DataFrame):
+    """Training (and validation) loss against the epoch, ticked at whole epochs.
+
+    Args:
+        history: ``epoch``, ``train_loss`` and optionally ``val_loss``, one row per epoch.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history["epoch"], history["train_loss"], marker="o", label="training")
+    if "val_loss" in history:
+        ax.plot(history["epoch"], history["val_loss"], marker="o", label="validation")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Hazard NLL (nats per person)")
+    ax.legend()
+    return fig
 
 
 def write_outputs(
