@@ -968,23 +968,30 @@ class _PrefixBelowSums:
     """``out[b] = sum over q, p of c[b, q] w[b, p] [p < prefix[q]] [pos_rank[p] < bound[q]]``.
 
     The weighted form of :func:`_count_prefix_below` for a block of weight rows ``w`` and
-    query coefficients ``c``: the same aligned blocks of positions, sorted by
-    ``(block, rank)`` once per level here, so that each block of rows only needs one
-    cumulative sum per level and two look-ups per query.
+    query coefficients ``c``, with aligned blocks of ``radix**level`` positions: a prefix is
+    at most ``radix - 1`` of them per level. The items are sorted by ``(block, rank)`` once
+    per level here, so that each block of rows only needs one cumulative sum per level and
+    two look-ups per block of a query. ``radix = 4`` halves the cumulative sums of radix 2.
     """
 
-    def __init__(self, pos_rank: np.ndarray, prefix: np.ndarray, bound: np.ndarray) -> None:
+    def __init__(
+        self, pos_rank: np.ndarray, prefix: np.ndarray, bound: np.ndarray, radix_bits: int = 2
+    ) -> None:
         n = pos_rank.shape[0]
         stride = n + 1
         positions = np.arange(n, dtype=np.int64)
-        self.n, self.n_queries, self.levels = n, prefix.shape[0], []
-        for level in range(max(1, int(n).bit_length())):
-            uses = np.flatnonzero((prefix >> level) & 1)
+        self.n, self.levels = n, []
+        for shift in range(0, max(1, int(n).bit_length()), radix_bits):
+            digit = (prefix >> shift) & ((1 << radix_bits) - 1)  # blocks of this size used
+            uses = np.concatenate([np.flatnonzero(digit >= k) for k in range(1, 1 << radix_bits)])
             if uses.size == 0:
                 continue
-            keys = (positions >> level) * stride + pos_rank  # (n,)
+            back = np.concatenate(
+                [np.full(int((digit >= k).sum()), k) for k in range(1, 1 << radix_bits)]
+            )
+            keys = (positions >> shift) * stride + pos_rank  # (n,)
             perm = np.argsort(keys, kind="stable")
-            block = (prefix[uses] >> level) - 1
+            block = (prefix[uses] >> shift) - back  # the k-th block back from the prefix's end
             start = np.searchsorted(keys[perm], block * stride, side="left")
             stop = np.searchsorted(keys[perm], block * stride + bound[uses], side="left")
             self.levels.append((perm, uses, start, stop))
