@@ -72,6 +72,7 @@ from ehrseq.pretrain import (
     BehrtForPretraining,
     TokenIds,
     code_counts,
+    code_domains,
     evaluate_masked_codes,
     mask_codes,
     pretrain,
@@ -229,10 +230,7 @@ test_loader = DataLoader(
     collate_fn=collate_flat,
 )
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
-# (vocab,) domain id of each code
-code_domain = torch.zeros(len(vocab), dtype=torch.long)
-for b in train_loader:
-    code_domain[b["codes"][b["attention_mask"]]] = b["domain_ids"][b["attention_mask"]]
+code_domain = code_domains(train_loader, len(vocab))  # (vocab,) domain of each code
 smoothed = (counts + 1) * (~torch.isin(torch.arange(len(vocab)), ids.special_tensor()))
 log_prior = torch.log(smoothed / smoothed.sum())  # (vocab,) add-one code frequencies
 same_domain = code_domain[None, :] == torch.arange(int(code_domain.max()) + 1)[:, None]

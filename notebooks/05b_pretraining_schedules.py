@@ -54,6 +54,7 @@ from ehrseq.book import keep, keep_table, plural, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
+    chronic_codes,
     model_scorer,
     most_frequent,
     next_visit_table,
@@ -64,7 +65,7 @@ from ehrseq.next_visit import (
     repeat_rates,
 )
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import TokenIds, code_counts, frequency_rank, masked_code_ranks
+from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank, masked_code_ranks
 from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05b_pretraining_schedules"
@@ -282,16 +283,13 @@ MLM_RUNS = [r for r in RUNS if "mlm" in trained_heads[r]]
 NV_RUNS = [r for r in RUNS if "next_visit" in trained_heads[r]]
 recall_col = f"recall@{cfg.k}"
 
-code_domain = torch.zeros(ids.vocab_size, dtype=torch.long)  # (vocab,) domain of each code
-for b in train_loader:
-    code_domain[b["codes"][b["attention_mask"]]] = b["domain_ids"][b["attention_mask"]]
+code_domain = code_domains(train_loader, ids.vocab_size)  # (vocab,) domain of each code
 recurrence = recurring_codes(train_loader, ids)  # per code: eligible, recurred, share
 
 
-def chronic_codes(share: float) -> torch.Tensor:
-    """(vocab,) bool: codes that recur in at least `share` of the eligible training patients."""
-    recurs = recurrence["share"].fillna(0.0).to_numpy() >= share
-    return torch.tensor(recurs & (recurrence["eligible"].to_numpy() >= task.config.min_frequency))
+def chronic_at(share: float) -> torch.Tensor:
+    """(vocab,) bool: codes that recur in at least `share` of the eligible patients."""
+    return chronic_codes(recurrence, share, task.config.min_frequency)
 
 
 rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each; the copy head starts here
@@ -347,12 +345,12 @@ def summary(ranks: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 # validation: the share that makes a code chronic (and, below, the schedule we keep)
-candidates = {f"chronic {s:g}": repeat_codes(chronic_codes(s), counts) for s in cfg.chronic_shares}
+candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in cfg.chronic_shares}
 val_ranks = masked_ranks(val_loader)
 val_pairs = next_visit_scores(val_loader, candidates)
 chronic_val = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
 chronic_share = cfg.chronic_shares[int(np.argmax(chronic_val.to_numpy()))]
-chronic = chronic_codes(chronic_share)  # (vocab,) bool
+chronic = chronic_at(chronic_share)  # (vocab,) bool
 assert chronic.any() and not chronic[list(ids.special_ids)].any()
 baselines["baseline: repeat chronic codes"] = repeat_codes(chronic, counts)
 val_scores = summary(val_ranks, val_pairs.drop(columns=list(candidates), level=1))

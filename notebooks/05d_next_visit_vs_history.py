@@ -59,6 +59,7 @@ from ehrseq.book import keep, keep_table, record_claim, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
+    chronic_codes,
     model_scorer,
     most_frequent,
     next_visit_table,
@@ -70,7 +71,7 @@ from ehrseq.next_visit import (
     repeat_rates,
     visit_mean_interval,
 )
-from ehrseq.pretrain import TokenIds, code_counts, frequency_rank, masked_code_ranks
+from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank, masked_code_ranks
 from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05d_next_visit_vs_history"
@@ -160,19 +161,18 @@ pd.Series(loaded, name="loaded from disk").rename_axis("run").to_frame()
 
 # %%
 recurrence = recurring_codes(train_loader, ids)  # per code: eligible, recurred, share
-often_eligible = recurrence["eligible"].to_numpy() >= task.config.min_frequency
 
 
-def chronic_codes(share: float) -> torch.Tensor:
-    """(vocab,) bool: codes that recur in at least `share` of the eligible training patients."""
-    return torch.tensor((recurrence["share"].fillna(0.0).to_numpy() >= share) & often_eligible)
+def chronic_at(share: float) -> torch.Tensor:
+    """(vocab,) bool: codes that recur in at least `share` of the eligible patients."""
+    return chronic_codes(recurrence, share, task.config.min_frequency)
 
 
-candidates = {f"chronic {s:g}": repeat_codes(chronic_codes(s), counts) for s in cfg.chronic_shares}
+candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in cfg.chronic_shares}
 val_pairs = next_visit_table(candidates, val_loader, ids, k=cfg.k, device=device)
 val_recall = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
 chronic_share = cfg.chronic_shares[int(np.argmax(val_recall.to_numpy()))]
-chronic = chronic_codes(chronic_share)  # (vocab,) bool
+chronic = chronic_at(chronic_share)  # (vocab,) bool
 assert chronic.any() and not chronic[list(ids.special_ids)].any()
 rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each
 scorers = {r: model_scorer(models[r]) for r in NV_RUNS} | {
@@ -187,9 +187,7 @@ keep("min_eligible", task.config.min_frequency)
 keep("n_chronic", int(chronic.sum()))
 keep("n_regular", len(ids.regular_tensor()))
 
-code_domain = torch.zeros(ids.vocab_size, dtype=torch.long)  # (vocab,) domain of each code
-for b in train_loader:
-    code_domain[b["codes"][b["attention_mask"]]] = b["domain_ids"][b["attention_mask"]]
+code_domain = code_domains(train_loader, ids.vocab_size)  # (vocab,) domain of each code
 val_top1 = {
     r: (masked_code_ranks(models[r], val_loader, ids)["rank"] <= 1).mean() for r in MLM_RUNS
 }

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.next_visit import (
     HistoryCopyHead,
+    chronic_codes,
     model_scorer,
     most_frequent,
     next_visit_table,
@@ -29,6 +30,7 @@ from ehrseq.next_visit import (
 from ehrseq.pretrain import (
     BehrtForPretraining,
     code_counts,
+    code_domains,
     evaluate_masked_codes,
     evaluate_next_visit,
     frequency_rank,
@@ -191,6 +193,30 @@ def test_recurring_codes_and_repeat_rates_on_hand_made_patients():
     torch.testing.assert_close(rate_unseen[c], torch.tensor((1 + 1) / (3 + 2)))
     torch.testing.assert_close(rate_seen[b], torch.tensor((0 + 1) / (2 + 2)))  # seen twice, no hit
     torch.testing.assert_close(rate_unseen[b], torch.tensor((1 + 1) / (1 + 2)))
+
+
+def test_chronic_codes_by_share_and_eligibility():
+    a, b, c = 5, 6, 7
+    patients = [
+        make_patient([[a, b], [a], [c]]),
+        make_patient([[a], [b]]),
+        make_patient([[a], [a]]),
+    ]
+    rec = recurring_codes([collate(patients)], IDS)  # a: 2 of 3 recur; b: 0 of 1; c: none
+    assert chronic_codes(rec, 0.5, min_eligible=1).nonzero().flatten().tolist() == [a]
+    assert not chronic_codes(rec, 0.5, min_eligible=4).any()  # a has only 3 eligible
+    assert not chronic_codes(rec, 0.0, min_eligible=1)[list(IDS.special_ids)].any()
+    with pytest.raises(ValueError, match="share"):
+        chronic_codes(rec, 1.5, min_eligible=1)
+
+
+def test_code_domains_maps_each_seen_code_to_its_domain():
+    batch = collate([make_patient([[5, 6], [7]]), make_patient([[6]])])
+    batch["domain_ids"] = torch.where(batch["codes"] >= 6, 2, 1) * batch["attention_mask"]
+    domain = code_domains([batch], VOCAB)
+    assert domain.shape == (VOCAB,)
+    assert domain[5] == 1 and domain[6] == 2 and domain[7] == 2
+    assert domain[8:].eq(0).all()  # never seen
 
 
 # ------------------------------------------------------------------------------- metrics

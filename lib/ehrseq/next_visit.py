@@ -68,6 +68,7 @@ __all__ = [
     "repeat_last_visit",
     "repeat_codes",
     "recurring_codes",
+    "chronic_codes",
     "repeat_rates",
     "repeat_rate_scorer",
     "ranking_metrics",
@@ -376,6 +377,23 @@ def recurring_codes(loader: Iterable[dict], ids: TokenIds) -> pd.DataFrame:
     return pd.DataFrame(
         {"eligible": eligible.numpy(), "recurred": recurred.numpy(), "share": share.numpy()}
     ).rename_axis("id")
+
+
+def chronic_codes(recurrence: pd.DataFrame, share: float, min_eligible: int) -> Tensor:
+    """``(vocab,)`` bool: the codes that recur in at least ``share`` of the eligible patients.
+
+    A code counts only when at least ``min_eligible`` training patients could show it recur
+    (a rare code's share is noise); special ids never count (their share is NaN).
+
+    Args:
+        recurrence: :func:`recurring_codes` of the training data.
+        share: the threshold on ``recurred / eligible``, in ``[0, 1]``.
+        min_eligible: the fewest eligible patients a code needs.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must lie in [0, 1], got {share}")
+    recurs = recurrence["share"].fillna(0.0).to_numpy() >= share
+    return torch.tensor(recurs & (recurrence["eligible"].to_numpy() >= min_eligible))
 
 
 def repeat_rates(loader: Iterable[dict], ids: TokenIds) -> tuple[Tensor, Tensor]:

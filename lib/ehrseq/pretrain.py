@@ -99,6 +99,7 @@ __all__ = [
     "PretrainObjective",
     "pretrain",
     "code_counts",
+    "code_domains",
     "evaluate_masked_codes",
     "evaluate_next_visit",
     "masked_code_ranks",
@@ -584,6 +585,19 @@ def _ranked_regular(counts: torch.Tensor, ids: TokenIds) -> torch.Tensor:
 
 def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def code_domains(loader: Iterable[dict], vocab_size: int) -> torch.Tensor:
+    """``(vocab_size,)`` long: the domain id each code carries in ``loader`` (0 if never seen).
+
+    A code belongs to one domain (condition, drug, measurement...), so the last batch that
+    holds it decides; the map lets a baseline guess within the domain of a hidden token.
+    """
+    domain = torch.zeros(vocab_size, dtype=torch.long)
+    for batch in loader:
+        real = batch["attention_mask"]
+        domain[batch["codes"][real]] = batch["domain_ids"][real]
+    return domain
 
 
 @torch.no_grad()
