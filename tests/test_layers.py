@@ -38,6 +38,10 @@ LAYERS = {
     "runs": 6,
     "next_visit": 7,  # heads and baselines of next-visit prediction, on pretrain
     "pretrained": 8,  # pretrained encoders as artefacts: pretrain, next_visit, artifacts
+    "report": 0,  # HTML pieces of a report, no ehrseq import
+    "baselines": 3,  # Cox and bag-of-codes features, on data
+    "loss_sweep": 6,  # chapter 7's runs as artefacts: losses, models, train, artifacts
+    "cli": 9,  # the command line: above everything it runs
 }
 TOP = max(LAYERS.values()) + 1
 
