@@ -65,31 +65,42 @@ from ehrseq.next_visit import (
     repeat_rates,
 )
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank, masked_code_ranks
+from ehrseq.pretrain import (
+    TokenIds,
+    code_counts,
+    code_domains,
+    frequency_rank,
+    masked_code_ranks,
+)
 from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05b_pretraining_schedules"
 
 
-# the encoder and the pretraining recipe are the book's (ehrseq.pretrained), not this chapter's
+# the encoder and the pretraining recipe are the book's (ehrseq.pretrained),
+# not this chapter's
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
     seed: int = 7  # seed of the setup (every pretraining run has the recipe's seed)
     eval_batch_size: int = 256  # patients per evaluation batch
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
-    chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)  # recurrence thresholds (validation)
+    # recurrence thresholds (validation)
+    chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)
 
 
-cfg = for_profile(Config, {})  # every profile alike; the recipe's size follows the profile
-recipe = book_recipe()  # the book's pretraining recipe; the runs below change its schedule
+# every profile alike; the recipe's size follows the profile
+cfg = for_profile(Config, {})
+# the book's pretraining recipe; the runs below change its schedule
+recipe = book_recipe()
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
-# no claims here (05d_next_visit_vs_history records them): clears those of an older build
+# no claims here (05d_next_visit_vs_history records them):
+# clears those of an older build
 start_claims(CHAPTER)
 
 keep("epochs", recipe.epochs)
@@ -111,7 +122,8 @@ task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
 train_loader = task.loader("train", recipe.batch_size)
-val_loader = task.loader("val", recipe.batch_size)  # batches like training: comparable losses
+# batches like training: comparable losses
+val_loader = task.loader("val", recipe.batch_size)
 test_loader = task.loader("test", cfg.eval_batch_size)
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 keep("vocab_size", len(vocab))
@@ -185,9 +197,12 @@ for run in RUNS:
     t0 = time.perf_counter()
     result = load_or_pretrain(task, encoder_cfg, recipes[run])
     seconds[run] = time.perf_counter() - t0
-    models[run], histories[run], loaded[run] = result.model, result.history, result.loaded
+    models[run] = result.model
+    histories[run] = result.history
+    loaded[run] = result.loaded
     models[run].to(device).eval()
-nv_weight = result.recipe.next_visit_weight  # the recipe's None, resolved: the same in every run
+# the recipe's None, resolved: the same in every run
+nv_weight = result.recipe.next_visit_weight
 assert nv_weight == ids.vocab_size  # the average over codes becomes a sum over codes
 keep("nv_weight", nv_weight)
 build_minutes = sum(seconds.values()) / 60  # this build: ~0 when loaded from disk
@@ -198,9 +213,8 @@ if n_trained == 0:
 elif n_trained == len(RUNS):
     build_text = f"of which pretraining all {len(RUNS)} runs took {build_minutes:.1f}"
 else:
-    build_text = (
-        f"of which pretraining the {plural(n_trained, 'run')} not on disk took {build_minutes:.1f}"
-    )
+    runs = plural(n_trained, "run")
+    build_text = f"of which pretraining the {runs} not on disk took {build_minutes:.1f}"
 keep("build_text", build_text)
 keep("train_minutes", sum(float(h["time_s"].sum()) for h in histories.values()) / 60)
 pd.DataFrame({"loaded from disk": loaded, "seconds": seconds}).rename_axis("schedule")
@@ -222,7 +236,8 @@ ax2.set_ylabel("next-visit loss (BCE per code)")
 for ax in (ax1, ax2):
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # whole epochs
-handles = {label: line for ax in (ax1, ax2) for line, label in zip(*ax.get_legend_handles_labels())}
+legend = [p for ax in (ax1, ax2) for p in zip(*ax.get_legend_handles_labels())]
+handles = {label: line for line, label in legend}
 fig.legend(  # below both panels, in the order of RUNS, clear of the curves
     [handles[r] for r in RUNS if r in handles],
     [r for r in RUNS if r in handles],
@@ -292,7 +307,8 @@ def chronic_at(share: float) -> torch.Tensor:
     return chronic_codes(recurrence, share, task.config.min_frequency)
 
 
-rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each; the copy head starts here
+# (vocab,) each; the copy head starts here
+rate_seen, rate_unseen = repeat_rates(train_loader, ids)
 baselines = {
     "baseline: code frequency": most_frequent(counts),
     "baseline: repeat last visit": repeat_last_visit(counts),
@@ -319,7 +335,10 @@ def masked_ranks(loader) -> pd.DataFrame:
 
 
 def next_visit_scores(loader, extra: dict) -> pd.DataFrame:
-    """Recall@k and AP of every next-visit model and baseline, per (patient, visit) pair."""
+    """Recall@k and AP of every next-visit model and baseline.
+
+    One row per (patient, visit) pair.
+    """
     scorers = {r: model_scorer(models[r]) for r in NV_RUNS} | baselines | extra
     return next_visit_table(scorers, loader, ids, k=cfg.k, device=device)
 
@@ -337,7 +356,7 @@ RECALL, AP = f"next-visit {recall_col}", "next-visit AP"
 
 
 def summary(ranks: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
-    """Means over the masked positions and over the next-visit pairs (NaN: not scored)."""
+    """Means over the masked positions and the next-visit pairs (NaN: not scored)."""
     table = pd.DataFrame({TOP1: (ranks <= 1).mean(), TOPK: (ranks <= cfg.k).mean()})
     nv = pd.DataFrame({RECALL: pairs[recall_col].mean(), AP: pairs["ap"].mean()})
     table = table.join(nv, how="outer")
@@ -345,7 +364,8 @@ def summary(ranks: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 # validation: the share that makes a code chronic (and, below, the schedule we keep)
-candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in cfg.chronic_shares}
+shares = cfg.chronic_shares
+candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in shares}
 val_ranks = masked_ranks(val_loader)
 val_pairs = next_visit_scores(val_loader, candidates)
 chronic_val = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
@@ -365,7 +385,9 @@ keep("n_test_pairs", len(test_pairs))
 keep("n_test_patients", test_pairs.index.get_level_values("person_id").nunique())
 keep("n_test_masked", len(test_ranks))
 keep_table(
-    "results_table", test_scores.rename_axis("test patients").reset_index(), floatfmt="{:.1%}"
+    "results_table",
+    test_scores.rename_axis("test patients").reset_index(),
+    floatfmt="{:.1%}",
 )
 test_scores.rename_axis("test patients").style.format("{:.1%}", na_rep="—")
 
@@ -388,11 +410,12 @@ test_scores.rename_axis("test patients").style.format("{:.1%}", na_rep="—")
 # in the table below.)
 
 # %%
+val_base = val_scores.loc["baseline: code frequency"]
 gain = (
     pd.DataFrame(
         {
-            "masked": val_scores[TOPK] / val_scores.loc["baseline: code frequency", TOPK],
-            "next visit": val_scores[RECALL] / val_scores.loc["baseline: code frequency", RECALL],
+            "masked": val_scores[TOPK] / val_base[TOPK],
+            "next visit": val_scores[RECALL] / val_base[RECALL],
         }
     )
     .loc[list(RUNS)]
@@ -400,7 +423,8 @@ gain = (
 )
 gain["mean"] = gain.mean(axis=1)
 best = str(gain.loc[["joint", "sequential"], "mean"].idxmax())
-mlm_best = str(val_scores.loc[MLM_RUNS, TOP1].idxmax())  # the best at each task, on validation
+# the best at each task, on validation
+mlm_best = str(val_scores.loc[MLM_RUNS, TOP1].idxmax())
 nv_best = str(val_scores.loc[NV_RUNS, RECALL].idxmax())
 m_row, n_row = test_scores.loc[mlm_best], test_scores.loc[nv_best]
 base_row = test_scores.loc["baseline: code frequency"]
@@ -452,7 +476,9 @@ def relation(value: float, reference: float) -> str:
 
 def compare(value: float, reference: float) -> str:
     verb = relation(value, reference)
-    return verb if verb == "level with" else f"{abs(shown_gap(value, reference)):.1f} points {verb}"
+    if verb == "level with":
+        return verb
+    return f"{abs(shown_gap(value, reference)):.1f} points {verb}"
 
 
 seq, joint = test_scores.loc["sequential"], test_scores.loc["joint"]
@@ -465,8 +491,8 @@ seq_text = (
 )
 if seq[TOP1] < mlm_top1:  # forgetting
     seq_text += (
-        ": the masked-code head still expects the encoder its first phase built, and the "
-        "second phase has changed it"
+        ": the masked-code head still expects the encoder its first phase built, "
+        "and the second phase has changed it"
     )
 joint_vs = {  # the joint schedule against each single objective, on its own task
     "`mlm`": relation(joint[TOP1], mlm_top1),
@@ -484,21 +510,25 @@ if len(behind) == 2:
         f"{encoder_cfg.d_model} dimensions and the same number of steps."
     )
 elif behind:
-    joint_text += f"; in this budget it keeps up with one objective but falls behind {behind[0]}."
+    kept_up = "in this budget it keeps up with one objective"
+    joint_text += f"; {kept_up} but falls behind {behind[0]}."
 else:
     joint_text += "; sharing the encoder costs neither objective anything here."
-# a plain next-visit head that does no better than code frequencies sits in the trap of Train
+# a plain next-visit head that does no better than code frequencies
+# sits in the trap of Train
 stuck = [
     f"`{r}`"
     for r in ("next_visit", "joint")
     if relation(test_scores.loc[r, RECALL], base_row[RECALL]) != "above"
 ]
 if stuck:
+    do = "do" if len(stuck) > 1 else "does"
+    heads = "their heads have" if len(stuck) > 1 else "its head has"
     joint_text += (
-        f" On the next visit {' and '.join(stuck)} {'do' if len(stuck) > 1 else 'does'} no "
+        f" On the next visit {' and '.join(stuck)} {do} no "
         f"better than the code-frequency baseline ({base_row[RECALL]:.1%}): "
-        f"{'their heads have' if len(stuck) > 1 else 'its head has'} learned how frequent each "
-        "code is and hardly anything about the patient, the trap described under Train, not "
+        f"{heads} learned how frequent each code is and hardly anything "
+        "about the patient, the trap described under Train, not "
         "escaped in this budget."
     )
 glue("schedules_md", Markdown(f"{seq_text}. {joint_text}"), display=False)

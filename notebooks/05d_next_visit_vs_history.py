@@ -71,7 +71,13 @@ from ehrseq.next_visit import (
     repeat_rates,
     visit_mean_interval,
 )
-from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank, masked_code_ranks
+from ehrseq.pretrain import (
+    TokenIds,
+    code_counts,
+    code_domains,
+    frequency_rank,
+    masked_code_ranks,
+)
 from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05d_next_visit_vs_history"
@@ -81,14 +87,17 @@ CHAPTER = "05d_next_visit_vs_history"
 class Config:
     profile: str = "book"
     seed: int = 7  # seed of the setup and of the paired bootstraps
-    eval_batch_size: int = 256  # patients per test batch (05b's: the same masked positions)
+    # patients per test batch (05b's: the same masked positions)
+    eval_batch_size: int = 256
     k: int = 10  # recall@k of the next visit; top-k of the masked codes
     n_boot: int = 1000  # bootstrap resamples of the test patients (paired intervals)
-    chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)  # recurrence thresholds (validation)
+    # recurrence thresholds (validation)
+    chronic_shares: tuple[float, ...] = (0.3, 0.5, 0.7)
 
 
 cfg = for_profile(Config, {"smoke": {"n_boot": 200}})
-recipe = book_recipe()  # the book's pretraining recipe; 05b varied its schedule and head
+# the book's pretraining recipe; 05b varied its schedule and head
+recipe = book_recipe()
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 print(format_config(cfg))
@@ -127,7 +136,8 @@ task.summary()
 
 # %%
 encoder_cfg = book_encoder_config(task)
-recipes = {s: book_recipe(schedule=s) for s in ("mlm", "next_visit", "joint", "sequential")}
+SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
+recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
 recipes["next_visit_copy"] = book_recipe(schedule="next_visit", head="copy")
 models, loaded = {}, {}
 for run, run_recipe in recipes.items():
@@ -168,7 +178,8 @@ def chronic_at(share: float) -> torch.Tensor:
     return chronic_codes(recurrence, share, task.config.min_frequency)
 
 
-candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in cfg.chronic_shares}
+shares = cfg.chronic_shares
+candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in shares}
 val_pairs = next_visit_table(candidates, val_loader, ids, k=cfg.k, device=device)
 val_recall = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
 chronic_share = cfg.chronic_shares[int(np.argmax(val_recall.to_numpy()))]
@@ -188,9 +199,8 @@ keep("n_chronic", int(chronic.sum()))
 keep("n_regular", len(ids.regular_tensor()))
 
 code_domain = code_domains(train_loader, ids.vocab_size)  # (vocab,) domain of each code
-val_top1 = {
-    r: (masked_code_ranks(models[r], val_loader, ids)["rank"] <= 1).mean() for r in MLM_RUNS
-}
+val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in MLM_RUNS}
+val_top1 = {r: (ranks["rank"] <= 1).mean() for r, ranks in val_ranks.items()}
 mlm_best = max(val_top1, key=val_top1.get)  # the first of equals, as idxmax
 glue("mlm_best", Markdown(f"`{mlm_best}`"), display=False)  # a name, shown as code
 pd.Series(val_top1, name="masked top-1 (validation)").rename_axis("run").to_frame()
@@ -228,16 +238,16 @@ def with_interval(ci) -> str:
     return f"{ci.estimate:.1%}\u00a0[{ci.lower:.1%},\u00a0{ci.upper:.1%}]"
 
 
+def mean_cell(col: str, scorer: str) -> str:
+    """The mean of `col` over the test pairs for `scorer`, with its interval."""
+    ci = visit_mean_interval(test_pairs[col][scorer], groups, n_boot=cfg.n_boot)
+    return with_interval(ci)
+
+
 ablation = pd.DataFrame(
     {
-        f"recall@{cfg.k} [95 % interval]": [
-            with_interval(visit_mean_interval(test_pairs[recall_col][r], groups, n_boot=cfg.n_boot))
-            for r in ABLATION
-        ],
-        "AP [95 % interval]": [
-            with_interval(visit_mean_interval(test_pairs["ap"][r], groups, n_boot=cfg.n_boot))
-            for r in ABLATION
-        ],
+        f"recall@{cfg.k} [95 % interval]": [mean_cell(recall_col, r) for r in ABLATION],
+        "AP [95 % interval]": [mean_cell("ap", r) for r in ABLATION],
     },
     index=pd.Index(ABLATION, name="next visit (test pairs)"),
 )
@@ -260,19 +270,37 @@ ablation
 
 # %%
 CLAIMS = {  # key: (model, reference, claim)
-    "nv_copy_vs_last": ("next_visit_copy", "baseline: repeat last visit",
-                        "next-visit prediction (copy head) beats repeating the last visit"),
-    "nv_copy_vs_chronic": ("next_visit_copy", "baseline: repeat chronic codes",
-                           "next-visit prediction (copy head) beats repeating the chronic codes"),
-    "nv_copy_vs_rate": ("next_visit_copy", "baseline: repeat rate",
-                        "next-visit prediction (copy head) beats the repeat-rate lookup table"),
-    "nv_copy_vs_plain": ("next_visit_copy", "next_visit",
-                         "a copy term over the history improves the next-visit head"),
-    "nv_plain_vs_last": ("next_visit", "baseline: repeat last visit",
-                         "next-visit prediction (plain head) beats repeating the last visit"),
-    "nv_plain_vs_chronic": ("next_visit", "baseline: repeat chronic codes",
-                            "next-visit prediction (plain head) beats repeating the chronic codes"),
-}  # fmt: skip
+    "nv_copy_vs_last": (
+        "next_visit_copy",
+        "baseline: repeat last visit",
+        "next-visit prediction (copy head) beats repeating the last visit",
+    ),
+    "nv_copy_vs_chronic": (
+        "next_visit_copy",
+        "baseline: repeat chronic codes",
+        "next-visit prediction (copy head) beats repeating the chronic codes",
+    ),
+    "nv_copy_vs_rate": (
+        "next_visit_copy",
+        "baseline: repeat rate",
+        "next-visit prediction (copy head) beats the repeat-rate lookup table",
+    ),
+    "nv_copy_vs_plain": (
+        "next_visit_copy",
+        "next_visit",
+        "a copy term over the history improves the next-visit head",
+    ),
+    "nv_plain_vs_last": (
+        "next_visit",
+        "baseline: repeat last visit",
+        "next-visit prediction (plain head) beats repeating the last visit",
+    ),
+    "nv_plain_vs_chronic": (
+        "next_visit",
+        "baseline: repeat chronic codes",
+        "next-visit prediction (plain head) beats repeating the chronic codes",
+    ),
+}
 
 
 def pct(x: float) -> str:
@@ -294,15 +322,16 @@ for key, (a, b, claim) in CLAIMS.items():
             metric=metric, n_boot=cfg.n_boot, seed=cfg.seed,
         )  # fmt: skip
         row[metric] = d
+    recall_diff = row[f"recall@{cfg.k}"]
     verdicts[key] = record_claim(
-        CHAPTER, key, claim, row[f"recall@{cfg.k}"], higher_is_better=True, source="this book"
+        CHAPTER, key, claim, recall_diff, higher_is_better=True, source="this book"
     )
-    intervals[key] = pct_interval(row[f"recall@{cfg.k}"])  # for the prose below
+    intervals[key] = pct_interval(recall_diff)  # for the prose below
     diff_rows.append(
         {
             "comparison": f"{a} − {b}",
             f"recall@{cfg.k} difference (points) [95 % interval]": pct_interval(
-                row[f"recall@{cfg.k}"], "\u00a0"
+                recall_diff, "\u00a0"
             ),
             "AP difference (points) [95 % interval]": pct_interval(row["AP"], "\u00a0"),
             f"verdict (recall@{cfg.k})": verdicts[key],
@@ -325,7 +354,8 @@ nv_diffs.style.hide(axis="index")
 # ({glue:md}`mlm_best`):
 
 # %%
-test_ranks = masked_code_ranks(models[mlm_best], test_loader, ids)  # one row per masked code
+# one row per masked code
+test_ranks = masked_code_ranks(models[mlm_best], test_loader, ids)
 labels = torch.tensor(test_ranks["label"].to_numpy())  # (N,)
 domain_rank = frequency_rank(
     counts, ids, labels, code_group=code_domain,
@@ -340,9 +370,13 @@ for key, k in (("mlm_top1_vs_domain", 1), ("mlm_topk_vs_domain", cfg.k)):
         metric=f"masked top-{k}", n_boot=cfg.n_boot, seed=cfg.seed,
     )  # fmt: skip
     verdicts[key] = record_claim(
-        CHAPTER, key, f"masked-code modelling beats the domain-frequency baseline (top-{k})",
-        d, higher_is_better=True, source="this book",
-    )  # fmt: skip
+        CHAPTER,
+        key,
+        f"masked-code modelling beats the domain-frequency baseline (top-{k})",
+        d,
+        higher_is_better=True,
+        source="this book",
+    )
     intervals[key] = pct_interval(d)
     mask_rows.append(
         {
@@ -367,56 +401,57 @@ def outcome(key: str, what: str) -> str:
     if verdicts[key] == "refuted":
         return f"{what} loses ({interval} points)"
     return (
-        f"the test patients cannot tell {what} from it ({interval} points, the interval "
-        "includes 0: not resolved)"
+        f"the test patients cannot tell {what} from it ({interval} points, "
+        "the interval includes 0: not resolved)"
     )
 
 
 r_of = test_pairs[recall_col].mean()  # recall@k of each scorer over the test pairs
 nv_md = (
-    f"On recall@{cfg.k}, the plain head ({r_of['next_visit']:.1%}) against repeating the last "
-    f"visit ({r_of['baseline: repeat last visit']:.1%}): "
-    f"{outcome('nv_plain_vs_last', 'the plain head')}; against repeating the chronic codes "
-    f"({r_of['baseline: repeat chronic codes']:.1%}): "
+    f"On recall@{cfg.k}, the plain head ({r_of['next_visit']:.1%}) against repeating "
+    f"the last visit ({r_of['baseline: repeat last visit']:.1%}): "
+    f"{outcome('nv_plain_vs_last', 'the plain head')}; against repeating the chronic "
+    f"codes ({r_of['baseline: repeat chronic codes']:.1%}): "
     f"{outcome('nv_plain_vs_chronic', 'the plain head')}. With the copy head "
     f"({r_of['next_visit_copy']:.1%}): against repeating the last visit, "
-    f"{outcome('nv_copy_vs_last', 'the copy head')}; against repeating the chronic codes, "
-    f"{outcome('nv_copy_vs_chronic', 'the copy head')}; against the repeat-rate lookup "
-    f"table ({r_of['baseline: repeat rate']:.1%}), "
-    f"{outcome('nv_copy_vs_rate', 'the copy head')}. The copy term against the plain head: "
-    f"{outcome('nv_copy_vs_plain', 'the copy head')}."
+    f"{outcome('nv_copy_vs_last', 'the copy head')}; against repeating the chronic "
+    f"codes, {outcome('nv_copy_vs_chronic', 'the copy head')}; against the repeat-rate "
+    f"lookup table ({r_of['baseline: repeat rate']:.1%}), "
+    f"{outcome('nv_copy_vs_rate', 'the copy head')}. The copy term against the plain "
+    f"head: {outcome('nv_copy_vs_plain', 'the copy head')}."
 )
 glue("nv_md", Markdown(nv_md), display=False)
 mask_md = (
-    f"The best masked-code model (`{mlm_best}`) against the domain-frequency baseline: top-1 "
-    f"{mask_rows[0][mlm_best]} against {mask_rows[0]['domain frequency']}, and "
-    f"{outcome('mlm_top1_vs_domain', f'`{mlm_best}`')}; top-{cfg.k} {mask_rows[1][mlm_best]} "
-    f"against {mask_rows[1]['domain frequency']}, and "
+    f"The best masked-code model (`{mlm_best}`) against the domain-frequency baseline: "
+    f"top-1 {mask_rows[0][mlm_best]} against {mask_rows[0]['domain frequency']}, and "
+    f"{outcome('mlm_top1_vs_domain', f'`{mlm_best}`')}; top-{cfg.k} "
+    f"{mask_rows[1][mlm_best]} against {mask_rows[1]['domain frequency']}, and "
     f"{outcome('mlm_topk_vs_domain', f'`{mlm_best}`')}."
 )
 glue("mask_md", Markdown(mask_md), display=False)
 assert set(verdicts.values()) <= {"reproduced", "refuted", "not resolved"}
 
 # the lesson on the next visit, worded after the verdicts above
-plain_lost = [verdicts[k] == "refuted" for k in ("nv_plain_vs_last", "nv_plain_vs_chronic")]
+plain_keys = ("nv_plain_vs_last", "nv_plain_vs_chronic")
+plain_lost = [verdicts[k] == "refuted" for k in plain_keys]
+copier = "a rule that simply copies"
 if all(plain_lost):
     plain_part = (
-        "competes badly with a rule that simply copies: here it loses to repeating the last "
-        "visit and to repeating the chronic codes"
+        f"competes badly with {copier}: here it loses to repeating the last visit "
+        "and to repeating the chronic codes"
     )
 elif any(plain_lost):
-    plain_part = (
-        "competes badly with a rule that simply copies: here it loses to one of the two rules"
-    )
+    plain_part = f"competes badly with {copier}: here it loses to one of the two rules"
 else:
     plain_part = (
-        "is at a disadvantage against a rule that simply copies, though here it loses to "
-        "neither rule"
+        "is at a disadvantage against a rule that simply copies, though here "
+        "it loses to neither rule"
     )
+cannot_tell = "the test patients cannot tell the copy head from the plain head"
 copy_part = {
     "reproduced": "and here the copy head beats the plain head",
     "refuted": "but here the copy head loses to the plain head",
-    "not resolved": "but here the test patients cannot tell the copy head from the plain head",
+    "not resolved": f"but here {cannot_tell}",
 }[verdicts["nv_copy_vs_plain"]]
 opening = (
     "On the next visit the lesson is about the head, not the encoder."
@@ -424,10 +459,10 @@ opening = (
     else "On the next visit the question is about the head, not the encoder."
 )
 head_md = (
-    f"{opening} A record is mostly repetition, and a head that must rebuild every repeated "
-    f"code from one pooled state {plain_part}. Given a copy term, the same encoder and the "
-    "same training decide *which* codes of the history come back and add the ones that are "
-    f"new, {copy_part}."
+    f"{opening} A record is mostly repetition, and a head that must rebuild every "
+    f"repeated code from one pooled state {plain_part}. Given a copy term, the same "
+    "encoder and the same training decide *which* codes of the history come back and "
+    f"add the ones that are new, {copy_part}."
 )
 glue("head_md", Markdown(head_md), display=False)
 pd.Series(verdicts, name="verdict").rename_axis("claim").to_frame()
