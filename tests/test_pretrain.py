@@ -285,6 +285,7 @@ def test_evaluate_masked_codes_loss_is_the_mlm_loss_on_the_same_masks(loaders):
     assert got["loss"] == pytest.approx(total / n, rel=1e-6)
     assert got["loss"] > 0
 
+
 def test_sequential_schedule_writes_one_folder_per_phase(loaders, tmp_path):
     train, val = loaders
     model = tiny_model(seed=2)
