@@ -1,0 +1,51 @@
+"""Medical-code embeddings: a temporal skip-gram, scores against the generator's truth, files.
+
+- :mod:`~ehrseq.embeddings.base`: :class:`CodeEmbedding`, the ``(concept_ids, vectors)``
+  contract every embedding meets.
+- :mod:`~ehrseq.embeddings.corpus`: :class:`CodeCorpus`, patients' codes in time order.
+- :mod:`~ehrseq.embeddings.skipgram`: time-weighted pairs, the SGNS loss and trainer, and the
+  degenerate context-only softmax shown on data.
+- :mod:`~ehrseq.embeddings.truth`: groups, related pairs and the hierarchy from the generator.
+- :mod:`~ehrseq.embeddings.scores`: nearest-neighbour accuracy, silhouette, relatedness power,
+  ontology correlation.
+- :mod:`~ehrseq.embeddings.io`: parquet and ``{concept_ids, embeddings}`` torch files.
+- :mod:`~ehrseq.embeddings.reference`: gensim's word2vec on the same corpus (optional).
+
+Used by the chapter on medical-code embeddings (issue #17).
+"""
+
+from ehrseq.embeddings.base import CodeEmbedding
+from ehrseq.embeddings.corpus import CodeCorpus
+from ehrseq.embeddings.scores import (
+    evaluate_embedding,
+    nearest_neighbour_accuracy,
+    nearest_neighbour_chance,
+    ontology_correlation,
+    relatedness_power,
+    shared_codes,
+    silhouette,
+)
+from ehrseq.embeddings.skipgram import (
+    SkipGramConfig,
+    SkipGramResult,
+    context_softmax_collapse,
+    skipgram_pairs,
+    train_skipgram,
+)
+
+__all__ = [
+    "CodeEmbedding",
+    "CodeCorpus",
+    "SkipGramConfig",
+    "SkipGramResult",
+    "train_skipgram",
+    "skipgram_pairs",
+    "context_softmax_collapse",
+    "evaluate_embedding",
+    "nearest_neighbour_accuracy",
+    "nearest_neighbour_chance",
+    "silhouette",
+    "relatedness_power",
+    "ontology_correlation",
+    "shared_codes",
+]
