@@ -463,6 +463,26 @@ def test_scorer_gives_nan_where_the_metric_raises():
     np.testing.assert_allclose(fast, slow, rtol=1e-12)
 
 
+def test_calibration_scorer_rescores_resamples_whose_groups_split_tied_risks(monkeypatch):
+    durations, events, risk = make_cohort(3, "continuous", n=200)
+    prob = 1 - proportional_surv(risk, np.array([5.0]))[:, 0]
+    median = np.argsort(prob)[100]  # a group boundary falls near the median risk
+    twin = np.flatnonzero(events != events[median])[0]
+    prob[twin] = prob[median]  # a tie whose outcomes differ: its split depends on the draws
+    idx, block = resamples(200, 300, 1)
+    slow = on_resamples(
+        lambda d, p, e: metrics.calibration_error(d, p, e, 5.0, 2), idx, durations, prob, events
+    )
+    rescored = []
+    original = metrics.calibration_error
+    monkeypatch.setattr(
+        metrics, "calibration_error", lambda *a, **k: rescored.append(1) or original(*a, **k)
+    )
+    fast = metrics.calibration_error_resampler(durations, prob, events, 5.0, 2)(block)
+    assert 0 < len(rescored) < 300  # only the resamples that split the tie
+    np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-15)
+
+
 def test_resamplers_decline_where_no_shortcut_is_exact():
     durations, events, risk = make_cohort(0, "tied", n=100)
     times = eval_times(durations, events)

@@ -968,10 +968,11 @@ class _PrefixBelowSums:
     """``out[b] = sum over q, p of c[b, q] w[b, p] [p < prefix[q]] [pos_rank[p] < bound[q]]``.
 
     The weighted form of :func:`_count_prefix_below` for a block of weight rows ``w`` and
-    query coefficients ``c``, with aligned blocks of ``radix**level`` positions: a prefix is
-    at most ``radix - 1`` of them per level. The items are sorted by ``(block, rank)`` once
-    per level here, so that each block of rows only needs one cumulative sum per level and
-    two look-ups per block of a query. ``radix = 4`` halves the cumulative sums of radix 2.
+    query coefficients ``c``, with aligned blocks of ``2**(radix_bits * level)`` positions: a
+    prefix is at most ``2**radix_bits - 1`` of them per level. The items are sorted by
+    ``(block, rank)`` once per level here, so that each block of rows only needs one
+    cumulative sum per level and two look-ups per block of a query. Blocks of ``4**level``
+    (``radix_bits=2``) need half the cumulative sums of blocks of ``2**level``.
     """
 
     def __init__(
@@ -1385,6 +1386,7 @@ def calibration_error_resampler(
     bounds = -(-np.arange(n_bins + 1) * n // n_bins)  # group g: positions [bounds[g], [g + 1])
     inner, sizes = bounds[1:-1], np.diff(bounds).astype(float)
     followed = (d >= horizon).astype(float)
+    everyone, event_cols = np.arange(n), np.flatnonzero(counted)
 
     def score(resamples: Resamples) -> np.ndarray:
         m = _multiplicities(resamples, n, np.int64)
@@ -1400,35 +1402,40 @@ def calibration_error_resampler(
         moved = (inner - before).astype(float)  # copies of the holder before the boundary
         # each patient's group: the group of its last copy (any group when it has none)
         group = np.maximum(cum - 1, 0) * n_bins // n  # (B, n)
-        # entries (cell, patient, copies): every patient's copies in its group, then the
-        # holder's copies before each boundary g moved from group g back to group g - 1
+        cell = rows * n_bins + group  # (B, n): the (resample, group) cell of each patient
+        # the holder's copies before boundary g move from group g back to group g - 1
         later = rows * n_bins + np.arange(1, n_bins)  # (B, G - 1)
-        cell = np.concatenate([rows * n_bins + group, later, later - 1], axis=1).ravel()
-        patient = np.concatenate([np.broadcast_to(np.arange(n), mo.shape), holder, holder], 1)
-        patient = patient.ravel()
-        copies = np.concatenate([mo.astype(float), -moved, moved], axis=1).ravel()
-        n_cells = n_rows * n_bins  # (resample, group) cells
-        at_slot = np.bincount(cell * (n_u + 1) + at_risk_slot[patient], copies, n_cells * (n_u + 1))
-        at_slot = at_slot.reshape(n_cells, n_u + 1)
+        fix_cell = np.concatenate([later, later - 1], axis=1).ravel()
+        fix_patient = np.concatenate([holder, holder], axis=1).ravel()
+        fix_copies = np.concatenate([-moved, moved], axis=1).ravel()
+        n_cells = n_rows * n_bins
+
+        def per_cell(slot: np.ndarray, n_slots: int, values: np.ndarray, cols: Any = None):
+            """Copies times ``values`` per (cell, slot) of the sorted patients ``cols`` (all)."""
+            cols = everyone if cols is None else cols
+            index = np.take(cell, cols, axis=1) * n_slots + slot[cols]  # (B, C)
+            weights = np.take(mo, cols, axis=1) * values[cols]  # (B, C)
+            out = np.bincount(index.ravel(), weights.ravel(), n_cells * n_slots)
+            keep = np.isin(fix_patient, cols)
+            p = fix_patient[keep]
+            np.add.at(out, fix_cell[keep] * n_slots + slot[p], fix_copies[keep] * values[p])
+            return out.reshape(n_cells, n_slots)
+
+        ones = np.ones(n)
+        at_slot = per_cell(at_risk_slot, n_u + 1, ones)  # (cells, J + 1)
         earlier = np.cumsum(at_slot, axis=1)  # (cells, J + 1): copies with T < u[j]
-        # events: the few non-zero (cell, event time) pairs, sorted by cell and time
-        is_event = event_slot[patient] < n_u
-        key = cell[is_event] * n_u + event_slot[patient[is_event]]
-        by_key = np.argsort(key, kind="stable")
-        key = key[by_key]
-        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-        n_events = np.add.reduceat(copies[is_event][by_key], first) if first.size else first
-        key = key[first]
-        key_cell, key_time = key // n_u, key % n_u
+        n_events = per_cell(event_slot, n_u, ones, event_cols)  # (cells, J)
+        # the few (cell, event time) pairs with events, in time order within each cell
+        nonzero = np.flatnonzero(n_events)
+        key_cell, key_time = nonzero // n_u, nonzero % n_u
         at_risk = earlier[key_cell, -1] - earlier[key_cell, key_time]  # copies with T >= u
-        with np.errstate(divide="ignore", invalid="ignore"):
-            factor = np.where(n_events > 0, 1.0 - n_events / at_risk, 1.0)
+        factor = 1.0 - n_events.ravel()[nonzero] / at_risk
         survival = np.ones(n_cells)  # Kaplan-Meier at the horizon, the product in time order
-        if key.size:
+        if nonzero.size:
             starts = np.flatnonzero(np.concatenate([[True], key_cell[1:] != key_cell[:-1]]))
             survival[key_cell[starts]] = np.multiply.reduceat(factor, starts)
         observed = 1.0 - survival.reshape(n_rows, n_bins)  # (B, G)
-        predicted = np.bincount(cell, copies * r_o[patient], n_rows * n_bins)
+        predicted = per_cell(np.zeros(n, dtype=np.int64), 1, r_o)
         predicted = predicted.reshape(n_rows, n_bins)
         error = np.abs(predicted / sizes - observed).mean(axis=1)  # (B,)
         error = np.where(m @ followed > 0, error, np.nan)
@@ -1501,10 +1508,10 @@ def bootstrap_ci(
 
     A resample is the original patients drawn with multiplicities
     :math:`m_b = \text{bincount}(I_b)`. Where the metric on a resample depends on the data
-    only through those multiplicities, ``resampler`` (called once with the arrays) can
-    precompute everything that does not change (sort orders, ranks, censoring weights) and
-    return a :data:`Scorer` that scores blocks of resamples (:class:`Resamples`) at once, e.g.
-    :func:`concordance_index_resampler`. The resample indices are drawn exactly as without it,
+    (almost) only through those multiplicities, ``resampler`` (called once with the arrays)
+    can precompute everything that does not change (sort orders, ranks, censoring weights)
+    and return a :data:`Scorer` that scores blocks of resamples (:class:`Resamples`, the
+    indices and their multiplicities) at once, e.g. :func:`concordance_index_resampler`. The resample indices are drawn exactly as without it,
     so the interval is the same up to rounding, only several times faster.
 
     Args:
@@ -1599,7 +1606,7 @@ def bootstrap_ci(
 
 
 def _score_resamples(
-    scorer: Scorer, rng: np.random.Generator, n: int, n_boot: int, max_cells: int = 2**22
+    scorer: Scorer, rng: np.random.Generator, n: int, n_boot: int, max_cells: int = 2**21
 ) -> np.ndarray:
     """The scorer on ``n_boot`` resamples, drawn one by one as the loop of bootstrap_ci does."""
     rows = max(1, max_cells // n)
