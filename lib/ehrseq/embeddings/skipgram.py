@@ -336,9 +336,12 @@ def sgns_grads(
     ub = u.view(nb, s, d)  # (nb, S, d)
     sn = torch.bmm(ub, v_neg.transpose(1, 2))  # (nb, S, K)
     wb = weight.view(nb, s, 1)  # (nb, S, 1)
-    loss = -(weight * F.logsigmoid(sp)).sum() - (wb * F.logsigmoid(-sn)).sum()
-    gp = (torch.sigmoid(sp) - 1.0) * weight  # (B,)
-    gn = torch.sigmoid(sn) * wb  # (nb, S, K)
+    sig_p, sig_n = torch.sigmoid(sp), torch.sigmoid(sn)  # (B,), (nb, S, K)
+    # log sigma(x) from the sigmoid already computed (clamped: a saturated pair adds <= 69)
+    loss = -(weight * sig_p.clamp_min(1e-30).log()).sum()
+    loss = loss - (wb * (1.0 - sig_n).clamp_min(1e-30).log()).sum()
+    gp = (sig_p - 1.0) * weight  # (B,)
+    gn = sig_n * wb  # (nb, S, K)
     gu = torch.bmm(gn, v_neg).view(b, d).addcmul_(gp[:, None], v)  # (B, d)
     gv = gp[:, None] * u  # (B, d)
     g_neg = torch.bmm(gn.transpose(1, 2), ub)  # (nb, K, d)
@@ -483,8 +486,9 @@ class SkipGramResult:
 
     @property
     def words_per_second(self) -> float:
-        """Corpus events times epochs over training wall time (pair generation excluded)."""
-        return self.n_tokens * self.config.epochs / max(self.train_seconds, 1e-12)
+        """Corpus events times epochs over the wall time of pair generation and training."""
+        seconds = self.pair_seconds + self.train_seconds
+        return self.n_tokens * self.config.epochs / max(seconds, 1e-12)
 
     @property
     def pairs_per_second(self) -> float:
@@ -561,11 +565,14 @@ def train_skipgram(corpus: CodeCorpus, config: SkipGramConfig | None = None) -> 
     bar = progress(total=cfg.epochs, desc="skip-gram", disable=not cfg.progress)
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
+        # one shuffled copy per epoch, then contiguous slices (cheaper than a gather per batch)
+        center_e, context_e, weight_e = center[perm], context[perm], weight[perm]
         total_loss = 0.0
         for start in range(0, n, bsz):
-            idx = perm[start : start + bsz]  # (B,)
-            c, o, w = center[idx], context[idx], weight[idx]
-            pad = -len(idx) % s
+            c = center_e[start : start + bsz]  # (B,)
+            o = context_e[start : start + bsz]  # (B,)
+            w = weight_e[start : start + bsz]  # (B,)
+            pad = -len(c) % s
             if pad:  # fill the last block with weight-0 pairs of the unknown token
                 zero = torch.zeros(pad, dtype=c.dtype)
                 c, o, w = torch.cat([c, zero]), torch.cat([o, zero]), torch.cat([w, zero.float()])
