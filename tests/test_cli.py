@@ -4,6 +4,7 @@ GiBleed sample where present, and bad input that must end in one line and a non-
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import shared_data_dir
 
 from ehrseq.cli import main
 from ehrseq.cli.cohort import CliError, ConceptSet
@@ -305,7 +305,10 @@ def test_loss_figure_counts_whole_epochs():
 
 
 # -- the GiBleed sample ------------------------------------------------------------------------
-GIBLEED = shared_data_dir() / "eunomia_gibleed"
+# not `from conftest import ...`: make test runs tests/ and notebooks/ together, and the
+# name `conftest` may then be notebooks/conftest.py
+SHARED = Path(os.environ.get("EHRSEQ_SHARED_DATA") or Path(__file__).parents[2] / "shared" / "data")
+GIBLEED = SHARED / "eunomia_gibleed"
 
 
 @pytest.mark.shared_data
