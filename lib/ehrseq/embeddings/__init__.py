@@ -16,6 +16,13 @@ Used by the chapter on medical-code embeddings (issue #17).
 
 from ehrseq.embeddings.base import CodeEmbedding
 from ehrseq.embeddings.corpus import CodeCorpus
+from ehrseq.embeddings.io import (
+    EmbeddingFileError,
+    load_parquet,
+    load_torch,
+    save_parquet,
+    save_torch,
+)
 from ehrseq.embeddings.scores import (
     evaluate_embedding,
     nearest_neighbour_accuracy,
@@ -48,4 +55,9 @@ __all__ = [
     "relatedness_power",
     "ontology_correlation",
     "shared_codes",
+    "EmbeddingFileError",
+    "save_parquet",
+    "load_parquet",
+    "save_torch",
+    "load_torch",
 ]
