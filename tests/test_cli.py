@@ -325,3 +325,75 @@ def test_gibleed_new_users_of_nsaids_to_gi_bleeding(tmp_path, capsys):
     assert "with an index event" in capsys.readouterr().out
     back = read_survival_labels(labels)
     assert len(back) > 1000 and back["event"].sum() > 50
+
+
+# -- the steps, callable from a notebook ---------------------------------------------------------
+def test_steps_compute_what_run_writes(omop, tmp_path):
+    """Chapter 11 calls ehrseq.cli.steps directly: the same task, encoder, curves and metrics
+    as the stages of ``ehrseq run`` with the same command line."""
+    import numpy as np
+
+    from ehrseq.cli import build_parser, steps
+    from ehrseq.cli.cohort import CohortSpec, build_cohort
+    from ehrseq.cli.inputs import descendants_of, read_input
+    from ehrseq.cli.pipeline import resolve_config
+
+    cohort, out = write_cohort(tmp_path), tmp_path / "out"
+    argv = ["run", str(omop), "--cohort", str(cohort), "--out", str(out), "--profile", "smoke"]
+    argv += ["--device", "cpu"]
+    assert main(argv) == 0
+    cfg = resolve_config(build_parser().parse_args(argv))
+    spec = CohortSpec.from_toml(cohort)
+    data = read_input(omop)
+    found = build_cohort(
+        spec, data.events, data.person, data.observation_period, descendants_of(omop)
+    )
+    task = steps.build_task(data, found.labels, cfg, spec.horizon_days)
+    frame = steps.task_frame(task)
+    written = pd.read_parquet(out / "task" / "frame.parquet")
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), written.reset_index(drop=True))
+
+    state, _ = steps.pretrain_encoder(task, cfg, device="cpu", root=tmp_path / "again")
+    saved = torch.load(out / "pretrain" / "encoder.pt", weights_only=True)
+    assert state.keys() == saved.keys()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    runs = steps.finetune_survival(task, cfg, state, device="cpu")
+    np.testing.assert_allclose(runs.survs[0], np.load(out / "finetune" / "surv_test.npy"))
+    curves, _, _ = steps.baseline_curves(task, cfg)
+    np.testing.assert_allclose(curves["Cox, bag of codes"], np.load(out / "baselines" / "cox.npy"))
+    np.testing.assert_allclose(curves["Kaplan-Meier"], np.load(out / "baselines" / "km.npy"))
+
+    protocol = steps.survival_protocol(frame, task.cuts, cfg)
+    metrics, compare, _ = steps.evaluate_models(
+        protocol, {"BEHRT survival": runs.survs[0], **curves}
+    )
+    pd.testing.assert_frame_equal(
+        metrics, pd.read_csv(out / "evaluate" / "metrics.csv"), check_dtype=False, rtol=1e-9
+    )
+    pd.testing.assert_frame_equal(
+        compare, pd.read_csv(out / "evaluate" / "compare.csv"), check_dtype=False, rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="no curves for"):
+        steps.evaluate_models(protocol, curves)  # BEHRT's curves missing
+
+    # the L1 logistic regression of the PatientLevelPrediction design
+    lasso = steps.lasso_logistic(task, Cs=(0.05, 0.5))
+    test = task.frame("test")
+    assert lasso.surv.shape == (len(test), cfg.n_bins)
+    np.testing.assert_allclose(1.0 - lasso.surv[:, -1], lasso.risk)  # p at the horizon
+    assert (np.diff(lasso.surv, axis=1) <= 1e-12).all()  # curves never rise
+    assert lasso.C in (0.05, 0.5) and list(lasso.grid["C"]) == [0.05, 0.5]
+    chosen = lasso.grid.set_index("C").loc[lasso.C]
+    assert chosen["non-zero"] == len(lasso.coef) and (lasso.coef != 0).all()
+    assert len(lasso.coef) <= lasso.n_features
+    train = task.frame("train")
+    known = (train["event"] == 1) | (train["duration"] >= task.cuts[-1] - 1e-9)
+    assert lasso.n_train == int(known.sum()) < len(train)  # early leavers have no label
+    metrics = protocol.evaluate("L1 logistic", [lasso.surv])
+    assert 0.0 <= metrics["Harrell C"] <= 1.0
+
+    import dataclasses
+
+    no_events = dataclasses.replace(task, labels=task.labels.assign(event=0))
+    with pytest.raises(ValueError, match="both binary labels"):
+        steps.lasso_logistic(no_events)

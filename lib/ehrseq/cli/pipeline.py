@@ -28,6 +28,9 @@ report      one HTML page and one JSON file                   ``report.html``,
 =========== ================================================= ==============================
 
 ``stages.json`` says which stages ran and which came from the cache.
+
+What each stage computes is a function of :mod:`ehrseq.cli.steps` (objects in memory in,
+objects out); the stage writes the result into its folder. A chapter calls the same functions.
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ import hashlib
 import json
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +50,17 @@ import pandas as pd
 
 from ehrseq.cli.cohort import CliError, CohortResult, CohortSpec, build_cohort
 from ehrseq.cli.inputs import Input, descendants_of, fingerprint, read_input
+from ehrseq.cli.steps import (
+    baseline_curves,
+    build_task,
+    evaluate_models,
+    finetune_survival,
+    pretrain_encoder,
+    survival_protocol,
+    task_frame,
+)
 
-__all__ = ["PROFILES", "RunConfig", "cohort_command", "run_command", "STAGES"]
+__all__ = ["PROFILES", "RunConfig", "cohort_command", "resolve_config", "run_command", "STAGES"]
 
 STAGES = ("load", "cohort", "task", "pretrain", "finetune", "baselines", "evaluate", "report")
 
@@ -223,7 +234,12 @@ class _Stages:
         print(f"[{stage}] done in {self.seconds[stage]:.1f} s")
 
 
-def _resolve_config(args: argparse.Namespace) -> RunConfig:
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """The run's settings: ``--profile``, then the overrides of the command line.
+
+    Raises:
+        CliError: an override out of range.
+    """
     cfg = PROFILES[args.profile]
     changes = {
         "epochs": args.epochs,
@@ -279,55 +295,6 @@ def _read_loaded(folder: Path) -> Input:
     )
 
 
-def _build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days: float):
-    """The :class:`~ehrseq.data.task.SurvivalTask` of the cohort
-    (:func:`~ehrseq.data.task.task_from_labels`, the shared task's steps 4-6).
-
-    Raises:
-        CliError: a split without persons or without an outcome event.
-    """
-    from ehrseq.data.task import TaskConfig, task_from_labels
-
-    task_cfg = TaskConfig(
-        n_patients=len(labels),
-        seed=cfg.seed,
-        horizon_years=horizon_days / 365.25,
-        n_bins=cfg.n_bins,
-        max_len=cfg.max_len,
-        min_frequency=cfg.min_frequency,
-        val_fraction=cfg.val_fraction,
-        test_fraction=cfg.test_fraction,
-    )
-    try:
-        task = task_from_labels(data.events, data.person, labels, task_cfg)
-    except ValueError as err:
-        raise CliError(f"cohort: {err}") from None
-    n, events = len(task.labels), int(task.event.sum())
-    for name in ("test", "val", "train"):
-        frame = task.frame(name)
-        if len(frame) == 0 or frame["event"].sum() == 0:
-            raise CliError(
-                f"the {name} split ({len(frame)} persons) has no outcome event: the cohort "
-                f"({n} persons with history, {events} events) is too small"
-            )
-    return task
-
-
-def _encoder_config(task, cfg: RunConfig):
-    from ehrseq.models import BehrtConfig
-
-    return BehrtConfig.from_vocab(
-        task.vocab,
-        max_len=cfg.max_len,
-        d_model=cfg.d_model,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        d_ff=cfg.d_ff,
-        dropout=cfg.dropout,
-        init_std=0.1,
-    )
-
-
 def _load_init(path: Path) -> dict:
     """The encoder weights of a checkpoint, read with ``weights_only=True``: an encoder state
     dict, a ``fit`` checkpoint (``{"model": ...}``), or a pretraining/survival model's state
@@ -349,73 +316,27 @@ def _load_init(path: Path) -> dict:
 
 
 def _pretrain(task, cfg: RunConfig, init: tuple[Path, dict] | None, device, folder: Path):
-    """Pretrain through :func:`~ehrseq.pretrained.load_or_pretrain` (its artefact kept in
-    ``folder``), or with ``--pretrain-epochs 0`` take the encoder as it starts; either from
+    """:func:`~ehrseq.cli.steps.pretrain_encoder` (its artefact kept in ``folder``), from
     ``init`` (``--init`` and its weights) when given."""
     import torch
 
-    from ehrseq.pretrained import PretrainRecipe, load_or_pretrain, pretrained_model
-
-    encoder_cfg = _encoder_config(task, cfg)
-    recipe = PretrainRecipe(
-        schedule="joint",
-        epochs=max(cfg.pretrain_epochs, 1),
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-    )
     path, state = init if init is not None else (None, None)
     try:
-        if cfg.pretrain_epochs > 0:
-            result = load_or_pretrain(
-                task, encoder_cfg, recipe, device=device, root=folder, init=state
-            )
-            model, history = result.model, result.history
-        else:
-            model, history = pretrained_model(task, encoder_cfg, recipe, state), pd.DataFrame()
+        encoder, history = pretrain_encoder(task, cfg, init=state, device=device, root=folder)
     except ValueError as err:
         if state is None:
             raise
         raise CliError(f"--init {path}: {err} (another vocabulary or encoder size?)") from None
-    torch.save(model.encoder.cpu().state_dict(), folder / "encoder.pt")
+    torch.save(encoder, folder / "encoder.pt")
     history.to_csv(folder / "history.csv", index=False)
 
 
 def _finetune(task, cfg: RunConfig, device: str | None, pre: Path, folder: Path) -> None:
+    """:func:`~ehrseq.cli.steps.finetune_survival` from the pretrained encoder in ``pre``."""
     import torch
 
-    from ehrseq.config import progress_disabled
-    from ehrseq.models import BehrtEncoder, BinHazardHead, SurvivalModel
-    from ehrseq.runs import train_seeds
-    from ehrseq.survival import life_table_hazards
-    from ehrseq.train import TrainConfig
-
-    encoder_cfg = _encoder_config(task, cfg)
     state = torch.load(pre / "encoder.pt", map_location="cpu", weights_only=True)
-    train = task.frame("train")
-    base = life_table_hazards(train["bin"].to_numpy(), train["event"].to_numpy(), cfg.n_bins)
-
-    def make() -> SurvivalModel:
-        encoder = BehrtEncoder(encoder_cfg)
-        encoder.load_state_dict(state)
-        head = BinHazardHead(encoder_cfg.d_model, cfg.n_bins, dropout=0.1, base_hazards=base)
-        return SurvivalModel(encoder, head)
-
-    runs = train_seeds(
-        make,
-        task,
-        TrainConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            patience=cfg.patience,
-            device=device,
-            progress=not progress_disabled(),
-        ),
-        (cfg.seed,),
-        hierarchical=False,
-        batch_size=cfg.batch_size,
-        name="fine-tune",
-        keep_models=True,
-    )
+    runs = finetune_survival(task, cfg, state, device=device)
     torch.save(runs.models[0].cpu().state_dict(), folder / "model.pt")
     np.save(folder / "surv_test.npy", runs.survs[0])
     runs.histories[0].to_csv(folder / "history.csv", index=False)
@@ -423,26 +344,12 @@ def _finetune(task, cfg: RunConfig, device: str | None, pre: Path, folder: Path)
 
 
 def _baselines(task, cfg: RunConfig, folder: Path) -> None:
-    from lifelines import KaplanMeierFitter
-    from lifelines.exceptions import ConvergenceWarning
-
-    from ehrseq.baselines import CoxBaseline, bag_of_codes
-
-    times = task.cuts[1:]
-    train, test = task.frame("train"), task.frame("test")
-    km = KaplanMeierFitter().fit(train["duration"], train["event"])
-    km_surv = np.tile(km.survival_function_at_times(times).to_numpy(), (len(test), 1))
-    x_train, x_test = bag_of_codes(task, "train"), bag_of_codes(task, "test")
-    fill = x_train.mean()  # an unknown birth date: the training mean age
-    x_train, x_test = x_train.fillna(fill).fillna(0.0), x_test.fillna(fill).fillna(0.0)
-    cox = CoxBaseline(penalizer=cfg.penalizer, min_share=cfg.min_share)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        cox.fit(x_train, train["duration"].to_numpy(), train["event"].to_numpy())
-    if caught:
-        print(f"[baselines] lifelines: {len(caught)} convergence warnings (small cohort?)")
-    np.save(folder / "km.npy", km_surv)
-    np.save(folder / "cox.npy", np.clip(cox.predict_survival(x_test, times), 0.0, 1.0))
+    """:func:`~ehrseq.cli.steps.baseline_curves`."""
+    curves, cox, n_warnings = baseline_curves(task, cfg)
+    if n_warnings:
+        print(f"[baselines] lifelines: {n_warnings} convergence warnings (small cohort?)")
+    np.save(folder / "km.npy", curves["Kaplan-Meier"])
+    np.save(folder / "cox.npy", curves["Cox, bag of codes"])
     (folder / "cox.json").write_text(json.dumps({"features": cox.n_parameters}))
 
 
@@ -454,38 +361,14 @@ MODELS = {
 
 
 def _evaluate(out: Path, cfg: RunConfig, folder: Path) -> None:
-    from ehrseq.evaluate import SurvivalProtocol
-    from ehrseq.metrics import calibration_table
-
+    """:func:`~ehrseq.cli.steps.evaluate_models` on the curves the stages wrote."""
     frame = pd.read_parquet(out / "task" / "frame.parquet")
-    test, train = frame[frame["split"] == "test"], frame[frame["split"] == "train"]
-    cuts = np.load(out / "task" / "cuts.npy")
-    protocol = SurvivalProtocol(
-        test["duration"].to_numpy(float),
-        test["event"].to_numpy(int),
-        cuts[1:],
-        train["duration"].to_numpy(float),
-        train["event"].to_numpy(int),
-        n_boot=cfg.n_boot,
-        seed=cfg.seed,
-    )
+    protocol = survival_protocol(frame, np.load(out / "task" / "cuts.npy"), cfg)
     survs = {name: np.load(out / stage / file) for name, (stage, file) in MODELS.items()}
-    rows = [protocol.evaluate(name, [s]) for name, s in survs.items()]
-    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
-    compare = protocol.compare(
-        "BEHRT survival",
-        [survs["BEHRT survival"]],
-        "Cox, bag of codes",
-        [survs["Cox, bag of codes"]],
-    )
+    metrics, compare, calibration = evaluate_models(protocol, survs)
+    metrics.to_csv(folder / "metrics.csv", index=False)
     compare.to_csv(folder / "compare.csv", index=False)
-    cals = []
-    for name in ("BEHRT survival", "Cox, bag of codes"):
-        cal = calibration_table(
-            protocol.durations, 1.0 - survs[name][:, -1], protocol.events, horizon=protocol.horizon
-        )
-        cals.append(cal.assign(model=name))
-    pd.concat(cals).to_csv(folder / "calibration.csv", index=False)
+    calibration.to_csv(folder / "calibration.csv", index=False)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -494,7 +377,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     _writable(out)
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     spec = CohortSpec.from_toml(args.cohort)
     device = get_device(args.device)
     print(f"device {device} ({'bf16 autocast' if device.type == 'cuda' else 'float32'})")
@@ -543,7 +426,7 @@ def run_command(args: argparse.Namespace) -> int:
         if task is None:
             data = data or _read_loaded(st.folder("load"))
             labels = pd.read_parquet(st.folder("cohort") / "labels_full.parquet")
-            task = _build_task(data, labels, cfg, spec.horizon_days)
+            task = build_task(data, labels, cfg, spec.horizon_days)
         return task
 
     folder = st.folder("task")
@@ -551,7 +434,7 @@ def run_command(args: argparse.Namespace) -> int:
         t0 = st.start("task")
         t = get_task()
         t.vocab.save(folder / "vocab.json")
-        frame = pd.concat([t.frame(s).assign(split=s) for s in ("train", "val", "test")])
+        frame = task_frame(t)
         frame.to_parquet(folder / "frame.parquet")
         np.save(folder / "cuts.npy", t.cuts)
         t.summary().reset_index().to_csv(folder / "summary.csv", index=False)

@@ -1,0 +1,428 @@
+r"""The steps of ``ehrseq run`` as functions of objects in memory.
+
+Each stage of :mod:`ehrseq.cli.pipeline` calls one of these and writes what it returns into
+``--out``; a chapter (``11_real_data_gibleed``) calls the same functions and keeps the
+results in memory, so the book shows what the command does, step by step:
+
+================== ======================= =================================================
+function           stage                   returns
+================== ======================= =================================================
+build_task         ``task``                the :class:`~ehrseq.data.task.SurvivalTask`
+task_frame         ``task``                the labels of every split (``frame.parquet``)
+pretrain_encoder   ``pretrain``            encoder weights and the per-epoch history
+finetune_survival  ``finetune``            the :class:`~ehrseq.runs.SeedRuns` of one seed
+baseline_curves    ``baselines``           Kaplan-Meier and Cox survival curves (test)
+survival_protocol  ``evaluate``            the :class:`~ehrseq.evaluate.SurvivalProtocol`
+evaluate_models    ``evaluate``            metrics, paired differences, calibration
+================== ======================= =================================================
+
+:func:`lasso_logistic` is the binary baseline of the OHDSI PatientLevelPrediction design (an
+L1-penalised logistic regression for "the outcome within the horizon" on the same bag of
+codes), scored by the same protocol; ``ehrseq run`` does not fit it (yet).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.cli.cohort import CliError
+
+if TYPE_CHECKING:  # pipeline imports this module
+    from ehrseq.baselines import CoxBaseline
+    from ehrseq.cli.inputs import Input
+    from ehrseq.cli.pipeline import RunConfig
+    from ehrseq.data.task import SurvivalTask
+    from ehrseq.evaluate import SurvivalProtocol
+    from ehrseq.models import BehrtConfig
+    from ehrseq.runs import SeedRuns
+
+__all__ = [
+    "LassoLogistic",
+    "baseline_curves",
+    "build_task",
+    "encoder_config",
+    "evaluate_models",
+    "finetune_survival",
+    "lasso_logistic",
+    "pretrain_encoder",
+    "survival_protocol",
+    "task_frame",
+]
+
+
+def build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days: float):
+    """The :class:`~ehrseq.data.task.SurvivalTask` of a labelled cohort
+    (:func:`~ehrseq.data.task.task_from_labels`: sequences before the index date, a split by
+    person, the vocabulary of the training persons, ``cfg.n_bins`` bins over the horizon).
+
+    Args:
+        data: the input (:func:`ehrseq.cli.inputs.read_input`).
+        labels: :attr:`ehrseq.cli.cohort.CohortResult.labels`.
+        cfg: the run's sizes (``n_bins``, ``max_len``, ``min_frequency``, the fractions, the
+            seed).
+        horizon_days: the cohort's horizon.
+
+    Raises:
+        CliError: a split without persons or without an outcome event.
+    """
+    from ehrseq.data.task import TaskConfig, task_from_labels
+
+    task_cfg = TaskConfig(
+        n_patients=len(labels),
+        seed=cfg.seed,
+        horizon_years=horizon_days / 365.25,
+        n_bins=cfg.n_bins,
+        max_len=cfg.max_len,
+        min_frequency=cfg.min_frequency,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+    )
+    try:
+        task = task_from_labels(data.events, data.person, labels, task_cfg)
+    except ValueError as err:
+        raise CliError(f"cohort: {err}") from None
+    n, events = len(task.labels), int(task.event.sum())
+    for name in ("test", "val", "train"):
+        frame = task.frame(name)
+        if len(frame) == 0 or frame["event"].sum() == 0:
+            raise CliError(
+                f"the {name} split ({len(frame)} persons) has no outcome event: the cohort "
+                f"({n} persons with history, {events} events) is too small"
+            )
+    return task
+
+
+def task_frame(task: SurvivalTask) -> pd.DataFrame:
+    """The labels of every split, one row per person, with a ``split`` column (train, val,
+    test, in that order; what the ``task`` stage writes as ``frame.parquet``)."""
+    return pd.concat([task.frame(s).assign(split=s) for s in ("train", "val", "test")])
+
+
+def encoder_config(task: SurvivalTask, cfg: RunConfig) -> BehrtConfig:
+    """The BEHRT encoder of the run: the task's vocabulary, the sizes of ``cfg``."""
+    from ehrseq.models import BehrtConfig
+
+    return BehrtConfig.from_vocab(
+        task.vocab,
+        max_len=cfg.max_len,
+        d_model=cfg.d_model,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_ff=cfg.d_ff,
+        dropout=cfg.dropout,
+        init_std=0.1,
+    )
+
+
+def pretrain_encoder(
+    task: SurvivalTask,
+    cfg: RunConfig,
+    *,
+    init: Mapping | None = None,
+    device: str | None = None,
+    root: Path | None = None,
+) -> tuple[dict, pd.DataFrame]:
+    """Pretrain the encoder (masked codes and next visit, ``"joint"``) on the training
+    persons' histories through :func:`~ehrseq.pretrained.load_or_pretrain` (loaded when
+    already trained under ``root``), or with ``cfg.pretrain_epochs == 0`` take the encoder as
+    it starts (from ``init`` when given).
+
+    Args:
+        task: the task (its histories, never its labels).
+        cfg: sizes, ``pretrain_epochs``, ``batch_size`` and ``seed``.
+        init: encoder weights to start from (``--init``).
+        device: ``"cpu"``, ``"cuda"``... (default: the library's choice).
+        root: the artefact folder (default :func:`~ehrseq.config.artifact_root`).
+
+    Returns:
+        ``(encoder state dict on the CPU, per-epoch history)``; the history is empty when
+        nothing was pretrained.
+
+    Raises:
+        ValueError: ``init`` does not fit the encoder.
+    """
+    from ehrseq.pretrained import PretrainRecipe, load_or_pretrain, pretrained_model
+
+    encoder_cfg = encoder_config(task, cfg)
+    recipe = PretrainRecipe(
+        schedule="joint",
+        epochs=max(cfg.pretrain_epochs, 1),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+    if cfg.pretrain_epochs > 0:
+        result = load_or_pretrain(task, encoder_cfg, recipe, device=device, root=root, init=init)
+        model, history = result.model, result.history
+    else:
+        model, history = pretrained_model(task, encoder_cfg, recipe, init), pd.DataFrame()
+    return model.encoder.cpu().state_dict(), history
+
+
+def finetune_survival(
+    task: SurvivalTask, cfg: RunConfig, encoder_state: Mapping, *, device: str | None = None
+) -> SeedRuns:
+    """Fine-tune the encoder with a per-bin hazard head on the training persons (early
+    stopping on the validation loss) for one seed, ``cfg.seed``.
+
+    The head starts at the life-table hazards of the training persons, so an untrained model
+    already predicts the Kaplan-Meier curve.
+
+    Returns:
+        the :class:`~ehrseq.runs.SeedRuns`: ``survs[0]`` the test curves ``(n_test, n_bins)``,
+        ``histories[0]`` the per-epoch losses, ``models[0]`` the model, ``cost``.
+    """
+    from ehrseq.config import progress_disabled
+    from ehrseq.models import BehrtEncoder, BinHazardHead, SurvivalModel
+    from ehrseq.runs import train_seeds
+    from ehrseq.survival import life_table_hazards
+    from ehrseq.train import TrainConfig
+
+    encoder_cfg = encoder_config(task, cfg)
+    train = task.frame("train")
+    base = life_table_hazards(train["bin"].to_numpy(), train["event"].to_numpy(), cfg.n_bins)
+
+    def make() -> SurvivalModel:
+        encoder = BehrtEncoder(encoder_cfg)
+        encoder.load_state_dict(encoder_state)
+        head = BinHazardHead(encoder_cfg.d_model, cfg.n_bins, dropout=0.1, base_hazards=base)
+        return SurvivalModel(encoder, head)
+
+    return train_seeds(
+        make,
+        task,
+        TrainConfig(
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            patience=cfg.patience,
+            device=device,
+            progress=not progress_disabled(),
+        ),
+        (cfg.seed,),
+        hierarchical=False,
+        batch_size=cfg.batch_size,
+        name="fine-tune",
+        keep_models=True,
+    )
+
+
+def _bag(task: SurvivalTask) -> tuple[pd.DataFrame, ...]:
+    """The bag of codes of the three splits, an unknown age filled with the training mean."""
+    from ehrseq.baselines import bag_of_codes
+
+    x = {s: bag_of_codes(task, s) for s in ("train", "val", "test")}
+    fill = x["train"].mean()  # an unknown birth date: the training mean age
+    return tuple(x[s].fillna(fill).fillna(0.0) for s in ("train", "val", "test"))
+
+
+def baseline_curves(
+    task: SurvivalTask, cfg: RunConfig
+) -> tuple[dict[str, np.ndarray], CoxBaseline, int]:
+    """The two reference models of ``ehrseq run``, as test survival curves at the bin edges.
+
+    - **Kaplan-Meier** of the training persons: the same curve for everyone;
+    - **Cox, bag of codes**: :class:`~ehrseq.baselines.CoxBaseline` (ridge, ``cfg.penalizer``,
+      features kept at ``cfg.min_share``) on :func:`~ehrseq.baselines.bag_of_codes`.
+
+    Returns:
+        ``({name: (n_test, n_bins)}, the fitted Cox model, lifelines' convergence warnings)``.
+    """
+    from lifelines import KaplanMeierFitter
+    from lifelines.exceptions import ConvergenceWarning
+
+    from ehrseq.baselines import CoxBaseline
+
+    times = task.cuts[1:]
+    train, test = task.frame("train"), task.frame("test")
+    km = KaplanMeierFitter().fit(train["duration"], train["event"])
+    km_surv = np.tile(km.survival_function_at_times(times).to_numpy(), (len(test), 1))
+    x_train, _, x_test = _bag(task)
+    cox = CoxBaseline(penalizer=cfg.penalizer, min_share=cfg.min_share)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        cox.fit(x_train, train["duration"].to_numpy(), train["event"].to_numpy())
+    cox_surv = np.clip(cox.predict_survival(x_test, times), 0.0, 1.0)
+    return {"Cox, bag of codes": cox_surv, "Kaplan-Meier": km_surv}, cox, len(caught)
+
+
+@dataclass
+class LassoLogistic:
+    """What :func:`lasso_logistic` returns.
+
+    Attributes:
+        surv: test survival curves at the bin edges, ``(n_test, n_bins)``.
+        risk: the predicted probability of the outcome within the horizon, ``(n_test,)``.
+        C: the inverse penalty chosen on the validation persons.
+        grid: per ``C``: non-zero coefficients and the validation AUROC.
+        coef: the chosen model's non-zero coefficients (standardised features), by feature.
+        n_train: training persons with a binary label (the others left before the horizon
+            without the outcome).
+        n_features: the features it chose from.
+    """
+
+    surv: np.ndarray
+    risk: np.ndarray
+    C: float
+    grid: pd.DataFrame
+    coef: pd.Series
+    n_train: int
+    n_features: int
+
+
+def _binary(frame: pd.DataFrame, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(label, known)``: the outcome within the horizon, and whether it is known (an event,
+    or followed to the horizon)."""
+    event = frame["event"].to_numpy(int) == 1
+    known = event | (frame["duration"].to_numpy(float) >= horizon - 1e-9)
+    return event.astype(int), known
+
+
+def lasso_logistic(
+    task: SurvivalTask,
+    Cs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    min_share: float = 0.0,
+) -> LassoLogistic:
+    r"""An L1-penalised logistic regression for the outcome within the horizon, on the bag
+    of codes, as in the OHDSI PatientLevelPrediction design ("LASSO logistic regression").
+
+    The binary label is 1 for the outcome within the horizon and 0 for a person followed to
+    the horizon without it; persons who leave earlier without the outcome have no binary
+    label and are left out of fitting and of choosing ``C`` (PatientLevelPrediction's
+    ``requireTimeAtRisk``). Features (:func:`~ehrseq.baselines.bag_of_codes`) are
+    standardised on the training persons; ``C`` (inverse penalty) is the one of ``Cs`` with
+    the best validation AUROC (PatientLevelPrediction uses cross-validation instead).
+
+    The protocol scores survival curves, so the probability :math:`p_i` becomes one by
+    spreading it over time like the training Kaplan-Meier incidence :math:`F`:
+
+    .. math::
+
+        \hat S_i(t_k) = 1 - p_i\,\frac{F(t_k)}{F(t_K)}, \qquad F = 1 - \hat S_{KM}.
+
+    Its risk at the horizon is :math:`p_i` itself, so Harrell's C and the AUROC rank the
+    persons as the logistic model does; the IBS and calibration also judge the assumed shape.
+
+    Args:
+        task: the task.
+        Cs: inverse penalties to try (smaller: sparser).
+        min_share: drop features that fewer training persons have (0 keeps all: the L1
+            penalty selects).
+
+    Raises:
+        ValueError: no training person with a binary label, or only one class.
+    """
+    from lifelines import KaplanMeierFitter
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    horizon = float(task.cuts[-1])
+    frames = {s: task.frame(s) for s in ("train", "val", "test")}
+    x_train, x_val, x_test = _bag(task)
+    share = (x_train != 0).mean(axis=0)
+    columns = list(x_train.columns[share >= max(min_share, 1e-12)])
+    mean, sd = x_train[columns].mean(), x_train[columns].std().replace(0.0, 1.0)
+
+    def z(x: pd.DataFrame) -> np.ndarray:
+        return ((x[columns] - mean) / sd).to_numpy(float)
+
+    y_tr, known_tr = _binary(frames["train"], horizon)
+    y_va, known_va = _binary(frames["val"], horizon)
+    if known_tr.sum() == 0 or len(np.unique(y_tr[known_tr])) < 2:
+        raise ValueError("lasso_logistic: the training persons need both binary labels")
+    rows, fits = [], {}
+    for C in Cs:
+        model = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", max_iter=1000)
+        model.fit(z(x_train)[known_tr], y_tr[known_tr])
+        p_val = model.predict_proba(z(x_val)[known_va])[:, 1]
+        both = len(np.unique(y_va[known_va])) == 2
+        auc = float(roc_auc_score(y_va[known_va], p_val)) if both else float("nan")
+        rows.append({"C": C, "non-zero": int((model.coef_ != 0).sum()), "val AUROC": auc})
+        fits[C] = model
+    grid = pd.DataFrame(rows)
+    best = float(grid.loc[grid["val AUROC"].fillna(-1).idxmax(), "C"])
+    model = fits[best]
+    risk = model.predict_proba(z(x_test))[:, 1]  # (n_test,)
+    train = frames["train"]
+    km = KaplanMeierFitter().fit(train["duration"], train["event"])
+    incidence = 1.0 - km.survival_function_at_times(task.cuts[1:]).to_numpy()  # (K,)
+    shape = incidence / incidence[-1] if incidence[-1] > 0 else np.ones_like(incidence)
+    surv = 1.0 - risk[:, None] * shape[None, :]  # (n_test, K)
+    coef = pd.Series(model.coef_[0], index=columns)
+    return LassoLogistic(
+        surv=np.clip(surv, 0.0, 1.0),
+        risk=risk,
+        C=best,
+        grid=grid,
+        coef=coef[coef != 0].sort_values(key=np.abs, ascending=False),
+        n_train=int(known_tr.sum()),
+        n_features=len(columns),
+    )
+
+
+def survival_protocol(frame: pd.DataFrame, cuts: np.ndarray, cfg: RunConfig) -> SurvivalProtocol:
+    """The protocol of the run: the test persons of ``frame`` (:func:`task_frame`), scored at
+    the bin edges ``cuts[1:]``, the censoring distribution of the training persons,
+    ``cfg.n_boot`` resamples seeded with ``cfg.seed``."""
+    from ehrseq.evaluate import SurvivalProtocol
+
+    test, train = frame[frame["split"] == "test"], frame[frame["split"] == "train"]
+    return SurvivalProtocol(
+        test["duration"].to_numpy(float),
+        test["event"].to_numpy(int),
+        np.asarray(cuts)[1:],
+        train["duration"].to_numpy(float),
+        train["event"].to_numpy(int),
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
+
+
+def evaluate_models(
+    protocol: SurvivalProtocol,
+    survs: Mapping[str, np.ndarray],
+    pairs: Sequence[tuple[str, str]] = (("BEHRT survival", "Cox, bag of codes"),),
+    calibrated: Sequence[str] = ("BEHRT survival", "Cox, bag of codes"),
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Score every model's test curves and compare the pairs (paired bootstrap).
+
+    Args:
+        protocol: :func:`survival_protocol`.
+        survs: model name -> test curves ``(n_test, n_bins)`` (one seed each).
+        pairs: ``(a, b)`` pairs for :meth:`~ehrseq.evaluate.SurvivalProtocol.compare`
+            (``a - b`` on Harrell's C, the IBS and the AUROC).
+        calibrated: the models whose calibration table at the horizon is returned.
+
+    Returns:
+        ``(metrics, compare, calibration)``: one row per model of
+        :meth:`~ehrseq.evaluate.SurvivalProtocol.evaluate`; the paired differences; the
+        calibration tables (:func:`~ehrseq.metrics.calibration_table`) with a ``model``
+        column.
+
+    Raises:
+        ValueError: a pair or calibrated model not in ``survs``.
+    """
+    from ehrseq.metrics import calibration_table
+
+    missing = {m for pair in pairs for m in pair} | set(calibrated)
+    missing -= set(survs)
+    if missing:
+        raise ValueError(f"evaluate_models: no curves for {sorted(missing)}")
+    metrics = pd.DataFrame([protocol.evaluate(name, [s]) for name, s in survs.items()])
+    compared = [protocol.compare(a, [survs[a]], b, [survs[b]]) for a, b in pairs]
+    compare = pd.concat(compared, ignore_index=True) if compared else pd.DataFrame()
+    cals = [
+        calibration_table(
+            protocol.durations,
+            1.0 - survs[name][:, -1],
+            protocol.events,
+            horizon=protocol.horizon,
+        ).assign(model=name)
+        for name in calibrated
+    ]
+    return metrics, compare, pd.concat(cals) if cals else pd.DataFrame()
