@@ -47,6 +47,7 @@
 # and resamples of this config, passed as the command's own flags.
 
 # %%
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -648,6 +649,7 @@ shown[2] = "PATH/eunomia_gibleed" if real else "PATH/omop"
 pairs_of_words = [" ".join(shown[i : i + 2]) for i in range(3, len(shown), 2)]
 words = [" ".join(shown[:3]), *pairs_of_words]
 print(" \\\n    ".join(words))
+shutil.rmtree(work)  # the cohort file and the fallback export
 
 # %% [markdown]
 # It writes `results/report.html` and `results/metrics.json`, and caches every stage, so a
