@@ -31,7 +31,7 @@
 # one protocol with paired bootstrap intervals.
 #
 # The question is the classic OHDSI {cite}`hripcsak2015ohdsi` one, in the design of the
-# PatientLevelPrediction package's Eunomia example: among **new users of celecoxib or diclofenac**,
+# PatientLevelPrediction package's {cite}`reps2018design` Eunomia example: among **new users of celecoxib or diclofenac**,
 # who has a first **gastrointestinal haemorrhage** (concept 192671 and its descendants)
 # soon after starting? Beside BEHRT survival and a Cox model stand the model that study
 # design fits, an **L1-penalised logistic regression** for "the outcome within the
@@ -407,7 +407,7 @@ keep("median_distinct", float(per_person.median()))
 #   $\log(1 + n)$, with age and sex, in a ridge-penalised Cox model (chapter 9);
 # - **L1 logistic regression**: the PatientLevelPrediction model. The label is binary, the
 #   outcome within the horizon; a person who leaves earlier without it has no label and
-#   is left out of fitting. The L1 penalty (the lasso) sets many coefficients to zero; its strength is chosen on the validation persons. Its probability $p_i$
+#   is left out of fitting. The L1 penalty (the lasso {cite}`tibshirani1996regression`) sets many coefficients to zero; its strength is chosen on the validation persons. Its probability $p_i$
 #   becomes a curve by following the training Kaplan-Meier incidence $F$,
 #   $\hat S_i(t) = 1 - p_i F(t) / F(t_K)$, so its risk at the horizon is $p_i$ itself:
 #   its C and AUROC are the logistic model's own, while its IBS and calibration also judge
