@@ -7,11 +7,16 @@ outcome in both modes and that the report accounts for every row."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import socket
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -51,7 +56,19 @@ def test_duckdb_extensions_never_autoinstall_or_autoload(tmp_path, tables):
             "current_setting('autoload_known_extensions')"
         ).fetchall()[0]
         assert got == (False, False)
+        for setting in ("autoinstall_known_extensions", "lock_configuration", "threads"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                con.execute(f"SET {setting} = true")
     assert set(_DUCKDB_CONFIG.values()) == {False}
+    # the CDM's connection reads its own folder and nothing else: no INSTALL, no URL
+    for sql in (
+        "INSTALL httpfs",
+        "INSTALL httpfs FROM 'http://example.com'",
+        "SELECT * FROM read_csv('http://example.com/a.csv')",
+        f"SELECT * FROM read_csv('{Path(__file__)}')",
+    ):
+        with pytest.raises(duckdb.Error, match="disabled by configuration"):
+            cdm.con.execute(sql)
 
 
 def test_sqlite_file_as_duckdb_is_a_clear_error_without_download(tmp_path):
@@ -163,7 +180,9 @@ def test_quoting_after_the_sniffer_sample_is_read(tmp_path, tables):
     data = load_omop(path, mode="strict")
     assert data.report.totals("concept")["rows_kept"] == len(concept)
     assert data.cdm.concept_names([10_000_000 + n - 5]) == {10_000_000 + n - 5: 'a "quoted", name'}
-    assert any("CSV dialect decided on every line of concept.csv" in s for s in data.report.notes)
+    assert any(
+        "CSV dialect of concept.csv (verified on every line)" in s for s in data.report.notes
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,9 +212,10 @@ def test_mixed_shard_formats_are_read_not_skipped(tmp_path, tables):
     with pytest.raises(OmopValidationError, match="mixed_shards") as err:
         load_omop(path, mode="strict")
     assert "part-0.parquet" in str(err.value) and "allow=['mixed_shards']" in str(err.value)
+    assert "_row=3" in str(err.value) and "2 row(s)" in str(err.value)  # the CSV shard's rows
     data = load_omop(path)
     assert data.report.totals(CO)["rows_kept"] == 4
-    assert data.report.count(CO, "mixed_shards", "kept") == 4
+    assert data.report.count(CO, "mixed_shards", "kept") == 2  # the minority (CSV) shard only
     strict = load_omop(path, mode="strict", allow=["mixed_shards"])
     clean = load_omop(write_cdm(tmp_path / "clean", base_tables()), mode="strict")
     pd.testing.assert_frame_equal(strict.events, clean.events)
@@ -214,9 +234,6 @@ def test_duplicate_or_case_clashing_columns(tmp_path, tables, second, fmt):
         text = [f"{line},{v}" for line, v in zip(text, [second, *copy_])]
         (path / f"{CO}.csv").write_text("\n".join(text) + "\n")
     else:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         t = pa.Table.from_pandas(frame.astype({"person_id": "int64"}), preserve_index=False)
         t = t.append_column(second, pa.array(copy_, type=pa.int64()))
         (path / f"{CO}.parquet").unlink()
@@ -224,6 +241,7 @@ def test_duplicate_or_case_clashing_columns(tmp_path, tables, second, fmt):
     with pytest.raises(OmopValidationError, match="duplicate_column") as err:
         load_omop(path, mode="strict")
     assert "person_id" in str(err.value)
+    assert err.value.rows == 1 and err.value.examples["_row"].tolist() == [2]
     data = load_omop(path)
     assert data.report.count(CO, "duplicate_column", "dropped") == 1
     assert data.report.totals(CO)["rows_kept"] == 3
@@ -238,6 +256,7 @@ def test_csv_without_header_row(tmp_path, tables, table):
     with pytest.raises(OmopValidationError, match="no_header") as err:
         load_omop(path, mode="strict")
     assert f"{table}.csv" in str(err.value)
+    assert err.value.examples["line"].tolist() == [1, 2, 3]  # the file's first lines
     if table == "person":
         with pytest.raises(OmopValidationError, match="no_header"):
             load_omop(path)  # no person table: nothing can load
@@ -354,6 +373,474 @@ def test_overlapping_observation_periods(tmp_path, tables):
 
 
 # ----------------------------------------------------------------------------------------------
+# One broken thing per case, in every input format: CSV bytes, parquet types, DuckDB tables
+# ----------------------------------------------------------------------------------------------
+
+ROW2 = b"101,1,201826,45,2012-03-04,,11"  # condition_occurrence row 2 (id 101) as CSV
+
+
+def _bytes(table: str, change) -> Callable[[Path], None]:
+    """Edit the bytes of ``table``'s CSV file."""
+
+    def edit(path: Path) -> None:
+        f = path / f"{table}.csv"
+        f.write_bytes(change(f.read_bytes()))
+
+    return edit
+
+
+def _row2(new: bytes) -> Callable[[Path], None]:
+    """Replace condition row 2 (id 101) by ``new``."""
+
+    def change(data: bytes) -> bytes:
+        assert ROW2 in data
+        return data.replace(ROW2, new)
+
+    return _bytes(CO, change)
+
+
+def _column(table: str, name: str, values: pa.Array | None) -> Callable[[Path], None]:
+    """Replace (or, with ``None``, remove) one column of ``table``'s parquet file."""
+
+    def edit(path: Path) -> None:
+        f = path / f"{table}.parquet"
+        t = pq.read_table(f)
+        i = t.column_names.index(name)
+        t = t.remove_column(i) if values is None else t.set_column(i, name, values)
+        pq.write_table(t, f)
+
+    return edit
+
+
+def _sql(sql: str) -> Callable[[Path], None]:
+    """Run SQL on the DuckDB file (the CDM is in schema ``omop``)."""
+
+    def edit(path: Path) -> None:
+        con = duckdb.connect(str(path))
+        con.execute(sql)
+        con.close()
+
+    return edit
+
+
+def _case(fmt, table, edit, outcome=None, touched=(1,), id=""):
+    """``outcome``: ``None`` (loads as the clean CDM, strict too), or ``(rule, column,
+    action, rows)``: strict raises on it, lenient counts ``rows`` under it."""
+    return pytest.param(fmt, table, edit, outcome, touched, id=id)
+
+
+D = dt.date
+CASES = [
+    # CSV: encodings, line ends, delimiters, blanks: read as written, nothing to count
+    _case("csv", CO, _bytes(CO, lambda b: b"\xef\xbb\xbf" + b), id="csv-utf8-bom"),
+    _case("csv", CO, _bytes(CO, lambda b: b.replace(b"\n", b"\r\n")), id="csv-crlf"),
+    _case("csv", CO, _bytes(CO, lambda b: b.replace(b",", b";")), id="csv-semicolon"),
+    _case("csv", CO, _bytes(CO, lambda b: b.replace(b",", b"\t")), id="csv-tab"),
+    _case("csv", CO, _bytes(CO, lambda b: b.replace(b"\n", b"\n\n")), id="csv-blank-lines"),
+    _case("csv", CO, _bytes(CO, lambda b: b.replace(b"\n", b",\n")), id="csv-trailing-comma"),
+    _case(
+        "csv",
+        CO,
+        _bytes(CO, lambda b: b.replace(b"\n", b",x\n").replace(b"_id,x\n", b"_id,site\n", 1)),
+        id="csv-extra-unknown-column",
+    ),
+    _case("csv", CO, _row2(b'101," 1 ",201826,45," 2012-03-04 ",,11'), id="csv-whitespace"),
+    _case("csv", CO, _row2(b"101,1.0,201826,45,20120304,,11.0"), id="csv-ids-x.0-yyyymmdd"),
+    _case("csv", CO, _row2(b'"101","1","201826","45","2012-03-04","","11"'), id="csv-all-quoted"),
+    # CSV: values that do not parse: counted
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,201826,45,04/03/2012,,11"),
+        ("bad_date", "condition_start_date", "dropped", 1),
+        id="csv-date-dd/mm/yyyy",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,201826,45,2012-02-30,,11"),
+        ("bad_date", "condition_start_date", "dropped", 1),
+        id="csv-date-feb-30",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,201826,45,2012-03\x00-04,,11"),
+        ("bad_date", "condition_start_date", "dropped", 1),
+        id="csv-nul-byte",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,-1,201826,45,2012-03-04,,11"),
+        ("unknown_person", "person_id", "dropped", 1),
+        id="csv-negative-id",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1.5,201826,45,2012-03-04,,11"),
+        ("bad_id", "person_id", "dropped", 1),
+        id="csv-float-id",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,99999999999999999999,201826,45,2012-03-04,,11"),
+        ("bad_id", "person_id", "dropped", 1),
+        id="csv-id-beyond-int64",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101," + b"1" * 5000 + b",201826,45,2012-03-04,,11"),
+        ("bad_id", "person_id", "dropped", 1),
+        id="csv-very-long-id",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b'101,"1,201826,45,2012-03-04,,11'),
+        ("bad_id", "person_id", "dropped", 1),
+        id="csv-unterminated-quote",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,99999999999999999999,45,2012-03-04,,11"),
+        ("bad_id", "condition_concept_id", "repaired", 1),
+        id="csv-concept-beyond-int64",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b'101,1,"",45,2012-03-04,,11'),
+        ("missing_id", "condition_concept_id", "repaired", 1),
+        id="csv-empty-string-is-null",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,201826,45,2012-03-04,,11,extra"),
+        ("malformed_line", "", "dropped", 1),
+        id="csv-ragged-line",
+    ),
+    _case(
+        "csv",
+        CO,
+        _row2(b"101,1,201826,45,2012-03-04,2012-03-04 10:00:00-05:00,11"),
+        ("zone_offset", "condition_start_datetime", "repaired", 1),
+        id="csv-zone-offset",
+    ),
+    _case(
+        "csv",
+        "measurement",
+        _bytes("measurement", lambda b: b.replace(b"120.5", b'"120,5"')),
+        ("bad_number", "value_as_number", "repaired", 1),
+        touched=(0,),
+        id="csv-decimal-comma",
+    ),
+    _case(
+        "csv",
+        "concept",
+        _bytes("concept", lambda b: b.replace(b"Hypertension", b"Hypertension art\xe9rielle")),
+        ("encoding", "", "repaired", 1),
+        touched=(),
+        id="csv-latin-1",
+    ),
+    _case(
+        "csv",
+        "concept",
+        _bytes("concept", lambda b: b.replace(b"Hypertension", b'"Hyper\ntension"')),
+        touched=(),
+        id="csv-quoted-newline",
+    ),
+    _case(
+        "csv",
+        "concept",
+        _bytes("concept", lambda b: b.replace(b"Hypertension", b"H" * 3_000_000)),
+        touched=(),
+        id="csv-line-over-2MiB",
+    ),
+    # parquet: types that are not what OMOP says
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array(["1", "1", "2", "3"]).dictionary_encode()),
+        id="pq-dictionary-ids",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array(["1", "abc", "2", "3"])),
+        ("bad_id", "person_id", "dropped", 1),
+        id="pq-text-id",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array([1.0, 1.5, 2.0, 3.0])),
+        ("bad_id", "person_id", "dropped", 1),
+        id="pq-float-id",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array([1.0, float("nan"), 2.0, 3.0])),
+        ("bad_id", "person_id", "dropped", 1),
+        id="pq-nan-id",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array([1, 2**63 + 5, 2, 3], pa.uint64())),
+        ("bad_id", "person_id", "dropped", 1),
+        id="pq-uint64-beyond-int64",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "person_id", pa.array([1, 10**30, 2, 3], pa.decimal128(38, 0))),
+        ("bad_id", "person_id", "dropped", 1),
+        id="pq-decimal-beyond-int64",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(
+            CO,
+            "condition_start_date",
+            pa.array(["2010-01-01", "2012-02-30", "2015-05-05", "2018-01-01"]),
+        ),
+        ("bad_date", "condition_start_date", "dropped", 1),
+        id="pq-impossible-date-text",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(
+            CO,
+            "condition_start_date",
+            pa.array([D(2010, 1, 1), D(1600, 1, 1), D(2015, 5, 5), D(2018, 1, 1)]),
+        ),
+        ("bad_date", "condition_start_date", "dropped", 1),
+        id="pq-date-before-1678",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(
+            CO, "condition_start_datetime", pa.array([0, 2**62, None, None], pa.timestamp("us"))
+        ),
+        ("bad_date", "condition_start_datetime", "repaired", 1),
+        touched=(0,),
+        id="pq-datetime-year-146k",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "condition_concept_id", pa.array(["201826", "", "320128", "201826"])),
+        ("missing_id", "condition_concept_id", "repaired", 1),
+        id="pq-empty-string-concept",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "condition_concept_id", pa.array([201826, 777, 320128, 201826])),
+        ("unknown_concept", "condition_concept_id", "kept", 1),
+        id="pq-concept-not-in-concept",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "condition_start_date", pa.nulls(4)),
+        ("missing_date", "condition_start_date", "dropped", 3),
+        touched=(1, 2, 3),
+        id="pq-null-typed-date",
+    ),
+    _case(
+        "parquet",
+        CO,
+        _column(CO, "condition_concept_id", None),
+        ("missing_column", "condition_concept_id", "dropped", 4),
+        touched=(0, 1, 2, 3),
+        id="pq-missing-required-column",
+    ),
+    _case(
+        "parquet",
+        "measurement",
+        _column("measurement", "value_as_number", pa.array(["high", "130"])),
+        ("bad_number", "value_as_number", "repaired", 1),
+        touched=(0,),
+        id="pq-text-in-number",
+    ),
+    # DuckDB: typed tables, links that point nowhere
+    _case(
+        "duckdb",
+        CO,
+        _sql(
+            "ALTER TABLE omop.condition_occurrence ALTER person_id TYPE VARCHAR; UPDATE "
+            "omop.condition_occurrence SET person_id = 'x' WHERE condition_occurrence_id = 101"
+        ),
+        ("bad_id", "person_id", "dropped", 1),
+        id="db-text-id",
+    ),
+    _case(
+        "duckdb",
+        CO,
+        _sql(
+            "UPDATE omop.condition_occurrence SET visit_occurrence_id = 777 "
+            "WHERE condition_occurrence_id = 101"
+        ),
+        ("dangling_visit", "visit_occurrence_id", "kept", 1),
+        id="db-visit-pointing-nowhere",
+    ),
+    _case(
+        "duckdb",
+        "observation_period",
+        _sql(
+            "UPDATE omop.observation_period SET observation_period_end_date = DATE "
+            "'1999-01-01' WHERE person_id = 3"
+        ),
+        ("end_before_start", "observation_period_end_date", "dropped", 1),
+        touched=(),
+        id="db-end-before-start",
+    ),
+    _case(
+        "duckdb",
+        CO,
+        _sql("UPDATE omop.person SET year_of_birth = 2018, month_of_birth = 6 WHERE person_id = 3"),
+        ("before_birth", "condition_start_date", "kept", 1),
+        touched=(),
+        id="db-event-before-birth",
+    ),
+]
+_DOMAIN = {CO: "condition", "measurement": "measurement"}
+
+
+@pytest.fixture(scope="module")
+def clean_events(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    path = write_cdm(tmp_path_factory.mktemp("clean"), base_tables())
+    return {
+        d: load_omop(open_cdm(path, threads=1), mode="strict", domains=[d]).events
+        for d in ("condition", "measurement")
+    }
+
+
+@pytest.mark.parametrize(("fmt", "table", "edit", "outcome", "touched"), CASES)
+def test_malformed_case(tmp_path, clean_events, fmt, table, edit, outcome, touched):
+    path = write_cdm(tmp_path / "cdm", base_tables(), fmt)
+    edit(path)
+    domain = _DOMAIN.get(table, "condition")
+    table_file = path.name if fmt == "duckdb" else f"{table}.{fmt}"
+    if outcome is None:  # read as written: strict accepts it, the events are the clean ones
+        data = load_omop(open_cdm(path, threads=1), mode="strict", domains=[domain])
+        pd.testing.assert_frame_equal(data.events, clean_events[domain])
+        assert all(t["rows_dropped"] == 0 for t in map(data.report.totals, data.report.tables))
+        return
+    rule, column, action, rows = outcome
+    with pytest.raises(OmopValidationError) as err:
+        load_omop(open_cdm(path, threads=1), mode="strict", domains=[domain])
+    e = err.value
+    where = f"{table}.{column}" if column else table
+    assert (e.table, e.column, e.rule) == (table, column, rule), str(e)
+    assert type(e) is OmopValidationError and where in str(e) and repr(rule) in str(e)
+    assert table_file in str(e) or rule == "missing_column", str(e)
+    if rule != "missing_column":
+        assert e.examples is not None and len(e.examples) >= 1  # example rows or lines
+    data = load_omop(open_cdm(path, threads=1), domains=[domain, "drug"])
+    report = data.report
+    assert report.count(table, rule, action) == rows, report
+    adds_up(report)
+    t = report.totals(table)
+    assert t["rows_dropped"] == (rows if action == "dropped" else 0)
+    # every row the case did not touch loads unchanged
+    want = clean_events[domain].drop(index=list(touched))
+    merged = want.merge(data.events, how="left", indicator=True)
+    assert (merged["_merge"] == "both").all(), merged
+
+
+def test_header_only_file_is_an_empty_table(tmp_path, tables):
+    path = write_cdm(tmp_path / "cdm", tables)
+    _bytes(CO, lambda b: b.split(b"\n")[0] + b"\n")(path)
+    data = load_omop(path, mode="strict")
+    assert data.report.totals(CO)["rows_in"] == 0
+    assert "condition" not in set(data.events["domain"]) and len(data.events) == 10
+
+
+@pytest.mark.parametrize("table", [CO, "person"])
+def test_empty_file_is_named_and_read_as_absent(tmp_path, tables, table):
+    path = write_cdm(tmp_path / "cdm", tables)
+    (path / f"{table}.csv").write_bytes(b"")
+    with pytest.raises(OmopValidationError, match="empty_file") as err:
+        load_omop(path, mode="strict")
+    assert f"{table}.csv" in str(err.value) and err.value.table == table
+    if table == "person":
+        with pytest.raises(OmopValidationError, match="empty_file"):
+            load_omop(path)  # no person table: nothing can load
+        return
+    data = load_omop(path)
+    assert CO not in data.report.tables and len(data.events) == 10
+    assert any("empty_file" in n or "empty" in n for n in data.report.notes)
+    assert len(load_omop(path, mode="strict", allow=["empty_file"]).events) == 10
+
+
+def test_long_quoted_and_latin_1_names_are_read_whole(tmp_path, tables):
+    path = write_cdm(tmp_path / "cdm", tables)
+    long = "H" * 3_000_000
+    _bytes("concept", lambda b: b.replace(b"Hypertension", long.encode()))(path)
+    _bytes("concept", lambda b: b.replace(b"Smoker", b'"Smo,\nker"'))(path)
+    _bytes("concept", lambda b: b.replace(b"Celecoxib", b"C\xe9lecoxib"))(path)
+    data = load_omop(path, allow=["encoding"], mode="strict")
+    names = data.cdm.concept_names([320128, 4275495, 1127433])
+    assert names == {320128: long, 4275495: "Smo,\nker", 1127433: "Célecoxib"}
+    assert data.report.count("concept", "encoding", "repaired") == 1
+    assert any("encoding latin-1" in n for n in data.report.notes)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-gzip"])
+def test_damaged_gzip_is_named(tmp_path, tables, damage):
+    path = write_cdm(tmp_path / "cdm", tables, "csv.gz")
+    f = path / f"{CO}.csv.gz"
+    f.write_bytes(f.read_bytes()[:60] if damage == "truncated" else b"plain text, not gzip\n")
+    with pytest.raises(OmopValidationError, match="unreadable_file") as err:
+        load_omop(path, mode="strict")
+    assert f"{CO}.csv.gz" in str(err.value)
+    data = load_omop(path)
+    assert any(f"{CO}.csv.gz" in n and "unreadable" in n for n in data.report.notes)
+    assert len(data.events) == 10  # every other table loads
+    adds_up(data.report)
+
+
+def test_duckdb_view_over_a_dropped_table_is_named(tmp_path, tables):
+    path = write_cdm(tmp_path / "db", tables, "duckdb")
+    _sql(
+        "CREATE TABLE omop.tmp AS SELECT * FROM omop.drug_exposure; DROP TABLE "
+        "omop.drug_exposure; CREATE VIEW omop.drug_exposure AS SELECT * FROM omop.tmp; "
+        "DROP TABLE omop.tmp"
+    )(path)
+    with pytest.raises(OmopValidationError, match="unreadable_file") as err:
+        load_omop(path, mode="strict")
+    assert "drug_exposure" in str(err.value) and str(path) in str(err.value)
+    data = load_omop(path)
+    assert "drug" not in set(data.events["domain"]) and len(data.events) == 12
+
+
+def test_zero_row_parquet_table(tmp_path, tables):
+    path = write_cdm(tmp_path / "cdm", tables, "parquet")
+    t = pq.read_table(path / f"{CO}.parquet")
+    pq.write_table(t.slice(0, 0), path / f"{CO}.parquet")
+    data = load_omop(path, mode="strict")
+    assert data.report.totals(CO) == {
+        "rows_in": 0,
+        "rows_kept": 0,
+        "rows_dropped": 0,
+        "rows_repaired": 0,
+        "rows_flagged": 0,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
 # Random corruptions of the clean CDM (hypothesis)
 # ----------------------------------------------------------------------------------------------
 
@@ -401,3 +888,41 @@ def test_random_cell_corruptions_are_accounted_for(tmp_path_factory, hits):
         load_omop(path, mode="strict")
     except OmopValidationError as err:
         assert err.rule and err.table
+
+
+# ----------------------------------------------------------------------------------------------
+# No network attempt, at the socket level, whatever the input
+# ----------------------------------------------------------------------------------------------
+
+
+def test_opening_every_input_makes_no_network_attempt(tmp_path, tables, monkeypatch):
+    from ehrseq.data.meds import read_meds, write_meds
+
+    inputs = {fmt: write_cdm(tmp_path / fmt, tables, fmt) for fmt in ("csv", "parquet", "duckdb")}
+    sqlite_path = tmp_path / "sqlite" / "cdm.db"
+    sqlite_path.parent.mkdir()
+    con = sqlite3.connect(sqlite_path)
+    con.execute("CREATE TABLE person (person_id INTEGER)")
+    con.commit()
+    con.close()
+    clean = load_omop(inputs["csv"])
+    meds_root = write_meds(clean.events, clean.person, tmp_path / "meds")
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError("ehrseq test: network attempt")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for path in inputs.values():
+        data = load_omop(path)
+        pd.testing.assert_frame_equal(data.events, clean.events)
+    with pytest.raises(ValueError, match="SQLite database"):
+        load_omop(sqlite_path)
+    events, _, _, _ = read_meds(meds_root)
+    assert len(events) == len(clean.events)
+    assert attempts == []

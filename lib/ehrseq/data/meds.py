@@ -118,6 +118,7 @@ _SORT_RULE = "within a subject, rows are sorted by time with static (null-time) 
 _GROUP_RULE = "a subject's rows are contiguous within its shard"
 _SHARD_RULE = "each subject's rows sit in exactly one shard"
 _ZONED = "time (zone-aware, read as UTC)"  # a count _load_shards returns with the unknown columns
+_NON_FINITE = "numeric_value (inf or NaN, read as null)"  # another such count
 
 
 def _data_schema(text: bool) -> pa.Schema:
@@ -625,9 +626,19 @@ def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, di
     for path in _shard_paths(root):
         kwargs = {"filters": pc.field("time").is_null()} if static_only else {}
         try:
+            names = pq.read_schema(path).names
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"{path}: column(s) {twice} appear more than once ({names}); a MEDS shard "
+                    f"names each column once. Fix: rename or remove the extra column"
+                )
             table = pq.read_table(path, **kwargs)
-        except pa.ArrowInvalid as err:
-            raise ValueError(f"{path}: {err}") from err
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(
+                f"{path}: cannot be read as a parquet MEDS shard ({type(err).__name__}: {err}); "
+                f"a truncated or damaged file? Re-export it"
+            ) from err
         missing = [c for c in _REQUIRED if c not in table.column_names]
         if missing:
             raise ValueError(
@@ -658,6 +669,20 @@ def _load_shards(root: Path, *, static_only: bool = False) -> tuple[pa.Table, di
                     f"{path}: column {col!r} is null in {cols[col].null_count} rows, "
                     f"e.g. row {i}: {_example(table, i)}"
                 )
+        blank = pc.equal(pc.utf8_trim_whitespace(cols["code"]), "")
+        if len(table) and pc.any(blank).as_py():
+            i = int(np.argmax(blank.to_numpy(zero_copy_only=False)))
+            raise ValueError(
+                f"{path}: column 'code' is empty in {pc.sum(blank).as_py()} rows (a code names "
+                f"the event; an empty one names none), e.g. row {i}: {_example(table, i)}"
+            )
+        if "numeric_value" in cols:  # inf, -inf and NaN become null, counted
+            value = cols["numeric_value"]
+            bad = pc.invert(pc.is_finite(value)).fill_null(False)
+            n_bad = pc.sum(bad).as_py() or 0
+            if n_bad:
+                unknown[_NON_FINITE] = unknown.get(_NON_FINITE, 0) + n_bad
+                cols["numeric_value"] = pc.if_else(bad, pa.scalar(None, pa.float64()), value)
         if not static_only:
             for sid in pc.unique(cols["subject_id"]).to_numpy(zero_copy_only=False).tolist():
                 if owner.setdefault(sid, path) != path:
@@ -724,13 +749,15 @@ def read_meds(
         ``split``; empty if the file is missing) and the counts ``rows`` (read), ``events``,
         ``static_rows`` (null time), ``codes`` (distinct codes of all rows),
         ``foreign_codes`` (distinct foreign codes among events), ``foreign_rows``,
-        ``unknown_columns``, and ``zoned_times`` when some times were zone-aware (read as
-        UTC, with a warning).
+        ``unknown_columns``, ``zoned_times`` when some times were zone-aware (read as
+        UTC, with a warning), and ``non_finite_values`` when some ``numeric_value`` were
+        infinite or NaN (read as null: NaN in the event table).
 
     Raises:
         ValueError: no shards under ``root/data``, a shard that is not MEDS data (naming file,
-            column and row: a null ``subject_id`` or ``code``, a ``numeric_value`` that is
-            not a number), a subject in two shards or two splits, a code domain outside
+            column and row: a null ``subject_id`` or ``code``, an empty ``code``, a
+            ``numeric_value`` that is not a number, a column named twice, a file that is not
+            parquet), a splits file that cannot be read, a subject in two shards or two splits, a code domain outside
             :data:`ehrseq.data.events.DOMAINS`, two foreign codes with the same stand-in id,
             or a time outside 1677..2262 (the event table is in nanoseconds).
     """
@@ -741,6 +768,7 @@ def read_meds(
         raise ValueError(f"code_domains: unknown domains {odd}; expected one of {DOMAINS}")
     table, unknown = _load_shards(root)
     zoned = unknown.pop(_ZONED, 0)
+    non_finite = unknown.pop(_NON_FINITE, 0)
     if unknown:
         _note_unknown(root, unknown)
     if zoned:
@@ -863,15 +891,27 @@ def read_meds(
     }
     if zoned:
         report["zoned_times"] = int(zoned)
+    if non_finite:
+        report["non_finite_values"] = int(non_finite)
 
     split_path = root / meds.subject_splits_filepath
-    splits = (
-        pq.read_table(split_path).to_pandas()
-        if split_path.exists()
-        else pd.DataFrame(
-            {"subject_id": pd.Series(dtype=np.int64), "split": pd.Series(dtype=object)}
-        )
+    splits = pd.DataFrame(
+        {"subject_id": pd.Series(dtype=np.int64), "split": pd.Series(dtype=object)}
     )
+    if split_path.exists():
+        try:
+            splits = pq.read_table(split_path).to_pandas()
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(
+                f"{split_path}: cannot be read as parquet ({type(err).__name__}: {err}); "
+                f"a truncated or damaged file? Fix or remove it"
+            ) from err
+        lacking = sorted({"subject_id", "split"} - set(splits.columns))
+        if lacking:
+            raise ValueError(
+                f"{split_path}: missing column(s) {lacking}; MEDS subject splits need "
+                f"subject_id and split, found {list(splits.columns)}"
+            )
     if len(splits):
         n_splits = splits.drop_duplicates().groupby("subject_id")["split"].nunique()
         if (n_splits > 1).any():

@@ -14,7 +14,8 @@ Validation comes before use. Every row of every table that is read is counted in
 :class:`LoadReport`: kept as it is, kept with a repair, kept with a flag, or dropped, each
 with its reason, and ``rows_in == rows_kept + rows_dropped`` holds per table (lines the
 reader could not parse count as read and dropped). The library never reaches the network:
-DuckDB's extension auto-install and auto-load are off. In
+DuckDB's extension auto-install and auto-load are off, the connection may read only the
+CDM's own folder or file, and its configuration is locked. In
 ``mode="strict"`` the first rule that any row breaks raises :class:`OmopValidationError`
 naming the table, the column, the rule and a few example rows.
 
@@ -28,15 +29,20 @@ rule                    action       what it checks
 ``unreadable_file``     note         DuckDB cannot read the table's file (corrupt,
                                      truncated): named with the reason, table skipped
                                      (person: raise)
+``empty_file``          note         a table's file is empty, not even a header row:
+                                     read as an absent table (person: raise)
+``encoding``            repair       a CSV file is not UTF-8: read as latin-1 (decided on
+                                     every byte); rows with a non-ASCII character counted
 ``no_header``           drop         a CSV file's first line holds values, not names
                                      (every row, the first line included)
 ``mixed_shards``        keep         a table folder mixes parquet and CSV shards (all
-                                     are read)
+                                     are read; the rows of the kind with fewer shards
+                                     are counted)
 ``duplicate_column``    drop         a column name appears twice, also once
                                      lower-cased: the first is read, rows where a later
                                      copy differs are dropped
 ``malformed_line``      drop         a CSV line does not fit the file's dialect (the
-                                     dialect is decided on every line and noted)
+                                     dialect is verified on every line and noted)
 ``missing_column``      drop         a column the load needs is absent (all rows)
 ``duplicate_row``       drop         the row repeats an earlier row in every column
 ``missing_id``          drop/repair  an id is empty: ``person_id`` drops the row, a

@@ -12,6 +12,7 @@ Nothing here validates rows; a missing table or column raises
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import re
@@ -77,6 +78,8 @@ class TableIssue:
         action: ``"drop"``, ``"repair"`` or ``"keep"``.
         extra_rows: rows the file holds that the view does not show (a data row read as the
             header); counted as read and dropped.
+        lines: example lines of the file as ``(file, line number, text)``, for an error
+            about a problem that no row of the view shows (a header-less file).
     """
 
     rule: str
@@ -85,6 +88,7 @@ class TableIssue:
     cond: str = "TRUE"
     action: str = "keep"
     extra_rows: int = 0
+    lines: tuple[tuple[str, int, str], ...] = ()
 
 
 @dataclass
@@ -97,6 +101,73 @@ class _Source:
     rejects: str | None = None  # temp table where DuckDB puts CSV lines it cannot parse
     issues: list[TableIssue] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # files with no header and no rows
+
+
+_CHUNK = 1 << 23  # bytes per read of the streaming pass over a CSV file
+
+
+def _opener(path: Path):
+    return gzip.open if path.name.lower().endswith(".gz") else open
+
+
+def _scan_csv(path: Path) -> tuple[str, bool, bool]:
+    """One streaming pass over a CSV file's bytes: its encoding (``"utf-8"``, else
+    ``"latin-1"``, which every byte sequence is), whether it holds anything but blank
+    space (a 0-byte file has no header and no rows), and whether a double quote appears
+    anywhere (then the reader quotes with it, wherever the first quoted line is).
+
+    Raises:
+        OSError, EOFError: the file (or its gzip stream) cannot be read to the end.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    encoding, blank, quoted = "utf-8", True, False
+    with _opener(path)(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            if blank and chunk.lstrip(b"\xef\xbb\xbf \t\r\n"):
+                blank = False
+            quoted = quoted or b'"' in chunk
+            if encoding == "utf-8":
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    encoding = "latin-1"
+        if encoding == "utf-8":
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                encoding = "latin-1"
+    return encoding, blank, quoted
+
+
+def _longest_line(path: Path) -> int:
+    """The length in bytes of the longest line of a CSV file (a second pass, only when
+    DuckDB's default maximum line size is too small for the file)."""
+    longest, carry = 0, 0
+    with _opener(path)(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            parts = chunk.split(b"\n")
+            lens = [len(x) for x in parts]
+            lens[0] += carry
+            longest = max(longest, max(lens[:-1], default=0))
+            carry = lens[-1] if len(parts) > 1 else lens[0]
+    return max(longest, carry)
+
+
+def _line_texts(path: Path, numbers: list[int], encoding: str) -> list[tuple[str, int, str]]:
+    """``(file, number, text)`` of the given 1-based physical lines of a text file (each cut
+    to 200 characters), for error messages."""
+    want, out = set(numbers), []
+    try:
+        with _opener(path)(path, "rt", encoding=encoding, errors="replace", newline="") as fh:
+            for i, line in enumerate(fh, 1):
+                if i in want:
+                    out.append((str(path), i, line.rstrip("\r\n")[:200]))
+                if i >= max(want, default=0):
+                    break
+    except (OSError, EOFError):
+        pass
+    return out
 
 
 # a header cell that is a value, not a name: a number, an ISO or YYYYMMDD date
@@ -104,26 +175,37 @@ _NOT_A_NAME = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|\d{4}-\d{2}-\d{
 _NULLS = f"nullstr = [{', '.join(_lit(s) for s in CSV_NULLS)}]"
 
 
-def _csv_header(path: Path, delim: str, quote: str) -> list[str]:
+def _csv_header(path: Path, delim: str, quote: str, encoding: str) -> list[str]:
     """The first record of a CSV file split with its dialect: the names as written."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as fh:
+    with _opener(path)(path, "rt", encoding=encoding, errors="replace", newline="") as fh:
+        fh.read(1) == "\ufeff" or fh.seek(0)  # a byte-order mark is not part of the name
         return next(csv.reader(fh, delimiter=delim or ",", quotechar=quote or None), [])
 
 
-def _sniff(con: duckdb.DuckDBPyConnection, path: Path) -> tuple | None:
-    """Sniff one CSV file on every line (``sample_size = -1``), header forced; when ragged
-    lines keep the sniffer from a verdict, again passing over the lines that do not fit."""
+_MAX_LINE = 2_097_152  # DuckDB's default maximum line size (bytes)
+
+
+def _sniff(con: duckdb.DuckDBPyConnection, path: Path, options: str) -> tuple | None:
+    """Sniff one CSV file's delimiter, quoting and columns on DuckDB's sample of lines,
+    header forced, with the reader ``options`` (encoding, line size); when ragged lines keep
+    the sniffer from a verdict, or make it settle for one column (a few lines in a small
+    file that disagree), again passing over the lines that do not fit. Every line is then
+    verified when it is read: a line that does not fit is a counted ``malformed_line``."""
+    found = None
     for extra in ("", ", ignore_errors = true"):
         try:
-            return con.execute(
+            got = con.execute(
                 f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, Comment, SkipRows, Columns "
                 f"FROM sniff_csv({_lit(str(path))}, header = true, all_varchar = true, "
-                f"sample_size = -1, {_NULLS}{extra})"
+                f"{_NULLS}{options}{extra})"
             ).fetchall()[0]
         except duckdb.Error:
             continue
-    return None
+        if found is None or len(got[-1]) > len(found[-1]):
+            found = got
+        if len(found[-1]) > 1:
+            break
+    return found
 
 
 def _csv_source(
@@ -131,11 +213,17 @@ def _csv_source(
 ) -> _Source:
     """The reader of one table's CSV file(s).
 
-    The dialect (delimiter, quote, escape) of each file is decided on all its lines
-    (``sample_size = -1``), not on a sample, said in a note, and pinned, so later queries
-    neither sniff again nor see the file differently. A line that does not fit (a ragged
-    line) goes to the ``rejects`` table instead of stopping the read: the loader counts it.
-    The header row is checked: names that are values mean the file has none.
+    One streaming pass over each file's bytes decides its encoding (UTF-8, else latin-1),
+    finds an empty file (rule ``empty_file``) and whether a double quote appears anywhere.
+    The delimiter, quoting and columns are sniffed by DuckDB on its sample of lines, or on
+    every line when the file holds a quote that the sample does not show quoting (a quoted
+    field after the sample). The dialect is said in a note and pinned, so later
+    queries neither sniff again nor see the file differently, and every line is verified
+    as it is read. A line longer than DuckDB's default maximum is read whole. A line that does
+    not fit (a ragged line) goes to the ``rejects`` table instead of stopping the read: the
+    loader counts it. The header row is checked: names that are values mean the file has
+    none. A latin-1 file's rows that hold a non-ASCII character carry the hidden flag
+    ``_ehrseq_latin1`` (rule ``encoding``).
     """
     keep = (
         f"store_rejects = true, rejects_table = {_lit(rejects)}, "
@@ -144,27 +232,64 @@ def _csv_source(
     source = _Source("", origin, rejects=rejects)
     clauses = []
     for path in files:
-        sniff = _sniff(con, path)
+        try:
+            encoding, blank, quoted = _scan_csv(path)
+        except (OSError, EOFError):  # the view names the file and DuckDB's reason
+            encoding, blank, quoted = "utf-8", False, True
+        if blank:
+            source.empty.append(str(path))
+            continue
+        options = "" if encoding == "utf-8" else f", encoding = {_lit(encoding)}"
+        sniff = _sniff(con, path, options)
+        if sniff is None:  # a line longer than DuckDB's default maximum?
+            try:
+                longest = _longest_line(path)
+            except (OSError, EOFError):
+                longest = 0
+            if longest >= _MAX_LINE:
+                size = longest + 1024
+                options += f", max_line_size = {size}, buffer_size = {2 * size}"
+                sniff = _sniff(con, path, options)
         if sniff is None:  # the view (or the loader) names the file and DuckDB's reason
             clauses.append(
-                f"read_csv({_lit(str(path))}, header = true, all_varchar = true, {_NULLS}, {keep})"
+                f"read_csv({_lit(str(path))}, header = true, all_varchar = true, {_NULLS}, "
+                f"{keep}{options})"
             )
             continue
+        if quoted and sniff[1] in ("", "(empty)"):  # a quote, but none in the sample's
+            sniff = _sniff(con, path, options + ", sample_size = -1") or sniff  # fields
         delim, quote, escape, newline, comment, skip, columns = sniff
         text = {k: "" if v == "(empty)" else v for k, v in zip("dqenc", sniff[:5])}
         cols = ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in columns)
-        clauses.append(
+        clause = (
             f"read_csv({_lit(str(path))}, auto_detect = false, header = true, "
             f"delim = {_lit(text['d'])}, quote = {_lit(text['q'])}, escape = {_lit(text['e'])}, "
             f"new_line = {_lit(text['n'])}, comment = {_lit(text['c'])}, skip = {int(skip)}, "
-            f"columns = {{{cols}}}, {_NULLS}, {keep})"
+            f"columns = {{{cols}}}, {_NULLS}, {keep}{options})"
         )
+        if encoding != "utf-8":
+            every = ", ".join(f"CAST({_q(c['name'])} AS VARCHAR)" for c in columns)
+            flag = f"coalesce(regexp_matches(concat_ws('', {every}), '[^\\x01-\\x7F]'), FALSE)"
+            clause = f"(SELECT *, {flag} AS {_q(_P + 'latin1')} FROM {clause})"
+            source.issues.append(
+                TableIssue(
+                    "encoding",
+                    "",
+                    f"{path}: not UTF-8 (a byte sequence that UTF-8 cannot decode); read as "
+                    f"{encoding}. Lenient: the rows that hold a non-ASCII character are "
+                    f"counted as repaired. Fix: write the file as UTF-8",
+                    cond=f"coalesce({_q(_P + 'latin1')}, FALSE)",
+                    action="repair",
+                )
+            )
+        clauses.append(clause)
         source.notes.append(
-            f"{path}: CSV dialect decided on every line of {path.name}: delimiter "
-            f"{text['d']!r}, quote {text['q'] or 'none'!r}, escape {text['e'] or 'none'!r}"
+            f"{path}: CSV dialect of {path.name} (verified on every line): delimiter "
+            f"{text['d']!r}, quote {text['q'] or 'none'!r}, escape {text['e'] or 'none'!r}, "
+            f"encoding {encoding}"
         )
         try:
-            header = _csv_header(path, text["d"], text["q"])
+            header = _csv_header(path, text["d"], text["q"], encoding)
         except (OSError, csv.Error, EOFError):
             continue
         if len(files) == 1:
@@ -180,8 +305,13 @@ def _csv_source(
                     f"dropped. Fix: write the file with a header row of OMOP column names",
                     action="drop",
                     extra_rows=1,
+                    lines=tuple(_line_texts(path, [1, 2, 3], encoding)),
                 )
             )
+    if not clauses:  # every file is empty: no view (rule empty_file)
+        return source
+    if source.empty:
+        source.notes.append(f"{origin}: empty shard(s) {source.empty} (no header, no rows)")
     if len(clauses) == 1:
         source.clause = clauses[0]
     else:
@@ -217,6 +347,10 @@ class Cdm:
         issues: table -> the :class:`TableIssue` s found when it was opened.
         notes: table -> what opening it decided (the CSV dialect), in words.
         unreadable: table -> why DuckDB cannot read it (file and reason); no view.
+        unreadable_lines: table -> the CSV line DuckDB names in its reason
+            (``file, line, text``), when it names one.
+        empty: table -> its file(s), empty (no header, no rows); no view: the table reads as
+            absent (rule ``empty_file``).
         rejects: table -> the temp table where DuckDB puts the CSV lines it cannot parse.
     """
 
@@ -227,6 +361,8 @@ class Cdm:
         self.issues: dict[str, list[TableIssue]] = {}
         self.notes: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}
+        self.unreadable_lines: dict[str, pd.DataFrame] = {}
+        self.empty: dict[str, str] = {}
         self.rejects: dict[str, str] = {}
         self._columns: dict[str, dict[str, str]] = {}
         self._counts: dict[str, int] = {}
@@ -258,6 +394,7 @@ class Cdm:
                 "unreadable_file",
                 f"{self.unreadable[table]}. Fix or re-export the file (or remove it: an "
                 f"absent table is only noted)",
+                examples=self.unreadable_lines.get(table),
             )
         if table not in self._columns:
             # the relation API, not DESCRIBE: DESCRIBE reports an attached table's own
@@ -591,18 +728,28 @@ _DUCKDB_CONFIG = {
     # never reach the network at run time: no extension is installed or loaded on demand
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
+    "allow_community_extensions": False,
 }
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    threads: int | None = None, files: Sequence[str | Path] | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection that never reaches the network.
 
     Extension auto-install and auto-load are off, so a file that needs an extension DuckDB
     does not carry (a SQLite database, a remote URL) fails with a clear error instead of a
-    download. Times are read in UTC, so a ``TIMESTAMP WITH TIME ZONE`` column means the same
-    on every machine.
+    download. With ``files``, the connection may read those folders and files and nothing
+    else (``enable_external_access = false``), which also refuses an explicit ``INSTALL``
+    or a URL. The configuration is then locked (``lock_configuration = true``), so no later
+    ``SET`` can turn any of this back on. Times are read in UTC, so a ``TIMESTAMP WITH TIME
+    ZONE`` column means the same on every machine.
+
+    Args:
+        threads: DuckDB worker threads (DuckDB's default when ``None``).
+        files: the folders and files the connection may read; ``None``: any local file.
     """
     con = duckdb.connect(config=dict(_DUCKDB_CONFIG))
     try:
@@ -611,6 +758,18 @@ def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
         pass  # no ICU: time zones are UTC anyway
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
+    if files is not None:
+        dirs, paths = [], []
+        for f in files:
+            for p in dict.fromkeys([Path(f).expanduser().absolute(), Path(f).resolve()]):
+                if p.is_dir():
+                    dirs.append(str(p).rstrip("/") + "/")
+                else:
+                    paths += [str(p), f"{p}.wal"]
+        con.execute(f"SET allowed_directories = [{', '.join(_lit(d) for d in dirs)}]")
+        con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in paths)}]")
+        con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
     return con
 
 
@@ -620,7 +779,7 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
     A folder holds one file per table, named by the table (``PERSON.csv``, ``person.parquet``,
     ``measurement.csv.gz``; case-insensitive), or one sub-folder per table holding parquet or
     CSV shards. CSV is read as text (types are checked by the validator, not guessed by the
-    reader) with ``""``, ``NA`` and ``NULL`` as missing, in a dialect decided on every line of
+    reader) with ``""``, ``NA`` and ``NULL`` as missing, in a dialect verified on every line of
     the file. Column names are normalised to lower case. A DuckDB file (``.duckdb``, ``.ddb``,
     ``.db``) is attached read-only. DuckDB never reaches the network (see :func:`connect`).
 
@@ -645,7 +804,7 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no OMOP CDM at {path}")
-    con = connect(threads)
+    con = connect(threads, files=[path])
     if path.is_dir():
         sources = _folder_sources(con, path)
     elif path.name.lower().endswith(DUCKDB_SUFFIXES):
@@ -689,31 +848,54 @@ def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, _So
         parquet = [p for p in files if _kind(p) == "parquet"]
         text = [p for p in files if _kind(p) == "csv"]
         if parquet and text:
-            a, b = _parquet_source(parquet, origin), _csv_source(con, text, origin, rejects)
-            source = _Source(
-                f"(SELECT * FROM {a.clause} UNION ALL BY NAME SELECT * FROM {b.clause})",
-                origin,
-                rejects=rejects,
-                issues=b.issues,
-                notes=b.notes,
-            )
-            source.issues.insert(
-                0,
-                TableIssue(
-                    "mixed_shards",
-                    "",
-                    f"{origin} mixes {len(parquet)} parquet shard(s) ({parquet[0].name}, ...) "
-                    f"and {len(text)} CSV shard(s) ({text[0].name}, ...). Lenient: every "
-                    f"shard is read, as text where the kinds disagree. Fix: keep one kind "
-                    f"per table folder",
-                ),
-            )
+            source = _mixed_source(con, parquet, text, origin, rejects)
         elif parquet:
             source = _parquet_source(parquet, origin)
         else:
             source = _csv_source(con, text, origin, rejects)
         sources[table] = source
     return sources
+
+
+def _mixed_source(
+    con: duckdb.DuckDBPyConnection,
+    parquet: list[Path],
+    text: list[Path],
+    origin: str,
+    rejects: str,
+) -> _Source:
+    """The reader of a table folder that mixes parquet and CSV shards: all are read, and the
+    rows of the minority kind (fewer shards; CSV on a tie) carry the hidden flag
+    ``_ehrseq_minority`` that rule ``mixed_shards`` counts."""
+    a, b = _parquet_source(parquet, origin), _csv_source(con, text, origin, rejects)
+    if not b.clause:  # every CSV shard is empty: a parquet folder with empty files
+        a.notes = [f"{origin}: empty CSV shard(s) {b.empty} (no header, no rows)"]
+        return a
+    minority = "parquet" if len(parquet) < len(text) else "csv"
+    flag = f"TRUE AS {_q(_P + 'minority')}"
+    pa_sql = f"SELECT *{', ' + flag if minority == 'parquet' else ''} FROM {a.clause}"
+    csv_sql = f"SELECT *{', ' + flag if minority == 'csv' else ''} FROM {b.clause}"
+    few = parquet if minority == "parquet" else text
+    source = _Source(
+        f"({pa_sql} UNION ALL BY NAME {csv_sql})",
+        origin,
+        rejects=rejects,
+        issues=b.issues,
+        notes=b.notes,
+    )
+    source.issues.insert(
+        0,
+        TableIssue(
+            "mixed_shards",
+            "",
+            f"{origin} mixes {len(parquet)} parquet shard(s) ({parquet[0].name}, ...) and "
+            f"{len(text)} CSV shard(s) ({text[0].name}, ...); the rows of the {minority} "
+            f"shard(s) {[p.name for p in few][:5]} are counted. Lenient: every shard is read, "
+            f"as text where the kinds disagree. Fix: keep one kind per table folder",
+            cond=f"coalesce({_q(_P + 'minority')}, FALSE)",
+        ),
+    )
+    return source
 
 
 def _database_sources(
@@ -785,15 +967,27 @@ def _create_views(cdm: Cdm, sources: dict[str, _Source]) -> None:
     """
     con = cdm.con
     for table, src in sources.items():
+        if not src.clause:  # every file is empty: no view; the loader applies empty_file
+            cdm.empty[table] = (
+                f"{', '.join(src.empty)}: empty (not even a header row). Lenient: read as an "
+                f"absent table. Fix: write the table with a header row, or remove the file"
+            )
+            continue
         try:
             cols = list(con.sql(f"SELECT * FROM {src.clause}").columns)
         except duckdb.Error as err:
             cdm.unreadable[table] = f"{src.origin}: {type(err).__name__}: {_first_line(err)}"
+            line = re.search(r"\bLine: (\d+)", str(err))
+            if line and Path(src.origin).is_file():
+                got = _line_texts(Path(src.origin), [int(line[1])], "latin-1")
+                cdm.unreadable_lines[table] = pd.DataFrame(got, columns=["file", "line", "text"])
             cdm.tables[table] = src.origin
             continue
+        hidden = [c for c in cols if c.startswith(_P)]  # flags the reader added (latin1, ...)
+        cols = [c for c in cols if not c.startswith(_P)]
         names = src.raw_names if src.raw_names and len(src.raw_names) == len(cols) else cols
         lower = [n.strip().lower() or c.lower() for n, c in zip(names, cols)]
-        select, issues = [], list(src.issues)
+        select, issues = [_q(c) for c in hidden], list(src.issues)
         first: dict[str, str] = {}
         for i, (col, lc) in enumerate(zip(cols, lower)):
             if lc not in first:

@@ -141,18 +141,16 @@ class _Loader:
         the table's structural issues (:attr:`Cdm.issues`: strict raises on them, lenient
         applies them as the first checks) and before counting its unparsable CSV lines."""
         issues = self.cdm.issues.get(table, [])
-        for issue in issues:
-            if self.mode == "strict" and issue.rule not in self.allow:
-                raise OmopValidationError(
-                    table, issue.column, issue.rule, _way(issue.detail, issue.rule)
-                )
         flags = self.cdm.flag_columns(table)
-        if flags:  # the hidden flag columns of duplicate_column, joined on the row number
+        if flags:  # the hidden flag columns (duplicate_column, ...), joined on the row number
             cols = ", ".join(_q(c) for c in flags)
             select = (
                 f"SELECT s.*, {cols} FROM ({select}) s JOIN (SELECT row_number() OVER () AS "
                 f"_row, {cols} FROM {_q(table)}) f USING (_row)"
             )
+        for issue in issues:
+            if self.mode == "strict" and issue.rule not in self.allow:
+                self._raise_issue(table, issue, select, checks[0].show if checks else ())
         checks = [Check(i.rule, i.column, i.action, i.cond) for i in issues] + checks
         rejects = self.cdm.rejects.get(table)
         if rejects:
@@ -171,6 +169,7 @@ class _Loader:
                 checks,
                 mode=self.mode,
                 allow=self.allow,
+                origin=self.cdm.tables.get(table, ""),
             )
         except OmopValidationError:
             if rejects:  # strict: a line that could not be read comes first
@@ -181,6 +180,38 @@ class _Loader:
         for issue in issues:
             self.report.add_unread(table, issue.column, issue.rule, issue.extra_rows)
         return out
+
+    def _raise_issue(self, table: str, issue, select: str, show: tuple[str, ...]) -> None:
+        """Strict mode: raise on a structural issue, with the number of rows it touches and
+        three of them (``_row`` and ``show``), or the file's lines when no row shows it.
+
+        Raises:
+            OmopValidationError: always.
+        """
+        examples, rows = None, 0
+        if issue.lines:
+            examples = pd.DataFrame(list(issue.lines), columns=["file", "line", "text"])
+        else:
+            cols = ", ".join(_q(c) for c in dict.fromkeys(("_row", *show)))
+            cond = f"coalesce(({issue.cond}), FALSE)"
+            rows = int(
+                self.con.execute(f"SELECT count(*) FROM ({select}) WHERE {cond}").fetchall()[0][0]
+            )
+            examples = self.con.execute(
+                f"SELECT {cols} FROM ({select}) WHERE {cond} ORDER BY _row LIMIT 3"
+            ).df()
+        detail = _way(issue.detail, issue.rule)
+        if rows:
+            detail = f"{issue.detail}; {rows:,} row(s)"
+        raise OmopValidationError(table, issue.column, issue.rule, detail, rows, examples)
+
+    def _empty(self, table: str) -> bool:
+        """A table whose file is empty (rule empty_file): strict raises, lenient notes; the
+        table then reads as absent. Returns whether it was."""
+        if table not in self.cdm.empty:
+            return False
+        self._fail(table, "", "empty_file", _way(self.cdm.empty[table], "empty_file"))
+        return True
 
     def _count_rejects(self, table: str, rejects: str, counted: bool = True) -> None:
         """The CSV lines DuckDB could not parse while staging ``table`` (kept in ``rejects``):
@@ -255,12 +286,14 @@ class _Loader:
             return False
         types = self.cdm.columns(table)
         detail = f"required column(s) {missing} absent; present: {list(types)}"
-        column, rule, extra = missing[0], "missing_column", 0
+        column, rule, extra, examples = missing[0], "missing_column", 0, None
         for issue in self.cdm.issues.get(table, []):  # no header row: that is the cause
             if issue.action == "drop" and issue.cond == "TRUE":
                 column, rule, extra, detail = "", issue.rule, issue.extra_rows, issue.detail
+                if issue.lines:
+                    examples = pd.DataFrame(list(issue.lines), columns=["file", "line", "text"])
         if fatal or (self.mode == "strict" and rule not in self.allow):
-            raise OmopValidationError(table, column, rule, _way(detail, rule))
+            raise OmopValidationError(table, column, rule, _way(detail, rule), examples=examples)
         n = self.cdm.count(table)
         self.report.add_table(table, n + extra, {(column, rule): n + extra}, {}, {}, 0, 0)
         self.report.notes.append(f"{table}: {detail}; all {n + extra:,} rows dropped")
@@ -273,6 +306,7 @@ class _Loader:
         that rule unknown_concept is not checked."""
         cdm = self.cdm
         if not cdm.has("concept"):
+            self._empty("concept")
             self.report.notes.append("concept: table absent; rule unknown_concept not checked")
             return
         types = cdm.columns("concept")
@@ -315,6 +349,10 @@ class _Loader:
                 ``year_of_birth`` and ``birth_datetime`` are absent.
         """
         cdm = self.cdm
+        if "person" in cdm.empty:
+            raise OmopValidationError(
+                "person", "", "empty_file", f"{cdm.empty['person']}; the person table is required"
+            )
         if not cdm.has("person"):
             raise OmopValidationError(
                 "person",
@@ -347,6 +385,7 @@ class _Loader:
         Absent or unusable, rule outside_observation is not checked (strict: absent raises)."""
         cdm, t = self.cdm, "observation_period"
         if not cdm.has(t):
+            self._empty(t)
             self._fail(t, "", "missing_table", "table absent; rule outside_observation not checked")
             return
         types = cdm.columns(t)
@@ -542,6 +581,8 @@ class _Loader:
         spec = EVENT_SPECS[domain]
         wanted = domain in self.domains
         if not self.cdm.has(spec.table):
+            if wanted or domain in ("death", "visit"):
+                self._empty(spec.table)
             if wanted and self.explicit_domains:
                 self._fail(spec.table, "", "missing_table", f"table absent; no {domain} events")
             elif wanted or domain in ("death", "visit"):

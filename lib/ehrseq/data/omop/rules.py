@@ -61,6 +61,16 @@ RULES: dict[str, Rule] = {
             "note and skip the table (person: raise)",
         ),
         Rule(
+            "empty_file",
+            "a table's file is empty (not even a header row)",
+            "note: read as an absent table (person: raise)",
+        ),
+        Rule(
+            "encoding",
+            "a CSV file is not UTF-8 (read as latin-1)",
+            "repair: the rows holding a non-ASCII character are counted",
+        ),
+        Rule(
             "no_header",
             "a CSV file has no header row (its first line holds values)",
             "drop every row",
@@ -68,7 +78,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "mixed_shards",
             "a table folder mixes parquet and CSV shards",
-            "keep: every shard is read",
+            "keep: every shard is read; the rows of the minority kind are counted",
         ),
         Rule(
             "duplicate_column",
@@ -418,6 +428,7 @@ def apply_checks(
     *,
     mode: str,
     allow: set[str],
+    origin: str = "",
 ) -> str:
     """Materialise ``select`` as the temp table ``stage`` with each row's ``_drop`` mark,
     count every check into ``report``, raise in strict mode; return the table name.
@@ -428,7 +439,7 @@ def apply_checks(
 
     Raises:
         OmopValidationError: in strict mode, naming ``table``, the check's column and rule,
-            and up to three example rows.
+            the file(s) it was read from (``origin``) and up to three example rows.
         AssertionError: if the counts do not add up (a bug).
     """
     conds = [f"coalesce(({c.cond}), FALSE)" for c in checks]
@@ -436,7 +447,7 @@ def apply_checks(
     _mark_drops(con, stage, select, checks, conds)
     counts = _count_checks(con, stage, checks, conds, live)
     if mode == "strict":
-        _raise_first_broken(con, table, stage, checks, live, counts, allow)
+        _raise_first_broken(con, table, stage, checks, live, counts, allow, origin)
     _record(report, table, checks, counts)
     return stage
 
@@ -490,9 +501,11 @@ def _raise_first_broken(
     live: list[str],
     counts: _Counts,
     allow: set[str],
+    origin: str = "",
 ) -> None:
     """Strict mode: raise on the first check some live row breaks, with three example rows
-    (``_row`` and the check's ``show`` columns); a rule in ``allow`` is passed over."""
+    (``_row`` and the check's ``show`` columns) and where the table was read from; a rule
+    in ``allow`` is passed over."""
     for check, cond, n in zip(checks, live, counts.hits):
         if n and check.rule not in allow:
             show = ", ".join(_q(c) for c in dict.fromkeys(("_row", *check.show)))
@@ -503,8 +516,9 @@ def _raise_first_broken(
                 table,
                 check.column,
                 check.rule,
-                f"{RULES[check.rule].text}; {n:,} of {counts.rows_in:,} rows; "
-                f"action here would be: {check.action}",
+                f"{RULES[check.rule].text}; {n:,} of {counts.rows_in:,} rows"
+                + (f" of {origin}" if origin else "")
+                + f"; action here would be: {check.action}",
                 rows=n,
                 examples=examples,
             )

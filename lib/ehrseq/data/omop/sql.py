@@ -113,5 +113,12 @@ def _zoned(col: str, typ: str) -> str:
     if _zoned_type(typ):
         return f"({c} IS NOT NULL)"
     if _is_text(typ) and not typ.startswith(("DATE", "TIMESTAMP", "TIME")):
-        return f"coalesce(regexp_matches(trim(CAST({c} AS VARCHAR)), {_ZONE}), FALSE)"
+        s = f"trim(CAST({c} AS VARCHAR))"
+        # the regular expression only where a zone can be: longer than "YYYY-MM-DD hh:mm:ss",
+        # or a Z, + or UTC in it (a cheap test first: most datetimes are plain)
+        maybe = " OR ".join(
+            [f"length({s}) > 19"] + [f"contains({s}, '{z}')" for z in ("Z", "z", "+", "UTC")]
+        )
+        maybe = f"({maybe})"
+        return f"coalesce({maybe} AND regexp_matches({s}, {_ZONE}), FALSE)"
     return "FALSE"
