@@ -50,7 +50,6 @@
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
 
 # %%
-import os
 import shutil
 import tempfile
 import textwrap
@@ -66,6 +65,7 @@ from IPython.display import Markdown, display
 import ehrseq
 from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
+from ehrseq.data.download import local_sample
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.omop import OmopValidationError, load_omop, open_cdm, validate_omop
 from ehrseq.data.sequences import build_sequences
@@ -270,23 +270,12 @@ broken_totals.loc[["condition_occurrence"]]
 # `visit_occurrence` table keeps only inpatient visits while nearly every event row still
 # carries a visit id, and its `observation_period` table has periods for persons who are not
 # in `person`. When the sample is on disk (`EHRSEQ_SHARED_DATA`, or `shared/data` beside the
-# repository) the same reader runs on it; a fresh clone without it skips this part.
-
+# repository, as `ehrseq.data.download.local_sample` finds it) the same reader runs on it; a
+# fresh clone without it skips this part.
 
 # %%
-def repo_root(start: Path) -> Path:
-    """The first folder at or above ``start`` with a ``pyproject.toml``.
-
-    That is the repository root, from notebooks/ or from the root itself.
-    """
-    roots = (p for p in (start, *start.parents) if (p / "pyproject.toml").exists())
-    return next(roots, start)
-
-
-default_data = repo_root(Path.cwd()).parent / "shared" / "data"
-shared_data = Path(os.environ.get("EHRSEQ_SHARED_DATA") or default_data)
-gibleed_dir = shared_data / "eunomia_gibleed"
-have_gibleed = (gibleed_dir / "person.parquet").exists()
+gibleed_dir = local_sample("eunomia_gibleed")  # None when absent
+have_gibleed = gibleed_dir is not None and (gibleed_dir / "person.parquet").exists()
 gibleed = None
 if have_gibleed:
     gibleed = load_omop(open_cdm(gibleed_dir, threads=cfg.threads))
@@ -298,8 +287,7 @@ if have_gibleed:
     g_issues = g_issues[~g_issues["reason"].isin(["read", "rows_kept"])]
     display(g_issues)
 else:
-    where = f"Eunomia GiBleed not found at {gibleed_dir}"
-    print(f"{where}: this section runs on synthetic data only.")
+    print("Eunomia GiBleed not found: this section runs on synthetic data only.")
 
 # %% [markdown]
 # Read the report as a list of facts about the export, not as errors to hide. Orphan

@@ -1,23 +1,20 @@
-"""Shared test configuration: the slow gate and the location of the shared OMOP samples."""
+"""Shared test configuration: the slow gate and the one-thread fixture.
+
+The local OMOP samples are found by the library, :func:`ehrseq.data.download.local_sample`
+(``EHRSEQ_SHARED_DATA``, or ``shared/data`` beside the clone); tests import it from there,
+never from this file: ``make test`` collects tests/ and notebooks/ together, and the module
+name ``conftest`` may then be notebooks/conftest.py.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import matplotlib
 import pytest
 import torch
 
 matplotlib.use("Agg")
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """``../shared/data`` beside the repository, or ``EHRSEQ_SHARED_DATA`` when set."""
-    env = os.environ.get("EHRSEQ_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items):

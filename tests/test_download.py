@@ -1,8 +1,11 @@
-"""Tests of ehrseq.data.download against local zip archives built in tmp_path (no network)."""
+"""Tests of ehrseq.data.download against local archives built in tmp_path (no network), and of
+the local samples' lookup and recorded digests."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -11,9 +14,15 @@ import pytest
 from ehrseq.data.download import (
     EUNOMIA_BASE_URL,
     EUNOMIA_DATASETS,
+    LOCAL_SAMPLES,
     ChecksumError,
+    LocalSample,
     download_eunomia,
+    install_local_sample,
+    local_sample,
+    local_samples_dir,
     sha256_file,
+    verify_local_sample,
 )
 from ehrseq.data.omop import load_omop, open_cdm
 
@@ -132,3 +141,99 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="no .csv or .parquet"):
         download_eunomia("Mine", tmp_path / "d3", url=str(empty), sha256=digest(empty))
     assert sorted(p.name for p in (tmp_path / "d3").iterdir()) == ["empty.zip"]
+
+
+# -- local samples: where they are, and their recorded digests -------------------------------
+def test_local_samples_dir_reads_the_variable_then_the_clone(tmp_path, monkeypatch):
+    monkeypatch.setenv("EHRSEQ_SHARED_DATA", str(tmp_path / "samples"))
+    assert local_samples_dir() == tmp_path / "samples"  # as given, even when missing
+    assert local_sample("eunomia_gibleed") is None
+    (tmp_path / "samples" / "eunomia_gibleed").mkdir(parents=True)
+    assert local_sample("eunomia_gibleed") == tmp_path / "samples" / "eunomia_gibleed"
+    monkeypatch.delenv("EHRSEQ_SHARED_DATA")
+    beside = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    assert local_samples_dir() == (beside if beside.is_dir() else None)
+
+
+@pytest.fixture
+def tiny_sample(tmp_path, monkeypatch) -> Path:
+    """A two-table sample with its digests recorded under the name "tiny"."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "person.csv").write_text(PERSON)
+    (folder / "observation_period.csv").write_text(OBSERVATION_PERIOD)
+    (folder / "SOURCE.md").write_text("not recorded, ignored")
+    manifest = "".join(
+        f"{digest(folder / f)}  {f}\n" for f in ("person.csv", "observation_period.csv")
+    )
+    monkeypatch.setitem(LOCAL_SAMPLES, "tiny", LocalSample("tiny", "a test", manifest))
+    return folder
+
+
+def test_verify_local_sample_names_the_file_that_differs(tiny_sample, tmp_path):
+    assert verify_local_sample(tiny_sample, "tiny") == ["observation_period.csv", "person.csv"]
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_sample, bad)
+    (bad / "person.csv").write_text(PERSON.replace("1950", "1951"))
+    with pytest.raises(ChecksumError, match=r"sha256 mismatch for .*bad/person\.csv") as info:
+        verify_local_sample(bad, "tiny")
+    assert digest(tiny_sample / "person.csv") in str(info.value)
+    (bad / "person.csv").unlink()
+    with pytest.raises(ChecksumError, match=r"bad/person\.csv is missing"):
+        verify_local_sample(bad, "tiny")
+    shutil.copy(tiny_sample / "person.csv", bad / "person.csv")
+    (bad / "death.csv").write_text("PERSON_ID\n1\n")
+    with pytest.raises(ChecksumError, match=r"death\.csv is not a file of the recorded sample"):
+        verify_local_sample(bad, "tiny")
+    with pytest.raises(ValueError, match="no recorded digests"):
+        verify_local_sample(tiny_sample, "MIMIC")
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip", "tar.gz"])
+def test_install_local_sample_keeps_only_a_verified_copy(kind, tiny_sample, tmp_path):
+    if kind == "folder":
+        source = tiny_sample
+    elif kind == "zip":
+        source = Path(shutil.make_archive(str(tmp_path / "tiny"), "zip", tmp_path, "tiny"))
+    else:
+        source = tmp_path / "tiny.tar.gz"
+        with tarfile.open(source, "w:gz") as tf:
+            tf.add(tiny_sample, arcname="tiny")
+    folder = install_local_sample(source, tmp_path / "dest", "tiny")
+    assert folder == tmp_path / "dest" / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "SOURCE.md",
+        "observation_period.csv",
+        "person.csv",
+    ]
+    assert install_local_sample(source, tmp_path / "dest", "tiny") == folder  # verified again
+
+
+def test_install_local_sample_refuses_a_changed_copy_and_keeps_nothing(tiny_sample, tmp_path):
+    (tiny_sample / "observation_period.csv").write_text(
+        OBSERVATION_PERIOD + "3,3,2001-01-01,2002-01-01\n"
+    )
+    archive = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in tiny_sample.iterdir():
+            zf.write(p, f"tiny/{p.name}")
+    dest = tmp_path / "dest"
+    with pytest.raises(ChecksumError, match=r"observation_period\.csv"):
+        install_local_sample(archive, dest, "tiny")
+    assert list(dest.iterdir()) == []  # no folder, no staging left
+    with pytest.raises(FileNotFoundError):
+        install_local_sample(tmp_path / "nothing.zip", dest, "tiny")
+    not_archive = tmp_path / "notes.txt"
+    not_archive.write_text("hello")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        install_local_sample(not_archive, dest, "tiny")
+
+
+def test_gibleed_digests_are_recorded_and_match_the_local_copy():
+    files = LOCAL_SAMPLES["eunomia_gibleed"].files
+    assert len(files) == 38 and "person.parquet" in files and "LICENSE.txt" in files
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in files.values())
+    folder = local_sample("eunomia_gibleed")
+    if folder is None:
+        pytest.skip("the local GiBleed sample is absent")
+    assert verify_local_sample(folder) == sorted(files)

@@ -1,20 +1,34 @@
-"""Fetch the public OHDSI Eunomia OMOP CDM samples, verify them, and unpack their CSV tables.
+"""Fetch the public OHDSI Eunomia OMOP CDM samples, verify them, and unpack their tables; find
+and verify the local copies of the samples the tests and chapters read.
 
-The book never ships data: a reader runs :func:`download_eunomia` once and points
-:func:`ehrseq.data.omop.load_omop` at the folder it returns. The archives are the zip files of
-CSV tables published in https://github.com/OHDSI/EunomiaDatasets (``datasets/<name>/
+**Downloads.** The book never ships data: a reader runs :func:`download_eunomia` once and
+points :func:`ehrseq.data.omop.load_omop` at the folder it returns. The archives are the zip
+files of CSV tables published in https://github.com/OHDSI/EunomiaDatasets (``datasets/<name>/
 <name>_<cdm version>.zip``, the same files the Eunomia R package downloads).
 
 Every download is checked against a SHA-256 digest before it is kept. The registry below
-leaves the digests *unknown* (``None``) on purpose: nobody has yet recorded them from a
-verified download, and a guessed hash would be worse than none. With no digest the file is
-kept, its digest is printed, and a warning says it is unverified; pass ``sha256=`` (or fill
-the registry) to pin it.
+leaves the archives' digests *unknown* (``None``) on purpose: nobody has yet recorded them
+from a verified download (the machines that built this library cannot reach the internet),
+and a guessed hash would be worse than none. With no digest the file is kept, its digest is
+printed, and a warning says it is unverified; pass ``sha256=`` (or fill the registry) to pin
+it.
+
+**Local samples.** The tests and chapters 3 and 11 read converted copies of the samples, one
+parquet file per table, from :func:`local_samples_dir` (``EHRSEQ_SHARED_DATA``, or
+``shared/data`` beside the clone). For GiBleed the digest of every converted file is recorded
+(:data:`LOCAL_SAMPLES`, copied from the sample's ``SOURCE.md``): :func:`verify_local_sample`
+checks a folder of them file by file, and :func:`install_local_sample` unpacks a copy a
+reader was given (a folder, a zip or a tar archive) and keeps it only when every recorded
+file matches. These digests pin *that conversion* (DuckDB file of OHDSI/Eunomia, exported
+to parquet and retyped); they say nothing about the CSV archive that
+:func:`download_eunomia` fetches, whose bytes and even column types differ.
 
 Example::
 
     folder = download_eunomia("GiBleed", "data/eunomia")       # prints the digest, warns
     data = ehrseq.data.omop.load_omop(folder)
+
+    folder = install_local_sample("eunomia_gibleed.zip", "data")  # verified, or an error
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
@@ -33,10 +48,16 @@ from pathlib import Path
 __all__ = [
     "EUNOMIA_BASE_URL",
     "EUNOMIA_DATASETS",
+    "LOCAL_SAMPLES",
     "ChecksumError",
     "EunomiaDataset",
+    "LocalSample",
     "download_eunomia",
+    "install_local_sample",
+    "local_sample",
+    "local_samples_dir",
     "sha256_file",
+    "verify_local_sample",
 ]
 
 EUNOMIA_BASE_URL = "https://raw.githubusercontent.com/OHDSI/EunomiaDatasets/main/datasets"
@@ -81,7 +102,7 @@ EUNOMIA_DATASETS: dict[str, EunomiaDataset] = {
 
 
 class ChecksumError(ValueError):
-    """A downloaded file's SHA-256 digest differs from the expected one."""
+    """A file's SHA-256 digest differs from the expected one (or a recorded file is missing)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -148,32 +169,59 @@ def _verify(name: str, got: str, expected: str | None, what: str) -> None:
         )
 
 
-def _extract(archive: Path, folder: Path) -> None:
-    """Unpack the table files of ``archive`` flat into ``folder`` (atomically)."""
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile as err:
-        raise ValueError(f"{archive} is not a zip archive: {err}") from err
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        with zf:
+def _members(source: Path):
+    """``(base name, open)`` of every file of a folder, a zip or a tar archive, flattened:
+    folders inside, ``__MACOSX`` entries and hidden files dropped.
+
+    Raises:
+        ValueError: ``source`` is none of these, a zip member is corrupt, or two members
+            flatten to one name.
+    """
+    seen: dict[str, str] = {}
+
+    def keep(path: str) -> str | None:
+        parts = Path(path).parts
+        base = parts[-1] if parts else ""
+        if "__MACOSX" in parts or base.startswith(".") or not base:
+            return None
+        if base.lower() in seen:
+            raise ValueError(f"{source}: {path!r} and {seen[base.lower()]!r} flatten to one file")
+        seen[base.lower()] = path
+        return base
+
+    if source.is_dir():
+        for p in sorted(source.iterdir()):
+            if p.is_file() and (base := keep(p.name)):
+                yield base, lambda p=p: open(p, "rb")
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
             bad = zf.testzip()
             if bad is not None:
-                raise ValueError(f"{archive}: member {bad!r} is corrupt")
-            seen: dict[str, str] = {}
+                raise ValueError(f"{source}: member {bad!r} is corrupt")
             for info in zf.infolist():
-                parts = Path(info.filename).parts
-                base = parts[-1] if parts else ""
-                if info.is_dir() or "__MACOSX" in parts or base.startswith(".") or not base:
-                    continue
-                key = base.lower()
-                if key in seen:
-                    raise ValueError(
-                        f"{archive}: {info.filename!r} and {seen[key]!r} flatten to one file"
-                    )
-                seen[key] = info.filename
-                with zf.open(info) as src, open(tmp / base, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
+                if not info.is_dir() and (base := keep(info.filename)):
+                    yield base, lambda info=info: zf.open(info)
+    elif tarfile.is_tarfile(source):
+        with tarfile.open(source) as tf:
+            for member in tf.getmembers():
+                if member.isfile() and (base := keep(member.name)):
+                    yield base, lambda member=member: tf.extractfile(member)
+    else:
+        raise ValueError(f"{source} is not a zip archive (nor a tar archive or a folder)")
+
+
+def _extract(archive: Path, folder: Path) -> None:
+    """Unpack the files of ``archive`` (a zip or tar archive, or a folder) flat into
+    ``folder``, atomically: written to a temporary folder beside it, then renamed.
+
+    Raises:
+        ValueError: see :func:`_members`, or no ``.csv`` or ``.parquet`` table inside.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for base, open_member in _members(archive):
+            with open_member() as src, open(tmp / base, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
         tables = [p for p in tmp.iterdir() if p.name.lower().endswith((".csv", ".parquet"))]
         if not tables:
             raise ValueError(f"{archive}: no .csv or .parquet table files inside")
@@ -258,4 +306,220 @@ def download_eunomia(
     if not extract:
         return archive
     _extract(archive, folder)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Local copies of the samples (converted to parquet)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalSample:
+    """A converted sample whose files' digests are recorded.
+
+    Attributes:
+        name: the folder name under :func:`local_samples_dir`, e.g. ``"eunomia_gibleed"``.
+        origin: where the bytes came from and how they were made.
+        manifest: ``sha256sum`` lines, ``<sha256>  <file>``: ``sha256sum -c`` reads them too.
+    """
+
+    name: str
+    origin: str
+    manifest: str
+
+    @property
+    def files(self) -> dict[str, str]:
+        """``{file name: sha256}`` of the manifest."""
+        lines = (line.split() for line in self.manifest.splitlines() if line.strip())
+        return {file: digest for digest, file in lines}
+
+
+#: Converted samples with recorded digests, by folder name. GiBleed's digests are those of
+#: ``shared/data/eunomia_gibleed/SOURCE.md`` (which also gives the rows and bytes per file).
+LOCAL_SAMPLES: dict[str, LocalSample] = {
+    "eunomia_gibleed": LocalSample(
+        "eunomia_gibleed",
+        "OHDSI/Eunomia commit 295140996a80db2c69a7f5f5b72ff9f3943b6b65, "
+        "EunomiaCdms/duckdb/cdm.duckdb.tar.xz (git blob 861932d4c7899ec4c1f7a224001eb87a75c9cb59), "
+        "every table exported to parquet with duckdb 0.4.0, lower-case columns, OMOP types",
+        """
+c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4  LICENSE.txt
+be787be6da2cec350dbae07a728d42cabe217a392feb5a70c06697f140761d40  care_site.parquet
+bfdefd64dfcd2f24fb5b81756bcf6c594d52dc6fa075131f5150f4f491f9ff9d  cdm_source.parquet
+533031174d0346d5ec925190cb492d691bac39e9bbc3da5211edf584b42555de  cohort.parquet
+4ad73f94740f9d1321cf83e539941f00a1309c8aa5ac4b12da31f376345538ee  cohort_attribute.parquet
+3454a732e7dc66ad862441003d782590850cb3caa3aaa1a9738d9b3bc9e5a5d2  concept.parquet
+ce1be0f6568423e3e152169a90826e620484d24b858d8f0bf649adcd87c3aba8  concept_ancestor.parquet
+ce36682670f8146b53ca94470f0051d88bdd083d70be3c4c4686c2bc0b7bd24e  concept_class.parquet
+d41897a6d7a897861bdb7b44e7b6e38e4ce908feb386da15d9c99d8d60109273  concept_relationship.parquet
+96f5e5547f54823e5e0ac3433af0b99d162cd315b8c4db727211870f7bb26052  concept_synonym.parquet
+3c33fe8c09bb42e75a837463e7d3e9e5844a91293f811ae8d2b4e8c0703b5ae9  condition_era.parquet
+33857205a7b6a81467ffe8f8432a95f6a36ee64e70ecf6626b44eceeb41bc6d2  condition_occurrence.parquet
+48952d3f04fa1512fb5001539b8ba652b32b8fb713fbcdae7314e612ca40417d  cost.parquet
+fd2e4c6970c4573a53ca62672027434152eb85981ed2db35f9e6a1c734142973  death.parquet
+b86a05a91a44639676e05854d26c49fb559711a54c752f1525d3b672c1924aac  device_exposure.parquet
+fa25e37c18cdfa052bfe368bcb0b2b0b4798a1a91f129c51ea3d8ea9971cd3b8  domain.parquet
+279730b3ffd55512502afa49f92ae34197827f8334a9aa6361e3ba09637db1a9  dose_era.parquet
+2d5da51a074bf0ef1f97ae6735ed0e1ecb58ca873d403f76f59e2e71cd3f5310  drug_era.parquet
+78ae3b21b96714e8ab1e793166ab729655f9752952260d5461783826450e5208  drug_exposure.parquet
+1b4f92590cc4b1a2e90dccdcc4a21b04a14f8ca7df472aa35c7016ee7ff23e25  drug_strength.parquet
+d166a6988a78610e7587f88072afb6cf242e463f8d5382cf27289466412e8e85  fact_relationship.parquet
+4e7974d5485e733fdc8b9be53167ea30126765141b26d5ed72c97e939010bc6b  location.parquet
+859c04f8dd6aa73484cb838782ce6490e3e1e62ea813b501be8ae869101530c5  measurement.parquet
+d28e480074db3341bfb4bec6680177919b30965b6fd4b9e266d82052e276781e  metadata.parquet
+20297dedc1c94e6b5db36cc2662bf5c7490b48085e5a02e8a466603613dfc8e4  note.parquet
+55c822a4c9dcfa218a2c4a9c31fcdbe01086cd0df0c7fca6589f4369580e9fe4  note_nlp.parquet
+36d909ceb3074ee1b9b1ded275749ca92dce9c2d97602dd76772f603e8d33037  observation.parquet
+57ad46336a9335ac7b9b17c85f803bdb1cb85f68a011aacbf8aa53c63590c5cb  observation_period.parquet
+88ed0b4ae1e41d3362aee3518b6551f0c611492b7a7f53f8a4850d720671ada9  payer_plan_period.parquet
+da0342d78c86c9c7f024e99252d14c83f018c0149dc90287f356c270520e35cd  person.parquet
+6f26e489692f33339261bb5bb8e96b9f70ca0d590a4aa2bfcad60e744f86afc2  procedure_occurrence.parquet
+aa08e2145aec8f3416b148d56c20ab130da9d711556615dbaa389a59eff5f881  provider.parquet
+6342907264f4ed9825dda4d4d257c57f4483b77b47d015e1654f179ab3b9a005  relationship.parquet
+2d3a4c5a76fa8679305c0936be6b710b361a5795bef5485b8ad990329a489117  source_to_concept_map.parquet
+342faf3a3e157bbc1dd0275f8e781ff67bccc6197a5c88d9b5d34409aa157e17  specimen.parquet
+f2a5e07d78ff8c7deb614328ff9f8aa74ca35474f24ca6bc47c4c11dd4f452f3  visit_detail.parquet
+650d759a2a0e5ba98cc04056f73e5bca3150619a200f42978821112176f0cdd8  visit_occurrence.parquet
+e3e221ee2a719626b3730f0c86d931803efbea2dcc0cc39e08cf5c104e4ca226  vocabulary.parquet
+""",
+    ),
+}
+
+
+def local_samples_dir() -> Path | None:
+    """The folder of the local OMOP samples (``<folder>/eunomia_gibleed/`` and so on).
+
+    ``EHRSEQ_SHARED_DATA`` when set (returned as given, so that a wrong path shows up as a
+    missing sample rather than as another folder); else ``shared/data`` beside the root of
+    the clone this library is imported from (the folder holding ``pyproject.toml`` and
+    ``lib/``), when that folder exists; else ``None`` (an installed copy, a fresh clone).
+    Tests skip, and chapters fall back to the synthetic cohort, when it is ``None``.
+    """
+    from ehrseq.config import env
+
+    folder = env("EHRSEQ_SHARED_DATA")
+    if folder:
+        return Path(folder).expanduser()
+    root = Path(__file__).resolve().parents[3]  # lib/ehrseq/data/download.py -> the clone
+    shared = root.parent / "shared" / "data"
+    if (root / "pyproject.toml").is_file() and shared.is_dir():
+        return shared
+    return None
+
+
+def local_sample(name: str) -> Path | None:
+    """``local_samples_dir() / name`` when that folder exists, else ``None``.
+
+    Args:
+        name: a sample folder: ``"eunomia_gibleed"``, ``"eunomia_synthea27nj"``,
+            ``"synpuf_50"``.
+    """
+    root = local_samples_dir()
+    folder = root / name if root is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def _sample(name: str) -> LocalSample:
+    if name not in LOCAL_SAMPLES:
+        raise ValueError(
+            f"no recorded digests for sample {name!r}; recorded: {sorted(LOCAL_SAMPLES)}"
+        )
+    return LOCAL_SAMPLES[name]
+
+
+def verify_local_sample(folder: str | Path, name: str = "eunomia_gibleed") -> list[str]:
+    """Check every recorded file of a converted sample against its SHA-256.
+
+    Every file of the manifest must be in ``folder`` with its digest; a table file
+    (``.parquet`` or ``.csv``) that the manifest does not list is refused too, since
+    :func:`~ehrseq.data.omop.load_omop` would read it. Other files (``SOURCE.md``) are
+    ignored.
+
+    Args:
+        folder: the sample's folder.
+        name: a key of :data:`LOCAL_SAMPLES`.
+
+    Returns:
+        the verified file names, sorted.
+
+    Raises:
+        ValueError: ``name`` has no recorded digests, or ``folder`` is not a folder.
+        ChecksumError: (a ``ValueError``) naming the first file that is missing, unexpected
+            or has another digest, with the expected and actual digests.
+    """
+    sample = _sample(name)
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    expected = sample.files
+    present = {p.name: p for p in folder.iterdir() if p.is_file()}
+    missing = sorted(set(expected) - set(present))
+    if missing:
+        raise ChecksumError(
+            f"{name}: {folder / missing[0]} is missing ({len(missing)} recorded file(s) "
+            f"missing: {missing[:5]})"
+        )
+    extra = sorted(
+        f for f in present if f not in expected and f.lower().endswith((".parquet", ".csv"))
+    )
+    if extra:
+        raise ChecksumError(f"{name}: {folder / extra[0]} is not a file of the recorded sample")
+    for file in sorted(expected):
+        got = sha256_file(present[file])
+        if got != expected[file]:
+            raise ChecksumError(
+                f"{name}: sha256 mismatch for {folder / file}: expected {expected[file]}, got {got}"
+            )
+    return sorted(expected)
+
+
+def install_local_sample(
+    source: str | Path,
+    dest: str | Path,
+    name: str = "eunomia_gibleed",
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Unpack a copy of a converted sample that a reader was given, verify every file, and
+    keep it as ``dest/<name>/`` only if all match.
+
+    Nothing is downloaded. ``source`` is the sample's folder, or a zip or tar archive
+    (``.tar``, ``.tar.gz``, ``.tar.xz``...) of it, with the files at the top or inside one
+    folder. The files are unpacked into a temporary folder beside ``dest/<name>``, checked
+    with :func:`verify_local_sample`, and only then moved into place, so a mismatch leaves
+    nothing behind.
+
+    Args:
+        source: a folder or an archive.
+        dest: the parent folder (created if needed); point ``EHRSEQ_SHARED_DATA`` at it.
+        name: a key of :data:`LOCAL_SAMPLES`.
+        overwrite: replace an existing ``dest/<name>/`` (else it is verified and returned).
+
+    Returns:
+        ``dest/<name>``.
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: an unknown ``name``, or ``source`` neither a folder nor an archive.
+        ChecksumError: (a ``ValueError``) naming the first file that is missing, unexpected
+            or has another digest.
+    """
+    _sample(name)
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise FileNotFoundError(f"no sample folder or archive at {source}")
+    dest = Path(dest).expanduser()
+    dest.mkdir(parents=True, exist_ok=True)
+    folder = dest / name
+    if folder.is_dir() and not overwrite:
+        verify_local_sample(folder, name)
+        return folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=dest)) / name
+    try:
+        _extract(source, staging)
+        verify_local_sample(staging, name)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging.parent)
     return folder
