@@ -59,22 +59,24 @@ from IPython.display import Markdown, display
 from lifelines import KaplanMeierFitter
 
 import ehrseq
+from ehrseq.baselines import horizon_labels
 from ehrseq.book import keep, keep_table, record_comparisons
 from ehrseq.cli import build_parser
 from ehrseq.cli.cohort import CliError, CohortSpec, build_cohort
 from ehrseq.cli.inputs import descendants_of, read_input
 from ehrseq.cli.pipeline import resolve_config
 from ehrseq.cli.steps import (
+    COMPARISONS,
     baseline_curves,
     build_task,
     evaluate_models,
     finetune_survival,
-    lasso_logistic,
     pretrain_encoder,
     survival_protocol,
     task_frame,
 )
-from ehrseq.config import env, for_profile, format_config
+from ehrseq.config import for_profile, format_config
+from ehrseq.data.download import local_sample
 from ehrseq.data.omop import open_cdm
 from ehrseq.evaluate import format_table
 from ehrseq.plotting import apply_style
@@ -125,22 +127,13 @@ work = Path(tempfile.mkdtemp(prefix="ehrseq_ch11_"))  # the cohort file, the fal
 # ## Data
 # ### The export
 # The public samples live outside the repository (`EHRSEQ_SHARED_DATA`, or `shared/data`
-# beside it), as the tests find them. A fresh clone does not have them; then this chapter
-# runs the same pipeline on the synthetic cohort written out as an OMOP export, and says
-# so in every place where it matters.
-
+# beside it), where the tests find them too (`ehrseq.data.download.local_sample`). A fresh
+# clone does not have them; then this chapter runs the same pipeline on the synthetic
+# cohort written out as an OMOP export, and says so in every place where it matters.
 
 # %%
-def repo_root(start: Path) -> Path:
-    """The first folder at or above ``start`` with a ``pyproject.toml``."""
-    roots = (p for p in (start, *start.parents) if (p / "pyproject.toml").exists())
-    return next(roots, start)
-
-
-shared = env("EHRSEQ_SHARED_DATA")
-shared = Path(shared) if shared else repo_root(Path.cwd()).parent / "shared" / "data"
-gibleed_dir = shared / "eunomia_gibleed"
-real = (gibleed_dir / "person.parquet").exists()
+gibleed_dir = local_sample("eunomia_gibleed")  # None when absent
+real = gibleed_dir is not None and (gibleed_dir / "person.parquet").exists()
 if real:
     export = gibleed_dir
     study = {
@@ -444,12 +437,12 @@ runs.histories[0]
 # artefact was already there) and fine-tuning {glue:text}`finetune_seconds:.1f` s over
 # {glue:text}`finetune_epochs` epochs, on the machine that built this page.
 #
-# **Stage `baselines`**, and the logistic model beside it (`ehrseq run` does not fit it
-# yet: the chapter adds it, on the same bag of codes and the same split).
+# **Stage `baselines`.** Kaplan-Meier, the Cox model and the L1 logistic regression
+# (`ehrseq.baselines.lasso_logistic`), on the same bag of codes and the same split.
 
 # %%
-curves, cox, n_cox_warnings = baseline_curves(task, run_cfg)
-lasso = lasso_logistic(task)
+fits = baseline_curves(task, run_cfg)
+curves, cox, lasso = fits.curves, fits.cox, fits.lasso
 keep("cox_features", cox.n_parameters)
 keep("lasso_C", lasso.C)
 keep("lasso_nonzero", len(lasso.coef))
@@ -466,6 +459,8 @@ survs = {
 for name, surv in survs.items():
     assert surv.shape == (len(test), run_cfg.n_bins), name
 assert np.allclose(1.0 - lasso.surv[:, -1], lasso.risk)  # its risk at the horizon is p
+_, labelled = horizon_labels(task.frame("train"), task.cuts[-1])
+assert lasso.n_train == labelled.sum() and lasso.n_unlabelled == (~labelled).sum()
 
 # %% [markdown]
 # ```{glue:} lasso_grid
@@ -501,11 +496,7 @@ top.set_axis([str(names[c])[:60] for c in top.index]).to_frame().round(3)
 
 # %%
 protocol = survival_protocol(task_frame(task), task.cuts, run_cfg)
-pairs = {
-    "behrt_vs_cox": ("BEHRT survival", "Cox, bag of codes"),
-    "behrt_vs_lasso": ("BEHRT survival", "L1 logistic"),
-    "lasso_vs_cox": ("L1 logistic", "Cox, bag of codes"),
-}
+pairs = COMPARISONS  # the pairs ehrseq run compares: BEHRT - Cox, BEHRT - L1, L1 - Cox
 metrics, compared, calibration = evaluate_models(
     protocol, survs, pairs=list(pairs.values()), calibrated=list(survs)[:3]
 )
@@ -599,8 +590,8 @@ plt.show()
 # its codes.
 
 # %%
-synpuf_dir = shared / "synpuf_50"
-if real and (synpuf_dir / "person.parquet").exists():
+synpuf_dir = local_sample("synpuf_50")
+if real and synpuf_dir is not None and (synpuf_dir / "person.parquet").exists():
     synpuf = read_input(synpuf_dir)
     _, coverage = task.vocab.encode(synpuf.events)
     known_share = coverage["exact"] / max(coverage["tokens"] - coverage["special"], 1)
@@ -636,11 +627,10 @@ keep("synpuf_text", Markdown(synpuf_text))
 # {glue:md}`synpuf_text`
 #
 # ### The command that reproduces this chapter
-# Every stage above is a stage of `ehrseq run`, with the same settings; only the L1
-# logistic regression is this chapter's own. With the cohort file above saved under the
-# name the command gives, this prints the same BEHRT, Cox and Kaplan-Meier numbers on a
-# CPU (the test suite checks that the functions called here and the command's stages
-# agree):
+# Every stage above is a stage of `ehrseq run`, with the same settings and the same paired
+# comparisons. With the cohort file above saved under the name the command gives, this
+# prints the same BEHRT, Cox, L1 logistic and Kaplan-Meier numbers on a CPU (the test
+# suite checks that the functions called here and the command's stages agree):
 
 # %%
 shown = ["ehrseq", *argv]

@@ -1,4 +1,5 @@
-"""Non-sequence baselines: features line up with the task, slopes equal numpy's, Cox curves."""
+"""Non-sequence baselines: features line up with the task, slopes equal numpy's, Cox curves,
+and the L1 logistic regression equals scikit-learn's on the same features."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from ehrseq.baselines import (
     _last3_slopes,
     bag_of_codes,
     engineered_features,
+    horizon_labels,
+    lasso_logistic,
 )
 from ehrseq.data.task import TaskConfig, prepare_survival_task
 
@@ -123,3 +126,82 @@ def test_bag_of_codes_reads_the_task_s_person_table(task):
     np.testing.assert_array_equal(bag_of_codes(own, "test")["male"].to_numpy(), male)
     with pytest.raises(ValueError, match="synthetic cohort"):
         engineered_features(own, "test")
+
+
+# -- the L1 logistic regression of the PatientLevelPrediction design ------------------------
+@pytest.fixture(scope="module")
+def lasso(task):
+    return lasso_logistic(task, Cs=(0.03, 0.3), seed=0)
+
+
+def test_lasso_labels_leave_out_the_censored_before_the_horizon(task, lasso):
+    """Label 1: the outcome within the horizon; 0: followed to the horizon without it;
+    censored earlier without it: no label, left out of fitting, and counted."""
+    frame = pd.DataFrame({"duration": [10.0, 10.0, 100.0, 30.0], "event": [1, 0, 0, 0]})
+    label, known = horizon_labels(frame, horizon=100.0)
+    assert label.tolist() == [1, 0, 0, 0] and known.tolist() == [True, False, True, False]
+    train = task.frame("train")
+    followed = train["duration"].to_numpy() >= task.cuts[-1] - 1e-9
+    censored_early = (train["event"].to_numpy() == 0) & ~followed
+    assert censored_early.sum() > 20  # the test has people to leave out
+    assert lasso.n_unlabelled == censored_early.sum()
+    assert lasso.n_train + lasso.n_unlabelled == len(train)
+
+
+def test_lasso_equals_scikit_learn_on_the_same_features(task, lasso):
+    """The same coefficients as scikit-learn's L1 logistic regression fitted by hand on the
+    standardised bag of codes of the labelled training persons only (and not on all)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = bag_of_codes(task, "train")
+    x = x.fillna(x.mean())  # an unknown age: the training mean
+    x = x.loc[:, (x != 0).any()]  # min_share=0: every feature some training person has
+    z = ((x - x.mean()) / x.std().replace(0.0, 1.0)).to_numpy()
+    train = task.frame("train")
+    y = train["event"].to_numpy()
+    known = (y == 1) | (train["duration"].to_numpy() >= task.cuts[-1] - 1e-9)
+    rng = np.random.RandomState(0)  # lasso_logistic's seed stream: one draw per C in turn
+    for C in (0.03, 0.3):
+        ref = LogisticRegression(
+            l1_ratio=1.0, C=C, solver="liblinear", max_iter=1000, random_state=rng
+        ).fit(z[known], y[known])
+        if C == lasso.C:
+            want = pd.Series(ref.coef_[0], index=x.columns)
+            want = want[want != 0]
+            assert set(lasso.coef.index) == set(want.index)
+            np.testing.assert_allclose(lasso.coef[want.index], want, rtol=1e-9, atol=1e-12)
+            everyone = LogisticRegression(
+                l1_ratio=1.0, C=C, solver="liblinear", max_iter=1000, random_state=0
+            ).fit(z, y)  # the censored-early persons taken as label 0: another model
+            assert not np.allclose(everyone.coef_[0], ref.coef_[0], atol=1e-3)
+    assert lasso.n_features == x.shape[1]
+    grid = lasso.grid.set_index("C")
+    assert list(grid.index) == [0.03, 0.3] and grid.loc[lasso.C, "non-zero"] == len(lasso.coef)
+    assert grid.loc[lasso.C, "val AUROC"] == grid["val AUROC"].max()
+
+
+def test_lasso_curve_reaches_p_at_the_horizon(task, lasso):
+    """The curve follows the training Kaplan-Meier incidence and its risk at the horizon is
+    the logistic probability p."""
+    from lifelines import KaplanMeierFitter
+
+    test, train = task.frame("test"), task.frame("train")
+    assert lasso.surv.shape == (len(test), task.config.n_bins)
+    np.testing.assert_allclose(1.0 - lasso.surv[:, -1], lasso.risk, rtol=1e-12)
+    assert (np.diff(lasso.surv, axis=1) <= 1e-12).all()  # curves never rise
+    km = KaplanMeierFitter().fit(train["duration"], train["event"])
+    f = 1.0 - km.survival_function_at_times(task.cuts[1:]).to_numpy()
+    np.testing.assert_allclose(1.0 - lasso.surv, lasso.risk[:, None] * f / f[-1], atol=1e-12)
+    # the same seed gives the same model
+    again = lasso_logistic(task, Cs=(0.03, 0.3), seed=0)
+    np.testing.assert_array_equal(again.risk, lasso.risk)
+
+
+def test_lasso_refuses_one_class_and_empty_grid(task):
+    import dataclasses
+
+    no_events = dataclasses.replace(task, labels=task.labels.assign(event=0))
+    with pytest.raises(ValueError, match="both binary labels"):
+        lasso_logistic(no_events)
+    with pytest.raises(ValueError, match="Cs is empty"):
+        lasso_logistic(task, Cs=())

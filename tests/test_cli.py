@@ -4,7 +4,6 @@ GiBleed sample where present, and bad input that must end in one line and a non-
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,8 @@ import torch
 
 from ehrseq.cli import main
 from ehrseq.cli.cohort import CliError, ConceptSet
+from ehrseq.cli.steps import COMPARISONS
+from ehrseq.data.download import local_sample
 from ehrseq.data.meds import LABEL_CORE_COLUMNS, read_survival_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -251,7 +252,18 @@ def test_run_writes_report_and_metrics_and_resumes_from_cache(omop, tmp_path, ca
     for heading in ("Metrics", "Cohort attrition", "Load report"):
         assert f"<h2>{heading}</h2>" in report
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["models"]) == {"BEHRT survival", "Cox, bag of codes", "Kaplan-Meier"}
+    assert set(metrics["models"]) == {
+        "BEHRT survival",
+        "Cox, bag of codes",
+        "L1 logistic",
+        "Kaplan-Meier",
+    }
+    pairs = {row["comparison"] for row in metrics["paired_differences"]}
+    assert pairs == {f"{a} - {b}" for a, b in COMPARISONS.values()}
+    lasso = metrics["baselines"]["L1 logistic"]
+    assert lasso["train_labelled"] + lasso["train_unlabelled"] > 0
+    assert 0 < lasso["non_zero"] <= lasso["features"]
+    assert "<h2>Baselines</h2>" in report and "L1 logistic regression" in report
     c = metrics["models"]["Cox, bag of codes"]["Harrell C"]
     assert c["lower"] <= c["estimate"] <= c["upper"]
     stages = lambda: json.loads((out / "stages.json").read_text())["status"]  # noqa: E731
@@ -305,14 +317,11 @@ def test_loss_figure_counts_whole_epochs():
 
 
 # -- the GiBleed sample ------------------------------------------------------------------------
-# not `from conftest import ...`: make test runs tests/ and notebooks/ together, and the
-# name `conftest` may then be notebooks/conftest.py
-SHARED = Path(os.environ.get("EHRSEQ_SHARED_DATA") or Path(__file__).parents[2] / "shared" / "data")
-GIBLEED = SHARED / "eunomia_gibleed"
+GIBLEED = local_sample("eunomia_gibleed")  # None when absent
 
 
 @pytest.mark.shared_data
-@pytest.mark.skipif(not GIBLEED.is_dir(), reason="shared OMOP samples absent")
+@pytest.mark.skipif(GIBLEED is None, reason="shared OMOP samples absent")
 def test_gibleed_new_users_of_nsaids_to_gi_bleeding(tmp_path, capsys):
     cohort = tmp_path / "gibleed.toml"
     cohort.write_text(
@@ -359,9 +368,16 @@ def test_steps_compute_what_run_writes(omop, tmp_path):
     assert all(torch.equal(state[k], saved[k]) for k in saved)
     runs = steps.finetune_survival(task, cfg, state, device="cpu")
     np.testing.assert_allclose(runs.survs[0], np.load(out / "finetune" / "surv_test.npy"))
-    curves, _, _ = steps.baseline_curves(task, cfg)
-    np.testing.assert_allclose(curves["Cox, bag of codes"], np.load(out / "baselines" / "cox.npy"))
-    np.testing.assert_allclose(curves["Kaplan-Meier"], np.load(out / "baselines" / "km.npy"))
+    fits = steps.baseline_curves(task, cfg)
+    curves = fits.curves
+    for name, file in (
+        ("Cox, bag of codes", "cox"),
+        ("L1 logistic", "lasso"),
+        ("Kaplan-Meier", "km"),
+    ):
+        np.testing.assert_allclose(curves[name], np.load(out / "baselines" / f"{file}.npy"))
+    lasso = json.loads((out / "baselines" / "lasso.json").read_text())
+    assert lasso["C"] == fits.lasso.C and lasso["non_zero"] == len(fits.lasso.coef)
 
     protocol = steps.survival_protocol(frame, task.cuts, cfg)
     metrics, compare, _ = steps.evaluate_models(
@@ -375,25 +391,3 @@ def test_steps_compute_what_run_writes(omop, tmp_path):
     )
     with pytest.raises(ValueError, match="no curves for"):
         steps.evaluate_models(protocol, curves)  # BEHRT's curves missing
-
-    # the L1 logistic regression of the PatientLevelPrediction design
-    lasso = steps.lasso_logistic(task, Cs=(0.05, 0.5))
-    test = task.frame("test")
-    assert lasso.surv.shape == (len(test), cfg.n_bins)
-    np.testing.assert_allclose(1.0 - lasso.surv[:, -1], lasso.risk)  # p at the horizon
-    assert (np.diff(lasso.surv, axis=1) <= 1e-12).all()  # curves never rise
-    assert lasso.C in (0.05, 0.5) and list(lasso.grid["C"]) == [0.05, 0.5]
-    chosen = lasso.grid.set_index("C").loc[lasso.C]
-    assert chosen["non-zero"] == len(lasso.coef) and (lasso.coef != 0).all()
-    assert len(lasso.coef) <= lasso.n_features
-    train = task.frame("train")
-    known = (train["event"] == 1) | (train["duration"] >= task.cuts[-1] - 1e-9)
-    assert lasso.n_train == int(known.sum()) < len(train)  # early leavers have no label
-    metrics = protocol.evaluate("L1 logistic", [lasso.surv])
-    assert 0.0 <= metrics["Harrell C"] <= 1.0
-
-    import dataclasses
-
-    no_events = dataclasses.replace(task, labels=task.labels.assign(event=0))
-    with pytest.raises(ValueError, match="both binary labels"):
-        steps.lasso_logistic(no_events)

@@ -1,7 +1,8 @@
-r"""Non-sequence baselines: Cox models on a bag of codes and on engineered features.
+r"""Non-sequence baselines: Cox models on a bag of codes and on engineered features, and the
+L1 logistic regression of the OHDSI PatientLevelPrediction design.
 
 A sequence model earns its place only against the strongest model that ignores order. Two
-such models live here, both ridge-penalised Cox models {cite}`cox1972regression` with
+such models here are ridge-penalised Cox models {cite}`cox1972regression` with
 Breslow's baseline, fitted on the training patients of a :class:`~ehrseq.data.task.SurvivalTask`
 and read at the task's bin edges, so their curves go through the same
 :class:`~ehrseq.evaluate.SurvivalProtocol` as every neural model:
@@ -20,8 +21,13 @@ and read at the task's bin edges, so their curves go through the same
   (``Truth.concept_groups``: the phenotype definitions an analyst would write), never the
   latent hazard.
 
-Used in the chapter "Baselines and architecture decisions" and by
-``benchmarks/bench_signal.py``.
+The third, :func:`lasso_logistic`, is binary: an L1-penalised logistic regression
+{cite}`tibshirani1996regression` for "the outcome within the horizon" on the same bag of codes,
+the model of the OHDSI PatientLevelPrediction design {cite}`reps2018design`, its probability
+turned into a survival curve so that the same protocol scores it.
+
+Used in the chapters "Baselines and architecture decisions" and "Real data: GiBleed", by
+``ehrseq run``'s ``baselines`` stage and by ``benchmarks/bench_signal.py``.
 """
 
 from __future__ import annotations
@@ -38,8 +44,12 @@ from ehrseq.data.vocab import SPECIAL_TOKENS
 __all__ = [
     "FEATURE_BLOCKS",
     "CoxBaseline",
+    "LassoLogistic",
     "bag_of_codes",
+    "bag_of_codes_by_split",
     "engineered_features",
+    "horizon_labels",
+    "lasso_logistic",
     "token_count_features",
 ]
 
@@ -80,6 +90,24 @@ def bag_of_codes(task, split: str) -> pd.DataFrame:
     names = [f"code_{t}" for t in task.vocab.itos[n_special:]]
     out = pd.DataFrame(np.log1p(counts[:, n_special:]), columns=names)
     return pd.concat([out, _age_sex(task, split)], axis=1)
+
+
+def bag_of_codes_by_split(
+    task, splits: Sequence[str] = ("train", "val", "test")
+) -> dict[str, pd.DataFrame]:
+    """:func:`bag_of_codes` of each split, ready for a model: an unknown age (a person without
+    a birth date) is filled with the training persons' mean age, any other gap with 0.
+
+    Args:
+        task: a :class:`~ehrseq.data.task.SurvivalTask`.
+        splits: the splits to return (the training persons' means are used either way).
+
+    Returns:
+        ``{split: features}``, rows in ``task.frame(split)`` order.
+    """
+    bags = {s: bag_of_codes(task, s) for s in dict.fromkeys(("train", *splits))}
+    fill = bags["train"].mean()  # an unknown birth date: the training mean age
+    return {s: bags[s].fillna(fill).fillna(0.0) for s in splits}
 
 
 def token_count_features(task, splits: Sequence[str] = ("train", "val", "test")) -> dict:
@@ -268,3 +296,171 @@ class CoxBaseline:
     @property
     def n_parameters(self) -> int:
         return len(self.model_.params_)
+
+
+def horizon_labels(frame: pd.DataFrame, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """The binary label "the outcome within the horizon" and whether it is known.
+
+    A person has label 1 with the outcome inside the window (``event == 1``; a task's
+    events all fall inside its horizon), label 0 when followed to the horizon without it
+    (``duration >= horizon``), and no label when censored earlier without it: whether the
+    outcome would have come before the horizon is not known.
+
+    Args:
+        frame: ``duration`` and ``event`` per person (:meth:`SurvivalTask.frame`).
+        horizon: the end of the window, in the unit of ``duration``.
+
+    Returns:
+        ``(label, known)``, both ``(n,)``: ``label`` 0/1 (0 where unknown), ``known`` bool.
+    """
+    event = frame["event"].to_numpy(int) == 1
+    known = event | (frame["duration"].to_numpy(float) >= horizon - 1e-9)
+    return event.astype(int), known
+
+
+@dataclass
+class LassoLogistic:
+    """What :func:`lasso_logistic` returns.
+
+    Attributes:
+        surv: test survival curves at the bin edges, ``(n_test, n_bins)``.
+        risk: the predicted probability of the outcome within the horizon, ``(n_test,)``.
+        C: the inverse penalty chosen on the validation persons.
+        grid: per ``C``: non-zero coefficients and the validation AUROC.
+        coef: the chosen model's non-zero coefficients (standardised features), by feature,
+            largest magnitude first.
+        n_train: training persons with a binary label (fitted on).
+        n_unlabelled: training persons left out of fitting: censored before the horizon
+            without the outcome.
+        n_features: the features it chose from.
+    """
+
+    surv: np.ndarray
+    risk: np.ndarray
+    C: float
+    grid: pd.DataFrame
+    coef: pd.Series
+    n_train: int
+    n_unlabelled: int
+    n_features: int
+
+
+def lasso_logistic(
+    task,
+    Cs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+    min_share: float = 0.0,
+    seed: int | None = None,
+) -> LassoLogistic:
+    r"""An L1-penalised logistic regression for the outcome within the horizon, on the bag
+    of codes, as in the OHDSI PatientLevelPrediction design ("LASSO logistic regression").
+
+    **Label.** :func:`horizon_labels`: :math:`y_i = 1` for the outcome within the horizon
+    :math:`t_K`, :math:`y_i = 0` for a person followed to :math:`t_K` without it; a person
+    censored before :math:`t_K` without the outcome has no label and is left out of fitting
+    and of choosing :math:`C` (PatientLevelPrediction's ``requireTimeAtRisk``; counted in
+    :attr:`LassoLogistic.n_unlabelled`).
+
+    **Model.** On the features :math:`x_i` of :func:`bag_of_codes_by_split`, standardised
+    on the training persons (features kept when at least ``min_share`` of them are
+    non-zero), scikit-learn's ``liblinear`` solver minimises (it penalises the intercept
+    too, as the weight of a constant feature)
+
+    .. math::
+
+        \lVert \beta \rVert_1 + |\beta_0| + C \sum_{i:\,\text{known}}
+        \log\bigl(1 + e^{-s_i (\beta^\top x_i + \beta_0)}\bigr),
+        \qquad s_i = 2 y_i - 1,
+        \qquad p_i = \sigma(\beta^\top x_i + \beta_0),
+
+    for each :math:`C` of ``Cs`` and keeps the one with the best validation AUROC
+    (PatientLevelPrediction uses cross-validation instead). The L1 penalty
+    {cite}`tibshirani1996regression` sets many coefficients to zero.
+
+    **Curve.** The protocol scores survival curves, so the probability :math:`p_i` becomes
+    one by spreading it over time like the training Kaplan-Meier incidence :math:`F`:
+
+    .. math::
+
+        \hat S_i(t_k) = 1 - p_i\,\frac{F(t_k)}{F(t_K)}, \qquad F = 1 - \hat S_{KM}.
+
+    Its risk at the horizon is :math:`p_i` itself, so Harrell's C and the AUROC rank the
+    persons as the logistic model does; the IBS and calibration also judge the assumed shape.
+
+    Args:
+        task: a :class:`~ehrseq.data.task.SurvivalTask`.
+        Cs: inverse penalties to try (smaller: sparser).
+        min_share: drop features that fewer training persons have (0 keeps all: the L1
+            penalty selects).
+        seed: seeds the solver (``liblinear`` visits coordinates in a random order, which
+            moves the coefficients in about the fifth decimal and can flip a tiny one to
+            zero): one ``np.random.RandomState(seed)`` hands each fit of the grid its seed
+            in turn, as NumPy's global generator does right after ``np.random.seed(seed)``.
+            ``None`` draws from the global generator (the result then depends on what drew
+            from it before).
+
+    Shapes:
+        ``surv``: ``(n_test, n_bins)``; ``risk``: ``(n_test,)``.
+
+    Raises:
+        ValueError: empty ``Cs``, or no training person with a binary label, or only one
+            class among them.
+
+    Used by chapter 11 ("Real data: GiBleed") and ``ehrseq run`` (stage ``baselines``).
+    """
+    from lifelines import KaplanMeierFitter
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    if len(Cs) == 0:
+        raise ValueError("lasso_logistic: Cs is empty; give at least one inverse penalty")
+    horizon = float(task.cuts[-1])
+    frames = {s: task.frame(s) for s in ("train", "val", "test")}
+    bags = bag_of_codes_by_split(task)
+    x_train, x_val, x_test = bags["train"], bags["val"], bags["test"]
+    share = (x_train != 0).mean(axis=0)
+    columns = list(x_train.columns[share >= max(min_share, 1e-12)])
+    mean, sd = x_train[columns].mean(), x_train[columns].std().replace(0.0, 1.0)
+
+    def z(x: pd.DataFrame) -> np.ndarray:
+        return ((x[columns] - mean) / sd).to_numpy(float)  # (n, n_features)
+
+    y_tr, known_tr = horizon_labels(frames["train"], horizon)
+    y_va, known_va = horizon_labels(frames["val"], horizon)
+    if known_tr.sum() == 0 or len(np.unique(y_tr[known_tr])) < 2:
+        raise ValueError(
+            f"lasso_logistic: the {int(known_tr.sum())} training persons with a binary label "
+            "need both binary labels (the outcome within the horizon, and none)"
+        )
+    # one stream for the whole grid: each fit draws the solver's seed from it in turn
+    rng = np.random.RandomState(seed) if seed is not None else None  # noqa: NPY002
+    rows, fits = [], {}
+    for C in Cs:
+        model = LogisticRegression(
+            l1_ratio=1.0, C=C, solver="liblinear", max_iter=1000, random_state=rng
+        )
+        model.fit(z(x_train)[known_tr], y_tr[known_tr])
+        p_val = model.predict_proba(z(x_val)[known_va])[:, 1]
+        both = len(np.unique(y_va[known_va])) == 2
+        auc = float(roc_auc_score(y_va[known_va], p_val)) if both else float("nan")
+        rows.append({"C": C, "non-zero": int((model.coef_ != 0).sum()), "val AUROC": auc})
+        fits[C] = model
+    grid = pd.DataFrame(rows)
+    best = float(grid.loc[grid["val AUROC"].fillna(-1).idxmax(), "C"])
+    model = fits[best]
+    risk = model.predict_proba(z(x_test))[:, 1]  # (n_test,)
+    train = frames["train"]
+    km = KaplanMeierFitter().fit(train["duration"], train["event"])
+    incidence = 1.0 - km.survival_function_at_times(task.cuts[1:]).to_numpy()  # (K,)
+    shape = incidence / incidence[-1] if incidence[-1] > 0 else np.ones_like(incidence)
+    surv = 1.0 - risk[:, None] * shape[None, :]  # (n_test, K)
+    coef = pd.Series(model.coef_[0], index=columns)
+    return LassoLogistic(
+        surv=np.clip(surv, 0.0, 1.0),
+        risk=risk,
+        C=best,
+        grid=grid,
+        coef=coef[coef != 0].sort_values(key=np.abs, ascending=False),
+        n_train=int(known_tr.sum()),
+        n_unlabelled=int((~known_tr).sum()),
+        n_features=len(columns),
+    )

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "The whole pipeline: validate (lenient), build the cohort, tokenise histories "
             "before the index date, pretrain a BEHRT encoder (or load --init), fine-tune "
-            "the survival model, fit Cox and Kaplan-Meier baselines, evaluate with bootstrap "
+            "the survival model, fit Kaplan-Meier, Cox and L1 logistic (PatientLevelPrediction) "
+            "baselines on a bag of codes, evaluate with bootstrap "
             "intervals and calibration, and write DIR/report.html and DIR/metrics.json. "
             "Every stage is cached in DIR and skipped on a re-run unless its inputs "
             "changed. Uses CUDA with bf16 when a GPU is present."

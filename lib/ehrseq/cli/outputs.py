@@ -39,6 +39,35 @@ def _metrics_json(metrics: pd.DataFrame, compare: pd.DataFrame) -> dict:
     return {"models": models, "paired_differences": compare.to_dict("records")}
 
 
+def _baselines_json(folder: Path) -> dict:
+    """The sizes of the baselines: ``cox.json`` and ``lasso.json`` of the ``baselines``
+    stage (an empty dict for a file that is missing)."""
+
+    def read(name: str) -> dict:
+        path = folder / name
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    return {"Cox, bag of codes": read("cox.json"), "L1 logistic": read("lasso.json")}
+
+
+def _baselines_html(baselines: dict, grid: pd.DataFrame) -> str:
+    """What the baselines kept, and the L1 logistic regression's choice of penalty."""
+    from ehrseq.report import table_html
+
+    cox, lasso = baselines["Cox, bag of codes"], baselines["L1 logistic"]
+    text = f"Cox, bag of codes: {cox.get('features', '?')} features (ridge)."
+    if lasso:
+        text += (
+            f" L1 logistic regression (outcome within the horizon): C = {lasso['C']:g} chosen "
+            f"on the validation persons' AUROC, {lasso['non_zero']} of {lasso['features']} "
+            f"features non-zero, fitted on the {lasso['train_labelled']} training persons "
+            f"with a binary label ({lasso['train_unlabelled']} censored before the horizon "
+            "without the outcome left out); its probability follows the training "
+            "Kaplan-Meier incidence over time."
+        )
+    return f'<p class="note">{html.escape(text)}</p>' + (table_html(grid) if len(grid) else "")
+
+
 def _figures(out: Path, cuts: np.ndarray) -> list[str]:
     import matplotlib
 
@@ -126,6 +155,7 @@ def write_outputs(
     if len(load_issues):
         load_issues = load_issues[~load_issues["reason"].isin(["read", "rows_kept"])]
     notes = json.loads((out / "load" / "meta.json").read_text())["notes"]
+    baselines = _baselines_json(out / "baselines")
 
     doc = {
         "ehrseq": __version__,
@@ -139,6 +169,7 @@ def write_outputs(
         },
         "splits": task_summary.to_dict("records"),
         "config": dataclasses.asdict(cfg) | {"profile": args.profile, "device": device},
+        "baselines": baselines,
         **_metrics_json(metrics, compare),
     }
     (out / "metrics.json").write_text(json.dumps(doc, indent=1, default=str))
@@ -152,6 +183,7 @@ def write_outputs(
             "IBS and calibration error: lower is better.</p>",
         ),
         ("Paired differences", table_html(compare)),
+        ("Baselines", _baselines_html(baselines, _csv(out / "baselines" / "lasso_grid.csv"))),
         ("Figures", "\n".join(_figures(out, cuts))),
         ("Cohort attrition", table_html(attrition)),
         ("Splits", table_html(task_summary)),

@@ -20,7 +20,9 @@ pretrain    masked-code + next-visit pretraining of a BEHRT   ``pretrain/``: enc
             :func:`~ehrseq.pretrained.load_or_pretrain`       ``behrt-pretrained-<key>/``
 finetune    the encoder with a per-bin hazard head            ``finetune/``: model.pt,
             (:class:`~ehrseq.models.SurvivalModel`)           surv_test.npy, history.csv
-baselines   Kaplan-Meier and a Cox model on a bag of codes    ``baselines/``: km.npy, cox.npy
+baselines   Kaplan-Meier, a Cox model and an L1 logistic      ``baselines/``: km.npy,
+            regression (PatientLevelPrediction) on a bag of   cox.npy, lasso.npy, cox.json,
+            codes                                             lasso.json, lasso_grid.csv
 evaluate    :class:`~ehrseq.evaluate.SurvivalProtocol`:       ``evaluate/``: metrics.csv,
             C, IBS, AUROC, calibration, bootstrap intervals   calibration.csv, compare.csv
 report      one HTML page and one JSON file                   ``report.html``,
@@ -79,6 +81,8 @@ class RunConfig:
         epochs, patience, lr, batch_size: fine-tuning (early stopping on validation loss).
         n_boot: bootstrap resamples of the test persons.
         penalizer, min_share: the Cox baseline.
+        lasso_cs: the inverse penalties the L1 logistic regression chooses from (on the
+            validation persons).
         seed: split, initialisation, batches and bootstrap.
     """
 
@@ -100,6 +104,7 @@ class RunConfig:
     n_boot: int = 200
     penalizer: float = 0.3
     min_share: float = 0.02
+    lasso_cs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     seed: int = 7
 
     def part(self, *names: str) -> dict[str, Any]:
@@ -344,18 +349,31 @@ def _finetune(task, cfg: RunConfig, device: str | None, pre: Path, folder: Path)
 
 
 def _baselines(task, cfg: RunConfig, folder: Path) -> None:
-    """:func:`~ehrseq.cli.steps.baseline_curves`."""
-    curves, cox, n_warnings = baseline_curves(task, cfg)
-    if n_warnings:
-        print(f"[baselines] lifelines: {n_warnings} convergence warnings (small cohort?)")
-    np.save(folder / "km.npy", curves["Kaplan-Meier"])
-    np.save(folder / "cox.npy", curves["Cox, bag of codes"])
-    (folder / "cox.json").write_text(json.dumps({"features": cox.n_parameters}))
+    """:func:`~ehrseq.cli.steps.baseline_curves`: the three models' test curves, the Cox
+    model's size, the L1 logistic regression's choice of penalty."""
+    fits = baseline_curves(task, cfg)
+    if fits.n_cox_warnings:
+        print(f"[baselines] lifelines: {fits.n_cox_warnings} convergence warnings (small cohort?)")
+    np.save(folder / "km.npy", fits.curves["Kaplan-Meier"])
+    np.save(folder / "cox.npy", fits.curves["Cox, bag of codes"])
+    np.save(folder / "lasso.npy", fits.curves["L1 logistic"])
+    (folder / "cox.json").write_text(json.dumps({"features": fits.cox.n_parameters}))
+    lasso = fits.lasso
+    summary = {
+        "C": lasso.C,
+        "non_zero": len(lasso.coef),
+        "features": lasso.n_features,
+        "train_labelled": lasso.n_train,
+        "train_unlabelled": lasso.n_unlabelled,
+    }
+    (folder / "lasso.json").write_text(json.dumps(summary))
+    lasso.grid.to_csv(folder / "lasso_grid.csv", index=False)
 
 
 MODELS = {
     "BEHRT survival": ("finetune", "surv_test.npy"),
     "Cox, bag of codes": ("baselines", "cox.npy"),
+    "L1 logistic": ("baselines", "lasso.npy"),
     "Kaplan-Meier": ("baselines", "km.npy"),
 }
 
@@ -417,7 +435,7 @@ def run_command(args: argparse.Namespace) -> int:
         init_key,
     )
     fine_key = _key(pre_key, cfg.part("epochs", "patience", "lr", "batch_size"))
-    base_key = _key(task_key, cfg.part("penalizer", "min_share"))
+    base_key = _key(task_key, cfg.part("penalizer", "min_share", "lasso_cs", "seed"))
     eval_key = _key(fine_key, base_key, cfg.part("n_boot"))
     task = None
 

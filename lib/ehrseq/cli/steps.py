@@ -11,14 +11,15 @@ build_task         ``task``                the :class:`~ehrseq.data.task.Surviva
 task_frame         ``task``                the labels of every split (``frame.parquet``)
 pretrain_encoder   ``pretrain``            encoder weights and the per-epoch history
 finetune_survival  ``finetune``            the :class:`~ehrseq.runs.SeedRuns` of one seed
-baseline_curves    ``baselines``           Kaplan-Meier and Cox survival curves (test)
+baseline_curves    ``baselines``           Kaplan-Meier, Cox and L1 logistic (test curves)
 survival_protocol  ``evaluate``            the :class:`~ehrseq.evaluate.SurvivalProtocol`
 evaluate_models    ``evaluate``            metrics, paired differences, calibration
 ================== ======================= =================================================
 
-:func:`lasso_logistic` is the binary baseline of the OHDSI PatientLevelPrediction design (an
-L1-penalised logistic regression for "the outcome within the horizon" on the same bag of
-codes), scored by the same protocol; ``ehrseq run`` does not fit it (yet).
+The models themselves live in :mod:`ehrseq.baselines` (the Cox model, and
+:func:`~ehrseq.baselines.lasso_logistic`, the L1 logistic regression of the OHDSI
+PatientLevelPrediction design) and :mod:`ehrseq.models`; :data:`COMPARISONS` names the pairs
+that the evaluation compares.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import pandas as pd
 from ehrseq.cli.cohort import CliError
 
 if TYPE_CHECKING:  # pipeline imports this module
-    from ehrseq.baselines import CoxBaseline
+    from ehrseq.baselines import CoxBaseline, LassoLogistic
     from ehrseq.cli.inputs import Input
     from ehrseq.cli.pipeline import RunConfig
     from ehrseq.data.task import SurvivalTask
@@ -44,17 +45,24 @@ if TYPE_CHECKING:  # pipeline imports this module
     from ehrseq.runs import SeedRuns
 
 __all__ = [
-    "LassoLogistic",
+    "COMPARISONS",
+    "Baselines",
     "baseline_curves",
     "build_task",
     "encoder_config",
     "evaluate_models",
     "finetune_survival",
-    "lasso_logistic",
     "pretrain_encoder",
     "survival_protocol",
     "task_frame",
 ]
+
+#: The paired comparisons of ``ehrseq run`` and chapter 11, by key: ``a - b`` on every metric.
+COMPARISONS: dict[str, tuple[str, str]] = {
+    "behrt_vs_cox": ("BEHRT survival", "Cox, bag of codes"),
+    "behrt_vs_lasso": ("BEHRT survival", "L1 logistic"),
+    "lasso_vs_cox": ("L1 logistic", "Cox, bag of codes"),
+}
 
 
 def build_task(data: Input, labels: pd.DataFrame, cfg: RunConfig, horizon_days: float):
@@ -212,157 +220,53 @@ def finetune_survival(
     )
 
 
-def _bag(task: SurvivalTask) -> tuple[pd.DataFrame, ...]:
-    """The bag of codes of the three splits, an unknown age filled with the training mean."""
-    from ehrseq.baselines import bag_of_codes
+@dataclass
+class Baselines:
+    """What :func:`baseline_curves` returns.
 
-    x = {s: bag_of_codes(task, s) for s in ("train", "val", "test")}
-    fill = x["train"].mean()  # an unknown birth date: the training mean age
-    return tuple(x[s].fillna(fill).fillna(0.0) for s in ("train", "val", "test"))
+    Attributes:
+        curves: test survival curves at the bin edges, ``(n_test, n_bins)``, by model:
+            ``"Cox, bag of codes"``, ``"L1 logistic"``, ``"Kaplan-Meier"``.
+        cox: the fitted :class:`~ehrseq.baselines.CoxBaseline`.
+        lasso: the :class:`~ehrseq.baselines.LassoLogistic` fit.
+        n_cox_warnings: lifelines' convergence warnings while fitting the Cox model.
+    """
+
+    curves: dict[str, np.ndarray]
+    cox: CoxBaseline
+    lasso: LassoLogistic
+    n_cox_warnings: int
 
 
-def baseline_curves(
-    task: SurvivalTask, cfg: RunConfig
-) -> tuple[dict[str, np.ndarray], CoxBaseline, int]:
-    """The two reference models of ``ehrseq run``, as test survival curves at the bin edges.
+def baseline_curves(task: SurvivalTask, cfg: RunConfig) -> Baselines:
+    """The three reference models of ``ehrseq run``, as test survival curves at the bin
+    edges, all on the training persons of ``task``:
 
     - **Kaplan-Meier** of the training persons: the same curve for everyone;
     - **Cox, bag of codes**: :class:`~ehrseq.baselines.CoxBaseline` (ridge, ``cfg.penalizer``,
-      features kept at ``cfg.min_share``) on :func:`~ehrseq.baselines.bag_of_codes`.
-
-    Returns:
-        ``({name: (n_test, n_bins)}, the fitted Cox model, lifelines' convergence warnings)``.
+      features kept at ``cfg.min_share``) on :func:`~ehrseq.baselines.bag_of_codes_by_split`;
+    - **L1 logistic**: :func:`~ehrseq.baselines.lasso_logistic` (the OHDSI
+      PatientLevelPrediction design) on the same features, its inverse penalty chosen
+      among ``cfg.lasso_cs`` on the validation persons, solver seeded with ``cfg.seed``.
     """
     from lifelines import KaplanMeierFitter
     from lifelines.exceptions import ConvergenceWarning
 
-    from ehrseq.baselines import CoxBaseline
+    from ehrseq.baselines import CoxBaseline, bag_of_codes_by_split, lasso_logistic
 
     times = task.cuts[1:]
     train, test = task.frame("train"), task.frame("test")
     km = KaplanMeierFitter().fit(train["duration"], train["event"])
     km_surv = np.tile(km.survival_function_at_times(times).to_numpy(), (len(test), 1))
-    x_train, _, x_test = _bag(task)
+    x = bag_of_codes_by_split(task, ("train", "test"))
     cox = CoxBaseline(penalizer=cfg.penalizer, min_share=cfg.min_share)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        cox.fit(x_train, train["duration"].to_numpy(), train["event"].to_numpy())
-    cox_surv = np.clip(cox.predict_survival(x_test, times), 0.0, 1.0)
-    return {"Cox, bag of codes": cox_surv, "Kaplan-Meier": km_surv}, cox, len(caught)
-
-
-@dataclass
-class LassoLogistic:
-    """What :func:`lasso_logistic` returns.
-
-    Attributes:
-        surv: test survival curves at the bin edges, ``(n_test, n_bins)``.
-        risk: the predicted probability of the outcome within the horizon, ``(n_test,)``.
-        C: the inverse penalty chosen on the validation persons.
-        grid: per ``C``: non-zero coefficients and the validation AUROC.
-        coef: the chosen model's non-zero coefficients (standardised features), by feature.
-        n_train: training persons with a binary label (the others left before the horizon
-            without the outcome).
-        n_features: the features it chose from.
-    """
-
-    surv: np.ndarray
-    risk: np.ndarray
-    C: float
-    grid: pd.DataFrame
-    coef: pd.Series
-    n_train: int
-    n_features: int
-
-
-def _binary(frame: pd.DataFrame, horizon: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(label, known)``: the outcome within the horizon, and whether it is known (an event,
-    or followed to the horizon)."""
-    event = frame["event"].to_numpy(int) == 1
-    known = event | (frame["duration"].to_numpy(float) >= horizon - 1e-9)
-    return event.astype(int), known
-
-
-def lasso_logistic(
-    task: SurvivalTask,
-    Cs: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
-    min_share: float = 0.0,
-) -> LassoLogistic:
-    r"""An L1-penalised logistic regression for the outcome within the horizon, on the bag
-    of codes, as in the OHDSI PatientLevelPrediction design ("LASSO logistic regression").
-
-    The binary label is 1 for the outcome within the horizon and 0 for a person followed to
-    the horizon without it; persons who leave earlier without the outcome have no binary
-    label and are left out of fitting and of choosing ``C`` (PatientLevelPrediction's
-    ``requireTimeAtRisk``). Features (:func:`~ehrseq.baselines.bag_of_codes`) are
-    standardised on the training persons; ``C`` (inverse penalty) is the one of ``Cs`` with
-    the best validation AUROC (PatientLevelPrediction uses cross-validation instead).
-
-    The protocol scores survival curves, so the probability :math:`p_i` becomes one by
-    spreading it over time like the training Kaplan-Meier incidence :math:`F`:
-
-    .. math::
-
-        \hat S_i(t_k) = 1 - p_i\,\frac{F(t_k)}{F(t_K)}, \qquad F = 1 - \hat S_{KM}.
-
-    Its risk at the horizon is :math:`p_i` itself, so Harrell's C and the AUROC rank the
-    persons as the logistic model does; the IBS and calibration also judge the assumed shape.
-
-    Args:
-        task: the task.
-        Cs: inverse penalties to try (smaller: sparser).
-        min_share: drop features that fewer training persons have (0 keeps all: the L1
-            penalty selects).
-
-    Raises:
-        ValueError: no training person with a binary label, or only one class.
-    """
-    from lifelines import KaplanMeierFitter
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-
-    horizon = float(task.cuts[-1])
-    frames = {s: task.frame(s) for s in ("train", "val", "test")}
-    x_train, x_val, x_test = _bag(task)
-    share = (x_train != 0).mean(axis=0)
-    columns = list(x_train.columns[share >= max(min_share, 1e-12)])
-    mean, sd = x_train[columns].mean(), x_train[columns].std().replace(0.0, 1.0)
-
-    def z(x: pd.DataFrame) -> np.ndarray:
-        return ((x[columns] - mean) / sd).to_numpy(float)
-
-    y_tr, known_tr = _binary(frames["train"], horizon)
-    y_va, known_va = _binary(frames["val"], horizon)
-    if known_tr.sum() == 0 or len(np.unique(y_tr[known_tr])) < 2:
-        raise ValueError("lasso_logistic: the training persons need both binary labels")
-    rows, fits = [], {}
-    for C in Cs:
-        model = LogisticRegression(l1_ratio=1.0, C=C, solver="liblinear", max_iter=1000)
-        model.fit(z(x_train)[known_tr], y_tr[known_tr])
-        p_val = model.predict_proba(z(x_val)[known_va])[:, 1]
-        both = len(np.unique(y_va[known_va])) == 2
-        auc = float(roc_auc_score(y_va[known_va], p_val)) if both else float("nan")
-        rows.append({"C": C, "non-zero": int((model.coef_ != 0).sum()), "val AUROC": auc})
-        fits[C] = model
-    grid = pd.DataFrame(rows)
-    best = float(grid.loc[grid["val AUROC"].fillna(-1).idxmax(), "C"])
-    model = fits[best]
-    risk = model.predict_proba(z(x_test))[:, 1]  # (n_test,)
-    train = frames["train"]
-    km = KaplanMeierFitter().fit(train["duration"], train["event"])
-    incidence = 1.0 - km.survival_function_at_times(task.cuts[1:]).to_numpy()  # (K,)
-    shape = incidence / incidence[-1] if incidence[-1] > 0 else np.ones_like(incidence)
-    surv = 1.0 - risk[:, None] * shape[None, :]  # (n_test, K)
-    coef = pd.Series(model.coef_[0], index=columns)
-    return LassoLogistic(
-        surv=np.clip(surv, 0.0, 1.0),
-        risk=risk,
-        C=best,
-        grid=grid,
-        coef=coef[coef != 0].sort_values(key=np.abs, ascending=False),
-        n_train=int(known_tr.sum()),
-        n_features=len(columns),
-    )
+        cox.fit(x["train"], train["duration"].to_numpy(), train["event"].to_numpy())
+    cox_surv = np.clip(cox.predict_survival(x["test"], times), 0.0, 1.0)
+    lasso = lasso_logistic(task, Cs=cfg.lasso_cs, seed=cfg.seed)
+    curves = {"Cox, bag of codes": cox_surv, "L1 logistic": lasso.surv, "Kaplan-Meier": km_surv}
+    return Baselines(curves, cox, lasso, len(caught))
 
 
 def survival_protocol(frame: pd.DataFrame, cuts: np.ndarray, cfg: RunConfig) -> SurvivalProtocol:
@@ -386,8 +290,8 @@ def survival_protocol(frame: pd.DataFrame, cuts: np.ndarray, cfg: RunConfig) -> 
 def evaluate_models(
     protocol: SurvivalProtocol,
     survs: Mapping[str, np.ndarray],
-    pairs: Sequence[tuple[str, str]] = (("BEHRT survival", "Cox, bag of codes"),),
-    calibrated: Sequence[str] = ("BEHRT survival", "Cox, bag of codes"),
+    pairs: Sequence[tuple[str, str]] = tuple(COMPARISONS.values()),
+    calibrated: Sequence[str] = ("BEHRT survival", "Cox, bag of codes", "L1 logistic"),
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Score every model's test curves and compare the pairs (paired bootstrap).
 
@@ -395,8 +299,9 @@ def evaluate_models(
         protocol: :func:`survival_protocol`.
         survs: model name -> test curves ``(n_test, n_bins)`` (one seed each).
         pairs: ``(a, b)`` pairs for :meth:`~ehrseq.evaluate.SurvivalProtocol.compare`
-            (``a - b`` on Harrell's C, the IBS and the AUROC).
-        calibrated: the models whose calibration table at the horizon is returned.
+            (``a - b`` on Harrell's C, the IBS and the AUROC); default :data:`COMPARISONS`.
+        calibrated: the models whose calibration table at the horizon is returned (default
+            BEHRT, Cox and the L1 logistic regression).
 
     Returns:
         ``(metrics, compare, calibration)``: one row per model of
