@@ -45,7 +45,7 @@ ENVIRONMENT: dict[str, str] = {
     "EHRSEQ_NO_PROGRESS": "1 turns every progress bar off (book builds and tests set it)",
     "EHRSEQ_DATA_DIR": "the project's data/ folder, for an install outside a clone",
     "EHRSEQ_SLOW": "1 runs the slow tests too (tests/conftest.py)",
-    "EHRSEQ_SHARED_DATA": "folder of the public OMOP samples for the tests (default ../shared/data)",
+    "EHRSEQ_SHARED_DATA": "folder of the public OMOP samples read by tests and chapters 3 and 11 (default ../shared/data)",
     "EHRSEQ_BOOK_JOBS": "chapters make book executes at once (scripts/execute_chapters.py, 2)",
     "EHRSEQ_BOOK_THREADS": "CPU threads of each of those chapters (1)",
     "EHRSEQ_TEST_WORKERS": "pytest workers of make test (scripts/test.sh, 2)",
