@@ -16,8 +16,8 @@
 #
 # ## Outline
 # A code embedding gives every medical code a vector, learnt from which codes a patient's
-# record puts near which: word2vec's skip-gram (Mikolov et al. 2013) read over patients
-# instead of sentences, as Med2Vec (Choi et al. 2016) and cui2vec (Beam et al. 2020) do. On
+# record puts near which: word2vec's skip-gram {cite}`mikolov2013distributed` read over patients
+# instead of sentences, as Med2Vec {cite}`choi2016multilayer` and cui2vec {cite}`beam2020clinical` do. On
 # real data the vectors are judged against proxies (curated code lists, an ontology, human
 # ratings). The synthetic cohort of the first chapter knows the answer: every code was written
 # because a latent disease, its treatment or its workup produced it. This chapter
@@ -624,7 +624,7 @@ display(freq_table.round(3))
 # as a description, not a comparison.
 #
 # ## A map of the code vectors
-# t-SNE (van der Maaten and Hinton 2008, scikit-learn's implementation) places the
+# t-SNE {cite}`vandermaaten2008visualizing` (scikit-learn's implementation) places the
 # time-aware model's vectors of the first seed in two dimensions, keeping near what is near
 # in cosine. Colours mark the {glue:text}`n_top` largest disease groups; the other groups are grey.
 

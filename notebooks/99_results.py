@@ -20,8 +20,10 @@
 # fine-tuning with far fewer trainable parameters; a hybrid loss trades likelihood for
 # ranking; hierarchical against flat; BEHRT against Cox and an LSTM; next-visit prediction
 # against repeating the record), is a **paired bootstrap** of the difference between two
-# models over the same resampled test patients, with a 95 % interval. Its verdict follows
-# from the interval alone:
+# models over the same resampled test patients, with a 95 % interval. The code-embedding
+# claims of chapter 12 compare embeddings, not patients: their interval is a paired
+# Student-t interval over training seeds, as each claim's text says. A verdict follows from
+# the interval alone:
 #
 # - **reproduced**: the interval excludes 0 on the side the claim predicts (for a claim that
 #   two models match, the whole interval lies within the stated margin);
@@ -64,6 +66,7 @@ EXPECTED = {
     "08b_finetuning_comparison",
     "09_architecture_decisions",
     "10_hierarchical_behrt",
+    "12_code_embeddings",
 }
 missing = sorted(EXPECTED - set(claims["chapter"]))
 if profile != "smoke":
@@ -112,7 +115,7 @@ table.reset_index().style.hide(axis="index").set_properties(
 # Each claim's difference with its 95 % paired interval. The metrics differ in scale and
 # direction (a lower IBS is better), so each row says which side supports the claim.
 
-# %% mystnb={"figure": {"name": "fig-claims", "caption": "Every tested claim, one panel per metric: the paired difference between the two models and its 95 % bootstrap interval, coloured by verdict. The dotted line is no difference; a grey band is the margin of a claim that two models match."}}
+# %% mystnb={"figure": {"name": "fig-claims", "caption": "Every tested claim, one panel per metric: the paired difference between the two models and its 95 % interval, coloured by verdict. The dotted line is no difference; a grey band is the margin of a claim that two models match."}}
 colour = {"reproduced": "tab:green", "refuted": "tab:red", "not resolved": "tab:gray"}
 metrics = list(dict.fromkeys(claims["metric"])) or ["(none yet)"]
 sizes = [max(int((claims["metric"] == m).sum()), 1) for m in metrics]
@@ -149,8 +152,9 @@ plt.show()
 
 # %% [markdown]
 # ## Summary
-# - Every claim above is a paired comparison on the same test patients; its verdict is read
-#   from the interval, never typed.
+# - Every claim above is a paired comparison (on the same test patients, or for the
+#   embeddings of chapter 12 the same training seeds); its verdict is read from the
+#   interval, never typed.
 # - "Not resolved" is a result: it says how much larger a test set, or how much larger an
 #   effect, the claim would need.
 #
