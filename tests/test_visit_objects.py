@@ -1,0 +1,264 @@
+"""Diagnosis objects: true links vs visit co-occurrence, bad input counted, padding limits,
+the CDM reader, and the original MiME format read without running code."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
+from ehrseq.data.visit_objects import (
+    LINK_COLUMN,
+    ObjectLimits,
+    ObjectVocab,
+    UnsafePickleError,
+    mime_seqs_to_objects,
+    pad_visit_objects,
+    read_mime_seqs,
+    visit_objects,
+    visit_objects_from_cdm,
+)
+
+
+def tiny_tables() -> dict[str, pd.DataFrame]:
+    """Person 1: visit 10 (dx A=100, B=200; drug 7 for A, drug 8 for B, proc 5 for B),
+    visit 11 (dx A; drug 7 for A). Person 2: visit 20 (dx C=300; drug 9, no link)."""
+    cond = pd.DataFrame(
+        {
+            "condition_occurrence_id": [1, 2, 3, 4],
+            "person_id": [1, 1, 1, 2],
+            "condition_concept_id": [100, 200, 100, 300],
+            "visit_occurrence_id": [10, 10, 11, 20],
+            "condition_start_date": ["2020-01-01", "2020-01-01", "2020-02-01", "2020-01-05"],
+        }
+    )
+    drug = pd.DataFrame(
+        {
+            "drug_exposure_id": [1, 2, 3, 4],
+            "person_id": [1, 1, 1, 2],
+            "drug_concept_id": [7, 8, 7, 9],
+            "visit_occurrence_id": [10, 10, 11, 20],
+            LINK_COLUMN: pd.array([1, 2, 3, pd.NA], dtype="Int64"),
+        }
+    )
+    proc = pd.DataFrame(
+        {
+            "procedure_occurrence_id": [1],
+            "person_id": [1],
+            "procedure_concept_id": [5],
+            "visit_occurrence_id": [10],
+            LINK_COLUMN: [2],
+        }
+    )
+    return {"condition_occurrence": cond, "drug_exposure": drug, "procedure_occurrence": proc}
+
+
+def test_true_links_give_the_objects():
+    vo = visit_objects(tiny_tables(), links="true")
+    assert vo.nested() == [
+        [[(100, [7], []), (200, [8], [5])], [(100, [7], [])]],
+        [[(300, [], [])]],
+    ]
+    assert vo.report.counts["unlinked_drug"] == 1
+    assert vo.report.counts["objects"] == 4
+
+
+def test_visit_cooccurrence_links_every_treatment_to_every_diagnosis():
+    t = tiny_tables()
+    plain = {k: v.drop(columns=[LINK_COLUMN], errors="ignore") for k, v in t.items()}
+    vo = visit_objects(plain, links="visit")
+    assert vo.nested() == [
+        [[(100, [7, 8], [5]), (200, [7, 8], [5])], [(100, [7], [])]],
+        [[(300, [9], [])]],
+    ]
+    with pytest.raises(ValueError, match="links='visit'"):
+        visit_objects(plain, links="true")
+    with pytest.raises(ValueError, match="links must be"):
+        visit_objects(plain, links="guess")
+
+
+def test_bad_input_is_counted_never_raised():
+    t = tiny_tables()
+    t["condition_occurrence"] = pd.concat(
+        [
+            t["condition_occurrence"].astype({"condition_occurrence_id": object}),
+            pd.DataFrame(
+                {
+                    "condition_occurrence_id": ["x9", 6, 7],  # an id that does not parse
+                    "person_id": [1, 1, 1],
+                    "condition_concept_id": [100, 100, 200],
+                    "visit_occurrence_id": [10, None, 10],  # no visit; a duplicate dx
+                    "condition_start_date": ["2020-01-01"] * 3,
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    t["drug_exposure"] = pd.concat(
+        [
+            t["drug_exposure"],
+            pd.DataFrame(
+                {
+                    "drug_exposure_id": [5, 6, 7],
+                    "person_id": [1, 1, 1],
+                    "drug_concept_id": [7, 8, 9],
+                    "visit_occurrence_id": [10, 10, 99],  # visit 99 has no diagnosis
+                    LINK_COLUMN: pd.array([999, 3, pd.NA], dtype="Int64"),  # dangling, cross
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    vo = visit_objects(t, links="true")
+    c = vo.report.counts
+    assert c["bad_id_condition_occurrence"] == 1
+    assert c["no_visit_condition_occurrence"] == 1
+    assert c["duplicate_diagnoses_merged"] == 1
+    assert c["dangling_link_drug"] == 1
+    assert c["cross_visit_link_drug"] == 1
+    assert c["unlinked_drug"] == 2
+    assert c["visits_without_diagnosis"] == 1
+    assert c["treatments_in_visits_without_diagnosis"] == 1
+    assert vo.nested()[0][0] == [(100, [7], []), (200, [8], [5])]  # unchanged by the bad rows
+    vo = visit_objects(t, links="visit")
+    assert vo.report.counts["visits_without_diagnosis"] == 1
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return generate_cohort(SyntheticConfig(n_patients=120, seed=3))
+
+
+def test_true_links_match_the_generator(cohort):
+    vo = visit_objects(cohort.tables, links="true")
+    drug = cohort.tables["drug_exposure"]
+    cond = cohort.tables["condition_occurrence"]
+    # every drug row's link names a condition row of its own visit; each becomes one link
+    pairs = drug.merge(
+        cond, left_on=LINK_COLUMN, right_on="condition_occurrence_id", suffixes=("", "_c")
+    )
+    assert (pairs["visit_occurrence_id"] == pairs["visit_occurrence_id_c"]).all()
+    want = set(
+        zip(pairs["visit_occurrence_id"], pairs["condition_concept_id"], pairs["drug_concept_id"])
+    )
+    got_links = vo.links[vo.links["kind"] == "drug"].merge(vo.objects, on="object_id")
+    got = set(zip(got_links["visit_occurrence_id"], got_links["dx"], got_links["concept_id"]))
+    assert got == want
+    c = vo.report.counts
+    assert c["dangling_link_drug"] == c["cross_visit_link_drug"] == 0
+    # co-occurrence links hold every true link, and more
+    vv = visit_objects(cohort.omop_tables(), links="visit")
+    assert vv.objects.equals(vo.objects)
+    co = vv.links.merge(vv.objects, on="object_id")
+    co_set = set(zip(co["visit_occurrence_id"], co["dx"], co["concept_id"]))
+    assert got <= co_set and len(co_set) > len(got)
+
+
+def test_cdm_reader_agrees_with_the_frames(cohort, tmp_path):
+    cohort.write_omop(tmp_path / "pq", fmt="parquet", include_vocabulary=False)
+    cohort.write_omop(tmp_path / "csv", fmt="csv", include_vocabulary=False)
+    want = visit_objects(cohort.omop_tables(), links="visit")
+    for folder in ("pq", "csv"):
+        got = visit_objects_from_cdm(tmp_path / folder, links="visit")
+        pd.testing.assert_frame_equal(got.objects, want.objects, check_dtype=False)
+        pd.testing.assert_frame_equal(got.links, want.links, check_dtype=False)
+
+
+def test_padding_limits_and_cut_counts(cohort):
+    vo = visit_objects(cohort.tables, links="true")
+    vocab = ObjectVocab.fit(vo)
+    full, cuts = pad_visit_objects(vo, vocab)
+    assert all(v == 0 for k, v in cuts.items())
+    n_visits = full["visit_mask"].sum(1).numpy()
+    lim = ObjectLimits(max_visits=3, max_diagnoses=2, max_drugs=1, max_procedures=1)
+    b, cuts = pad_visit_objects(vo, vocab, limits=lim)
+    assert b["dx_codes"].shape[1:] == (3, 2) and b["rx_codes"].shape[-1] == 1
+    assert cuts["visits_cut"] == int(np.maximum(n_visits - 3, 0).sum())
+    # the most recent visits are kept, real visits first
+    last = [row[row >= 0][-1] for row in full["visit_occurrence_ids"]]
+    kept_last = [row[row >= 0][-1] for row in b["visit_occurrence_ids"]]
+    assert last == kept_last
+    assert not (b["visit_mask"][:, 1:] & ~b["visit_mask"][:, :-1]).any()
+    # counts of cut objects and drugs, recomputed from the unlimited tensors
+    keep_v = full["visit_mask"].clone()
+    for i, n in enumerate(n_visits):
+        keep_v[i, : max(n - 3, 0)] = False
+    per_visit = full["dx_mask"].sum(-1)[keep_v]
+    assert cuts["diagnoses_cut"] == int((per_visit - 2).clamp(min=0).sum())
+    per_obj = full["rx_mask"].sum(-1)[keep_v][:, :2]
+    assert cuts["drugs_cut"] == int((per_obj - 1).clamp(min=0).sum())
+    assert (b["dx_mask"] == (b["dx_codes"] > 0)).all()
+    assert not (b["rx_mask"] & ~b["dx_mask"][..., None]).any()
+
+
+def test_vocab_fitted_on_training_persons_only(cohort):
+    vo = visit_objects(cohort.tables, links="true")
+    ids = vo.person_ids()
+    train, test = ids[:60], ids[60:]
+    vocab = ObjectVocab.fit(vo.subset(train))
+    assert ObjectVocab.fit(vo.subset(train)) == vocab
+    seen = set(vo.subset(train).objects["dx"])
+    unseen = ~vo.subset(test).objects["dx"].isin(seen)
+    b, cuts = pad_visit_objects(vo, vocab, person_ids=test)
+    assert cuts["unknown_dx"] == int(unseen.sum())
+    assert list(b["person_ids"]) == list(test)
+    b, cuts = pad_visit_objects(vo, vocab, person_ids=[ids[0], -5])
+    assert cuts["persons_without_visits"] == 1 and list(b["person_ids"]) == [ids[0]]
+
+
+README_EXAMPLE = [[[[0, [0, 1], []], [1, [0], [0, 2]]], [[2, [2], []]]]]
+
+
+def test_mime_format_json_and_plain_pickle(tmp_path):
+    (tmp_path / "a.seqs").write_text(json.dumps(README_EXAMPLE))
+    (tmp_path / "b.seqs").write_bytes(pickle.dumps(README_EXAMPLE, protocol=2))
+    (tmp_path / "c.seqs").write_bytes(pickle.dumps(README_EXAMPLE, protocol=0))
+    for name in ("a", "b", "c"):
+        assert read_mime_seqs(tmp_path / f"{name}.seqs") == README_EXAMPLE
+    vo = mime_seqs_to_objects(README_EXAMPLE)
+    assert vo.nested() == [[[(0, [0, 1], []), (1, [0], [0, 2])], [(2, [2], [])]]]
+    (tmp_path / "junk.seqs").write_bytes(b"\x00not a pickle")
+    with pytest.raises(ValueError, match="neither JSON nor"):
+        read_mime_seqs(tmp_path / "junk.seqs")
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.seqs"
+    path.write_bytes(pickle.dumps([[[[0, [], []]]], _Evil(marker)]))
+    with pytest.raises(
+        UnsafePickleError, match=r"refused.*(posix|os)\.system.*Nothing was executed"
+    ):
+        read_mime_seqs(path)
+    assert not marker.exists()
+    path.write_bytes(pickle.dumps(np.arange(3)))  # a NumPy array needs a global too
+    with pytest.raises(UnsafePickleError, match="numpy"):
+        read_mime_seqs(path)
+
+
+def test_malformed_mime_entries_are_counted():
+    seqs = [
+        [[[0, [1], []], [0, [2], []], ["x", [], []], [1, "no", []]], []],
+        "not a patient",
+        [[[3, [], [True]]]],
+    ]
+    vo = mime_seqs_to_objects(seqs)
+    c = vo.report.counts
+    assert c["malformed_object"] == 3 and c["malformed_patient"] == 1
+    assert c["duplicate_diagnoses_merged"] == 1 and c["empty_visit"] == 2
+    assert vo.nested() == [[[(0, [1], [])]]]
+    with pytest.raises(ValueError, match="list of patients"):
+        mime_seqs_to_objects({"a": 1})
