@@ -11,6 +11,7 @@ from sklearn.metrics import average_precision_score
 from test_pretrain import IDS, VOCAB, collate, group_patients, make_patient
 from torch.utils.data import DataLoader
 
+from ehrseq.metrics import bootstrap_ci
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.next_visit import (
     HistoryCopyHead,
@@ -26,6 +27,7 @@ from ehrseq.next_visit import (
     repeat_rate_scorer,
     repeat_rates,
     visit_history,
+    visit_mean_interval,
 )
 from ehrseq.pretrain import (
     BehrtForPretraining,
@@ -260,6 +262,19 @@ def test_table_agrees_with_evaluate_next_visit(loaders):
         ev["baseline_recall@10"], rel=1e-6
     )
     assert table.index.names == ["person_id", "visit"]
+
+
+def test_visit_mean_interval_equals_the_bootstrap_loop():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 40, size=300)  # 40 patients, their pairs correlated
+    values = rng.normal(size=300) + (groups % 3)
+    fast = visit_mean_interval(values, groups, n_boot=300, seed=4)
+    sums = np.bincount(np.unique(groups, return_inverse=True)[1], weights=values)
+    n = np.bincount(np.unique(groups, return_inverse=True)[1]).astype(float)
+    slow = bootstrap_ci(lambda s, m: s.sum() / m.sum(), sums, n, n_boot=300, seed=4)
+    assert fast.estimate == pytest.approx(slow.estimate, abs=1e-12)
+    assert fast.lower == pytest.approx(slow.lower, abs=1e-12)
+    assert fast.upper == pytest.approx(slow.upper, abs=1e-12)
 
 
 def test_paired_difference_resamples_patients(loaders):

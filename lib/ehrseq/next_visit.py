@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ehrseq.metrics import bootstrap_ci
+from ehrseq.metrics import Resamples, bootstrap_ci
 from ehrseq.pretrain import TokenIds, next_visit_targets
 from ehrseq.train import to_device
 
@@ -544,8 +544,25 @@ def visit_mean_interval(
     """
     sums, n = _per_patient(values, groups)
     return bootstrap_ci(
-        lambda s, m: s.sum() / m.sum(), sums, n, n_boot=n_boot, alpha=alpha, seed=seed
+        lambda s, m: s.sum() / m.sum(),
+        sums,
+        n,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+        resampler=_ratio_resampler,
     )
+
+
+def _ratio_resampler(sums: np.ndarray, n: np.ndarray) -> Callable[[Resamples], np.ndarray]:
+    """``sum(s) / sum(n)`` on whole blocks of resamples: two weighted sums each."""
+
+    def score(resamples: Resamples) -> np.ndarray:
+        top, bottom = resamples.counts @ sums, resamples.counts @ n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan)
+
+    return score
 
 
 def paired_visit_difference(
