@@ -104,7 +104,13 @@ class SurvivalProtocol:
         events_train: training event flags.
         n_boot: bootstrap resamples of the test patients.
         seed: seed of the resamples; the same seed gives every model the same resamples.
-        calibration_groups: groups of predicted risk for the calibration error.
+        calibration_groups: groups of predicted risk for the calibration error. Read its
+            percentile interval with care: the calibration error is a mean of absolute gaps,
+            and resampling adds noise that the absolute value never cancels, so the
+            resampled values sit above the estimate and a model's interval can lie wholly
+            above it (even for a perfectly calibrated model the error has a positive noise
+            floor). Paired differences between models are less affected (the noise of both
+            partly cancels); a bias-corrected interval is an open item.
         fast_bootstrap: score the resamples of every metric that allows it from their
             multiplicities (:attr:`resamplers`); ``False`` recomputes each metric on every
             resampled copy of the data (slower, the same intervals up to rounding).
