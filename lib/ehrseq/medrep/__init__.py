@@ -26,6 +26,23 @@ from ehrseq.medrep.descriptions import (
     fit_deciles,
     read_concept_tables,
 )
+from ehrseq.medrep.graph import (
+    ConceptGraph,
+    Grace,
+    GraceConfig,
+    GraceResult,
+    build_concept_graph,
+    grace_loss,
+    lwf_kl,
+    sample_subgraph,
+    train_grace,
+)
+from ehrseq.medrep.text import (
+    bundled_model_path,
+    encode_descriptions,
+    encode_texts,
+    load_text_encoder,
+)
 
 __all__ = [
     "ConceptTables",
@@ -35,4 +52,17 @@ __all__ = [
     "decile_concept_id",
     "concept_ancestors",
     "concept_descriptions",
+    "bundled_model_path",
+    "load_text_encoder",
+    "encode_texts",
+    "encode_descriptions",
+    "ConceptGraph",
+    "build_concept_graph",
+    "sample_subgraph",
+    "GraceConfig",
+    "Grace",
+    "grace_loss",
+    "lwf_kl",
+    "GraceResult",
+    "train_grace",
 ]
