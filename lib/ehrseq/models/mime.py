@@ -47,8 +47,10 @@ objects (the original also averaged over padded objects, with their logits zeroe
 are left out, so padding changes nothing). The original's :math:`10^{-3}\sum W^2` is the
 optimiser's weight decay here.
 
-Everything is vectorised over objects and treatments: one embedding lookup per kind for the
-whole batch, masked sums over the last axis; the only loop is the GRU's over visits.
+Everything is vectorised over objects and treatments: the real objects of the whole batch
+are gathered (``dx_codes[dx_mask]``, most slots are padding), embedded with one lookup per
+kind and masked sums over their treatments, and scattered back; the only loop is the GRU's
+over visits.
 
 Reference:
     Choi, E., Xiao, C., Stewart, W. F., Sun, J. (2018). MiME: Multilevel medical embedding of
@@ -243,13 +245,15 @@ class DiagnosisObjects(nn.Module):
         pr_mask: Tensor,
     ) -> tuple[Tensor, Tensor]:
         act = self.act
-        m_dx = dx_mask[..., None].to(self.W_o.weight.dtype)  # (B, V, D, 1)
-        r_dx = act(self.emb_dx(dx_codes)) * m_dx  # (B, V, D, e)
-        r_rx = act(self.emb_rx(rx_codes)) * rx_mask[..., None]  # (B, V, D, R, e)
-        r_pr = act(self.emb_pr(pr_codes)) * pr_mask[..., None]  # (B, V, D, P, e)
-        g_rx = act(self.W_dr(r_dx)) * r_rx.sum(-2)  # (B, V, D, e): gate (.) sum of its drugs
-        g_pr = act(self.W_dp(r_dx)) * r_pr.sum(-2)  # (B, V, D, e)
-        objects = act(self.W_o(r_dx + g_rx + g_pr)) * m_dx  # (B, V, D, d_object)
+        m = dx_mask  # (B, V, D): only the real objects are embedded (padding is most slots)
+        r_dx = act(self.emb_dx(dx_codes[m]))  # (N, e), N real objects
+        r_rx = act(self.emb_rx(rx_codes[m])) * rx_mask[m][..., None]  # (N, R, e)
+        r_pr = act(self.emb_pr(pr_codes[m])) * pr_mask[m][..., None]  # (N, P, e)
+        g_rx = act(self.W_dr(r_dx)) * r_rx.sum(1)  # (N, e): gate (.) sum of its drugs
+        g_pr = act(self.W_dp(r_dx)) * r_pr.sum(1)  # (N, e)
+        o = act(self.W_o(r_dx + g_rx + g_pr))  # (N, d_object)
+        objects = o.new_zeros(*m.shape, o.shape[-1]).masked_scatter(m[..., None], o)
+        r_dx = r_dx.new_zeros(*m.shape, r_dx.shape[-1]).masked_scatter(m[..., None], r_dx)
         return objects, r_dx
 
 
