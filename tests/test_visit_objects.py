@@ -18,8 +18,10 @@ from ehrseq.data.visit_objects import (
     ObjectVocab,
     UnsafePickleError,
     mime_seqs_to_objects,
+    pad_visit_graphs,
     pad_visit_objects,
     read_mime_seqs,
+    treatment_index,
     visit_objects,
     visit_objects_from_cdm,
 )
@@ -262,3 +264,24 @@ def test_malformed_mime_entries_are_counted():
     assert vo.nested() == [[[(0, [1], [])]]]
     with pytest.raises(ValueError, match="list of patients"):
         mime_seqs_to_objects({"a": 1})
+
+
+def test_visit_graphs_nodes_true_links_and_cuts():
+    t = tiny_tables()
+    truth = visit_objects(t, links="true")
+    plain = {k: v.drop(columns=[LINK_COLUMN], errors="ignore") for k, v in t.items()}
+    vo = visit_objects(plain, links="visit")
+    vocab = ObjectVocab.fit(vo)
+    g, cuts = pad_visit_graphs(vo, vocab, truth=truth)
+    n_rx = vocab.sizes[1]
+    assert list(g["visit_occurrence_ids"]) == [10, 11, 20]
+    assert g["dx_codes"][0].tolist() == [vocab.dx[100], vocab.dx[200]]
+    assert g["tx_codes"][0].tolist() == [vocab.drug[7], vocab.drug[8], vocab.procedure[5] + n_rx]
+    assert treatment_index(vocab, "procedure", np.array([5]))[0] == vocab.procedure[5] + n_rx
+    # visit 10: A-7, B-8, B-5 are the true links; visit 20's drug 9 has none
+    assert g["true_links"][0].int().tolist() == [[1, 0, 0], [0, 1, 1]]
+    assert g["true_links"][2].sum() == 0 and g["tx_mask"][2].sum() == 1
+    g, cuts = pad_visit_graphs(vo, vocab, person_ids=[2, 1], max_dx=1, max_tx=2)
+    assert list(g["visit_occurrence_ids"]) == [20, 10, 11]
+    assert cuts == {"dx_cut": 1, "tx_cut": 1}
+    assert g["dx_codes"].shape == (3, 1) and g["tx_codes"].shape == (3, 2)

@@ -74,6 +74,8 @@ __all__ = [
     "pad_visit_objects",
     "read_mime_seqs",
     "mime_seqs_to_objects",
+    "pad_visit_graphs",
+    "treatment_index",
 ]
 
 LINK_COLUMN = "linked_condition_occurrence_id"
@@ -680,3 +682,103 @@ def mime_seqs_to_objects(seqs: list) -> VisitObjects:
     report.add("visits", objects["visit_occurrence_id"].nunique())
     report.add("objects", len(objects))
     return VisitObjects(objects, links, report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Visit graphs (GCT): the diagnoses and treatments of each visit, links unknown
+# ---------------------------------------------------------------------------------------------
+
+
+def treatment_index(vocab: ObjectVocab, kind: str, concepts: np.ndarray) -> np.ndarray:
+    """One treatment vocabulary for GCT: drugs keep their index, procedures follow them
+    (``n_drug + index``); 0 stays padding. Size: ``n_drug + n_procedure``."""
+    idx = vocab.encode(kind, concepts)
+    if kind == "procedure":
+        idx = np.where(idx > PAD, idx + vocab.sizes[1], PAD)
+    return idx
+
+
+def pad_visit_graphs(
+    vo: VisitObjects,
+    vocab: ObjectVocab,
+    person_ids: Sequence[int] | np.ndarray | None = None,
+    truth: VisitObjects | None = None,
+    max_dx: int = 50,
+    max_tx: int = 50,
+) -> tuple[dict, dict[str, int]]:
+    r"""One graph per visit for GCT: its distinct diagnoses and treatments (drugs and
+    procedures in one vocabulary, :func:`treatment_index`), padded; the true links as a mask.
+
+    The nodes are the visit's diagnoses and every treatment linked to one of them in ``vo``:
+    build ``vo`` with ``links="visit"`` so that every treatment of a visit with a diagnosis is
+    a node (GCT learns the links; it is not told them). At most ``max_dx`` diagnoses and
+    ``max_tx`` treatments per visit (GCT: 50 codes per type); the rest are counted as cut.
+
+    Args:
+        vo: objects from :func:`visit_objects` (``links="visit"``).
+        vocab: an :class:`ObjectVocab` fitted on training persons.
+        person_ids: whose visits (default: all), in order; each person's visits in date order.
+        truth: the same cohort's objects with ``links="true"``; when given, ``true_links``
+            marks each (diagnosis, treatment) pair of a visit that the truth links.
+        max_dx, max_tx: node limits per visit.
+
+    Returns:
+        ``(graphs, cuts)``: ``dx_codes (N, Dg)``, ``tx_codes (N, Tg)`` (long, 0 at padding),
+        ``dx_mask``, ``tx_mask``, ``true_links (N, Dg, Tg)`` (bool; all False without
+        ``truth``), and NumPy ``person_ids (N,)``, ``visit_occurrence_ids (N,)``, one row per
+        visit; ``cuts`` counts ``dx_cut`` and ``tx_cut``.
+    """
+    if max_dx < 1 or max_tx < 1:
+        raise ValueError(f"max_dx and max_tx must be >= 1, got {max_dx}, {max_tx}")
+    sub = vo if person_ids is None else vo.subset(person_ids)
+    obj = sub.objects
+    if person_ids is not None:  # the caller's person order, visits in date order within
+        rank = pd.Series(np.arange(len(person_ids)), index=np.asarray(person_ids))
+        obj = obj.assign(_r=rank.loc[obj["person_id"].to_numpy()].to_numpy())
+        obj = obj.sort_values(["_r", "object_id"], kind="stable").drop(columns="_r")
+    visits = obj.drop_duplicates("visit_occurrence_id")[["person_id", "visit_occurrence_id"]]
+    row = pd.Series(np.arange(len(visits)), index=visits["visit_occurrence_id"].to_numpy())
+    dx = obj[["visit_occurrence_id", "dx"]].copy()
+    dx["slot"] = dx.groupby("visit_occurrence_id").cumcount()
+    lk = sub.links.merge(obj[["object_id", "visit_occurrence_id"]], on="object_id")
+    lk = lk.drop_duplicates(["visit_occurrence_id", "kind", "concept_id"]).copy()
+    lk["slot"] = lk.groupby("visit_occurrence_id").cumcount()
+    cuts = {
+        "dx_cut": int((dx["slot"] >= max_dx).sum()),
+        "tx_cut": int((lk["slot"] >= max_tx).sum()),
+    }
+    dx, lk = dx[dx["slot"] < max_dx], lk[lk["slot"] < max_tx]
+    N = len(visits)
+    Dg = int(dx["slot"].max()) + 1 if len(dx) else 1
+    Tg = int(lk["slot"].max()) + 1 if len(lk) else 1
+    dx_codes = np.zeros((N, Dg), np.int64)
+    dx_codes[row.loc[dx["visit_occurrence_id"]].to_numpy(), dx["slot"]] = vocab.encode(
+        "dx", dx["dx"].to_numpy()
+    )
+    tx_codes = np.zeros((N, Tg), np.int64)
+    for kind in KINDS:
+        k = lk[lk["kind"] == kind]
+        tx_codes[row.loc[k["visit_occurrence_id"]].to_numpy(), k["slot"]] = treatment_index(
+            vocab, kind, k["concept_id"].to_numpy()
+        )
+    true_links = np.zeros((N, Dg, Tg), bool)
+    if truth is not None:
+        t = truth.links.merge(
+            truth.objects[["object_id", "visit_occurrence_id", "dx"]], on="object_id"
+        )
+        t = t.merge(dx, on=["visit_occurrence_id", "dx"]).merge(
+            lk[["visit_occurrence_id", "kind", "concept_id", "slot"]],
+            on=["visit_occurrence_id", "kind", "concept_id"],
+            suffixes=("_dx", "_tx"),
+        )
+        true_links[row.loc[t["visit_occurrence_id"]].to_numpy(), t["slot_dx"], t["slot_tx"]] = True
+    out = {
+        "dx_codes": torch.from_numpy(dx_codes),
+        "tx_codes": torch.from_numpy(tx_codes),
+        "true_links": torch.from_numpy(true_links),
+        "person_ids": visits["person_id"].to_numpy(),
+        "visit_occurrence_ids": visits["visit_occurrence_id"].to_numpy(),
+    }
+    out["dx_mask"] = out["dx_codes"] > PAD
+    out["tx_mask"] = out["tx_codes"] > PAD
+    return out, cuts

@@ -1,0 +1,203 @@
+"""GCT: the guide mask, the prior from training persons only (a leak test), the prior as the
+first layer's attention, padding invariance, the KL term, and attention scored against the
+true links."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
+from ehrseq.data.visit_objects import (
+    ObjectVocab,
+    VisitObjects,
+    mime_seqs_to_objects,
+    pad_visit_graphs,
+    visit_objects,
+)
+from ehrseq.metrics import auroc
+from ehrseq.models.gct import (
+    GCT,
+    ConditionalPrior,
+    GCTConfig,
+    attention_kl,
+    guide_mask,
+    link_auroc,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# three persons, co-occurrence style: every treatment of a visit on every diagnosis
+SEQS = [
+    [[(0, [0, 1], [0]), (1, [0, 1], [0])], [(0, [0], [])]],
+    [[(1, [1], [1]), (2, [1], [1])]],
+    [[(0, [0], []), (2, [], [])], [(3, [2], [])]],
+]
+
+
+def setup(seqs=SEQS, train=(0, 1, 2)):
+    vo = mime_seqs_to_objects(seqs)
+    vocab = ObjectVocab.fit(vo.subset(list(train)))
+    prior = ConditionalPrior.fit(vo, vocab, list(train))
+    g, _ = pad_visit_graphs(vo, vocab)
+    return vo, vocab, prior, g
+
+
+def tiny(vocab, prior, **kw) -> GCT:
+    torch.manual_seed(0)
+    return GCT(GCTConfig.from_vocab(vocab, **{"d_model": 8, "dropout": 0.0, **kw}), prior).eval()
+
+
+def test_guide_mask_edges():
+    dx_mask = torch.tensor([[True, True]])
+    tx_mask = torch.tensor([[True, False]])
+    g = guide_mask(dx_mask, tx_mask)[0].int()
+    # nodes: visit, dx1, dx2, tx1, tx2 (padded)
+    assert g.tolist() == [
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],
+        [1, 0, 1, 1, 0],
+        [0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
+
+
+def test_prior_by_hand_and_as_first_layer():
+    vo, vocab, prior, g = setup()
+    # the (diagnoses, drugs) of each visit of SEQS, counted by hand:
+    visits = [({0, 1}, {0, 1}), ({0}, {0}), ({1, 2}, {1}), ({0, 2}, {0}), ({3}, {2})]
+    d, t = vocab.dx[0], vocab.drug[0]
+    both = sum(0 in dx and 0 in rx for dx, rx in visits)
+    n_dx = sum(0 in dx for dx, _ in visits)
+    n_rx = sum(0 in rx for _, rx in visits)
+    assert prior.p_tx_given_dx[d, t] == pytest.approx(both / n_dx)
+    assert prior.p_dx_given_tx[t, d] == pytest.approx(both / n_rx)
+    a = prior.matrix(g["dx_codes"], g["tx_codes"], g["dx_mask"], g["tx_mask"])
+    torch.testing.assert_close(a.sum(-1), torch.ones(a.shape[:2]))
+    assert (a[~guide_mask(g["dx_mask"], g["tx_mask"])] == 0).all()
+    out = tiny(vocab, prior)(g)
+    torch.testing.assert_close(out.attentions[0], a)
+    assert (out.attentions[1][~guide_mask(g["dx_mask"], g["tx_mask"])] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def cohort_objects():
+    cohort = generate_cohort(SyntheticConfig(n_patients=120, seed=2))
+    return (
+        visit_objects(cohort.omop_tables(), links="visit"),
+        visit_objects(cohort.tables, links="true"),
+    )
+
+
+def perturb(vo: VisitObjects, persons: np.ndarray) -> VisitObjects:
+    """Add a link from every object of these persons to the most common drug."""
+    objs = vo.objects[vo.objects["person_id"].isin(persons)]
+    drug = vo.links.loc[vo.links["kind"] == "drug", "concept_id"].mode()[0]
+    extra = pd.DataFrame({"object_id": objs["object_id"], "kind": "drug", "concept_id": drug})
+    links = pd.concat([vo.links, extra]).drop_duplicates(["object_id", "kind", "concept_id"])
+    return VisitObjects(vo.objects, links.reset_index(drop=True), vo.report)
+
+
+def test_the_prior_never_sees_held_out_persons(cohort_objects):
+    vo, _ = cohort_objects
+    ids = vo.person_ids()
+    train, test = ids[:80], ids[80:]
+    vocab = ObjectVocab.fit(vo.subset(train))
+    prior = ConditionalPrior.fit(vo, vocab, train)
+    moved_test = ConditionalPrior.fit(perturb(vo, test), vocab, train)
+    torch.testing.assert_close(moved_test.p_tx_given_dx, prior.p_tx_given_dx, rtol=0, atol=0)
+    torch.testing.assert_close(moved_test.p_dx_given_tx, prior.p_dx_given_tx, rtol=0, atol=0)
+    moved_train = ConditionalPrior.fit(perturb(vo, train), vocab, train)
+    assert not torch.equal(moved_train.p_tx_given_dx, prior.p_tx_given_dx)
+    prior.check_held_out(test)
+    with pytest.raises(ValueError, match="held-out"):
+        prior.check_held_out(ids[75:85])
+    with pytest.raises(ValueError, match="nothing to fit"):
+        ConditionalPrior.fit(vo, vocab, [-1])
+
+
+def test_padding_changes_nothing():
+    vo, vocab, prior, g = setup()
+    model = tiny(vocab, prior)
+    out = model(g)
+    D, T = g["dx_codes"].shape[1], g["tx_codes"].shape[1]
+    more = {
+        "dx_codes": F.pad(g["dx_codes"], (0, 2)),
+        "dx_mask": F.pad(g["dx_mask"], (0, 2)),
+        "tx_codes": F.pad(g["tx_codes"], (0, 3)),
+        "tx_mask": F.pad(g["tx_mask"], (0, 3)),
+    }
+    big = model(more)
+    torch.testing.assert_close(big.logits, out.logits)
+    keep = torch.cat([torch.arange(1 + D), 1 + D + 2 + torch.arange(T)])  # real node slots
+    for a, b in zip(out.attentions, big.attentions):
+        torch.testing.assert_close(b[:, keep][:, :, keep], a)
+    for i in range(len(out.logits)):  # each visit alone, unpadded
+        n_d, n_t = int(g["dx_mask"][i].sum()), int(g["tx_mask"][i].sum())
+        one = {
+            "dx_codes": g["dx_codes"][i : i + 1, :n_d],
+            "dx_mask": g["dx_mask"][i : i + 1, :n_d],
+            "tx_codes": g["tx_codes"][i : i + 1, : max(n_t, 1)],
+            "tx_mask": g["tx_mask"][i : i + 1, : max(n_t, 1)],
+        }
+        torch.testing.assert_close(model(one).logits, out.logits[i : i + 1])
+
+
+def test_kl_by_hand_and_in_the_loss():
+    vo, vocab, prior, g = setup()
+    model = tiny(vocab, prior, kl_weight=0.3)
+    out = model(g)
+    allowed = guide_mask(g["dx_mask"], g["tx_mask"])
+    real = torch.cat([torch.ones(len(allowed), 1, dtype=torch.bool), g["dx_mask"], g["tx_mask"]], 1)
+    want = 0.0
+    attns = [a.detach() for a in out.attentions]
+    for p, q in zip(attns[:-1], attns[1:]):
+        rows = [
+            sum(
+                float(p[n, i, j] * (p[n, i, j] / q[n, i, j]).log())
+                for j in range(p.shape[2])
+                if p[n, i, j] > 0
+            )
+            for n in range(p.shape[0])
+            for i in range(p.shape[1])
+            if real[n, i]
+        ]
+        want += sum(rows) / len(rows)
+    want /= len(out.attentions) - 1
+    kl = attention_kl(out.attentions, allowed)
+    assert kl.item() == pytest.approx(want, rel=1e-5)
+    assert attention_kl([attns[1]] * 2, allowed).item() == pytest.approx(0.0, abs=1e-6)
+    res = model.loss(g, torch.ones(len(out.logits)))
+    torch.testing.assert_close(res["loss"], res["bce"] + 0.3 * res["kl"])
+    res["loss"].backward()
+    assert model.layers[1].q.weight.grad.abs().sum() > 0  # the KL reaches the learned attention
+
+
+def test_link_auroc(cohort_objects):
+    vo, truth = cohort_objects
+    ids = vo.person_ids()
+    train, test = ids[:80], ids[80:]
+    vocab = ObjectVocab.fit(vo.subset(train))
+    prior = ConditionalPrior.fit(vo, vocab, train)
+    g, _ = pad_visit_graphs(vo, vocab, test, truth=truth)
+    # the true links mark exactly the generator's links of these persons' visits
+    t = truth.subset(test)
+    assert int(g["true_links"].sum()) == len(t.links)
+    assert not (g["true_links"] & ~(g["dx_mask"][:, :, None] & g["tx_mask"][:, None, :])).any()
+    model = tiny(vocab, prior)
+    out = model(g)
+    a = out.attentions[0]
+    score = link_auroc(a, g["dx_mask"], g["tx_mask"], g["true_links"])
+    D = g["dx_codes"].shape[1]
+    pair = g["dx_mask"][:, :, None] & g["tx_mask"][:, None, :]
+    s = (a[:, 1 : 1 + D, 1 + D :] + a[:, 1 + D :, 1 : 1 + D].transpose(1, 2))[pair]
+    assert score == pytest.approx(auroc(g["true_links"][pair].numpy(), s.numpy()))
+    assert score > 0.75  # the training co-occurrence prior already points at the links
+    perfect = torch.zeros_like(a)
+    perfect[:, 1 : 1 + D, 1 + D :] = g["true_links"].float()
+    assert link_auroc(perfect, g["dx_mask"], g["tx_mask"], g["true_links"]) == 1.0
+    with pytest.raises(ValueError, match="both"):
+        link_auroc(a, g["dx_mask"], g["tx_mask"], torch.zeros_like(g["true_links"]))
