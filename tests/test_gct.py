@@ -201,3 +201,44 @@ def test_link_auroc(cohort_objects):
     assert link_auroc(perfect, g["dx_mask"], g["tx_mask"], g["true_links"]) == 1.0
     with pytest.raises(ValueError, match="both"):
         link_auroc(a, g["dx_mask"], g["tx_mask"], torch.zeros_like(g["true_links"]))
+
+
+def test_a_tiny_task_is_learned():
+    """Label 1 when the visit holds diagnosis 0 together with drug 0 (each alone is common)."""
+    rng = np.random.default_rng(0)
+
+    def task(n):
+        seqs, labels = [], []
+        for _ in range(n):
+            has_d, has_t = rng.random() < 0.6, rng.random() < 0.6
+            dxs = ([0] if has_d else []) + [int(rng.integers(1, 4))]
+            drugs = ([0] if has_t else []) + [int(rng.integers(1, 3))]
+            seqs.append([[(d, drugs, []) for d in dxs]])
+            labels.append(float(has_d and has_t))
+        return seqs, labels
+
+    seqs, labels = task(300)
+    vo = mime_seqs_to_objects(seqs)
+    vocab = ObjectVocab.fit(vo)
+    train = vo.person_ids()
+    prior = ConditionalPrior.fit(vo, vocab, train)
+    g, _ = pad_visit_graphs(vo, vocab)
+    y = torch.tensor(labels)
+    torch.manual_seed(0)
+    model = GCT(GCTConfig.from_vocab(vocab, d_model=16, dropout=0.0), prior)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = model.loss(g, y)["loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test_seqs, test_labels = task(200)
+    tvo = mime_seqs_to_objects(test_seqs)
+    tg, _ = pad_visit_graphs(tvo, vocab)
+    model.eval()
+    with torch.no_grad():
+        acc = ((model(tg).logits > 0).float() == torch.tensor(test_labels)).float().mean()
+    assert loss.item() < 0.5 * first
+    assert acc.item() > 0.9, acc.item()
