@@ -51,6 +51,65 @@ def tiny(vocab, prior, **kw) -> GCT:
     return GCT(GCTConfig.from_vocab(vocab, **{"d_model": 8, "dropout": 0.0, **kw}), prior).eval()
 
 
+def test_guide_mask_edges_with_labs():
+    g = guide_mask(torch.tensor([[True]]), torch.tensor([[True]]), torch.tensor([[True, False]]))
+    # nodes: visit, dx, tx, lab1, lab2 (padded)
+    assert g[0].int().tolist() == [
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [0, 1, 1, 1, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 0, 0, 1],
+    ]
+
+
+LABS = pd.DataFrame(  # visit ids of SEQS run 0..4 in order
+    {
+        "person_id": [0, 0, 0, 1, 2],
+        "visit_occurrence_id": [0, 0, 1, 2, 4],
+        "concept_id": [7, 8, 7, 8, 9],
+    }
+)
+
+
+def setup_labs():
+    vo = mime_seqs_to_objects(SEQS)
+    vo = VisitObjects(vo.objects, vo.links, vo.report, LABS)
+    vocab = ObjectVocab.fit(vo)
+    prior = ConditionalPrior.fit(vo, vocab, [0, 1, 2])
+    g, _ = pad_visit_graphs(vo, vocab)
+    return vo, vocab, prior, g
+
+
+def test_lab_nodes_prior_and_padding():
+    vo, vocab, prior, g = setup_labs()
+    n_rx = vocab.sizes[1]
+    # drug 0 is in visits 0, 1, 3; lab 7 in visits 0, 1: P(lab 7 | drug 0) = 2/3, P(drug 0 | lab 7) = 1
+    t, lab = vocab.drug[0], vocab.lab[7]
+    assert prior.p_lab_given_tx[t, lab] == pytest.approx(2 / 3)
+    assert prior.p_tx_given_lab[lab, t] == pytest.approx(1.0)
+    assert prior.p_lab_given_tx[vocab.procedure[0] + n_rx, lab] == pytest.approx(1.0)
+    model = tiny(vocab, prior)
+    assert model.cfg.n_lab == vocab.n_lab
+    out = model(g)
+    allowed = guide_mask(g["dx_mask"], g["tx_mask"], g["lab_mask"])
+    a = prior.matrix(
+        g["dx_codes"], g["tx_codes"], g["dx_mask"], g["tx_mask"], g["lab_codes"], g["lab_mask"]
+    )
+    torch.testing.assert_close(out.attentions[0], a)
+    assert (out.attentions[2][~allowed] == 0).all()
+    more = dict(g, lab_codes=F.pad(g["lab_codes"], (0, 2)), lab_mask=F.pad(g["lab_mask"], (0, 2)))
+    torch.testing.assert_close(model(more).logits, out.logits)
+    # the labs change the visit vectors (visit 3 of person 2 has no lab: unchanged there)
+    no_lab = dict(
+        g, lab_codes=torch.zeros_like(g["lab_codes"]), lab_mask=torch.zeros_like(g["lab_mask"])
+    )
+    diff = (model(no_lab).logits - out.logits).abs() > 1e-6
+    assert diff.tolist() == g["lab_mask"].any(1).tolist()
+    with pytest.raises(ValueError, match="lacks"):
+        model({k: v for k, v in g.items() if k != "lab_codes"})
+
+
 def test_guide_mask_edges():
     dx_mask = torch.tensor([[True, True]])
     tx_mask = torch.tensor([[True, False]])
@@ -191,13 +250,15 @@ def test_link_auroc(cohort_objects):
     out = model(g)
     a = out.attentions[0]
     score = link_auroc(a, g["dx_mask"], g["tx_mask"], g["true_links"])
-    D = g["dx_codes"].shape[1]
+    D, T = g["dx_codes"].shape[1], g["tx_codes"].shape[1]
+    assert model.cfg.n_lab > 2 and a.shape[-1] > 1 + D + T  # the cohort's labs are nodes
+    d, t = slice(1, 1 + D), slice(1 + D, 1 + D + T)
     pair = g["dx_mask"][:, :, None] & g["tx_mask"][:, None, :]
-    s = (a[:, 1 : 1 + D, 1 + D :] + a[:, 1 + D :, 1 : 1 + D].transpose(1, 2))[pair]
+    s = (a[:, d, t] + a[:, t, d].transpose(1, 2))[pair]
     assert score == pytest.approx(auroc(g["true_links"][pair].numpy(), s.numpy()))
     assert score > 0.75  # the training co-occurrence prior already points at the links
     perfect = torch.zeros_like(a)
-    perfect[:, 1 : 1 + D, 1 + D :] = g["true_links"].float()
+    perfect[:, d, t] = g["true_links"].float()
     assert link_auroc(perfect, g["dx_mask"], g["tx_mask"], g["true_links"]) == 1.0
     with pytest.raises(ValueError, match="both"):
         link_auroc(a, g["dx_mask"], g["tx_mask"], torch.zeros_like(g["true_links"]))

@@ -169,6 +169,8 @@ def test_cdm_reader_agrees_with_the_frames(cohort, tmp_path):
         got = visit_objects_from_cdm(tmp_path / folder, links="visit")
         pd.testing.assert_frame_equal(got.objects, want.objects, check_dtype=False)
         pd.testing.assert_frame_equal(got.links, want.links, check_dtype=False)
+        pd.testing.assert_frame_equal(got.labs, want.labs, check_dtype=False)
+    assert len(want.labs) > 0
 
 
 def test_padding_limits_and_cut_counts(cohort):
@@ -268,6 +270,13 @@ def test_malformed_mime_entries_are_counted():
 
 def test_visit_graphs_nodes_true_links_and_cuts():
     t = tiny_tables()
+    t["measurement"] = pd.DataFrame(
+        {
+            "person_id": [1, 1, 1, 2, 1, "x"],
+            "measurement_concept_id": [50, 51, 50, 52, 53, 50],
+            "visit_occurrence_id": [10, 10, 10, 20, 99, 10],  # visit 99 has no diagnosis
+        }
+    )
     truth = visit_objects(t, links="true")
     plain = {k: v.drop(columns=[LINK_COLUMN], errors="ignore") for k, v in t.items()}
     vo = visit_objects(plain, links="visit")
@@ -283,5 +292,11 @@ def test_visit_graphs_nodes_true_links_and_cuts():
     assert g["true_links"][2].sum() == 0 and g["tx_mask"][2].sum() == 1
     g, cuts = pad_visit_graphs(vo, vocab, person_ids=[2, 1], max_dx=1, max_tx=2)
     assert list(g["visit_occurrence_ids"]) == [20, 10, 11]
-    assert cuts == {"dx_cut": 1, "tx_cut": 1}
+    assert cuts == {"dx_cut": 1, "tx_cut": 1, "lab_cut": 0}
     assert g["dx_codes"].shape == (3, 1) and g["tx_codes"].shape == (3, 2)
+    # lab nodes: the distinct measurement concepts of each visit with a diagnosis
+    c = vo.report.counts
+    assert c["labs_in_visits_without_diagnosis"] == 1 and c["bad_id_measurement"] == 1
+    assert g["lab_codes"].tolist() == [[vocab.lab[52], 0], [vocab.lab[50], vocab.lab[51]], [0, 0]]
+    g, cuts = pad_visit_graphs(vo, vocab, max_lab=1)
+    assert cuts["lab_cut"] == 1 and g["lab_mask"].sum() == 2

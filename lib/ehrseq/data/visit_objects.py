@@ -38,6 +38,10 @@ Padding (:func:`pad_visit_objects`) follows the original MiME's limits (its ``ma
 visits (the most recent are kept), and counts what each limit cut. Codes are indices of an
 :class:`ObjectVocab` fitted on training objects only: 0 is padding, 1 is unknown.
 
+:func:`pad_visit_graphs` gives GCT's input instead: one graph per visit, its diagnoses, its
+treatments (links unknown) and its labs (the distinct measurement concepts of the visit,
+``VisitObjects.labs``), with the true links as a mask to score attention against.
+
 :func:`read_mime_seqs` reads the original MiME input (a nested list ``patients -> visits ->
 [dx, [rx...], [pr...]]``) from JSON, or from a pickle through an unpickler that refuses every
 global, so a pickle can only yield lists, tuples, dicts, numbers, strings and ``None``, and
@@ -128,11 +132,23 @@ class VisitObjects:
         links: ``object_id``, ``kind`` (``"drug"`` or ``"procedure"``), ``concept_id``; in
             order of appearance within each object, one row per distinct concept.
         report: the :class:`ObjectReport`.
+        labs: ``person_id``, ``visit_occurrence_id``, ``concept_id``: the distinct measurement
+            concepts of each visit that has an object (GCT's lab nodes; MiME does not read
+            them); empty without a measurement table.
     """
 
     objects: pd.DataFrame
     links: pd.DataFrame
     report: ObjectReport
+    labs: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {
+                "person_id": pd.Series(dtype=np.int64),
+                "visit_occurrence_id": pd.Series(dtype=np.int64),
+                "concept_id": pd.Series(dtype=np.int64),
+            }
+        )
+    )
 
     def person_ids(self) -> np.ndarray:
         """The persons with at least one object, in order."""
@@ -145,7 +161,10 @@ class VisitObjects:
         links = self.links[self.links["object_id"].isin(new_id.index)].copy()
         links["object_id"] = new_id.loc[links["object_id"].to_numpy()].to_numpy()
         objects = keep.assign(object_id=np.arange(len(keep))).reset_index(drop=True)
-        return VisitObjects(objects, links.reset_index(drop=True), self.report)
+        labs = self.labs[self.labs["person_id"].isin(np.asarray(person_ids))]
+        return VisitObjects(
+            objects, links.reset_index(drop=True), self.report, labs.reset_index(drop=True)
+        )
 
     def nested(self) -> list[list[list[tuple[int, list[int], list[int]]]]]:
         """The original MiME nested list ``patients -> visits -> (dx, [rx], [pr])`` (concept ids)."""
@@ -359,7 +378,29 @@ def visit_objects(
     report.add("persons", objects["person_id"].nunique())
     report.add("visits", objects["visit_occurrence_id"].nunique())
     report.add("objects", len(objects))
-    return VisitObjects(objects, link_frame, report)
+    labs = None
+    if "measurement" in tables:
+        raw = tables["measurement"]
+        report.add("rows_measurement", len(raw))
+        cols = ["person_id", "measurement_concept_id", "visit_occurrence_id"]
+        m = _ids(raw, cols)
+        bad = _bad_rows(raw, m, cols) | m[cols[:2]].isna().any(axis=1)
+        report.add("bad_id_measurement", bad.sum())
+        m = m[~bad & m["visit_occurrence_id"].notna()]
+        in_dx = m["visit_occurrence_id"].isin(dx_visits)
+        report.add("labs_in_visits_without_diagnosis", (~in_dx).sum())
+        m = m[in_dx].drop_duplicates(["visit_occurrence_id", "measurement_concept_id"])
+        labs = pd.DataFrame(
+            {
+                "person_id": m["person_id"].to_numpy(np.int64),
+                "visit_occurrence_id": m["visit_occurrence_id"].to_numpy(np.int64),
+                "concept_id": m["measurement_concept_id"].to_numpy(np.int64),
+            }
+        )
+        report.add("lab_nodes", len(labs))
+    if labs is None:
+        return VisitObjects(objects, link_frame, report)
+    return VisitObjects(objects, link_frame, report, labs)
 
 
 def visit_objects_from_cdm(cdm, links: str = "visit") -> VisitObjects:
@@ -384,6 +425,7 @@ def visit_objects_from_cdm(cdm, links: str = "visit") -> VisitObjects:
             "condition_start_date",
         ],
         "visit_occurrence": ["visit_occurrence_id", "visit_start_date"],
+        "measurement": ["person_id", "measurement_concept_id", "visit_occurrence_id"],
     }
     for table, id_col, concept_col in _TREATMENT_TABLES.values():
         wanted[table] = [id_col, "person_id", concept_col, "visit_occurrence_id", LINK_COLUMN]
@@ -407,7 +449,8 @@ def visit_objects_from_cdm(cdm, links: str = "visit") -> VisitObjects:
 
 @dataclass
 class ObjectVocab:
-    """Concept id -> index, one map per kind (``dx``, ``drug``, ``procedure``).
+    """Concept id -> index, one map per kind (``dx``, ``drug``, ``procedure``, and ``lab``
+    for GCT's lab nodes).
 
     Index 0 is padding, 1 an unknown concept (not seen in the objects it was fitted on); the
     rest follow by training frequency (most frequent first, ties by concept id). Fit it on
@@ -417,6 +460,7 @@ class ObjectVocab:
     dx: dict[int, int]
     drug: dict[int, int]
     procedure: dict[int, int]
+    lab: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, vo: VisitObjects) -> ObjectVocab:
@@ -430,12 +474,18 @@ class ObjectVocab:
             dx=index(vo.objects["dx"]),
             drug=index(lk.loc[lk["kind"] == "drug", "concept_id"]),
             procedure=index(lk.loc[lk["kind"] == "procedure", "concept_id"]),
+            lab=index(vo.labs["concept_id"]),
         )
 
     @property
     def sizes(self) -> tuple[int, int, int]:
         """``(n_dx, n_drug, n_procedure)`` embedding rows, padding and unknown included."""
         return len(self.dx) + 2, len(self.drug) + 2, len(self.procedure) + 2
+
+    @property
+    def n_lab(self) -> int:
+        """Lab embedding rows (GCT), padding and unknown included; 2 when no labs were seen."""
+        return len(self.lab) + 2
 
     def encode(self, kind: str, concepts: np.ndarray) -> np.ndarray:
         m = pd.Series(getattr(self, kind), dtype=np.int64)
@@ -705,14 +755,16 @@ def pad_visit_graphs(
     truth: VisitObjects | None = None,
     max_dx: int = 50,
     max_tx: int = 50,
+    max_lab: int = 50,
 ) -> tuple[dict, dict[str, int]]:
     r"""One graph per visit for GCT: its distinct diagnoses and treatments (drugs and
     procedures in one vocabulary, :func:`treatment_index`), padded; the true links as a mask.
 
     The nodes are the visit's diagnoses and every treatment linked to one of them in ``vo``:
     build ``vo`` with ``links="visit"`` so that every treatment of a visit with a diagnosis is
-    a node (GCT learns the links; it is not told them). At most ``max_dx`` diagnoses and
-    ``max_tx`` treatments per visit (GCT: 50 codes per type); the rest are counted as cut.
+    a node (GCT learns the links; it is not told them). The visit's distinct measurement
+    concepts (``vo.labs``) are its lab nodes. At most ``max_dx`` diagnoses, ``max_tx``
+    treatments and ``max_lab`` labs per visit (GCT: 50 codes per type); the rest are counted.
 
     Args:
         vo: objects from :func:`visit_objects` (``links="visit"``).
@@ -720,16 +772,18 @@ def pad_visit_graphs(
         person_ids: whose visits (default: all), in order; each person's visits in date order.
         truth: the same cohort's objects with ``links="true"``; when given, ``true_links``
             marks each (diagnosis, treatment) pair of a visit that the truth links.
-        max_dx, max_tx: node limits per visit.
+        max_dx, max_tx, max_lab: node limits per visit.
 
     Returns:
         ``(graphs, cuts)``: ``dx_codes (N, Dg)``, ``tx_codes (N, Tg)`` (long, 0 at padding),
-        ``dx_mask``, ``tx_mask``, ``true_links (N, Dg, Tg)`` (bool; all False without
-        ``truth``), and NumPy ``person_ids (N,)``, ``visit_occurrence_ids (N,)``, one row per
-        visit; ``cuts`` counts ``dx_cut`` and ``tx_cut``.
+        ``lab_codes (N, Lg)`` (:attr:`ObjectVocab.lab` indices; one padded column when there
+        are no labs), ``dx_mask``, ``tx_mask``, ``lab_mask``, ``true_links (N, Dg, Tg)``
+        (bool; all False without ``truth``), and NumPy ``person_ids (N,)``,
+        ``visit_occurrence_ids (N,)``, one row per visit; ``cuts`` counts ``dx_cut``,
+        ``tx_cut`` and ``lab_cut``.
     """
-    if max_dx < 1 or max_tx < 1:
-        raise ValueError(f"max_dx and max_tx must be >= 1, got {max_dx}, {max_tx}")
+    if min(max_dx, max_tx, max_lab) < 1:
+        raise ValueError(f"max_dx, max_tx, max_lab must be >= 1, got {max_dx}, {max_tx}, {max_lab}")
     sub = vo if person_ids is None else vo.subset(person_ids)
     obj = sub.objects
     if person_ids is not None:  # the caller's person order, visits in date order within
@@ -743,12 +797,20 @@ def pad_visit_graphs(
     lk = sub.links.merge(obj[["object_id", "visit_occurrence_id"]], on="object_id")
     lk = lk.drop_duplicates(["visit_occurrence_id", "kind", "concept_id"]).copy()
     lk["slot"] = lk.groupby("visit_occurrence_id").cumcount()
+    lab = sub.labs[sub.labs["visit_occurrence_id"].isin(row.index)].copy()
+    lab["slot"] = lab.groupby("visit_occurrence_id").cumcount()
     cuts = {
         "dx_cut": int((dx["slot"] >= max_dx).sum()),
         "tx_cut": int((lk["slot"] >= max_tx).sum()),
+        "lab_cut": int((lab["slot"] >= max_lab).sum()),
     }
     dx, lk = dx[dx["slot"] < max_dx], lk[lk["slot"] < max_tx]
-    N = len(visits)
+    lab = lab[lab["slot"] < max_lab]
+    Lg = int(lab["slot"].max()) + 1 if len(lab) else 1
+    lab_codes = np.zeros((N := len(visits), Lg), np.int64)
+    lab_codes[row.loc[lab["visit_occurrence_id"]].to_numpy(), lab["slot"]] = vocab.encode(
+        "lab", lab["concept_id"].to_numpy()
+    )
     Dg = int(dx["slot"].max()) + 1 if len(dx) else 1
     Tg = int(lk["slot"].max()) + 1 if len(lk) else 1
     dx_codes = np.zeros((N, Dg), np.int64)
@@ -775,10 +837,12 @@ def pad_visit_graphs(
     out = {
         "dx_codes": torch.from_numpy(dx_codes),
         "tx_codes": torch.from_numpy(tx_codes),
+        "lab_codes": torch.from_numpy(lab_codes),
         "true_links": torch.from_numpy(true_links),
         "person_ids": visits["person_id"].to_numpy(),
         "visit_occurrence_ids": visits["visit_occurrence_id"].to_numpy(),
     }
     out["dx_mask"] = out["dx_codes"] > PAD
     out["tx_mask"] = out["tx_codes"] > PAD
+    out["lab_mask"] = out["lab_codes"] > PAD
     return out, cuts

@@ -9,12 +9,13 @@ Written bottom-up: :class:`GCTConfig`, the prior (:class:`ConditionalPrior`, fit
 training persons only), :func:`guide_mask`, :class:`GCTLayer`, :class:`GCT`, and
 :func:`link_auroc`, which scores attention against the true links of the synthetic cohort.
 The input is one graph per visit from :func:`ehrseq.data.visit_objects.pad_visit_graphs`:
-``dx_codes (N, D)``, ``tx_codes (N, T)`` and their masks. Nodes are ordered
-``[visit, dx_1..dx_D, tx_1..tx_T]``, :math:`M = 1 + D + T`. Lab nodes (GCT's third type,
-with treatment-lab edges) are not built here.
+``dx_codes (N, D)``, ``tx_codes (N, T)``, optionally ``lab_codes (N, L)`` (the visit's
+measurement concepts; values are not read), and their masks. Nodes are ordered
+``[visit, dx_1..dx_D, tx_1..tx_T, lab_1..lab_L]``, :math:`M = 1 + D + T (+ L)`.
 
 **Guide mask.** Attention is allowed on visit :math:`\leftrightarrow` diagnosis, diagnosis
-:math:`\leftrightarrow` treatment and from a node to itself; every other pair (and every
+:math:`\leftrightarrow` treatment, treatment :math:`\leftrightarrow` lab (with labs) and from
+a node to itself; every other pair (and every
 padded node) is masked out. A padded node attends to itself only, so it never reaches a real
 node.
 
@@ -26,7 +27,8 @@ node.
     P(d \mid t) = \frac{\#\{\text{visits with } d \text{ and } t\}}{\#\{\text{visits with } t\}}
 
 and per visit :math:`\tilde A_{d_i t_j} = P(t_j \mid d_i)`, :math:`\tilde A_{t_j d_i} =
-P(d_i \mid t_j)`, the visit-diagnosis entries and the diagonal set to ``prior_scalar`` (0.5),
+P(d_i \mid t_j)` (with labs, likewise :math:`P(l \mid t)` and :math:`P(t \mid l)` on the
+treatment-lab entries), the visit-diagnosis entries and the diagonal set to ``prior_scalar`` (0.5),
 each row then normalised to sum to 1 over its allowed entries.
 
 **Layers.** With :math:`X^{(0)} = [e_\text{visit}; E_{dx}[d]; E_{tx}[t]]` and one head,
@@ -65,6 +67,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "GCT_INPUTS",
+    "GCT_LAB_INPUTS",
     "GCTConfig",
     "ConditionalPrior",
     "GCTLayer",
@@ -77,6 +80,8 @@ __all__ = [
 
 #: Keys of the graph batch that :class:`GCT` reads.
 GCT_INPUTS = ("dx_codes", "tx_codes", "dx_mask", "tx_mask")
+#: Read as well when the model has lab nodes (``GCTConfig.n_lab > 0``).
+GCT_LAB_INPUTS = ("lab_codes", "lab_mask")
 
 
 @dataclass
@@ -86,6 +91,7 @@ class GCTConfig:
     Attributes:
         n_dx, n_tx: embedding rows (padding and unknown included): ``ObjectVocab.sizes[0]``
             and ``sizes[1] + sizes[2]`` (drugs, then procedures).
+        n_lab: lab embedding rows (``ObjectVocab.n_lab``); 0: no lab nodes.
         d_model: node width (GCT: 128).
         n_layers: layers, the first of which uses the prior as its attention (GCT: 3).
         d_ff: feed-forward width (``None``: ``d_model``).
@@ -95,6 +101,7 @@ class GCTConfig:
 
     n_dx: int
     n_tx: int
+    n_lab: int = 0
     d_model: int = 64
     n_layers: int = 3
     d_ff: int | None = None
@@ -104,6 +111,8 @@ class GCTConfig:
     def __post_init__(self) -> None:
         if self.n_dx < 2 or self.n_tx < 2:
             raise ValueError(f"n_dx, n_tx = {self.n_dx}, {self.n_tx}: need padding and unknown")
+        if self.n_lab == 1 or self.n_lab < 0:
+            raise ValueError(f"n_lab = {self.n_lab}: 0 (no labs) or >= 2")
         if self.d_model < 1 or self.n_layers < 1:
             raise ValueError("d_model and n_layers must be at least 1")
         if not 0 <= self.dropout < 1 or self.kl_weight < 0:
@@ -112,31 +121,67 @@ class GCTConfig:
     @classmethod
     def from_vocab(cls, vocab, **overrides) -> GCTConfig:
         n_dx, n_rx, n_pr = vocab.sizes
-        return cls(n_dx=n_dx, n_tx=n_rx + n_pr, **overrides)
+        n_lab = vocab.n_lab if vocab.lab else 0
+        return cls(**{"n_dx": n_dx, "n_tx": n_rx + n_pr, "n_lab": n_lab, **overrides})
 
 
-def guide_mask(dx_mask: Tensor, tx_mask: Tensor) -> Tensor:
-    """Allowed attention ``(N, M, M)``: visit<->dx, dx<->tx between real nodes, and every
-    node (padded ones too) to itself.
+def guide_mask(dx_mask: Tensor, tx_mask: Tensor, lab_mask: Tensor | None = None) -> Tensor:
+    """Allowed attention ``(N, M, M)``: visit<->dx, dx<->tx, tx<->lab between real nodes, and
+    every node (padded ones too) to itself.
 
     Shapes:
-        dx_mask ``(N, D)``, tx_mask ``(N, T)`` (bool); output ``(N, 1 + D + T, 1 + D + T)``.
+        dx_mask ``(N, D)``, tx_mask ``(N, T)``, lab_mask ``(N, L)`` (bool, optional); output
+        ``(N, M, M)`` with ``M = 1 + D + T (+ L)``.
     """
-    N, D = dx_mask.shape
-    real = torch.cat([dx_mask.new_ones(N, 1), dx_mask, tx_mask], 1)  # (N, M)
-    M = real.shape[1]
-    kind = torch.cat([torch.zeros(1), torch.ones(D), torch.full((tx_mask.shape[1],), 2.0)]).to(
-        dx_mask.device
-    )  # (M,): 0 visit, 1 dx, 2 tx
-    a, b = kind[:, None], kind[None, :]
-    edge = (
-        ((a == 0) & (b == 1))
-        | ((a == 1) & (b == 0))
-        | ((a == 1) & (b == 2))
-        | ((a == 2) & (b == 1))
+    N = dx_mask.shape[0]
+    parts = [dx_mask.new_ones(N, 1), dx_mask, tx_mask] + (
+        [lab_mask] if lab_mask is not None else []
     )
+    real = torch.cat(parts, 1)  # (N, M)
+    M = real.shape[1]
+    kind = torch.cat([torch.full((p.shape[1],), float(i)) for i, p in enumerate(parts)]).to(
+        dx_mask.device
+    )  # (M,): 0 visit, 1 dx, 2 tx, 3 lab
+    a, b = kind[:, None], kind[None, :]
+    edge = (a - b).abs() == 1  # neighbouring types: visit-dx, dx-tx, tx-lab
     allowed = edge[None] & real[:, :, None] & real[:, None, :]  # (N, M, M)
     return allowed | torch.eye(M, dtype=torch.bool, device=dx_mask.device)[None]
+
+
+def _nodes(graphs: dict, with_labs: bool) -> tuple:
+    """``dx, tx, lab, dx_mask, tx_mask, lab_mask`` of a graph batch (lab ones ``None``)."""
+    missing = [k for k in GCT_INPUTS + (GCT_LAB_INPUTS if with_labs else ()) if k not in graphs]
+    if missing:
+        raise ValueError(f"the graph batch lacks {missing} (pad_visit_graphs gives them)")
+    lab = graphs["lab_codes"] if with_labs else None
+    lab_mask = graphs["lab_mask"] if with_labs else None
+    return (
+        graphs["dx_codes"],
+        graphs["tx_codes"],
+        lab,
+        graphs["dx_mask"],
+        graphs["tx_mask"],
+        lab_mask,
+    )
+
+
+def _conditionals(
+    a: Tensor, a_mask: Tensor, b: Tensor, b_mask: Tensor, n_a: int, n_b: int
+) -> tuple[Tensor, Tensor]:
+    """``P(b | a) (n_a, n_b)`` and ``P(a | b) (n_b, n_a)`` from per-visit distinct codes
+    ``a (N, A)``, ``b (N, B)``: visits with both over visits with the condition."""
+    pair = a_mask[:, :, None] & b_mask[:, None, :]  # (N, A, B)
+    a_idx = a[:, :, None].expand_as(pair)[pair]
+    b_idx = b[:, None, :].expand_as(pair)[pair]
+    both = torch.zeros(n_a * n_b, dtype=torch.float64)
+    both.index_add_(0, a_idx * n_b + b_idx, torch.ones(len(a_idx), dtype=torch.float64))
+    both = both.reshape(n_a, n_b)  # visits with a and b
+    n_a_vis = torch.bincount(a[a_mask], minlength=n_a).double()  # visits with a
+    n_b_vis = torch.bincount(b[b_mask], minlength=n_b).double()  # visits with b
+    return (
+        (both / n_a_vis.clamp(min=1)[:, None]).float(),
+        (both.T / n_b_vis.clamp(min=1)[:, None]).float(),
+    )
 
 
 @dataclass
@@ -145,6 +190,8 @@ class ConditionalPrior:
 
     Attributes:
         p_tx_given_dx: ``(n_dx, n_tx)``; p_dx_given_tx: ``(n_tx, n_dx)``.
+        p_lab_given_tx: ``(n_tx, n_lab)``; p_tx_given_lab: ``(n_lab, n_tx)``; ``None``
+            without labs.
         fitted_on: the person ids whose visits were counted (:meth:`check_held_out`).
         prior_scalar: the visit-diagnosis entries and the diagonal (GCT: 0.5).
     """
@@ -153,6 +200,8 @@ class ConditionalPrior:
     p_dx_given_tx: Tensor
     fitted_on: np.ndarray = field(repr=False)
     prior_scalar: float = 0.5
+    p_lab_given_tx: Tensor | None = None
+    p_tx_given_lab: Tensor | None = None
 
     @classmethod
     def fit(
@@ -180,21 +229,17 @@ class ConditionalPrior:
         sub = vo.subset(train)
         if not len(sub.objects):
             raise ValueError("none of train_person_ids has a visit: nothing to fit the prior on")
-        g, _ = pad_visit_graphs(sub, vocab, max_dx=10**6, max_tx=10**6)
+        g, _ = pad_visit_graphs(sub, vocab, max_dx=10**6, max_tx=10**6, max_lab=10**6)
         n_dx, n_rx, n_pr = vocab.sizes
-        n_tx = n_rx + n_pr
-        dx, tx = g["dx_codes"], g["tx_codes"]  # (N, D), (N, T); codes are distinct per visit
-        pair = g["dx_mask"][:, :, None] & g["tx_mask"][:, None, :]  # (N, D, T)
-        d_idx = dx[:, :, None].expand_as(pair)[pair]
-        t_idx = tx[:, None, :].expand_as(pair)[pair]
-        both = torch.zeros(n_dx * n_tx, dtype=torch.float64)
-        both.index_add_(0, d_idx * n_tx + t_idx, torch.ones(len(d_idx), dtype=torch.float64))
-        both = both.reshape(n_dx, n_tx)  # visits with d and t
-        n_d = torch.bincount(dx[g["dx_mask"]], minlength=n_dx).double()  # visits with d
-        n_t = torch.bincount(tx[g["tx_mask"]], minlength=n_tx).double()  # visits with t
-        p_t_d = (both / n_d.clamp(min=1)[:, None]).float()
-        p_d_t = (both.T / n_t.clamp(min=1)[:, None]).float()
-        return cls(p_t_d, p_d_t, np.unique(train), prior_scalar)
+        p_t_d, p_d_t = _conditionals(
+            g["dx_codes"], g["dx_mask"], g["tx_codes"], g["tx_mask"], n_dx, n_rx + n_pr
+        )
+        labs = (None, None)
+        if vocab.lab:
+            labs = _conditionals(
+                g["tx_codes"], g["tx_mask"], g["lab_codes"], g["lab_mask"], n_rx + n_pr, vocab.n_lab
+            )
+        return cls(p_t_d, p_d_t, np.unique(train), prior_scalar, *labs)
 
     def check_held_out(self, person_ids: Sequence[int] | np.ndarray) -> None:
         """Raise ``ValueError`` if any of these (validation or test) persons was counted."""
@@ -206,21 +251,36 @@ class ConditionalPrior:
             )
 
     def matrix(
-        self, dx_codes: Tensor, tx_codes: Tensor, dx_mask: Tensor, tx_mask: Tensor
+        self,
+        dx_codes: Tensor,
+        tx_codes: Tensor,
+        dx_mask: Tensor,
+        tx_mask: Tensor,
+        lab_codes: Tensor | None = None,
+        lab_mask: Tensor | None = None,
     ) -> Tensor:
         """The row-normalised prior attention ``(N, M, M)`` of each visit graph."""
         N, D = dx_codes.shape
         T = tx_codes.shape[1]
-        M = 1 + D + T
-        p_td = self.p_tx_given_dx.to(dx_codes.device)
-        p_dt = self.p_dx_given_tx.to(dx_codes.device)
-        a = torch.zeros(N, M, M, device=dx_codes.device)
-        a[:, 1 : 1 + D, 1 + D :] = p_td[dx_codes[:, :, None], tx_codes[:, None, :]]  # (N, D, T)
-        a[:, 1 + D :, 1 : 1 + D] = p_dt[tx_codes[:, :, None], dx_codes[:, None, :]]  # (N, T, D)
-        a[:, 0, 1 : 1 + D] = self.prior_scalar
-        a[:, 1 : 1 + D, 0] = self.prior_scalar
-        a = a + self.prior_scalar * torch.eye(M, device=a.device)
-        a = a * guide_mask(dx_mask, tx_mask)  # (N, M, M)
+        L = lab_codes.shape[1] if lab_codes is not None else 0
+        M = 1 + D + T + L
+        dev = dx_codes.device
+        p_td, p_dt = self.p_tx_given_dx.to(dev), self.p_dx_given_tx.to(dev)
+        a = torch.zeros(N, M, M, device=dev)
+        d, t = slice(1, 1 + D), slice(1 + D, 1 + D + T)
+        a[:, d, t] = p_td[dx_codes[:, :, None], tx_codes[:, None, :]]  # (N, D, T)
+        a[:, t, d] = p_dt[tx_codes[:, :, None], dx_codes[:, None, :]]  # (N, T, D)
+        if L:
+            if self.p_lab_given_tx is None:
+                raise ValueError("lab nodes given, but the prior was fitted without labs")
+            lab = slice(1 + D + T, M)
+            p_lt, p_tl = self.p_lab_given_tx.to(dev), self.p_tx_given_lab.to(dev)
+            a[:, t, lab] = p_lt[tx_codes[:, :, None], lab_codes[:, None, :]]  # (N, T, L)
+            a[:, lab, t] = p_tl[lab_codes[:, :, None], tx_codes[:, None, :]]  # (N, L, T)
+        a[:, 0, d] = self.prior_scalar
+        a[:, d, 0] = self.prior_scalar
+        a = a + self.prior_scalar * torch.eye(M, device=dev)
+        a = a * guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
         return a / a.sum(-1, keepdim=True)  # the diagonal keeps every row sum > 0
 
 
@@ -288,6 +348,7 @@ class GCT(nn.Module):
         self.prior = prior
         self.emb_dx = nn.Embedding(cfg.n_dx, cfg.d_model, padding_idx=0)
         self.emb_tx = nn.Embedding(cfg.n_tx, cfg.d_model, padding_idx=0)
+        self.emb_lab = nn.Embedding(cfg.n_lab, cfg.d_model, padding_idx=0) if cfg.n_lab else None
         self.visit = nn.Parameter(torch.randn(cfg.d_model) * 0.02)
         d_ff = cfg.d_ff or cfg.d_model
         self.layers = nn.ModuleList(
@@ -296,24 +357,32 @@ class GCT(nn.Module):
         self.out = nn.Linear(cfg.d_model, 1)
 
     def forward(self, graphs: dict) -> GCTOutput:
-        dx, tx, dx_mask, tx_mask = (graphs[k] for k in GCT_INPUTS)
-        if dx.dim() != 2 or tx.dim() != 2 or dx.shape != dx_mask.shape or tx.shape != tx_mask.shape:
-            raise ValueError("need dx_codes (N, D), tx_codes (N, T) and masks like them")
-        if dx.shape[0] != tx.shape[0]:
-            raise ValueError(f"dx_codes has {dx.shape[0]} visits, tx_codes {tx.shape[0]}")
-        if (dx.numel() and int(dx.max()) >= self.cfg.n_dx) or (
-            tx.numel() and int(tx.max()) >= self.cfg.n_tx
+        cfg = self.cfg
+        dx, tx, lab, dx_mask, tx_mask, lab_mask = _nodes(graphs, cfg.n_lab > 0)
+        for name, codes, mask, n in (
+            ("dx", dx, dx_mask, cfg.n_dx),
+            ("tx", tx, tx_mask, cfg.n_tx),
+            ("lab", lab, lab_mask, cfg.n_lab),
         ):
-            raise ValueError("codes outside the embedding tables (n_dx, n_tx)")
+            if codes is None:
+                continue
+            if codes.dim() != 2 or codes.shape != mask.shape or codes.shape[0] != dx.shape[0]:
+                raise ValueError(
+                    f"{name}_codes {tuple(codes.shape)} and {name}_mask {tuple(mask.shape)} must "
+                    f"be (N, K) with the N = {dx.shape[0]} visits of dx_codes"
+                )
+            if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n):
+                raise ValueError(f"{name}_codes outside the embedding table [0, {n})")
         N = dx.shape[0]
-        x = torch.cat(
-            [self.visit.expand(N, 1, -1), self.emb_dx(dx), self.emb_tx(tx)], 1
-        )  # (N, M, d)
-        allowed = guide_mask(dx_mask, tx_mask)  # (N, M, M)
+        parts = [self.visit.expand(N, 1, -1), self.emb_dx(dx), self.emb_tx(tx)]
+        if self.emb_lab is not None:
+            parts.append(self.emb_lab(lab))
+        x = torch.cat(parts, 1)  # (N, M, d)
+        allowed = guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
+        prior = self.prior.matrix(dx, tx, dx_mask, tx_mask, lab, lab_mask)  # (N, M, M)
         attns = []
-        prior = self.prior.matrix(dx, tx, dx_mask, tx_mask)  # (N, M, M)
         for i, layer in enumerate(self.layers):
-            x, a = layer(x, allowed, prior if i == 0 else None)
+            x, a = layer(x, allowed, prior if i == 0 else None)  # (N, M, d), (N, M, M)
             attns.append(a)
         visits = x[:, 0]  # (N, d), the visit node
         return GCTOutput(self.out(visits).squeeze(-1), visits, attns)
@@ -324,7 +393,9 @@ class GCT(nn.Module):
         if labels.shape != out.logits.shape:
             raise ValueError(f"labels must be {tuple(out.logits.shape)}, got {tuple(labels.shape)}")
         bce = F.binary_cross_entropy_with_logits(out.logits, labels.to(out.logits.dtype))
-        kl = attention_kl(out.attentions, guide_mask(graphs["dx_mask"], graphs["tx_mask"]))
+        lab_mask = graphs["lab_mask"] if self.cfg.n_lab else None
+        allowed = guide_mask(graphs["dx_mask"], graphs["tx_mask"], lab_mask)
+        kl = attention_kl(out.attentions, allowed)
         return {"loss": bce + self.cfg.kl_weight * kl, "bce": bce, "kl": kl}
 
 
@@ -357,9 +428,10 @@ def link_auroc(attention: Tensor, dx_mask: Tensor, tx_mask: Tensor, true_links: 
     Raises:
         ValueError: no positive or no negative pair.
     """
-    D = dx_mask.shape[1]
-    dt = attention[:, 1 : 1 + D, 1 + D :]  # (N, D, T)
-    td = attention[:, 1 + D :, 1 : 1 + D].transpose(1, 2)  # (N, D, T)
+    D, T = dx_mask.shape[1], tx_mask.shape[1]
+    d, t = slice(1, 1 + D), slice(1 + D, 1 + D + T)  # lab nodes, if any, come after
+    dt = attention[:, d, t]  # (N, D, T)
+    td = attention[:, t, d].transpose(1, 2)  # (N, D, T)
     pair = dx_mask[:, :, None] & tx_mask[:, None, :]  # (N, D, T)
     scores = (dt + td)[pair].detach().double().cpu().numpy()
     labels = true_links[pair].cpu().numpy().astype(bool)
