@@ -23,10 +23,13 @@ from ehrseq.models.gct import (
     GCT,
     ConditionalPrior,
     GCTConfig,
+    GCTSurvival,
     attention_kl,
     guide_mask,
     link_auroc,
+    visit_sequences,
 )
+from ehrseq.models.survival_head import BinHazardHead, VisitHazardHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -303,3 +306,38 @@ def test_a_tiny_task_is_learned():
         acc = ((model(tg).logits > 0).float() == torch.tensor(test_labels)).float().mean()
     assert loss.item() < 0.5 * first
     assert acc.item() > 0.9, acc.item()
+
+
+def test_visit_sequences():
+    visits = torch.arange(12.0).reshape(6, 2)
+    x, mask = visit_sequences(visits, np.array([5, 5, 3, 7, 7, 7]))
+    assert mask.tolist() == [[True, True, False], [True, False, False], [True, True, True]]
+    assert x[0, 1].tolist() == [2.0, 3.0] and x[2, 2].tolist() == [10.0, 11.0]
+    assert (x[~mask] == 0).all()
+    with pytest.raises(ValueError, match="contiguous"):
+        visit_sequences(visits, np.array([5, 3, 5, 7, 7, 7]))
+
+
+def test_survival_on_gct_visits_never_sees_later_visits():
+    vo, vocab, prior, g = setup_labs()
+    torch.manual_seed(0)
+    gct = tiny(vocab, prior)
+    per_visit = GCTSurvival(gct, VisitHazardHead(8)).eval()
+    per_bin = GCTSurvival(gct, BinHazardHead(8, n_bins=3)).eval()
+    hz = per_visit(g)
+    _, mask = visit_sequences(torch.zeros(len(g["person_ids"]), 1), g["person_ids"])
+    assert hz.hazards.shape == mask.shape and per_bin(g).hazards.shape == (3, 3)
+    # change the graph of every visit after slot 0: hazards at slot 0 stay
+    slot = torch.tensor([0, 1, 0, 0, 1])  # person 0: visits 0, 1; person 1: 2; person 2: 3, 4
+    later = slot > 0
+    changed = dict(g, dx_codes=torch.where(later[:, None] & g["dx_mask"], 2, g["dx_codes"]))
+    hz2 = per_visit(changed)
+    torch.testing.assert_close(hz2.hazards[:, 0], hz.hazards[:, 0])
+    assert not torch.allclose(hz2.hazards[mask[:, 1], 1], hz.hazards[mask[:, 1], 1])
+    # each person alone gives the same bin hazards
+    full = per_bin(g).hazards
+    for i, pid in enumerate([0, 1, 2]):
+        alone, _ = pad_visit_graphs(vo, vocab, [pid])
+        torch.testing.assert_close(per_bin(alone).hazards, full[i : i + 1])
+    _, kl = per_bin.hazards_and_kl(g)
+    torch.testing.assert_close(kl, gct.loss(g, torch.zeros(len(g["person_ids"])))["kl"])

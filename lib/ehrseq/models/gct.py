@@ -48,6 +48,12 @@ the visit vector; a linear head gives a logit.
 mean over the real nodes' rows, so each layer stays close to the one before and the first is
 anchored at the prior.
 
+**Patients** (beyond GCT, which predicts per encounter): :class:`GCTSurvival` arranges the
+visit vectors of each person into a sequence (:func:`visit_sequences`), runs a forward GRU
+over them, and puts a survival head of :mod:`ehrseq.models.survival_head` on the visit
+states, as :class:`~ehrseq.models.mime.MiMESurvival` does for MiME: each visit's graph is
+encoded alone, so the hazard after visit :math:`t` reads visits :math:`\le t` only.
+
 Reference:
     Choi, E., Xu, Z., Li, Y., Dusenberry, M. W., Flores, G., Xue, E., Dai, A. M. (2020).
     Learning the graphical structure of electronic health records with graph convolutional
@@ -64,6 +70,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ehrseq.models.lstm import visit_slots
+from ehrseq.models.survival_head import HazardOutput
 
 __all__ = [
     "GCT_INPUTS",
@@ -73,6 +83,8 @@ __all__ = [
     "GCTLayer",
     "GCT",
     "GCTOutput",
+    "GCTSurvival",
+    "visit_sequences",
     "attention_kl",
     "guide_mask",
     "link_auroc",
@@ -438,3 +450,75 @@ def link_auroc(attention: Tensor, dx_mask: Tensor, tx_mask: Tensor, true_links: 
     if labels.all() or not labels.any():
         raise ValueError("link_auroc needs both true links and other pairs")
     return _auroc(labels, scores)
+
+
+def visit_sequences(visits: Tensor, person_ids: np.ndarray | Tensor) -> tuple[Tensor, Tensor]:
+    """Visit vectors of a graph batch, one row per visit, as one padded sequence per person.
+
+    The rows of a person must be contiguous and in date order, as
+    :func:`~ehrseq.data.visit_objects.pad_visit_graphs` gives them; persons keep the order
+    of their first row.
+
+    Shapes:
+        visits ``(N, d)``, person_ids ``(N,)``; output ``(B, V, d)`` (0 at padding) and
+        ``visit_mask (B, V)``.
+
+    Raises:
+        ValueError: a person's rows are not contiguous, or the lengths differ.
+    """
+    pid = torch.as_tensor(np.asarray(person_ids), device=visits.device)
+    if pid.shape != visits.shape[:1]:
+        raise ValueError(f"person_ids {tuple(pid.shape)} do not match visits {tuple(visits.shape)}")
+    new = torch.ones_like(pid, dtype=torch.bool)
+    new[1:] = pid[1:] != pid[:-1]  # (N,): the first row of each person
+    b = new.cumsum(0) - 1  # (N,) person row
+    if len(torch.unique(pid)) != int(new.sum()):
+        raise ValueError("each person's visits must be contiguous rows (pad_visit_graphs order)")
+    starts = torch.nonzero(new).flatten()  # (B,)
+    v = torch.arange(len(pid), device=visits.device) - starts[b]  # (N,) slot within person
+    B, V = int(new.sum()), int(v.max()) + 1 if len(v) else 1
+    x = visits.new_zeros(B, V, visits.shape[1]).index_put((b, v), visits)  # (B, V, d)
+    mask = torch.zeros(B, V, dtype=torch.bool, device=visits.device)
+    mask[b, v] = True
+    return x, mask
+
+
+class GCTSurvival(nn.Module):
+    r"""GCT visit vectors -> a GRU over each person's visits -> a survival head.
+
+    Args:
+        gct: a :class:`GCT` (its prior fitted on the training persons).
+        head: a :class:`~ehrseq.models.survival_head.BinHazardHead` or
+            :class:`~ehrseq.models.survival_head.VisitHazardHead` of width ``d_hidden``.
+        d_hidden: GRU width (default: ``gct.cfg.d_model``).
+
+    Shapes:
+        - graphs: :func:`~ehrseq.data.visit_objects.pad_visit_graphs` of the batch's persons
+        - output: :class:`HazardOutput` of ``(B, T)`` (bin head) or ``(B, V)`` (visit head),
+          persons in the order of their first graph row
+    """
+
+    def __init__(self, gct: GCT, head: nn.Module, d_hidden: int | None = None) -> None:
+        super().__init__()
+        self.gct = gct
+        self.gru = nn.GRU(gct.cfg.d_model, d_hidden or gct.cfg.d_model, batch_first=True)
+        self.head = head
+
+    def hazards_and_kl(self, graphs: dict) -> tuple[HazardOutput, Tensor]:
+        """The hazards and GCT's attention KL (add ``gct.cfg.kl_weight * kl`` to the loss)."""
+        out = self.gct(graphs)
+        x, visit_mask = visit_sequences(out.visits, graphs["person_ids"])  # (B, V, d)
+        V = visit_mask.shape[1]
+        packed = pack_padded_sequence(
+            x, visit_mask.sum(1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=V)
+        hz = self.head(h, visit_slots(visit_mask), visit_mask, n_visits=V)
+        lab_mask = graphs["lab_mask"] if self.gct.cfg.n_lab else None
+        kl = attention_kl(
+            out.attentions, guide_mask(graphs["dx_mask"], graphs["tx_mask"], lab_mask)
+        )
+        return hz, kl
+
+    def forward(self, graphs: dict) -> HazardOutput:
+        return self.hazards_and_kl(graphs)[0]
