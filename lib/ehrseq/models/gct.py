@@ -15,8 +15,7 @@ measurement concepts; values are not read), and their masks. Nodes are ordered
 
 **Guide mask.** Attention is allowed on visit :math:`\leftrightarrow` diagnosis, diagnosis
 :math:`\leftrightarrow` treatment, treatment :math:`\leftrightarrow` lab (with labs) and from
-a node to itself; every other pair (and every
-padded node) is masked out. A padded node attends to itself only, so it never reaches a real
+a node to itself; every other pair (and every padded node) is masked out. A padded node attends to itself only, so it never reaches a real
 node.
 
 **Prior** (GCT code: computed on the training encounters only). Over the training visits,
@@ -31,7 +30,7 @@ P(d_i \mid t_j)` (with labs, likewise :math:`P(l \mid t)` and :math:`P(t \mid l)
 treatment-lab entries), the visit-diagnosis entries and the diagonal set to ``prior_scalar`` (0.5),
 each row then normalised to sum to 1 over its allowed entries.
 
-**Layers.** With :math:`X^{(0)} = [e_\text{visit}; E_{dx}[d]; E_{tx}[t]]` and one head,
+**Layers.** With :math:`X^{(0)} = [e_\text{visit}; E_{dx}[d]; E_{tx}[t]; E_{lab}[l]]` and one head,
 
 .. math::
     A^{(1)} = \tilde A, \qquad
@@ -55,7 +54,7 @@ states, as :class:`~ehrseq.models.mime.MiMESurvival` does for MiME: each visit's
 encoded alone, so the hazard after visit :math:`t` reads visits :math:`\le t` only.
 
 Reference:
-    Choi, E., Xu, Z., Li, Y., Dusenberry, M. W., Flores, G., Xue, E., Dai, A. M. (2020).
+    Choi, E., Xu, Z., Li, Y., Dusenberry, M. W., Flores, G., Xue, Y., Dai, A. M. (2020).
     Learning the graphical structure of electronic health records with graph convolutional
     transformer. *AAAI* 34, 606-613. Code: ``Google-Health/records-research``.
 """
