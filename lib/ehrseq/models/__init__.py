@@ -15,6 +15,7 @@ from ehrseq.models.attention import (
     visit_causal_mask,
 )
 from ehrseq.models.bag import BagOfTokensSurvival
+from ehrseq.models.behrt import ENCODER_INPUTS, BehrtConfig, BehrtEncoder, encoder_inputs
 from ehrseq.models.gct import (
     GCT,
     ConditionalPrior,
@@ -23,7 +24,6 @@ from ehrseq.models.gct import (
     guide_mask,
     link_auroc,
 )
-from ehrseq.models.behrt import ENCODER_INPUTS, BehrtConfig, BehrtEncoder, encoder_inputs
 from ehrseq.models.hierarchical import AttentionPool, HierarchicalBehrt, HierarchicalConfig
 from ehrseq.models.lora import (
     LoRALinear,
