@@ -42,6 +42,8 @@ LAYERS = {
     "baselines": 3,  # Cox and bag-of-codes features, on data
     "loss_sweep": 6,  # chapter 7's runs as artefacts: losses, models, train, artifacts
     "cli": 9,  # the command line: above everything it runs
+    "embeddings": 3,  # code embeddings (skip-gram, scores, files), on data and runtime
+    "medrep": 4,  # concept representations from text and the graph, on embeddings
 }
 TOP = max(LAYERS.values()) + 1
 
