@@ -240,6 +240,16 @@ def test_clean_cdm_loads_strict_in_every_format(tmp_path, tables, fmt, upper):
     assert str(data.observation_period["observation_period_end_date"].dtype) == "datetime64[ns]"
 
 
+def test_repr_names_the_source_and_counts_on_short_lines(tmp_path, tables):
+    path = write_cdm(tmp_path / "cdm", tables)
+    data = load_omop(path, mode="strict")
+    text = repr(data)
+    first, second = text.splitlines()
+    assert first == f"OmopData({data.cdm.source!r}:"
+    assert second == "         3 persons, 14 events, 3 observation periods)"
+    assert len(second) <= 88 and str(data) == text
+
+
 def test_event_values_times_and_order(tmp_path, tables):
     data = load_omop(write_cdm(tmp_path / "cdm", tables), mode="strict")
     ev = data.events

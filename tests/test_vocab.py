@@ -51,6 +51,18 @@ def test_fit_uses_training_patients_only_and_min_frequency():
     assert rep["unknown"] == 3 and rep["unknown_concepts"] == 2 and rep["exact"] == 3
 
 
+def test_repr_states_its_facts_on_short_lines():
+    df = frame([(1, "condition", 10), (1, "condition", 10), (2, "drug", 20)])
+    v = Vocab.fit(df, train_ids=[1, 2], min_frequency=2)
+    text = repr(v)
+    assert text == (
+        f"Vocab({len(SPECIAL_TOKENS) + 1} tokens: {len(SPECIAL_TOKENS)} special + 1,\n"
+        "      0 measurement concepts with value bins, min_frequency=2)"
+    )
+    assert str(v) == text
+    assert max(len(line) for line in text.splitlines()) <= 88
+
+
 def test_deciles_come_from_training_values_only():
     train = [(1, "measurement", 7, float(x)) for x in range(1, 101)]
     test = [(2, "measurement", 7, 1e6), (2, "measurement", 7, -1e6)]

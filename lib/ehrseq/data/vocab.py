@@ -333,9 +333,10 @@ class Vocab:
         return token in self.stoi
 
     def __repr__(self) -> str:
+        # two lines, so that it fits a narrow page (the book's column, a terminal)
         return (
-            f"Vocab({len(self)} tokens: {len(SPECIAL_TOKENS)} special + {len(self.tokens)}, "
-            f"{len(self.value_cuts)} measurement concepts with value bins, "
+            f"Vocab({len(self)} tokens: {len(SPECIAL_TOKENS)} special + {len(self.tokens)},\n"
+            f"      {len(self.value_cuts)} measurement concepts with value bins, "
             f"min_frequency={self.min_frequency})"
         )
 

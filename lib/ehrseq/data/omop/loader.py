@@ -80,9 +80,11 @@ class OmopData:
     cdm: Cdm
 
     def __repr__(self) -> str:
+        # the source on a line of its own, so that the counts fit a narrow page
         return (
-            f"OmopData({self.cdm.source!r}: {len(self.person):,} persons, "
-            f"{len(self.events):,} events, {len(self.observation_period):,} observation periods)"
+            f"OmopData({self.cdm.source!r}:\n"
+            f"         {len(self.person):,} persons, {len(self.events):,} events, "
+            f"{len(self.observation_period):,} observation periods)"
         )
 
 
