@@ -361,7 +361,7 @@ prediction_times = labels.prediction_times  # person_id, prediction_time
 keep("n_labelled", len(label_table))
 keep("event_rate", float(label_table["event"].mean()))
 keep("n_prevalent", labels.dropped["outcome_before_index"])
-print(concept_name.reindex(hf_concepts).tolist())
+print("\n".join(concept_name.reindex(hf_concepts)))  # one concept a line
 label_table.head()
 
 # %% [markdown]
@@ -411,7 +411,7 @@ example = int(pick.index[0]) if len(pick) else int(lengths.idxmin())
 
 def token_name(f: pd.DataFrame) -> pd.Series:
     """A readable token: special tokens as is, events as 'domain: concept [value]'."""
-    name = concept_name.reindex(f["concept_id"]).fillna("").str.slice(0, 26).to_numpy()
+    name = concept_name.reindex(f["concept_id"]).fillna("").str.slice(0, 22).to_numpy()
     value = f["value_as_number"].map(lambda v: "" if np.isnan(v) else f" = {v:g}")
     value = value.to_numpy()
     dom = f["domain"].astype(str).to_numpy()

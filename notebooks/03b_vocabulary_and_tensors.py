@@ -39,6 +39,7 @@
 # %%
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,7 +206,8 @@ decile = np.searchsorted(cuts, sbp["value_as_number"].to_numpy(), side="right") 
 inline = [vocab.stoi.get(f"measurement:{lab}:q{q}", UNK_ID) for q in decile]
 library_ids, _ = vocab.encode(sbp)
 assert np.array_equal(inline, library_ids)
-print(f"{concept_name[lab]}: cut points {np.round(cuts, 1).tolist()} (mm Hg)")
+cut_text = f"{concept_name[lab]}: cut points {np.round(cuts, 1).tolist()} (mm Hg)"
+print(textwrap.fill(cut_text, 86, subsequent_indent="    "))
 pd.DataFrame(
     {
         "value": sbp["value_as_number"].to_numpy()[:6],
@@ -591,7 +593,7 @@ pd.testing.assert_frame_equal(person_back, person)
 split_of = split.set_index("subject_id")["split"]
 assert split_back.set_index("subject_id")["split"].equals(split_of)
 files = [p for p in meds_root.rglob("*") if p.is_file()]
-print(sorted(str(p.relative_to(meds_root)) for p in files))
+print("\n".join(sorted(str(p.relative_to(meds_root)) for p in files)))
 meds_rows = pq.read_table(meds_root / "data" / "0.parquet").slice(0, 8)
 meds_rows = meds_rows.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 meds_rows[["subject_id", "time", "code", "numeric_value"]]  # the MEDS core columns

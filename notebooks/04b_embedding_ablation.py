@@ -350,7 +350,7 @@ keep("ablation_minutes", ablation_seconds / 60)
 keep("train_minutes", float(runs["train_seconds"].sum()) / 60)
 keep("seconds_per_run", float(runs["train_seconds"].mean()))
 keep("n_masked", int(runs["n_masked"].iloc[0]))
-runs.head()
+runs[["variant", "seed", "loss", "top1", "top10", "train_seconds"]].head()
 
 # %% [markdown]
 # Training the {glue:text}`n_runs` encoders took {glue:text}`train_minutes:.1f` minutes

@@ -600,8 +600,9 @@ keep("c_risk", float(bias_table.loc["risk at the horizon (model)", "Harrell C"])
 
 
 def c_difference_resampler(d, e, a, b):
-    """Both C-indices on whole blocks of resamples at once (the same draws as the loop)."""
-    c_a, c_b = concordance_index_resampler(d, a, e), concordance_index_resampler(d, b, e)
+    """Both C-indices on whole blocks of resamples (the same draws as the loop)."""
+    c_a = concordance_index_resampler(d, a, e)
+    c_b = concordance_index_resampler(d, b, e)
     return lambda resamples: c_a(resamples) - c_b(resamples)
 
 

@@ -51,7 +51,8 @@ from ehrseq.plotting import apply_style
 apply_style()
 profile = current_profile()
 claims = read_claims(profile)
-print(f"profile {profile}: {len(claims)} claims from {claims['chapter'].nunique()} chapters")
+n_chapters = claims["chapter"].nunique()
+print(f"profile {profile}: {len(claims)} claims from {n_chapters} chapters")
 print(f"read from {claims_folder(profile)}")
 
 # %% [markdown]
@@ -131,11 +132,19 @@ for ax, metric in zip(axes[:, 0], metrics, strict=True):
     y = np.arange(len(rows))[::-1]
     for yi, (_, row) in zip(y, rows.iterrows(), strict=True):
         if not pd.isna(row["margin"]):  # the band within which two models "match"
-            ax.fill_betweenx([yi - 0.35, yi + 0.35], -row["margin"], row["margin"], color="0.9")
+            ax.fill_betweenx(
+                [yi - 0.35, yi + 0.35],
+                -row["margin"],
+                row["margin"],
+                color="0.9",
+            )
         ax.errorbar(
             row["difference"],
             yi,
-            xerr=[[row["difference"] - row["lower"]], [row["upper"] - row["difference"]]],
+            xerr=[
+                [row["difference"] - row["lower"]],
+                [row["upper"] - row["difference"]],
+            ],
             fmt="o",
             color=colour[row["verdict"]],
             capsize=3,
