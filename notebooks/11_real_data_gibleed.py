@@ -49,6 +49,7 @@
 # %%
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,8 @@ else:
         f"the GiBleed sample was not found at {gibleed_dir}"
     )
 keep("data_text", data_text)
-print(f"reading {export}: {data_text}")
+print(f"reading {export}")
+print(textwrap.fill(f"data: {data_text}", 86))
 
 # %% [markdown]
 # This page was built on {glue:text}`data_text`.
@@ -417,7 +419,15 @@ dev = str(device)
 with measure("cpu") as pre_cost:
     encoder_state, pre_history = pretrain_encoder(task, run_cfg, device=dev)
 keep("pretrain_seconds", pre_cost.seconds)
-pre_history
+
+
+def losses(history: pd.DataFrame) -> pd.DataFrame:
+    """Epoch, training and validation loss of a history (the full one is too wide)."""
+    columns = [c for c in ("epoch", "train_loss", "val_loss") if c in history.columns]
+    return history[columns].round(4)
+
+
+losses(pre_history)
 
 # %% [markdown]
 # **Stage `finetune`.** The encoder with a per-bin hazard head that starts at the
@@ -430,7 +440,7 @@ assert runs.learned()  # finite, and the training loss went down
 keep("behrt_params", int(runs.cost["parameters"]))
 keep("finetune_seconds", float(runs.cost["train s"]))
 keep("finetune_epochs", int(runs.cost["epochs"]))
-runs.histories[0]
+losses(runs.histories[0])
 
 # %% [markdown]
 # Pretraining took {glue:text}`pretrain_seconds:.1f` s (close to nothing when the

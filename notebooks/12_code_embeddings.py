@@ -46,6 +46,7 @@ import dataclasses
 import inspect
 import math
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,8 +401,8 @@ for seed in cfg.seeds:
     )
 speed = pd.DataFrame(speed).set_index("seed")
 last_plain, last_timed = plain, timed
-print(last_plain.report())
-print(last_timed.report())
+print("plain:", last_plain.report(), sep="\n")
+print("time-aware:", last_timed.report(), sep="\n")
 speed.round(0)
 
 # %% [markdown]
@@ -555,7 +556,8 @@ for key, (claim, source, margin) in CLAIMS.items():
         source=source,
         margin=margin,
     )
-print(verdicts)
+for key, verdict in verdicts.items():
+    print(f"{key}: {verdict}")
 
 # %% [markdown]
 # - **Time-aware against gensim** (the issue's goal: "a time-aware skip-gram scores higher
@@ -689,13 +691,13 @@ refusals = []
 try:
     load_parquet(pq_path, vocabulary=cohort.vocabulary, dim=cfg.dim * 2)
 except EmbeddingFileError as err:
-    refusals.append(str(err).replace(str(root), "<tmp>"))
+    refusals.append(textwrap.fill(str(err).replace(str(root), "<tmp>"), 86))
 foreign = CodeEmbedding(final.concept_ids + 10**9, final.vectors)
 save_torch(foreign, root / "foreign.pt")
 try:
     load_torch(root / "foreign.pt", vocabulary=cohort.vocabulary)
 except EmbeddingFileError as err:
-    refusals.append(str(err).replace(str(root), "<tmp>"))
+    refusals.append(textwrap.fill(str(err).replace(str(root), "<tmp>"), 86))
 assert len(refusals) == 2  # both files were refused
 folder.cleanup()
 print("\n".join(refusals))

@@ -98,12 +98,16 @@ class CodeCorpus:
         return int(len(np.unique(self.person)))
 
     def report(self) -> str:
-        """One line: events, persons, vocabulary size, and how many events became unknown."""
+        """Events, persons, vocabulary size, and how many events became unknown (3 lines)."""
         share = self.n_unknown / max(self.n_tokens, 1)
-        return (
-            f"{self.n_tokens:,} events of {self.n_persons:,} persons, {len(self.concept_ids) - 1} "
-            f"codes; {self.n_unknown:,} events ({share:.2%}) had a code outside the vocabulary "
-            f"and {self.n_rare:,} a code seen < min_count times: both mapped to the unknown token"
+        return "\n".join(
+            [
+                f"{self.n_tokens:,} events of {self.n_persons:,} persons, "
+                f"{len(self.concept_ids) - 1} codes",
+                f"{self.n_unknown:,} events ({share:.2%}) had a code outside the vocabulary",
+                f"{self.n_rare:,} events had a code seen < min_count times "
+                "(both mapped to the unknown token)",
+            ]
         )
 
     def sentences(self) -> list[list[str]]:

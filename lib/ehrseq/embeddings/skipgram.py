@@ -496,12 +496,15 @@ class SkipGramResult:
         return self.n_pairs / max(self.pair_seconds, 1e-12)
 
     def report(self) -> str:
-        """One line: pairs, loss, speed, and the events that became the unknown token."""
-        return (
-            f"skip-gram: {self.n_pairs:,} pairs/epoch, {self.config.epochs} epochs, "
-            f"loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}, "
-            f"{self.words_per_second:,.0f} words/s; {self.n_unknown:,} events had a code outside "
-            f"the vocabulary and {self.n_rare:,} a rare code (both mapped to the unknown token)"
+        """Pairs, loss, speed, and the events that became the unknown token (4 lines)."""
+        return "\n".join(
+            [
+                f"skip-gram: {self.n_pairs:,} pairs/epoch, {self.config.epochs} epochs, "
+                f"{self.words_per_second:,.0f} words/s",
+                f"loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}",
+                f"{self.n_unknown:,} events had a code outside the vocabulary",
+                f"{self.n_rare:,} events had a rare code (both mapped to the unknown token)",
+            ]
         )
 
 
