@@ -77,7 +77,7 @@ from ehrseq.cli.steps import (
     task_frame,
 )
 from ehrseq.config import for_profile, format_config
-from ehrseq.data.download import local_sample
+from ehrseq.data.download import local_sample, local_samples_dir
 from ehrseq.data.omop import open_cdm
 from ehrseq.evaluate import format_table
 from ehrseq.plotting import apply_style
@@ -156,9 +156,14 @@ else:
         "outcome": [2000001047],  # heart failure
         "horizon_days": cfg.fallback_horizon_days,
     }
+    where = (
+        f"at {local_samples_dir()}"
+        if local_samples_dir() is not None
+        else "(set EHRSEQ_SHARED_DATA, or put shared/data beside the clone)"
+    )
     data_text = (
         f"the synthetic cohort ({n:,} people written as an OMOP export), because "
-        f"the GiBleed sample was not found at {gibleed_dir}"
+        f"the GiBleed sample was not found {where}"
     )
 keep("data_text", data_text)
 print(f"reading {export}")

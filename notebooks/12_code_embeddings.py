@@ -460,7 +460,8 @@ for (name, seed), emb in embeddings.items():
 runs = pd.DataFrame(rows)
 summary = summarise_runs(runs, list(METRICS), level=cfg.level)
 summary["shown"] = [
-    f"{r.mean:.3f} [{r.lower:.3f}, {r.upper:.3f}]"  # mean [interval]
+    # mean [interval], non-breaking spaces: an interval never wraps inside its cell
+    f"{r.mean:.3f}\u00a0[{r.lower:.3f},\u00a0{r.upper:.3f}]"
     for r in summary.itertuples()
 ]
 table = summary.pivot(index="method", columns="metric", values="shown")
@@ -478,7 +479,6 @@ for name in METHODS:
     short = name.replace("ours ", "").replace("-", "_").replace(" ", "_")
     for metric in METRICS:
         keep(f"{short}_{metric}", float(means[name, metric]))
-display(table)
 
 # %% [markdown]
 # ```{glue:} method_table
