@@ -460,8 +460,8 @@ for (name, seed), emb in embeddings.items():
 runs = pd.DataFrame(rows)
 summary = summarise_runs(runs, list(METRICS), level=cfg.level)
 summary["shown"] = [
-    # mean [interval], non-breaking spaces: an interval never wraps inside its cell
-    f"{r.mean:.3f}\u00a0[{r.lower:.3f},\u00a0{r.upper:.3f}]"
+    # mean [interval]: the interval may move below its mean, but never wraps inside
+    f"{r.mean:.3f} [{r.lower:.3f},\u00a0{r.upper:.3f}]"
     for r in summary.itertuples()
 ]
 table = summary.pivot(index="method", columns="metric", values="shown")
