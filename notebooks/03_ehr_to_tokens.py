@@ -423,10 +423,11 @@ side = {}
 for s, seqs in strategies.items():
     f = seqs.frame[seqs.frame["person_id"] == example].reset_index(drop=True)
     cols = {"token": token_name(f)}
-    if s == "visit":  # a token's age is the same in every strategy: shown once
-        cols |= {"age": f["age"].astype(float).round(2)}
     if s != "domain":
-        cols |= {"visit": f["visit"], "Δ days": f["time_delta"].astype(int)}
+        cols |= {"visit": f["visit"]}
+    if s == "visit":  # age and time delta do not depend on the strategy: shown once
+        cols |= {"age": f["age"].astype(float).round(2)}
+        cols |= {"Δ days": f["time_delta"].astype(int)}
     side[s] = pd.DataFrame(cols)
 side_by_side = pd.concat(side, axis=1)
 side_by_side.index.name = "position"
@@ -434,9 +435,9 @@ keep("example", example)
 side_by_side
 
 # %% [markdown]
-# Patient {glue:text}`example`'s history, three ways (a token's age does not depend on the
-# strategy and is shown once; `domain` has the same visits as `visit`, only the order inside
-# a visit changes). Each visit starts with a non-zero time
+# Patient {glue:text}`example`'s history, three ways (a token's age and time delta do not
+# depend on the strategy and are shown once; `domain` has the same visits as `visit`, only
+# the order inside a visit changes). Each visit starts with a non-zero time
 # delta, the gap since the last visit; inside a visit the deltas are 0 because this export
 # records dates, not times. On this cohort `flat` and `visit` differ only where a patient has
 # two visits on one day (an outpatient visit and an emergency visit, say): `flat` merges them

@@ -443,8 +443,9 @@ gain.rename_axis("schedule (validation patients)").style.format("{:.2f}x")
 
 # %% [markdown]
 # The better of the two is {glue:md}`best`. (The book's encoder, the one
-# {doc}`08_finetuning_strategies` fine-tunes, is the `joint` schedule's whatever this
-# choice, so that no later chapter depends on it; {doc}`05c_inside_the_encoder` says more.)
+# {doc}`08_finetuning_strategies` fine-tunes, is always the `joint` schedule's, whichever
+# is better here, so that no later chapter depends on this choice;
+# {doc}`05c_inside_the_encoder` says more.)
 # Task by task, on the test patients: the best masked-code model ({glue:md}`mlm_best`) has
 # top-1 {glue:text}`best_top1:.1%` against {glue:text}`base_top1:.1%` for the
 # code-frequency baseline and top-{glue:text}`k`

@@ -438,8 +438,8 @@ for name, tensor in book.model.state_dict().items():
 # - {glue:text}`groups_summary`: nearest-neighbour agreement {glue:text}`agree_best:.0%`
 #   against {glue:text}`agree_shuffled:.0%` for shuffled groups and
 #   {glue:text}`agree_untrained:.0%` untrained.
-# - The book's encoder, the `joint` schedule's whichever schedule is best, is the artefact
-#   {glue:md}`encoder_key` that the chapters which fine-tune it load.
+# - The book's encoder is always the `joint` schedule's, whichever schedule is best: the
+#   artefact {glue:md}`encoder_key` that the chapters which fine-tune it load.
 #
 # ## Exercises
 # 1. Compute neighbour agreement per domain (conditions, drugs, procedures, labs). Which
