@@ -54,7 +54,14 @@ import pandas as pd
 import torch
 
 import ehrseq
-from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
+from ehrseq.book import (
+    keep,
+    keep_table,
+    plural,
+    read_claims,
+    record_comparisons,
+    start_claims,
+)
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
@@ -484,6 +491,32 @@ keep_table(
     "claims",
     compared[["cohort", "comparison", "metric", interval, "which is better"]],
 )
+# an equivalence refuted says not in which direction: the sign of the difference does
+recorded = read_claims().query("chapter == @CHAPTER").set_index("key")
+for key in margins:
+    verdict, difference = recorded.loc[key, ["verdict", "difference"]]
+    side = "higher" if difference > 0 else "lower"
+    keep(
+        f"{key}_text",
+        f"refuted, LoRA's C being {side} by more than the margin"
+        if verdict == "refuted"
+        else verdict,
+    )
+# did early stopping end the large cohort's runs, or the cap on epochs?
+at_cap = table.loc["large", "epochs"] >= cfg.epochs_large  # a mean: every seed at the cap
+cap = plural(cfg.epochs_large, "epoch")
+if at_cap.all():
+    cap_text = f"every regime on the large cohort ran the full {cap} without early stopping"
+elif at_cap.any():
+    cap_text = f"{at_cap.sum()} of {len(at_cap)} regimes on the large cohort ran the full"
+    cap_text += f" {cap} without early stopping"
+else:
+    cap_text = f"early stopping ended every regime on the large cohort before {cap}"
+keep("large_cap_text", cap_text)
+keep(
+    "large_cap_caveat",
+    "; longer training could change these differences" if at_cap.any() else "",
+)
 
 # %% [markdown]
 # ```{glue:} claims
@@ -503,7 +536,8 @@ keep_table(
 # {glue:text}`diff_pretraining_helps_small:+.3f`
 # ({glue:text}`diff_pretraining_helps_small_lower:+.3f` to
 # {glue:text}`diff_pretraining_helps_small_upper:+.3f`):
-# {glue:text}`verdict_pretraining_helps_small`.
+# {glue:text}`verdict_pretraining_helps_small`. On how long the runs trained:
+# {glue:text}`large_cap_text`{glue:text}`large_cap_caveat`.
 #
 # {glue:text}`best_lora_how`, {glue:text}`best_lora`, trains
 # {glue:text}`lora_trainable:,` parameters, {glue:text}`lora_ratio:.1%` of the
@@ -511,11 +545,11 @@ keep_table(
 # is {glue:text}`diff_lora_matches_full:+.3f` ({glue:text}`diff_lora_matches_full_lower:+.3f`
 # to {glue:text}`diff_lora_matches_full_upper:+.3f`) on the large cohort: the claim that it
 # matches full fine-tuning within {glue:text}`lora_margin` is
-# {glue:text}`verdict_lora_matches_full`; on the small cohort
+# {glue:text}`lora_matches_full_text`; on the small cohort
 # {glue:text}`diff_lora_matches_full_small:+.3f`
 # ({glue:text}`diff_lora_matches_full_small_lower:+.3f` to
 # {glue:text}`diff_lora_matches_full_small_upper:+.3f`):
-# {glue:text}`verdict_lora_matches_full_small`. An equivalence claim needs a narrow interval:
+# {glue:text}`lora_matches_full_small_text`. An equivalence claim needs a narrow interval:
 # with a margin of {glue:text}`lora_margin`, an interval wider than twice the margin can never
 # reproduce it, whatever the estimate.
 
@@ -556,14 +590,16 @@ pd.Series(gap).to_frame("oracle minus the best regime (Harrell C)")
 # ## Summary
 # - **With all {glue:text}`n_train` labelled training patients**, full fine-tuning reaches a
 #   test C of {glue:text}`full_large:.3f` against {glue:text}`scratch_large:.3f` from scratch
-#   (pretraining helps: {glue:text}`verdict_pretraining_helps`); {glue:text}`best_lora`
+#   (pretraining helps: {glue:text}`verdict_pretraining_helps`, and
+#   {glue:text}`large_cap_text`{glue:text}`large_cap_caveat`); {glue:text}`best_lora`
 #   reaches {glue:text}`lora_large:.3f` with {glue:text}`lora_ratio:.1%` of the trainable
-#   parameters (LoRA matches full fine-tuning: {glue:text}`verdict_lora_matches_full`), the
+#   parameters (LoRA matches full fine-tuning: {glue:text}`lora_matches_full_text`), the
 #   frozen encoder {glue:text}`frozen_large:.3f`.
 # - **With {glue:text}`n_small` labelled patients**, full fine-tuning reaches
 #   {glue:text}`full_small:.3f` against {glue:text}`scratch_small:.3f` from scratch
 #   (pretraining helps: {glue:text}`verdict_pretraining_helps_small`), {glue:text}`best_lora`
-#   {glue:text}`lora_small:.3f` (LoRA matches full: {glue:text}`verdict_lora_matches_full_small`),
+#   {glue:text}`lora_small:.3f` (LoRA matches full:
+#   {glue:text}`lora_matches_full_small_text`),
 #   the frozen encoder {glue:text}`frozen_small:.3f`.
 # - **Against the ceiling.** The regime chosen on validation, {glue:text}`best`, is
 #   {glue:text}`gap:.3f` below the oracle's C ({glue:text}`gap_lower:.3f` to
