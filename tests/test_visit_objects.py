@@ -10,6 +10,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
 from ehrseq.data.visit_objects import (
@@ -17,10 +18,14 @@ from ehrseq.data.visit_objects import (
     ObjectLimits,
     ObjectVocab,
     UnsafePickleError,
+    before_prediction_time,
+    link_agreement,
     mime_seqs_to_objects,
     pad_visit_graphs,
     pad_visit_objects,
     read_mime_seqs,
+    take_graph_persons,
+    take_persons,
     treatment_index,
     visit_objects,
     visit_objects_from_cdm,
@@ -300,3 +305,83 @@ def test_visit_graphs_nodes_true_links_and_cuts():
     assert g["lab_codes"].tolist() == [[vocab.lab[52], 0], [vocab.lab[50], vocab.lab[51]], [0, 0]]
     g, cuts = pad_visit_graphs(vo, vocab, max_lab=1)
     assert cuts["lab_cut"] == 1 and g["lab_mask"].sum() == 2
+
+
+def dated_tables() -> dict[str, pd.DataFrame]:
+    """tiny_tables with dates on every row: visit 10 on 2020-01-01, 11 on 2020-02-01."""
+    t = tiny_tables()
+    t["drug_exposure"]["drug_exposure_start_date"] = pd.to_datetime(
+        ["2020-01-01", "2020-01-01", "2020-02-01", "2020-01-05"]
+    )
+    t["procedure_occurrence"]["procedure_date"] = pd.to_datetime(["2020-01-01"])
+    return t
+
+
+def test_before_prediction_time_cuts_rows_at_or_after():
+    t = dated_tables()
+    times = pd.DataFrame(
+        {"subject_id": [1], "prediction_time": pd.to_datetime(["2020-02-01 00:00"])}
+    )
+    cut, dropped = before_prediction_time(t, times)
+    # person 1's visit 11 (2020-02-01) is at t*: gone; person 2 has no prediction time
+    assert cut["condition_occurrence"]["condition_occurrence_id"].tolist() == [1, 2]
+    assert dropped["condition_occurrence_at_or_after"] == 1
+    assert dropped["condition_occurrence_no_prediction_time"] == 1
+    assert dropped["drug_exposure_at_or_after"] == 1
+    assert dropped["drug_exposure_no_prediction_time"] == 1
+    vo = visit_objects(cut, links="true")
+    assert vo.nested() == [[[(100, [7], []), (200, [8], [5])]]]
+    # a drug before t* linked to a condition after it: counted as a dangling link
+    times["prediction_time"] = pd.to_datetime(["2020-01-15"])
+    t["drug_exposure"].loc[0, "drug_exposure_start_date"] = pd.Timestamp("2020-01-10")
+    t["drug_exposure"].loc[0, LINK_COLUMN] = 3  # condition row 3 is dated 2020-02-01
+    cut, _ = before_prediction_time(t, times)
+    assert visit_objects(cut, links="true").report.counts["dangling_link_drug"] == 1
+    with pytest.raises(ValueError, match="prediction_time"):
+        before_prediction_time(t, times.rename(columns={"prediction_time": "t"}))
+    with pytest.raises(ValueError, match="several"):
+        before_prediction_time(t, pd.concat([times, times]))
+
+
+def test_link_agreement_counts_shared_spurious_and_same_objects():
+    t = tiny_tables()
+    truth = visit_objects(t, links="true")
+    plain = {k: v.drop(columns=[LINK_COLUMN], errors="ignore") for k, v in t.items()}
+    approx = visit_objects(plain, links="visit")
+    agree = link_agreement(truth, approx)
+    # truth: A-7, B-8, A-7 (visit 11) drugs, B-5 procedure; visit: A-7, A-8, B-7, B-8,
+    # A-7 (visit 11), C-9 drugs and A-5, B-5 procedures
+    assert agree.loc["drug", ["true_links", "approx_links", "shared"]].tolist() == [3, 6, 3]
+    assert agree.loc["procedure", ["true_links", "approx_links", "shared"]].tolist() == [1, 2, 1]
+    assert agree.loc["all", "precision"] == pytest.approx(4 / 8)
+    assert agree.loc["all", "recall"] == 1.0
+    # same sets: only A at visit 11 (C gets the unlinked drug 9; A, B at visit 10 differ)
+    assert agree.loc["all", "objects"] == 4 and agree.loc["all", "objects_same"] == 1
+    same = link_agreement(truth, truth)
+    assert (same["precision"] == 1).all() and (same["share_same"] == 1).all()
+
+
+def test_take_persons_and_graph_persons(cohort):
+    vo = visit_objects(cohort.tables, links="true")
+    vocab = ObjectVocab.fit(vo)
+    ids = vo.person_ids()[:6]
+    batch, _ = pad_visit_objects(vo, vocab, ids)
+    sub = take_persons(batch, [4, 1])
+    V = int(batch["visit_mask"][[4, 1]].sum(1).max())
+    assert sub["dx_codes"].shape[:2] == (2, V)
+    assert sub["person_ids"].tolist() == [ids[4], ids[1]]
+    alone, _ = pad_visit_objects(vo, vocab, [ids[4], ids[1]])
+    for k in ("dx_codes", "rx_codes", "pr_codes", "visit_mask"):
+        # the same values; the sub-batch keeps the wider object axes of the six persons
+        head = sub[k][tuple(slice(0, n) for n in alone[k].shape)]
+        assert torch.equal(head, alone[k]) and sub[k].sum() == alone[k].sum()
+    graphs, _ = pad_visit_graphs(vo, vocab, ids)
+    part = take_graph_persons(graphs, [ids[3], ids[0]])
+    first = part["person_ids"][np.r_[True, part["person_ids"][1:] != part["person_ids"][:-1]]]
+    assert first.tolist() == [ids[3], ids[0]]  # persons in the order asked, contiguous
+    mine = graphs["person_ids"] == ids[3]
+    assert torch.equal(part["dx_codes"][: mine.sum()], graphs["dx_codes"][mine])
+    with pytest.raises(ValueError, match="without a visit graph"):
+        take_graph_persons(graphs, [ids[0], -5])
+    with pytest.raises(ValueError, match="no rows"):
+        take_persons(batch, [])

@@ -80,6 +80,10 @@ __all__ = [
     "mime_seqs_to_objects",
     "pad_visit_graphs",
     "treatment_index",
+    "before_prediction_time",
+    "link_agreement",
+    "take_persons",
+    "take_graph_persons",
 ]
 
 LINK_COLUMN = "linked_condition_occurrence_id"
@@ -440,6 +444,130 @@ def visit_objects_from_cdm(cdm, links: str = "visit") -> VisitObjects:
         if own:
             cdm.close()
     return visit_objects(tables, links=links)
+
+
+# ---------------------------------------------------------------------------------------------
+# The leakage cut, and how far co-occurrence links are from the truth
+# ---------------------------------------------------------------------------------------------
+
+#: The time column of each table that :func:`before_prediction_time` cuts (the datetime
+#: column when the table has it, else the date column).
+TIME_COLUMNS = {
+    "visit_occurrence": ("visit_start_datetime", "visit_start_date"),
+    "condition_occurrence": ("condition_start_datetime", "condition_start_date"),
+    "drug_exposure": ("drug_exposure_start_datetime", "drug_exposure_start_date"),
+    "procedure_occurrence": ("procedure_datetime", "procedure_date"),
+    "measurement": ("measurement_datetime", "measurement_date"),
+}
+
+
+def before_prediction_time(
+    tables: Mapping[str, pd.DataFrame], prediction_times: pd.DataFrame
+) -> tuple[dict[str, pd.DataFrame], dict[str, int]]:
+    r"""The rows of each table dated strictly before their person's prediction time.
+
+    The same cut as :func:`ehrseq.data.sequences.build_sequences` (:math:`t < t^*_i`, the
+    row's datetime column where the table has one, else its date), applied to the OMOP
+    tables that :func:`visit_objects` reads, so objects never see the outcome window. A
+    treatment dated before :math:`t^*` whose linked condition is dated after it keeps its
+    link column; :func:`visit_objects` then counts it as a dangling link.
+
+    Args:
+        tables: OMOP tables; those of :data:`TIME_COLUMNS` are cut, the others (``person``,
+            ...) are left out.
+        prediction_times: ``person_id`` (or ``subject_id``) and ``prediction_time``, one row
+            per person.
+
+    Returns:
+        ``(tables, dropped)``: the cut tables, and per table the rows dropped
+        (``<table>_at_or_after`` and ``<table>_no_prediction_time``: the person has none, or
+        the row has no time).
+
+    Raises:
+        ValueError: ``prediction_times`` without the columns, or with a person twice.
+    """
+    id_col = next((c for c in ("person_id", "subject_id") if c in prediction_times), None)
+    if id_col is None or "prediction_time" not in prediction_times:
+        raise ValueError(
+            "prediction_times needs person_id (or subject_id) and prediction_time columns, "
+            f"got {list(prediction_times.columns)}"
+        )
+    if prediction_times[id_col].duplicated().any():
+        raise ValueError("prediction_times: a person has several prediction times")
+    t_star = pd.Series(
+        pd.to_datetime(prediction_times["prediction_time"]).to_numpy(),
+        index=prediction_times[id_col].to_numpy(np.int64),
+    )
+    out: dict[str, pd.DataFrame] = {}
+    dropped: dict[str, int] = {}
+    for name, (dt_col, date_col) in TIME_COLUMNS.items():
+        if name not in tables:
+            continue
+        frame = tables[name]
+        col = dt_col if dt_col in frame else date_col
+        if col not in frame or "person_id" not in frame:
+            raise ValueError(f"{name} needs person_id and {dt_col} or {date_col}")
+        t = pd.to_datetime(frame[col], errors="coerce").to_numpy()
+        pid = pd.to_numeric(frame["person_id"], errors="coerce").to_numpy()
+        limit = t_star.reindex(pid).to_numpy()  # NaT: no prediction time
+        known = ~pd.isna(limit) & ~pd.isna(t)
+        before = known & (t < limit)  # a comparison with NaT is False
+        dropped[f"{name}_no_prediction_time"] = int((~known).sum())
+        dropped[f"{name}_at_or_after"] = int((known & ~before).sum())
+        out[name] = frame.loc[before]
+    return out, dropped
+
+
+def link_agreement(truth: VisitObjects, approx: VisitObjects) -> pd.DataFrame:
+    r"""How far approximate links (``links="visit"``) are from the true ones, per kind.
+
+    Objects are matched by ``(person_id, visit_occurrence_id, dx)``; a link is an (object,
+    treatment concept) pair. Per kind (``drug``, ``procedure``) and for both together:
+
+    .. math::
+        \text{precision} = \frac{|L_\text{approx} \cap L_\text{true}|}{|L_\text{approx}|},
+        \qquad
+        \text{recall} = \frac{|L_\text{approx} \cap L_\text{true}|}{|L_\text{true}|}
+
+    and the share of objects whose treatment set of that kind is exactly the true one.
+
+    Returns:
+        One row per kind and ``"all"``: ``true_links``, ``approx_links``, ``shared``,
+        ``precision``, ``recall``, ``objects``, ``objects_same`` (count and ``share_same``).
+    """
+    key = ["person_id", "visit_occurrence_id", "dx"]
+
+    def keyed(vo: VisitObjects) -> pd.DataFrame:
+        lk = vo.links.merge(vo.objects[["object_id", *key]], on="object_id")
+        return lk[[*key, "kind", "concept_id"]].drop_duplicates()
+
+    t, a = keyed(truth), keyed(approx)
+    objects = truth.objects[key].drop_duplicates().merge(approx.objects[key].drop_duplicates())
+    rows = []
+    for kind in (*KINDS, "all"):
+        tk = t if kind == "all" else t[t["kind"] == kind]
+        ak = a if kind == "all" else a[a["kind"] == kind]
+        shared = len(tk.merge(ak))
+        # an object keeps its true set when neither side has a link the other lacks
+        both = tk.merge(ak, how="outer", indicator=True)
+        differ = both.loc[both["_merge"] != "both", key].drop_duplicates()
+        n_differ = len(objects.merge(differ))
+        rows.append(
+            {
+                "kind": kind,
+                "true_links": len(tk),
+                "approx_links": len(ak),
+                "shared": shared,
+                "precision": shared / len(ak) if len(ak) else float("nan"),
+                "recall": shared / len(tk) if len(tk) else float("nan"),
+                "objects": len(objects),
+                "objects_same": len(objects) - n_differ,
+                "share_same": (len(objects) - n_differ) / len(objects)
+                if len(objects)
+                else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("kind")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -846,3 +974,56 @@ def pad_visit_graphs(
     out["tx_mask"] = out["tx_codes"] > PAD
     out["lab_mask"] = out["lab_codes"] > PAD
     return out, cuts
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of some persons (for a DataLoader over persons)
+# ---------------------------------------------------------------------------------------------
+
+
+def take_persons(batch: dict, rows: Sequence[int] | np.ndarray | torch.Tensor) -> dict:
+    """The rows ``rows`` of a padded object batch (:func:`pad_visit_objects`), its visit axis
+    cut to the most visits among them (real visits come first, so nothing real is lost).
+
+    Returns:
+        The tensors of ``batch`` (``dx_codes``, ..., ``visit_mask``) for those rows, in the
+        order given; NumPy entries (``person_ids``, ``visit_occurrence_ids``) likewise.
+
+    Raises:
+        ValueError: no rows.
+    """
+    idx = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+    if idx.numel() == 0:
+        raise ValueError("take_persons: no rows")
+    V = max(int(batch["visit_mask"][idx].sum(1).max()), 1)  # visits of the longest row
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[idx][:, :V] if v.dim() >= 2 else v[idx]
+        elif isinstance(v, np.ndarray):
+            out[k] = v[idx.numpy()][:, :V] if v.ndim >= 2 else v[idx.numpy()]
+    return out
+
+
+def take_graph_persons(graphs: dict, person_ids: Sequence[int] | np.ndarray) -> dict:
+    """The visit graphs (:func:`pad_visit_graphs`) of some persons, persons in the order
+    given (each person's visits stay in date order), for
+    :func:`ehrseq.models.gct.visit_sequences`.
+
+    Raises:
+        ValueError: a person with no graph.
+    """
+    wanted = pd.Index(np.asarray(person_ids))
+    rank = wanted.get_indexer(graphs["person_ids"])  # (N,), -1: not wanted
+    sel = np.flatnonzero(rank >= 0)
+    found = np.unique(rank[sel])
+    if len(found) != len(wanted):
+        missing = wanted.difference(wanted[found])[:5].tolist()
+        raise ValueError(f"take_graph_persons: persons without a visit graph, e.g. {missing}")
+    sel = sel[np.argsort(rank[sel], kind="stable")]
+    idx = torch.from_numpy(sel)
+    return {
+        k: v[idx] if isinstance(v, torch.Tensor) else v[sel]
+        for k, v in graphs.items()
+        if isinstance(v, torch.Tensor | np.ndarray)
+    }
