@@ -156,22 +156,12 @@ glue("n_rows", int(summary["rows"].sum()), display=False)
 # %% mystnb={"figure": {"name": "fig-timeline", "caption": "One patient's record by domain. Shaded: visits (dark: inpatient stays). Dashed: the true, latent onsets of diseases, which the records only show once a visit notices them."}}
 onsets = truth.onsets
 n_dis = onsets.groupby("person_id").size()
-# Each onset is labelled at its line; onsets before the record are all drawn at its
-# left edge. Prefer a patient whose labels do not collide: at most one onset before the
-# first visit, and the others at least half a year apart.
-first_visit = tables["visit_occurrence"].groupby("person_id")["visit_start_date"].min()
-on = onsets.assign(first=first_visit.reindex(onsets["person_id"]).to_numpy())
-early = on["onset_date"] < on["first"] - pd.Timedelta(days=90)  # drawn at the left edge
-later = on.loc[~early].sort_values(["person_id", "onset_date"])
-close = later.groupby("person_id")["onset_date"].diff().dt.days.lt(183)
-ids = persons["person_id"]
-stacked = early.groupby(on["person_id"]).sum().gt(1).reindex(ids, fill_value=False)
-crowded = close.groupby(later["person_id"]).any().reindex(ids, fill_value=False)
-readable = ~(stacked.to_numpy() | crowded.to_numpy())
+# A patient with at least three onsets and a heart-failure event. Each onset is labelled
+# above its line, on a row of its own where labels would collide; onsets before the record
+# share one label at its left edge.
 many_onsets = persons["person_id"].isin(n_dis[n_dis >= 3].index)
 busy_mask = many_onsets & persons["hf_date"].notna()
-busy = persons.loc[busy_mask & readable]
-busy = busy if len(busy) else persons.loc[busy_mask]
+busy = persons.loc[busy_mask]
 example = int((busy if len(busy) else persons)["person_id"].iloc[0])
 ax = plot_patient_timeline(tables, example, onsets=onsets)
 plt.show()

@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.text import Text
 
 __all__ = ["plot_patient_timeline", "plot_hazard_paths"]
 
@@ -62,35 +63,77 @@ def plot_patient_timeline(
     top = len(rows) - 0.5
     left = visits["visit_start_date"].min() - pd.Timedelta(days=90)
     right = visits["visit_end_date"].max() + pd.Timedelta(days=90)
-    if onsets is not None:
-        mine = onsets.loc[onsets["person_id"] == person_id]
-        for _, row in mine.iterrows():
-            before = row["onset_date"] < left
-            x = left if before else row["onset_date"]
-            name = row["disease"].replace("_", " ") + (" (before record)" if before else "")
-            ax.axvline(x, color="#D55E00", ls=":" if before else "--", lw=1)
-            ax.text(
-                x,
-                top,
-                name,
-                rotation=90,
-                va="top",
-                ha="left" if before else "right",
-                fontsize=7,
-                color="#D55E00",
-            )
     death = tables.get("death")
     if death is not None and (death["person_id"] == person_id).any():
         died = death.loc[death["person_id"] == person_id, "death_date"].iloc[0]
         ax.axvline(died, color="k", lw=2, label="death")
         right = max(right, died + pd.Timedelta(days=90))
+    ax.set_xlim(left, right)  # before the onset labels, which are placed by their x
+    levels = 0
+    if onsets is not None:
+        levels = _label_onsets(ax, onsets.loc[onsets["person_id"] == person_id], left)
     ax.set_yticks(range(len(rows)), [r[2] for r in rows])
     ax.set_ylim(-0.5, top + 0.2)
-    ax.set_xlim(left, right)
     ax.set_xlabel("calendar date")
-    ax.set_title(f"patient {person_id}: {len(visits)} visits (dark = inpatient stay)")
+    title = f"patient {person_id}: {len(visits)} visits (dark = inpatient stay)"
+    ax.set_title(title, pad=6 + _LABEL_STEP * levels)  # above the onset labels
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
+
+
+_ONSET_COLOR = "#D55E00"
+_LABEL_STEP = 11  # points between two rows of onset labels above the axes
+
+
+def _label_onsets(ax: Axes, mine: pd.DataFrame, left: pd.Timestamp) -> int:
+    """Draw one patient's onsets as dashed lines, labelled above the axes without overlap.
+
+    Onsets before the record share one dotted line at its left edge and one label. Each
+    label starts at its line and goes on the lowest row above the axes where it overlaps no
+    other label (measured in the drawn figure), joined to its line by a vertical leader.
+    Labels are placed from the right, so a leader never crosses a label placed before it:
+    those all start further right.
+
+    Returns:
+        The number of label rows used.
+    """
+    before = mine.loc[mine["onset_date"] < left].sort_values("onset_date")
+    marks = []  # (x, label, line style)
+    if len(before):
+        names = ", ".join(d.replace("_", " ") for d in before["disease"])
+        marks.append((left, f"before record: {names}", ":"))
+    for _, row in mine.loc[mine["onset_date"] >= left].sort_values("onset_date").iterrows():
+        marks.append((row["onset_date"], row["disease"].replace("_", " "), "--"))
+    renderer = ax.figure.canvas.get_renderer()
+    placed: list[list[tuple[float, float]]] = []  # per row: the labels' extents in pixels
+    for x, name, ls in reversed(marks):
+        ax.axvline(x, color=_ONSET_COLOR, ls=ls, lw=1)
+        text = ax.annotate(
+            name,
+            xy=(x, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="left",
+            va="bottom",
+            fontsize=8,
+            color=_ONSET_COLOR,
+            annotation_clip=False,
+            arrowprops={"arrowstyle": "-", "color": _ONSET_COLOR, "lw": 0.5, "relpos": (0, 0)},
+        )
+        text.update_positions(renderer)  # places the words where the annotation puts them
+        box = Text.get_window_extent(text, renderer)  # the words, not the leader
+        extent = (box.x0 - 3, box.x1 + 3)
+        level = 0
+        while level < len(placed) and any(
+            extent[0] < b and a < extent[1] for a, b in placed[level]
+        ):
+            level += 1
+        if level == len(placed):
+            placed.append([])
+        placed[level].append(extent)
+        text.set_position((0, 3 + _LABEL_STEP * level))
+    return len(placed)
 
 
 def plot_hazard_paths(
