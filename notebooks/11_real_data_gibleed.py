@@ -81,7 +81,7 @@ from ehrseq.data.download import local_sample, local_samples_dir
 from ehrseq.data.omop import open_cdm
 from ehrseq.evaluate import format_table
 from ehrseq.plotting import apply_style
-from ehrseq.plotting.survival import plot_survival_by_risk_group
+from ehrseq.plotting.survival import plot_survival_by_risk_group, zoom_survival_axis
 from ehrseq.runtime import measure
 
 CHAPTER = "11_real_data_gibleed"
@@ -322,6 +322,7 @@ for name in group_sizes.index:
 ax.set_xlabel("Days since the index date")
 ax.set_ylabel("Share without the outcome")
 ax.set_xlim(0, spec.horizon_days)
+zoom_survival_axis(ax)  # the y-axis starts below the lowest band, not at 0: its label says
 fig.tight_layout()
 plt.show()
 
@@ -571,7 +572,7 @@ assert (results["Harrell C lower"] <= results["Harrell C"]).all()
 
 # %% mystnb={"figure": {"name": "fig-gibleed-risk-groups", "caption": "Kaplan-Meier curves of the test persons in thirds of each model's predicted risk at the horizon, with 95% bands."}}
 models = ["Cox, bag of codes", "L1 logistic", "BEHRT survival"]
-fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharey=True)
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), sharey=True, layout="constrained")
 for ax, name in zip(axes, models):
     plot_survival_by_risk_group(
         protocol.durations, 1.0 - survs[name][:, -1], protocol.events, ax=ax
@@ -582,7 +583,18 @@ for ax, name in zip(axes, models):
 axes[0].set_ylabel("Share without the outcome")
 for ax in axes[1:]:
     ax.set_ylabel("")
-fig.tight_layout()
+zoom_survival_axis(*axes)  # from the lowest band drawn, not from 0: the label says so
+# the groups are thirds of the same test persons in every panel: one legend, below
+handles, group_labels = axes[0].get_legend_handles_labels()
+for ax in axes:
+    ax.get_legend().remove()
+fig.legend(
+    handles,
+    group_labels,
+    title="Predicted risk group",
+    loc="outside lower center",
+    ncol=len(group_labels),
+)
 plt.show()
 
 # %% [markdown]

@@ -12,7 +12,11 @@ import pytest  # noqa: E402
 
 from ehrseq.metrics import calibration_table  # noqa: E402
 from ehrseq.plotting import apply_style  # noqa: E402
-from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group  # noqa: E402
+from ehrseq.plotting.survival import (  # noqa: E402
+    plot_calibration,
+    plot_survival_by_risk_group,
+    zoom_survival_axis,
+)
 
 
 @pytest.fixture
@@ -137,3 +141,36 @@ def test_calibration_overlays_models_with_one_diagonal():
     labels = ax.get_legend_handles_labels()[1]
     assert labels.count("Perfect calibration") == 1 and {"a", "b"} <= set(labels)
     plt.close("all")
+
+
+def test_zoom_survival_axis_contains_every_curve_and_band_and_says_so():
+    rng = np.random.default_rng(1)
+    n = 200
+    durations = rng.uniform(1.0, 100.0, size=n)
+    events = rng.random(n) < 0.15  # few events: the curves stay high
+    risk = rng.normal(size=n)
+    _, axes = plt.subplots(1, 2, sharey=True)
+    for ax in axes:
+        plot_survival_by_risk_group(durations, risk, events, ax=ax)
+    axes[0].set_ylabel("Share without the outcome")
+    axes[1].set_ylabel("")
+    lower = zoom_survival_axis(*axes)
+    drawn = [line.get_ydata() for ax in axes for line in ax.get_lines()]
+    drawn += [p.vertices[:, 1] for ax in axes for c in ax.collections for p in c.get_paths()]
+    lowest = min(np.nanmin(np.asarray(v, dtype=float)) for v in drawn)
+    assert 0 < lower <= lowest < lower + 0.05  # zoomed, with everything inside
+    assert all(ax.get_ylim() == (lower, pytest.approx(1.0 + 0.02 * (1 - lower))) for ax in axes)
+    assert axes[0].get_ylabel() == f"Share without the outcome (axis from {lower:g})"
+    assert axes[1].get_ylabel() == ""  # a panel without a label gets none
+
+
+def test_zoom_survival_axis_keeps_zero_when_a_curve_reaches_it():
+    _, ax = plt.subplots()
+    ax.plot([0, 1, 2], [1.0, 0.5, 0.0])
+    ax.set_ylabel("Survival probability")
+    assert zoom_survival_axis(ax) == 0.0
+    assert ax.get_ylabel() == "Survival probability"
+    with pytest.raises(ValueError, match="nothing is drawn"):
+        zoom_survival_axis(plt.subplots()[1])
+    with pytest.raises(ValueError, match="at least one"):
+        zoom_survival_axis()

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 
 from ehrseq.checks import check_1d, check_survival
 
-__all__ = ["plot_survival_by_risk_group", "plot_calibration"]
+__all__ = ["plot_survival_by_risk_group", "plot_calibration", "zoom_survival_axis"]
 
 
 def _new_axes(ax: Axes | None) -> Axes:
@@ -105,6 +105,47 @@ def plot_survival_by_risk_group(
     ax.set_xlim(left=0.0)
     ax.legend(title="Predicted risk group")
     return ax
+
+
+def zoom_survival_axis(*axes: Axes, step: float = 0.05) -> float:
+    """Start the y-axis of survival panels just below the lowest curve or band drawn.
+
+    Survival curves that stay between 0.7 and 1 fill a third of an axis from 0 to 1; this
+    sets every panel's y-axis from the lowest value drawn on any of them (lines and shaded
+    bands, rounded down to a multiple of ``step``) to just above 1, the same for all so they
+    compare, and says so in each y-label: "(axis from 0.65)". Call it after the labels.
+
+    Args:
+        *axes: the panels, each with its curves (and bands) drawn.
+        step: the lower limit is a multiple of it.
+
+    Returns:
+        The lower limit (0 when a curve or band reaches 0 and the label stays as it was).
+
+    Raises:
+        ValueError: if no axes are given, ``step`` is not in (0, 0.5], or nothing is drawn.
+    """
+    if not axes:
+        raise ValueError("zoom_survival_axis needs at least one Axes")
+    if not 0 < step <= 0.5:
+        raise ValueError(f"step must be in (0, 0.5], got {step!r}")
+    drawn = []
+    for ax in axes:
+        drawn += [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+        for collection in ax.collections:  # the confidence bands
+            drawn += [path.vertices[:, 1] for path in collection.get_paths()]
+    values = np.concatenate([v.ravel() for v in drawn]) if drawn else np.array([])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("nothing is drawn on these axes")
+    lower = float(np.clip(np.floor(values.min() / step) * step, 0.0, 1.0 - step))
+    lower = round(lower, 10)  # 0.65, not 0.6500000000000001
+    for ax in axes:
+        ax.set_ylim(lower, 1.0 + 0.02 * (1.0 - lower))
+        label = ax.get_ylabel()
+        if lower > 0 and label:
+            ax.set_ylabel(f"{label} (axis from {lower:g})")
+    return lower
 
 
 def plot_calibration(
