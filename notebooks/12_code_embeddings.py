@@ -285,15 +285,24 @@ for name in (
 keep("collapse_truth_ratio", demo.loss_truth / demo.floor)
 keep("collapse_sd_ratio", demo.score_sd_init / demo.score_sd_trained)
 
-# %% mystnb={"figure": {"name": "fig-collapse", "caption": "Training loss of the context-only softmax (mean over windows, per full-batch Adam step). Dashed: its floor, the mean of m log m over the windows, which the embedding with every vector equal reaches exactly; dotted: the loss of the true group embedding, far above the floor."}}
-fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(np.arange(1, len(demo.losses) + 1), demo.losses, label="trained")
+# %% mystnb={"figure": {"name": "fig-collapse", "caption": "Training loss of the context-only softmax (mean over windows, per full-batch Adam step). Left: the loss itself; dashed: its floor, the mean of m log m over the windows, which the embedding with every vector equal reaches exactly; dotted: the loss of the true group embedding, far above the floor. Right: the same losses minus the floor, on a log scale, where the trained curve is seen to fall onto the floor (it ends where the difference is lost in rounding)."}}
+steps = np.arange(1, len(demo.losses) + 1)
+above = np.asarray(demo.losses) - demo.floor
+fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2), sharex=True, layout="constrained")
+ax, zoom = axes
+ax.plot(steps, demo.losses, label="trained")
 ax.axhline(demo.floor, ls="--", color="k", label="floor (all vectors equal)")
 ax.axhline(demo.loss_truth, ls=":", color="C3", label="true groups")
-ax.set_xlabel("Adam step")
 ax.set_ylabel("loss per window (nats)")
-ax.set_xscale("log")
-ax.legend()
+# the trained curve hugs the floor on the left: its distance to it, on a log scale
+zoom.plot(steps, np.where(above > 0, above, np.nan))  # rounding may reach 0 or below
+zoom.axhline(demo.loss_truth - demo.floor, ls=":", color="C3")
+zoom.set_yscale("log")
+zoom.set_ylabel("loss minus floor (nats, log scale)")
+for panel in (ax, zoom):
+    panel.set_xlabel("Adam step")
+    panel.set_xscale("log")
+fig.legend(loc="outside lower center", ncol=3)
 plt.show()
 
 # %% [markdown]
