@@ -156,9 +156,9 @@ glue("n_rows", int(summary["rows"].sum()), display=False)
 # %% mystnb={"figure": {"name": "fig-timeline", "caption": "One patient's record by domain. Shaded: visits (dark: inpatient stays). Dashed: the true, latent onsets of diseases, which the records only show once a visit notices them."}}
 onsets = truth.onsets
 n_dis = onsets.groupby("person_id").size()
-# A patient with at least three onsets and a heart-failure event. Each onset is labelled
-# above its line, on a row of its own where labels would collide; onsets before the record
-# share one label at its left edge.
+# A patient with at least three onsets and a heart-failure event. Each onset is
+# labelled above its line, on a row of its own where labels would collide; onsets before
+# the record share one label at its left edge.
 many_onsets = persons["person_id"].isin(n_dis[n_dis >= 3].index)
 busy_mask = many_onsets & persons["hf_date"].notna()
 busy = persons.loc[busy_mask]

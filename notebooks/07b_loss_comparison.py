@@ -561,14 +561,14 @@ keep("trade_text", trade)
 # {glue:text}`diff_hybrid_c_lower:+.4f` to {glue:text}`diff_hybrid_c_upper:+.4f`), so the
 # claim that the hybrid ranks better is {glue:text}`verdict_hybrid_c`. On the integrated
 # Brier score, also the hybrid minus the likelihood as in the table, the difference is
-# {glue:text}`ibs_hybrid_minus_nll:+.4f` ({glue:text}`ibs_hybrid_minus_nll_lower:+.4f` to
-# {glue:text}`ibs_hybrid_minus_nll_upper:+.4f`; lower is better, so a positive difference
-# means the hybrid scores worse), and the claim that the ranking term costs a proper score
-# is {glue:text}`verdict_hybrid_ibs`. The ranking loss alone minus the likelihood: Harrell's
-# C {glue:text}`diff_rank_c:+.4f` ({glue:text}`verdict_rank_c`), the Brier score
-# {glue:text}`ibs_rank_minus_nll:+.4f` ({glue:text}`verdict_rank_ibs`). A trade, in
-# DeepHit's sense, needs both halves reproduced; {glue:text}`trade_text`. {glue:text}`seed_caveat` All four verdicts go to the
-# book's results page.
+# {glue:text}`ibs_hybrid_minus_nll:+.4f` ({glue:text}`ibs_hybrid_minus_nll_lower:+.4f`
+# to {glue:text}`ibs_hybrid_minus_nll_upper:+.4f`; lower is better, so a positive
+# difference means the hybrid scores worse), and the claim that the ranking term costs a
+# proper score is {glue:text}`verdict_hybrid_ibs`. The ranking loss alone minus the
+# likelihood: Harrell's C {glue:text}`diff_rank_c:+.4f` ({glue:text}`verdict_rank_c`),
+# the Brier score {glue:text}`ibs_rank_minus_nll:+.4f` ({glue:text}`verdict_rank_ibs`).
+# A trade, in DeepHit's sense, needs both halves reproduced; {glue:text}`trade_text`.
+# {glue:text}`seed_caveat` All four verdicts go to the book's results page.
 #
 # Benchmarks of neural survival models on public data sets report such a split: DeepHit,
 # trained with a likelihood-plus-ranking loss, competes on concordance but does worse on

@@ -322,7 +322,7 @@ for name in group_sizes.index:
 ax.set_xlabel("Days since the index date")
 ax.set_ylabel("Share without the outcome")
 ax.set_xlim(0, spec.horizon_days)
-zoom_survival_axis(ax)  # the y-axis starts below the lowest band, not at 0: its label says
+zoom_survival_axis(ax)  # from the lowest band drawn, not from 0: the label says so
 fig.tight_layout()
 plt.show()
 

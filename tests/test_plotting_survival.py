@@ -156,10 +156,12 @@ def test_zoom_survival_axis_contains_every_curve_and_band_and_says_so():
     axes[1].set_ylabel("")
     lower = zoom_survival_axis(*axes)
     drawn = [line.get_ydata() for ax in axes for line in ax.get_lines()]
-    drawn += [p.vertices[:, 1] for ax in axes for c in ax.collections for p in c.get_paths()]
+    bands = [c for ax in axes for c in ax.collections]
+    drawn += [p.vertices[:, 1] for c in bands for p in c.get_paths()]
     lowest = min(np.nanmin(np.asarray(v, dtype=float)) for v in drawn)
     assert 0 < lower <= lowest < lower + 0.05  # zoomed, with everything inside
-    assert all(ax.get_ylim() == (lower, pytest.approx(1.0 + 0.02 * (1 - lower))) for ax in axes)
+    top = pytest.approx(1.0 + 0.02 * (1 - lower))
+    assert all(ax.get_ylim() == (lower, top) for ax in axes)
     assert axes[0].get_ylabel() == f"Share without the outcome (axis from {lower:g})"
     assert axes[1].get_ylabel() == ""  # a panel without a label gets none
 

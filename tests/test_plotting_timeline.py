@@ -1,4 +1,4 @@
-"""The patient timeline labels every onset where it can be read: no two labels overlap."""
+"""The patient timeline labels every onset where it can be read: no labels overlap."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def _tables():
     )
 
     def events(column):
-        return pd.DataFrame({"person_id": 1, column: [D("2015-01-01"), D("2017-06-01")]})
+        dates = [D("2015-01-01"), D("2017-06-01")]
+        return pd.DataFrame({"person_id": 1, column: dates})
 
     return {
         "visit_occurrence": visits,

@@ -110,20 +110,22 @@ def plot_survival_by_risk_group(
 def zoom_survival_axis(*axes: Axes, step: float = 0.05) -> float:
     """Start the y-axis of survival panels just below the lowest curve or band drawn.
 
-    Survival curves that stay between 0.7 and 1 fill a third of an axis from 0 to 1; this
-    sets every panel's y-axis from the lowest value drawn on any of them (lines and shaded
-    bands, rounded down to a multiple of ``step``) to just above 1, the same for all so they
-    compare, and says so in each y-label: "(axis from 0.65)". Call it after the labels.
+    Survival curves that stay between 0.7 and 1 fill a third of an axis from 0 to 1.
+    This sets every panel's y-axis from the lowest value drawn on any of them (lines and
+    shaded bands, rounded down to a multiple of ``step``) to just above 1, the same for
+    all so they compare, and says so in each y-label: "(axis from 0.65)". Call it after
+    the labels.
 
     Args:
         *axes: the panels, each with its curves (and bands) drawn.
         step: the lower limit is a multiple of it.
 
     Returns:
-        The lower limit (0 when a curve or band reaches 0 and the label stays as it was).
+        The lower limit (0 when a curve or band reaches 0; the label then stays).
 
     Raises:
-        ValueError: if no axes are given, ``step`` is not in (0, 0.5], or nothing is drawn.
+        ValueError: if no axes are given, ``step`` is not in (0, 0.5], or nothing is
+            drawn.
     """
     if not axes:
         raise ValueError("zoom_survival_axis needs at least one Axes")

@@ -86,13 +86,13 @@ _LABEL_STEP = 11  # points between two rows of onset labels above the axes
 
 
 def _label_onsets(ax: Axes, mine: pd.DataFrame, left: pd.Timestamp) -> int:
-    """Draw one patient's onsets as dashed lines, labelled above the axes without overlap.
+    """Draw one patient's onsets as dashed lines, labelled above the axes, no overlaps.
 
     Onsets before the record share one dotted line at its left edge and one label. Each
-    label starts at its line and goes on the lowest row above the axes where it overlaps no
-    other label (measured in the drawn figure), joined to its line by a vertical leader.
-    Labels are placed from the right, so a leader never crosses a label placed before it:
-    those all start further right.
+    label starts at its line and goes on the lowest row above the axes where it overlaps
+    no other label (measured in the drawn figure), joined to its line by a vertical
+    leader. Labels are placed from the right, so a leader never crosses a label placed
+    before it: those all start further right.
 
     Returns:
         The number of label rows used.
@@ -102,10 +102,11 @@ def _label_onsets(ax: Axes, mine: pd.DataFrame, left: pd.Timestamp) -> int:
     if len(before):
         names = ", ".join(d.replace("_", " ") for d in before["disease"])
         marks.append((left, f"before record: {names}", ":"))
-    for _, row in mine.loc[mine["onset_date"] >= left].sort_values("onset_date").iterrows():
-        marks.append((row["onset_date"], row["disease"].replace("_", " "), "--"))
+    after = mine.loc[mine["onset_date"] >= left].sort_values("onset_date")
+    for date, disease in zip(after["onset_date"], after["disease"], strict=True):
+        marks.append((date, disease.replace("_", " "), "--"))
     renderer = ax.figure.canvas.get_renderer()
-    placed: list[list[tuple[float, float]]] = []  # per row: the labels' extents in pixels
+    placed: list[list[tuple[float, float]]] = []  # per row: labels' extents in pixels
     for x, name, ls in reversed(marks):
         ax.axvline(x, color=_ONSET_COLOR, ls=ls, lw=1)
         text = ax.annotate(
@@ -119,9 +120,15 @@ def _label_onsets(ax: Axes, mine: pd.DataFrame, left: pd.Timestamp) -> int:
             fontsize=8,
             color=_ONSET_COLOR,
             annotation_clip=False,
-            arrowprops={"arrowstyle": "-", "color": _ONSET_COLOR, "lw": 0.5, "relpos": (0, 0)},
+            # a leader from the label's lower left corner straight down to the axes
+            arrowprops={
+                "arrowstyle": "-",
+                "color": _ONSET_COLOR,
+                "lw": 0.5,
+                "relpos": (0, 0),
+            },
         )
-        text.update_positions(renderer)  # places the words where the annotation puts them
+        text.update_positions(renderer)  # the words where the annotation puts them
         box = Text.get_window_extent(text, renderer)  # the words, not the leader
         extent = (box.x0 - 3, box.x1 + 3)
         level = 0
