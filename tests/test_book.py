@@ -130,3 +130,42 @@ def test_record_comparisons_glues_every_verdict_and_records_the_claims():
         record_comparisons("ch", compared, {"ab": ("a", "b")}, {"zz": ("x", "")})
     with pytest.raises(ValueError, match="no 'Harrell C' row"):
         record_comparisons("ch", compared, {"ba": ("b", "a")})
+
+
+def test_number_never_reads_as_a_negative_zero():
+    from ehrseq.book import number
+
+    assert number(-0.00004, "+.4f") == "0.0000" and number(0.0, "+.3f") == "0.000"
+    assert number(-0.004, ".2f") == "0.00" and number(-0.0004, ".1%") == "0.0%"
+    assert number(-0.006, ".2f") == "-0.01" and number(0.25, "+.2f") == "+0.25"
+    assert number(np.float32(-1e-9), ".3g") == "-1e-09"  # not zero at this precision
+
+
+def test_interval_stays_on_one_line_and_says_when_it_has_no_spread():
+    from ehrseq.book import interval
+
+    assert interval(0.612, 0.59, 0.633) == "0.612 [0.590,\u00a00.633]"
+    assert interval(-1e-5, -2e-3, 1e-3, "+.3f") == "0.000 [-0.002,\u00a0+0.001]"
+    assert interval(0.5, 0.5, 0.5, same="constant risk") == "0.500 (constant risk)"
+
+
+def test_format_floats_counts_and_signs():
+    import pandas as pd
+
+    table = pd.DataFrame({"x": [0.1, -1e-6], "n": [111.0, 11610.0], "flag": [1.0, 0.0]})
+    shown = format_floats(table, "{:+.4f}")
+    assert shown["x"].tolist() == ["+0.1000", "0.0000"]
+    assert shown["n"].tolist() == ["111", "11,610"]  # counts as floats read as counts
+    assert shown["flag"].tolist() == ["+1.0000", "0.0000"]  # 0/1 may be a rate
+
+
+def test_keep_table_leaves_out_a_default_index():
+    import pandas as pd
+
+    from ehrseq.book import _for_glue
+
+    plain = _for_glue(pd.DataFrame({"a": ["x", "y"]}), "t")
+    html = plain.to_html()
+    assert 'class="dataframe"' in html and ">0<" not in html and ">x<" in html
+    named = pd.DataFrame({"a": ["x"]}, index=pd.Index(["m"], name="model"))
+    assert _for_glue(named, "t") is named  # a meaningful index stays

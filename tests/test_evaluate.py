@@ -129,9 +129,11 @@ def test_format_table_and_plot(setup):
     table = pd.DataFrame(rows).set_index("model")
     text = format_table(table, ["Harrell C", "IBS"])
     r = table.loc["model"]
-    assert text.loc["model", "Harrell C"] == (
-        f"{r['Harrell C']:.3f} [{r['Harrell C lower']:.3f}, {r['Harrell C upper']:.3f}]"
+    assert text.loc["model", "Harrell C"] == (  # a non-breaking space inside the interval
+        f"{r['Harrell C']:.3f} [{r['Harrell C lower']:.3f},\u00a0{r['Harrell C upper']:.3f}]"
     )
+    # a constant risk scores 0.5 on every resample: no degenerate interval "[0.500, 0.500]"
+    assert text.loc["Kaplan-Meier (no features)", "Harrell C"] == "0.500 (constant risk)"
     assert text.loc["model", "train s"] == "1.2" and text.loc["oracle", "train s"] == ""
     with pytest.raises(ValueError, match="no column"):
         format_table(table, ["AUC"])
@@ -228,3 +230,27 @@ def test_a_metric_without_a_shortcut_still_bootstraps(tied_setup):
         fast.difference("a", [s], "b", [_curves(x, 0.5, 1)], "AUROC"),
         slow.difference("a", [s], "b", [_curves(x, 0.5, 1)], "AUROC"),
     )
+
+
+def test_debiased_calibration_error_beside_the_plug_in(setup):
+    """The oracle is calibrated: its debiased error is about 0 and its interval covers it,
+    while the plug-in error sits on its noise floor; every estimate lies in its interval."""
+    protocol, x = setup
+    oracle = protocol.evaluate("oracle", [_curves(x, 0.0, 0)])
+    off = np.clip(_curves(x, 0.0, 0) - 0.15, 0.0, 1.0)  # risks 0.15 too high
+    biased = protocol.evaluate("biased", [off])
+    name = "debiased calibration error"
+    for row in (oracle, biased):
+        assert row[f"{name} lower"] <= row[name] <= row[f"{name} upper"]
+    assert oracle[f"{name} lower"] == 0.0 and oracle[name] < 0.03
+    assert oracle["calibration error"] > oracle[name]  # the plug-in's noise floor
+    assert biased[name] > 0.05 and biased[f"{name} upper"] > oracle[f"{name} upper"]
+    # the plug-in columns are what they were: the metric called on the full data
+    d, e = protocol.durations, protocol.events
+    assert oracle["calibration error"] == protocol.metrics["calibration error"](
+        d, e, _curves(x, 0.0, 0)
+    )
+    text = format_table(pd.DataFrame([oracle, biased]).set_index("model"), ["calibration error"])
+    assert text.columns.tolist() == ["calibration error", name, "seeds"]
+    assert "[" not in text.loc["oracle", "calibration error"]
+    assert text.loc["biased", name].startswith(f"{biased[name]:.3f} [")

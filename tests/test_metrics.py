@@ -725,3 +725,79 @@ def test_calibration_table_is_a_dataframe_even_for_one_bin():
     table = metrics.calibration_table(_D, _R, _E, horizon=3.0, n_bins=1)
     assert isinstance(table, pd.DataFrame) and len(table) == 1
     assert table["n"].iloc[0] == 5
+
+
+def _calibrated_cohort(n: int, rng: np.random.Generator, shift: float = 0.0, censor=False):
+    """Risks p_i by a horizon of 1, events drawn with exactly those risks (then shifted)."""
+    p = rng.uniform(0.05, 0.6, n)
+    event = rng.random(n) < p
+    d = np.where(event, rng.uniform(0.1, 1.0, n), 1.0)
+    e = event.astype(int)
+    if censor:  # uniform censoring, some of it before the horizon
+        c = rng.uniform(0.3, 3.0, n)
+        e, d = np.where(c < d, 0, e), np.minimum(c, d)
+    return d, np.clip(p + shift, 0.0, 1.0), e
+
+
+@pytest.mark.parametrize("censor", [False, True])
+def test_debiased_calibration_error_is_unbiased_where_the_answer_is_known(censor):
+    """A calibrated model: the plug-in error sits on a noise floor, the debiased one at 0.
+    Risks 0.1 too high: the root of the debiased error is 0.1."""
+    rng = np.random.default_rng(0)
+    plug_in, debiased = [], []
+    for _ in range(150):
+        d, r, e = _calibrated_cohort(1000, rng, censor=censor)
+        plug_in.append(metrics.calibration_error(d, r, e, 1.0))
+        debiased.append(metrics.calibration_error_debiased(d, r, e, 1.0))
+    se = np.std(debiased) / np.sqrt(len(debiased))
+    assert abs(np.mean(debiased)) < 3 * se and se < 2e-4
+    assert np.mean(plug_in) > 0.02  # the floor a mean of absolute gaps sits on
+    shifted = [
+        metrics.calibration_error_debiased(*_calibrated_cohort(1000, rng, 0.1), 1.0)
+        for _ in range(50)
+    ]
+    assert np.sqrt(np.mean(shifted)) == pytest.approx(0.1, abs=0.003)
+
+
+def test_debiased_calibration_interval_covers_zero_for_a_calibrated_model():
+    rng = np.random.default_rng(1)
+    covered = 0
+    for k in range(40):
+        d, r, e = _calibrated_cohort(600, rng, censor=True)
+        ci = metrics.bootstrap_ci(
+            lambda d, r, e: metrics.calibration_error_debiased(d, r, e, 1.0),
+            d,
+            r,
+            e,
+            n_boot=100,
+            seed=k,
+            interval="normal",
+            resampler=lambda d, r, e: metrics.calibration_error_resampler(
+                d, r, e, 1.0, debiased=True
+            ),
+        )
+        assert ci.lower <= ci.estimate <= ci.upper
+        covered += ci.lower <= 0.0 <= ci.upper
+    assert covered >= 34  # a 95 % interval: about 38 of 40
+
+
+def test_debiased_calibration_scorer_equals_the_function_on_resamples():
+    rng = np.random.default_rng(2)
+    d, r, e = _calibrated_cohort(500, rng, censor=True)
+    r = np.round(r, 2)  # tied risks, so some resamples split a tie and are rescored
+    idx = rng.integers(0, 500, size=(30, 500))
+    scorer = metrics.calibration_error_resampler(d, r, e, 1.0, debiased=True)
+    fast = scorer(metrics.Resamples.of(idx))
+    slow = [metrics.calibration_error_debiased(d[i], r[i], e[i], 1.0) for i in idx]
+    np.testing.assert_allclose(fast, slow, rtol=1e-9, atol=1e-15)
+
+
+def test_bootstrap_normal_interval_is_the_estimate_plus_minus_z_sd():
+    x = np.random.default_rng(3).normal(size=200)
+    pct = metrics.bootstrap_ci(np.mean, x, n_boot=300, seed=0)
+    normal = metrics.bootstrap_ci(np.mean, x, n_boot=300, seed=0, interval="normal")
+    assert normal.estimate == pct.estimate
+    assert normal.upper - normal.estimate == pytest.approx(normal.estimate - normal.lower)
+    assert normal.upper - normal.lower == pytest.approx(pct.upper - pct.lower, rel=0.15)
+    with pytest.raises(ValueError, match="interval"):
+        metrics.bootstrap_ci(np.mean, x, interval="basic")

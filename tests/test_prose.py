@@ -52,6 +52,11 @@ def test_pastes_values_as_the_book_formats_them():
         ({"lo": "0.5", "hi": "0.5"}, "C [{glue:text}`lo:.2f`, {glue:text}`hi:.2f`]", "equal"),
         ({}, "the value {glue:text}`missing:.2f`", "never glued"),
         ({"x": "nan"}, "the value {glue:text}`x`", "nan"),
+        ({"d": "-0.00002"}, "a change of {glue:text}`d:+.4f` in C", "negative zero"),
+        ({"d": "-0.0002"}, "a change of {glue:text}`d:+.4f` in C", None),
+        ({"d": "-0.00002"}, "a change of {glue:text}`d:+.1e` in C", None),
+        ({"drop": "-0.00001"}, "a drop of {glue:text}`drop:.1%`", "negative zero"),
+        ({}, "ages 40-0.5 and q0-0.0", None),
     ],
 )
 def test_finds_nonsense(values, markdown, found):

@@ -3,6 +3,9 @@
 - :func:`keep` glues a number for the prose (``{glue:text}`name```), as a plain Python number:
   the book cannot format NumPy scalars or one-element tensors.
 - :func:`keep_table` glues a table (``{glue:}`name```), formatted for reading.
+- :func:`number` and :func:`interval` write a number, or a value and its interval, the way
+  every table of the book shows them: never a negative zero ("-0.0000"), an interval that
+  never wraps inside its cell, and no interval at all where its two ends read the same.
 - :func:`record_claim` glues a claim's verdict for the chapter's prose and writes the claim,
   with its measured difference, paired interval and verdict, to the results folder, from
   which the results page (``notebooks/99_results.py``) builds one table of every claim the
@@ -16,6 +19,7 @@ file per chapter, rewritten whenever the chapter runs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,9 @@ __all__ = [
     "keep",
     "keep_table",
     "format_floats",
+    "interval",
+    "number",
+    "NBSP",
     "plural",
     "record_claim",
     "record_comparisons",
@@ -74,21 +81,101 @@ def plural(n: float, noun: str, fmt: str = "g", plural_form: str | None = None) 
 def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
     """Glue a table under ``name`` (shown where the prose pastes it with ``{glue:}``).
 
-    Floats are formatted with ``floatfmt`` so the table reads the same in every profile.
+    Floats are formatted with ``floatfmt`` (:func:`format_floats`) so the table reads the same
+    in every profile. A default index (0, 1, 2, ...) says nothing to a reader and is left out.
     Returns nothing, as :func:`keep`: as a cell's last line a returned table would be shown
-    a second time, beside the place where the prose pastes it.
+    a second time, beside the place where the prose pastes it; so end such a cell with the
+    ``keep_table`` call, not with the table.
     """
     from myst_nb import glue
 
-    glue(name, format_floats(table, floatfmt), display=False)
+    glue(name, _for_glue(format_floats(table, floatfmt), name), display=False)
+
+
+def _for_glue(shown: pd.DataFrame, name: str) -> Any:
+    """``shown``, or a Styler without its index where the index is 0, 1, 2, ..."""
+    index = shown.index
+    plain = isinstance(index, pd.RangeIndex) and index.name is None and index.start == 0
+    if not plain or index.step != 1:
+        return shown
+    # class "dataframe": the book's stylesheet pads glued tables by that class
+    return (
+        shown.style.hide(axis="index")
+        .set_table_attributes('class="dataframe"')
+        .set_uuid(re.sub(r"\W", "_", name))
+    )
+
+
+#: A non-breaking space: inside an interval it keeps "[0.590, 0.633]" on one line.
+NBSP = "\u00a0"
+
+_SIGNED = re.compile(r"^(\s*)[-+\u2212](.*)$")
+_ZERO = re.compile(r"[0.,]*0[0.,]*(?:%|[eE][-+]?\d+)?")
+
+
+def _unsigned_zero(text: str) -> str:
+    """``text`` without its sign where the number in it reads zero ("-0.000" -> "0.000")."""
+    m = _SIGNED.match(text)
+    return m.group(1) + m.group(2) if m and _ZERO.fullmatch(m.group(2)) else text
+
+
+def number(value: float, spec: str = ".3f") -> str:
+    """``format(value, spec)``, except that a value that rounds to zero has no sign.
+
+    ``format(-0.00004, "+.4f")`` reads ``"-0.0000"``: a negative zero, which says nothing a
+    reader can use. Here it is ``"0.0000"`` (and ``"+0.0000"`` is ``"0.0000"`` too).
+
+    Args:
+        value: a number.
+        spec: a format spec, as after the colon in ``f"{value:+.4f}"``.
+    """
+    return _unsigned_zero(format(_plain(value), spec))
+
+
+def interval(
+    estimate: float,
+    lower: float,
+    upper: float,
+    spec: str = ".3f",
+    *,
+    same: str = "no spread",
+) -> str:
+    """A value and its interval in one table cell: ``"0.612 [0.590, 0.633]"``.
+
+    The space inside the brackets is non-breaking, so an interval never wraps inside its
+    cell (a narrow column may move the whole interval below the value). Where the two ends
+    read the same there is no interval to show: the cell reads ``"0.500 (no spread)"``, with
+    ``same`` in the brackets (e.g. ``"constant risk"`` for a C-index of a model that gives
+    every patient the same risk). No part reads as a negative zero (:func:`number`).
+
+    Args:
+        estimate, lower, upper: the value and the ends of its interval.
+        spec: the format spec of all three, e.g. ``".3f"`` or ``"+.4f"``.
+        same: what the cell says instead of an interval whose ends read the same.
+    """
+    est, lo, hi = (number(v, spec) for v in (estimate, lower, upper))
+    if lo == hi:
+        return f"{est} ({same})"
+    return f"{est} [{lo},{NBSP}{hi}]"
 
 
 def format_floats(table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
-    """A copy of ``table`` with every float column as text in ``floatfmt`` (NaN: blank)."""
+    """A copy of ``table`` with every float column as text (NaN: blank).
+
+    A column of counts that happen to be floats (every value a whole number, not only 0
+    and 1) reads as whole numbers ("11,610", not "11610.000"); any other float column is
+    formatted with ``floatfmt``. No value reads as a negative zero (:func:`number`).
+    """
     shown = table.copy()
     for col in shown.columns:
-        if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else floatfmt.format(v))
+        if not pd.api.types.is_float_dtype(shown[col]):
+            continue
+        values = shown[col].dropna()
+        whole = len(values) and (values == values.round()).all() and values.abs().max() > 1
+        fmt = "{:,.0f}" if whole else floatfmt
+        shown[col] = shown[col].map(
+            lambda v, fmt=fmt: "" if pd.isna(v) else _unsigned_zero(fmt.format(v))
+        )
     return shown
 
 

@@ -16,7 +16,10 @@ predicted survival curve per test patient, read at the right edges of the time b
   training labels): how well the risk by then separates those with an event by then from
   those still event-free;
 - the **calibration error** is the mean absolute gap between predicted risk and the
-  Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles).
+  Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles); beside it
+  :meth:`SurvivalProtocol.evaluate` reports the **debiased calibration error**, the
+  root-mean-square gap with each decile's sampling noise taken out
+  (:func:`~ehrseq.metrics.calibration_error_debiased`), about 0 for a calibrated model.
 
 A model trained with several seeds gives one curve per seed: :meth:`SurvivalProtocol.evaluate`
 reports each metric averaged over seeds, a percentile bootstrap interval over test patients
@@ -48,6 +51,7 @@ from ehrseq.metrics import (
     Scorer,
     bootstrap_ci,
     calibration_error,
+    calibration_error_debiased,
     calibration_error_resampler,
     concordance_index,
     concordance_index_ipcw,
@@ -86,6 +90,9 @@ HIGHER_IS_BETTER = {
     "calibration error": False,
 }
 
+#: Metrics whose interval has equal ends only for a model that gives everyone one risk.
+_RANKING = ("Harrell C", "Uno C", "Antolini C", "AUROC")
+
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
 Resampler = Callable[[np.ndarray, np.ndarray, np.ndarray], Scorer | None]
 
@@ -104,13 +111,14 @@ class SurvivalProtocol:
         events_train: training event flags.
         n_boot: bootstrap resamples of the test patients.
         seed: seed of the resamples; the same seed gives every model the same resamples.
-        calibration_groups: groups of predicted risk for the calibration error. Read its
-            percentile interval with care: the calibration error is a mean of absolute gaps,
-            and resampling adds noise that the absolute value never cancels, so the
-            resampled values sit above the estimate and a model's interval can lie wholly
-            above it (even for a perfectly calibrated model the error has a positive noise
-            floor). Paired differences between models are less affected (the noise of both
-            partly cancels); a bias-corrected interval is an open item.
+        calibration_groups: groups of predicted risk for the calibration error. The
+            calibration error is a mean of absolute gaps, and the noise of each decile's
+            observed incidence never cancels in an absolute value: even a perfectly
+            calibrated model has a positive error (a noise floor), and resampling adds more
+            noise, so the percentile interval of ``calibration error`` can lie wholly above
+            its estimate. It is kept for paired differences between models (the floors of
+            both partly cancel), and :meth:`evaluate` reports beside it the ``debiased
+            calibration error`` with an interval that contains it (see there).
         fast_bootstrap: score the resamples of every metric that allows it from their
             multiplicities (:attr:`resamplers`); ``False`` recomputes each metric on every
             resampled copy of the data (slower, the same intervals up to rounding).
@@ -259,7 +267,7 @@ class SurvivalProtocol:
         cost: dict[str, Any] | None = None,
         metrics: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        """One row of the protocol table.
+        r"""One row of the protocol table.
 
         Args:
             name: the model's name (the ``model`` column).
@@ -276,7 +284,15 @@ class SurvivalProtocol:
         Returns:
             ``model``, ``seeds``, and for every metric its seed mean, ``<metric> lower`` and
             ``<metric> upper`` (the bootstrap interval of the seed mean) and
-            ``<metric> seed sd`` (0 for one seed), then the ``cost`` entries.
+            ``<metric> seed sd`` (0 for one seed), then the ``cost`` entries. With the
+            calibration error come the same four columns of ``debiased calibration error``:
+            :math:`\sqrt{\max(\overline{\mathrm{CE}^2}, 0)}`, the root of the seed mean of
+            :func:`~ehrseq.metrics.calibration_error_debiased` (Kumar et al.'s debiased
+            squared gap over deciles), about 0 for a calibrated model; its interval is the
+            standard bootstrap interval of the seed mean on the squared scale,
+            :math:`\overline{\mathrm{CE}^2} \pm 1.96\,\mathrm{sd}^*`, clipped at 0 and
+            then rooted, so it always contains the estimate; ``seed sd`` is that of the
+            per-seed roots.
         """
         curves = self._check_curves(survs, name)
         chosen = self._metrics(metrics)
@@ -295,7 +311,43 @@ class SurvivalProtocol:
             row[metric] = float(np.mean(per_seed))
             row[f"{metric} lower"], row[f"{metric} upper"] = ci.lower, ci.upper
             row[f"{metric} seed sd"] = float(np.std(per_seed, ddof=1)) if len(curves) > 1 else 0.0
+            if metric == "calibration error":
+                row.update(self._debiased_calibration(curves))
         return {**row, **(cost or {})}
+
+    def _debiased_calibration(self, curves: list[np.ndarray]) -> dict[str, float]:
+        """The ``debiased calibration error`` columns of :meth:`evaluate`."""
+        h, groups = self.horizon, self.calibration_groups
+
+        def fn(d: np.ndarray, e: np.ndarray, s: np.ndarray) -> float:
+            return calibration_error_debiased(d, 1.0 - s[:, -1], e, h, groups)
+
+        def resampler(d: np.ndarray, e: np.ndarray, *ss: np.ndarray) -> Scorer | None:
+            scorers = [
+                calibration_error_resampler(d, 1.0 - s[:, -1], e, h, groups, debiased=True)
+                for s in ss
+            ]
+            return lambda block: np.stack([scorer(block) for scorer in scorers]).mean(axis=0)
+
+        per_seed = [fn(self.durations, self.events, s) for s in curves]
+        ci = bootstrap_ci(
+            lambda d, e, *ss: float(np.mean([fn(d, e, s) for s in ss])),
+            self.durations,
+            self.events,
+            *curves,
+            n_boot=self.n_boot,
+            seed=self.seed,
+            resampler=resampler if self.fast_bootstrap else None,
+            interval="normal",
+        )
+        roots = np.sqrt(np.maximum(per_seed, 0.0))
+        name = "debiased calibration error"
+        return {
+            name: float(np.sqrt(max(ci.estimate, 0.0))),
+            f"{name} lower": float(np.sqrt(max(ci.lower, 0.0))),
+            f"{name} upper": float(np.sqrt(max(ci.upper, 0.0))),
+            f"{name} seed sd": float(np.std(roots, ddof=1)) if len(curves) > 1 else 0.0,
+        }
 
     def difference(
         self,
@@ -377,23 +429,47 @@ _COST_FORMATS = (
 def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """The protocol table as text: ``estimate [lower, upper]`` per metric, then the costs.
 
+    Each cell is :func:`ehrseq.book.interval`: non-breaking spaces inside the interval, so it
+    never wraps in its cell, and no negative zero. A ranking metric (a C-index, the AUROC)
+    whose interval has equal ends belongs to a model that gives every patient the same risk
+    (the Kaplan-Meier curve): it scores exactly 0.5 on every resample, and the cell reads
+    ``"0.500 (constant risk)"`` rather than a degenerate interval. Where the table holds the
+    ``debiased calibration error`` (:meth:`SurvivalProtocol.evaluate`), it follows
+    ``calibration error`` as a column of its own, and ``calibration error`` shows its
+    estimate alone: its percentile interval can lie wholly above it (see
+    :class:`SurvivalProtocol`) and would mislead.
+
     Args:
         table: rows from :meth:`SurvivalProtocol.evaluate`, indexed by model.
         metrics: the metrics to show, in order; IBS gets four decimals, the others three.
     """
+    from ehrseq.book import interval, number
+
     out = pd.DataFrame(index=table.index)
+    debiased = "debiased calibration error"
     for m in metrics:
         missing = [c for c in (m, f"{m} lower", f"{m} upper") if c not in table]
         if missing:
             raise ValueError(f"format_table: the table has no column(s) {missing}")
-        digits = 4 if m == "IBS" else 3
+        spec = ".4f" if m == "IBS" else ".3f"
+        if m == "calibration error" and debiased in table and debiased not in metrics:
+            out[m] = [number(v, spec) for v in table[m]]
+            m = debiased
         out[m] = [
-            f"{r[m]:.{digits}f} [{r[m + ' lower']:.{digits}f}, {r[m + ' upper']:.{digits}f}]"
+            interval(
+                r[m],
+                r[f"{m} lower"],
+                r[f"{m} upper"],
+                spec,
+                same="constant risk"
+                if m in _RANKING and r[f"{m} lower"] == r[f"{m} upper"] == r[m]
+                else "no spread",
+            )
             for _, r in table.iterrows()
         ]
     for c, fmt in _COST_FORMATS:
         if c in table:
-            out[c] = table[c].map(lambda v, fmt=fmt: "" if pd.isna(v) else format(v, fmt))
+            out[c] = table[c].map(lambda v, fmt=fmt: "" if pd.isna(v) else number(v, fmt))
     return out
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "cumulative_dynamic_auc",
     "calibration_table",
     "calibration_error",
+    "calibration_error_debiased",
     "auroc",
     "auprc",
     "BootstrapCI",
@@ -919,6 +920,65 @@ def calibration_error(
     return float(np.abs(table["predicted"] - table["observed"]).mean())
 
 
+def calibration_error_debiased(
+    durations: Any, risk: Any, events: Any, horizon: float, n_bins: int = 10
+) -> float:
+    r"""Mean squared gap between predicted and observed risk, less the noise of the observed.
+
+    Each group's observed incidence :math:`\hat p^{\text{obs}}_g` is an estimate, so even a
+    perfectly calibrated model shows gaps, and a mean of absolute (or squared) gaps has a
+    positive noise floor (:func:`calibration_error` of the truth is not 0). Kumar et al.'s
+    debiased estimator subtracts each group's sampling variance from its squared gap:
+
+    .. math::
+        \widehat{\mathrm{CE}}^2 = \frac{1}{G} \sum_{g=1}^{G} \Bigl[
+        \bigl(\hat p^{\text{pred}}_g - \hat p^{\text{obs}}_g\bigr)^2 - \hat V_g \Bigr],
+        \qquad \hat V_g = \frac{n_g}{n_g - 1}\, \hat S_g(h)^2
+        \sum_{s \le h} \frac{d_g(s)}{n_g(s)\,(n_g(s) - d_g(s))}
+
+    with Greenwood's variance of the group's Kaplan-Meier estimate, scaled by
+    :math:`n_g / (n_g - 1)` so that without censoring it is :math:`\bar y_g (1 - \bar y_g) /
+    (n_g - 1)`, the unbiased variance of a group's event rate (Kumar et al.'s correction):
+    then :math:`\widehat{\mathrm{CE}}^2` is unbiased for the mean squared gap between the
+    mean predicted and the true risk of each group, 0 for a calibrated model. With censoring
+    Greenwood's variance makes it approximately so. It can be negative (gaps smaller than
+    the noise); :math:`\sqrt{\max(\widehat{\mathrm{CE}}^2, 0)}` is a root-mean-square gap on
+    the probability scale.
+
+    Args:
+        durations, risk, events, horizon, n_bins: as in :func:`calibration_table`.
+
+    Shapes:
+        - durations, risk, events: :math:`(n,)`
+        - output: scalar, in squared probability units
+
+    Raises:
+        ValueError: as :func:`calibration_table`.
+
+    References:
+        Kumar, A., Liang, P., Ma, T. (2019). Verified uncertainty calibration. *NeurIPS* 32.
+    """
+    table = calibration_table(durations, risk, events, horizon, n_bins=n_bins)
+    d, e = check_survival(durations, events)
+    r = check_1d(risk, "risk", n=d.shape[0])
+    n = d.shape[0]
+    bins = np.empty(n, dtype=np.int64)
+    bins[np.argsort(r, kind="mergesort")] = np.arange(n) * n_bins // n  # as the table
+    variance = np.zeros(n_bins)
+    for b in range(n_bins):
+        m = bins == b
+        uniq, at_risk, n_ev, _ = _risk_set_counts(d[m], e[m])
+        upto = uniq <= horizon
+        at_risk, n_ev = at_risk[upto], n_ev[upto]
+        surv = float(np.prod(1.0 - n_ev / at_risk))
+        size = int(m.sum())
+        if surv > 0.0 and size > 1:  # S = 0: everyone had the event, no spread
+            greenwood = float(np.sum(n_ev / (at_risk * (at_risk - n_ev))))
+            variance[b] = surv**2 * greenwood * size / (size - 1)
+    gap = (table["predicted"] - table["observed"]).to_numpy()
+    return float(np.mean(gap**2 - variance))
+
+
 # ---------------------------------------------------------------------------------------------
 # Bootstrap resamples as multiplicities
 # ---------------------------------------------------------------------------------------------
@@ -1334,9 +1394,17 @@ def cumulative_dynamic_auc_resampler(
 
 
 def calibration_error_resampler(
-    durations: Any, risk: Any, events: Any, horizon: float, n_bins: int = 10
+    durations: Any,
+    risk: Any,
+    events: Any,
+    horizon: float,
+    n_bins: int = 10,
+    debiased: bool = False,
 ) -> Scorer | None:
     r""":func:`calibration_error` on blocks of bootstrap resamples, from their multiplicities.
+
+    With ``debiased=True``, :func:`calibration_error_debiased` instead (the same groups, with
+    Greenwood's sum per group from the same counts).
 
     A resample sorted by risk is the patients in their sorted order, patient
     :math:`k` repeated :math:`m_k` times, so group :math:`g` holds the positions
@@ -1352,6 +1420,7 @@ def calibration_error_resampler(
 
     Args:
         durations, risk, events, horizon, n_bins: as in :func:`calibration_table`.
+        debiased: score :func:`calibration_error_debiased` instead.
 
     Shapes:
         - durations, risk, events: :math:`(n,)`
@@ -1387,6 +1456,7 @@ def calibration_error_resampler(
     inner, sizes = bounds[1:-1], np.diff(bounds).astype(float)
     followed = (d >= horizon).astype(float)
     everyone, event_cols = np.arange(n), np.flatnonzero(counted)
+    exact = calibration_error_debiased if debiased else calibration_error
 
     def score(resamples: Resamples) -> np.ndarray:
         m = _multiplicities(resamples, n, np.int64)
@@ -1437,7 +1507,20 @@ def calibration_error_resampler(
         observed = 1.0 - survival.reshape(n_rows, n_bins)  # (B, G)
         predicted = per_cell(np.zeros(n, dtype=np.int64), 1, r_o)
         predicted = predicted.reshape(n_rows, n_bins)
-        error = np.abs(predicted / sizes - observed).mean(axis=1)  # (B,)
+        if debiased:  # Greenwood's sum per cell, from the same (cell, event time) pairs
+            greenwood = np.zeros(n_cells)
+            if nonzero.size:
+                d_ev = n_events.ravel()[nonzero]
+                with np.errstate(divide="ignore"):
+                    terms = d_ev / (at_risk * (at_risk - d_ev))
+                greenwood[key_cell[starts]] = np.add.reduceat(terms, starts)
+            with np.errstate(invalid="ignore"):
+                variance = np.where(survival > 0.0, survival**2 * greenwood, 0.0)
+            scale = np.where(sizes > 1, sizes / np.maximum(sizes - 1, 1), 0.0)
+            variance = variance.reshape(n_rows, n_bins) * scale  # (B, G)
+            error = ((predicted / sizes - observed) ** 2 - variance).mean(axis=1)
+        else:
+            error = np.abs(predicted / sizes - observed).mean(axis=1)  # (B,)
         error = np.where(m @ followed > 0, error, np.nan)
         # a boundary among the copies of a run of mixed ties: the draws' order decides
         lo = np.where(run_start > 0, cum[:, np.maximum(run_start - 1, 0)], 0)  # (B, runs)
@@ -1446,7 +1529,7 @@ def calibration_error_resampler(
         for b in np.flatnonzero(split.any(axis=1)):
             idx = resamples.indices[b]
             try:
-                error[b] = calibration_error(d[idx], r[idx], e[idx], horizon, n_bins)
+                error[b] = exact(d[idx], r[idx], e[idx], horizon, n_bins)
             except ValueError:
                 error[b] = np.nan
         return error
@@ -1489,6 +1572,7 @@ def bootstrap_ci(
     seed: int | np.random.Generator = 0,
     max_skip_fraction: float = 0.1,
     resampler: Callable[..., Scorer | None] | None = None,
+    interval: str = "percentile",
 ) -> BootstrapCI:
     r"""Percentile bootstrap confidence interval of any metric, resampling patients.
 
@@ -1525,6 +1609,12 @@ def bootstrap_ci(
             on every resample (NaN where it raises), or to ``None`` where no such shortcut is
             exact. ``None`` (the default) recomputes ``metric_fn`` on every
             resampled copy of the arrays.
+        interval: ``"percentile"`` (above) or ``"normal"``, Efron's standard interval
+            :math:`\hat\theta \pm z_{1-\alpha/2}\, \mathrm{sd}(\hat\theta^*)`. Use it for
+            a debiased estimator such as :func:`calibration_error_debiased`: its resampled
+            values centre on the plug-in value of the resampled data, not on the estimate,
+            so their percentiles sit beside the estimate, while their spread is still the
+            estimate's standard error.
 
     Shapes:
         - arrays: :math:`(n, ...)` each
@@ -1544,6 +1634,8 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    if interval not in ("percentile", "normal"):
+        raise ValueError(f"interval must be 'percentile' or 'normal', got {interval!r}")
     data = []
     for k, a in enumerate(arrays):
         if hasattr(a, "detach") and hasattr(a, "cpu"):
@@ -1594,7 +1686,11 @@ def bootstrap_ci(
             RuntimeWarning,
             stacklevel=2,
         )
-    lower, upper = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    if interval == "normal":
+        half = norm.ppf(1 - alpha / 2) * np.std(values, ddof=1) if len(values) > 1 else 0.0
+        lower, upper = estimate - half, estimate + half
+    else:
+        lower, upper = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return BootstrapCI(
         estimate=estimate,
         lower=float(lower),

@@ -15,6 +15,8 @@ What counts as a problem:
   name says it is a change rather than a share (it contains one of :data:`CHANGE_WORDS`);
 - the number 1 before a plural noun ("1 seeds", "1 times as long");
 - an interval whose two ends read the same ("0.310 to 0.310", "[0.31, 0.31]");
+- a negative zero ("-0.0000": a small negative value formatted with too few digits; glue
+  it as text with :func:`ehrseq.book.number`, or with more digits);
 - a glued value that the prose uses but the notebook never glued, or a value that is
   ``nan``.
 """
@@ -37,6 +39,7 @@ _NUMBER = r"[-+−]?\d[\d,]*(?:\.\d+)?%?"
 _INTERVAL = re.compile(
     rf"(?<![\w.])({_NUMBER}) (?:to|–) ({_NUMBER})(?![\w.])|\[({_NUMBER}), ({_NUMBER})\]"
 )
+_NEGATIVE_ZERO = re.compile(r"(?<![\w.\-−])[-−]0(?:\.0+)?%?(?![\d.])")
 _PERCENT_SPEC = re.compile(r"^[+\- ]?[\d,]*(?:\.\d+)?%$")
 
 
@@ -130,6 +133,8 @@ def prose_problems(nb: Any) -> list[str]:
             a, b = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
             if _same(a, b):
                 problems.append(f"cell {i}: an interval with equal ends in “{_around(flat, m)}”")
+        for m in _NEGATIVE_ZERO.finditer(flat):
+            problems.append(f"cell {i}: a negative zero in “{_around(flat, m)}”")
     return problems
 
 
