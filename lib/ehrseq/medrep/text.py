@@ -20,7 +20,13 @@ import pandas as pd
 
 from ehrseq.embeddings import CodeEmbedding
 
-__all__ = ["bundled_model_path", "load_text_encoder", "encode_texts", "encode_descriptions"]
+__all__ = [
+    "bundled_model_path",
+    "load_text_encoder",
+    "encode_texts",
+    "encode_descriptions",
+    "cached_descriptions_embedding",
+]
 
 
 def bundled_model_path() -> Path:
@@ -117,3 +123,46 @@ def encode_descriptions(
         tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
     )
     return CodeEmbedding(descriptions["concept_id"].to_numpy(np.int64), vec, names)
+
+
+def cached_descriptions_embedding(
+    descriptions: pd.DataFrame, batch_size: int = 128, root: str | Path | None = None
+) -> tuple[CodeEmbedding, float, bool]:
+    """:func:`encode_descriptions` with the bundled encoder, kept as an artefact.
+
+    The vectors depend only on the descriptions and the encoder, so they are saved under the
+    artefact root (``medrep-text-<key>/vectors.npz``, no pickle), keyed by a hash of the
+    ids, names and descriptions and of the encoder's folder name, and read from there
+    afterwards.
+
+    Returns:
+        ``(embedding, seconds, cached)``: ``seconds`` is the encoding time (model loading
+        excluded) of the run that built the artefact, ``cached`` whether it was read back.
+    """
+    import hashlib
+    import time
+
+    from ehrseq.config import artifact_root
+
+    digest = hashlib.sha256(bundled_model_path().name.encode())
+    for col in ("concept_id", "concept_name", "description"):
+        if col in descriptions:
+            digest.update("\x1f".join(descriptions[col].astype(str)).encode())
+    folder = Path(root) if root is not None else artifact_root()
+    path = folder / f"medrep-text-{digest.hexdigest()[:16]}" / "vectors.npz"
+    names = (
+        tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
+    )
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as npz:
+            emb = CodeEmbedding(npz["concept_ids"], npz["vectors"], names)
+            return emb, float(npz["seconds"]), True
+    model = load_text_encoder()
+    t0 = time.perf_counter()
+    emb = encode_descriptions(descriptions, model, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part.npz")
+    np.savez(part, concept_ids=emb.concept_ids, vectors=emb.vectors, seconds=seconds)
+    part.replace(path)
+    return emb, seconds, False
