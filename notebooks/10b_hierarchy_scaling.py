@@ -464,7 +464,7 @@ if cfg.profile != "smoke":
 slopes.round(2)
 
 
-# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Left: wall time (fastest of the timed steps; on a CPU, one thread); middle: activations kept for the backward pass (measured); right: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C (marker); grey dotted and dashed lines have slopes 1 and 2."}}
+# %% mystnb={"figure": {"name": "fig-attention-scaling", "caption": "Cost of one training step against the number of tokens L = VC, log-log. Top left: wall time (fastest of the timed steps; on a CPU, one thread); top right: activations kept for the backward pass (measured); bottom left: attention scores built by one forward pass (from the shapes). Each line joins the sizes with the same number of codes per visit C (marker); grey dotted and dashed lines have slopes 1 and 2."}}
 class PlainLogFormatter(ticker.LogFormatterSciNotation):
     """Log-axis tick labels as plain numbers ("0.002", "20") at the default ticks."""
 
@@ -472,15 +472,17 @@ class PlainLogFormatter(ticker.LogFormatterSciNotation):
         return f"{x:g}" if super().__call__(x, pos) else ""
 
 
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.4), layout="constrained")
+# two by two, to fit the column: three panels and the key in the fourth
+fig, grid = plt.subplots(2, 2, figsize=(7.5, 6.4), layout="constrained")
+axes, key_ax = grid.flat[:3], grid.flat[3]
 colors = dict(zip(bench_models, ("C0", "C1", "C2"), strict=True))
 markers = dict(zip(cfg.scale_codes, "os^Dv", strict=False))
 slope_styles = {1: ":", 2: "--"}  # grey reference lines
 Ls = sorted(bench["L = VC"].unique())
 for ax, column, scale, label in (
-    (axes[0], "s / step", 1000, "milliseconds per training step"),
-    (axes[1], "activations MiB", 1, "MiB kept for the backward pass"),
-    (axes[2], "attention scores", 1, "attention scores per forward pass"),
+    (axes[0], "s / step", 1000, "ms per training step"),
+    (axes[1], "activations MiB", 1, "MiB kept for backward"),
+    (axes[2], "attention scores", 1, "attention scores per forward"),
 ):
     for (n, c), rows in bench.groupby(["model", "C"], sort=False):
         style = {"marker": markers[c], "c": colors[n], "alpha": 0.85}
@@ -489,12 +491,14 @@ for ax, column, scale, label in (
     base = scale * bench[column].min()
     for k, ls in slope_styles.items():
         ax.loglog([lo, hi], [base, base * (hi / lo) ** k], c="grey", lw=0.8, ls=ls)
-    ax.set_xticks(Ls, [f"{L:,}" for L in Ls])  # the sizes measured, as plain numbers
+    # the sizes measured, as plain numbers, slanted so that close ones do not collide
+    ax.set_xticks(Ls, [f"{L:,}" for L in Ls], rotation=45, ha="right")
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     if column != "attention scores":  # counts keep powers of ten
         ax.yaxis.set_major_formatter(PlainLogFormatter())
         ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
     ax.set_xlabel("tokens per patient L = V x C")
+    ax.tick_params(labelsize=9)
     ax.set_ylabel(label)
 handles = [plt.Line2D([], [], color=colors[n], label=n) for n in bench_models]
 handles += [
@@ -505,8 +509,8 @@ for c in cfg.scale_codes:
     label = f"C = {c} codes per visit"
     key = plt.Line2D([], [], color="grey", marker=markers[c], ls="", label=label)
     handles.append(key)
-# below the panels
-fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+key_ax.axis("off")  # the fourth cell holds the key
+key_ax.legend(handles=handles, loc="center", fontsize=9)
 plt.show()
 
 # %% [markdown]
