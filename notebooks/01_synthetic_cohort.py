@@ -44,7 +44,7 @@ from lifelines.utils import concordance_index
 from myst_nb import glue
 
 import ehrseq
-from ehrseq.book import plural
+from ehrseq.book import format_floats, number, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.synthetic import (
     BNP_TRAJECTORY,
@@ -250,7 +250,7 @@ glue("state_scale", INTERACTION["state_scale"], display=False)
 glue("nsaid_window", INTERACTION["nsaid_window_days"], display=False)
 glue("bnp_centre", plural(INTERACTION["bnp_centre_years"], "year"), display=False)
 glue("dm_cap", INTERACTION["diabetes_years_cap"], display=False)
-coef.round(3)
+format_floats(coef)
 
 # %% [markdown]
 # Depression and hyperlipidemia have coefficient 0: depression is a pure distractor, and
@@ -346,10 +346,11 @@ documented = pd.Series(truth.coefficients["heart_failure"])
 comparison = pd.DataFrame({"documented": documented, "Cox at enrolment": cph.params_})
 comparison = comparison.dropna()
 ci = cph.confidence_intervals_.set_axis(["lower", "upper"], axis=1)  # 95% intervals
-comparison["Cox 95% interval"] = [
-    f"{ci.loc[n, 'lower']:+.2f} to {ci.loc[n, 'upper']:+.2f}" for n in comparison.index
+comparison["Cox 95% interval"] = [  # number(): no "-0.00"
+    f"{number(ci.loc[n, 'lower'], '+.2f')} to {number(ci.loc[n, 'upper'], '+.2f')}"
+    for n in comparison.index
 ]
-comparison.round(2)
+format_floats(comparison, "{:.2f}")
 
 # %%
 for name in [
@@ -366,7 +367,8 @@ def effect(name: str) -> str:
     """A covariate's Cox coefficient with its 95% interval, for the prose."""
     lo, hi = ci.loc[name]
     readable = "COPD" if name == "copd" else name.replace("_", " ")
-    return f"{readable} ({cph.params_[name]:+.2f}, 95% interval {lo:+.2f} to {hi:+.2f})"
+    est, lo, hi = (number(v, "+.2f") for v in (cph.params_[name], lo, hi))
+    return f"{readable} ({est}, 95% interval {lo} to {hi})"
 
 
 documented = comparison["documented"]

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ehrseq
 from ehrseq.baselines import token_count_features
-from ehrseq.book import keep, plural, start_claims
+from ehrseq.book import format_floats, keep, plural, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.losses import hazard_nll, hybrid_loss, pairwise_ranking_loss
@@ -273,7 +273,7 @@ assert float(event_clamped[1][0]) == 0.0 and float(event_exact[1][0]) < -0.99
 keep("clamp_cap", float(-np.log(eps)))
 # float32 rounds 1 - eps: a bit under the cap
 keep("surv_clamped_40", float(surv_clamped[0][-1]))
-numerics.astype("float64").round(4)
+format_floats(numerics.astype("float64"), "{:.4f}")  # a gradient of -0.0 reads 0.0000
 
 # %% [markdown]
 # At $x = 40$ a survived bin costs 40 nats under the exact loss and only
