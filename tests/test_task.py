@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ehrseq.data.task import SPLITS, TaskConfig, prepare_survival_task
@@ -139,3 +140,13 @@ def test_task_from_labels_is_steps_4_to_6(task):
     assert np.isin(extra, only.split["test"]).all()
     with pytest.raises(ValueError, match="lack the columns"):
         task_from_labels(events, person, task.labels.drop(columns="event"), task.config)
+
+
+def test_summary_reads_as_a_reader_reads_it(task):
+    table = task.summary()
+    assert table.index.tolist() == ["train", "val", "test"]
+    rates = table["event rate"]
+    assert (rates == rates.round(4)).all()  # four decimals, not pandas' six
+    medians = table["median tokens"]
+    whole = all(float(m).is_integer() for m in medians)
+    assert not whole or pd.api.types.is_integer_dtype(medians)  # 64, not 64.0

@@ -171,7 +171,8 @@ def format_floats(table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame
         if not pd.api.types.is_float_dtype(shown[col]):
             continue
         values = shown[col].dropna()
-        whole = len(values) and (values == values.round()).all() and values.abs().max() > 1
+        whole = len(values) and np.isfinite(values).all() and values.abs().max() > 1
+        whole = whole and (values == values.round()).all()
         fmt = "{:,.0f}" if whole else floatfmt
         shown[col] = shown[col].map(
             lambda v, fmt=fmt: "" if pd.isna(v) else _unsigned_zero(fmt.format(v))

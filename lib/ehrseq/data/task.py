@@ -261,18 +261,23 @@ class SurvivalTask:
         return monthly[:, edge_month - 1]
 
     def summary(self) -> pd.DataFrame:
-        """Patients, events and tokens per split."""
+        """Patients, events and tokens per split, as a reader reads them.
+
+        The event rate has four decimals (not pandas' six); the median number of tokens is
+        a whole number where every split's is (a median of counts can end in .5).
+        """
         rows = []
         for s in SPLITS:
             f = self.frame(s)
             enc = self.encoding.select(self.split[s])
+            median = float(np.median(enc.lengths))
             rows.append(
                 {
                     "split": s,
                     "patients": len(f),
                     "events": int(f["event"].sum()),
-                    "event rate": float(f["event"].mean()),
-                    "median tokens": float(np.median(enc.lengths)),
+                    "event rate": round(float(f["event"].mean()), 4),
+                    "median tokens": int(median) if median.is_integer() else median,
                 }
             )
         return pd.DataFrame(rows).set_index("split")
