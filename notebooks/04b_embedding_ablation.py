@@ -34,9 +34,11 @@
 #    removed or changed at a time, several seeds each, and measure on held-out patients what
 #    each term contributes, next to a baseline that ignores the patient entirely;
 # 2. read the difference each change makes, paired seed by seed with the full encoder,
-#    against what the synthetic cohort does and does not encode;
-# 3. look inside the pretrained tables: why fixed sinusoids start at a disadvantage, and
-#    what the learned position and age tables look like.
+#    against what the synthetic cohort does and does not encode.
+#
+# Each pretrained encoder is kept as an artefact; {doc}`04c_inside_the_embedding_tables`
+# loads two of them and looks inside their tables: why fixed sinusoids start at a
+# disadvantage, and what the learned position and age tables look like.
 
 # %% [markdown]
 # ## Setup
@@ -51,7 +53,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from IPython.display import Markdown
 from scipy import stats
 from torch.utils.data import DataLoader, Subset
@@ -65,7 +66,6 @@ from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import LengthBucketSampler, collate_flat
 from ehrseq.evaluate import NOT_RESOLVED
 from ehrseq.models import BehrtConfig, BehrtEncoder
-from ehrseq.models.behrt import sinusoidal_table
 from ehrseq.plotting import apply_style
 from ehrseq.pretrain import (
     IGNORE_INDEX,
@@ -192,7 +192,8 @@ task.summary()
 # what it gains beyond it comes from the context.
 #
 # Each run is an artefact (`load_or_train`, keyed by the task, the encoder config and the
-# training recipe), so a second build of the book reads the weights from disk.
+# training recipe), so a second build of the book reads the weights from disk, and so does
+# {doc}`04c_inside_the_embedding_tables`.
 
 # %%
 variants = {
@@ -281,7 +282,7 @@ def model_config(overrides: dict) -> BehrtConfig:
     return BehrtConfig.from_vocab(vocab, **{**base, **overrides})
 
 
-def run_variant(overrides: dict, seed: int) -> tuple[BehrtForPretraining, dict]:
+def run_variant(overrides: dict, seed: int) -> dict:
     """Pretrain one encoder by masked-code modelling (or load it); score it on test."""
     model_cfg = model_config(overrides)
     recipe = {
@@ -318,31 +319,23 @@ def run_variant(overrides: dict, seed: int) -> tuple[BehrtForPretraining, dict]:
     )
     scores = evaluate_masked_codes(model, test_loader, ids, counts=counts)
     assert scores["n_masked"] == baselines["n"]  # the same masked positions
-    return model, {
-        "loss": scores["loss"],
-        "top1": scores["top1"],
-        "top10": scores["top10"],
+    return {
+        **{m: scores[m] for m in ("loss", "top1", "top10", "n_masked")},
         "baseline_loss": baselines["prior"],
-        "baseline_top1": scores["baseline_top1"],
-        "baseline_top10": scores["baseline_top10"],
+        **{f"baseline_{m}": scores[f"baseline_{m}"] for m in ("top1", "top10")},
         "domain_baseline_loss": baselines["domain"],
-        "domain_baseline_top1": baselines["domain_top1"],
-        "domain_baseline_top10": baselines["domain_top10"],
+        **{f"domain_baseline_{m}": baselines[f"domain_{m}"] for m in ("top1", "top10")},
         "first_train_loss": float(history["train_loss"].iloc[0]),
         "last_train_loss": float(history["train_loss"].iloc[-1]),
         "train_seconds": float(history["time_s"].sum()),
-        "n_masked": scores["n_masked"],
     }
 
 
-runs, kept_models = [], {}
+runs = []
 ablation_start = time.perf_counter()
 for name, overrides in variants.items():
     for seed in cfg.seeds:
-        model, result = run_variant(overrides, seed)
-        runs.append({"variant": name, "seed": seed, **result})
-        if seed == cfg.seeds[0]:
-            kept_models[name] = model.cpu()
+        runs.append({"variant": name, "seed": seed, **run_variant(overrides, seed)})
 ablation_seconds = time.perf_counter() - ablation_start
 runs = pd.DataFrame(runs)
 keep("n_runs", len(runs))
@@ -385,18 +378,16 @@ else:  # only the smoke profile gets here: the asserts below hold everywhere els
         learned_check += " Read the comparisons below as a rehearsal of the method."
 keep("learned_check", learned_check)
 if cfg.profile != "smoke":  # one epoch on a tiny cohort (smoke) need not get there
-    assert (runs["last_train_loss"] < runs["first_train_loss"]).all()
-    assert (runs["loss"] < runs["baseline_loss"]).all()
-    assert (runs["top1"] > runs["baseline_top1"]).all()
-    assert (runs["top10"] > runs["baseline_top10"]).all()
+    assert fell.all() and beats.all()
 
 # %% [markdown]
 # ## Evaluate
 # ### The ablation table
 # Per variant, the mean over seeds and a 95 % confidence interval for that mean (Student's
 # $t$ with {glue:text}`seeds_text`, so wide: it reflects initialisation, batch order and
-# masking, not the choice of held-out patients, which is fixed). The last two rows are the
-# baselines, identical for every run.
+# masking, not the choice of held-out patients, which is fixed; where every seed gives the
+# same value the table says so, rather than show an interval of no width). The last two
+# rows are the baselines, identical for every run.
 
 
 # %%
@@ -425,9 +416,16 @@ ablation = pd.DataFrame(summary_rows).set_index("variant")
 
 
 def show(mean: float, half: float, pct: bool) -> str:
+    """``mean ± half``; no interval of zero width where the seeds merely agree."""
     f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
+    if not np.isfinite(half):  # a single seed
+        return f(mean)
+    if half == 0:  # every seed gave the same value: no spread to show
+        return f"{f(mean)} (same in every seed)"
     # non-breaking spaces: an estimate and its interval stay on one line
-    return f(mean) if not np.isfinite(half) else f"{f(mean)}\u00a0±\u00a0{f(half)}"
+    tiny = "0.1" if pct else "0.001"
+    spread = f(half) if float(f(half)) > 0 else f"<{tiny}"
+    return f"{f(mean)}\u00a0±\u00a0{spread}"
 
 
 ablation_table = pd.DataFrame(
@@ -445,29 +443,45 @@ keep("ctx_gain_top1", ctx_gain["top1"])
 keep("ctx_gain_top10", ctx_gain["top10"])
 
 
-def points_from_baseline(gain: float) -> str:
-    return f"{abs(gain):.1f} points {'above' if gain > 0 else 'below'}"
-
-
+# the same gains seed by seed: is each clearly above zero over the seeds?
+full_runs = runs[runs["variant"] == "all embeddings"]
+words, clear = {}, []
+for m, label in (("top1", "top-1"), ("top10", "top-10")):
+    gain, half = mean_ci(100 * (full_runs[m] - domain_baseline[m]))
+    side = "above" if gain > 0 else "below"
+    # a gap shown as 0.0 is no gap; the words hold whatever the numbers are
+    words[m] = None if f"{abs(gain):.1f}" == "0.0" else f"{abs(gain):.1f} points {side}"
+    if words[m] and gain > 0 and not half >= gain:  # NaN half (one seed): no interval
+        clear.append(label)
 budget = (
-    f"The full encoder's top-1 is {points_from_baseline(ctx_gain['top1'])} the "
-    f"domain-frequency baseline (top-10: {points_from_baseline(ctx_gain['top10'])}). "
+    f"The full encoder's top-1 is {words['top1'] or 'level with'} the "
+    f"domain-frequency baseline (top-10: {words['top10'] or 'level with it'}). "
 )
-if min(ctx_gain.values()) > 0:
+epochs_text = plural(cfg.epochs, "epoch")
+if len(clear) == 2:
     budget += (
         "That margin is everything these encoders learned from the context in "
-        f"{plural(cfg.epochs, 'epoch')}, and the order embeddings can only matter "
+        f"{epochs_text}, and the order embeddings can only matter "
         "within it. Longer pretraining widens it, and may reorder the small "
         "differences (exercise 1)."
     )
-else:  # a short run on a small cohort (smoke) need not get past the baseline
+elif all(w and w.endswith("below") for w in words.values()):
+    # a short run on a small cohort (smoke) need not get past the baseline
     budget += (
-        f"After {plural(cfg.epochs, 'epoch')} on {n_pretrain:,} patients the encoder "
+        f"After {epochs_text} on {n_pretrain:,} patients the encoder "
         "has not yet learned all that the domain of a hidden token gives away, let "
         "alone much from the context, so there is hardly a margin in which the order "
         "embeddings could matter: the differences above are between encoders that have "
         "barely started. "
         "Longer pretraining (exercise 1) gives them something to compare."
+    )
+else:  # level with the baseline, or a margin the seeds cannot tell from zero
+    which = f"Only the {clear[0]} margin is" if clear else "Neither margin is"
+    budget += (
+        f"{which} clearly above zero over the seeds: in {epochs_text} these encoders "
+        "have learned little from the context beyond the domain of the hidden token, "
+        "and the order embeddings can only matter within that little. Longer "
+        "pretraining (exercise 1) gives them something to compare."
     )
 keep("budget", Markdown(budget))
 for m in metrics:
@@ -610,7 +624,8 @@ diffs_table
 #   directly than age does.
 # - **Sinusoidal instead of learned positions**
 #   ({glue:text}`d_loss_sinusoidal_position:+.3f`, {glue:text}`verdict_sinusoidal_position`).
-#   Whatever the verdict, the two tables differ in scale, shown below.
+#   Whatever the verdict, the two tables differ in scale
+#   ({doc}`04c_inside_the_embedding_tables` measures by how much).
 #
 # What the story does *not* encode matters as much. Time enters the generator through
 # monthly hazards: a myocardial infarction within the last 12 months, a pneumonia within
@@ -621,94 +636,6 @@ diffs_table
 # chapters measure that directly.
 #
 # Finally, the budget. {glue:md}`budget`
-#
-# ### Why fixed sinusoids start at a disadvantage
-# Every learned table starts with entries of standard deviation 0.02 (BERT's
-# initialisation), so a row has length about $0.02\sqrt d$. A sinusoidal row has length
-# $\sqrt{d/2}$, whatever $d$. Before the LayerNorm, the sum is therefore dominated by the
-# position; after it, a token's vector is almost only *where* it is, and the code has to grow
-# by an order of magnitude, against weight decay, before it is heard. Vaswani et al. scale
-# their token embeddings by $\sqrt d$ for this reason {cite}`vaswani2017attention`;
-# `BehrtEmbeddings` adds the table as it is.
-
-# %%
-enc_cfg = model_config({})  # the full encoder: every embedding
-norms = {}
-for label, model in (
-    ("at initialisation", BehrtForPretraining(BehrtEncoder(enc_cfg))),
-    ("after pretraining", kept_models["sinusoidal position"]),
-):
-    e = model.encoder.embeddings
-    table = sinusoidal_table(max_len, cfg.d_model)
-    norms[label] = {
-        "code row": float(e.code.weight.detach().norm(dim=1).mean()),
-        "domain row": float(e.domain.weight.detach().norm(dim=1).mean()),
-        "sinusoidal position row": float(table.norm(dim=1).mean()),
-    }
-norms = pd.DataFrame(norms)
-keep(
-    "sin_ratio_init",
-    norms.loc["sinusoidal position row", "at initialisation"]
-    / norms.loc["code row", "at initialisation"],
-)
-keep(
-    "sin_ratio_trained",
-    norms.loc["sinusoidal position row", "after pretraining"]
-    / norms.loc["code row", "after pretraining"],
-)
-norms.rename_axis("mean length of a row").style.format("{:.2f}")
-
-# %% [markdown]
-# At initialisation a sinusoidal row is {glue:text}`sin_ratio_init:.0f` times longer than a
-# code row; after pretraining still {glue:text}`sin_ratio_trained:.1f` times. The fixed
-# table is not worse at encoding order; it is too loud. Scaling it down to the size of the
-# learned rows (or the codes up) is exercise 5.
-#
-# ### What the tables learned
-# The learned position and age tables of the first full encoder can be compared with what
-# they would be if they encoded order and age smoothly: neighbouring rows similar, distant
-# rows not.
-
-# %%
-full_model = kept_models["all embeddings"]
-pos_w = F.normalize(full_model.encoder.embeddings.position.weight.detach()[:64], dim=1)
-age_w = F.normalize(full_model.encoder.embeddings.age.weight.detach(), dim=1)
-pos_sim = (pos_w @ pos_w.T).numpy()  # (64, 64) cosine
-token_ages = torch.from_numpy(task.encoding.select(task.split["train"]).arrays["ages"])
-used = np.flatnonzero(np.bincount(full_model.encoder.embeddings.age_bins(token_ages)))
-age_sim = (age_w[used] @ age_w[used].T).numpy()  # (used, used) cosine
-pos_near = float(np.mean(np.diagonal(pos_sim, 1)))
-pos_far = float(np.mean([np.diagonal(pos_sim, k).mean() for k in range(20, 40)]))
-age_near = float(np.mean(np.diagonal(age_sim, 1)))
-age_far = float(np.mean([np.diagonal(age_sim, k).mean() for k in range(10, 20)]))
-keep("pos_near", pos_near)
-keep("pos_far", pos_far)
-keep("age_near", age_near)
-keep("age_far", age_far)
-
-# %% mystnb={"figure": {"name": "fig-learned-tables", "caption": "Cosine similarity between rows of the learned tables of one pretrained encoder (all embeddings, first seed). Left: positions 0 to 63. Right: the age bins that occur in the training data."}}
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
-for ax, sim, ticks, label in (
-    (ax1, pos_sim, np.arange(0, 64, 16), "position (tokens)"),
-    (ax2, age_sim, np.arange(0, len(used), 10), "age bin (years)"),
-):
-    im = ax.imshow(sim, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="none")
-    ax.set_xlabel(label)
-    ax.set_ylabel(label)
-    ax.grid(False)
-    if ax is ax2:
-        ax.set_xticks(ticks, (used[ticks] * cfg.age_bin_years).astype(int))
-        ax.set_yticks(ticks, (used[ticks] * cfg.age_bin_years).astype(int))
-fig.colorbar(im, ax=[ax1, ax2], label="cosine similarity")
-plt.show()
-
-# %% [markdown]
-# Neighbouring positions have a mean cosine of {glue:text}`pos_near:.2f`, positions 20 to 40
-# apart {glue:text}`pos_far:.2f`; neighbouring age bins {glue:text}`age_near:.2f`, bins 10 to
-# 20 years apart {glue:text}`age_far:.2f`. Nothing told the tables that position 5 lies
-# between 4 and 6, or age 61 between 60 and 62; whatever smoothness they show was learned
-# from the data in {glue:text}`epochs_text`, and rows trained on few tokens stay close to
-# their random start.
 
 # %%
 chapter_seconds = time.perf_counter() - chapter_start
@@ -730,8 +657,7 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   {glue:text}`d_loss_no_visit_position_or_time:+.3f` nats
 #   ({glue:text}`verdict_no_visit_position_or_time`). The generator's time story (recent
 #   drugs, lab trends, disease duration) is about the outcome hazard, which masked-code
-#   modelling never sees. Fixed sinusoids, added as they are, start
-#   {glue:text}`sin_ratio_init:.0f` times louder than the learned rows.
+#   modelling never sees.
 # - The whole chapter ran in {glue:text}`chapter_minutes:.1f` minutes on this machine.
 #
 # ## Exercises
@@ -749,8 +675,3 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 # 4. Remove the domain *and* keep the loss honest: the next chapter shows that the domain of
 #    a masked token is a hint. Compute top-1 accuracy among codes of the right domain only,
 #    for the model with and without the domain embedding.
-# 5. Make the sinusoidal variant fair: after building the model, multiply its table
-#    (`model.encoder.embeddings.sinusoid`, a buffer) by $0.02\sqrt 2$ so that its rows are as
-#    long as the learned ones at initialisation, and rerun the two position variants. Which
-#    wins now? Then think about length: sinusoids extrapolate to positions never seen in
-#    training, a learned table cannot.
