@@ -169,3 +169,13 @@ def test_keep_table_leaves_out_a_default_index():
     assert 'class="dataframe"' in html and ">0<" not in html and ">x<" in html
     named = pd.DataFrame({"a": ["x"]}, index=pd.Index(["m"], name="model"))
     assert _for_glue(named, "t") is named  # a meaningful index stays
+
+
+def test_show_formats_and_leaves_out_a_default_index():
+    import pandas as pd
+
+    from ehrseq.book import show
+
+    html = show(pd.DataFrame({"loss": [0.123456, -1e-7]}), "{:.4f}").to_html()
+    assert ">0.1235<" in html and ">0.0000<" in html and "<th>0</th>" not in html
+    assert show(pd.DataFrame({"a": [1]}, index=["m"])).index.tolist() == ["m"]

@@ -18,6 +18,7 @@ file per chapter, rewritten whenever the chapter runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "keep",
     "keep_table",
     "format_floats",
+    "show",
     "interval",
     "number",
     "NBSP",
@@ -104,6 +106,17 @@ def _for_glue(shown: pd.DataFrame, name: str) -> Any:
         .set_table_attributes('class="dataframe"')
         .set_uuid(re.sub(r"\W", "_", name))
     )
+
+
+def show(table: pd.DataFrame, floatfmt: str | None = None) -> Any:
+    """``table`` as a cell's last line shows it: without a 0, 1, 2, ... index.
+
+    With ``floatfmt``, floats are formatted by :func:`format_floats` first. Use it for a table
+    displayed in a cell, as :func:`keep_table` does for a glued one.
+    """
+    shown = table if floatfmt is None else format_floats(table, floatfmt)
+    key = "|".join(map(str, [*shown.columns, *shown.shape]))
+    return _for_glue(shown, "t" + hashlib.sha1(key.encode()).hexdigest()[:8])
 
 
 #: A non-breaking space: inside an interval it keeps "[0.590, 0.633]" on one line.
