@@ -384,17 +384,15 @@ test_scores = summary(test_ranks, test_pairs)
 keep("n_test_pairs", len(test_pairs))
 keep("n_test_patients", test_pairs.index.get_level_values("person_id").nunique())
 keep("n_test_masked", len(test_ranks))
-keep_table(
+keep_table(  # shown once, where the prose pastes it
     "results_table",
     test_scores.rename_axis("test patients").reset_index(),
     floatfmt="{:.1%}",
 )
-test_scores.rename_axis("test patients").style.format("{:.1%}", na_rep="—")
 
 # %% [markdown]
-# The table above, for the test patients ({glue:text}`n_test_patients:,` patients,
-# {glue:text}`n_test_pairs:,` next-visit pairs, {glue:text}`n_test_masked:,` masked codes), is
-# this:
+# On the test patients ({glue:text}`n_test_patients:,` patients,
+# {glue:text}`n_test_pairs:,` next-visit pairs, {glue:text}`n_test_masked:,` masked codes):
 #
 # ```{glue:} results_table
 # ```
