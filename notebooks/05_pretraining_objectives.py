@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.ticker import MaxNLocator
 
 import ehrseq
 from ehrseq.book import keep, plural, start_claims
@@ -347,6 +348,8 @@ fig, ax = plt.subplots(figsize=(4.2, 4.2))
 ax.imshow(allowed[0, 0].numpy(), cmap="Blues", interpolation="none")
 ax.set_xlabel("key token (position)")
 ax.set_ylabel("query token (position)")
+for axis in (ax.xaxis, ax.yaxis):  # positions are whole numbers
+    axis.set_major_locator(MaxNLocator(integer=True))
 ax.grid(False)
 plt.show()
 
