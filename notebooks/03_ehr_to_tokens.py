@@ -21,9 +21,9 @@
 #
 # $$
 # \begin{aligned}
-# \text{OMOP tables} &\xrightarrow{\texttt{load\_omop}} \text{events}
-# \xrightarrow{\texttt{build\_sequences}} \text{sequences} \\
-# &\xrightarrow{\texttt{Vocab}, \texttt{encode}} \text{tensors}.
+# \text{OMOP tables} &\xrightarrow{\mathtt{load\_omop}} \text{events}
+# \xrightarrow{\mathtt{build\_sequences}} \text{sequences} \\
+# &\xrightarrow{\mathtt{Vocab},\ \mathtt{encode}} \text{tensors}.
 # \end{aligned}
 # $$
 #
