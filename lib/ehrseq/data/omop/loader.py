@@ -57,6 +57,7 @@ _DOMAIN_RANK = {d: i for i, d in enumerate(EVENT_SPECS)}  # tie order at equal t
 # death and visits are staged first (other tables check against them)
 _STAGE_ORDER = ["death", "visit"] + [d for d in EVENT_SPECS if d not in ("death", "visit")]
 _REFERENCE_TABLES = ("concepts", "persons", "ops", "deaths", "visits")  # _ehrseq_<name>
+_RAW, _RN = f"{_P}raw", f"{_P}rn"  # a table as read once, and its repeated rows' ranks
 
 
 @dataclass
@@ -147,20 +148,14 @@ class _Loader:
         if flags:  # the hidden flag columns (duplicate_column, ...), joined on the row number
             cols = ", ".join(_q(c) for c in flags)
             select = (
-                f"SELECT s.*, {cols} FROM ({select}) s JOIN (SELECT row_number() OVER () AS "
-                f"_row, {cols} FROM {_q(table)}) f USING (_row)"
+                f"SELECT s.*, {cols} FROM ({select}) s "
+                f"JOIN (SELECT _row, {cols} FROM {_RAW}) f USING (_row)"
             )
         for issue in issues:
             if self.mode == "strict" and issue.rule not in self.allow:
                 self._raise_issue(table, issue, select, checks[0].show if checks else ())
         checks = [Check(i.rule, i.column, i.action, i.cond) for i in issues] + checks
         rejects = self.cdm.rejects.get(table)
-        if rejects:
-            for name in (rejects, rejects + "_scan"):
-                try:
-                    self.con.execute(f"DELETE FROM {name}")
-                except duckdb.Error:
-                    pass  # not created until the first scan
         try:
             out = apply_checks(
                 self.con,
@@ -177,11 +172,86 @@ class _Loader:
             if rejects:  # strict: a line that could not be read comes first
                 self._count_rejects(table, rejects, counted=False)
             raise
+        finally:
+            for name in (_RAW, _RN):
+                self.con.execute(f"DROP TABLE IF EXISTS {name}")
         if rejects:
             self._count_rejects(table, rejects)
         for issue in issues:
             self.report.add_unread(table, issue.column, issue.rule, issue.extra_rows)
         return out
+
+    def _read_once(
+        self,
+        table: str,
+        types: dict[str, str],
+        key: str | None = None,
+        columns: Sequence[str] | None = None,
+        repeats: bool = True,
+    ) -> str:
+        """Read ``table`` once into the temp table ``_ehrseq_raw`` and return SQL over it,
+        so that a CSV file is parsed (and its ragged lines stored) by one scan only.
+
+        The table holds ``_row`` (the 1-based row number as read), ``columns`` (default:
+        every column) and the view's hidden flag columns. With ``repeats``, the SQL adds the
+        row counters of the repeat rules: ``_rn_all`` (rule duplicate_row: the row's rank
+        among the rows equal in every column) and, with an own id column ``key``, ``_rn_id``
+        (duplicate_id: rank among the rows with that id) and ``_rn_event`` (duplicate_event:
+        rank among the rows equal in every other column), each 1 for a row without an
+        earlier repeat. They are exact, and cheap: a hash of each group's columns finds the
+        rows that might repeat (an aggregate, no sort), and only those rows are ranked by
+        window functions over their real values (``_ehrseq_rn``); a hash collision only adds
+        a row to that small set.
+        """
+        rejects = self.cdm.rejects.get(table)
+        for name in (rejects, f"{rejects}_scan") if rejects else ():
+            try:  # lines stored by earlier scans (a count) are not this stage's
+                self.con.execute(f"DELETE FROM {name}")
+            except duckdb.Error:
+                pass  # not created until the first scan
+        every = ", ".join(_q(c) for c in types)
+        rest = ", ".join(_q(c) for c in types if c != key) or "1"
+        hidden = [_q(c) for c in self.cdm.flag_columns(table)]
+        cols = [_q(c) for c in (types if columns is None else columns)] + hidden
+        hashes = [f"hash({every}) AS _h_all"] if repeats else []
+        if repeats and key:
+            hashes.append(f"hash({rest}) AS _h_event")
+        self.temp += [_RAW, _RN]
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_RAW} AS SELECT row_number() OVER () AS _row, "
+            f"{', '.join(cols + hashes)} FROM {_q(table)}"
+        )
+        if not repeats:
+            return f"SELECT * FROM {_RAW}"
+
+        def maybe(expr: str) -> str:  # rows whose group of equal values has several rows
+            return (
+                f"{expr} IN (SELECT {expr} FROM {_RAW} WHERE {expr} IS NOT NULL "
+                f"GROUP BY 1 HAVING count(*) > 1)"
+            )
+
+        wanted = [maybe("_h_all")]
+        ranks = [f"row_number() OVER (PARTITION BY {every} ORDER BY _row) AS _rn_all"]
+        if key:
+            k = _q(key)
+            wanted += [maybe(k), maybe("_h_event")]
+            ranks += [
+                f"CASE WHEN {k} IS NULL THEN 1 ELSE row_number() OVER "
+                f"(PARTITION BY {k} ORDER BY _row) END AS _rn_id",
+                f"row_number() OVER (PARTITION BY {rest} ORDER BY _row) AS _rn_event",
+            ]
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_RN} AS SELECT _row, {', '.join(ranks)} "
+            f"FROM {_RAW} WHERE {' OR '.join(wanted)}"
+        )
+        counters = ["coalesce(n._rn_all, 1) AS _rn_all"]
+        counters += (
+            ["coalesce(n._rn_id, 1) AS _rn_id", "coalesce(n._rn_event, 1) AS _rn_event"]
+            if key
+            else ["1 AS _rn_id", "1 AS _rn_event"]
+        )
+        joined = f"{_RAW} r LEFT JOIN {_RN} n USING (_row)"
+        return f"SELECT r.*, {', '.join(counters)} FROM {joined}"
 
     def _raise_issue(self, table: str, issue, select: str, show: tuple[str, ...]) -> None:
         """Strict mode: raise on a structural issue, with the number of rows it touches and
@@ -317,11 +387,12 @@ class _Loader:
         stage = f"{_P}concept"
         self.temp.append(stage)
         cid = _as_int("concept_id", types["concept_id"])
+        src = self._read_once("concept", types, columns=["concept_id"], repeats=False)
         select = f"""
             SELECT *, CASE WHEN _cid IS NULL THEN 1
                       ELSE row_number() OVER (PARTITION BY _cid ORDER BY _row) END AS _rn_key
-            FROM (SELECT row_number() OVER () AS _row, concept_id, {cid} AS _cid,
-                         {_blank("concept_id", types["concept_id"])} AS _b FROM concept)"""
+            FROM (SELECT _row, concept_id, {cid} AS _cid,
+                         {_blank("concept_id", types["concept_id"])} AS _b FROM ({src}))"""
         checked = self._apply(
             "concept",
             stage,
@@ -367,7 +438,7 @@ class _Loader:
         if "year_of_birth" not in types and "birth_datetime" not in types:
             missing.append("year_of_birth")
         self._missing_columns("person", missing, fatal=True)
-        select = _person_select(types)
+        select = _person_select(types, self._read_once("person", types))
         if "gender_concept_id" not in types:
             self.report.notes.append("person: no gender_concept_id column; gender set to 0")
         stage = f"{_P}person"
@@ -413,7 +484,8 @@ class _Loader:
                 "overlapping_period", start, self.actions["overlapping_period"], "_overlap", show
             ),
         ]
-        checked = self._apply(t, stage, _observation_period_select(types), checks)
+        select = _observation_period_select(types, self._read_once(t, types))
+        checked = self._apply(t, stage, select, checks)
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE {_P}ops AS
             SELECT _person_id AS person_id, _start AS start_day, _end AS end_day
@@ -437,7 +509,8 @@ class _Loader:
         links = self._links(spec, types)
         stage = f"{_P}stage_{spec.domain}"
         self.temp.append(stage)
-        select = _event_select(spec, types, links)
+        src = self._read_once(t, types, key=spec.key if _has(types, spec.key) else None)
+        select = _event_select(spec, types, links, src)
         checks = (
             _event_row_checks(spec, types)
             + _event_repair_checks(spec, types)
@@ -692,8 +765,8 @@ def _way(detail: str, rule: str) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _person_select(types: dict[str, str]) -> str:
-    """SQL over the person table: ids and birth fields parsed (``_name``) with blank flags
+def _person_select(types: dict[str, str], src: str) -> str:
+    """SQL over the person table as read once (``src``, see :meth:`_Loader._read_once`): ids and birth fields parsed (``_name``) with blank flags
     (``_b_name``; an absent column is NULL and blank), ``_rn_all`` for repeated rows,
     ``_birth`` (``birth_datetime`` when in range, else year/month/day, month and day
     defaulting to 1) and ``_rn_key`` (a repeated ``person_id``; an exact repeat ranks last)."""
@@ -718,15 +791,13 @@ def _person_select(types: dict[str, str]) -> str:
             nulltype = "TIMESTAMP" if col == "birth_datetime" else "BIGINT"
             parts.append(f"NULL::{nulltype} AS _{col}")
             parts.append(f"TRUE AS _b_{col}")
-    every = ", ".join(_q(c) for c in types)
     ymd = (
         "TRY_CAST(printf('%04d-%02d-%02d', _year_of_birth, coalesce(_month_of_birth, 1), "
         "coalesce(_day_of_birth, 1)) AS DATE)"
     )
     return f"""
-            WITH src AS (SELECT row_number() OVER () AS _row, * FROM person),
-            p AS (SELECT _row, {", ".join(_q(c) for c in raw)}, {", ".join(parts)},
-                         row_number() OVER (PARTITION BY {every} ORDER BY _row) AS _rn_all
+            WITH src AS ({src}),
+            p AS (SELECT _row, {", ".join(_q(c) for c in raw)}, {", ".join(parts)}, _rn_all
                   FROM src),
             b AS (SELECT *,
                     _birth_datetime IS NOT NULL
@@ -790,22 +861,20 @@ def _person_checks(types: dict[str, str], actions: Mapping[str, str]) -> list[Ch
     return checks
 
 
-def _observation_period_select(types: dict[str, str]) -> str:
-    """SQL over observation_period: id and both dates parsed with blank flags, ``_rn_all``
-    for repeated rows, whether the person was kept and whether each date is in range."""
-    t = "observation_period"
+def _observation_period_select(types: dict[str, str], src: str) -> str:
+    """SQL over observation_period as read once (``src``): id and both dates parsed with
+    blank flags, ``_rn_all`` for repeated rows, whether the person was kept and whether each
+    date is in range."""
     start, end = "observation_period_start_date", "observation_period_end_date"
-    every = ", ".join(_q(c) for c in types)
     return f"""
-            WITH src AS (SELECT row_number() OVER () AS _row, * FROM {t}),
+            WITH src AS ({src}),
             p AS (SELECT _row, person_id, {start}, {end},
                     {_as_int("person_id", types["person_id"])} AS _person_id,
                     {_blank("person_id", types["person_id"])} AS _b_person,
                     {_as_date(start, types[start])} AS _start,
                     {_as_date(end, types[end])} AS _end,
                     {_blank(start, types[start])} AS _b_start,
-                    {_blank(end, types[end])} AS _b_end,
-                    row_number() OVER (PARTITION BY {every} ORDER BY _row) AS _rn_all
+                    {_blank(end, types[end])} AS _b_end, _rn_all
                   FROM src)
             SELECT *, _person_id IN (SELECT person_id FROM {_P}persons) AS _person_known,
                    {_in_range("_start")} AS _start_ok, {_in_range("_end")} AS _end_ok,
@@ -878,32 +947,12 @@ def _event_columns(spec: EventSpec, types: dict[str, str]) -> list[str]:
     return parts
 
 
-def _event_windows(spec: EventSpec, types: dict[str, str]) -> list[str]:
-    """SQL row numbers that find repeats: ``_rn_all`` over every column (duplicate_row), and,
-    with an own id column, ``_rn_id`` over that id (duplicate_id) and ``_rn_event`` over
-    every other column (duplicate_event); 1 without one."""
-    every = ", ".join(_q(c) for c in types)
-    windows = [f"row_number() OVER (PARTITION BY {every} ORDER BY _row) AS _rn_all"]
-    if _has(types, spec.key):
-        k = _q(spec.key)
-        rest = ", ".join(_q(c) for c in types if c != spec.key) or "1"
-        windows.append(
-            f"CASE WHEN {k} IS NULL THEN 1 ELSE row_number() OVER "
-            f"(PARTITION BY {k} ORDER BY _row) END AS _rn_id"
-        )
-        windows.append(f"row_number() OVER (PARTITION BY {rest} ORDER BY _row) AS _rn_event")
-    else:
-        windows += ["1 AS _rn_id", "1 AS _rn_event"]
-    return windows
-
-
-def _event_select(spec: EventSpec, types: dict[str, str], links: _Links) -> str:
-    """SQL over one event table: the raw columns (for error messages), the parsed ones, the
-    repeat counters, ``_day`` and ``_time`` (the datetime when it falls on the date, else the
+def _event_select(spec: EventSpec, types: dict[str, str], links: _Links, src: str) -> str:
+    """SQL over one event table as read once (``src``, see :meth:`_Loader._read_once`): the
+    raw columns (for error messages), the parsed ones, the repeat counters, ``_day`` and ``_time`` (the datetime when it falls on the date, else the
     date at midnight; either alone when the other is unusable), and the flags the rules read
     (``_person_known``, ``_concept_known``, ``_visit_known``, ``_outside``, ``_after_death``,
     and ``_rn_key``: death keeps one row per person, the earliest dated)."""
-    t = spec.table
     raw = [
         c
         for c in (
@@ -921,7 +970,6 @@ def _event_select(spec: EventSpec, types: dict[str, str], links: _Links) -> str:
     ]
     raw = list(dict.fromkeys(raw))
     parts = _event_columns(spec, types)
-    windows = _event_windows(spec, types)
     rn_key = "1"  # death: one row per person, the earliest dated one stays
     if spec.domain == "death":
         rn_key = (
@@ -929,9 +977,9 @@ def _event_select(spec: EventSpec, types: dict[str, str], links: _Links) -> str:
             "PARTITION BY d._person_id ORDER BY d._day NULLS LAST, d._row) END"
         )
     return f"""
-            WITH src AS (SELECT row_number() OVER () AS _row, * FROM {t}),
+            WITH src AS ({src}),
             p AS (SELECT _row, {", ".join(_q(c) for c in raw)}, {", ".join(parts)},
-                         {", ".join(windows)} FROM src),
+                         _rn_all, _rn_id, _rn_event FROM src),
             q AS (SELECT *, _d IS NOT NULL AND {_in_range("_d")} AS _d_ok,
                             _dt IS NOT NULL AND {_in_range("CAST(_dt AS DATE)")} AS _dt_ok
                   FROM p),
