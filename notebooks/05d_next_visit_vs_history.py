@@ -251,12 +251,11 @@ ablation = pd.DataFrame(
     },
     index=pd.Index(ABLATION, name="next visit (test pairs)"),
 )
-keep_table("nv_ablation", ablation.reset_index())
-ablation
+keep_table("nv_ablation", ablation.reset_index())  # shown once, where it is pasted
 
 # %% [markdown]
-# The table above, for the {glue:text}`n_test_patients:,` test patients and their
-# {glue:text}`n_test_pairs:,` next-visit pairs, is this:
+# For the {glue:text}`n_test_patients:,` test patients and their
+# {glue:text}`n_test_pairs:,` next-visit pairs:
 #
 # ```{glue:} nv_ablation
 # ```
@@ -338,8 +337,7 @@ for key, (a, b, claim) in CLAIMS.items():
         }
     )
 nv_diffs = pd.DataFrame(diff_rows)
-keep_table("nv_diffs", nv_diffs)
-nv_diffs.style.hide(axis="index")
+keep_table("nv_diffs", nv_diffs)  # shown once, where it is pasted
 
 # %% [markdown]
 # ```{glue:} nv_diffs
@@ -389,7 +387,7 @@ for key, k in (("mlm_top1_vs_domain", 1), ("mlm_topk_vs_domain", cfg.k)):
     )
 mask_diffs = pd.DataFrame(mask_rows)
 keep_table("mask_diffs", mask_diffs)
-mask_diffs.style.hide(axis="index")
+mask_diffs.style.hide(axis="index")  # the prose does not paste it: shown here
 
 
 # %%

@@ -52,7 +52,16 @@ from IPython.display import Markdown
 
 import ehrseq
 from ehrseq.baselines import token_count_features
-from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
+from ehrseq.book import (
+    format_floats,
+    interval,
+    keep,
+    keep_table,
+    number,
+    plural,
+    record_claim,
+    start_claims,
+)
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import HIGHER_IS_BETTER, SurvivalProtocol, format_table
@@ -249,7 +258,8 @@ else:
     loaded_text = f"{n_loaded} of them loaded from their artefacts"
 keep("loaded_text", loaded_text)
 per_loss = runs.groupby("loss", sort=False)
-per_loss[["epochs run", "best epoch", "seconds"]].mean().round(1)
+# whole numbers of epochs read as counts
+format_floats(per_loss[["epochs run", "best epoch", "seconds"]].mean(), "{:.1f}")
 
 # %% [markdown]
 # The {glue:text}`n_runs` runs took {glue:text}`train_seconds_text` of training together
@@ -350,7 +360,7 @@ shown
 oracle = reference["oracle"]
 null = reference["life table (no features)"]
 # no C without features
-pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else number(v, ".4f"))
 
 # %% [markdown]
 # The sweep in one figure: discrimination on the left, the Brier score on the right, with
@@ -477,9 +487,9 @@ keep_table(
         {
             "comparison": paired_table["comparison"],
             "metric": paired_table["metric"],
-            "difference [95% interval]": [
-                f"{r.difference:+.4f} [{r.lower:+.4f}, {r.upper:+.4f}]"
-                for r in paired_table.itertuples()
+            "difference [95% interval]": [  # one line, no "-0.0000"
+                interval(*r, "+.4f")
+                for r in paired_table[["difference", "lower", "upper"]].to_numpy()
             ],
             "verdict": paired_table["verdict"],
         }

@@ -56,7 +56,7 @@ from matplotlib.ticker import MaxNLocator
 
 import ehrseq
 from ehrseq.baselines import token_count_features
-from ehrseq.book import keep, plural
+from ehrseq.book import format_floats, keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol
@@ -187,7 +187,8 @@ else:
     loaded_text = f"{n_loaded} came from artefacts"
     loaded_text += " and this execution trained the others"
 keep("loaded_text", loaded_text)
-runs.groupby("loss", sort=False)[["epochs run", "best epoch"]].mean().round(1)
+epochs = runs.groupby("loss", sort=False)[["epochs run", "best epoch"]].mean()
+format_floats(epochs, "{:.1f}")  # whole numbers of epochs read as counts
 
 # %% [markdown]
 # Of the {glue:text}`n_runs` runs, {glue:text}`loaded_text`.
