@@ -503,12 +503,15 @@ for key in margins:
         else verdict,
     )
 # did early stopping end the large cohort's runs, or the cap on epochs?
-at_cap = table.loc["large", "epochs"] >= cfg.epochs_large  # a mean: every seed at the cap
+# "epochs" is a mean over seeds: at the cap only if every seed ran to it
+at_cap = table.loc["large", "epochs"] >= cfg.epochs_large
 cap = plural(cfg.epochs_large, "epoch")
 if at_cap.all():
-    cap_text = f"every regime on the large cohort ran the full {cap} without early stopping"
+    cap_text = "every regime on the large cohort ran the full"
+    cap_text += f" {cap} without early stopping"
 elif at_cap.any():
-    cap_text = f"{at_cap.sum()} of {len(at_cap)} regimes on the large cohort ran the full"
+    cap_text = f"{at_cap.sum()} of {len(at_cap)} regimes on the large cohort"
+    cap_text += " ran the full"
     cap_text += f" {cap} without early stopping"
 else:
     cap_text = f"early stopping ended every regime on the large cohort before {cap}"
@@ -549,9 +552,9 @@ keep(
 # {glue:text}`diff_lora_matches_full_small:+.3f`
 # ({glue:text}`diff_lora_matches_full_small_lower:+.3f` to
 # {glue:text}`diff_lora_matches_full_small_upper:+.3f`):
-# {glue:text}`lora_matches_full_small_text`. An equivalence claim needs a narrow interval:
-# with a margin of {glue:text}`lora_margin`, an interval wider than twice the margin can never
-# reproduce it, whatever the estimate.
+# {glue:text}`lora_matches_full_small_text`. An equivalence claim needs a narrow
+# interval: with a margin of {glue:text}`lora_margin`, an interval wider than twice the
+# margin can never reproduce it, whatever the estimate.
 
 # %% [markdown]
 # ### The best fine-tuned model beside the oracle
