@@ -574,10 +574,8 @@ for k, name in enumerate(MODELS):
     x = part["size"] * (1 + 0.03 * (k - 1))  # side by side on the log axis
     ax.errorbar(x, part["PR-AUC"], yerr=err, marker="o", capsize=3, label=name)
 ax.axhline(float(y_test.mean()), ls=":", color="k", label="prevalence")
-ax.set_xscale("log")
-ax.set_xlabel("training patients")
 ax.set_ylabel("test PR-AUC")
-ax.legend()
+ax.legend(loc="upper left", ncol=2)
 for k, (col, lo, hi, name) in enumerate(
     [("gain", "lo", "hi", "MiME"), ("gain aux", "lo aux", "hi aux", "MiME + aux")]
 ):
@@ -587,10 +585,13 @@ for k, (col, lo, hi, name) in enumerate(
     x = gains["size"] * (1 + 0.03 * k)
     bx.errorbar(x, 100 * gains[col], yerr=err, marker="o", capsize=3, label=name)
 bx.axhline(0, ls="--", color="k")
-bx.set_xscale("log")
-bx.set_xlabel("training patients")
 bx.set_ylabel("PR-AUC gain over flat GRU (%)")
 bx.legend()
+for axis in (ax, bx):  # one labelled tick per training size
+    axis.set_xscale("log")
+    axis.set_xticks(sizes, [f"{n:,}" for n in sizes])
+    axis.xaxis.set_minor_formatter(plt.NullFormatter())
+    axis.set_xlabel("training patients")
 plt.show()
 
 # %% [markdown]
@@ -975,9 +976,8 @@ display(speed_table.round(2))
 #   in {glue:text}`n_visits:,` visits; {glue:text}`share_unlinked_proc:.0%` of procedure
 #   rows carry no link, and MiME's padding limits cut {glue:text}`n_cut_by_limits:,` codes.
 # - Co-occurrence, all plain OMOP allows, recovers {glue:text}`all_recall:.1%` of the
-#   true links, but only
-#   {glue:text}`all_precision:.1%` of its links are true, and
-#   {glue:text}`share_differ:.1%` of objects get a wrong treatment set.
+#   true links, but only {glue:text}`all_precision:.1%` of its links are true, and
+#   {glue:text}`share_differ_drug:.1%` of objects get a wrong drug set.
 # - Learning curve over {glue:text}`n_sizes_phrase` and {glue:text}`n_seeds_phrase`:
 #   {glue:text}`winners_sentence` The paper's claim that the gain is largest at the
 #   smallest size: **{glue:text}`verdict_gain_largest_at_smallest`**; the auxiliary losses
