@@ -91,3 +91,17 @@ def test_no_onsets_no_labels():
     assert _onset_labels(ax) == []
     with pytest.raises(ValueError, match="no rows"):
         plot_patient_timeline(_tables(), 2)
+
+
+def test_an_onset_after_the_last_visit_is_inside_the_axes():
+    apply_style()
+    onsets = pd.DataFrame(
+        {"person_id": 1, "disease": ["hypertension"], "onset_date": [D("2020-06-01")]}
+    )
+    ax = plot_patient_timeline(_tables(), 1, onsets=onsets)
+    (label,) = _onset_labels(ax)
+    renderer = ax.figure.canvas.get_renderer()
+    label.update_positions(renderer)
+    box = Text.get_window_extent(label, renderer)
+    inside = ax.get_window_extent(renderer)
+    assert inside.x0 <= box.x0 <= inside.x1  # its line is drawn, its label starts there

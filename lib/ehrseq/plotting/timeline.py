@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ def plot_patient_timeline(
         person_id: the patient.
         onsets: optional ground truth (``person_id``, ``disease``, ``onset_date``): drawn as
             dashed vertical lines labelled with the disease, so the delay to diagnosis shows.
-        ax: where to draw (default: a new wide figure).
+        ax: where to draw (default: a new figure the width of the text column).
 
     Raises:
         ValueError: if the patient has no visit in ``tables``.
@@ -43,7 +44,7 @@ def plot_patient_timeline(
     if visits.empty:
         raise ValueError(f"person_id {person_id} has no rows in visit_occurrence")
     if ax is None:
-        _, ax = plt.subplots(figsize=(10, 3.6))
+        _, ax = plt.subplots(figsize=(7.5, 3.4))
     rows = list(_DATE_COLUMNS.values())
     for y, (table, (date_col, _, label)) in enumerate(_DATE_COLUMNS.items()):
         df = tables[table]
@@ -68,13 +69,17 @@ def plot_patient_timeline(
         died = death.loc[death["person_id"] == person_id, "death_date"].iloc[0]
         ax.axvline(died, color="k", lw=2, label="death")
         right = max(right, died + pd.Timedelta(days=90))
+    mine = None if onsets is None else onsets.loc[onsets["person_id"] == person_id]
+    if mine is not None and len(mine):  # an onset after the last visit widens the axis
+        right = max(right, mine["onset_date"].max() + pd.Timedelta(days=90))
     ax.set_xlim(left, right)  # before the onset labels, which are placed by their x
-    levels = 0
-    if onsets is not None:
-        levels = _label_onsets(ax, onsets.loc[onsets["person_id"] == person_id], left)
+    levels = 0 if mine is None else _label_onsets(ax, mine, left)
     ax.set_yticks(range(len(rows)), [r[2] for r in rows])
     ax.set_ylim(-0.5, top + 0.2)
     ax.set_xlabel("calendar date")
+    locator = mdates.AutoDateLocator(maxticks=8)  # few enough to read in the text column
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     title = f"patient {person_id}: {len(visits)} visits (dark = inpatient stay)"
     ax.set_title(title, pad=6 + _LABEL_STEP * levels)  # above the onset labels
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
