@@ -78,6 +78,7 @@ from ehrseq.models.gct import GCT, ConditionalPrior, GCTConfig, GCTSurvival, lin
 from ehrseq.models.mime import MiME, MiMEConfig, mime_inputs
 from ehrseq.models.survival_head import BinHazardHead
 from ehrseq.plotting import apply_style
+from ehrseq.runtime import progress
 from ehrseq.train import TrainConfig, fit
 
 CHAPTER = "13_mime_gct"
@@ -442,7 +443,7 @@ MODELS = {
 }
 n_visits_pool = train_b["visit_mask"].sum(1).numpy()
 runs, orders = [], {}
-for seed in cfg.seeds:
+for seed in progress(cfg.seeds, desc="learning curve, seeds"):
     orders[seed] = np.random.default_rng(seed).permutation(len(pool))
     for n in sizes:
         rows = np.sort(orders[seed][:n])
@@ -772,7 +773,7 @@ masks_of = {k for k, v in link_sample.items() if torch.is_tensor(v)}  # the tens
 n_visits_v = train_v["visit_mask"].sum(1).numpy()
 extra, links = [], []
 x_train, x_test = bag(train_b), bag(test_b)
-for seed in cfg.seeds:
+for seed in progress(cfg.seeds, desc="largest size, seeds"):
     rows = np.sort(orders[seed][:n_max])
     ids = pool[rows]
     torch.manual_seed(seed)
