@@ -129,11 +129,12 @@ def test_format_table_and_plot(setup):
     table = pd.DataFrame(rows).set_index("model")
     text = format_table(table, ["Harrell C", "IBS"])
     r = table.loc["model"]
-    assert text.loc["model", "Harrell C"] == (  # a non-breaking space inside the interval
-        f"{r['Harrell C']:.3f} [{r['Harrell C lower']:.3f},\u00a0{r['Harrell C upper']:.3f}]"
-    )
-    # a constant risk scores 0.5 on every resample: no degenerate interval "[0.500, 0.500]"
-    assert text.loc["Kaplan-Meier (no features)", "Harrell C"] == "0.500 (constant risk)"
+    est, lo, hi = (r[f"Harrell C{end}"] for end in ("", " lower", " upper"))
+    # a non-breaking space inside the interval
+    assert text.loc["model", "Harrell C"] == f"{est:.3f} [{lo:.3f},\u00a0{hi:.3f}]"
+    # a constant risk scores 0.5 on every resample: no interval "[0.500, 0.500]"
+    km = text.loc["Kaplan-Meier (no features)"]
+    assert km["Harrell C"] == "0.500 (constant risk)"
     assert text.loc["model", "train s"] == "1.2" and text.loc["oracle", "train s"] == ""
     with pytest.raises(ValueError, match="no column"):
         format_table(table, ["AUC"])
@@ -233,13 +234,14 @@ def test_a_metric_without_a_shortcut_still_bootstraps(tied_setup):
 
 
 def test_debiased_calibration_error_beside_the_plug_in(setup):
-    """The oracle is calibrated: its debiased error is about 0 and its interval covers it,
-    while the plug-in error sits on its noise floor; every estimate lies in its interval."""
+    """The oracle is calibrated: its debiased error is about 0 and its interval covers
+    it, while the plug-in error sits on its noise floor; every estimate lies in its
+    interval."""
     protocol, x = setup
     oracle = protocol.evaluate("oracle", [_curves(x, 0.0, 0)])
     off = np.clip(_curves(x, 0.0, 0) - 0.15, 0.0, 1.0)  # risks 0.15 too high
     biased = protocol.evaluate("biased", [off])
-    name = "debiased calibration error"
+    name = "debiased RMS calibration error"
     for row in (oracle, biased):
         assert row[f"{name} lower"] <= row[name] <= row[f"{name} upper"]
     assert oracle[f"{name} lower"] == 0.0 and oracle[name] < 0.03
@@ -250,7 +252,8 @@ def test_debiased_calibration_error_beside_the_plug_in(setup):
     assert oracle["calibration error"] == protocol.metrics["calibration error"](
         d, e, _curves(x, 0.0, 0)
     )
-    text = format_table(pd.DataFrame([oracle, biased]).set_index("model"), ["calibration error"])
+    table = pd.DataFrame([oracle, biased]).set_index("model")
+    text = format_table(table, ["calibration error"])
     assert text.columns.tolist() == ["calibration error", name, "seeds"]
     assert "[" not in text.loc["oracle", "calibration error"]
     assert text.loc["biased", name].startswith(f"{biased[name]:.3f} [")

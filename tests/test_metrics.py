@@ -727,8 +727,8 @@ def test_calibration_table_is_a_dataframe_even_for_one_bin():
     assert table["n"].iloc[0] == 5
 
 
-def _calibrated_cohort(n: int, rng: np.random.Generator, shift: float = 0.0, censor=False):
-    """Risks p_i by a horizon of 1, events drawn with exactly those risks (then shifted)."""
+def _calibrated_cohort(n: int, rng: np.random.Generator, shift=0.0, censor=False):
+    """Risks by a horizon of 1, events drawn with exactly those risks, then shifted."""
     p = rng.uniform(0.05, 0.6, n)
     event = rng.random(n) < p
     d = np.where(event, rng.uniform(0.1, 1.0, n), 1.0)
@@ -741,8 +741,8 @@ def _calibrated_cohort(n: int, rng: np.random.Generator, shift: float = 0.0, cen
 
 @pytest.mark.parametrize("censor", [False, True])
 def test_debiased_calibration_error_is_unbiased_where_the_answer_is_known(censor):
-    """A calibrated model: the plug-in error sits on a noise floor, the debiased one at 0.
-    Risks 0.1 too high: the root of the debiased error is 0.1."""
+    """A calibrated model: the plug-in error sits on a noise floor, the debiased one
+    at 0. Risks 0.1 too high: the root of the debiased error is 0.1."""
     rng = np.random.default_rng(0)
     plug_in, debiased = [], []
     for _ in range(150):
@@ -797,7 +797,8 @@ def test_bootstrap_normal_interval_is_the_estimate_plus_minus_z_sd():
     pct = metrics.bootstrap_ci(np.mean, x, n_boot=300, seed=0)
     normal = metrics.bootstrap_ci(np.mean, x, n_boot=300, seed=0, interval="normal")
     assert normal.estimate == pct.estimate
-    assert normal.upper - normal.estimate == pytest.approx(normal.estimate - normal.lower)
+    half = normal.upper - normal.estimate
+    assert half == pytest.approx(normal.estimate - normal.lower)
     assert normal.upper - normal.lower == pytest.approx(pct.upper - pct.lower, rel=0.15)
     with pytest.raises(ValueError, match="interval"):
         metrics.bootstrap_ci(np.mean, x, interval="basic")

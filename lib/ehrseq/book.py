@@ -3,9 +3,10 @@
 - :func:`keep` glues a number for the prose (``{glue:text}`name```), as a plain Python number:
   the book cannot format NumPy scalars or one-element tensors.
 - :func:`keep_table` glues a table (``{glue:}`name```), formatted for reading.
-- :func:`number` and :func:`interval` write a number, or a value and its interval, the way
-  every table of the book shows them: never a negative zero ("-0.0000"), an interval that
-  never wraps inside its cell, and no interval at all where its two ends read the same.
+- :func:`number` and :func:`interval` write a number, or a value and its interval, the
+  way every table of the book shows them: never a negative zero ("-0.0000"), an
+  interval that never wraps inside its cell, and no interval at all where its two ends
+  read the same.
 - :func:`record_claim` glues a claim's verdict for the chapter's prose and writes the claim,
   with its measured difference, paired interval and verdict, to the results folder, from
   which the results page (``notebooks/99_results.py``) builds one table of every claim the
@@ -83,11 +84,11 @@ def plural(n: float, noun: str, fmt: str = "g", plural_form: str | None = None) 
 def keep_table(name: str, table: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
     """Glue a table under ``name`` (shown where the prose pastes it with ``{glue:}``).
 
-    Floats are formatted with ``floatfmt`` (:func:`format_floats`) so the table reads the same
-    in every profile. A default index (0, 1, 2, ...) says nothing to a reader and is left out.
-    Returns nothing, as :func:`keep`: as a cell's last line a returned table would be shown
-    a second time, beside the place where the prose pastes it; so end such a cell with the
-    ``keep_table`` call, not with the table.
+    Floats are formatted with ``floatfmt`` (:func:`format_floats`) so the table reads
+    the same in every profile. A default index (0, 1, 2, ...) says nothing to a reader
+    and is left out. Returns nothing, as :func:`keep`: as a cell's last line a returned
+    table would be shown a second time, beside the place where the prose pastes it; so
+    end such a cell with the ``keep_table`` call, not with the table.
     """
     from myst_nb import glue
 
@@ -111,8 +112,8 @@ def _for_glue(shown: pd.DataFrame, name: str) -> Any:
 def show(table: pd.DataFrame, floatfmt: str | None = None) -> Any:
     """``table`` as a cell's last line shows it: without a 0, 1, 2, ... index.
 
-    With ``floatfmt``, floats are formatted by :func:`format_floats` first. Use it for a table
-    displayed in a cell, as :func:`keep_table` does for a glued one.
+    With ``floatfmt``, floats are formatted by :func:`format_floats` first. Use it for a
+    table displayed in a cell, as :func:`keep_table` does for a glued one.
     """
     shown = table if floatfmt is None else format_floats(table, floatfmt)
     key = "|".join(map(str, [*shown.columns, *shown.shape]))
@@ -127,7 +128,7 @@ _ZERO = re.compile(r"[0.,]*0[0.,]*(?:%|[eE][-+]?\d+)?")
 
 
 def _unsigned_zero(text: str) -> str:
-    """``text`` without its sign where the number in it reads zero ("-0.000" -> "0.000")."""
+    """``text`` without its sign where its number reads zero ("-0.000" -> "0.000")."""
     m = _SIGNED.match(text)
     return m.group(1) + m.group(2) if m and _ZERO.fullmatch(m.group(2)) else text
 
@@ -135,8 +136,9 @@ def _unsigned_zero(text: str) -> str:
 def number(value: float, spec: str = ".3f") -> str:
     """``format(value, spec)``, except that a value that rounds to zero has no sign.
 
-    ``format(-0.00004, "+.4f")`` reads ``"-0.0000"``: a negative zero, which says nothing a
-    reader can use. Here it is ``"0.0000"`` (and ``"+0.0000"`` is ``"0.0000"`` too).
+    ``format(-0.00004, "+.4f")`` reads ``"-0.0000"``: a negative zero, which says
+    nothing a reader can use. Here it is ``"0.0000"`` (and ``"+0.0000"`` is ``"0.0000"``
+    too).
 
     Args:
         value: a number.
@@ -156,10 +158,11 @@ def interval(
     """A value and its interval in one table cell: ``"0.612 [0.590, 0.633]"``.
 
     The space inside the brackets is non-breaking, so an interval never wraps inside its
-    cell (a narrow column may move the whole interval below the value). Where the two ends
-    read the same there is no interval to show: the cell reads ``"0.500 (no spread)"``, with
-    ``same`` in the brackets (e.g. ``"constant risk"`` for a C-index of a model that gives
-    every patient the same risk). No part reads as a negative zero (:func:`number`).
+    cell (a narrow column may move the whole interval below the value). Where the two
+    ends read the same there is no interval to show: the cell reads ``"0.500 (no
+    spread)"``, with ``same`` in the brackets (e.g. ``"constant risk"`` for a C-index of
+    a model that gives every patient the same risk). No part reads as a negative zero
+    (:func:`number`).
 
     Args:
         estimate, lower, upper: the value and the ends of its interval.

@@ -16,10 +16,11 @@ predicted survival curve per test patient, read at the right edges of the time b
   training labels): how well the risk by then separates those with an event by then from
   those still event-free;
 - the **calibration error** is the mean absolute gap between predicted risk and the
-  Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles); beside it
-  :meth:`SurvivalProtocol.evaluate` reports the **debiased calibration error**, the
-  root-mean-square gap with each decile's sampling noise taken out
-  (:func:`~ehrseq.metrics.calibration_error_debiased`), about 0 for a calibrated model.
+  Kaplan-Meier incidence at the horizon, over groups of predicted risk (deciles); beside
+  it :meth:`SurvivalProtocol.evaluate` reports the **debiased RMS calibration error**,
+  the root-mean-square gap with each decile's sampling noise taken out
+  (:func:`~ehrseq.metrics.calibration_error_debiased`), about 0 for a calibrated model
+  (a root-mean-square weighs large gaps more, so it can exceed the mean absolute gap).
 
 A model trained with several seeds gives one curve per seed: :meth:`SurvivalProtocol.evaluate`
 reports each metric averaged over seeds, a percentile bootstrap interval over test patients
@@ -114,11 +115,12 @@ class SurvivalProtocol:
         calibration_groups: groups of predicted risk for the calibration error. The
             calibration error is a mean of absolute gaps, and the noise of each decile's
             observed incidence never cancels in an absolute value: even a perfectly
-            calibrated model has a positive error (a noise floor), and resampling adds more
-            noise, so the percentile interval of ``calibration error`` can lie wholly above
-            its estimate. It is kept for paired differences between models (the floors of
-            both partly cancel), and :meth:`evaluate` reports beside it the ``debiased
-            calibration error`` with an interval that contains it (see there).
+            calibrated model has a positive error (a noise floor), and resampling adds
+            more noise, so the percentile interval of ``calibration error`` can lie
+            wholly above its estimate. It is kept for paired differences between models
+            (the floors of both partly cancel), and :meth:`evaluate` reports beside it
+            the ``debiased RMS calibration error`` with an interval that contains it
+            (see there).
         fast_bootstrap: score the resamples of every metric that allows it from their
             multiplicities (:attr:`resamplers`); ``False`` recomputes each metric on every
             resampled copy of the data (slower, the same intervals up to rounding).
@@ -282,17 +284,17 @@ class SurvivalProtocol:
             ValueError: on an unknown metric name, or curves that do not fit the protocol.
 
         Returns:
-            ``model``, ``seeds``, and for every metric its seed mean, ``<metric> lower`` and
-            ``<metric> upper`` (the bootstrap interval of the seed mean) and
+            ``model``, ``seeds``, and for every metric its seed mean, ``<metric> lower``
+            and ``<metric> upper`` (the bootstrap interval of the seed mean) and
             ``<metric> seed sd`` (0 for one seed), then the ``cost`` entries. With the
-            calibration error come the same four columns of ``debiased calibration error``:
-            :math:`\sqrt{\max(\overline{\mathrm{CE}^2}, 0)}`, the root of the seed mean of
-            :func:`~ehrseq.metrics.calibration_error_debiased` (Kumar et al.'s debiased
-            squared gap over deciles), about 0 for a calibrated model; its interval is the
-            standard bootstrap interval of the seed mean on the squared scale,
-            :math:`\overline{\mathrm{CE}^2} \pm 1.96\,\mathrm{sd}^*`, clipped at 0 and
-            then rooted, so it always contains the estimate; ``seed sd`` is that of the
-            per-seed roots.
+            calibration error come the same four columns of ``debiased RMS calibration
+            error``: :math:`\sqrt{\max(\overline{\mathrm{CE}^2}, 0)}`, the root of the
+            seed mean of :func:`~ehrseq.metrics.calibration_error_debiased` (Kumar et
+            al.'s debiased squared gap over deciles), about 0 for a calibrated model;
+            its interval is the standard bootstrap interval of the seed mean on the
+            squared scale, :math:`\overline{\mathrm{CE}^2} \pm 1.96\,\mathrm{sd}^*`,
+            clipped at 0 and then rooted, so it always contains the estimate; ``seed
+            sd`` is that of the per-seed roots.
         """
         curves = self._check_curves(survs, name)
         chosen = self._metrics(metrics)
@@ -316,18 +318,16 @@ class SurvivalProtocol:
         return {**row, **(cost or {})}
 
     def _debiased_calibration(self, curves: list[np.ndarray]) -> dict[str, float]:
-        """The ``debiased calibration error`` columns of :meth:`evaluate`."""
+        """The ``debiased RMS calibration error`` columns of :meth:`evaluate`."""
         h, groups = self.horizon, self.calibration_groups
 
         def fn(d: np.ndarray, e: np.ndarray, s: np.ndarray) -> float:
             return calibration_error_debiased(d, 1.0 - s[:, -1], e, h, groups)
 
         def resampler(d: np.ndarray, e: np.ndarray, *ss: np.ndarray) -> Scorer | None:
-            scorers = [
-                calibration_error_resampler(d, 1.0 - s[:, -1], e, h, groups, debiased=True)
-                for s in ss
-            ]
-            return lambda block: np.stack([scorer(block) for scorer in scorers]).mean(axis=0)
+            make = calibration_error_resampler
+            scorers = [make(d, 1.0 - s[:, -1], e, h, groups, debiased=True) for s in ss]
+            return lambda block: np.stack([sc(block) for sc in scorers]).mean(axis=0)
 
         per_seed = [fn(self.durations, self.events, s) for s in curves]
         ci = bootstrap_ci(
@@ -341,7 +341,7 @@ class SurvivalProtocol:
             interval="normal",
         )
         roots = np.sqrt(np.maximum(per_seed, 0.0))
-        name = "debiased calibration error"
+        name = "debiased RMS calibration error"
         return {
             name: float(np.sqrt(max(ci.estimate, 0.0))),
             f"{name} lower": float(np.sqrt(max(ci.lower, 0.0))),
@@ -429,15 +429,15 @@ _COST_FORMATS = (
 def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     """The protocol table as text: ``estimate [lower, upper]`` per metric, then the costs.
 
-    Each cell is :func:`ehrseq.book.interval`: non-breaking spaces inside the interval, so it
-    never wraps in its cell, and no negative zero. A ranking metric (a C-index, the AUROC)
-    whose interval has equal ends belongs to a model that gives every patient the same risk
-    (the Kaplan-Meier curve): it scores exactly 0.5 on every resample, and the cell reads
-    ``"0.500 (constant risk)"`` rather than a degenerate interval. Where the table holds the
-    ``debiased calibration error`` (:meth:`SurvivalProtocol.evaluate`), it follows
-    ``calibration error`` as a column of its own, and ``calibration error`` shows its
-    estimate alone: its percentile interval can lie wholly above it (see
-    :class:`SurvivalProtocol`) and would mislead.
+    Each cell is :func:`ehrseq.book.interval`: non-breaking spaces inside the interval,
+    so it never wraps in its cell, and no negative zero. A ranking metric (a C-index,
+    the AUROC) whose interval has equal ends belongs to a model that gives every patient
+    the same risk (the Kaplan-Meier curve): it scores exactly 0.5 on every resample, and
+    the cell reads ``"0.500 (constant risk)"`` rather than a degenerate interval. Where
+    the table holds the ``debiased RMS calibration error``
+    (:meth:`SurvivalProtocol.evaluate`), it follows ``calibration error`` as a column of
+    its own, and ``calibration error`` shows its estimate alone: its percentile interval
+    can lie wholly above it (see :class:`SurvivalProtocol`) and would mislead.
 
     Args:
         table: rows from :meth:`SurvivalProtocol.evaluate`, indexed by model.
@@ -446,7 +446,7 @@ def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     from ehrseq.book import interval, number
 
     out = pd.DataFrame(index=table.index)
-    debiased = "debiased calibration error"
+    debiased = "debiased RMS calibration error"
     for m in metrics:
         missing = [c for c in (m, f"{m} lower", f"{m} upper") if c not in table]
         if missing:
@@ -461,16 +461,20 @@ def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
                 r[f"{m} lower"],
                 r[f"{m} upper"],
                 spec,
-                same="constant risk"
-                if m in _RANKING and r[f"{m} lower"] == r[f"{m} upper"] == r[m]
-                else "no spread",
+                same="constant risk" if m in _RANKING and _flat(r, m) else "no spread",
             )
             for _, r in table.iterrows()
         ]
     for c, fmt in _COST_FORMATS:
         if c in table:
-            out[c] = table[c].map(lambda v, fmt=fmt: "" if pd.isna(v) else number(v, fmt))
+            out[c] = [("" if pd.isna(v) else number(v, fmt)) for v in table[c]]
     return out
+
+
+def _flat(row: pd.Series, metric: str) -> bool:
+    """The estimate and both ends agree (to rounding): every resample scored alike."""
+    values = [row[metric], row[f"{metric} lower"], row[f"{metric} upper"]]
+    return bool(np.ptp(values) < 1e-9)
 
 
 def plot_comparison(

@@ -923,12 +923,13 @@ def calibration_error(
 def calibration_error_debiased(
     durations: Any, risk: Any, events: Any, horizon: float, n_bins: int = 10
 ) -> float:
-    r"""Mean squared gap between predicted and observed risk, less the noise of the observed.
+    r"""Mean squared gap of predicted and observed risk, less the noise of the observed.
 
-    Each group's observed incidence :math:`\hat p^{\text{obs}}_g` is an estimate, so even a
-    perfectly calibrated model shows gaps, and a mean of absolute (or squared) gaps has a
-    positive noise floor (:func:`calibration_error` of the truth is not 0). Kumar et al.'s
-    debiased estimator subtracts each group's sampling variance from its squared gap:
+    Each group's observed incidence :math:`\hat p^{\text{obs}}_g` is an estimate, so
+    even a perfectly calibrated model shows gaps, and a mean of absolute (or squared)
+    gaps has a positive noise floor (:func:`calibration_error` of the truth is not 0).
+    Kumar et al.'s debiased estimator subtracts each group's sampling variance from its
+    squared gap:
 
     .. math::
         \widehat{\mathrm{CE}}^2 = \frac{1}{G} \sum_{g=1}^{G} \Bigl[
@@ -937,13 +938,14 @@ def calibration_error_debiased(
         \sum_{s \le h} \frac{d_g(s)}{n_g(s)\,(n_g(s) - d_g(s))}
 
     with Greenwood's variance of the group's Kaplan-Meier estimate, scaled by
-    :math:`n_g / (n_g - 1)` so that without censoring it is :math:`\bar y_g (1 - \bar y_g) /
-    (n_g - 1)`, the unbiased variance of a group's event rate (Kumar et al.'s correction):
-    then :math:`\widehat{\mathrm{CE}}^2` is unbiased for the mean squared gap between the
-    mean predicted and the true risk of each group, 0 for a calibrated model. With censoring
-    Greenwood's variance makes it approximately so. It can be negative (gaps smaller than
-    the noise); :math:`\sqrt{\max(\widehat{\mathrm{CE}}^2, 0)}` is a root-mean-square gap on
-    the probability scale.
+    :math:`n_g / (n_g - 1)` so that without censoring it is
+    :math:`\bar y_g (1 - \bar y_g) / (n_g - 1)`, the unbiased variance of a group's
+    event rate (Kumar et al.'s correction): then :math:`\widehat{\mathrm{CE}}^2` is
+    unbiased for the mean squared gap between the mean predicted and the true risk of
+    each group, 0 for a calibrated model. With censoring Greenwood's variance makes it
+    approximately so. It can be negative (gaps smaller than the noise);
+    :math:`\sqrt{\max(\widehat{\mathrm{CE}}^2, 0)}` is a root-mean-square gap on the
+    probability scale.
 
     Args:
         durations, risk, events, horizon, n_bins: as in :func:`calibration_table`.
@@ -956,7 +958,8 @@ def calibration_error_debiased(
         ValueError: as :func:`calibration_table`.
 
     References:
-        Kumar, A., Liang, P., Ma, T. (2019). Verified uncertainty calibration. *NeurIPS* 32.
+        Kumar, A., Liang, P., Ma, T. (2019). Verified uncertainty calibration. *NeurIPS*
+        32.
     """
     table = calibration_table(durations, risk, events, horizon, n_bins=n_bins)
     d, e = check_survival(durations, events)
@@ -1403,8 +1406,8 @@ def calibration_error_resampler(
 ) -> Scorer | None:
     r""":func:`calibration_error` on blocks of bootstrap resamples, from their multiplicities.
 
-    With ``debiased=True``, :func:`calibration_error_debiased` instead (the same groups, with
-    Greenwood's sum per group from the same counts).
+    With ``debiased=True``, :func:`calibration_error_debiased` instead (the same groups,
+    with Greenwood's sum per group from the same counts).
 
     A resample sorted by risk is the patients in their sorted order, patient
     :math:`k` repeated :math:`m_k` times, so group :math:`g` holds the positions
@@ -1610,11 +1613,11 @@ def bootstrap_ci(
             exact. ``None`` (the default) recomputes ``metric_fn`` on every
             resampled copy of the arrays.
         interval: ``"percentile"`` (above) or ``"normal"``, Efron's standard interval
-            :math:`\hat\theta \pm z_{1-\alpha/2}\, \mathrm{sd}(\hat\theta^*)`. Use it for
-            a debiased estimator such as :func:`calibration_error_debiased`: its resampled
-            values centre on the plug-in value of the resampled data, not on the estimate,
-            so their percentiles sit beside the estimate, while their spread is still the
-            estimate's standard error.
+            :math:`\hat\theta \pm z_{1-\alpha/2}\, \mathrm{sd}(\hat\theta^*)`. Use it
+            for a debiased estimator such as :func:`calibration_error_debiased`: its
+            resampled values centre on the plug-in value of the resampled data, not on
+            the estimate, so their percentiles sit beside the estimate, while their
+            spread is still the estimate's standard error.
 
     Shapes:
         - arrays: :math:`(n, ...)` each
@@ -1687,7 +1690,8 @@ def bootstrap_ci(
             stacklevel=2,
         )
     if interval == "normal":
-        half = norm.ppf(1 - alpha / 2) * np.std(values, ddof=1) if len(values) > 1 else 0.0
+        sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
+        half = norm.ppf(1 - alpha / 2) * sd
         lower, upper = estimate - half, estimate + half
     else:
         lower, upper = np.quantile(values, [alpha / 2, 1 - alpha / 2])
