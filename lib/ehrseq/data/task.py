@@ -263,8 +263,8 @@ class SurvivalTask:
     def summary(self) -> pd.DataFrame:
         """Patients, events and tokens per split, as a reader reads them.
 
-        The event rate has four decimals (not pandas' six); the median number of tokens is
-        a whole number where every split's is (a median of counts can end in .5).
+        The event rate has four decimals (not pandas' six); the median number of tokens
+        is a whole number where every split's is (a median of counts can end in .5).
         """
         rows = []
         for s in SPLITS:
