@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import display
+from IPython.display import Markdown, display
 from lifelines import KaplanMeierFitter
 
 import ehrseq
@@ -60,7 +60,15 @@ from ehrseq.baselines import (
     bag_of_codes,
     engineered_features,
 )
-from ehrseq.book import keep, keep_table, plural, record_comparisons, start_claims
+from ehrseq.book import (
+    format_floats,
+    keep,
+    keep_table,
+    number,
+    plural,
+    record_comparisons,
+    start_claims,
+)
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol, format_table, plot_comparison
@@ -312,7 +320,7 @@ keep(
 keep("n_train_events", int(e_train.sum()))
 top = ranked.head(10)
 top = top.set_axis([describe(c) for c in top.index]).rename("log hazard ratio per sd")
-top.to_frame().round(3)
+format_floats(top.to_frame())  # three decimals, no "-0.000"
 
 # %% [markdown]
 # {glue:text}`age_rank_phrase`. Read the order with care. Age and sex are one column each,
@@ -496,8 +504,9 @@ if device.type == "cpu":
 table = format_table(shown, METRICS).map(lambda v: v.replace(" ", "\u00a0"))  # no wrap
 ranking = ["Harrell C", "Uno C", "Antolini C", "AUROC"]
 display(table[ranking])
-display(table[["IBS", "calibration error"]])
-display(table.drop(columns=[*ranking, "IBS", "calibration error"]))  # size and cost
+curve_metrics = ["IBS", "calibration error", "debiased RMS calibration error"]
+display(table[curve_metrics])
+display(table.drop(columns=[*ranking, *curve_metrics]))  # size and cost
 
 # %% mystnb={"figure": {"name": "fig-baselines", "caption": "Discrimination (Harrell's C, left) and integrated Brier score (right) of every model on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
 models = [m for m in results.index if m not in ("oracle", "Kaplan-Meier (no features)")]
@@ -596,8 +605,8 @@ if gap["lower"] > 0:
 else:
     below = (
         f"cannot be told from it at this size (oracle minus {best}: "
-        f"{gap['difference']:+.3f}, paired interval {gap['lower']:+.3f} to "
-        f"{gap['upper']:+.3f})"
+        f"{number(gap['difference'], '+.3f')}, paired interval "
+        f"{number(gap['lower'], '+.3f')} to {number(gap['upper'], '+.3f')})"
     )
 keep("below_ceiling", below)
 if 0.5 < r[best] < r["oracle"]:
@@ -618,18 +627,13 @@ for model, key in short.items():
     ipa_text = f"{max(x, 0.0):.0%}" if x > -0.005 else f"none (it is {-x:.0%} worse)"
     keep(f"{key}_ipa_text", ipa_text)
 if len(cfg.seeds) == 1:
-    keep(
-        "seed_note",
-        "a seed that trains differently moves a network's C too, and with one seed "
-        "this run cannot say by how much; the `full` profile trains more seeds",
-    )
+    note = "a seed that trains differently moves a network's C too, and with one seed "
+    note += "this run cannot say by how much; the `full` profile trains more seeds"
+    keep("seed_note", Markdown(note))  # markdown: the backticks set `full` as code
 else:
-    keep(
-        "seed_note",
-        "a network's C in the table is the mean over its seeds, and each paired "
-        "difference averages the seeds' curves first; how far a single seed strays is "
-        "not part of the interval",
-    )
+    note = "a network's C in the table is the mean over its seeds, and each paired "
+    note += "difference averages the seeds' curves first; how far a single seed "
+    keep("seed_note", Markdown(note + "strays is not part of the interval"))
 
 assert r["oracle"] > 0.5 and r["Cox, bag of codes"] > 0.5
 assert results.loc["oracle", "IBS"] < results.loc["Kaplan-Meier (no features)", "IBS"]
@@ -690,7 +694,7 @@ if cfg.profile != "smoke":
 #
 # **What the verdicts rest on.** This profile trains each neural model with
 # {glue:text}`n_seeds_phrase`. The paired intervals are over test patients, so they say how sure we are *for
-# these trained networks*: {glue:text}`seed_note`.
+# these trained networks*: {glue:md}`seed_note`.
 #
 # ## Summary
 # - One protocol for every model: the same task, splits, prediction times and bins; the

@@ -56,8 +56,10 @@ from torch import nn
 
 import ehrseq
 from ehrseq.book import (
+    interval,
     keep,
     keep_table,
+    number,
     plural,
     record_claim,
     record_comparisons,
@@ -529,7 +531,9 @@ cost_columns = ["parameters", "s / epoch", "activations MiB"]
 cost_columns += [] if device.type == "cpu" else ["peak MiB"]
 # two narrow tables rather than one wide
 keep_table("protocol_ranking", shown[rank_metrics])
-keep_table("protocol_curves", shown[curve_metrics + cost_columns])
+# the plug-in calibration error, then the debiased one with its interval
+calibration_columns = [*curve_metrics, "debiased RMS calibration error"]
+keep_table("protocol_curves", shown[calibration_columns + cost_columns])
 outside = int((results["calibration error"] < results["calibration error lower"]).sum())
 outside_text = f"in {outside} of the {len(results)} rows" if outside else "in no row"
 keep("cal_outside_text", outside_text)
@@ -548,11 +552,16 @@ keep("cal_outside_text", outside_text)
 # ```{glue:} protocol_curves
 # ```
 #
-# A bootstrap interval of the calibration error can lie above the estimate itself (here
-# {glue:text}`cal_outside_text`): resampling the test patients with replacement adds noise to
-# every decile's observed incidence, and an absolute gap only grows with noise, so the
-# resampled errors run high. The calibration section below therefore compares calibration
-# errors by paired differences on the same resamples, where that excess largely cancels.
+# The calibration error is shown without an interval: its bootstrap interval can lie
+# above the estimate itself (here {glue:text}`cal_outside_text`): resampling the test
+# patients with replacement adds noise to every decile's observed incidence, and an
+# absolute gap only grows with noise, so the resampled errors run high. The debiased RMS
+# calibration error beside it takes each decile's sampling variance out of its squared
+# gap (Kumar et al.'s estimator, about 0 for a calibrated model; a root-mean-square
+# weighs large gaps more than a mean absolute gap does) and comes with an interval that
+# contains it. The calibration section below compares the calibration
+# errors themselves by paired differences on the same resamples, where the excess
+# largely cancels.
 
 # %% mystnb={"figure": {"name": "fig-flat-vs-hier", "caption": "Harrell's C (left) and integrated Brier score (right) of flat and hierarchical BEHRT and of the hierarchical model without the time-gap embedding, on the test patients, averaged over training seeds, with 95% bootstrap intervals over test patients. Dashed: the oracle; dotted: chance (left) and the Kaplan-Meier curve (right)."}}
 models = list(runs)
@@ -617,8 +626,7 @@ keep(
 
 def signed(x: float, digits: int = 3) -> str:
     """x with its sign, "+0.012"; a value that rounds to zero is written "0.000"."""
-    text = f"{x:+.{digits}f}"
-    return text[1:] if float(text) == 0 else text
+    return number(x, f"+.{digits}f")
 
 
 def with_interval(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
@@ -627,8 +635,8 @@ def with_interval(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     out.insert(
         out.columns.get_loc("verdict"),
         "difference [95% interval]",
-        [
-            f"{signed(d, digits)} [{signed(lo, digits)}, {signed(hi, digits)}]"
+        [  # one line per interval (non-breaking spaces), no "-0.0000"
+            interval(d, lo, hi, f"+.{digits}f")
             for d, lo, hi in table[["difference", "lower", "upper"]].to_numpy()
         ],
     )
@@ -895,12 +903,13 @@ keep_table("calibration", with_interval(calibration).drop(columns="metric"))
 # {glue:text}`observed_test:.3f` in the test patients. The validation patients ask for a
 # logit shift of {glue:text}`delta:+.2f`; after it the mean risk is
 # {glue:text}`mean_risk_recal:.3f` and the calibration error
-# {glue:text}`recal_cal:.3f`, a change of {glue:text}`cal_recal_hier_text`
-# ("{glue:text}`cal_recal_hier_verdict`"); against the oracle the shifted model reads
-# "{glue:text}`cal_recal_oracle_verdict`". The intercept and slope fitted on the validation
+# {glue:text}`recal_cal:.3f`, a change of {glue:text}`cal_recal_hier_text` (paired
+# verdict: "{glue:text}`cal_recal_hier_verdict`"); against the oracle the shifted model
+# reads "{glue:text}`cal_recal_oracle_verdict`". The intercept and slope fitted on the validation
 # patients are {glue:text}`scale_a:+.2f` and {glue:text}`scale_b:.2f`, a slope
 # {glue:text}`slope_text`; with them the calibration error is {glue:text}`scaled_cal:.3f`, a
-# change of {glue:text}`cal_scaled_hier_text` ("{glue:text}`cal_scaled_hier_verdict`"), and
+# change of {glue:text}`cal_scaled_hier_text` (paired verdict:
+# "{glue:text}`cal_scaled_hier_verdict`"), and
 # against the oracle "{glue:text}`cal_scaled_oracle_verdict`". Read together: the first
 # verdict says whether there is anything beyond the noise of decile incidence to explain;
 # the two recalibrations say how much of it is the base rate (the shift) and how much the
@@ -924,7 +933,7 @@ keep_table("calibration", with_interval(calibration).drop(columns="metric"))
 #   observed incidence in deciles, the claim that the truth is better calibrated is
 #   {glue:text}`verdict_oracle_better_calibrated`; a single logit shift fitted on the
 #   validation patients changes the model's error by {glue:text}`cal_recal_hier_text`
-#   ("{glue:text}`cal_recal_hier_verdict`").
+#   (paired verdict: "{glue:text}`cal_recal_hier_verdict`").
 # - What the hierarchy buys in compute, time and memory per training step as the number of
 #   visits and codes grows, is measured in {doc}`10b_hierarchy_scaling`.
 #
