@@ -44,7 +44,7 @@ from lifelines.utils import concordance_index
 from myst_nb import glue
 
 import ehrseq
-from ehrseq.book import format_floats, number, plural
+from ehrseq.book import format_floats, number, plural, show
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.synthetic import (
     BNP_TRAJECTORY,
@@ -82,7 +82,7 @@ print(f"device: {device}")
 cohort = generate_cohort(SyntheticConfig(n_patients=cfg.n_patients, seed=cfg.seed))
 tables, truth = cohort.tables, cohort.truth
 summary = cohort.summary()
-summary
+show(summary)  # without a 0..n index
 
 # %% [markdown]
 # The tables have the columns of OMOP CDM 5.4 (a subset of them), real calendar dates, and

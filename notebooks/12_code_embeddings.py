@@ -54,11 +54,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
 from sklearn.manifold import TSNE
 
 import ehrseq
-from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
+from ehrseq.book import (
+    format_floats,
+    interval,
+    keep,
+    keep_table,
+    plural,
+    record_claim,
+    start_claims,
+)
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.embeddings import (
@@ -412,7 +419,7 @@ speed = pd.DataFrame(speed).set_index("seed")
 last_plain, last_timed = plain, timed
 print("plain:", last_plain.report(), sep="\n")
 print("time-aware:", last_timed.report(), sep="\n")
-speed.round(0)
+format_floats(speed, "{:,.0f}")  # whole numbers, not 1234.0
 
 # %% [markdown]
 # Speed is words per second: corpus events times epochs over the wall time, pair generation
@@ -470,7 +477,7 @@ runs = pd.DataFrame(rows)
 summary = summarise_runs(runs, list(METRICS), level=cfg.level)
 summary["shown"] = [
     # mean [interval]: the interval may move below its mean, but never wraps inside
-    f"{r.mean:.3f} [{r.lower:.3f},\u00a0{r.upper:.3f}]"
+    interval(r.mean, r.lower, r.upper)
     for r in summary.itertuples()
 ]
 table = summary.pivot(index="method", columns="metric", values="shown")
@@ -519,9 +526,11 @@ for row in compared.itertuples():
     keep(f"verdict_{row.key}_{row.metric}", row.verdict)
     keep(f"diff_{row.key}_{row.metric}", row.difference)
 shown = compared.assign(metric=compared["metric"].map(METRICS))
-shown = shown[["comparison", "metric", "difference", "lower", "upper", "verdict"]]
-keep_table("comparison_table", shown, floatfmt="{:+.3f}")
-display(shown.round(3))
+ends = shown[["difference", "lower", "upper"]].to_numpy()
+# one line per interval, no "-0.000"
+shown["difference [95% interval]"] = [interval(*row, "+.3f") for row in ends]
+shown = shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
+keep_table("comparison_table", shown)  # shown once, where the prose pastes it
 
 # %% [markdown]
 # ```{glue:} comparison_table
@@ -620,8 +629,7 @@ keep("gensim_rare_nn", float(freq_table.loc["gensim", "rarer half"]))
 keep("gensim_common_nn", float(freq_table.loc["gensim", "commoner half"]))
 keep("time_rare_nn", float(freq_table.loc["ours time-aware", "rarer half"]))
 keep("time_common_nn", float(freq_table.loc["ours time-aware", "commoner half"]))
-keep_table("freq_table", freq_table)
-display(freq_table.round(3))
+keep_table("freq_table", freq_table)  # shown once, where the prose pastes it
 
 # %% [markdown]
 # ```{glue:} freq_table

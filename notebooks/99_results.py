@@ -44,7 +44,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ehrseq.book import VERDICTS, claims_folder, keep, read_claims
+from ehrseq.book import NBSP, VERDICTS, claims_folder, interval, keep, read_claims
 from ehrseq.config import current_profile
 from ehrseq.plotting import apply_style
 
@@ -84,9 +84,9 @@ table = pd.DataFrame(
         "chapter": claims["chapter"].str.slice(0, 2),
         "claim": claims["claim"],
         "difference [95 % CI]": [
-            # non-breaking spaces: the estimate and its interval never wrap apart
-            f"{d:+.4f}\u00a0[{lo:+.4f},\u00a0{hi:+.4f}]"
-            + ("" if pd.isna(m) else f" (margin\u00a0±{m:g})")
+            # book.interval (no "-0.0000"), the estimate held to its interval too
+            interval(d, lo, hi, "+.4f").replace(" [", f"{NBSP}[")
+            + ("" if pd.isna(m) else f" (margin{NBSP}±{m:g})")
             for d, lo, hi, m in zip(
                 claims["difference"],
                 claims["lower"],
