@@ -547,9 +547,11 @@ gain_text = [shown_interval(r.gain, r.lo, r.hi, "+.1%") for r in gains.itertuple
 table["MiME gain"] = [t.replace("%", "\u00a0%") for t in gain_text]
 table["verdict"] = gains["verdict"].to_numpy()
 keep_table("curve_table", table)
-auroc_table = curve.pivot(index="size", columns="model", values="AUROC")[list(MODELS)]
-auroc_table.index.name = "patients"
-auroc_table.columns.name = None
+auroc_table = pd.DataFrame(index=pd.Index(sizes, name="patients"))
+for name in MODELS:
+    part = curve[curve["model"] == name].set_index("size")
+    cols = ["AUROC", "AUROC lo", "AUROC hi"]
+    auroc_table[name] = [shown_interval(*part.loc[n, cols]) for n in sizes]
 keep_table("auroc_table", auroc_table)
 display(table)
 
@@ -560,7 +562,7 @@ display(table)
 # ```{glue:} curve_table
 # ```
 #
-# AUROC, means over seeds:
+# AUROC, likewise:
 #
 # ```{glue:} auroc_table
 # ```
