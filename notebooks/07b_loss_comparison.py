@@ -536,6 +536,11 @@ for short, (other, c_claim, ibs_claim) in CLAIMS.items():
     keep(f"ibs_{short}_minus_nll", -float(nll_vs["difference"]))
     keep(f"ibs_{short}_minus_nll_lower", -float(nll_vs["upper"]))
     keep(f"ibs_{short}_minus_nll_upper", -float(nll_vs["lower"]))
+    # as text for the prose: an IBS difference of -0.00004 reads 0.0000, not -0.0000
+    ends = (("difference", "difference", ""), ("lower", "upper", "_lower"))
+    for c_end, nll_end, key in (*ends, ("upper", "lower", "_upper")):
+        keep(f"diff_{short}_c{key}_text", number(c_row[c_end], "+.4f"))
+        keep(f"ibs_{short}_minus_nll{key}_text", number(-nll_vs[nll_end], "+.4f"))
 
 # the hybrid's Harrell C against the likelihood's, by the verdict of the claim
 RANKS = {
@@ -567,16 +572,17 @@ keep("trade_text", trade)
 # {glue:}`ch07_paired`
 #
 # The hybrid at $\lambda$ = {glue:text}`claim_weight:g` minus the likelihood: Harrell's C
-# differs by {glue:text}`diff_hybrid_c:+.4f` (95% interval
-# {glue:text}`diff_hybrid_c_lower:+.4f` to {glue:text}`diff_hybrid_c_upper:+.4f`), so the
-# claim that the hybrid ranks better is {glue:text}`verdict_hybrid_c`. On the integrated
-# Brier score, also the hybrid minus the likelihood as in the table, the difference is
-# {glue:text}`ibs_hybrid_minus_nll:+.4f` ({glue:text}`ibs_hybrid_minus_nll_lower:+.4f`
-# to {glue:text}`ibs_hybrid_minus_nll_upper:+.4f`; lower is better, so a positive
+# differs by {glue:text}`diff_hybrid_c_text` (95% interval
+# {glue:text}`diff_hybrid_c_lower_text` to {glue:text}`diff_hybrid_c_upper_text`), so
+# the claim that the hybrid ranks better is {glue:text}`verdict_hybrid_c`. On the
+# integrated Brier score, also the hybrid minus the likelihood as in the table, the
+# difference is {glue:text}`ibs_hybrid_minus_nll_text`
+# ({glue:text}`ibs_hybrid_minus_nll_lower_text` to
+# {glue:text}`ibs_hybrid_minus_nll_upper_text`; lower is better, so a positive
 # difference means the hybrid scores worse), and the claim that the ranking term costs a
 # proper score is {glue:text}`verdict_hybrid_ibs`. The ranking loss alone minus the
-# likelihood: Harrell's C {glue:text}`diff_rank_c:+.4f` ({glue:text}`verdict_rank_c`),
-# the Brier score {glue:text}`ibs_rank_minus_nll:+.4f` ({glue:text}`verdict_rank_ibs`).
+# likelihood: Harrell's C {glue:text}`diff_rank_c_text` ({glue:text}`verdict_rank_c`),
+# the Brier score {glue:text}`ibs_rank_minus_nll_text` ({glue:text}`verdict_rank_ibs`).
 # A trade, in DeepHit's sense, needs both halves reproduced; {glue:text}`trade_text`.
 # {glue:text}`seed_caveat` All four verdicts go to the book's results page.
 #
@@ -596,8 +602,8 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   losses ({glue:text}`seed_means`) ran from {glue:text}`c_min:.3f` to
 #   {glue:text}`c_max:.3f`. Tested pair by pair against the likelihood, the hybrid at
 #   $\lambda$ = {glue:text}`claim_weight:g` ranking better is {glue:text}`verdict_hybrid_c`
-#   (C {glue:text}`diff_hybrid_c:+.4f`), and its costing a proper score is
-#   {glue:text}`verdict_hybrid_ibs` (IBS {glue:text}`ibs_hybrid_minus_nll:+.4f`).
+#   (C {glue:text}`diff_hybrid_c_text`), and its costing a proper score is
+#   {glue:text}`verdict_hybrid_ibs` (IBS {glue:text}`ibs_hybrid_minus_nll_text`).
 #   {glue:text}`seed_caveat` The likelihood predicts {glue:text}`nll_ratio:.2f` times the
 #   observed risk on average, the ranking loss alone {glue:text}`rank_ratio:.2f` times. The
 #   oracle (C {glue:text}`oracle_c:.3f`, IBS {glue:text}`oracle_ibs:.4f`) is the ceiling for

@@ -61,7 +61,7 @@ from lifelines import KaplanMeierFitter
 
 import ehrseq
 from ehrseq.baselines import horizon_labels
-from ehrseq.book import keep, keep_table, record_comparisons
+from ehrseq.book import keep, keep_table, record_comparisons, show
 from ehrseq.cli import build_parser
 from ehrseq.cli.cohort import CliError, CohortSpec, build_cohort
 from ehrseq.cli.inputs import descendants_of, read_input
@@ -427,10 +427,10 @@ with measure("cpu") as pre_cost:
 keep("pretrain_seconds", pre_cost.seconds)
 
 
-def losses(history: pd.DataFrame) -> pd.DataFrame:
+def losses(history: pd.DataFrame) -> object:
     """Epoch, training and validation loss of a history (the full one is too wide)."""
     columns = [c for c in ("epoch", "train_loss", "val_loss") if c in history.columns]
-    return history[columns].round(4)
+    return show(history[columns], "{:.4f}")  # the epoch column, no 0..n index
 
 
 losses(pre_history)
@@ -518,7 +518,8 @@ metrics, compared, calibration = evaluate_models(
 )
 results = metrics.set_index("model")
 ranking = ["Harrell C", "AUROC", "IBS", "calibration error"]
-display(format_table(results, ranking)[ranking])
+# the calibration error, then the debiased one with its interval (format_table adds it)
+display(format_table(results, ranking)[[*ranking, "debiased RMS calibration error"]])
 
 # %%
 # glues verdict_<key>, diff_<key> (Harrell C) and verdict_<key>_auroc, ..._ibs
