@@ -616,7 +616,10 @@ def test_lenient_repairs_reach_the_events(tmp_path, tables):
     data = load_omop(write_cdm(tmp_path / "cdm", tables), actions={"dangling_visit": "repair"})
     ev = data.events
     cond = ev[ev["domain"] == "condition"]
-    assert (cond["concept_id"] == 0).sum() == 1
+    # the empty concept id is repaired to 0, and then its source concept (45) stands in
+    assert (cond["concept_id"] == 0).sum() == 0
+    assert (cond["concept_id"] == 45).sum() == 1
+    assert data.report.count(CO, "source_concept", "repaired") == 1
     assert cond["visit_occurrence_id"].isna().sum() == 3  # one recorded none, 77 and v12
     assert pd.Timestamp("2011-02-03 04:05:06") in set(cond["time"])
     assert ev.loc[ev["domain"] == "measurement", "value_as_number"].isna().sum() == 1

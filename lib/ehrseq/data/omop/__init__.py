@@ -71,6 +71,12 @@ rule                    action       what it checks
 ``overlapping_period``  keep*        an observation period overlaps an earlier one of
                                      the same person
 ``concept_zero``        keep*        ``*_concept_id = 0``: "no matching concept"
+``source_concept``      repair*      the concept id is 0 and the source concept id is
+                                     not: the source concept is the event's concept
+``foreign_code``        repair*      both concept ids are 0 and the source value is
+                                     not blank: kept as a foreign code (a stand-in
+                                     concept id < 0 and the events' ``code`` column,
+                                     as :func:`~ehrseq.data.meds.read_meds` does)
 ``unknown_concept``     keep*        a non-zero concept id missing from CONCEPT
 ``dangling_visit``      keep*        ``visit_occurrence_id`` not in visit_occurrence
                                      (``repair`` sets it to NA)
@@ -82,7 +88,9 @@ rule                    action       what it checks
                                      the table's own id
 ======================= ============ =================================================
 
-``*``: configurable through ``actions={"after_death": "drop", ...}``.
+``*``: configurable through ``actions={"after_death": "drop", ...}``
+(``source_concept`` and ``foreign_code``: ``"keep"`` leaves the concept id 0; strict
+mode's ``allow=["concept_zero"]`` tolerates them too).
 
 Example::
 

@@ -30,6 +30,7 @@ from ehrseq.data.omop.rules import OmopValidationError
 from ehrseq.data.omop.sql import _P, _as_int, _blank, _lit, _q
 
 __all__ = [
+    "CDM_TABLES",
     "CSV_NULLS",
     "DEATH_CONCEPT_ID",
     "DUCKDB_SUFFIXES",
@@ -57,6 +58,55 @@ def _table_name(path: Path) -> str | None:
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
+
+
+CDM_TABLES = (
+    # clinical data
+    "person", "observation_period", "visit_occurrence", "visit_detail",
+    "condition_occurrence", "drug_exposure", "procedure_occurrence", "device_exposure",
+    "measurement", "observation", "death", "note", "note_nlp", "specimen",
+    "fact_relationship", "episode", "episode_event",
+    # health system, economics, derived
+    "location", "location_history", "care_site", "provider", "payer_plan_period",
+    "cost",
+    "drug_era", "dose_era", "condition_era", "cohort", "cohort_definition",
+    "cohort_attribute", "attribute_definition",
+    # metadata and vocabulary
+    "cdm_source", "metadata", "concept", "vocabulary", "domain", "concept_class",
+    "concept_relationship", "relationship", "concept_synonym", "concept_ancestor",
+    "source_to_concept_map", "drug_strength",
+)  # fmt: skip
+"""The table names of the OMOP CDM 5.3 and 5.4 that a file name is matched against."""
+
+# a file name's parts around a CDM table name: an ETL prefix ("cdm_", "omop.", "2b_"),
+# a shard number or version ("_000", "-part-1", "-v5")
+_AFFIX = r"[_.\- ]"
+_SUFFIX = re.compile(rf"{_AFFIX}(?:part{_AFFIX}?|v)?\d+")
+
+
+def _cdm_table(stem: str) -> tuple[str, str]:
+    """The CDM table a file or folder name names (lower case, suffix removed), and the
+    ETL prefix and suffix around it (``""``: none). ``cdm_person`` -> person,
+    ``person_000`` -> person, ``omop.condition_occurrence`` -> condition_occurrence;
+    the longest table name wins (``cdm_concept_class`` is concept_class). A name that
+    holds no CDM table name is its own table."""
+    name = stem.strip().lower()
+    if name in CDM_TABLES:
+        return name, ""
+    best = ""
+    for table in CDM_TABLES:
+        start = name.find(table)
+        while start >= 0 and len(table) > len(best):
+            before, after = name[:start], name[start + len(table) :]
+            if (not before or re.fullmatch(rf".*{_AFFIX}", before)) and (
+                not after or _SUFFIX.fullmatch(after)
+            ):
+                best = table
+                break
+            start = name.find(table, start + 1)
+    if not best:
+        return name, ""
+    return best, name
 
 
 def _kind(path: Path) -> str:
@@ -632,11 +682,20 @@ class Cdm:
             return
         has_edges = self.has("concept_relationship")
         self._ancestor_from_is_a(has_edges, max_depth)
-        n_edges = self.count("concept_relationship") if has_edges else 0
-        self.ancestor_source = "concept_relationship 'Is a' closure" if n_edges else "none"
-        if not n_edges:
+        n_is_a = self.con.execute(f"SELECT count(*) FROM {_P}ancestor").fetchall()[0][0]
+        closure = "concept_relationship 'Is a' closure"
+        self.ancestor_source = closure if n_is_a else "none"
+        if not has_edges or not self.count("concept_relationship"):
             warnings.warn(
                 f"{self.source}: empty concept_ancestor and no 'Is a' edges: no hierarchy",
+                stacklevel=3,
+            )
+        elif not n_is_a:  # e.g. only 'Maps to' rows: expansion would find nothing
+            warnings.warn(
+                f"{self.source}: concept_ancestor is empty or absent and "
+                f"concept_relationship has {self.count('concept_relationship'):,} rows "
+                f"but no 'Is a' rows (valid, between two concepts): the hierarchy is "
+                f"empty, so descendants and ancestors find nothing",
                 stacklevel=3,
             )
 
@@ -778,10 +837,14 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
 
     A folder holds one file per table, named by the table (``PERSON.csv``, ``person.parquet``,
     ``measurement.csv.gz``; case-insensitive), or one sub-folder per table holding parquet or
-    CSV shards. CSV is read as text (types are checked by the validator, not guessed by the
-    reader) with ``""``, ``NA`` and ``NULL`` as missing, in a dialect verified on every line of
-    the file. Column names are normalised to lower case. A DuckDB file (``.duckdb``, ``.ddb``,
-    ``.db``) is attached read-only. DuckDB never reaches the network (see :func:`connect`).
+    CSV shards. A name with an ETL prefix or a shard or version suffix is recognised
+    (``cdm_person.csv``, ``2b_concept.csv``, ``omop.measurement.parquet``,
+    ``person_000.parquet``: see :data:`CDM_TABLES`) and said in a note; numbered shards
+    of one name are read together. CSV is read as text (types are checked by the
+    validator, not guessed by the reader) with ``""``, ``NA`` and ``NULL`` as missing,
+    in a dialect verified on every line of the file. Column names are normalised to lower
+    case. A DuckDB file (``.duckdb``, ``.ddb``, ``.db``) is attached read-only. DuckDB
+    never reaches the network (see :func:`connect`).
 
     What opening finds wrong with a table is kept in :attr:`Cdm.issues` and handled by the
     loader's rules (strict: raise; lenient: counted): a sub-folder mixing parquet and CSV
@@ -798,8 +861,9 @@ def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if it holds no table files, two files claim the same table, the database
-            file is no DuckDB database (a SQLite file, a truncated file) or has no CDM schema.
+        ValueError: if it holds no table files, two files claim the same table (both
+            named), the database file is no DuckDB database (a SQLite file, a truncated
+            file) or has no CDM schema.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -829,21 +893,23 @@ def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, _So
     Raises:
         ValueError: if two entries claim the same table.
     """
-    sources: dict[str, _Source] = {}
+    claims: dict[str, list[tuple[Path, list[Path], str, str]]] = {}
     for entry in sorted(path.iterdir()):
         if entry.is_dir():
             files = [p for p in sorted(entry.iterdir()) if _table_name(p) is not None]
             if not files:
                 continue
-            table, origin = entry.name.lower(), f"{entry}/ ({len(files)} files)"
+            table, named = _cdm_table(entry.name)
+            origin = f"{entry}/ ({len(files)} files)"
         else:
-            table, files, origin = _table_name(entry), [entry], str(entry)
-            if table is None:
+            stem = _table_name(entry)
+            if stem is None:
                 continue
-        if table in sources:
-            raise ValueError(
-                f"two sources for table {table!r}: {sources[table].origin} and {origin}"
-            )
+            (table, named), files, origin = _cdm_table(stem), [entry], str(entry)
+        claims.setdefault(table, []).append((entry, files, origin, named))
+    sources: dict[str, _Source] = {}
+    for table, claimed in claims.items():
+        files, origin, note = _one_claim(path, table, claimed)
         rejects = f"{_P}rejects_{len(sources)}"
         parquet = [p for p in files if _kind(p) == "parquet"]
         text = [p for p in files if _kind(p) == "csv"]
@@ -853,8 +919,37 @@ def _folder_sources(con: duckdb.DuckDBPyConnection, path: Path) -> dict[str, _So
             source = _parquet_source(parquet, origin)
         else:
             source = _csv_source(con, text, origin, rejects)
+        if note:
+            source.notes.insert(0, note)
         sources[table] = source
     return sources
+
+
+def _one_claim(
+    root: Path, table: str, claimed: list[tuple[Path, list[Path], str, str]]
+) -> tuple[list[Path], str, str]:
+    """The files, origin and note of a table named by one or more folder entries: one
+    entry, or numbered shards of one name (``person_000.parquet``, ``person_001...``).
+
+    Raises:
+        ValueError: naming both entries when two claim the table otherwise
+            (``person.csv`` and ``cdm_person.csv``).
+    """
+    entry, files, origin, named = claimed[0]
+    if len(claimed) == 1:
+        note = f"{entry}: read as table {table!r} (an ETL-named file)" if named else ""
+        return files, origin, note
+    end = re.compile(_SUFFIX.pattern + "$")
+    bases = {end.sub("", n) for *_, n in claimed}
+    shards = all(not e.is_dir() and end.search(n) for e, _, _, n in claimed)
+    if shards and len(bases) == 1:
+        files = [e for e, *_ in claimed]
+        origin = f"{root}/ {[f.name for f in files]} ({len(files)} files)"
+        return files, origin, f"{origin}: read as the shards of table {table!r}"
+    raise ValueError(
+        f"two sources for table {table!r}: {claimed[0][2]} and {claimed[1][2]}; keep "
+        f"one (or rename the other so that it names no CDM table)"
+    )
 
 
 def _mixed_source(
@@ -1044,6 +1139,8 @@ class EventSpec:
         date, datetime: the event's date and datetime columns.
         value, unit: ``value_as_number`` and ``unit_concept_id`` where the table has them.
         visit: the visit id column (``None``: death).
+        source_value: the source value column (the code as the source wrote it),
+            the last fallback of a row whose concept ids are both 0.
     """
 
     table: str
@@ -1056,6 +1153,7 @@ class EventSpec:
     value: str | None = None
     unit: str | None = None
     visit: str | None = "visit_occurrence_id"
+    source_value: str | None = None
 
 
 EVENT_SPECS: dict[str, EventSpec] = {
@@ -1067,6 +1165,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "visit_source_concept_id",
         "visit_start_date",
         "visit_start_datetime",
+        source_value="visit_source_value",
     ),
     "condition": EventSpec(
         "condition_occurrence",
@@ -1076,6 +1175,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "condition_source_concept_id",
         "condition_start_date",
         "condition_start_datetime",
+        source_value="condition_source_value",
     ),
     "procedure": EventSpec(
         "procedure_occurrence",
@@ -1085,6 +1185,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "procedure_source_concept_id",
         "procedure_date",
         "procedure_datetime",
+        source_value="procedure_source_value",
     ),
     "drug": EventSpec(
         "drug_exposure",
@@ -1094,6 +1195,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "drug_source_concept_id",
         "drug_exposure_start_date",
         "drug_exposure_start_datetime",
+        source_value="drug_source_value",
     ),
     "measurement": EventSpec(
         "measurement",
@@ -1105,6 +1207,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "measurement_datetime",
         "value_as_number",
         "unit_concept_id",
+        source_value="measurement_source_value",
     ),
     "observation": EventSpec(
         "observation",
@@ -1116,6 +1219,7 @@ EVENT_SPECS: dict[str, EventSpec] = {
         "observation_datetime",
         "value_as_number",
         "unit_concept_id",
+        source_value="observation_source_value",
     ),
     "death": EventSpec(
         "death", "death", None, None, None, "death_date", "death_datetime", visit=None

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from ehrseq.data.events import DOMAINS, EVENT_COLUMNS, check_events
+from ehrseq.data.meds import foreign_concept_ids
 from ehrseq.data.omop.cdm import (
     DEATH_CONCEPT_ID,
     EVENT_SPECS,
@@ -46,6 +48,7 @@ from ehrseq.data.omop.sql import (
     _as_int,
     _blank,
     _in_range,
+    _lit,
     _q,
     _zoned,
 )
@@ -57,7 +60,22 @@ _DOMAIN_RANK = {d: i for i, d in enumerate(EVENT_SPECS)}  # tie order at equal t
 # death and visits are staged first (other tables check against them)
 _STAGE_ORDER = ["death", "visit"] + [d for d in EVENT_SPECS if d not in ("death", "visit")]
 _REFERENCE_TABLES = ("concepts", "persons", "ops", "deaths", "visits")  # _ehrseq_<name>
+# tables a load reads (the rest are listed as present but not read)
+_READ_TABLES = {
+    "concept",
+    "person",
+    "observation_period",
+    "concept_relationship",
+    "concept_ancestor",
+    "cdm_source",
+    *(spec.table for spec in EVENT_SPECS.values()),
+}
 _RAW, _RN = f"{_P}raw", f"{_P}rn"  # a table as read once, and its repeated rows' ranks
+# concept 0: the source concept stands in (rule source_concept), else the source value
+_SOURCE = "coalesce(_concept_id, 0) = 0 AND coalesce(_source_id, 0) <> 0"
+_FOREIGN = " AND ".join(
+    ["coalesce(_concept_id, 0) = 0", "coalesce(_source_id, 0) = 0", "_code IS NOT NULL"]
+)
 
 
 @dataclass
@@ -119,6 +137,8 @@ class _Loader:
             raise ValueError(f"mode must be 'strict' or 'lenient', got {mode!r}")
         self.cdm, self.con, self.mode = cdm, cdm.con, mode
         self.allow = resolve_allow(allow)
+        if "concept_zero" in self.allow:  # its fallbacks only fill in what 0 lacks
+            self.allow |= {"source_concept", "foreign_code"}
         self.actions = resolve_actions(actions)
         self.explicit_domains = domains is not None
         self.domains = list(DOMAINS if domains is None else domains)
@@ -556,6 +576,15 @@ class _Loader:
             checks.append(
                 Check("concept_zero", spec.concept, a["concept_zero"], "_concept_id = 0", c)
             )
+            if _has(types, spec.source):
+                shown = c + (spec.source,)
+                rule = "source_concept"
+                checks.append(Check(rule, spec.concept, a[rule], _SOURCE, shown))
+            if _has(types, spec.source_value):
+                extra = (spec.source, spec.source_value)
+                shown = c + tuple(x for x in extra if _has(types, x))
+                rule = "foreign_code"
+                checks.append(Check(rule, spec.concept, a[rule], _FOREIGN, shown))
             if self.has_concepts:
                 cond = "_concept_id <> 0 AND NOT _concept_known"
                 checks.append(Check("unknown_concept", spec.concept, a["unknown_concept"], cond, c))
@@ -609,8 +638,14 @@ class _Loader:
             visit = (
                 "CASE WHEN _visit_id IS NOT NULL AND NOT _visit_known THEN NULL ELSE _visit_id END"
             )
+        concept, code = "coalesce(_concept_id, 0)", "NULL::VARCHAR"
+        if spec.concept and self.actions["source_concept"] == "repair":
+            concept = f"CASE WHEN {_SOURCE} THEN _source_id ELSE {concept} END"
+        if spec.concept and self.actions["foreign_code"] == "repair":
+            prefix = _lit(spec.domain.upper() + "//")  # its stand-in id comes in pandas
+            code = f"CASE WHEN {_FOREIGN} THEN {prefix} || _code END"
         return f"""SELECT _person_id AS person_id, _time AS time,
-                   coalesce(_concept_id, 0) AS concept_id,
+                   {concept} AS concept_id, {code} AS code,
                    coalesce(_source_id, 0) AS source_concept_id,
                    '{spec.domain}' AS domain, _value AS value_as_number,
                    coalesce(_unit, 0) AS unit_concept_id, {visit} AS visit_occurrence_id,
@@ -639,6 +674,8 @@ class _Loader:
             raise OmopValidationError(
                 "", "", "missing_table", f"no usable event table for domains {self.domains}"
             )
+        self._note_unread_tables()
+        self._note_empty_hierarchy()
         self.report.seconds["validate"] = _time.perf_counter() - t0
         if not build:
             return self.report
@@ -648,6 +685,48 @@ class _Loader:
         op = self._observation_period_frame()
         self.report.seconds["events"] = _time.perf_counter() - t1
         return OmopData(events, person, op, self.report, self.cdm)
+
+    def _note_unread_tables(self) -> None:
+        """List the tables present that no stage reads (note, specimen, device_exposure,
+        era tables, ...), with their rows, in :attr:`LoadReport.unread_tables` and a
+        note. The vocabulary tables the concept helpers use (concept_relationship,
+        concept_ancestor) and cdm_source (the version) count as read."""
+        unread = {}
+        for table in self.cdm.tables:
+            if table in _READ_TABLES or table in self.cdm.empty:
+                continue
+            try:
+                unread[table] = self.cdm.count(table)
+            except (duckdb.Error, OmopValidationError):
+                unread[table] = -1  # unreadable
+        self.report.unread_tables = unread
+        if unread:
+            rows = [f"{t} ({n:,} rows)" for t, n in unread.items()]
+            rows = [r.replace("(-1 rows)", "(unreadable)") for r in rows]
+            self.report.notes.append(f"tables present but not read: {', '.join(rows)}")
+
+    def _note_empty_hierarchy(self) -> None:
+        """A note when the hierarchy the concept helpers build would be empty: no
+        concept_ancestor rows and a concept_relationship without valid 'Is a' rows."""
+        cdm, first = self.cdm, "SELECT 1 FROM {} LIMIT 1"
+        if not cdm.has("concept_relationship"):
+            return
+        is_a = "concept_relationship WHERE relationship_id = 'Is a'"
+        try:
+            if cdm.has("concept_ancestor"):
+                if self.con.execute(first.format("concept_ancestor")).fetchall():
+                    return
+            if "relationship_id" not in cdm.columns("concept_relationship"):
+                return
+            found = self.con.execute(first.format(is_a)).fetchall()
+        except (duckdb.Error, OmopValidationError):
+            return
+        if not found:
+            self.report.notes.append(
+                "concept_relationship: no 'Is a' rows and no concept_ancestor rows: "
+                "the concept hierarchy is empty (descendants and ancestors find "
+                "nothing)"
+            )
 
     def _stage_domain(self, domain: str) -> None:
         """Stage one domain's table when it is wanted (death and visits always are, for the
@@ -708,17 +787,36 @@ class _Loader:
         )
         events = self.con.execute(
             f"""SELECT person_id, time, concept_id, source_concept_id, domain, value_as_number,
-                       unit_concept_id, visit_occurrence_id
+                       unit_concept_id, visit_occurrence_id, code
                 FROM ({union})
-                ORDER BY person_id, time, _rank, concept_id, source_concept_id, _row"""
+                ORDER BY person_id, time, _rank, concept_id, code, source_concept_id,
+                         _row"""
         ).df()
-        events = _to_contract(events)
+        events = _with_foreign_codes(events)
+        if "code" in events:
+            self._note_identifier_codes(events)
         counts = events["domain"].value_counts()
         for domain, n in self.kept.items():
             if int(counts.get(domain, 0)) != n:
                 raise AssertionError(f"{domain}: {counts.get(domain, 0)} events, {n} rows kept")
         check_events(events)
         return events
+
+    def _note_identifier_codes(self, events: pd.DataFrame) -> None:
+        """A note per domain whose foreign codes are nearly all distinct (SynPUF writes
+        a claim id as ``visit_source_value``): identifiers, not codes, each a token."""
+        codes = events.loc[events["code"].notna(), ["domain", "code"]]
+        for domain, got in codes.groupby("domain")["code"]:
+            n, distinct = len(got), got.nunique()
+            if n >= 100 and distinct > 0.5 * n:
+                table = EVENT_SPECS[str(domain)].table
+                self.report.notes.append(
+                    f"{table}: {n:,} rows kept their source value as a foreign code, "
+                    f"{distinct:,} distinct: these look like identifiers, not codes "
+                    f"(each becomes its own token); actions={{'foreign_code': 'keep'}} "
+                    f"leaves "
+                    f"their concept id 0"
+                )
 
     def _person_frame(self) -> pd.DataFrame:
         """The kept persons, sorted by ``person_id``."""
@@ -944,6 +1042,11 @@ def _event_columns(spec: EventSpec, types: dict[str, str]) -> list[str]:
     parts.append("CASE WHEN isfinite(_value_any) THEN _value_any END AS _value")
     parts += parsed(spec.unit, _as_int, "NULL::BIGINT", "unit")
     parts += parsed(spec.visit, _as_int, "NULL::BIGINT", "visit_id")
+    if _has(types, spec.source_value):  # the code as written, NULL when blank
+        text = f"trim(CAST({_q(spec.source_value)} AS VARCHAR))"
+        parts.append(f"NULLIF({text}, '') AS _code")
+    else:
+        parts.append("NULL::VARCHAR AS _code")
     return parts
 
 
@@ -965,6 +1068,7 @@ def _event_select(spec: EventSpec, types: dict[str, str], links: _Links, src: st
             spec.value,
             spec.unit,
             spec.visit,
+            spec.source_value,
         )
         if _has(types, c)
     ]
@@ -1082,6 +1186,24 @@ def _to_contract(events: pd.DataFrame) -> pd.DataFrame:
     )
     events["time"] = events["time"].astype("datetime64[ns]")
     return events[list(EVENT_COLUMNS)].reset_index(drop=True)
+
+
+def _with_foreign_codes(events: pd.DataFrame) -> pd.DataFrame:
+    """The event table in the contract's dtypes; when a row kept its source value as a
+    foreign code (rule foreign_code), that row gets the code's stand-in concept id
+    (:func:`ehrseq.data.meds.foreign_concept_ids`, < 0, stable across exports) and the
+    table keeps a ``code`` column (the string, None elsewhere), as
+    :func:`~ehrseq.data.meds.read_meds` does."""
+    code = events.pop("code")
+    events = _to_contract(events)
+    given = code.notna().to_numpy()
+    if given.any():
+        codes = code[given].astype(str)
+        unique = codes.unique()
+        ids = dict(zip(unique, foreign_concept_ids(unique).tolist()))
+        events.loc[given, "concept_id"] = codes.map(ids).to_numpy(np.int64)
+        events["code"] = code.where(given, None).astype(object).to_numpy()
+    return events
 
 
 def _as_cdm(source: str | Path | Cdm) -> Cdm:

@@ -134,6 +134,20 @@ RULES: dict[str, Rule] = {
             ("keep", "drop"),
         ),
         Rule("concept_zero", "concept_id is 0 (no matching concept)", "keep", ("keep", "drop")),
+        Rule(
+            "source_concept",
+            "concept_id is 0 and the source concept id is not (which stands in)",
+            "repair",
+            ("repair", "keep"),
+        ),
+        Rule(
+            "foreign_code",
+            "concept_id and the source concept id are 0 and the source value is "
+            "not blank (kept as a foreign code: its own stand-in concept id < 0, "
+            "the code column)",
+            "repair",
+            ("repair", "keep"),
+        ),
         Rule("unknown_concept", "concept_id is not in the CONCEPT table", "keep", ("keep", "drop")),
         Rule(
             "dangling_visit",
@@ -265,12 +279,16 @@ class LoadReport:
         cdm_version: e.g. ``"5.4"``, from ``cdm_source`` or guessed from the columns.
         notes: checks that could not run and tables that were skipped, in words.
         seconds: wall-clock time per stage (``validate``, ``events``).
+        unread_tables: tables present in the export that the loader does not read
+            (note, specimen, era tables, ...) -> their rows (-1: unreadable), also in
+            ``notes``.
     """
 
     source: str = ""
     mode: str = "lenient"
     cdm_version: str | None = None
     notes: list[str] = field(default_factory=list)
+    unread_tables: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     _records: list[tuple[str, str, str, str, int]] = field(default_factory=list, repr=False)
     _totals: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
