@@ -41,9 +41,14 @@
 # (`shared_task_config`).
 
 # %%
+import json
 import math
+import pickle
+import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,10 +68,13 @@ from ehrseq.data.visit_objects import (
     LINK_COLUMN,
     ObjectLimits,
     ObjectVocab,
+    UnsafePickleError,
     before_prediction_time,
     link_agreement,
+    mime_seqs_to_objects,
     pad_visit_graphs,
     pad_visit_objects,
+    read_mime_seqs,
     take_graph_persons,
     take_persons,
     visit_objects,
@@ -247,6 +255,34 @@ display(shown.round(3))
 # procedures join every object). For drugs, co-occurrence is exact where a visit has a
 # single diagnosis, and {glue:text}`share_single_dx:.1%` of objects sit in such visits.
 #
+# ### Reading the original MiME format
+# MiME's code reads its input as pickled nested lists, `patients -> visits -> [dx, [rx...],
+# [pr...]]`. Unpickling a file runs whatever code the file names, so `read_mime_seqs` reads
+# JSON, or a pickle through an unpickler that resolves no Python global at all. The objects
+# of three patients go out in the original layout, as JSON and as a plain pickle, and come
+# back the same; a pickle that names any global (here only the built-in `print`, but it
+# could as well be `os.system`) is refused before anything runs.
+
+# %%
+folder = tempfile.TemporaryDirectory()
+root = Path(folder.name)
+three = vo_true.person_ids()[:3]
+seqs = vo_true.subset(three).nested()  # patients -> visits -> objects
+(root / "three.json").write_text(json.dumps(seqs))
+(root / "three.seqs").write_bytes(pickle.dumps(seqs))
+for name in ("three.json", "three.seqs"):
+    back = mime_seqs_to_objects(read_mime_seqs(root / name))
+    assert back.nested() == seqs  # same diagnoses, drugs and procedures, same order
+(root / "evil.seqs").write_bytes(pickle.dumps([seqs, print]))
+try:
+    read_mime_seqs(root / "evil.seqs")
+    raise AssertionError("a pickle naming a global was read")
+except UnsafePickleError as err:
+    print(textwrap.fill(str(err), 86))
+folder.cleanup()
+print("first object of the first patient:", seqs[0][0][0])
+
+# %% [markdown]
 # ### The task: heart failure within the horizon
 # The label is the shared task's outcome as a binary one (`horizon_labels`): 1 for heart
 # failure within the horizon, 0 for a patient followed to its end without it; a patient
