@@ -389,7 +389,9 @@ scores = pd.DataFrame(rows).set_index("model")
 shown = format_table(scores, metrics)  # "estimate [lower, upper]", one string per cell
 # two narrow tables rather than one wide
 keep_table("ch06_ranking", shown[["Harrell C", "Uno C", "AUROC"]])
-keep_table("ch06_curves", shown[["IBS", "calibration error", "seeds"]])
+# the plug-in calibration error (estimate only), then the debiased one with its interval
+debiased = "debiased RMS calibration error"
+keep_table("ch06_curves", shown[["IBS", "calibration error", debiased, "seeds"]])
 outside = int((scores["calibration error"] < scores["calibration error lower"]).sum())
 outside_text = f"in {outside} of the {len(scores)} rows" if outside else "in no row"
 keep("cal_outside_text", outside_text)
@@ -406,10 +408,13 @@ keep("cal_outside_text", outside_text)
 #
 # {glue:}`ch06_curves`
 #
-# A bootstrap interval of the calibration error can lie above the estimate itself (here
-# {glue:text}`cal_outside_text`): resampling the test patients with replacement adds noise to
-# every decile's observed incidence, and an absolute gap only grows with noise, so the
-# resampled errors run high.
+# The calibration error is shown without an interval: its bootstrap interval can lie
+# above the estimate itself (here {glue:text}`cal_outside_text`): resampling the test
+# patients with replacement adds noise to every decile's observed incidence, and an
+# absolute gap only grows with noise, so the resampled errors run high. The debiased RMS
+# calibration error beside it takes each decile's sampling variance out of its squared
+# gap (Kumar et al.'s estimator, about 0 for a calibrated model) and comes with an
+# interval that contains it.
 #
 # How much of the gap to the oracle is noise of the test set? The paired bootstrap of the
 # *difference* answers it: both are scored on the same resamples of test patients, so what

@@ -81,7 +81,7 @@ print("chapters without claims yet:", missing or "none")
 # four columns, so a claim and its interval each stay on one line beside the text column
 table = pd.DataFrame(
     {
-        "chapter": claims["chapter"].str.slice(0, 2),
+        "chapter": claims["chapter"].str.split("_").str[0],
         "claim": claims["claim"],
         "difference [95 % CI]": [
             # book.interval (no "-0.0000"), the estimate held to its interval too
