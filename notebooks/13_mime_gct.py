@@ -1017,6 +1017,8 @@ display(speed_table.round(2))
 # - Co-occurrence, all plain OMOP allows, recovers {glue:text}`all_recall:.1%` of the
 #   true links, but only {glue:text}`all_precision:.1%` of its links are true, and
 #   {glue:text}`share_differ_drug:.1%` of objects get a wrong drug set.
+# - The original MiME input (nested lists) reads back unchanged from JSON or a data-only
+#   pickle; a pickle that names a Python global is refused before it runs.
 # - Learning curve over {glue:text}`n_sizes_phrase` and {glue:text}`n_seeds_phrase`:
 #   {glue:text}`winners_sentence` The paper's claim that the gain is largest at the
 #   smallest size: **{glue:text}`verdict_gain_largest_at_smallest`**; the auxiliary losses
