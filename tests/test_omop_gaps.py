@@ -226,3 +226,29 @@ def test_shared_synpuf_concept_zero_falls_back():
     n = r.count("visit_occurrence", "foreign_code", "repaired")
     assert n >= 1600 and (ev["concept_id"] < 0).sum() == n
     assert any("look like identifiers" in note for note in r.notes)
+
+
+def test_omop_foreign_codes_round_trip_through_meds(tmp_path, tables):
+    """A foreign code from OMOP keeps its code, stand-in id and domain through MEDS."""
+    from ehrseq.data.meds import read_meds, write_meds
+
+    _zero_concepts(tables)
+    add_row(
+        tables,
+        "drug_exposure",
+        drug_exposure_id=250,
+        drug_concept_id=0,
+        drug_source_concept_id=0,
+        drug_source_value="ATC:M01AH01",
+    )
+    tables["drug_exposure"]["drug_source_value"] = tables["drug_exposure"][
+        "drug_source_value"
+    ].astype(object)
+    data = load_omop(write_cdm(tmp_path / "cdm", tables))
+    write_meds(data.events, data.person, tmp_path / "meds")
+    events, *_ = read_meds(tmp_path / "meds")
+    cols = ["code", "concept_id", "domain"]
+    want = data.events.loc[data.events["code"].notna(), cols]
+    got = events.loc[events["concept_id"] < 0, cols]
+    assert sorted(map(tuple, got.values)) == sorted(map(tuple, want.values))
+    assert set(want["domain"]) == {"condition", "drug"}

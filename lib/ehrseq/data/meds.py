@@ -36,7 +36,9 @@ Codes written by other tools (MEDS-extract, MEDS-transforms, meds_etl, ...)
     ``measurement:-{id}`` for ``LAB//50912//mg/dL``; two codes that hash alike are an error,
     never a merge. The domain comes from the code's first segment
     (:data:`FOREIGN_CODE_DOMAINS`: ``LAB`` -> measurement, so its values get deciles,
-    ``DIAGNOSIS`` -> condition, ``MEDICATION`` -> drug, ``PROCEDURE`` -> procedure), else
+    ``DIAGNOSIS`` -> condition, ``MEDICATION`` -> drug, ``PROCEDURE`` -> procedure, and
+    each domain's own name in upper case, ``CONDITION`` -> condition, as the OMOP reader
+    writes the source values it keeps: ``CONDITION//I10``), else
     ``observation`` (whose values are kept in ``value_as_number`` but not binned by the
     vocabulary). ``text_value`` is kept in a ``text_value`` column.
 
@@ -99,6 +101,8 @@ FOREIGN_CODE_DOMAINS: Mapping[str, str] = {
     "DIAGNOSIS": "condition",
     "MEDICATION": "drug",
     "PROCEDURE": "procedure",
+    # the foreign codes the OMOP reader keeps from source values ("CONDITION//I10")
+    **{d.upper(): d for d in DOMAINS if d != "death"},
 }
 _EXT_INT_COLUMNS = ("concept_id", "source_concept_id", "unit_concept_id", "visit_occurrence_id")
 _GENDER = "GENDER/"
