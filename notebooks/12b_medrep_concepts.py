@@ -93,9 +93,9 @@ from ehrseq.medrep import (
 from ehrseq.medrep.export import load_index_matrix, save_index_matrix
 from ehrseq.medrep.frozen import (
     FrozenCodeEmbedding,
-    frozen_behrt,
     swap_code_table,
     token_table,
+    with_frozen_codes,
 )
 from ehrseq.medrep.sites import (
     difference_of_gains,
@@ -670,7 +670,8 @@ def learned() -> SurvivalModel:
 
 
 def frozen() -> SurvivalModel:
-    return SurvivalModel(frozen_behrt(behrt_config(), table_a), head())
+    encoder = with_frozen_codes(BehrtEncoder(behrt_config()), table_a)
+    return SurvivalModel(encoder, head())
 
 
 batch = task.dataset("train").batch(np.arange(4))

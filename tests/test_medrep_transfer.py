@@ -10,7 +10,12 @@ from ehrseq.data.task import TaskConfig
 from ehrseq.data.vocab import UNK_ID, Vocab
 from ehrseq.embeddings import CodeEmbedding
 from ehrseq.medrep.descriptions import decile_concept_id
-from ehrseq.medrep.frozen import FrozenCodeEmbedding, frozen_behrt, swap_code_table, token_table
+from ehrseq.medrep.frozen import (
+    FrozenCodeEmbedding,
+    swap_code_table,
+    token_table,
+    with_frozen_codes,
+)
 from ehrseq.medrep.sites import (
     as_recorded,
     difference_of_gains,
@@ -23,7 +28,7 @@ from ehrseq.medrep.sites import (
     vocab_concepts,
 )
 from ehrseq.medrep.spread import embedding_spread
-from ehrseq.models.behrt import BehrtConfig
+from ehrseq.models.behrt import BehrtConfig, BehrtEncoder
 
 
 def _vocab() -> Vocab:
@@ -66,18 +71,20 @@ def test_frozen_embedding_is_a_buffer_and_swaps():
         module(torch.tensor([[12]]))
 
 
-def test_frozen_behrt_trains_only_projection_and_swap_finds_it():
+def test_frozen_codes_in_behrt_train_only_projection_and_swap_finds_them():
     vocab = _vocab()
     table = np.random.default_rng(0).normal(size=(len(vocab), 8)).astype(np.float32)
     cfg = BehrtConfig.from_vocab(vocab, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=8)
-    enc = frozen_behrt(cfg, table)
+    enc = with_frozen_codes(BehrtEncoder(cfg), table)
     names = {n for n, _ in enc.named_parameters()}
     assert "embeddings.code.proj.weight" in names
     assert not any(n.startswith("embeddings.code.table") for n in names)  # a buffer
     swap_code_table(enc, np.vstack([table, table[-1:]]))
     assert enc.embeddings.code.table.shape[0] == len(vocab) + 1
     with pytest.raises(ValueError, match="vocab_size"):
-        frozen_behrt(cfg, table[:-1])
+        with_frozen_codes(BehrtEncoder(cfg), table[:-1])
+    with pytest.raises(ValueError, match="no embeddings.code"):
+        with_frozen_codes(torch.nn.Linear(2, 2), table)
     with pytest.raises(ValueError, match="0 frozen"):
         swap_code_table(torch.nn.Linear(2, 2), table)
 

@@ -9,8 +9,8 @@ frozen ``(V, k)`` table is read through a trainable projection to ``d_model``:
     e(s) = u_s \\quad (s \\text{ a special token: [PAD], [UNK], [MASK], [CLS], [SEP]}),
 
 with :math:`t_c` the frozen row, :math:`W \\in \\mathbb{R}^{d \\times k}` and the
-:math:`u_s` learned. :func:`frozen_behrt` builds a BEHRT encoder
-(:class:`ehrseq.models.behrt.BehrtEncoder`) whose code embedding is this module;
+:math:`u_s` learned. :func:`with_frozen_codes` puts this module in place of a BEHRT encoder's code embedding
+(:class:`ehrseq.models.behrt.BehrtEncoder`, whose layer this package does not import);
 :func:`swap_code_table` puts a larger table (the external site's extended vocabulary) in
 place without touching a parameter.
 """
@@ -25,7 +25,7 @@ from ehrseq.data.vocab import SPECIAL_TOKENS, Vocab
 from ehrseq.embeddings import CodeEmbedding
 from ehrseq.medrep.descriptions import decile_concept_id
 
-__all__ = ["token_table", "FrozenCodeEmbedding", "frozen_behrt", "swap_code_table"]
+__all__ = ["token_table", "FrozenCodeEmbedding", "with_frozen_codes", "swap_code_table"]
 
 
 def token_table(vocab: Vocab, vectors: CodeEmbedding) -> tuple[np.ndarray, dict[str, int]]:
@@ -129,17 +129,27 @@ class FrozenCodeEmbedding(nn.Module):
         return torch.where(special[..., None], s, x)  # (B, L, d)
 
 
-def frozen_behrt(config, table: np.ndarray | torch.Tensor) -> nn.Module:
-    """A :class:`~ehrseq.models.behrt.BehrtEncoder` reading codes through
-    :class:`FrozenCodeEmbedding` (``config.vocab_size`` must equal the table's rows)."""
-    from ehrseq.models.behrt import BehrtEncoder
+def with_frozen_codes(encoder: nn.Module, table: np.ndarray | torch.Tensor) -> nn.Module:
+    """Put :class:`FrozenCodeEmbedding` in place of a BEHRT-style encoder's code embedding.
 
-    if config.vocab_size != len(table):
+    The encoder must hold its token embedding at ``encoder.embeddings.code`` (as
+    :class:`~ehrseq.models.behrt.BehrtEncoder` does), an ``nn.Embedding`` with one row per
+    row of ``table``; it is replaced (its width ``d_model`` and ``init_std`` kept), and the
+    encoder is returned: ``with_frozen_codes(BehrtEncoder(cfg), table)``.
+
+    Raises:
+        ValueError: if the encoder has no such embedding, or its rows differ from the table's.
+    """
+    code = getattr(getattr(encoder, "embeddings", None), "code", None)
+    if not isinstance(code, nn.Embedding):
+        raise ValueError("with_frozen_codes: the encoder has no embeddings.code nn.Embedding")
+    if code.num_embeddings != len(table):
         raise ValueError(
-            f"frozen_behrt: vocab_size {config.vocab_size} but the table has {len(table)} rows"
+            f"with_frozen_codes: vocab_size {code.num_embeddings} but the table has "
+            f"{len(table)} rows"
         )
-    encoder = BehrtEncoder(config)
-    encoder.embeddings.code = FrozenCodeEmbedding(table, config.d_model, init_std=config.init_std)
+    init_std = getattr(getattr(encoder, "cfg", None), "init_std", 0.02)
+    encoder.embeddings.code = FrozenCodeEmbedding(table, code.embedding_dim, init_std=init_std)
     return encoder
 
 

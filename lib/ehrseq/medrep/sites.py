@@ -98,14 +98,21 @@ def two_site_data(
     Returns:
         ``(site_a, site_b)``.
     """
-    from ehrseq.artifacts import artifact_root, config_key
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from ehrseq import __version__
+    from ehrseq.config import artifact_root
 
     if not cache:
         a, b = generate_two_sites(config, n_patients_b)
         return tuple(SiteData(c.config.site, c, *_read_back(c)) for c in (a, b))
     from filelock import FileLock
 
-    folder = artifact_root() / f"medrep-two-sites-{config_key(config, n_patients_b)}"
+    blob = json.dumps([__version__, asdict(config), n_patients_b], sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    folder = artifact_root() / f"medrep-two-sites-{key}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         done = [(folder / s / "cohort" / "cohort.json").is_file() for s in "AB"]
