@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from ehrseq.book import (
-    _plain,
     format_floats,
     keep,
     keep_table,
@@ -15,6 +14,7 @@ from ehrseq.book import (
     record_claim,
     start_claims,
 )
+from ehrseq.numbers import plain as _plain
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ LAYERS = {
     "runtime": 0,
     "config": -1,  # the lowest: the profile and the environment, read by everything
     "checks": 0,
+    "numbers": 0,  # how a number or an interval is written: no ehrseq import
     "ehrseq": 1,  # the package root: the version and the runtime helpers it re-exports
     "data": 2,
     "survival": 3,

@@ -30,6 +30,13 @@ import pandas as pd
 
 from ehrseq.artifacts import artifact_root
 from ehrseq.config import current_profile
+from ehrseq.numbers import (
+    NBSP,
+    interval,
+    number,
+    plain,
+    unsigned_zero,  # format_floats writes table cells the same way
+)
 
 __all__ = [
     "VERDICTS",
@@ -53,14 +60,6 @@ __all__ = [
 VERDICTS = ("reproduced", "refuted", "not resolved")
 
 
-def _plain(value: Any) -> Any:
-    if hasattr(value, "detach"):  # a one-element tensor
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(()).item()
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def keep(name: str, value: Any) -> None:
     """Glue ``value`` under ``name`` for the prose (not displayed here).
 
@@ -69,7 +68,7 @@ def keep(name: str, value: Any) -> None:
     """
     from myst_nb import glue
 
-    glue(name, _plain(value), display=False)
+    glue(name, plain(value), display=False)
 
 
 def plural(n: float, noun: str, fmt: str = "g", plural_form: str | None = None) -> str:
@@ -120,61 +119,6 @@ def show(table: pd.DataFrame, floatfmt: str | None = None) -> Any:
     return _for_glue(shown, "t" + hashlib.sha1(key.encode()).hexdigest()[:8])
 
 
-#: A non-breaking space: inside an interval it keeps "[0.590, 0.633]" on one line.
-NBSP = "\u00a0"
-
-_SIGNED = re.compile(r"^(\s*)[-+\u2212](.*)$")
-_ZERO = re.compile(r"[0.,]*0[0.,]*(?:%|[eE][-+]?\d+)?")
-
-
-def _unsigned_zero(text: str) -> str:
-    """``text`` without its sign where its number reads zero ("-0.000" -> "0.000")."""
-    m = _SIGNED.match(text)
-    return m.group(1) + m.group(2) if m and _ZERO.fullmatch(m.group(2)) else text
-
-
-def number(value: float, spec: str = ".3f") -> str:
-    """``format(value, spec)``, except that a value that rounds to zero has no sign.
-
-    ``format(-0.00004, "+.4f")`` reads ``"-0.0000"``: a negative zero, which says
-    nothing a reader can use. Here it is ``"0.0000"`` (and ``"+0.0000"`` is ``"0.0000"``
-    too).
-
-    Args:
-        value: a number.
-        spec: a format spec, as after the colon in ``f"{value:+.4f}"``.
-    """
-    return _unsigned_zero(format(_plain(value), spec))
-
-
-def interval(
-    estimate: float,
-    lower: float,
-    upper: float,
-    spec: str = ".3f",
-    *,
-    same: str = "no spread",
-) -> str:
-    """A value and its interval in one table cell: ``"0.612 [0.590, 0.633]"``.
-
-    The space inside the brackets is non-breaking, so an interval never wraps inside its
-    cell (a narrow column may move the whole interval below the value). Where the two
-    ends read the same there is no interval to show: the cell reads ``"0.500 (no
-    spread)"``, with ``same`` in the brackets (e.g. ``"constant risk"`` for a C-index of
-    a model that gives every patient the same risk). No part reads as a negative zero
-    (:func:`number`).
-
-    Args:
-        estimate, lower, upper: the value and the ends of its interval.
-        spec: the format spec of all three, e.g. ``".3f"`` or ``"+.4f"``.
-        same: what the cell says instead of an interval whose ends read the same.
-    """
-    est, lo, hi = (number(v, spec) for v in (estimate, lower, upper))
-    if lo == hi:
-        return f"{est} ({same})"
-    return f"{est} [{lo},{NBSP}{hi}]"
-
-
 def format_floats(table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame:
     """A copy of ``table`` with every float column as text (NaN: blank).
 
@@ -191,7 +135,7 @@ def format_floats(table: pd.DataFrame, floatfmt: str = "{:.3f}") -> pd.DataFrame
         whole = whole and (values == values.round()).all()
         fmt = "{:,.0f}" if whole else floatfmt
         shown[col] = shown[col].map(
-            lambda v, fmt=fmt: "" if pd.isna(v) else _unsigned_zero(fmt.format(v))
+            lambda v, fmt=fmt: "" if pd.isna(v) else unsigned_zero(fmt.format(v))
         )
     return shown
 

@@ -443,7 +443,7 @@ def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         table: rows from :meth:`SurvivalProtocol.evaluate`, indexed by model.
         metrics: the metrics to show, in order; IBS gets four decimals, the others three.
     """
-    from ehrseq.book import interval, number
+    from ehrseq.numbers import interval, number
 
     out = pd.DataFrame(index=table.index)
     debiased = "debiased RMS calibration error"
