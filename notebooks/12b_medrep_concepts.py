@@ -138,6 +138,7 @@ class Config:
     lwf_weight: float = 100.0  # weight of the LwF KL term in "GRACE + LwF"
     lwf_sweep: tuple[float, ...] = (0.0, 1.0, 10.0, 100.0, 1000.0)  # first seed only
     tau_sweep: tuple[float, ...] = (0.2, 1.0)  # first seed, lwf_weight fixed
+    hub_sweep: tuple[int, ...] = (9, 4)  # hub thresholds below the default (first seed)
     # the survival model: BEHRT at d_model, trained at site A over these seeds
     seeds: tuple[int, ...] = (0, 1)
     d_model: int = 32
@@ -164,6 +165,7 @@ cfg = for_profile(
             "grace_epochs": 4,
             "lwf_sweep": (0.0, 1.0, 100.0),
             "tau_sweep": (),
+            "hub_sweep": (),
             "seeds": (0,),
             "epochs": 2,
             "n_boot": 50,
@@ -450,7 +452,7 @@ def score(emb: CodeEmbedding, seed: int) -> dict[str, float]:
     return {**scores, **embedding_spread(real)}
 
 
-def grace_run(seed: int, lwf_weight: float, tau: float = cfg.tau):
+def grace_run(seed: int, lwf_weight: float, tau: float = cfg.tau, on=graph):
     grace_cfg = GraceConfig(
         tau=tau,
         lwf_weight=lwf_weight,
@@ -459,7 +461,7 @@ def grace_run(seed: int, lwf_weight: float, tau: float = cfg.tau):
         batch_size=cfg.grace_batch,
         seed=seed,
     )
-    return train_grace(graph, text, grace_cfg)
+    return train_grace(on, text, grace_cfg)
 
 
 VARIANTS = ("text only", "GRACE", "GRACE + LwF")
@@ -580,33 +582,41 @@ shown.round(3)
 # ({glue:text}`grace_seconds:.1f` s per run).
 #
 # ### How strong should the pull be?
-# A sweep of $\lambda$ (and of $\tau$ at $\lambda$ = {glue:text}`lwf_weight:g`), first
-# seed only: a description, not a comparison.
+# A sweep of $\lambda$ (and, at $\lambda$ = {glue:text}`lwf_weight:g`, of $\tau$ and of
+# the hub threshold), first seed only: a description, not a comparison.
 
 # %%
 SWEPT = ("nn_accuracy", "relatedness_power", "effective_rank", "mean_cosine")
-sweep_rows = []
+sweep_rows = []  # (lambda, tau, hub threshold, GRACE result)
 seed0 = cfg.grace_seeds[0]
 for weight in cfg.lwf_sweep:
     known = {0.0: "GRACE", cfg.lwf_weight: "GRACE + LwF"}.get(weight)
     result = results[known, seed0] if known else grace_run(seed0, weight)
-    sweep_rows.append({"lambda": weight, "tau": cfg.tau, "result": result})
+    sweep_rows.append((weight, cfg.tau, graph.max_degree, result))
 for tau in cfg.tau_sweep:
     result = grace_run(seed0, cfg.lwf_weight, tau)
-    sweep_rows.append({"lambda": cfg.lwf_weight, "tau": tau, "result": result})
+    sweep_rows.append((cfg.lwf_weight, tau, graph.max_degree, result))
+hub_cut = {}
+for threshold in cfg.hub_sweep:
+    cut = build_concept_graph(descriptions, tables.relationship, max_degree=threshold)
+    hub_cut[threshold] = cut.n_hubs
+    result = grace_run(seed0, cfg.lwf_weight, on=cut)
+    sweep_rows.append((cfg.lwf_weight, cfg.tau, threshold, result))
 sweep = pd.DataFrame(
     [
         {
-            "lambda": r["lambda"],
-            "tau": r["tau"],
-            **pd.Series(score(r["result"].embedding, seed0))[list(SWEPT)],
-            "cosine_to_text": float(r["result"].history["cosine_to_text"].iloc[-1]),
+            "lambda": weight,
+            "tau": tau,
+            "hubs over": over,
+            **pd.Series(score(result.embedding, seed0))[list(SWEPT)],
+            "cosine_to_text": float(result.history["cosine_to_text"].iloc[-1]),
         }
-        for r in sweep_rows
+        for weight, tau, over, result in sweep_rows
     ]
 )
 keep_table("sweep_table", sweep, floatfmt="{:.3g}")
-lam = sweep.loc[sweep["tau"] == cfg.tau].sort_values("lambda")
+default = (sweep["tau"] == cfg.tau) & (sweep["hubs over"] == graph.max_degree)
+lam = sweep.loc[default].sort_values("lambda")
 assert 1.0 in cfg.lwf_sweep  # the paper's unit weight is always swept
 keep("sweep_rank_min", float(lam["effective_rank"].min()))
 keep("sweep_rank_max", float(lam["effective_rank"].max()))
@@ -615,6 +625,10 @@ keep("sweep_cos_top", float(top["cosine_to_text"]))
 keep("sweep_lambda_max", float(top["lambda"]))
 keep("sweep_cos_unit", float(lam.loc[lam["lambda"] == 1.0, "cosine_to_text"].iloc[0]))
 keep("sweep_phrase", ", ".join(f"{w:g}" for w in cfg.lwf_sweep))
+keep("degree_max", int(graph.degree().max()))
+hub_text = "; ".join(f"over {t}: {plural(n, 'hub')}" for t, n in hub_cut.items())
+skipped = "This profile sweeps no lower threshold."
+keep("hub_text", f"Lower thresholds cut hubs ({hub_text})." if hub_cut else skipped)
 sweep.round(3)
 
 # %% mystnb={"figure": {"name": "fig-lwf-sweep", "caption": "GRACE on the concept graph against the weight of the LwF term (first seed; symmetric log scale, 0 at the left). Left: effective rank of the vectors (dimensions used); right: mean cosine of each vector to its text vector. Dashed: the text vectors themselves."}}
@@ -639,7 +653,9 @@ plt.show()
 # its text; at the largest weight, {glue:text}`sweep_lambda_max:g`, it keeps
 # {glue:text}`sweep_cos_top:.2f`. The weight trades what the graph adds for what the
 # text knew, and with vectors of another scale than MedRep's, its unit weight is not the
-# same choice.
+# same choice. No node of this small graph has more than {glue:text}`degree_max` edges
+# (a measured concept and its deciles), so MedRep's hub threshold of
+# {glue:text}`max_degree` cuts nothing here. {glue:text}`hub_text`
 #
 # ```{glue:} sweep_table
 # ```
