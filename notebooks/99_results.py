@@ -68,6 +68,7 @@ EXPECTED = {
     "09_architecture_decisions",
     "10_hierarchical_behrt",
     "12_code_embeddings",
+    "12b_medrep_concepts",
     "13_mime_gct",
 }
 missing = sorted(EXPECTED - set(claims["chapter"]))
