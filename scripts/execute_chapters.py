@@ -4,10 +4,12 @@ Jupyter Book 1 executes one notebook after another, so on a 2-core machine one c
 through most of the build. This script runs before ``jupyter-book build`` (scripts/book.sh):
 it reads every chapter listed in ``_toc.yml`` exactly as the book does (``jupytext.reads`` of
 the py:percent source), skips those already in the cache, executes the others in
-``--jobs`` parallel kernels (``--threads`` CPU threads each), slowest first by their last
-recorded time (book order on a fresh clone), a chapter that loads another's artefacts
-after it (``runs_after`` in its header, see :func:`runs_after`), and pages that read what
-the chapters wrote (``99_*``) last, after them;
+``--jobs`` parallel kernels (``--threads`` CPU threads each), longest chain first (see
+:func:`schedule`: a chapter's time plus that of the chapters that wait for it, by their last
+recorded time, or on a fresh clone by ``scripts/chapter_seconds.json``, the times of a
+measured cold build), a chapter that loads another's artefacts after it (``runs_after`` in
+its header, see :func:`runs_after`), and pages that read what the chapters wrote
+(``99_*``) last, after them;
 and stores each executed notebook in ``_build/.jupyter_cache`` under the
 same hash the book computes. The book build then finds every chapter cached and only
 renders. A chapter that fails is reported with its traceback and the script exits 1; the
@@ -28,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "_build" / ".jupyter_cache"
 FINAL_PREFIX = "99_"  # pages that read what the chapters wrote: executed after them
+#: Seconds per chapter of a measured cold ``book`` build: the order on a fresh clone.
+SECONDS = Path(__file__).with_name("chapter_seconds.json")
 
 
 def chapters() -> list[Path]:
@@ -152,7 +156,7 @@ def main() -> int:
             print(f"[execute] cached  {path.name}")
         except KeyError:
             todo.append(path)
-    todo.sort(key=lambda p: -last_time.get(str(p), 0.0))  # slowest first
+    todo = schedule(todo, last_time)
     if not todo:
         return 0
     print(f"[execute] {len(todo)} chapters, {args.jobs} at a time, {args.threads} thread(s) each")
@@ -165,6 +169,34 @@ def main() -> int:
             _run(batch, args, cache, failed)
     print(f"[execute] done in {time.perf_counter() - start:.0f} s; failed: {failed or 'none'}")
     return 1 if failed else 0
+
+
+def schedule(paths: list[Path], last_time: dict[str, float]) -> list[Path]:
+    """``paths`` in the order to start them: the longest chain of work first.
+
+    A chapter's priority is its own time plus the longest chain of chapters that wait for
+    it (``runs_after``): with two kernels, starting 05b (which 05c, 05d, 08 and 08b wait for)
+    before a longer chapter that nothing waits for keeps both cores busy to the end. Times
+    are the cache's last recorded ones, else those of ``scripts/chapter_seconds.json``; a
+    chapter in neither counts as a minute. Ties keep book order.
+    """
+    import json
+
+    recorded = json.loads(SECONDS.read_text())["seconds"] if SECONDS.exists() else {}
+    seconds = {p.stem: last_time.get(str(p)) or float(recorded.get(p.stem, 60.0)) for p in paths}
+    waiting: dict[str, list[str]] = {p.stem: [] for p in paths}
+    for p in paths:
+        for before in runs_after(p):
+            if before in waiting:
+                waiting[before].append(p.stem)
+    chain: dict[str, float] = {}
+
+    def longest(stem: str) -> float:
+        if stem not in chain:
+            chain[stem] = seconds[stem] + max((longest(w) for w in waiting[stem]), default=0.0)
+        return chain[stem]
+
+    return sorted(paths, key=lambda p: -longest(p.stem))
 
 
 def strip_timing(nb) -> None:

@@ -118,3 +118,18 @@ def test_a_stored_chapter_matches_its_source_in_the_cache(tmp_path):
         CacheBundleIn(executed, "01.py"), check_validity=False, overwrite=True
     )
     cache.match_cache_notebook(source)  # raises KeyError when the hashes differ
+
+
+def test_schedule_starts_the_longest_chain_first():
+    mod = _module()
+    paths = mod.chapters()
+    order = [p.stem for p in mod.schedule(paths, {})]
+    assert sorted(order) == sorted(p.stem for p in paths)
+    for p in paths:  # a chapter starts after every chapter it waits for
+        for before in mod.runs_after(p):
+            assert order.index(before) < order.index(p.stem), (before, p.stem)
+    # 05b is shorter than 04b alone, but four chapters wait for it: it starts first
+    assert order.index("05b_pretraining_schedules") < order.index("04b_embedding_ablation")
+    # a recorded time overrides the file's
+    first = paths[0]
+    assert mod.schedule(paths, {str(first): 1e6})[0] == first
