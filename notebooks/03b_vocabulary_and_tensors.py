@@ -549,10 +549,11 @@ with torch.no_grad():
         alone = torch.cat([represent(train_enc.pad([i])) for i in idx])
         if outcome_text == "fails" and name.startswith("no masks"):  # what it found
             changed = ~torch.isclose(together, alone, rtol=1e-5, atol=1e-5)
+            print(f"{name}: check_padding_invariance fails:")
             print(
-                f"{name}: check_padding_invariance fails: {int(changed.sum())} of"
-                f" {changed.numel()} output values change with padding, by up to"
-                f" {float((together - alone).abs().max()):.2g} (tolerance 1e-05)"
+                f"  {int(changed.sum())} of {changed.numel()} output values change"
+                f" with padding, by up to {float((together - alone).abs().max()):.2g}"
+                " (tolerance 1e-05)"
             )
         results.append(
             {
