@@ -211,20 +211,23 @@ n_trained = len(RUNS) - sum(loaded.values())
 if n_trained == 0:
     build_text = f"loading all {len(RUNS)} runs from disk, with no pretraining"
 elif n_trained == len(RUNS):
-    build_text = f"of which pretraining all {len(RUNS)} runs took {build_minutes:.1f}"
+    took = f"{build_minutes:.1f} minutes"
+    build_text = f"of which pretraining all {len(RUNS)} runs took {took}"
 else:
     runs = plural(n_trained, "run")
-    build_text = f"of which pretraining the {runs} not on disk took {build_minutes:.1f}"
+    took = f"{build_minutes:.1f} minutes"
+    build_text = f"of which pretraining the {runs} not on disk took {took}"
 keep("build_text", build_text)
 keep("train_minutes", sum(float(h["time_s"].sum()) for h in histories.values()) / 60)
-pd.DataFrame({"loaded from disk": loaded, "seconds": seconds}).rename_axis("schedule")
+rounded = {run: round(s, 1) for run, s in seconds.items()}  # no 6-digit noise
+pd.DataFrame({"loaded from disk": loaded, "seconds": rounded}).rename_axis("schedule")
 
 # %% [markdown]
 # ### Learning curves
 # `fit` records the training and validation losses of every epoch. The validation losses use
 # the same masks every epoch, so their curves are comparable across epochs.
 
-# %% mystnb={"figure": {"name": "fig-learning-curves", "caption": "Validation losses per epoch of each schedule. Left: masked-code cross-entropy (nats per masked code). Right: next-visit binary cross-entropy, averaged over the vocabulary. The sequential schedule switches objectives halfway, so each of its curves covers half of the epochs; next_visit_copy is next_visit with the copy head."}}
+# %% mystnb={"figure": {"name": "fig-learning-curves", "caption": "Validation losses per epoch of each schedule. Left: masked-code cross-entropy (nats per masked code). Right: next-visit binary cross-entropy, averaged over the vocabulary. The sequential schedule switches objectives after the first half of the epochs (rounded down), so each of its curves covers only the epochs of its own phase; next_visit_copy is next_visit with the copy head."}}
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
 for i, schedule in enumerate(RUNS):
     h = histories[schedule]
@@ -386,7 +389,9 @@ keep("n_test_patients", test_pairs.index.get_level_values("person_id").nunique()
 keep("n_test_masked", len(test_ranks))
 keep_table(  # shown once, where the prose pastes it
     "results_table",
-    test_scores.rename_axis("test patients").reset_index(),
+    test_scores.rename_axis("test patients")
+    .rename(columns=lambda c: c.replace("-", "\u2011"))  # no break at "top-"
+    .reset_index(),
     floatfmt="{:.1%}",
 )
 
