@@ -395,6 +395,15 @@ if wrong:
             else ", and not every interval reaches 0."
         )
     )
+# a sign that agrees proves little when the interval reaches 0: say which
+reach_zero = (ci["lower"] < 0) & (ci["upper"] > 0)
+weak = [n for n in nonzero if n not in wrong and reach_zero[n]]
+if weak:
+    directions += f" For {' and '.join(effect(n) for n in weak)}, " + (
+        "the sign agrees but the interval reaches 0."
+        if len(weak) == 1
+        else "the signs agree but the intervals reach 0."
+    )
 glue("directions", directions, display=False)
 glue(
     "zero_effects",

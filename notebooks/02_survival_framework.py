@@ -706,7 +706,8 @@ keep_table("ch02_scores", scores.T.map(lambda v: v.replace(" ", "\u00a0")))
 
 # %%
 gap = protocol.difference("oracle", oracle_surv, "Cox", cox_surv, "Harrell C")
-print("\n".join(f"{k}: {v}" for k, v in gap.items()))  # one line each: the row is long
+shown_gap = {k: f"{v:.3f}" if isinstance(v, float) else v for k, v in gap.items()}
+print("\n".join(f"{k}: {v}" for k, v in shown_gap.items()))  # one line each
 short = {
     "oracle (true risk)": "oracle",
     "Cox, bag of codes": "cox",
