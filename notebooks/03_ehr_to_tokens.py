@@ -411,7 +411,9 @@ example = int(pick.index[0]) if len(pick) else int(lengths.idxmin())
 
 def token_name(f: pd.DataFrame) -> pd.Series:
     """A readable token: special tokens as is, events as 'domain: concept [value]'."""
-    name = concept_name.reindex(f["concept_id"]).fillna("").str.slice(0, 22).to_numpy()
+    names = concept_name.reindex(f["concept_id"]).fillna("")
+    # cut at a word's end, with an ellipsis, so that no word is left half-written
+    name = names.map(lambda n: textwrap.shorten(n, 24, placeholder=" …")).to_numpy()
     value = f["value_as_number"].map(lambda v: "" if np.isnan(v) else f" = {v:g}")
     value = value.to_numpy()
     dom = f["domain"].astype(str).to_numpy()
