@@ -203,7 +203,8 @@ val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in MLM_RUNS}
 val_top1 = {r: (ranks["rank"] <= 1).mean() for r, ranks in val_ranks.items()}
 mlm_best = max(val_top1, key=val_top1.get)  # the first of equals, as idxmax
 glue("mlm_best", Markdown(f"`{mlm_best}`"), display=False)  # a name, shown as code
-pd.Series(val_top1, name="masked top-1 (validation)").rename_axis("run").to_frame()
+top1_frame = pd.Series(val_top1, name="masked top-1 (validation)").to_frame()
+top1_frame.rename_axis("run").style.format("{:.1%}")  # a share, not 6 decimals
 
 # %% [markdown]
 # ## Evaluate
@@ -478,7 +479,7 @@ pd.Series(verdicts, name="verdict").rename_axis("claim").to_frame()
 # ## Summary
 # - The five models of {doc}`05b_pretraining_schedules`, loaded from its artefacts, against
 #   the rules that read what they read, on the same test pairs with paired intervals over
-#   {glue:text}`n_test_patients:,` patients: {glue:md}`nv_md`
+#   {glue:text}`n_test_patients:,` patients. {glue:md}`nv_md`
 # - {glue:md}`mask_md`
 # - {glue:md}`head_md` Every verdict is on the book's results page, {doc}`99_results`.
 # - {doc}`05c_inside_the_encoder` looks inside the code embedding of the best encoder of
