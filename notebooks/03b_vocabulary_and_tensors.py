@@ -54,7 +54,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 import ehrseq
-from ehrseq.book import keep
+from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.labels import Outcome, survival_labels
 from ehrseq.data.meds import (
@@ -251,13 +251,20 @@ n_test_events = test_report["tokens"] - test_report["special"]
 keep("unk_rate", test_report["unknown"] / n_test_events)
 keep("n_unk", test_report["unknown"])
 keep("n_unk_concepts", test_report["unknown_concepts"])
+n_unk, n_unk_concepts = test_report["unknown"], test_report["unknown_concepts"]
+unk_text = (  # "0 of the tokens (0.00%, from 0 concepts)" would read oddly
+    f"none of the {n_test_events:,} event tokens is"
+    if n_unk == 0
+    else f"{n_unk:,} of the {n_test_events:,} event tokens"
+    f" ({n_unk / n_test_events:.2%}, from {plural(n_unk_concepts, 'distinct concept')})"
+    " are"
+)
+keep("unk_text", unk_text)
 assert (test_ids_enc == UNK_ID).sum() == test_report["unknown"]
 pd.Series(test_report, name="held-out tokens").to_frame()
 
 # %% [markdown]
-# On held-out patients {glue:text}`n_unk` of the event tokens
-# ({glue:text}`unk_rate:.2%`, from {glue:text}`n_unk_concepts` distinct concepts) are
-# `[UNK]`. The threshold `min_frequency` trades vocabulary size against unknown tokens:
+# On held-out patients {glue:text}`unk_text` `[UNK]`. The threshold `min_frequency` trades vocabulary size against unknown tokens:
 
 # %%
 rows = []
