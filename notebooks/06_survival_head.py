@@ -511,7 +511,7 @@ library_changes = ehrseq.leakage.leakage_test(
 )
 pd.testing.assert_series_equal(library_changes, fresh_changes)
 print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
-fresh_changes.to_frame()
+fresh_changes.to_frame().style.format("{:.4f}")  # 4 decimals, not 6
 
 # %% [markdown]
 # With the causal mask the hazards at visits $\le t$ do not move (the changes are at the
