@@ -62,7 +62,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import display
 
 import ehrseq
 from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
@@ -260,7 +259,6 @@ shown = coverage.copy()
 shown["unseen share"] = shown["unseen share"].map("{:.1%}".format)
 shown.index.name = "domain"
 keep_table("coverage_table", shown)
-shown
 
 # %% [markdown]
 # ```{glue:} coverage_table
@@ -485,15 +483,23 @@ for seed in cfg.grace_seeds:
 runs = pd.DataFrame(rows)
 SCORES["cosine_to_text"] = "cosine to text"
 summary_runs = summarise_runs(runs, list(SCORES), level=cfg.level)
+
+
+def three(x: float) -> str:
+    """``x`` to three decimals, never ``-0.000``."""
+    return f"{round(x, 3) + 0.0:.3f}"
+
+
 summary_runs["shown"] = [
     # mean [interval]; the text vectors have no seed, so no interval
-    f"{r.mean:.3f}"
+    three(r.mean)
     if r.upper - r.lower < 1e-12
-    else f"{r.mean:.3f} [{r.lower:.3f},\u00a0{r.upper:.3f}]"
+    else f"{three(r.mean)}\u00a0[{three(r.lower)},\u00a0{three(r.upper)}]"
     for r in summary_runs.itertuples()
 ]
-ablation = summary_runs.pivot(index="method", columns="metric", values="shown")
-ablation = ablation.loc[list(VARIANTS), list(SCORES)].rename(columns=SCORES)
+# one row per score, one column per variant: three columns fit the page
+ablation = summary_runs.pivot(index="metric", columns="method", values="shown")
+ablation = ablation.loc[list(SCORES), list(VARIANTS)].rename(index=SCORES)
 ablation.index.name = None
 ablation.columns.name = None
 keep_table("ablation_table", ablation)
@@ -507,8 +513,6 @@ grace_seconds = np.mean([r.seconds for r in results.values()])
 grace_rate = np.mean([r.nodes_seen / r.seconds for r in results.values()])
 keep("grace_seconds", float(grace_seconds))
 keep("grace_rate", float(grace_rate))
-display(ablation[["NN accuracy", "relatedness power", "silhouette"]])
-display(ablation.iloc[:, 3:])  # the spread of the vectors
 
 # %% [markdown]
 # ```{glue:} ablation_table
@@ -566,7 +570,6 @@ verdict_rank = record_claim(
     source="MedRep (arXiv 2504.08329)",
 )
 print("lwf_keeps_rank:", verdict_rank)
-shown.round(3)
 
 # %% [markdown]
 # ```{glue:} ablation_pairs
@@ -614,7 +617,13 @@ sweep = pd.DataFrame(
         for weight, tau, over, result in sweep_rows
     ]
 )
-keep_table("sweep_table", sweep, floatfmt="{:.3g}")
+# readable headers, and each column at the precision it is read at
+headers = {"lambda": "λ", "tau": "τ", "hubs over": "hub threshold", **SCORES}
+shown = sweep.rename(columns=headers)
+for col in ("λ", "τ"):
+    shown[col] = shown[col].map("{:g}".format)
+shown["effective rank"] = shown["effective rank"].map("{:.1f}".format)
+keep_table("sweep_table", shown)
 default = (sweep["tau"] == cfg.tau) & (sweep["hubs over"] == graph.max_degree)
 lam = sweep.loc[default].sort_values("lambda")
 assert 1.0 in cfg.lwf_sweep  # the paper's unit weight is always swept
@@ -629,7 +638,6 @@ keep("degree_max", int(graph.degree().max()))
 hub_text = "; ".join(f"over {t}: {plural(n, 'hub')}" for t, n in hub_cut.items())
 skipped = "This profile sweeps no lower threshold."
 keep("hub_text", f"Lower thresholds cut hubs ({hub_text})." if hub_cut else skipped)
-sweep.round(3)
 
 # %% mystnb={"figure": {"name": "fig-lwf-sweep", "caption": "GRACE on the concept graph against the weight of the LwF term (first seed; symmetric log scale, 0 at the left). Left: effective rank of the vectors (dimensions used); right: mean cosine of each vector to its text vector. Dashed: the text vectors themselves."}}
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -640,9 +648,12 @@ for ax, col, label, ref in (
     ax.plot(lam["lambda"], lam[col], marker="o")
     ax.axhline(ref, ls="--", color="k", label="text only")
     ax.set_xscale("symlog", linthresh=1.0)
+    # no negative weights: the axis starts just left of 0 and ticks the swept weights
+    ax.set_xlim(-0.3, 1.6 * lam["lambda"].max())
+    ax.set_xticks(lam["lambda"], [f"{w:g}" for w in lam["lambda"]])
     ax.set_xlabel("LwF weight λ")
     ax.set_ylabel(label)
-axes[0].legend()
+axes[0].legend(loc="center left")
 fig.tight_layout()
 plt.show()
 
@@ -749,7 +760,10 @@ for name, make in (("learned", learned), ("MedRep frozen", frozen)):
     assert trained[name].learned(), name  # finite, and the training loss fell
 keep("train_s_learned", trained["learned"].cost["train s"])
 keep("train_s_frozen", trained["MedRep frozen"].cost["train s"])
-pd.DataFrame({n: r.cost for n, r in trained.items()}).T.round(2)
+costs = pd.DataFrame({n: r.cost for n, r in trained.items()}).T
+costs["parameters"] = costs["parameters"].astype(int)  # counts, not floats
+costs["epochs"] = costs["epochs"].map("{:g}".format)  # a mean over seeds
+costs.round(2)
 
 # %% [markdown]
 # ## Evaluate: internal, external, and three ways to read an unseen code
@@ -869,12 +883,11 @@ results_table = pd.DataFrame(rows).set_index(["validation", "model"])
 table_shown = format_table(results_table, METRICS)
 table_shown = table_shown.map(lambda v: v.replace(" ", "\u00a0"))  # no wrap
 table_shown = table_shown[METRICS]
-keep_table("survival_table", table_shown)
+keep_table("survival_table", table_shown)  # shown where the prose pastes it
 for (where, name), row in results_table.iterrows():
     key = f"{where}_{name}".replace(", ", "_").replace(" ", "_").replace("[UNK]", "unk")
     keep(f"c_{key}", float(row["Harrell C"]))
     keep(f"auroc_{key}", float(row["AUROC"]))
-table_shown
 
 # %% [markdown]
 # ```{glue:} survival_table
@@ -939,9 +952,9 @@ for key, (where, a, b) in PAIRS_SURV.items():
 pairs_table = pd.DataFrame(pair_rows)
 columns = ["validation", "comparison", "metric", "difference", "lower", "upper"]
 shown = pairs_table[columns]
-shown = shown.assign(verdict=pairs_table["verdict"])
+no_wrap = pairs_table["metric"].str.replace(" ", "\u00a0")  # "Harrell C" on one line
+shown = shown.assign(metric=no_wrap, verdict=pairs_table["verdict"])
 keep_table("pairs_table", shown, floatfmt="{:+.3f}")
-shown.round(3)
 
 # %% [markdown]
 # ```{glue:} pairs_table
@@ -1187,11 +1200,16 @@ else:
         + (f"at {where}" if where is not None else "(set EHRSEQ_SHARED_DATA)")
         + ", so this section did not run; with them, it reads GiBleed and SynPUF."
     )
-    pairs_real = pd.DataFrame({"": ["the shared samples were not found"]})
-keep("real_text", real_text)
+    not_run = "not run: no shared samples"
+    pairs_real = pd.DataFrame(
+        {
+            "SynPUF concept (unseen in GiBleed)": [not_run],
+            "nearest GiBleed concept by text": [not_run],
+            "cosine": [np.nan],
+        }
+    )
+keep("real_text", real_text)  # the prose pastes the text and the table
 keep_table("real_pairs", pairs_real)
-print(textwrap.fill(real_text, 86))
-pairs_real.round(3)
 
 # %% [markdown]
 # {glue:text}`real_text`

@@ -138,7 +138,9 @@ class ConceptGraph:
         }
 
     def __repr__(self) -> str:
-        return "ConceptGraph(" + ", ".join(f"{k}={v}" for k, v in self.summary().items()) + ")"
+        # one count a line, so that a printed graph fits a page's column
+        lines = "".join(f"\n    {k}={v}," for k, v in self.summary().items())
+        return f"ConceptGraph({lines}\n)"
 
 
 def build_concept_graph(
