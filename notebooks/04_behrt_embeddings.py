@@ -126,18 +126,28 @@ task.summary()
 
 # %% [markdown]
 # One patient of a training batch, token by token, in the tensor contract of the previous
-# chapter:
+# chapter ({glue:text}`shown_text`):
 
 # %%
 batch = next(iter(task.loader("train", cfg.batch_size)))
 B, L = batch["codes"].shape
-row = int(torch.argmin((batch["lengths"] - 24).abs()))  # a patient with about 24 tokens
-n_show = int(batch["lengths"][row])
+# the patient nearest 24 tokens (a bucketed batch may hold only longer ones)
+row = int(torch.argmin((batch["lengths"] - 24).abs()))
+# shown: whole visits, up to the last [SEP] among the first 24 tokens
+seps = (batch["codes"][row, :24] == vocab.stoi["[SEP]"]).nonzero().flatten()
+n_show = int(seps[-1]) + 1 if len(seps) else int(min(batch["lengths"][row], 24))
+n_patient = int(batch["lengths"][row])
+shown_text = (
+    f"all {n_patient} of their tokens"
+    if n_show == n_patient
+    else f"the first {n_show} of their {n_patient} tokens, whole visits"
+)
+keep("shown_text", shown_text)
 domain_name = dict(enumerate(("[PAD]", *DOMAINS, "special")))
 patient = pd.DataFrame(
     {
         "token": [vocab.itos[i] for i in batch["codes"][row, :n_show].tolist()],
-        "age (years)": batch["ages"][row, :n_show].numpy().round(2),
+        "age (years)": batch["ages"][row, :n_show].double().numpy().round(2),
         "visit_ids": batch["visit_ids"][row, :n_show].numpy(),
         "positions": batch["positions"][row, :n_show].numpy(),
         "time_deltas (days)": batch["time_deltas"][row, :n_show].numpy(),
@@ -198,6 +208,9 @@ for width in (1.0, 5.0):
         "patients whose history spans 2+ bins": float(spans),
     }
 age_choice = pd.DataFrame(age_rows).T.rename_axis("bin width (years)")
+counts = ["rows in the table", "rows used", "fewest tokens in a used row"]
+age_choice[counts] = age_choice[counts].astype(int)  # counts, not floats
+age_choice = age_choice.round(2)
 keep("age_span_1y", age_rows[1.0]["patients whose history spans 2+ bins"])
 keep("age_span_5y", age_rows[5.0]["patients whose history spans 2+ bins"])
 keep("age_min_tokens_1y", age_rows[1.0]["fewest tokens in a used row"])
