@@ -97,7 +97,7 @@ table = pd.DataFrame(
                 strict=True,
             )
         ],
-        "verdict": claims["verdict"],
+        "verdict": claims["verdict"].str.replace(" ", NBSP),  # on one line
     }
 ).set_index("chapter")
 counts = claims["verdict"].value_counts().reindex(list(VERDICTS), fill_value=0)
@@ -154,7 +154,8 @@ for ax, metric in zip(axes[:, 0], metrics, strict=True):
     ax.axvline(0.0, color="black", linestyle=":", linewidth=1)
     ax.set_yticks(y, [textwrap.fill(c, 45) for c in rows["claim"]], fontsize="small")
     ax.set_ylim(-0.7, max(len(rows), 1) - 0.3)
-    ax.set_xlabel(f"difference in {metric} (first model minus second)")
+    label = metric.replace("_", " ")  # "effective_rank" reads "effective rank"
+    ax.set_xlabel(f"difference in {label} (first model minus second)")
 for verdict, c in colour.items():
     axes[0, 0].plot([], [], "o", color=c, label=verdict)
 axes[0, 0].legend(loc="best", fontsize="small")
