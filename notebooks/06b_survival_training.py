@@ -282,7 +282,10 @@ for seed, trained in models.items():  # saved for chapter 6c
 histories = dict(zip(cfg.seeds, runs.histories, strict=True))
 assert runs.learned()  # every seed's training loss is finite and fell
 keep("fit_seconds", runs.cost["train s"])
-histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]].round(4)
+first = histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]]
+first.style.hide(axis="index").format(  # the learning rate in its own notation
+    {"train_loss": "{:.4f}", "val_loss": "{:.4f}", "lr": "{:.2e}", "time_s": "{:.1f}"}
+)
 
 # %% [markdown]
 # `fit`'s `val_loss` is the mean of the per-batch losses, and the length-bucketed validation
@@ -386,7 +389,8 @@ curves = {BEHRT: runs.survs, ORACLE: [oracle_surv], NULL: [null_surv]}
 metrics = ["Harrell C", "Uno C", "IBS", "AUROC", "calibration error"]
 rows = [protocol.evaluate(name, s, metrics=metrics) for name, s in curves.items()]
 scores = pd.DataFrame(rows).set_index("model")
-shown = format_table(scores, metrics)  # "estimate [lower, upper]", one string per cell
+# "estimate [lower, upper]", one string per cell; no-break spaces keep it on one line
+shown = format_table(scores, metrics).map(lambda v: v.replace(" ", "\u00a0"))
 # two narrow tables rather than one wide
 keep_table("ch06_ranking", shown[["Harrell C", "Uno C", "AUROC"]])
 # the plug-in calibration error (estimate only), then the debiased one with its interval
