@@ -1258,9 +1258,11 @@ print(f"peak resident memory {peak_mib:,.0f} MiB")
 #    (`site.events` instead of `as_recorded`). What is left of the coverage gap, and of
 #    the external gain?
 # 2. Refit the deciles at site B (`fit_deciles` on B's measurements) and encode B's
-#    values with B's cut points, as MedRep does. Which rows of the table change?
-# 3. Sweep the hub threshold of `build_concept_graph` down to 5. Which concepts lose
-#    their edges, and what happens to NN accuracy?
+#    values with B's cut points, as MedRep does. Which rows of the internal and
+#    external table change?
+# 3. The hub sweep cuts hubs only below the graph's largest degree. Which concepts lose
+#    their edges at the lowest threshold, what do they have in common, and does a
+#    frozen model built on that graph change the external gain?
 # 4. Freeze the *text* vectors instead of the GRACE ones. Does the graph matter for the
 #    external gain?
 # 5. Add a Med-BERT-like variant with a prolonged-stay pretraining head, and a
