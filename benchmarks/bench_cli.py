@@ -10,7 +10,7 @@ The cohort is the one ``tests/test_cli.py`` uses: new NSAID users, heart failure
 years, with descendants.
 
 Usage: python benchmarks/bench_cli.py [--sizes 10000 100000] [--profile smoke]
-       [--threads 1] [--keep DIR] [--limit-gib G]
+       [--threads 1] [--keep DIR] [--limit-gib G] [--memory-limit 2GB]
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument(
         "--limit-gib", type=float, default=None, help="address-space cap of each run"
     )
+    parser.add_argument(
+        "--memory-limit", default=None, help="ehrseq run --memory-limit (DuckDB's cap)"
+    )
     opts = parser.parse_args()
     root = opts.keep or Path(tempfile.mkdtemp(prefix="bench_cli_"))
     for n in opts.sizes:
@@ -125,6 +128,8 @@ def main() -> None:
         out = root / f"run_{n}"
         args = ["run", str(folder), "--cohort", str(spec), "--out", str(out)]
         args += ["--profile", opts.profile]
+        if opts.memory_limit:
+            args += ["--memory-limit", opts.memory_limit]
         cold = run_command(args, opts.threads, opts.limit_gib)
         cached = run_command(args, opts.threads, opts.limit_gib)
         metrics = out / "metrics.json"

@@ -84,6 +84,16 @@ def test_validate_prints_the_load_report(omop, capsys):
     assert "condition_occurrence" in out and "rows_kept" in out
 
 
+def test_memory_limit_caps_duckdb_or_fails_in_one_line(omop, capsys, monkeypatch):
+    # main() sets the variable for its process: monkeypatch restores it (unset) afterwards
+    monkeypatch.setenv("EHRSEQ_DUCKDB_MEMORY", "")
+    assert main(["validate", str(omop), "--memory-limit", "256MB"]) == 0
+    assert "rows_kept" in capsys.readouterr().out
+    monkeypatch.setenv("EHRSEQ_DUCKDB_MEMORY", "")
+    assert main(["validate", str(omop), "--memory-limit", "lots"]) == 1
+    assert "EHRSEQ_DUCKDB_MEMORY" in one_line_error(capsys)
+
+
 def test_validate_strict_exits_1_on_a_broken_rule(omop, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(omop, broken)

@@ -949,3 +949,23 @@ def test_ancestors_on_a_fresh_cdm_built_from_is_a(tmp_path):
     got = cdm.ancestors([child])
     assert parent in set(got["ancestor_concept_id"])
     assert child in set(cdm.descendants([parent])["descendant_concept_id"])
+
+
+def test_duckdb_memory_cap_spills_and_changes_nothing(tmp_path, tables, monkeypatch):
+    from ehrseq.data.omop.cdm import connect
+
+    con = connect(memory_limit="64MB", files=[tmp_path])
+    assert "MiB" in con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    spill = Path(con.execute("SELECT current_setting('temp_directory')").fetchone()[0])
+    assert spill.is_dir() and spill.name.startswith("ehrseq_duckdb_")
+    con.close()
+    cdm = write_cdm(tmp_path / "cdm", tables)
+    free = load_omop(cdm, mode="strict")
+    monkeypatch.setenv("EHRSEQ_DUCKDB_MEMORY", "64MB")
+    capped = load_omop(cdm, mode="strict")
+    setting = capped.cdm.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert setting != free.cdm.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    pd.testing.assert_frame_equal(capped.events, free.events)
+    monkeypatch.setenv("EHRSEQ_DUCKDB_MEMORY", "lots")
+    with pytest.raises(ValueError, match="EHRSEQ_DUCKDB_MEMORY"):
+        load_omop(cdm)

@@ -32,6 +32,7 @@ __all__ = [
     "artifact_root",
     "current_profile",
     "env",
+    "set_env",
     "progress_disabled",
     "for_profile",
     "format_config",
@@ -46,6 +47,7 @@ ENVIRONMENT: dict[str, str] = {
     "EHRSEQ_DATA_DIR": "the project's data/ folder, for an install outside a clone",
     "EHRSEQ_SLOW": "1 runs the slow tests too (tests/conftest.py)",
     "EHRSEQ_SHARED_DATA": "folder of the public OMOP samples read by tests and chapters 3 and 11 (default ../shared/data)",
+    "EHRSEQ_DUCKDB_MEMORY": "cap on DuckDB's memory when reading an export, e.g. 4GB (spills to disk beyond it)",
     "EHRSEQ_BOOK_JOBS": "chapters make book executes at once (scripts/execute_chapters.py, 2)",
     "EHRSEQ_BOOK_THREADS": "CPU threads of each of those chapters (1)",
     "EHRSEQ_TEST_WORKERS": "pytest workers of make test (scripts/test.sh, 2)",
@@ -61,6 +63,17 @@ def env(name: str) -> str | None:
     if name not in ENVIRONMENT:
         raise ValueError(f"{name} is not one of the project's variables: {sorted(ENVIRONMENT)}")
     return os.environ.get(name) or None
+
+
+def set_env(name: str, value: str) -> None:
+    """Set one of the project's environment variables for this process (and its children).
+
+    Raises:
+        ValueError: if ``name`` is not listed in :data:`ENVIRONMENT`.
+    """
+    if name not in ENVIRONMENT:
+        raise ValueError(f"{name} is not one of the project's variables: {sorted(ENVIRONMENT)}")
+    os.environ[name] = value
 
 
 def artifact_root() -> Path:

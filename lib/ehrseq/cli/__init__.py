@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 from ehrseq.cli.cohort import CliError
+from ehrseq.config import set_env
 
 __all__ = ["main", "build_parser", "CliError"]
 
@@ -62,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_path(p: argparse.ArgumentParser) -> None:
         p.add_argument("path", type=Path, help="OMOP folder, DuckDB file or MEDS folder")
+        p.add_argument(
+            "--memory-limit",
+            default=None,
+            metavar="SIZE",
+            help=(
+                "cap DuckDB's memory while reading an OMOP export, e.g. 4GB; beyond it "
+                "DuckDB spills to a temporary folder (same as EHRSEQ_DUCKDB_MEMORY)"
+            ),
+        )
 
     p = sub.add_parser(
         "validate",
@@ -189,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``ehrseq``; returns the exit code (0 ok, 1 bad input, 2 bad usage)."""
     args = build_parser().parse_args(argv)
     command = {"validate": _validate, "cohort": _cohort, "run": _run}[args.command]
+    if args.memory_limit:  # read by every DuckDB connection the library opens
+        set_env("EHRSEQ_DUCKDB_MEMORY", args.memory_limit)
     try:
         return command(args)
     except KeyboardInterrupt:

@@ -789,12 +789,15 @@ _DUCKDB_CONFIG = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
 }
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of a DuckDB database file
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def connect(
-    threads: int | None = None, files: Sequence[str | Path] | None = None
+    threads: int | None = None,
+    files: Sequence[str | Path] | None = None,
+    memory_limit: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection that never reaches the network.
 
@@ -806,10 +809,28 @@ def connect(
     ``SET`` can turn any of this back on. Times are read in UTC, so a ``TIMESTAMP WITH TIME
     ZONE`` column means the same on every machine.
 
+    DuckDB's memory may be capped (``memory_limit``, else ``EHRSEQ_DUCKDB_MEMORY``, e.g.
+    ``"4GB"``; DuckDB's own default is 80 % of the machine's memory): beyond the cap it
+    spills to a temporary folder of its own (removed when the process exits), so
+    validating an export larger than the cap still completes, more slowly. The tables the
+    loader hands to pandas are not covered by the cap.
+
     Args:
         threads: DuckDB worker threads (DuckDB's default when ``None``).
         files: the folders and files the connection may read; ``None``: any local file.
+        memory_limit: DuckDB's memory cap, a number and a unit (``"500MB"``, ``"4GiB"``).
+
+    Raises:
+        ValueError: if the memory cap is not a number and a unit.
     """
+    from ehrseq.config import env
+
+    memory = memory_limit or env("EHRSEQ_DUCKDB_MEMORY")
+    if memory is not None and not _MEMORY.match(memory):
+        raise ValueError(
+            f"DuckDB memory limit {memory!r} (memory_limit or EHRSEQ_DUCKDB_MEMORY) is "
+            "not a number and a unit such as '500MB' or '4GB'"
+        )
     con = duckdb.connect(config=dict(_DUCKDB_CONFIG))
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -817,8 +838,13 @@ def connect(
         pass  # no ICU: time zones are UTC anyway
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
+    spill = None
+    if memory is not None:
+        spill = _spill_folder()
+        con.execute(f"SET memory_limit = {_lit(memory.strip())}")
+        con.execute(f"SET temp_directory = {_lit(spill)}")
     if files is not None:
-        dirs, paths = [], []
+        dirs, paths = ([spill.rstrip("/") + "/"] if spill else []), []
         for f in files:
             for p in dict.fromkeys([Path(f).expanduser().absolute(), Path(f).resolve()]):
                 if p.is_dir():
@@ -830,6 +856,17 @@ def connect(
         con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def _spill_folder() -> str:
+    """A fresh folder for DuckDB to spill to, removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ehrseq_duckdb_")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def open_cdm(path: str | Path, *, schema: str | None = None, threads: int | None = None) -> Cdm:
