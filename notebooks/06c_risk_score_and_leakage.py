@@ -362,7 +362,7 @@ trained_changes = leakage_test(
 assert trained_changes["visit-causal"].max() < 1e-6
 assert trained_changes["bidirectional"].min() > 1e-4
 print(f"chapter ran in {(time.perf_counter() - chapter_start) / 60:.1f} min")
-trained_changes.to_frame()
+trained_changes.to_frame().style.format("{:.4f}")  # 4 decimals, not 6
 
 # %% [markdown]
 # ## Summary
