@@ -343,7 +343,8 @@ keep("ablation_minutes", ablation_seconds / 60)
 keep("train_minutes", float(runs["train_seconds"].sum()) / 60)
 keep("seconds_per_run", float(runs["train_seconds"].mean()))
 keep("n_masked", int(runs["n_masked"].iloc[0]))
-runs[["variant", "seed", "loss", "top1", "top10", "train_seconds"]].head()
+shown = runs[["variant", "seed", "loss", "top1", "top10", "train_seconds"]].head()
+shown.round({"loss": 3, "top1": 3, "top10": 3, "train_seconds": 1})  # no float noise
 
 # %% [markdown]
 # Training the {glue:text}`n_runs` encoders took {glue:text}`train_minutes:.1f` minutes
@@ -417,7 +418,11 @@ ablation = pd.DataFrame(summary_rows).set_index("variant")
 
 def show(mean: float, half: float, pct: bool) -> str:
     """``mean ± half``; no interval of zero width where the seeds merely agree."""
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
+
+    def f(v: float) -> str:
+        text = f"{100 * v:.1f}" if pct else f"{v:.3f}"
+        return "0" + text[2:] if float(text) == 0 else text  # "-0.0" reads as "0.0"
+
     if not np.isfinite(half):  # a single seed
         return f(mean)
     if half == 0:  # every seed gave the same value: no spread to show
@@ -611,8 +616,9 @@ diffs_table
 # - **Visit, position and time** all describe the order and grouping of the record: the
 #   visit index names the visit, the positions of the `[SEP]` tokens imply it, a gap of 0
 #   days means "same visit as the previous token". Removing one changes the loss by
-#   {glue:text}`d_loss_no_visit:+.3f` (visit), {glue:text}`d_loss_no_position:+.3f`
-#   (position) and {glue:text}`d_loss_no_time:+.3f` (time); removing all three, which turns
+#   {glue:text}`d_loss_no_visit:+.3f` (visit: {glue:text}`verdict_no_visit`),
+#   {glue:text}`d_loss_no_position:+.3f` (position: {glue:text}`verdict_no_position`) and
+#   {glue:text}`d_loss_no_time:+.3f` (time: {glue:text}`verdict_no_time`); removing all three, which turns
 #   the record into a bag of codes, by {glue:text}`d_loss_no_visit_position_or_time:+.3f`
 #   ({glue:text}`verdict_no_visit_position_or_time`). With records that repeat themselves,
 #   a bag of codes already holds much of what masked-code modelling can use, and in a short
