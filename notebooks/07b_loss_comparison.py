@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 import ehrseq
 from ehrseq.baselines import token_count_features
@@ -354,7 +354,11 @@ uno_shown = summary["Uno C"].map("{:.3f}".format)
 shown.insert(shown.columns.get_loc("IBS"), "Uno C", uno_shown)
 shown["mean predicted risk"] = summary["mean predicted risk"].map("{:.3f}".format)
 shown["predicted / observed"] = summary["predicted / observed"].map("{:.2f}".format)
-shown
+shown = shown.map(lambda v: v.replace(" ", "\u00a0"))  # no break inside a cell
+# two tables, the ranking and the curve: one table this wide wraps every interval
+ranking_columns = [c for c in ("Harrell C", "C sd", "Uno C") if c in shown.columns]
+display(shown[ranking_columns])
+display(shown.drop(columns=ranking_columns))
 
 # %%
 oracle = reference["oracle"]
@@ -367,7 +371,7 @@ pd.DataFrame(reference).T.map(lambda v: "" if pd.isna(v) else number(v, ".4f"))
 # the oracle as the ceiling (dashed) and, for the Brier score, the no-information life table
 # (dotted). Points are seeds, bars the bootstrap intervals of their mean.
 
-# %% mystnb={"figure": {"caption": "Test Harrell C (left) and integrated Brier score (right, lower is better) for the likelihood (NLL), the hybrid NLL + lambda * ranking, and the ranking loss alone. Dots: seeds; bars: mean with a 95% bootstrap interval over test patients. Dashed: the oracle; dotted: the life-table curve without features.", "name": "fig-loss-sweep"}}
+# %% mystnb={"figure": {"caption": "Test Harrell C (left) and integrated Brier score (right, lower is better) for the likelihood (NLL), the hybrid NLL + λ · ranking, and the ranking loss alone. Dots: seeds; bars: mean with a 95% bootstrap interval over test patients. Dashed: the oracle; dotted: the life-table curve without features.", "name": "fig-loss-sweep"}}
 labels = list(LOSSES)
 pos = np.arange(len(labels))
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -565,7 +569,7 @@ TRADE = {  # (C verdict, IBS verdict): what the two halves make together
     ("refuted", "refuted"): "the opposite of the trade",
 }
 v_c, v_ibs = verdicts["hybrid_c"], verdicts["hybrid_ibs"]
-trade = f"here the hybrid {RANKS[v_c]} and {SCORES[v_ibs]}: {TRADE[v_c, v_ibs]}"
+trade = f"here the hybrid {RANKS[v_c]}, and {SCORES[v_ibs]}: {TRADE[v_c, v_ibs]}"
 keep("trade_text", trade)
 
 # %% [markdown]
