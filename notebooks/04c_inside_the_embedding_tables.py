@@ -214,8 +214,9 @@ print("loaded from chapter 4b:" if all(loaded.values()) else "loaded:", loaded)
 # %% [markdown]
 # ## Evaluate
 # ### Why fixed sinusoids start at a disadvantage
-# Every learned table starts with entries of standard deviation 0.02 (BERT's
-# initialisation), so a row has length about $0.02\sqrt d$. A sinusoidal row has length
+# Every learned table starts with entries of standard deviation
+# $\sigma$ = {glue:text}`init_std` (BERT's initialisation, `BehrtConfig.init_std`), so a row
+# has length about $\sigma\sqrt d$. A sinusoidal row has length
 # $\sqrt{d/2}$, whatever $d$. Before the LayerNorm, the sum is therefore dominated by the
 # position; after it, a token's vector is almost only *where* it is, and the code has to grow
 # by an order of magnitude, against weight decay, before it is heard. Vaswani et al. scale
@@ -226,6 +227,7 @@ print("loaded from chapter 4b:" if all(loaded.values()) else "loaded:", loaded)
 # %%
 ehrseq.seed_everything(first_seed)  # the initial weights of the first seed's encoders
 sinusoidal_cfg = model_config(variants["sinusoidal position"])
+keep("init_std", sinusoidal_cfg.init_std)
 initial = BehrtForPretraining(BehrtEncoder(sinusoidal_cfg))
 norms = {}
 for label, model in (
@@ -321,7 +323,7 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #
 # ## Exercises
 # 1. Make the sinusoidal variant fair: after building the model, multiply its table
-#    (`model.encoder.embeddings.sinusoid`, a buffer) by $0.02\sqrt 2$ so that its rows are as
+#    (`model.encoder.embeddings.sinusoid`, a buffer) by $\sigma\sqrt 2$ so that its rows are as
 #    long as the learned ones at initialisation, and rerun the two position variants of
 #    {doc}`04b_embedding_ablation`. Which wins now? Then think about length: sinusoids
 #    extrapolate to positions never seen in training, a learned table cannot.
