@@ -1157,11 +1157,16 @@ if real:
     g_name = g_tables.concept.set_index("concept_id")["concept_name"]
     s_name = s_tables.concept.set_index("concept_id")["concept_name"]
     unit = both.unit()
+
+    def short_name(name: str) -> str:
+        """A concept name cut at a word to fit a table column, ending "..." if cut."""
+        return textwrap.shorten(name, 40, placeholder=" ...")
+
     pairs_real = pd.DataFrame(
         [
             {
-                "SynPUF concept (unseen in GiBleed)": s_name[a][:40],
-                "nearest GiBleed concept by text": g_name[b][:40],
+                "SynPUF concept (unseen in GiBleed)": short_name(s_name[a]),
+                "nearest GiBleed concept by text": short_name(g_name[b]),
                 "cosine": float(unit[both.rows([a])[0]] @ unit[both.rows([b])[0]]),
             }
             for a, b in list(mapped.items())[:6]
