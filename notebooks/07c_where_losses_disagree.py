@@ -348,7 +348,7 @@ if cfg.profile != "smoke":
     assert abs(shift_table["IBS"].idxmin()) <= 0.25
     assert shift_table["ranking loss"].idxmin() != shift_table["NLL"].idxmin()
 
-# %% mystnb={"figure": {"caption": "Four criteria of the likelihood model's test predictions when the same constant delta is added to every hazard logit (dashed: delta = 0, the model as trained). Harrell's C barely moves; the NLL, the integrated Brier score and the ranking loss each respond to the level, and the text says where each is lowest.", "name": "fig-loss-shift"}}
+# %% mystnb={"figure": {"caption": "Four criteria of the likelihood model's test predictions when the same constant δ is added to every hazard logit (dashed: δ = 0, the model as trained). Harrell's C barely moves; the NLL, the integrated Brier score and the ranking loss each respond to the level, and the text says where each is lowest.", "name": "fig-loss-shift"}}
 fig, axes = plt.subplots(2, 2, figsize=(8, 5.6), sharex=True, layout="constrained")
 units = {
     "NLL": "nats per patient",
