@@ -47,6 +47,7 @@
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
 
 # %%
+import inspect
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
@@ -109,6 +110,15 @@ print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREAD
 start_claims(CHAPTER)
 
 keep("mask_prob", cfg.mask_prob)
+# BERT's 80/10/10 split and the copy head's half-lives, as the library's defaults hold them
+corruption = inspect.signature(mask_codes).parameters
+keep("replace_prob", corruption["replace_prob"].default)
+keep("random_prob", corruption["random_prob"].default)
+unchanged = 1.0 - corruption["replace_prob"].default - corruption["random_prob"].default
+keep("unchanged_prob", unchanged)
+half_lives = inspect.signature(HistoryCopyHead).parameters["half_lives"].default
+*first, last = (f"{h:g}" for h in half_lives)
+keep("half_lives_text", f"{', '.join(first)} and {last}" if first else last)
 
 # %% [markdown]
 # ## Data
@@ -135,8 +145,9 @@ split_summary
 # %% [markdown]
 # ### Masked-code modelling, by hand
 # BERT's recipe, applied to codes: pick each real, non-special token with probability
-# {glue:text}`mask_prob`; of the picked ones, replace 80 % by `[MASK]`, 10 % by a random code
-# and leave 10 % as they are. The model predicts the original code at the picked positions
+# {glue:text}`mask_prob`; of the picked ones, replace {glue:text}`replace_prob:.0%` by
+# `[MASK]`, {glue:text}`random_prob:.0%` by a random code and leave
+# {glue:text}`unchanged_prob:.0%` as they are. The model predicts the original code at the picked positions
 # only, and the loss is the cross-entropy there:
 #
 # $$
@@ -144,7 +155,7 @@ split_summary
 # $$
 #
 # Why not always `[MASK]`? Because `[MASK]` never appears when the encoder is used later;
-# the 10 % of random and of unchanged tokens force it to produce a useful vector for *every*
+# the random and the unchanged tokens force it to produce a useful vector for *every*
 # input token, not only for masked ones. Age, visit, position, time and domain are left
 # alone: only the code is hidden. The inline version draws its random numbers in the same
 # order as the library's, so with the same generator the two must agree exactly.
@@ -236,7 +247,7 @@ keep("n_picked", tally["picked"])
 pd.DataFrame(shares, index=["measured", "designed"]).T.style.format("{:.2%}")
 
 # %% [markdown]
-# ("Unchanged" is a hair above 10 % because a random replacement can draw the original code.)
+# ("Unchanged" is a hair above {glue:text}`unchanged_prob:.0%` because a random replacement can draw the original code.)
 # The loss is an ordinary cross-entropy restricted to the picked positions. The library's
 # model returns logits at those positions only, so the $(B, L, V)$ tensor of logits for all
 # positions is never built; written out with the full tensor and `ignore_index`, it is the
@@ -406,7 +417,7 @@ assert model.mlm_head.decoder.weight is model.encoder.embeddings.code.weight  # 
 # where the gate $g_t$ says how much of visit $t+1$ is repetition, and $\phi_{t,c}$
 # describes code $c$'s place in the history: whether it was recorded at visit $t$, at how
 # many visits so far ($\log(1+n)$), and how recently ($2^{-\Delta/h}$ for half-lives $h$ of
-# 30, 180 and 730 days, $\Delta$ the days since its last record). A per-code weight $U_c$
+# {glue:text}`half_lives_text` days, $\Delta$ the days since its last record). A per-code weight $U_c$
 # lets a course of an NSAID fade quickly and a statin persist. The head returns
 # $\operatorname{logit}(p_{t,c})$, so the loss is the same binary cross-entropy as before,
 # now of the mixture.
@@ -463,8 +474,9 @@ assert (parts["copied"][~hist_batch.seen] == 0).all()  # copies only from the hi
 
 # %% [markdown]
 # ## Summary
-# - **Masked-code modelling** hides {glue:text}`mask_prob:.0%` of the real codes (80 %
-#   `[MASK]`, 10 % random, 10 % unchanged) and scores the prediction at those positions
+# - **Masked-code modelling** hides {glue:text}`mask_prob:.0%` of the real codes
+#   ({glue:text}`replace_prob:.0%` `[MASK]`, {glue:text}`random_prob:.0%` random,
+#   {glue:text}`unchanged_prob:.0%` unchanged) and scores the prediction at those positions
 #   only; **next-visit prediction** predicts the multi-hot set of codes of visit $t+1$ from
 #   the visits up to $t$ under the visit-causal mask, which we checked leaves earlier states
 #   untouched when a later visit changes. Both were written inline and agree with
