@@ -185,13 +185,17 @@ assert batch["ages"].shape == batch["time_deltas"].shape == (B, V)
 assert not (batch["code_mask"] & ~batch["visit_mask"][..., None]).any()
 for key, value in batch.items():  # one line per tensor: name and shape
     print(f"{key:>14}: {tuple(value.shape)}")
+# the longest history of the six, one column per real visit (at most ten)
+real_visits = np.flatnonzero(batch["visit_mask"][B - 1].numpy())[:10]
 pd.DataFrame(
     {
-        "real codes": batch["code_mask"][0].sum(1).numpy(),
-        "age (years)": batch["ages"][0].numpy().round(2),
-        "days since previous visit": batch["time_deltas"][0].numpy(),
+        "real codes": batch["code_mask"][B - 1].sum(1).numpy()[real_visits],
+        "age (years)": [f"{a:.1f}" for a in batch["ages"][B - 1].numpy()[real_visits]],
+        "days since previous visit": [
+            f"{t:,.0f}" for t in batch["time_deltas"][B - 1].numpy()[real_visits]
+        ],
     },
-    index=pd.RangeIndex(V, name="visit slot"),
+    index=pd.Index(real_visits, name="visit"),
 ).T
 
 # %% [markdown]
@@ -459,7 +463,7 @@ pd.Series(
         "hierarchical, no gaps": n_hier_no_dt,
     },
     name="trainable parameters",
-).to_frame()
+).map("{:,}".format).to_frame()
 
 # %% [markdown]
 # The two models have {glue:text}`n_flat:,` and {glue:text}`n_hier:,` parameters: the same
@@ -702,8 +706,8 @@ if cfg.profile != "smoke":
     assert (results.loc[models, "IBS"] < km_ibs).all()
 
 # %% [markdown]
-# **Flat against hierarchical.** On the same {glue:text}`n_test` test patients
-# ({glue:text}`n_test_events` events) the flat BEHRT reaches a Harrell C of
+# **Flat against hierarchical.** On the same {glue:text}`n_test:,` test patients
+# ({glue:text}`n_test_events:,` events) the flat BEHRT reaches a Harrell C of
 # {glue:text}`flat_c:.3f` ({glue:text}`flat_c_lower:.3f` to {glue:text}`flat_c_upper:.3f`)
 # and the hierarchical model {glue:text}`hier_c:.3f` ({glue:text}`hier_c_lower:.3f` to
 # {glue:text}`hier_c_upper:.3f`). The paired difference, hierarchical minus flat, is
@@ -732,7 +736,7 @@ if cfg.profile != "smoke":
 # Kaplan-Meier incidence at the horizon over deciles of predicted risk: the hierarchical
 # model's is {glue:text}`hier_cal:.3f`, the Kaplan-Meier curve's {glue:text}`km_cal:.3f`, the
 # oracle's {glue:text}`oracle_cal:.3f`. The oracle's is not zero: each decile's observed
-# incidence is itself an estimate from about {glue:text}`decile_size` patients, so even the
+# incidence is itself an estimate from about {glue:text}`decile_size:,` patients, so even the
 # truth shows a gap. That is the floor any model's calibration error sits on, and the first
 # question is whether the hierarchical model is above it at all. The Kaplan-Meier curve is the wrong
 # yardstick: it gives every patient the same risk, so its deciles are random groups whose
