@@ -223,7 +223,10 @@ assert np.isfinite(pretrain_history["train_loss"]).all()
 assert pretrain_history["train_loss"].iloc[-1] < pretrain_history["train_loss"].iloc[0]
 if cfg.profile != "smoke":
     assert masked["top10"] > masked["baseline_top10"]
-pd.Series(masked).round(3).to_frame("validation")
+shown = {  # the count as a whole number, the shares at three decimals
+    k: f"{int(v):,}" if k == "n_masked" else f"{v:.3f}" for k, v in masked.items()
+}
+pd.Series(shown).to_frame("validation")
 
 # %% [markdown]
 # The true code is among the encoder's ten best guesses for {glue:text}`mlm_top10:.1%` of the
