@@ -170,8 +170,8 @@ def hierarchical(
 # scores of one layer and head for a patient of $V$ visits with $C$ codes each:
 #
 # - **flat**: every token attends to every token, $(VC)^2$ scores;
-# - **hierarchical**, as trained there: pooling reads $C$ scores per visit, the visit level
-#   $V^2$: $VC + V^2$;
+# - **hierarchical**, as trained there: $VC + V^2$ scores ($C$ per visit for the pooling,
+#   $V^2$ at the visit level);
 # - **hierarchical with a transformer block inside each visit** (`n_code_layers=1`,
 #   the design of deeper hierarchical models): $VC^2 + VC + V^2$.
 #
@@ -303,7 +303,9 @@ finally:
     torch.set_num_threads(threads)
 bench = pd.DataFrame(bench)
 bench["score MiB"] = bench["attention scores"] * 4 / 2**20  # float32
-bench.pivot_table(index=["V", "C"], columns="model", values="s / step").round(4)
+# milliseconds per step, one decimal: the table's columns stay apart
+step_ms = bench.pivot_table(index=["V", "C"], columns="model", values="s / step")
+(1000 * step_ms).round(1).rename_axis(columns="ms per step:")
 
 # %% [markdown]
 # How do the costs grow? A power law $y \propto (VC)^s$ is a straight line of slope $s$ on
