@@ -369,11 +369,11 @@ if cfg.profile != "smoke":
 keep("batch_size", cfg.batch_size)
 predicted = table[["val loss", *SCORED]].copy()
 predicted.loc[("", "oracle (true risk)"), list(SCORED)] = [oracle[m] for m in SCORED]
-keep_table("regimes", predicted.reset_index(), floatfmt="{:.4g}")
+keep_table("regimes", predicted.reset_index(), floatfmt="{:.4f}")  # aligned decimals
 costs = table[["trainable", "activations MiB", "fit (s)", "s / epoch", "epochs"]].copy()
 for column in ("trainable", "epochs"):  # counts, not measurements
     costs[column] = costs[column].map(lambda v: f"{v:,.0f}")
-keep_table("costs", costs.reset_index(), floatfmt="{:.4g}")
+keep_table("costs", costs.reset_index(), floatfmt="{:.2f}")
 
 # %% [markdown]
 # ```{glue:} regimes
@@ -578,7 +578,8 @@ for c in cohorts:
         keep(f"{key}_{c}", float(table.loc[(c, regime), "Harrell C"]))
     keep(f"lora_{c}", float(table.loc[(c, best_lora), "Harrell C"]))
 assert oracle["Harrell C"] > table.loc[("large", best), "Harrell C"] > 0.5
-pd.Series(gap).to_frame("oracle minus the best regime (Harrell C)")
+gap_shown = {k: f"{v:+.4f}" if isinstance(v, float) else v for k, v in gap.items()}
+pd.Series(gap_shown).to_frame("oracle minus the best regime (Harrell C)")
 
 # %% [markdown]
 # The regime chosen on validation, {glue:text}`best`, reaches a test C of
