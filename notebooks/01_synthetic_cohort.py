@@ -419,12 +419,13 @@ glue(
 # weight at enrolment, since it raises the onset rate of coronary disease, which then enters
 # the hazard; depression has no path to the outcome, so whatever it gets is chance.
 #
-# **Censoring is honest.** Event and censoring shares:
+# **Censoring is honest.** How each patient's record ends (these shares sum to 1), and,
+# across all of them, the share with a heart failure observed before the end:
 
 # %%
 shares = persons["end_reason"].value_counts(normalize=True)
-shares = shares.rename("share of patients").to_frame()
-shares.loc["heart failure observed"] = hf_seen.mean()
+shares = shares.rename("share of patients").rename_axis("record ends by").to_frame()
+shares.loc["(heart failure observed, any end)"] = hf_seen.mean()
 glue("hf_rate", float(hf_seen.mean()), display=False)
 shares.round(3)
 
