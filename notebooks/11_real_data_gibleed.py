@@ -193,14 +193,18 @@ if real:
         "unknown."
     )
 else:
-    quirks = "The synthetic export is clean, so the table is empty."
+    quirks = "The synthetic export is clean: nothing was found, so there is no table."
 keep("quirks_text", Markdown(quirks))
-issues[["table", "column", "reason", "action", "rows"]]
+if issues.empty:  # no empty table with its header alone
+    print("no problem found: every row was read as written")
+else:
+    columns = ["table", "column", "reason", "action", "rows"]
+    display(show(issues[columns].reset_index(drop=True)))  # no row numbers
 
 # %% [markdown]
 # The export holds {glue:text}`n_persons:,` persons and {glue:text}`n_events:,` events
-# (read in {glue:text}`load_seconds:.1f` s), with {glue:text}`n_deaths` deaths. The table
-# lists the problems found, one row per table, column and rule
+# (read in {glue:text}`load_seconds:.1f` s), with {glue:text}`n_deaths` deaths. The load
+# lists the problems it found, one row per table, column and rule
 # ({glue:text}`n_issue_rows` rows). {glue:md}`quirks_text`
 #
 # ### The cohort file
@@ -430,7 +434,7 @@ keep("pretrain_seconds", pre_cost.seconds)
 def losses(history: pd.DataFrame) -> object:
     """Epoch, training and validation loss of a history (the full one is too wide)."""
     columns = [c for c in ("epoch", "train_loss", "val_loss") if c in history.columns]
-    return show(history[columns], "{:.4f}")  # the epoch column, no 0..n index
+    return show(history[columns], "{:.4g}")  # 4 significant digits, no 0..n index
 
 
 losses(pre_history)
@@ -465,7 +469,8 @@ keep("lasso_nonzero", len(lasso.coef))
 keep("lasso_features", lasso.n_features)
 keep("lasso_n_train", lasso.n_train)
 keep("n_train", len(task.frame("train")))
-keep_table("lasso_grid", lasso.grid)
+# the penalties as written (0.01, not 0.010)
+keep_table("lasso_grid", lasso.grid.assign(C=lasso.grid["C"].map("{:g}".format)))
 survs = {
     "BEHRT survival": runs.survs[0],
     "Cox, bag of codes": curves["Cox, bag of codes"],
@@ -498,8 +503,14 @@ with open_cdm(export) as cdm:
 for column in lasso.coef.index:
     cid = concept_of.get(column)
     names[column] = found.get(cid, column) if cid is not None else column
-top = lasso.coef.head(8).rename("log odds per sd")
-top.set_axis([str(names[c])[:60] for c in top.index]).to_frame().round(3)
+top = lasso.coef.head(8)
+coefficients = pd.DataFrame(
+    {"concept": [str(names[c]) for c in top.index], "log odds per sd": top.to_numpy()}
+)
+# whole names, wrapped in their column (two LDL tests differ only at the end)
+show(coefficients, "{:+.3f}").set_properties(
+    subset=["concept"], **{"text-align": "left", "white-space": "normal"}
+)
 
 # %% [markdown]
 # ## Evaluate
