@@ -574,7 +574,19 @@ compared = pd.concat(
 )
 # glues verdict_*, diff_* for every pair
 record_comparisons(CHAPTER, compared, pairs, claims)
-keep_table("differences", compared, floatfmt="{:+.4f}")
+nb = "\u00a0"  # a difference and its interval in one cell, on one line
+spans = compared[["difference", "lower", "upper"]].itertuples(index=False)
+differences = compared[["comparison", "metric"]].assign(
+    **{
+        "difference [95% interval]": [
+            f"{number(d, '+.4f')}{nb}[{number(lo, '+.4f')},{nb}{number(hi, '+.4f')}]"
+            for d, lo, hi in spans
+        ],
+        "verdict": compared["verdict"],
+    }
+)
+differences["metric"] = differences["metric"].str.replace(" ", nb)
+keep_table("differences", differences)
 
 # %% [markdown]
 # ```{glue:} differences
