@@ -258,8 +258,10 @@ else:
     loaded_text = f"{n_loaded} of them loaded from their artefacts"
 keep("loaded_text", loaded_text)
 per_loss = runs.groupby("loss", sort=False)
-# whole numbers of epochs read as counts
-format_floats(per_loss[["epochs run", "best epoch", "seconds"]].mean(), "{:.1f}")
+per_run = per_loss[["epochs run", "best epoch", "seconds"]].mean()
+# the header says that a fractional epoch is a mean over seeds, not a count
+per_run = per_run.rename_axis("loss (mean over seeds)" if n_seeds > 1 else "loss")
+format_floats(per_run, "{:.1f}")
 
 # %% [markdown]
 # The {glue:text}`n_runs` runs took {glue:text}`train_seconds_text` of training together

@@ -188,7 +188,9 @@ else:
     loaded_text += " and this execution trained the others"
 keep("loaded_text", loaded_text)
 epochs = runs.groupby("loss", sort=False)[["epochs run", "best epoch"]].mean()
-format_floats(epochs, "{:.1f}")  # whole numbers of epochs read as counts
+# the header says that a fractional epoch is a mean over seeds, not a count
+epochs = epochs.rename_axis("loss (mean over seeds)" if n_seeds > 1 else "loss")
+format_floats(epochs, "{:.1f}")
 
 # %% [markdown]
 # Of the {glue:text}`n_runs` runs, {glue:text}`loaded_text`.
