@@ -64,6 +64,7 @@ from ehrseq.book import (
     keep_table,
     plural,
     record_claim,
+    show,
     start_claims,
 )
 from ehrseq.config import for_profile, format_config
@@ -213,7 +214,7 @@ example = pairs.loc[pairs["relation"] == "lab_of"].iloc[0]
 concept_name = cohort.vocabulary.concept.set_index("concept_id")["concept_name"]
 keep("example_condition", concept_name[example["concept_id_1"]])
 keep("example_lab", concept_name[example["concept_id_2"]])
-group_sizes.head(8).rename("codes in the corpus").to_frame()
+group_sizes.head(8).rename(index=lambda g: g.replace("_", " ")).rename("codes").to_frame()
 
 # %% [markdown]
 # Of the corpus's codes, {glue:text}`n_grouped` belong to {glue:text}`n_groups` groups (the
@@ -527,8 +528,20 @@ for row in compared.itertuples():
     keep(f"diff_{row.key}_{row.metric}", row.difference)
 shown = compared.assign(metric=compared["metric"].map(METRICS))
 ends = shown[["difference", "lower", "upper"]].to_numpy()
+
+
+def digits_for(lo: float, hi: float) -> int:
+    """Decimals enough that no nonzero end of the interval reads as 0.000."""
+    digits = 3
+    while digits < 6 and any(v != 0 and round(v, digits) == 0 for v in (lo, hi)):
+        digits += 1
+    return digits
+
+
 # one line per interval, no "-0.000"
-shown["difference [95% interval]"] = [interval(*row, "+.3f") for row in ends]
+shown["difference [95% interval]"] = [
+    interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends
+]
 shown = shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
 keep_table("comparison_table", shown)  # shown once, where the prose pastes it
 
@@ -697,7 +710,10 @@ for back in (back_pq, back_pt):
     assert np.array_equal(back.concept_ids, final.concept_ids)
     assert np.allclose(back.vectors, final.vectors, atol=1e-6)  # float32 on disk
 assert back_pq.names[0] == concept_name[final.concept_ids[0]]
-pd.read_parquet(pq_path).head(3)
+head = pd.read_parquet(pq_path).head(3)
+# the first three of each vector's numbers, not a float dump
+first = [", ".join(f"{x:+.3f}" for x in v[:3]) for v in head["vector"]]
+show(head.assign(vector=[f"[{t}, ...]" for t in first]))
 
 # %% [markdown]
 # Loading refuses a file that does not fit, and says why: a file of another dimension than
