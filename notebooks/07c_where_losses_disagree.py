@@ -321,6 +321,11 @@ shift_table = pd.DataFrame(shift_rows).set_index("shift")
 c_shifted = shift_table["Harrell C"]
 c_move = float((c_shifted - c_shifted.loc[0.0]).abs().max())
 keep("c_move", c_move)
+# the prose writes 5.8 × 10⁻⁵, not 5.8e-05
+mantissa, exponent = f"{c_move:.1e}".split("e")
+superscript = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+c_move_text = f"{mantissa} × 10{str(int(exponent)).translate(superscript)}"
+keep("c_move_text", "0" if c_move == 0 else c_move_text)
 keep("nll_best_shift", float(shift_table["NLL"].idxmin()))
 keep("ibs_best_shift", float(shift_table["IBS"].idxmin()))
 keep("rank_best_shift", float(shift_table["ranking loss"].idxmin()))
@@ -371,7 +376,7 @@ plt.show()
 
 # %% [markdown]
 # Over shifts from $-${glue:text}`shift_max:g` to {glue:text}`shift_max:g`, Harrell's C moves
-# by at most {glue:text}`c_move:.1e`. The NLL is lowest at $\delta$ =
+# by at most {glue:text}`c_move_text`. The NLL is lowest at $\delta$ =
 # {glue:text}`nll_best_shift:g` and the Brier score at {glue:text}`ibs_best_shift:g`:
 # {glue:text}`level_text`. Two models that differ by a factor
 # in the risks they announce can have the same C-index, and only a proper scoring rule, the
@@ -512,7 +517,7 @@ print(f"chapter ran in {chapter_seconds:.0f} s ({cfg.profile} profile)")
 #   in calibration error, ranking loss minus likelihood, is {glue:text}`diff_cal:+.3f`
 #   ({glue:text}`verdict_cal`).
 # - The C-index is blind to the level of the risks: shifting every logit moved it by at most
-#   {glue:text}`c_move:.1e` while the NLL and the Brier score saw the change, and
+#   {glue:text}`c_move_text` while the NLL and the Brier score saw the change, and
 #   {glue:text}`epoch_summary`. Report a proper scoring rule or a calibration plot next to
 #   every C-index.
 #
