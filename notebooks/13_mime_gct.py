@@ -698,7 +698,7 @@ for key, (claim, values, metric, comparison) in PAPER.items():
     scale, fmt = (100, "+.1f") if "gain" in key else (1, "+.3f")
     keep(f"{key}_diff_text", number(scale * mean, fmt))
     if N_SEEDS > 1:
-        units = {"mime_gain_smallest": " %", "gain_largest_at_smallest": " points"}
+        units = {"mime_gain_smallest": "%", "gain_largest_at_smallest": " points"}
         unit = units.get(key, "")
         text = f"{number(scale * lo, fmt)}{unit} to {number(scale * hi, fmt)}{unit}"
         keep(f"{key}_interval_text", f"paired {cfg.level:.0%} interval {text}")
@@ -730,11 +730,13 @@ aux_gains = gains.assign(verdict=gains["verdict aux"])
 keep("winners_aux_sentence", winners_sentence(aux_gains))
 
 # %% [markdown]
-# {glue:text}`winners_sentence` For MiME with its auxiliary losses:
+# **MiME against the flat GRU.** {glue:text}`winners_sentence`
+#
+# **MiME with its auxiliary losses against the flat GRU.**
 # {glue:text}`winners_aux_sentence`
 #
 # - **Gain at the smallest size** ({glue:text}`smallest:,` patients):
-#   {glue:text}`mime_gain_smallest_diff_text` % relative PR-AUC
+#   {glue:text}`mime_gain_smallest_diff_text`% relative PR-AUC
 #   ({glue:text}`mime_gain_smallest_interval_text`):
 #   **{glue:text}`verdict_mime_gain_smallest`**.
 # - **Largest gain at the smallest size**, the paper's claim: the gain at
