@@ -498,8 +498,8 @@ for name, row in grid_table.loc[chosen_rows].set_index("model").iterrows():
 # %% [markdown]
 # ## Evaluate
 # ### The protocol table
-# Each metric averaged over seeds with [a 95% bootstrap interval over test patients], in
-# four tables so that each fits the page: the ranking metrics (two tables: Harrell's and
+# Each metric averaged over seeds, with its 95% bootstrap interval over test patients in
+# brackets, in four tables so that each fits the page: the ranking metrics (two tables: Harrell's and
 # Uno's C, then Antolini's C and the AUROC), the probability metrics, and the size and
 # cost of one training run (mean over seeds; wall-clock on the machine that built this
 # page).
@@ -731,7 +731,7 @@ if cfg.profile != "smoke":
 #   (BEHRT against the LSTM: {glue:text}`verdict_behrt_vs_lstm_c`).
 # - A fair comparison needs the same information in the same form and the same tuning for
 #   every model, choices made on validation patients, and a test set large enough that a
-#   paired interval can tell 0.01 in C from zero.
+#   paired interval can tell the small differences in C between these models from zero.
 #
 # ## Exercises
 # 1. Give the LSTM its old scalar time inputs (`time_inputs="scalar"`, age divided by 110)
