@@ -314,13 +314,17 @@ def cosine_text(x: float) -> str:
 if cfg.profile != "smoke":  # the learned embedding knows the latent groups
     assert s_best["neighbour agreement"] > s_best["shuffled 95th percentile"]
     assert s_best["within - between cosine"] > s_rand["within - between cosine"]
-structure.style.format(
+headers = {  # the headers in print: a minus sign and a "greater or equal" sign
+    "within - between cosine": "within − between cosine",
+    "p (shuffled >= observed)": "p (shuffled ≥ observed)",
+}
+structure.rename(columns=headers).style.format(
     {
-        "within - between cosine": cosine_text,
+        "within − between cosine": cosine_text,
         "neighbour agreement": "{:.1%}",
         "shuffled mean": "{:.1%}",
         "shuffled 95th percentile": "{:.1%}",
-        "p (shuffled >= observed)": "{:.3f}",
+        "p (shuffled ≥ observed)": "{:.3f}",
     }
 )
 
