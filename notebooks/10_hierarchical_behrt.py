@@ -537,7 +537,9 @@ cost_columns += [] if device.type == "cpu" else ["peak MiB"]
 keep_table("protocol_ranking", shown[rank_metrics])
 # the plug-in calibration error, then the debiased one with its interval
 calibration_columns = [*curve_metrics, "debiased RMS calibration error"]
-keep_table("protocol_curves", shown[calibration_columns + cost_columns])
+keep_table("protocol_curves", shown[calibration_columns])
+# what each model costs: the baselines train nothing, so they have no row here
+keep_table("protocol_costs", shown.loc[shown["parameters"] != "", cost_columns])
 outside = int((results["calibration error"] < results["calibration error lower"]).sum())
 outside_text = f"in {outside} of the {len(results)} rows" if outside else "in no row"
 keep("cal_outside_text", outside_text)
@@ -551,9 +553,14 @@ keep("cal_outside_text", outside_text)
 # ```
 #
 # How good the predicted curves are (integrated Brier score, calibration error at the
-# horizon), and what a model costs to train:
+# horizon):
 #
 # ```{glue:} protocol_curves
+# ```
+#
+# What each trained model costs:
+#
+# ```{glue:} protocol_costs
 # ```
 #
 # The calibration error is shown without an interval: its bootstrap interval can lie
