@@ -110,7 +110,8 @@ print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREAD
 start_claims(CHAPTER)
 
 keep("mask_prob", cfg.mask_prob)
-# BERT's 80/10/10 split and the copy head's half-lives, as the library's defaults hold them
+# BERT's 80/10/10 split and the copy head's half-lives, as the library's
+# defaults hold them
 corruption = inspect.signature(mask_codes).parameters
 keep("replace_prob", corruption["replace_prob"].default)
 keep("random_prob", corruption["random_prob"].default)

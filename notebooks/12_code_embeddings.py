@@ -214,7 +214,8 @@ example = pairs.loc[pairs["relation"] == "lab_of"].iloc[0]
 concept_name = cohort.vocabulary.concept.set_index("concept_id")["concept_name"]
 keep("example_condition", concept_name[example["concept_id_1"]])
 keep("example_lab", concept_name[example["concept_id_2"]])
-group_sizes.head(8).rename(index=lambda g: g.replace("_", " ")).rename("codes").to_frame()
+top_groups = group_sizes.head(8).rename(index=lambda g: g.replace("_", " "))
+top_groups.rename("codes").to_frame()
 
 # %% [markdown]
 # Of the corpus's codes, {glue:text}`n_grouped` belong to {glue:text}`n_groups` groups (the
