@@ -18,6 +18,7 @@ from ehrseq.embeddings.base import CodeEmbedding
 from ehrseq.embeddings.corpus import CodeCorpus
 from ehrseq.embeddings.io import (
     EmbeddingFileError,
+    check_embedding,
     load_parquet,
     load_torch,
     save_parquet,
@@ -43,6 +44,7 @@ from ehrseq.embeddings.skipgram import (
 __all__ = [
     "CodeEmbedding",
     "CodeCorpus",
+    "check_embedding",
     "SkipGramConfig",
     "SkipGramResult",
     "train_skipgram",

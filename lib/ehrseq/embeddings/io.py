@@ -31,6 +31,7 @@ from ehrseq.embeddings.base import CodeEmbedding
 
 __all__ = [
     "EmbeddingFileError",
+    "check_embedding",
     "save_parquet",
     "load_parquet",
     "save_torch",
@@ -49,7 +50,7 @@ def _fail(path: Path, problem: str) -> EmbeddingFileError:
     return EmbeddingFileError(f"{path}: {problem}")
 
 
-def _check(
+def check_embedding(
     path: Path,
     ids: np.ndarray,
     vectors: np.ndarray,
@@ -57,6 +58,14 @@ def _check(
     vocabulary: Vocabulary | Iterable[int] | None,
     names: list | None = None,
 ) -> CodeEmbedding:
+    """``ids`` and ``vectors`` read from ``path`` as a :class:`CodeEmbedding`, once they pass
+    every check a loaded embedding needs.
+
+    Raises:
+        EmbeddingFileError: naming ``path`` and the problem: ids that are not 1-D integers
+            or repeat, a matrix that is not 2-D or has another number of rows, a wrong
+            dimension (``dim``), a non-finite vector, ids outside ``vocabulary``.
+    """
     if ids.ndim != 1:
         raise _fail(path, f"concept ids must be 1-D, got shape {ids.shape}")
     if len(ids) and not np.issubdtype(ids.dtype, np.integer):
@@ -188,7 +197,7 @@ def load_parquet(
         raw = table.column("concept_name").to_pylist()
         if all(n is not None for n in raw):
             names = raw
-    return _check(path, ids, vectors, dim, vocabulary, names)
+    return check_embedding(path, ids, vectors, dim, vocabulary, names)
 
 
 def save_torch(emb: CodeEmbedding, path: str | Path) -> Path:
@@ -233,4 +242,4 @@ def load_torch(
         raise _fail(path, "concept_ids and embeddings must be tensors")
     if not vectors.is_floating_point():
         raise _fail(path, f"embeddings must be floats, got {vectors.dtype}")
-    return _check(path, ids.numpy(), vectors.float().numpy(), dim, vocabulary)
+    return check_embedding(path, ids.numpy(), vectors.float().numpy(), dim, vocabulary)

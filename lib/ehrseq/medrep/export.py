@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehrseq.embeddings import CodeEmbedding, EmbeddingFileError
+from ehrseq.embeddings import CodeEmbedding, EmbeddingFileError, check_embedding
 
 __all__ = ["save_index_matrix", "load_index_matrix"]
 
@@ -59,15 +59,14 @@ def load_index_matrix(
     index = pd.read_csv(index_path, keep_default_na=False)
     matrix = np.load(matrix_path, allow_pickle=False)
     ids = index["concept_id"].to_numpy(np.int64)
-    if matrix.ndim != 2 or matrix.shape[0] != len(ids):
-        raise EmbeddingFileError(
-            f"{folder}: {len(ids)} index rows but a matrix of shape {matrix.shape}"
-        )
     if not (index["row"].to_numpy() == np.arange(len(ids))).all():
         raise EmbeddingFileError(f"{folder}: the index rows are not 0..{len(ids) - 1} in order")
-    if dim is not None and matrix.shape[1] != dim:
+    # what every loaded embedding must satisfy (shape, repeated ids, finite vectors)
+    names = list(index["concept_name"].astype(str))
+    emb = check_embedding(folder, ids, matrix, None, None, names)
+    if dim is not None and emb.dim != dim:
         raise EmbeddingFileError(
-            f"{folder}: embedding dimension {matrix.shape[1]}, the model expects {dim}"
+            f"{folder}: embedding dimension {emb.dim}, the model expects {dim}"
         )
     if concept_ids is not None:
         lack = ids[~np.isin(ids, np.fromiter(concept_ids, dtype=np.int64))]
@@ -76,5 +75,4 @@ def load_index_matrix(
                 f"{folder}: {len(lack)} of {len(ids)} concept ids are not in the model's "
                 f"vocabulary, e.g. {lack[:5].tolist()}"
             )
-    names = tuple(index["concept_name"].astype(str))
-    return CodeEmbedding(ids, matrix, names)
+    return emb
