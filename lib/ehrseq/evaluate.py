@@ -65,6 +65,7 @@ from ehrseq.metrics import (
     integrated_brier_score,
     integrated_brier_score_resampler,
 )
+from ehrseq.numbers import interval, number
 
 __all__ = [
     "SurvivalProtocol",
@@ -443,8 +444,6 @@ def format_table(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
         table: rows from :meth:`SurvivalProtocol.evaluate`, indexed by model.
         metrics: the metrics to show, in order; IBS gets four decimals, the others three.
     """
-    from ehrseq.numbers import interval, number
-
     out = pd.DataFrame(index=table.index)
     debiased = "debiased RMS calibration error"
     for m in metrics:
