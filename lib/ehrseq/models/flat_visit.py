@@ -24,58 +24,32 @@ Reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ehrseq.models.mime import _ACT, MiMEOutput, check_object_batch, mime_inputs
-from ehrseq.models.survival_head import last_visit_index
+from ehrseq.models.mime import (
+    _ACT,
+    MiMEOutput,
+    ObjectModelConfig,
+    check_object_batch,
+    last_visit_logits,
+    mime_inputs,
+    visit_gru,
+)
 
 __all__ = ["FlatVisitConfig", "FlatVisitGRU", "visit_multi_hot"]
 
 
 @dataclass
-class FlatVisitConfig:
-    """Sizes of the flat GRU (the names of :class:`~ehrseq.models.mime.MiMEConfig`).
+class FlatVisitConfig(ObjectModelConfig):
+    """Sizes of the flat GRU: MiME's (:class:`~ehrseq.models.mime.ObjectModelConfig`,
+    the fields :class:`~ehrseq.models.mime.MiMEConfig` shares), none of its own.
 
-    Attributes:
-        n_dx, n_rx, n_pr: embedding rows per kind, padding (0) and unknown (1) included.
-        d_embed: width of a code embedding.
-        d_object: width of a visit vector (MiME's object width).
-        d_hidden: width of the GRU state.
-        activation: :math:`\\phi`.
-        dropout: on the visit vectors.
+    ``d_object`` is the width of a visit vector (MiME's object width); ``dropout`` is on
+    the visit vectors.
     """
-
-    n_dx: int
-    n_rx: int
-    n_pr: int
-    d_embed: int = 64
-    d_object: int = 64
-    d_hidden: int = 64
-    activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("n_dx", "n_rx", "n_pr"):
-            if getattr(self, name) < 2:
-                raise ValueError(f"{name} = {getattr(self, name)}: needs padding and unknown")
-        for name in ("d_embed", "d_object", "d_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
-        if self.activation not in _ACT:
-            raise ValueError(f"activation = {self.activation!r}: one of {sorted(_ACT)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout = {self.dropout}: must be in [0, 1)")
-
-    @classmethod
-    def from_vocab(cls, vocab, **overrides) -> FlatVisitConfig:
-        """A config sized for an :class:`~ehrseq.data.visit_objects.ObjectVocab`."""
-        n_dx, n_rx, n_pr = vocab.sizes
-        return cls(n_dx=n_dx, n_rx=n_rx, n_pr=n_pr, **overrides)
 
 
 def visit_multi_hot(batch: dict, sizes: tuple[int, int, int]) -> Tensor:
@@ -128,7 +102,7 @@ class FlatVisitGRU(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.act = _ACT[cfg.activation]
-        self.sizes = (cfg.n_dx, cfg.n_rx, cfg.n_pr)
+        self.sizes = cfg.sizes
         self.emb = nn.Embedding(sum(self.sizes), cfg.d_embed)
         self.W_o = nn.Linear(cfg.d_embed, cfg.d_object)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -141,14 +115,8 @@ class FlatVisitGRU(nn.Module):
         hot = visit_multi_hot(batch, self.sizes)  # (B, V, n_codes)
         summed = hot @ self.act(self.emb.weight)  # (B, V, d_embed): sum of r(c) over C_t
         x = self.dropout(self.act(self.W_o(summed)))  # (B, V, d_object)
-        V = visit_mask.shape[1]
-        packed = pack_padded_sequence(
-            x, visit_mask.sum(1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=V)
-        visit_logits = self.out(h).squeeze(-1).masked_fill(~visit_mask, 0.0)  # (B, V)
-        rows = torch.arange(h.shape[0], device=h.device)
-        logits = visit_logits[rows, last_visit_index(visit_mask)]  # (B,)
+        h = visit_gru(self.gru, x, visit_mask)  # (B, V, d_hidden), as MiME's encoder
+        logits, visit_logits = last_visit_logits(self.out, h, visit_mask)  # (B,), (B,V)
         return MiMEOutput(logits, visit_logits, h, x * visit_mask[..., None])
 
     def loss(self, batch: dict, labels: Tensor) -> dict[str, Tensor]:

@@ -1,7 +1,8 @@
 r"""MiME: a visit as a sum of diagnosis objects, each a diagnosis shaped by its treatments.
 
-Written bottom-up: :class:`MiMEConfig`, the input contract (:func:`mime_inputs`,
-:func:`check_object_batch`), :class:`DiagnosisObjects` (the object embedding),
+Written bottom-up: :class:`MiMEConfig` (on :class:`ObjectModelConfig`, the sizes it
+shares with the flat GRU of :mod:`ehrseq.models.flat_visit`), the input contract
+(:func:`mime_inputs`, :func:`check_object_batch`), :class:`DiagnosisObjects` (the object embedding),
 :class:`MiMEEncoder` (objects -> visits -> GRU states, a pure encoder), then the two models
 that put a head on it: :class:`MiME` (the paper's sigmoid head for a binary outcome, with the
 auxiliary losses) and :class:`MiMESurvival` (a survival head of
@@ -60,7 +61,7 @@ Reference:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,7 @@ from ehrseq.models.survival_head import HazardOutput, last_visit_index
 
 __all__ = [
     "MIME_INPUTS",
+    "ObjectModelConfig",
     "MiMEConfig",
     "MiMEOutput",
     "DiagnosisObjects",
@@ -80,7 +82,9 @@ __all__ = [
     "MiMESurvival",
     "check_object_batch",
     "mime_inputs",
+    "last_visit_logits",
     "treatment_targets",
+    "visit_gru",
 ]
 
 #: Keys of the object batch that :class:`MiMEEncoder` reads.
@@ -90,19 +94,22 @@ _ACT = {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}
 
 
 @dataclass
-class MiMEConfig:
-    """Sizes of MiME.
+class ObjectModelConfig:
+    """Sizes of a model that reads the object batch: MiME's and the flat GRU's
+    (:class:`~ehrseq.models.flat_visit.FlatVisitConfig`), alike but for structure.
 
     Attributes:
         n_dx, n_rx, n_pr: embedding rows per kind, padding (0) and unknown (1) included
             (:attr:`ehrseq.data.visit_objects.ObjectVocab.sizes`).
-        d_embed: width of a code embedding :math:`r(\\cdot)` (the original: 200).
+        d_embed: width of a code embedding :math:`r(\\cdot)` (MiME's original: 200).
         d_object: width of an object and of a visit vector (the original: 256).
         d_hidden: width of the GRU state (the original: 256).
         activation: :math:`\\phi`, ``"relu"`` (original ``main()``), ``"sigmoid"`` or ``"tanh"``.
-        visit_skip: add :math:`\\phi(W_v \\sum_i r(d_i))` to the visit (module docstring).
         dropout: on the visit vectors.
-        aux_lambda: weight of the auxiliary losses in :meth:`MiME.loss` (0 turns them off).
+
+    Raises:
+        ValueError: on a kind with fewer than 2 rows, a width below 1, an unknown
+            activation or a dropout outside [0, 1).
     """
 
     n_dx: int
@@ -112,9 +119,7 @@ class MiMEConfig:
     d_object: int = 64
     d_hidden: int = 64
     activation: Literal["relu", "sigmoid", "tanh"] = "relu"
-    visit_skip: bool = False
     dropout: float = 0.0
-    aux_lambda: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("n_dx", "n_rx", "n_pr"):
@@ -129,14 +134,38 @@ class MiMEConfig:
             raise ValueError(f"activation = {self.activation!r}: one of {sorted(_ACT)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout = {self.dropout}: must be in [0, 1)")
-        if self.aux_lambda < 0:
-            raise ValueError(f"aux_lambda = {self.aux_lambda}: must be >= 0")
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """``(n_dx, n_rx, n_pr)``, as :func:`check_object_batch` takes them."""
+        return (self.n_dx, self.n_rx, self.n_pr)
 
     @classmethod
-    def from_vocab(cls, vocab, **overrides) -> MiMEConfig:
+    def from_vocab(cls, vocab, **overrides) -> Self:
         """A config sized for an :class:`~ehrseq.data.visit_objects.ObjectVocab`."""
         n_dx, n_rx, n_pr = vocab.sizes
         return cls(n_dx=n_dx, n_rx=n_rx, n_pr=n_pr, **overrides)
+
+
+@dataclass
+class MiMEConfig(ObjectModelConfig):
+    """Sizes of MiME: those of :class:`ObjectModelConfig`, and
+
+    Attributes:
+        visit_skip: add :math:`\\phi(W_v \\sum_i r(d_i))` to the visit (module docstring).
+        aux_lambda: weight of the auxiliary losses in :meth:`MiME.loss` (0 turns them off).
+
+    Raises:
+        ValueError: as :class:`ObjectModelConfig`, or on ``aux_lambda < 0``.
+    """
+
+    visit_skip: bool = False
+    aux_lambda: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.aux_lambda < 0:
+            raise ValueError(f"aux_lambda = {self.aux_lambda}: must be >= 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +286,48 @@ class DiagnosisObjects(nn.Module):
         return objects, r_dx
 
 
+def visit_gru(gru: nn.GRU, x: Tensor, visit_mask: Tensor) -> Tensor:
+    r"""Run ``gru`` forward over the real visits of each patient, :math:`h_t =
+    \mathrm{GRU}(x_t, h_{t-1})`, on packed sequences: padded visits enter no state.
+
+    Args:
+        gru: a ``batch_first`` GRU from ``d`` to ``H``.
+        x: the visit vectors.
+        visit_mask: True on real visits, which come first.
+
+    Shapes:
+        x: ``(B, V, d)``; visit_mask: ``(B, V)``; output ``(B, V, H)``, 0 at padding.
+    """
+    V = visit_mask.shape[1]
+    lengths = visit_mask.sum(1).cpu()  # (B,), real visits come first
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = gru(packed)
+    h, _ = pad_packed_sequence(out, batch_first=True, total_length=V)  # (B, V, H)
+    return h
+
+
+def last_visit_logits(
+    out: nn.Linear,
+    states: Tensor,
+    visit_mask: Tensor,
+) -> tuple[Tensor, Tensor]:
+    r"""The outcome logit :math:`w^\top h_t + b` at every visit and at the last one.
+
+    Args:
+        out: the head, a linear map from ``H`` to 1.
+        states: the GRU states.
+        visit_mask: True on real visits.
+
+    Shapes:
+        states: ``(B, V, H)``; visit_mask: ``(B, V)``; output ``(logits (B,),
+        visit_logits (B, V))``, the latter 0 at padded visits.
+    """
+    visit_logits = out(states).squeeze(-1).masked_fill(~visit_mask, 0.0)  # (B, V)
+    rows = torch.arange(states.shape[0], device=states.device)
+    logits = visit_logits[rows, last_visit_index(visit_mask)]  # (B,)
+    return logits, visit_logits
+
+
 class MiMEEncoder(nn.Module):
     r"""MiME as a pure encoder: object batch in, one GRU state per visit out.
 
@@ -298,19 +369,13 @@ class MiMEEncoder(nn.Module):
         visit_mask: Tensor,
     ) -> tuple[Tensor, Tensor]:
         """``(visit states (B, V, d_hidden), objects (B, V, D, d_object))``."""
-        cfg = self.cfg
         check_object_batch(
             dx_codes, rx_codes, pr_codes, dx_mask, rx_mask, pr_mask, visit_mask,
-            (cfg.n_dx, cfg.n_rx, cfg.n_pr),
+            self.cfg.sizes,
         )  # fmt: skip
         objects, r_dx = self.objects(dx_codes, rx_codes, pr_codes, dx_mask, rx_mask, pr_mask)
         x = self.dropout(self.visits(objects, r_dx))  # (B, V, d_object)
-        V = visit_mask.shape[1]
-        lengths = visit_mask.sum(1).cpu()  # (B,), real visits come first
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        h, _ = pad_packed_sequence(out, batch_first=True, total_length=V)  # (B, V, d_hidden)
-        return h, objects
+        return visit_gru(self.gru, x, visit_mask), objects  # (B, V, d_hidden), objects
 
     def forward(self, **inputs: Tensor) -> Tensor:
         return self.encode(**inputs)[0]
@@ -382,9 +447,7 @@ class MiME(nn.Module):
     def forward(self, batch: dict) -> MiMEOutput:
         visit_mask = batch["visit_mask"]
         states, objects = self.encoder.encode(**mime_inputs(batch))  # (B,V,H), (B,V,D,d_o)
-        visit_logits = self.out(states).squeeze(-1).masked_fill(~visit_mask, 0.0)  # (B, V)
-        rows = torch.arange(states.shape[0], device=states.device)
-        logits = visit_logits[rows, last_visit_index(visit_mask)]  # (B,)
+        logits, visit_logits = last_visit_logits(self.out, states, visit_mask)  # (B,), (B,V)
         return MiMEOutput(logits, visit_logits, states, objects)
 
     def aux_losses(self, batch: dict, objects: Tensor) -> dict[str, Tensor]:
