@@ -34,6 +34,9 @@
 # %% [markdown]
 # ## Setup
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
+# model and its training are a recipe of the library, `ehrseq.behrt_survival`, so that
+# {doc}`06c_risk_score_and_leakage` loads the models this chapter trains by the same
+# definition. The
 # cohort, its splits, the prediction times, the horizon and the bins are not chosen here:
 # they come from `ehrseq.data.task.shared_task_config()`, the one task the modelling
 # chapters share, so every one of them scores its models on the same test patients.
@@ -49,71 +52,44 @@ import torch
 from matplotlib.ticker import MaxNLocator
 
 import ehrseq
-from ehrseq.artifacts import load_or_train
+from ehrseq.behrt_survival import (
+    behrt_survival,
+    fit_seeds,
+    new_model,
+    save_seeds,
+    task_life_table,
+)
 from ehrseq.book import keep, keep_table, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.evaluate import SurvivalProtocol, format_table
 from ehrseq.losses import hazard_nll
 from ehrseq.metrics import calibration_table
-from ehrseq.models import (
-    BehrtConfig,
-    BehrtEncoder,
-    BinHazardHead,
-    SurvivalModel,
-    count_parameters,
-)
+from ehrseq.models import SurvivalModel, count_parameters
 from ehrseq.plotting import apply_style
 from ehrseq.plotting.survival import plot_calibration, plot_survival_by_risk_group
-from ehrseq.runs import train_seeds
 from ehrseq.survival import hazards_to_survival, life_table_hazards
-from ehrseq.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    d_model: int = 64  # width of the token states
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward hidden width
-    # on the encoder's embeddings and residual branches, the head's input
-    dropout: float = 0.1
-    causal: bool = True  # visit-causal attention in the trained encoder
-    batch_size: int = 64  # patients per training batch
-    epochs: int = 8  # at most this many passes (early stopping on the validation loss)
-    patience: int = 2  # epochs without a better validation loss before stopping
-    lr: float = 1e-3  # peak learning rate of AdamW
-    # training seeds (initialisation and batch order)
-    seeds: tuple[int, ...] = (0, 1, 2)
     n_boot: int = 200  # bootstrap resamples per confidence interval
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"epochs": 2, "seeds": (0,), "n_boot": 50},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "batch_size": 256,
-            "epochs": 30,
-            "patience": 4,
-            "seeds": (0, 1, 2, 3, 4),
-            "n_boot": 1000,
-        },
-    },
-)
+cfg = for_profile(Config, {"smoke": {"n_boot": 50}, "full": {"n_boot": 1000}})
+# widths, dropout, training schedule and seeds of every model (the same in chapter 6c)
+recipe = behrt_survival()
 device = ehrseq.get_device()
-rng = ehrseq.seed_everything(cfg.seeds[0])
+rng = ehrseq.seed_everything(recipe.seeds[0])
 apply_style()
 print(format_config(cfg))
+print(format_config(recipe))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 
 
-n_seeds = len(cfg.seeds)
+n_seeds = len(recipe.seeds)
 keep("n_seeds", n_seeds)
 keep("n_boot", cfg.n_boot)
 # what a score over the seeds is, worded so that it stays true with a single seed
@@ -165,30 +141,12 @@ test_frame.head()
 # The model: the BEHRT encoder of {doc}`06_survival_head`, visit-causal, then the per-bin
 # head on the mean state of the last real visit. The library's `SurvivalModel(encoder, head)`
 # composes the two (a flat batch in, a `HazardOutput` out); every later chapter builds its
-# models with it.
+# models with it. Here `new_model` of `ehrseq.behrt_survival` builds it from the recipe:
+# `BehrtEncoder(recipe.encoder_config(task))`, then `BinHazardHead(d_model, n_bins, ...)`.
 
 
 # %%
-encoder_cfg = BehrtConfig.from_vocab(
-    task.vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=tc.max_len,
-    causal=cfg.causal,
-)
-
-
-def bin_head(base_hazards: np.ndarray | None = None) -> BinHazardHead:
-    return BinHazardHead(
-        encoder_cfg.d_model, n_bins, dropout=cfg.dropout, base_hazards=base_hazards
-    )
-
-
-# a flat batch -> (B, K) hazards
-model = SurvivalModel(BehrtEncoder(encoder_cfg), bin_head())
+model = new_model(task, recipe)  # a flat batch -> (B, K) hazards
 print(
     f"{count_parameters(model.encoder)['total']:,} encoder parameters, "
     f"{count_parameters(model.head)['total']:,} in the head"
@@ -212,6 +170,7 @@ at_risk = np.array([(bins_train >= k).sum() for k in range(n_bins)])  # n_k
 n_events = np.bincount(bins_train[events_train == 1], minlength=n_bins)  # d_k
 life_table = np.clip(n_events / at_risk, 1e-4, 1 - 1e-4)  # (K,)
 assert np.array_equal(life_table, life_table_hazards(bins_train, events_train, n_bins))
+assert np.array_equal(life_table, task_life_table(task))  # where the models start
 life_logits = np.log(life_table / (1 - life_table))  # (K,)
 life_logits = torch.as_tensor(life_logits, dtype=torch.float32)
 
@@ -233,56 +192,24 @@ keep("null_val_nll", null_val_nll)
 # spread across seeds is the noise of training alone. `train_seeds` calls `new_model` once
 # per seed and, with `keep_models=True`, returns the trained models too.
 #
-# Each seed's trained model is then an artefact (`ehrseq.artifacts.load_or_train`, keyed by
-# the task, the encoder config and the training recipe), so that
-# {doc}`06c_risk_score_and_leakage` loads it rather than training it again. The models are
-# trained already here, so the `train` step that `load_or_train` calls only copies their
-# weights in; when the artefact is on disk from an earlier build, it is left as it is.
-
+# The call is `fit_seeds` of `ehrseq.behrt_survival`: `train_seeds` with the recipe's model
+# (the encoder, then the head started at the life table above), its `TrainConfig` and
+# batch size. Each seed's trained model is then an artefact (`save_seeds`, through
+# `ehrseq.artifacts.load_or_train`, keyed by the task, the encoder config and the training
+# recipe), so that {doc}`06c_risk_score_and_leakage` loads it rather than training it again.
+# The models are trained already here, so the `train` step that `load_or_train` calls only
+# copies their weights in; when the artefact is on disk from an earlier build, it is left as
+# it is.
 
 # %%
-def new_model() -> SurvivalModel:
-    return SurvivalModel(BehrtEncoder(encoder_cfg), bin_head(base_hazards=life_table))
-
-
-def run_key(seed: int) -> tuple:
-    """What decides a seed's weights: chapter 6c loads them by the same key."""
-    recipe = {
-        "head": "per-bin, life-table start",
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "patience": cfg.patience,
-        "batch_size": cfg.batch_size,
-        "seed": seed,
-    }
-    return (task.config, encoder_cfg, recipe)
-
-
-keep("patience", cfg.patience)
-runs = train_seeds(
-    new_model,
-    task,
-    TrainConfig(epochs=cfg.epochs, lr=cfg.lr, patience=cfg.patience, progress=True),
-    cfg.seeds,
-    hierarchical=False,
-    batch_size=cfg.batch_size,
-    name="BEHRT",
-    keep_models=True,
-)
-models = {seed: m.cpu().eval() for seed, m in zip(cfg.seeds, runs.models, strict=True)}
-
-
-def copy_weights(trained: SurvivalModel):
-    """A `train` step for `load_or_train` that copies the weights of a trained model."""
-    return lambda model, folder: model.load_state_dict(trained.state_dict())
-
-
-for seed, trained in models.items():  # saved for chapter 6c
-    load_or_train(new_model(), "behrt-survival", copy_weights(trained), *run_key(seed))
-histories = dict(zip(cfg.seeds, runs.histories, strict=True))
+keep("patience", recipe.patience)
+runs = fit_seeds(task, recipe)  # train_seeds(new_model, task, ..., keep_models=True)
+models = {s: m.cpu().eval() for s, m in zip(recipe.seeds, runs.models, strict=True)}
+save_seeds(task, recipe, models)  # for chapter 6c
+histories = dict(zip(recipe.seeds, runs.histories, strict=True))
 assert runs.learned()  # every seed's training loss is finite and fell
 keep("fit_seconds", runs.cost["train s"])
-first = histories[cfg.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]]
+first = histories[recipe.seeds[0]][["epoch", "train_loss", "val_loss", "lr", "time_s"]]
 first.style.hide(axis="index").format(  # the learning rate in its own notation
     {"train_loss": "{:.4f}", "val_loss": "{:.4f}", "lr": "{:.2e}", "time_s": "{:.1f}"}
 )
@@ -341,7 +268,7 @@ else:
     val_text = f"{who} a lower loss than {null_text} ({best_text})"
     not_yet = "training has not yet got" if n_beat == 0 else "not every seed has got"
     gain_text = (
-        f"in {plural(cfg.epochs, 'epoch')} at most, {not_yet} past the featureless "
+        f"in {plural(recipe.epochs, 'epoch')} at most, {not_yet} past the featureless "
         "start, and early stopping keeps the best epoch"
     )
 keep("val_text", val_text)

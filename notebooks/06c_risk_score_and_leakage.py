@@ -33,9 +33,10 @@
 # %% [markdown]
 # ## Setup
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
-# model and training fields repeat those of {doc}`06b_survival_training`: with them, the
-# task and the seed they make the key of each trained model, so the same values load the
-# models that chapter saved (other values would train models of their own).
+# model and its training are not set here: they are the recipe of
+# {doc}`06b_survival_training`, `ehrseq.behrt_survival.behrt_survival()`. With the task and
+# the seed it makes the key of each trained model, so this chapter loads the models that
+# chapter saved.
 
 # %%
 import time
@@ -48,7 +49,7 @@ import torch
 from scipy import stats
 
 import ehrseq
-from ehrseq.artifacts import load_or_train
+from ehrseq.behrt_survival import behrt_survival, load_or_fit_seed
 from ehrseq.book import keep
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
@@ -59,63 +60,27 @@ from ehrseq.metrics import (
     concordance_index,
     concordance_index_resampler,
 )
-from ehrseq.models import (
-    BehrtConfig,
-    BehrtEncoder,
-    BinHazardHead,
-    SurvivalModel,
-    VisitHazardHead,
-    encoder_inputs,
-)
+from ehrseq.models import VisitHazardHead, encoder_inputs
 from ehrseq.models.survival_head import last_visit_index, pool_visits
 from ehrseq.plotting import apply_style
-from ehrseq.runs import predict_survival, train_seeds
-from ehrseq.survival import hazards_to_survival, life_table_hazards
-from ehrseq.train import TrainConfig
+from ehrseq.runs import predict_survival
+from ehrseq.survival import hazards_to_survival
 
 
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    # the model and its training: the same as in chapter 6b
-    d_model: int = 64  # width of the token states
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward hidden width
-    # on the encoder's embeddings and residual branches, the head's input
-    dropout: float = 0.1
-    causal: bool = True  # visit-causal attention in the trained encoder
-    batch_size: int = 64  # patients per training batch
-    epochs: int = 8  # at most this many passes (early stopping on the validation loss)
-    patience: int = 2  # epochs without a better validation loss before stopping
-    lr: float = 1e-3  # peak learning rate of AdamW
-    # training seeds (initialisation and batch order)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    # this chapter's own
     n_boot: int = 200  # bootstrap resamples per confidence interval
     leak_patients: int = 16  # test patients of the leakage test
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"epochs": 2, "seeds": (0,), "n_boot": 50},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "batch_size": 256,
-            "epochs": 30,
-            "patience": 4,
-            "seeds": (0, 1, 2, 3, 4),
-            "n_boot": 1000,
-        },
-    },
-)
+cfg = for_profile(Config, {"smoke": {"n_boot": 50}, "full": {"n_boot": 1000}})
+recipe = behrt_survival()  # the models of chapter 6b: widths, training, seeds
 device = ehrseq.get_device()
-rng = ehrseq.seed_everything(cfg.seeds[0])
+rng = ehrseq.seed_everything(recipe.seeds[0])
 apply_style()
 print(format_config(cfg))
+print(format_config(recipe))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 
@@ -130,7 +95,7 @@ chapter_start = time.perf_counter()
 task = prepare_survival_task(shared_task_config())  # the same task in every chapter
 tc = task.config
 n_bins = tc.n_bins
-train_frame, test_frame = task.frame("train"), task.frame("test")
+test_frame = task.frame("test")
 d_test = test_frame["duration"].to_numpy()
 e_test = test_frame["event"].to_numpy()
 oracle_risk = task.oracle_risk("test")  # (n,)
@@ -143,81 +108,17 @@ task.summary()
 # per-bin head on the mean state of the last real visit, its bias started at the life table
 # of the training patients. Each seed's trained model is an artefact
 # (`ehrseq.artifacts.load_or_train`) keyed by the task, the encoder config and the training
-# recipe; run after 6b, this cell loads them. Run first, it trains each seed exactly as 6b
-# does, through `train_seeds`, and saves it for 6b's key.
+# recipe; run after 6b, `load_or_fit_seed` loads them. Run first, it trains each seed
+# exactly as 6b does, through `train_seeds`, and saves it under 6b's key.
 
 # %%
-encoder_cfg = BehrtConfig.from_vocab(
-    task.vocab,
-    d_model=cfg.d_model,
-    n_layers=cfg.n_layers,
-    n_heads=cfg.n_heads,
-    d_ff=cfg.d_ff,
-    dropout=cfg.dropout,
-    max_len=tc.max_len,
-    causal=cfg.causal,
-)
-life_table = life_table_hazards(
-    train_frame["bin"].to_numpy(), train_frame["event"].to_numpy(), n_bins
-)
-train_cfg = TrainConfig(
-    epochs=cfg.epochs,
-    lr=cfg.lr,
-    patience=cfg.patience,
-    progress=True,
-)
-
-
-def new_model() -> SurvivalModel:
-    encoder = BehrtEncoder(encoder_cfg)  # first: the order draws the initial weights
-    head = BinHazardHead(
-        encoder_cfg.d_model,
-        n_bins,
-        dropout=cfg.dropout,
-        base_hazards=life_table,
-    )
-    return SurvivalModel(encoder, head)
-
-
-def run_key(seed: int) -> tuple:
-    """What decides a seed's weights: the key chapter 6b saves them under."""
-    recipe = {
-        "head": "per-bin, life-table start",
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "patience": cfg.patience,
-        "batch_size": cfg.batch_size,
-        "seed": seed,
-    }
-    return (task.config, encoder_cfg, recipe)
-
-
-def train_like_6b(seed: int):
-    def train(model: SurvivalModel, folder) -> None:
-        run = train_seeds(  # the protocol of chapter 6b, for this one seed
-            new_model,
-            task,
-            train_cfg,
-            (seed,),
-            hierarchical=False,
-            batch_size=cfg.batch_size,
-            name="BEHRT",
-            keep_models=True,
-        )
-        model.load_state_dict(run.models[0].state_dict())
-
-    return train
-
-
 models, loaded = {}, {}
-for seed in cfg.seeds:
-    model, loaded[seed] = load_or_train(
-        new_model(), "behrt-survival", train_like_6b(seed), *run_key(seed)
-    )
+for seed in recipe.seeds:
+    model, loaded[seed] = load_or_fit_seed(task, recipe, seed)  # loaded, or trained
     models[seed] = model.cpu().eval()
 print("loaded from chapter 6b:" if all(loaded.values()) else "loaded:", loaded)
 
-first_model = models[cfg.seeds[0]]
+first_model = models[recipe.seeds[0]]
 # (n, K): survival at the bin edges, as 6b predicted it
 model_surv = predict_survival(first_model, task, hierarchical=False)
 model_risk = 1.0 - model_surv[:, -1]  # (n,), risk by the horizon
@@ -354,8 +255,8 @@ several = np.flatnonzero(visits_per_patient(test_set) >= 3)  # 3 visits or more
 leak_batch = test_set.batch(several[: cfg.leak_patients])
 cut = leak_batch["visit_ids"].max(dim=1).values // 2 + 1  # (B,): visit t, mid-history
 generator = torch.Generator().manual_seed(0)
-ehrseq.seed_everything(cfg.seeds[0])  # the fresh head's weights
-leak_head = VisitHazardHead(cfg.d_model).eval()
+ehrseq.seed_everything(recipe.seeds[0])  # the fresh head's weights
+leak_head = VisitHazardHead(recipe.d_model).eval()
 trained_changes = leakage_test(
     first_model.encoder, leak_head, leak_batch, cut, generator, len(task.vocab)
 )
@@ -375,7 +276,8 @@ trained_changes.to_frame().style.format("{:.4f}")  # 4 decimals, not 6
 #   reads a trained model loads it by the key of the chapter that trained it.
 #
 # ## Exercises
-# 1. Train with `causal=False` (in both chapters, so that the keys match). Does the C-index
+# 1. Train with `causal=False` (`behrt_survival(causal=False)`, in both chapters, so that
+#    the keys match). Does the C-index
 #    of the per-bin head change? Why is a bidirectional encoder harmless for this head and
 #    not for a per-visit one? Run the leakage test on that model.
 # 2. Use `TaskConfig(n_bins=60)` (monthly bins). How does the sum of the 60 bin hazards
