@@ -42,7 +42,10 @@
 
 # %% [markdown]
 # ## Setup
-# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size.
+# One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
+# encoders and their pretraining are a recipe of the library, `ehrseq.mlm_ablation`, so that
+# {doc}`04c_inside_the_embedding_tables` loads the encoders this chapter pretrains by the
+# same definition.
 
 # %%
 import math
@@ -58,78 +61,49 @@ from scipy import stats
 from torch.utils.data import DataLoader, Subset
 
 import ehrseq
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.synthetic import OWN_CODE_SHARE
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.data.tensors import LengthBucketSampler, collate_flat
 from ehrseq.evaluate import NOT_RESOLVED
-from ehrseq.models import BehrtConfig, BehrtEncoder
-from ehrseq.plotting import apply_style
-from ehrseq.pretrain import (
-    IGNORE_INDEX,
-    BehrtForPretraining,
-    TokenIds,
-    code_counts,
-    code_domains,
-    evaluate_masked_codes,
-    mask_codes,
-    pretrain,
+from ehrseq.mlm_ablation import (
+    VARIANTS,
+    frequency_baseline_scores,
+    frequency_priors,
+    load_or_pretrain,
+    mlm_ablation,
+    pretrain_loader,
 )
-from ehrseq.train import TrainConfig, to_device
+from ehrseq.plotting import apply_style
+from ehrseq.pretrain import TokenIds, evaluate_masked_codes
 
 
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    seed: int = 7  # seed of the setup (the ablation runs use `seeds`)
-    d_model: int = 64  # embedding width d
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    # on embeddings and residual branches (not attention: see BehrtConfig)
-    dropout: float = 0.1
-    age_bin_years: float = 1.0  # width w of an age bin (BEHRT: one year)
-    n_time_bins: int = 32  # log-spaced bins of the time since the previous event
-    batch_size: int = 64  # patients per pretraining batch
+    seed: int = 7  # seed of the setup (the ablation runs use the recipe's seeds)
     eval_batch_size: int = 256  # patients per evaluation batch
     # test patients on which masked-code modelling is scored
     heldout_patients: int = 2000
-    # training patients of each ablation run (None: all)
-    pretrain_patients: int | None = 2000
-    epochs: int = 4  # pretraining epochs of each ablation run
-    lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
-    seeds: tuple[int, ...] = (0, 1)  # one pretraining run per seed and variant
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"d_model": 32, "d_ff": 64, "epochs": 1, "seeds": (0, 1)},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "epochs": 10,
-            "lr": 5e-4,
-            "seeds": (0, 1, 2, 3, 4),
-            "pretrain_patients": None,
-        },
-    },
-)
+cfg = for_profile(Config, {})
+# widths, embeddings, pretraining schedule and seeds of every run (the same in 4c)
+recipe = mlm_ablation()
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
+print(format_config(recipe))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
 
 
-keep("epochs", cfg.epochs)
-keep("epochs_text", plural(cfg.epochs, "epoch"))  # "1 epoch", "4 epochs"
-keep("n_seeds", len(cfg.seeds))
-keep("seeds_text", plural(len(cfg.seeds), "seed"))
+keep("epochs", recipe.epochs)
+keep("epochs_text", plural(recipe.epochs, "epoch"))  # "1 epoch", "4 epochs"
+keep("n_seeds", len(recipe.seeds))
+keep("seeds_text", plural(len(recipe.seeds), "seed"))
 # the generator's parameter, quoted in the discussion
 keep("own_code_share", OWN_CODE_SHARE)
 
@@ -149,10 +123,7 @@ keep("own_code_share", OWN_CODE_SHARE)
 task = prepare_survival_task(shared_task_config())  # the same task in every chapter
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
-max_len = task.config.max_len  # the longest sequence, the rows of a position table
-n_pretrain = len(task.split["train"])
-if cfg.pretrain_patients is not None:
-    n_pretrain = min(cfg.pretrain_patients, n_pretrain)
+n_pretrain = recipe.n_patients(task)  # the first training patients (all in `full`)
 keep("n_pretrain", n_pretrain)
 # e.g. "2 years"
 keep("history_text", plural(task.config.history_days / 365.25, "year", ".0f"))
@@ -191,36 +162,17 @@ task.summary()
 # that only matches the second has learned the domain prior and nothing about the patient;
 # what it gains beyond it comes from the context.
 #
-# Each run is an artefact (`load_or_train`, keyed by the task, the encoder config and the
-# training recipe), so a second build of the book reads the weights from disk, and so does
-# {doc}`04c_inside_the_embedding_tables`.
+# Each run is an artefact (`load_or_pretrain` of `ehrseq.mlm_ablation`, through
+# `load_or_train`, keyed by the task, the encoder config and the training recipe), so a
+# second build of the book reads the weights from disk, and so does
+# {doc}`04c_inside_the_embedding_tables`. The variants are the library's `VARIANTS`, each
+# a change to the `BehrtConfig` of the encoder with every embedding:
 
 # %%
-variants = {
-    "all embeddings": {},
-    "no age": {"use_age": False},
-    "no visit": {"visit_embedding": "none"},
-    "no position": {"position_embedding": "none"},
-    "no time (Δt)": {"time_embedding": "none"},
-    "no domain": {"use_domain": False},
-    "sinusoidal position": {"position_embedding": "sinusoidal"},
-    "age bins of 5 years": {"age_bin_years": 5.0},
-    "no visit, position or time": {
-        "visit_embedding": "none",
-        "position_embedding": "none",
-        "time_embedding": "none",
-    },
-}
-train_set = task.dataset("train")
-# the first training patients (all of them in `full`)
-pretrain_rows = np.arange(n_pretrain)
-train_loader = DataLoader(
-    Subset(train_set, pretrain_rows),
-    batch_sampler=LengthBucketSampler(
-        train_set.lengths[pretrain_rows], cfg.batch_size, shuffle=True, seed=cfg.seed
-    ),
-    collate_fn=collate_flat,
-)
+variants = VARIANTS  # {name: changes to the BehrtConfig of the full encoder}
+for name, changes in variants.items():
+    print(f"{name:28}{changes}")
+train_loader = pretrain_loader(task, recipe)  # length-bucketed, shuffled batches
 test_set = task.dataset("test")
 heldout = np.arange(min(cfg.heldout_patients, len(test_set)))  # the first test patients
 test_loader = DataLoader(
@@ -230,94 +182,18 @@ test_loader = DataLoader(
     ),
     collate_fn=collate_flat,
 )
-counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
-code_domain = code_domains(train_loader, len(vocab))  # (vocab,) domain of each code
-smoothed = (counts + 1) * (~torch.isin(torch.arange(len(vocab)), ids.special_tensor()))
-log_prior = torch.log(smoothed / smoothed.sum())  # (vocab,) add-one code frequencies
-same_domain = code_domain[None, :] == torch.arange(int(code_domain.max()) + 1)[:, None]
-in_domain = smoothed * same_domain  # (domains, vocab)
-log_prior_domain = torch.log(in_domain / in_domain.sum(1, keepdim=True))
-
-
-@torch.no_grad()
-def baseline_scores(loader, seed: int = 0) -> dict:
-    """Both frequency baselines on the masked test positions (no model needed).
-
-    Draws the masks exactly as ``evaluate_masked_codes(..., seed=seed)`` does (a
-    generator with that seed on the same device, the batches in the same order), so the
-    baselines and every encoder are scored on the same positions.
-    """
-    gen = torch.Generator(device=device).manual_seed(seed)
-    total = {"prior": 0.0, "domain": 0.0, "domain_top1": 0.0, "domain_top10": 0.0}
-    n = 0
-    for b in loader:
-        b = to_device(b, device)
-        _, labels = mask_codes(b["codes"], b["attention_mask"], ids, generator=gen)
-        picked = labels != IGNORE_INDEX  # (B, L)
-        y = labels[picked]  # (N,)
-        guess = log_prior_domain.to(device)[b["domain_ids"][picked]]  # (N, vocab)
-        top = guess.topk(10, dim=-1).indices  # (N, 10)
-        total["prior"] -= log_prior.to(device)[y].sum().item()
-        total["domain"] -= guess.gather(1, y[:, None]).sum().item()
-        total["domain_top1"] += (top[:, 0] == y).sum().item()
-        total["domain_top10"] += (top == y[:, None]).any(-1).sum().item()
-        n += len(y)
-    return {**{k: v / n for k, v in total.items()}, "n": n}
-
-
-baselines = baseline_scores(test_loader)
-
-
-def model_config(overrides: dict) -> BehrtConfig:
-    base = dict(
-        d_model=cfg.d_model,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        d_ff=cfg.d_ff,
-        dropout=cfg.dropout,
-        max_len=max_len,
-        age_bin_years=cfg.age_bin_years,
-        n_time_bins=cfg.n_time_bins,
-    )
-    return BehrtConfig.from_vocab(vocab, **{**base, **overrides})
+# add-one code frequencies of the training patients: overall, and within each domain
+priors = frequency_priors(train_loader, ids)  # counts (V,), log-priors (V,), (O, V)
+counts = priors["counts"]  # (vocab,) training frequency of each code
+# the masks of evaluate_masked_codes(..., seed=0): every encoder is scored on them
+baselines = frequency_baseline_scores(test_loader, ids, priors, device=device)
 
 
 def run_variant(overrides: dict, seed: int) -> dict:
     """Pretrain one encoder by masked-code modelling (or load it); score it on test."""
-    model_cfg = model_config(overrides)
-    recipe = {
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "seed": seed,
-        # the training subset is part of what the weights depend on
-        "patients": n_pretrain,
-    }
-
-    def train(model: BehrtForPretraining, folder) -> None:
-        train_cfg = TrainConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            seed=seed,
-            out_dir=folder,
-            desc="mlm",
-            device=str(device),
-        )
-        pretrain(model, train_loader, None, ids, train_cfg, schedule="mlm")
-
-    ehrseq.seed_everything(seed)  # the initial weights
-    parts = (task.config, model_cfg, recipe)
-    model, _ = load_or_train(
-        BehrtForPretraining(BehrtEncoder(model_cfg)),
-        "behrt-mlm-ablation",
-        train,
-        *parts,
-    )
-    model.to(device)
-    history = pd.read_csv(
-        artifact_root() / f"behrt-mlm-ablation-{config_key(*parts)}" / "metrics.csv"
-    )
-    scores = evaluate_masked_codes(model, test_loader, ids, counts=counts)
+    run = load_or_pretrain(task, recipe, overrides, seed, loader=train_loader)
+    history = pd.read_csv(run.folder / "metrics.csv")
+    scores = evaluate_masked_codes(run.model, test_loader, ids, counts=counts)
     assert scores["n_masked"] == baselines["n"]  # the same masked positions
     return {
         **{m: scores[m] for m in ("loss", "top1", "top10", "n_masked")},
@@ -334,7 +210,7 @@ def run_variant(overrides: dict, seed: int) -> dict:
 runs = []
 ablation_start = time.perf_counter()
 for name, overrides in variants.items():
-    for seed in cfg.seeds:
+    for seed in recipe.seeds:
         runs.append({"variant": name, "seed": seed, **run_variant(overrides, seed)})
 ablation_seconds = time.perf_counter() - ablation_start
 runs = pd.DataFrame(runs)
@@ -367,7 +243,7 @@ if fell.all() and beats.all():
 else:  # only the smoke profile gets here: the asserts below hold everywhere else
     fell_text = (
         f"the training loss fell in {int(fell.sum())} of the {len(runs)} runs"
-        if cfg.epochs > 1
+        if recipe.epochs > 1
         else "with a single epoch each run logs one training loss, so none can fall"
     )
     learned_check = (
@@ -462,7 +338,7 @@ budget = (
     f"The full encoder's top-1 is {words['top1'] or 'level with'} the "
     f"domain-frequency baseline (top-10: {words['top10'] or 'level with it'}). "
 )
-epochs_text = plural(cfg.epochs, "epoch")
+epochs_text = plural(recipe.epochs, "epoch")
 if len(clear) == 2:
     budget += (
         "That margin is everything these encoders learned from the context in "

@@ -35,9 +35,10 @@
 # %% [markdown]
 # ## Setup
 # One config per chapter; `EHRSEQ_PROFILE` (`smoke`, `book`, `full`) picks its size. The
-# model and pretraining fields repeat those of {doc}`04b_embedding_ablation`: with the task
-# and the seed they make the key of each pretrained encoder, so the same values load the
-# encoders that chapter saved (other values would pretrain encoders of their own).
+# encoders and their pretraining are not set here: they are the recipe of
+# {doc}`04b_embedding_ablation`, `ehrseq.mlm_ablation.mlm_ablation()`. With the task, the
+# variant and the seed it makes the key of each pretrained encoder, so this chapter loads
+# the encoders that chapter saved.
 
 # %%
 import time
@@ -48,66 +49,35 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
 import ehrseq
-from ehrseq.artifacts import load_or_train
 from ehrseq.book import keep, plural
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.data.tensors import LengthBucketSampler, collate_flat
-from ehrseq.models import BehrtConfig, BehrtEncoder
+from ehrseq.mlm_ablation import VARIANTS, load_or_pretrain, mlm_ablation
+from ehrseq.models import BehrtEncoder
 from ehrseq.models.behrt import sinusoidal_table
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
-from ehrseq.train import TrainConfig
+from ehrseq.pretrain import BehrtForPretraining
 
 
 @dataclass(frozen=True)
 class Config:
     profile: str = "book"
-    seed: int = 7  # seed of the setup and of the batch order
-    # the encoders and their pretraining: the same as in chapter 4b
-    d_model: int = 64  # embedding width d
-    n_layers: int = 2  # transformer blocks
-    n_heads: int = 4  # attention heads
-    d_ff: int = 128  # feed-forward width
-    # on embeddings and residual branches (not attention: see BehrtConfig)
-    dropout: float = 0.1
-    age_bin_years: float = 1.0  # width w of an age bin (BEHRT: one year)
-    n_time_bins: int = 32  # log-spaced bins of the time since the previous event
-    batch_size: int = 64  # patients per pretraining batch
-    # training patients of each ablation run (None: all)
-    pretrain_patients: int | None = 2000
-    epochs: int = 4  # pretraining epochs of each ablation run
-    lr: float = 5e-3  # peak learning rate (warm-up, then cosine decay)
-    seeds: tuple[int, ...] = (0, 1)  # chapter 4b's seeds; this chapter opens the first
-    # this chapter's own
+    seed: int = 7  # seed of the setup
     n_positions: int = 64  # rows of the position table compared
 
 
-cfg = for_profile(
-    Config,
-    {
-        "smoke": {"d_model": 32, "d_ff": 64, "epochs": 1, "seeds": (0, 1)},
-        "full": {
-            "d_model": 128,
-            "n_layers": 4,
-            "d_ff": 512,
-            "epochs": 10,
-            "lr": 5e-4,
-            "seeds": (0, 1, 2, 3, 4),
-            "pretrain_patients": None,
-        },
-    },
-)
+cfg = for_profile(Config, {})
+recipe = mlm_ablation()  # the encoders of chapter 4b; this chapter opens the first seed
 device = ehrseq.get_device()
 rng = ehrseq.seed_everything(cfg.seed)
 apply_style()
 print(format_config(cfg))
+print(format_config(recipe))
 print(f"device: {device}; CPU threads: {torch.get_num_threads()} (OMP_NUM_THREADS)")
 chapter_start = time.perf_counter()
-keep("epochs_text", plural(cfg.epochs, "epoch"))  # "1 epoch", "4 epochs"
+keep("epochs_text", plural(recipe.epochs, "epoch"))  # "1 epoch", "4 epochs"
 
 # %% [markdown]
 # The tables are read on the CPU. Encoders pretrained on a GPU are not bit-for-bit
@@ -117,26 +87,13 @@ keep("epochs_text", plural(cfg.epochs, "epoch"))  # "1 epoch", "4 epochs"
 # ## Data
 # The shared task's token tensors, as in {doc}`04b_embedding_ablation`: each training
 # patient's history before the prediction time, the first of them (all in `full`) for
-# pretraining, in length-bucketed batches. They are needed only to pretrain the encoders
-# when chapter 4b has not, and to know which age bins the training tokens use.
+# pretraining, in length-bucketed batches (`load_or_pretrain` makes them as 4b does). They
+# are needed only to pretrain the encoders when chapter 4b has not, and to know which age
+# bins the training tokens use.
 
 # %%
 task = prepare_survival_task(shared_task_config())  # the same task in every chapter
-vocab = task.vocab
-ids = TokenIds.from_vocab(vocab)
 max_len = task.config.max_len  # the longest sequence, the rows of a position table
-n_pretrain = len(task.split["train"])
-if cfg.pretrain_patients is not None:
-    n_pretrain = min(cfg.pretrain_patients, n_pretrain)
-train_set = task.dataset("train")
-pretrain_rows = np.arange(n_pretrain)  # the first training patients
-train_loader = DataLoader(
-    Subset(train_set, pretrain_rows),
-    batch_sampler=LengthBucketSampler(
-        train_set.lengths[pretrain_rows], cfg.batch_size, shuffle=True, seed=cfg.seed
-    ),
-    collate_fn=collate_flat,
-)
 task.summary()
 
 # %% [markdown]
@@ -144,71 +101,19 @@ task.summary()
 # ### The encoders of chapter 4b
 # Each encoder of the ablation is an artefact (`ehrseq.artifacts.load_or_train`) keyed by
 # the task, the encoder's config and the pretraining recipe. Run after
-# {doc}`04b_embedding_ablation`, this cell loads the first seed's encoder with every
-# embedding and the one with sinusoidal positions; run first, it pretrains each exactly as
-# 4b does (masked-code modelling, `ehrseq.pretrain.pretrain` with `schedule="mlm"`) and
-# saves it under 4b's key.
+# {doc}`04b_embedding_ablation`, `load_or_pretrain` loads the first seed's encoder with
+# every embedding and the one with sinusoidal positions; run first, it pretrains each
+# exactly as 4b does (masked-code modelling, `ehrseq.pretrain.pretrain` with
+# `schedule="mlm"`) and saves it under 4b's key.
 
 # %%
-variants = {
-    "all embeddings": {},
-    "sinusoidal position": {"position_embedding": "sinusoidal"},
-}
-
-
-def model_config(overrides: dict) -> BehrtConfig:
-    base = dict(
-        d_model=cfg.d_model,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        d_ff=cfg.d_ff,
-        dropout=cfg.dropout,
-        max_len=max_len,
-        age_bin_years=cfg.age_bin_years,
-        n_time_bins=cfg.n_time_bins,
-    )
-    return BehrtConfig.from_vocab(vocab, **{**base, **overrides})
-
-
-def load_variant(overrides: dict, seed: int) -> tuple[BehrtForPretraining, bool]:
-    """Chapter 4b's encoder of a variant and seed: loaded, or pretrained as 4b does."""
-    model_cfg = model_config(overrides)
-    recipe = {
-        "epochs": cfg.epochs,
-        "lr": cfg.lr,
-        "batch_size": cfg.batch_size,
-        "seed": seed,
-        # the training subset is part of what the weights depend on
-        "patients": n_pretrain,
-    }
-
-    def train(model: BehrtForPretraining, folder) -> None:
-        train_cfg = TrainConfig(
-            epochs=cfg.epochs,
-            lr=cfg.lr,
-            seed=seed,
-            out_dir=folder,
-            desc="mlm",
-            device=str(device),
-        )
-        pretrain(model, train_loader, None, ids, train_cfg, schedule="mlm")
-
-    ehrseq.seed_everything(seed)  # the initial weights
-    return load_or_train(
-        BehrtForPretraining(BehrtEncoder(model_cfg)),
-        "behrt-mlm-ablation",
-        train,
-        task.config,
-        model_cfg,
-        recipe,
-    )
-
-
-first_seed = cfg.seeds[0]
+variants = {name: VARIANTS[name] for name in ("all embeddings", "sinusoidal position")}
+first_seed = recipe.seeds[0]
 kept_models, loaded = {}, {}
 for name, overrides in variants.items():
-    model, loaded[name] = load_variant(overrides, first_seed)
-    kept_models[name] = model.cpu().eval()
+    run = load_or_pretrain(task, recipe, overrides, first_seed)  # loaded, or pretrained
+    loaded[name] = run.loaded
+    kept_models[name] = run.model.cpu().eval()
 print("loaded from chapter 4b:" if all(loaded.values()) else "loaded:", loaded)
 
 # %% [markdown]
@@ -226,7 +131,7 @@ print("loaded from chapter 4b:" if all(loaded.values()) else "loaded:", loaded)
 
 # %%
 ehrseq.seed_everything(first_seed)  # the initial weights of the first seed's encoders
-sinusoidal_cfg = model_config(variants["sinusoidal position"])
+sinusoidal_cfg = recipe.encoder_config(task, variants["sinusoidal position"])
 keep("init_std", sinusoidal_cfg.init_std)
 initial = BehrtForPretraining(BehrtEncoder(sinusoidal_cfg))
 norms = {}
@@ -235,7 +140,7 @@ for label, model in (
     ("after pretraining", kept_models["sinusoidal position"]),
 ):
     e = model.encoder.embeddings
-    table = sinusoidal_table(max_len, cfg.d_model)
+    table = sinusoidal_table(max_len, recipe.d_model)
     norms[label] = {
         "code row": float(e.code.weight.detach().norm(dim=1).mean()),
         "domain row": float(e.domain.weight.detach().norm(dim=1).mean()),
@@ -295,8 +200,8 @@ for ax, sim, ticks, label in (
     ax.set_ylabel(label)
     ax.grid(False)
     if ax is ax2:
-        ax.set_xticks(ticks, (used[ticks] * cfg.age_bin_years).astype(int))
-        ax.set_yticks(ticks, (used[ticks] * cfg.age_bin_years).astype(int))
+        ax.set_xticks(ticks, (used[ticks] * recipe.age_bin_years).astype(int))
+        ax.set_yticks(ticks, (used[ticks] * recipe.age_bin_years).astype(int))
 fig.colorbar(im, ax=[ax1, ax2], label="cosine similarity")
 plt.show()
 chapter_seconds = time.perf_counter() - chapter_start
