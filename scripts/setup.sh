@@ -20,8 +20,13 @@ if [ "$(cat .venv/.ehrseq-stamp 2>/dev/null || true)" != "$stamp" ]; then
   echo "[setup] installing pinned requirements into .venv (first time: a few minutes)"
   start=$(date +%s)
   # -c constraints.txt pins every transitive dependency, torch included (no CUDA wheels on CPU).
-  .venv/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
+  # pip byte-compiles each package on one core; --no-compile, then compileall on every core,
+  # does the same work in about half the time on 2 cores (files that do not compile, such as
+  # Python 2 examples shipped in some packages, are skipped as pip skips them).
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-compile \
+    -r requirements.txt -c constraints.txt
   .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps -e .
+  .venv/bin/python -m compileall -j 0 -qq .venv/lib/python3*/site-packages || true
   .venv/bin/python -m pip check
   echo "$stamp" > .venv/.ehrseq-stamp
   echo "[setup] done in $(( $(date +%s) - start )) s"
