@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from recipe_runs import assert_same_weights, small_task
 
 from ehrseq.artifacts import config_key
 from ehrseq.behrt_survival import (
@@ -20,7 +21,6 @@ from ehrseq.behrt_survival import (
     save_seeds,
     task_life_table,
 )
-from ehrseq.data.task import TaskConfig, prepare_survival_task
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.runtime import seed_everything
 from ehrseq.survival import life_table_hazards
@@ -30,19 +30,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def task():
-    config = TaskConfig(n_patients=200, seed=5, n_bins=5)
-    return prepare_survival_task(config, cache=False)
+    return small_task()
 
 
 def _tiny(**changes) -> BehrtSurvival:
     sizes = {"d_model": 8, "n_layers": 1, "n_heads": 2, "d_ff": 16, "epochs": 2}
     return BehrtSurvival(**{**sizes, "seeds": (0,), "batch_size": 32, **changes})
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    assert list(a.state_dict()) == list(b.state_dict())
-    for name, tensor in a.state_dict().items():
-        torch.testing.assert_close(b.state_dict()[name], tensor, rtol=0, atol=0)
 
 
 def test_profiles_override_the_book_recipe(monkeypatch):
@@ -119,7 +112,7 @@ def test_new_model_builds_the_encoder_first_and_starts_at_the_life_table(task):
     seed_everything(3)
     model = new_model(task, recipe, life_table)
     seed_everything(3)
-    _same_weights(BehrtEncoder(recipe.encoder_config(task)), model.encoder)
+    assert_same_weights(BehrtEncoder(recipe.encoder_config(task)), model.encoder)
     model.eval()
     states = torch.zeros(4, recipe.d_model)  # the head on zero states: its bias alone
     hazards = model.head(states).hazards  # (4, K)
@@ -140,10 +133,10 @@ def test_6c_gets_the_weights_of_6b_loaded_or_trained(task, tmp_path, monkeypatch
     save_seeds(task, recipe, {0: trained})
     warm, loaded = load_or_fit_seed(task, recipe, 0)  # 6c run after 6b: loads
     assert loaded
-    _same_weights(trained, warm)
-    _same_weights(trained, cold.cpu())  # on the CPU, training repeats bit for bit
+    assert_same_weights(trained, warm)
+    assert_same_weights(trained, cold.cpu())  # on the CPU, training repeats bit for bit
     save_seeds(task, recipe, {0: new_model(task, recipe)})  # on disk: left as it is
-    _same_weights(trained, load_or_fit_seed(task, recipe, 0)[0])
+    assert_same_weights(trained, load_or_fit_seed(task, recipe, 0)[0])
 
 
 def test_bad_recipe():

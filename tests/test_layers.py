@@ -42,6 +42,9 @@ LAYERS = {
     "report": 0,  # HTML pieces of a report, no ehrseq import
     "baselines": 3,  # Cox and bag-of-codes features, on data
     "loss_sweep": 6,  # chapter 7's runs as artefacts: losses, models, train, artifacts
+    "recipes": 0,  # what the two recipes below share: sizes, seeds, profiles
+    "behrt_survival": 7,  # chapter 6b's models as artefacts: runs, models, artifacts
+    "mlm_ablation": 7,  # chapter 4b's encoders as artefacts: pretrain, artifacts
     "cli": 9,  # the command line: above everything it runs
     "embeddings": 3,  # code embeddings (skip-gram, scores, files), on data and runtime
     "medrep": 4,  # concept representations from text and the graph, on embeddings

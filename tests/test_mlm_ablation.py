@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from recipe_runs import assert_same_weights, small_task
 from torch.utils.data import DataLoader, Subset
 
 from ehrseq.artifacts import config_key
-from ehrseq.data.task import TaskConfig, prepare_survival_task
 from ehrseq.data.tensors import LengthBucketSampler, collate_flat
 from ehrseq.mlm_ablation import (
     MLM_ABLATION_PROFILES,
@@ -39,20 +39,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def task():
-    config = TaskConfig(n_patients=200, seed=5, n_bins=5)
-    return prepare_survival_task(config, cache=False)
+    return small_task()
 
 
 def _tiny(**changes) -> MlmAblation:
     sizes = {"d_model": 8, "n_layers": 1, "n_heads": 2, "d_ff": 16, "epochs": 1}
     sizes |= {"pretrain_patients": 60, "batch_size": 16}
     return MlmAblation(**{**sizes, **changes})
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    assert list(a.state_dict()) == list(b.state_dict())
-    for name, tensor in a.state_dict().items():
-        torch.testing.assert_close(b.state_dict()[name], tensor, rtol=0, atol=0)
 
 
 def test_profiles_override_the_book_recipe(monkeypatch):
@@ -168,8 +161,8 @@ def test_trains_once_then_loads_and_4c_gets_4b_weights(task, tmp_path, monkeypat
     assert not first.loaded
     second = load_or_pretrain(task, recipe, changes, 0, device="cpu")  # 4c after 4b
     assert second.loaded and second.folder == first.folder
-    _same_weights(first.model, second.model)
-    _same_weights(first.model, cold.model)  # on the CPU, it repeats bit for bit
+    assert_same_weights(first.model, second.model)
+    assert_same_weights(first.model, cold.model)  # on the CPU, it repeats bit for bit
     other = load_or_pretrain(task, recipe, changes, 1, device="cpu")
     assert not other.loaded and other.folder != first.folder
 

@@ -20,15 +20,14 @@ Training is :func:`ehrseq.runs.train_seeds`, the protocol every modelling chapte
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from torch import nn
 
 from ehrseq.artifacts import load_or_train
-from ehrseq.config import for_profile
 from ehrseq.models import BehrtConfig, BehrtEncoder, BinHazardHead, SurvivalModel
+from ehrseq.recipes import BehrtRecipe, recipe_for_profile
 from ehrseq.runs import SeedRuns, train_seeds
 from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig
@@ -50,60 +49,42 @@ ARTEFACT = "behrt-survival"
 
 
 @dataclass(frozen=True)
-class BehrtSurvival:
+class BehrtSurvival(BehrtRecipe):
     """Everything besides the task and the seed that decides a trained model of 6b.
 
     The defaults are the ``book`` profile; :data:`BEHRT_SURVIVAL_PROFILES` changes them
-    for the others. The encoder fields enter the key through :meth:`encoder_config`, the
-    training fields through :meth:`recipe`; ``seeds`` says *which* runs there are.
+    for the others. The encoder's sizes (:class:`~ehrseq.recipes.BehrtRecipe`:
+    ``d_model``, ``n_layers``, ``n_heads``, ``d_ff``, ``dropout``) and ``causal`` enter
+    the key through :meth:`encoder_config`, the training fields through :meth:`recipe`;
+    ``seeds`` says *which* runs there are.
 
     Attributes:
-        d_model: width of the token states.
-        n_layers: transformer blocks.
-        n_heads: attention heads.
-        d_ff: feed-forward hidden width.
-        dropout: on the encoder's embeddings and residual branches, the head's input.
+        seeds: training seeds (initialisation and batch order), one model each.
         causal: visit-causal attention in the encoder.
         batch_size: patients per training batch.
         epochs: at most this many passes (early stopping on the validation loss).
         patience: epochs without a better validation loss before stopping.
         lr: peak learning rate of AdamW.
-        seeds: training seeds (initialisation and batch order), one model each.
 
     Raises:
         ValueError: on no seeds or sizes below 1.
     """
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 128
-    dropout: float = 0.1
+    seeds: tuple[int, ...] = (0, 1, 2)
     causal: bool = True
     batch_size: int = 64
     epochs: int = 8
     patience: int = 2
     lr: float = 1e-3
-    seeds: tuple[int, ...] = (0, 1, 2)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if not self.seeds:
-            raise ValueError("BehrtSurvival: seeds is empty")
-        for name in ("d_model", "n_layers", "n_heads", "d_ff", "batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                value = getattr(self, name)
-                raise ValueError(f"BehrtSurvival: {name} = {value} must be >= 1")
+    def sizes_to_check(self) -> tuple[str, ...]:
+        return (*super().sizes_to_check(), "batch_size", "epochs")
 
     def encoder_config(self, task) -> BehrtConfig:
         """The encoder's config for ``task`` (its vocabulary and longest sequence)."""
         return BehrtConfig.from_vocab(
             task.vocab,
-            d_model=self.d_model,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
+            **self.encoder_sizes(),
             max_len=task.config.max_len,
             causal=self.causal,
         )
@@ -155,11 +136,8 @@ def behrt_survival(profile: str | None = None, **changes) -> BehrtSurvival:
         ValueError: on an unknown profile or a change that is not a field of
             :class:`BehrtSurvival`.
     """
-    unknown = set(changes) - {f.name for f in dataclasses.fields(BehrtSurvival)}
-    if unknown:
-        raise ValueError(f"BehrtSurvival has no fields {sorted(unknown)}")
-    base = for_profile(BehrtSurvival, BEHRT_SURVIVAL_PROFILES, profile)
-    return dataclasses.replace(base, **changes)
+    profiles = BEHRT_SURVIVAL_PROFILES
+    return recipe_for_profile(BehrtSurvival, profiles, profile, **changes)
 
 
 def task_life_table(task) -> np.ndarray:

@@ -21,7 +21,6 @@ training codes, and the most frequent training codes of the hidden token's domai
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,6 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
-from ehrseq.config import for_profile
 from ehrseq.data.tensors import LengthBucketSampler, collate_flat
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.pretrain import (
@@ -42,6 +40,7 @@ from ehrseq.pretrain import (
     mask_codes,
     pretrain,
 )
+from ehrseq.recipes import BehrtRecipe, recipe_for_profile
 from ehrseq.runtime import get_device, seed_everything
 from ehrseq.train import TrainConfig, to_device
 
@@ -81,60 +80,42 @@ VARIANTS: dict[str, dict] = {
 
 
 @dataclass(frozen=True)
-class MlmAblation:
+class MlmAblation(BehrtRecipe):
     """Everything besides the task, the variant and the seed that decides an encoder.
 
     The defaults are the ``book`` profile; :data:`MLM_ABLATION_PROFILES` changes them
-    for the others. The encoder fields enter the key through :meth:`encoder_config`, the
-    training fields through :meth:`recipe`; ``seeds`` says *which* runs there are.
-    ``batch_seed`` decides the batch order but is not in the key (chapter 4b never keyed
-    it; change it and clear the artefacts).
+    for the others. The encoder's sizes (:class:`~ehrseq.recipes.BehrtRecipe`:
+    ``d_model``, ``n_layers``, ``n_heads``, ``d_ff``, ``dropout``), ``age_bin_years``
+    and ``n_time_bins`` enter the key through :meth:`encoder_config`, the training
+    fields through :meth:`recipe`; ``seeds`` says *which* runs there are. ``batch_seed``
+    decides the batch order but is not in the key (chapter 4b never keyed it; change it
+    and clear the artefacts).
 
     Attributes:
-        d_model: embedding width :math:`d`.
-        n_layers: transformer blocks.
-        n_heads: attention heads.
-        d_ff: feed-forward width.
-        dropout: on embeddings and residual branches (not attention: see BehrtConfig).
+        seeds: one pretraining run per seed and variant (initial weights, masks).
         age_bin_years: width :math:`w` of an age bin (BEHRT: one year).
         n_time_bins: log-spaced bins of the time since the previous event.
         batch_size: patients per pretraining batch.
         pretrain_patients: the first training patients of each run (None: all).
         epochs: pretraining epochs of each run.
         lr: peak learning rate (warm-up, then cosine decay).
-        seeds: one pretraining run per seed and variant (initial weights, masks).
         batch_seed: seed of the length-bucketed batch order.
 
     Raises:
         ValueError: on no seeds or sizes below 1.
     """
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_ff: int = 128
-    dropout: float = 0.1
+    seeds: tuple[int, ...] = (0, 1)
     age_bin_years: float = 1.0
     n_time_bins: int = 32
     batch_size: int = 64
     pretrain_patients: int | None = 2000
     epochs: int = 4
     lr: float = 5e-3
-    seeds: tuple[int, ...] = (0, 1)
     batch_seed: int = 7
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if not self.seeds:
-            raise ValueError("MlmAblation: seeds is empty")
-        sizes = ("d_model", "n_layers", "n_heads", "d_ff", "batch_size", "epochs")
-        for name in sizes:
-            if getattr(self, name) < 1:
-                value = getattr(self, name)
-                raise ValueError(f"MlmAblation: {name} = {value} must be >= 1")
-        n = self.pretrain_patients
-        if n is not None and n < 1:
-            raise ValueError(f"MlmAblation: pretrain_patients = {n} must be >= 1")
+    def sizes_to_check(self) -> tuple[str, ...]:
+        return (*super().sizes_to_check(), "batch_size", "epochs", "pretrain_patients")
 
     def encoder_config(self, task, changes: dict | None = None) -> BehrtConfig:
         """The encoder's config for ``task``, with a variant's ``changes``.
@@ -144,11 +125,7 @@ class MlmAblation:
                 fit.
         """
         base = dict(
-            d_model=self.d_model,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_ff=self.d_ff,
-            dropout=self.dropout,
+            **self.encoder_sizes(),
             max_len=task.config.max_len,  # the longest sequence: the position rows
             age_bin_years=self.age_bin_years,
             n_time_bins=self.n_time_bins,
@@ -198,11 +175,7 @@ def mlm_ablation(profile: str | None = None, **changes) -> MlmAblation:
         ValueError: on an unknown profile or a change that is not a field of
             :class:`MlmAblation`.
     """
-    unknown = set(changes) - {f.name for f in dataclasses.fields(MlmAblation)}
-    if unknown:
-        raise ValueError(f"MlmAblation has no fields {sorted(unknown)}")
-    base = for_profile(MlmAblation, MLM_ABLATION_PROFILES, profile)
-    return dataclasses.replace(base, **changes)
+    return recipe_for_profile(MlmAblation, MLM_ABLATION_PROFILES, profile, **changes)
 
 
 def pretrain_loader(task, recipe: MlmAblation) -> DataLoader:
