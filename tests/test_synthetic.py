@@ -14,9 +14,12 @@ from ehrseq.data.synthetic import (
     HF_INTERACTION_LOG_HR,
     HF_LOG_HR,
     NSAID_GROUP,
+    LazyTables,
+    SyntheticCohort,
     SyntheticConfig,
     generate_cohort,
     generate_two_sites,
+    read_parquet,
 )
 
 EVENT_TABLES = {
@@ -399,3 +402,32 @@ def test_natriuretic_peptide_rises_along_the_latent_slope(cohort):
     )
     r = np.corrcoef(fitted.to_numpy(), p.loc[fitted.index, "bnp_slope"].to_numpy())[0, 1]
     assert len(fitted) > 100 and r > 0.5
+
+
+def test_read_parquet_equals_pandas_with_repeated_and_missing_strings(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "domain": ["condition", "drug", "condition", "measurement"] * 50,
+            "source": ["a", None, "b", "a"] * 50,  # missing: stays None, not NaN
+            "value": np.arange(200, dtype=float),
+        },
+        index=pd.Index(np.arange(200) * 3, name="row"),
+    )
+    frame.to_parquet(tmp_path / "f.parquet")
+    ours, theirs = read_parquet(tmp_path / "f.parquet"), pd.read_parquet(tmp_path / "f.parquet")
+    pd.testing.assert_frame_equal(ours, theirs)
+    assert ours["domain"].dtype == object and ours["source"].iloc[1] is None
+
+
+def test_loaded_cohort_reads_each_table_on_first_use(tmp_path):
+    cohort = generate_cohort(SyntheticConfig(n_patients=30, seed=3))
+    cohort.save(tmp_path / "c")
+    loaded = SyntheticCohort.load(tmp_path / "c")
+    assert isinstance(loaded.tables, LazyTables)
+    assert list(loaded.tables) == list(cohort.tables)  # names, nothing read yet
+    assert "read: []" in repr(loaded.tables)
+    pd.testing.assert_frame_equal(loaded.tables["measurement"], cohort.tables["measurement"])
+    assert loaded.tables["measurement"] is loaded.tables["measurement"]  # read once
+    assert "read: ['measurement']" in repr(loaded.tables)
+    with pytest.raises(KeyError):
+        loaded.tables["note"]

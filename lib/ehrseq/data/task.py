@@ -41,7 +41,13 @@ from ehrseq.config import artifact_root
 from ehrseq.data.labels import Outcome, discretize, survival_labels
 from ehrseq.data.omop import load_omop
 from ehrseq.data.sequences import Sequences, build_sequences
-from ehrseq.data.synthetic import DAYS_PER_MONTH, SyntheticCohort, SyntheticConfig, generate_cohort
+from ehrseq.data.synthetic import (
+    DAYS_PER_MONTH,
+    SyntheticCohort,
+    SyntheticConfig,
+    generate_cohort,
+    read_parquet,
+)
 from ehrseq.data.tensors import (
     FlatEncoding,
     LengthBucketSampler,
@@ -327,7 +333,8 @@ def _cohort_and_read_back(
     with FileLock(str(folder) + ".lock"):
         paths = [folder / f"{name}.parquet" for name in _OMOP_FRAMES]
         if all(p.is_file() for p in paths) and (folder / "cohort" / "cohort.json").is_file():
-            return (SyntheticCohort.load(folder / "cohort"), *(pd.read_parquet(p) for p in paths))
+            frames = (read_parquet(p) for p in paths)
+            return (SyntheticCohort.load(folder / "cohort"), *frames)
         cohort = generate_cohort(synthetic)
         frames = read_back(cohort)
         folder.mkdir(parents=True, exist_ok=True)
