@@ -169,7 +169,7 @@ task.summary()
 # a change to the `BehrtConfig` of the encoder with every embedding:
 
 # %%
-variants = VARIANTS  # {name: changes to the BehrtConfig of the full encoder}
+variants = dict(VARIANTS)  # {name: changes to the full encoder's BehrtConfig}, a copy
 for name, changes in variants.items():
     print(f"{name:28}{changes}")
 train_loader = pretrain_loader(task, recipe)  # length-bucketed, shuffled batches
