@@ -9,6 +9,9 @@ own time is reported apart.
 The cohort is the one ``tests/test_cli.py`` uses: new NSAID users, heart failure within three
 years, with descendants.
 
+An export already under ``--keep`` (``omop_<n>/person.parquet``) is reused, not written
+again; the run folder ``run_<n>`` is removed first, so the first run is cold.
+
 Usage: python benchmarks/bench_cli.py [--sizes 10000 100000] [--profile smoke]
        [--threads 1] [--keep DIR] [--limit-gib G] [--memory-limit 2GB]
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,11 +130,15 @@ def main() -> None:
         spec = root / "cohort.toml"
         spec.write_text(COHORT)
         out = root / f"run_{n}"
+        if out.exists():  # an earlier run's stages would come from its cache
+            shutil.rmtree(out)
         args = ["run", str(folder), "--cohort", str(spec), "--out", str(out)]
         args += ["--profile", opts.profile]
         if opts.memory_limit:
             args += ["--memory-limit", opts.memory_limit]
         cold = run_command(args, opts.threads, opts.limit_gib)
+        stages = out / "stages.json"  # the cold run's seconds per stage
+        seconds = json.loads(stages.read_text())["seconds"] if stages.exists() else {}
         cached = run_command(args, opts.threads, opts.limit_gib)
         metrics = out / "metrics.json"
         n_cohort = None
@@ -144,6 +152,9 @@ def main() -> None:
             f"cached re-run {cached[0]:5.1f} s, peak {cached[1]:6.0f} MiB, rc {cached[2]}",
             flush=True,
         )
+        if seconds:
+            times = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+            print(f"  stages (s): {times}", flush=True)
     print(f"profile {opts.profile}, {opts.threads} thread(s), load {os.getloadavg()[0]:.1f}")
     print(f"exports under {root}")
 

@@ -14,11 +14,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ehrseq.cli.cohort import CliError
 
-__all__ = ["Input", "is_meds", "fingerprint", "read_input", "validate_input", "descendants_of"]
+__all__ = [
+    "Input",
+    "is_meds",
+    "fingerprint",
+    "read_events",
+    "read_input",
+    "validate_input",
+    "descendants_of",
+]
 
 
 def is_meds(path: Path) -> bool:
@@ -68,8 +77,18 @@ class Input:
     notes: list[str] = field(default_factory=list)
 
 
-def read_input(path: str | Path, mode: str = "lenient") -> Input:
+def read_input(
+    path: str | Path, mode: str = "lenient", events_to: str | Path | None = None
+) -> Input:
     """Read ``path`` (OMOP folder or DuckDB file, or MEDS folder).
+
+    Args:
+        path: the input.
+        mode: ``"lenient"`` or ``"strict"`` (OMOP's validation).
+        events_to: a parquet file for the event table; ``Input.events`` then has
+            its columns and no row (read the rows a step needs with
+            :func:`read_events`). An OMOP export's events never sit in pandas whole
+            (``load_omop(events_to=...)``).
 
     Raises:
         CliError: a missing path, an unusable person table, or (strict) a broken rule.
@@ -77,10 +96,14 @@ def read_input(path: str | Path, mode: str = "lenient") -> Input:
     path = Path(path).expanduser()
     _exists(path)
     if is_meds(path):
-        return _read_meds(path)
+        data = _read_meds(path)
+        if events_to is not None:
+            data.events.to_parquet(events_to)
+            data.events = data.events.iloc[:0]
+        return data
     from ehrseq.data.omop import load_omop
 
-    data = load_omop(path, mode=mode)
+    data = load_omop(path, mode=mode, events_to=events_to)
     report = data.report
     data.cdm.close()
     return Input(
@@ -92,6 +115,69 @@ def read_input(path: str | Path, mode: str = "lenient") -> Input:
         report.summary().reset_index(),
         list(report.notes),
     )
+
+
+def read_events(
+    path: str | Path,
+    *,
+    concepts: Iterable[int] | None = None,
+    before: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The rows of an event table written by :func:`read_input` (``events_to``) that
+    a step needs, read by DuckDB (under its memory cap), in the file's order and the
+    contract's dtypes.
+
+    Args:
+        path: the parquet file.
+        concepts: keep the rows of these concept ids and every death (what
+            :func:`~ehrseq.cli.cohort.build_cohort` reads of the events).
+        before: ``person_id`` and ``prediction_time``, one row per person: keep
+            these persons' rows up to their prediction time, their visit rows, and
+            the visit rows of an id that several persons share (what
+            :func:`~ehrseq.data.task.task_from_labels` reads of the events: the
+            history, and the visits that resolve its visit ids as the whole table
+            would).
+
+    Raises:
+        ValueError: neither or both of ``concepts`` and ``before``.
+    """
+    from ehrseq.data.events import EVENT_COLUMNS
+    from ehrseq.data.omop.cdm import connect
+    from ehrseq.data.omop.sql import _lit
+
+    if (concepts is None) == (before is None):
+        raise ValueError("read_events: give concepts or before (one of them)")
+    src = f"read_parquet({_lit(str(Path(path).resolve()))}, file_row_number = true)"
+    con = connect()
+    try:
+        if concepts is not None:
+            ids = np.asarray(list(concepts), dtype=np.int64)
+            con.register("_ehrseq_ids", pd.DataFrame({"concept_id": ids}))
+            known = "concept_id IN (SELECT concept_id FROM _ehrseq_ids)"
+            sql = f"SELECT * FROM {src} WHERE {known} OR domain = 'death'"
+        else:
+            pt = pd.DataFrame(
+                {
+                    "person_id": before["person_id"].to_numpy(np.int64),
+                    "prediction_time": pd.to_datetime(before["prediction_time"]),
+                }
+            )
+            con.register("_ehrseq_pt", pt)
+            shared = f"""SELECT visit_occurrence_id FROM {src}
+                WHERE domain = 'visit' AND visit_occurrence_id IS NOT NULL
+                GROUP BY 1 HAVING count(DISTINCT person_id) > 1"""
+            sql = f"""SELECT e.* FROM {src} e LEFT JOIN _ehrseq_pt p USING (person_id)
+                WHERE (p.person_id IS NOT NULL
+                       AND (e.time <= p.prediction_time OR e.domain = 'visit'))
+                   OR (e.domain = 'visit' AND e.visit_occurrence_id IN ({shared}))"""
+        events = con.execute(f"{sql} ORDER BY file_row_number").df()
+    finally:
+        con.close()
+    events = events.drop(columns="file_row_number")
+    types = {c: t for c, t in EVENT_COLUMNS.items() if c in events and c != "time"}
+    events = events.astype(types)
+    events["time"] = events["time"].astype("datetime64[ns]")
+    return events.reset_index(drop=True)
 
 
 def _read_meds(path: Path) -> Input:

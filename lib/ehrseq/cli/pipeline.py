@@ -9,12 +9,13 @@ fine-tuning, the evaluation and the report, and a changed input file everything.
 =========== ================================================= ==============================
 stage       what                                              writes (under ``--out``)
 =========== ================================================= ==============================
-load        validate (lenient) and read the export            ``load/``: events, person,
+load        validate (lenient), events to parquet by DuckDB   ``load/``: events, person,
                                                               periods (parquet), report.csv
-cohort      new users, washout, exclusions, labels            ``cohort/``: labels.parquet
-                                                              (MEDS labels), attrition.csv
+cohort      new users, washout, exclusions, labels (reads     ``cohort/``: labels.parquet
+            the concept sets' events and deaths only)         (MEDS labels), attrition.csv
 task        split 60/15/25 by person, sequences before the    ``task/``: vocab.json,
-            index date, vocabulary on training persons, bins  split.csv, summary.csv
+            index date (reads the cohort's history only),     split.csv, summary.csv
+            vocabulary on training persons, bins
 pretrain    masked-code + next-visit pretraining of a BEHRT   ``pretrain/``: encoder.pt,
             encoder (or the ``--init`` checkpoint), through   history.csv, the artefact
             :func:`~ehrseq.pretrained.load_or_pretrain`       ``behrt-pretrained-<key>/``
@@ -31,6 +32,13 @@ report      one HTML page and one JSON file                   ``report.html``,
 
 ``stages.json`` says which stages ran and which came from the cache.
 
+The whole event table is never held in pandas: ``load`` writes it to
+``events.parquet`` through DuckDB (:func:`ehrseq.data.omop.load_omop` with
+``events_to``), ``cohort`` reads back the rows of the index and outcome concept sets
+and the deaths, and ``task`` the rows of the cohort's persons up to their index date
+(:func:`ehrseq.cli.inputs.read_events`), so an export larger than memory runs; the
+results are those of the whole table in memory.
+
 What each stage computes is a function of :mod:`ehrseq.cli.steps` (objects in memory in,
 objects out); the stage writes the result into its folder. A chapter calls the same functions.
 """
@@ -42,7 +50,9 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +60,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ehrseq.cli.cohort import CliError, CohortResult, CohortSpec, build_cohort
-from ehrseq.cli.inputs import Input, descendants_of, fingerprint, read_input
+from ehrseq.cli.cohort import CliError, CohortSpec, build_cohort
+from ehrseq.cli.inputs import (
+    Input,
+    descendants_of,
+    fingerprint,
+    read_events,
+    read_input,
+)
 from ehrseq.cli.steps import (
     baseline_curves,
     build_task,
@@ -160,11 +176,40 @@ def _print_table(title: str, frame: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------------------------
 # ehrseq cohort
 # ---------------------------------------------------------------------------------------------
-def _cohort(path: Path, spec: CohortSpec, data: Input) -> CohortResult:
-    result = build_cohort(
-        spec, data.events, data.person, data.observation_period, descendants_of(path)
-    )
-    return result
+def _remembered(fn: Callable[[list[int]], list[int]] | None):
+    """``fn`` (ids -> ids with descendants), each answer kept for the same ids."""
+    if fn is None:
+        return None
+    seen: dict[tuple[int, ...], list[int]] = {}
+
+    def expand(ids: list[int]) -> list[int]:
+        key = tuple(ids)
+        if key not in seen:
+            seen[key] = fn(ids)
+        return seen[key]
+
+    return expand
+
+
+def _cohort(path: Path, spec: CohortSpec, data: Input, events: Path | None = None):
+    """:func:`build_cohort` on ``data`` (a :class:`~ehrseq.cli.cohort.CohortResult`);
+    with ``events`` (the event table's parquet file), on the rows of the concept sets
+    and the deaths read from it (:func:`read_events`)."""
+    descendants = _remembered(descendants_of(path))
+    frame = data.events
+    if events is not None:
+        ids = spec.index.resolve(descendants) + spec.outcome.resolve(descendants)
+        frame = read_events(events, concepts=ids)
+    return build_cohort(spec, frame, data.person, data.observation_period, descendants)
+
+
+def _history(events: Path, data: Input, labels: pd.DataFrame) -> Input:
+    """``data`` with the rows of the event table ``events`` (parquet) that
+    :func:`build_task` reads for the cohort ``labels``: each person's history up to the
+    index date, and the visits that resolve its visit ids (:func:`read_events`)."""
+    before = labels[["subject_id", "prediction_time"]]
+    before = before.rename(columns={"subject_id": "person_id"})
+    return dataclasses.replace(data, events=read_events(events, before=before))
 
 
 def _check_labels_path(path: Path) -> None:
@@ -180,8 +225,11 @@ def cohort_command(args: argparse.Namespace) -> int:
     spec = CohortSpec.from_toml(args.cohort)
     labels_path = args.labels or Path(f"{spec.name}_labels.parquet")
     _check_labels_path(labels_path)
-    data = read_input(args.path, mode="strict" if args.strict else "lenient")
-    result = _cohort(args.path, spec, data)
+    mode = "strict" if args.strict else "lenient"
+    with tempfile.TemporaryDirectory(prefix="ehrseq_cohort_") as tmp:
+        events = Path(tmp) / "events.parquet"
+        data = read_input(args.path, mode=mode, events_to=events)
+        result = _cohort(args.path, spec, data, events)
     print(
         f"cohort {spec.name!r}: {len(result.index_ids)} index concepts, "
         f"{len(result.outcome_ids)} outcome concepts (descendants included where asked)"
@@ -269,8 +317,7 @@ def _load_stage(st: _Stages, path: Path, mode: str) -> tuple[str, Input | None]:
     if st.cached("load", key):
         return key, None
     t0 = st.start("load")
-    data = read_input(path, mode=mode)
-    data.events.to_parquet(folder / "events.parquet")
+    data = read_input(path, mode=mode, events_to=folder / "events.parquet")
     data.person.to_parquet(folder / "person.parquet")
     data.observation_period.to_parquet(folder / "observation_period.parquet")
     data.report.to_csv(folder / "report.csv", index=False)
@@ -289,9 +336,12 @@ def _read_loaded(folder: Path) -> Input:
         except pd.errors.EmptyDataError:
             return pd.DataFrame()
 
+    import pyarrow.parquet as pq
+
+    empty = pq.read_schema(folder / "events.parquet").empty_table().to_pandas()
     return Input(
         meta["kind"],
-        pd.read_parquet(folder / "events.parquet"),
+        empty,  # the rows are read where needed (read_events)
         pd.read_parquet(folder / "person.parquet"),
         pd.read_parquet(folder / "observation_period.parquet"),
         csv("report.csv"),
@@ -414,7 +464,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         t0 = st.start("cohort")
         data = data or _read_loaded(st.folder("load"))
-        result = _cohort(args.path, spec, data)
+        result = _cohort(args.path, spec, data, st.folder("load") / "events.parquet")
         write_survival_labels(result.labels, folder / "labels.parquet", task=spec.name)
         result.labels.to_parquet(folder / "labels_full.parquet")
         result.attrition.to_csv(folder / "attrition.csv", index=False)
@@ -444,7 +494,8 @@ def run_command(args: argparse.Namespace) -> int:
         if task is None:
             data = data or _read_loaded(st.folder("load"))
             labels = pd.read_parquet(st.folder("cohort") / "labels_full.parquet")
-            task = build_task(data, labels, cfg, spec.horizon_days)
+            history = _history(st.folder("load") / "events.parquet", data, labels)
+            task = build_task(history, labels, cfg, spec.horizon_days)
         return task
 
     folder = st.folder("task")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import time as _time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +70,17 @@ _READ_TABLES = {
     "cdm_source",
     *(spec.table for spec in EVENT_SPECS.values()),
 }
+# the event table's columns in a parquet file (load_omop(events_to=...))
+_ARROW_TYPES = {
+    "person_id": "int64",
+    "time": "timestamp[ns]",
+    "concept_id": "int64",
+    "source_concept_id": "int64",
+    "domain": "string",
+    "value_as_number": "double",
+    "unit_concept_id": "int64",
+    "visit_occurrence_id": "int64",
+}
 _RAW, _RN = f"{_P}raw", f"{_P}rn"  # a table as read once, and its repeated rows' ranks
 # concept 0: the source concept stands in (rule source_concept), else the source value
 _SOURCE = "coalesce(_concept_id, 0) = 0 AND coalesce(_source_id, 0) <> 0"
@@ -90,6 +101,8 @@ class OmopData:
             ``observation_period_end_date`` (datetime64[ns]).
         report: the :class:`LoadReport`.
         cdm: the open :class:`Cdm`, for concept look-ups.
+        events_path: where the event table was written (``load_omop(events_to=...)``);
+            ``events`` then has its columns and no row.
     """
 
     events: pd.DataFrame
@@ -97,12 +110,16 @@ class OmopData:
     observation_period: pd.DataFrame
     report: LoadReport
     cdm: Cdm
+    events_path: Path | None = None
 
     def __repr__(self) -> str:
         # the source on a line of its own, so that the counts fit a narrow page
+        events = f"{len(self.events):,} events"
+        if self.events_path is not None:
+            events = f"events in {self.events_path}"
         return (
             f"OmopData({self.cdm.source!r}:\n"
-            f"         {len(self.person):,} persons, {len(self.events):,} events, "
+            f"         {len(self.person):,} persons, {events}, "
             f"{len(self.observation_period):,} observation periods)"
         )
 
@@ -146,7 +163,8 @@ class _Loader:
         if bad:
             raise ValueError(f"domains: unknown {bad}; choose from {DOMAINS}")
         self.report = LoadReport(source=cdm.source, mode=mode, cdm_version=cdm.cdm_version)
-        self.staged: dict[str, str] = {}  # domain -> checked table name
+        self.staged: dict[str, str] = {}  # domain -> its kept rows' table (_output_sql)
+        self.build = True  # False: validate only (no table of kept rows)
         self.temp: list[str] = []  # every DuckDB table this run creates, dropped at the end
         self.kept: dict[str, int] = {}
         self.has_concepts = self.has_op = self.has_death = self.has_visits = False
@@ -653,15 +671,17 @@ class _Loader:
             FROM {checked} WHERE _drop IS NULL"""
 
     # -- the whole run ---------------------------------------------------------------------------
-    def run(self, build: bool) -> OmopData | LoadReport:
-        """Validate every table, then (``build``) assemble the outputs; always clean up."""
+    def run(self, build: bool, events_to: Path | None = None) -> OmopData | LoadReport:
+        """Validate every table, then (``build``) assemble the outputs (the event table
+        written to ``events_to`` when given); always clean up."""
+        self.build = build
         try:
-            return self._run(build)
+            return self._run(build, events_to)
         finally:
             for name in self.temp + [f"{_P}{n}" for n in _REFERENCE_TABLES]:
                 self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def _run(self, build: bool) -> OmopData | LoadReport:
+    def _run(self, build: bool, events_to: Path | None) -> OmopData | LoadReport:
         t0 = _time.perf_counter()
         for notes in self.cdm.notes.values():
             self.report.notes.extend(notes)
@@ -680,11 +700,14 @@ class _Loader:
         if not build:
             return self.report
         t1 = _time.perf_counter()
-        events = self._events_frame()
+        if events_to is None:
+            events = self._events_frame()
+        else:
+            events = self._write_events(events_to)
         person = self._person_frame()
         op = self._observation_period_frame()
         self.report.seconds["events"] = _time.perf_counter() - t1
-        return OmopData(events, person, op, self.report, self.cdm)
+        return OmopData(events, person, op, self.report, self.cdm, events_to)
 
     def _note_unread_tables(self) -> None:
         """List the tables present that no stage reads (note, specimen, device_exposure,
@@ -754,7 +777,9 @@ class _Loader:
     def _keep_staged(self, domain: str, checked: str, wanted: bool) -> None:
         """After death or visits, keep the reference table later tables check against
         (``_ehrseq_deaths``: each person's death day; ``_ehrseq_visits``: the kept visit ids);
-        keep the checked table for the output when the domain is wanted, else drop it."""
+        keep the kept rows in the event-table columns (:meth:`_output_sql`) when the
+        domain is wanted; drop the checked table (its other columns are not read
+        again)."""
         if domain == "death":
             self.con.execute(
                 f"""CREATE OR REPLACE TEMP TABLE {_P}deaths AS
@@ -770,44 +795,134 @@ class _Loader:
             )
             self.has_visits = True
         if wanted:
-            self.staged[domain] = checked
+            out = self.staged[domain] = f"{_P}out_{domain}"
+            if self.build:  # validate_omop reads no event
+                self.temp.append(out)
+                select = self._output_sql(EVENT_SPECS[domain], checked)
+                self.con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {select}")
             self.kept[domain] = self.report.totals(EVENT_SPECS[domain].table)["rows_kept"]
-        else:
-            self.con.execute(f"DROP TABLE {checked}")
+        self.con.execute(f"DROP TABLE {checked}")
+
+    def _union(self) -> str:
+        """SQL: the kept rows of every staged domain (:meth:`_output_sql`)."""
+        return " UNION ALL ".join(f"SELECT * FROM {t}" for t in self.staged.values())
+
+    def _events_sql(self, where: str = "TRUE") -> str:
+        """SQL: the kept rows of every staged domain (those that match ``where``),
+        sorted by person, time, tie rank, concept, source concept and row (a foreign
+        code's stand-in id still to come)."""
+        return f"""SELECT person_id, time, concept_id, source_concept_id, domain,
+                       value_as_number, unit_concept_id, visit_occurrence_id, code
+                FROM ({self._union()}) WHERE {where}
+                ORDER BY person_id, time, _rank, concept_id, code, source_concept_id,
+                         _row"""
+
+    def _person_chunks(self, rows: int) -> list[str]:
+        """Conditions on ``person_id`` that cut the event table into runs of whole
+        persons of about ``rows`` events each, in person order (each sorted alone, so
+        DuckDB never sorts more than one run)."""
+        union = self._union()
+        per_person = f"SELECT person_id, count(*) AS n FROM ({union}) GROUP BY 1"
+        counts = self.con.execute(f"{per_person} ORDER BY 1").fetchnumpy()
+        ids, n = counts["person_id"], np.cumsum(counts["n"])
+        if not len(ids):
+            return ["TRUE"]
+        # a run starts after the person whose events pass a multiple of ``rows``
+        firsts = np.searchsorted(n, np.arange(rows, n[-1], rows)) + 1
+        bounds = [None, *np.unique(ids[firsts[firsts < len(ids)]]).tolist(), None]
+        chunks = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            cond = [f"person_id >= {lo}"] if lo is not None else []
+            cond += [f"person_id < {hi}"] if hi is not None else []
+            chunks.append(" AND ".join(cond) or "TRUE")
+        return chunks
+
+    def _check_kept(self, counts: Mapping[str, int]) -> None:
+        """Raise ``AssertionError`` if a domain's events differ from its kept rows
+        (a bug)."""
+        for domain, n in self.kept.items():
+            if int(counts.get(domain, 0)) != n:
+                raise AssertionError(f"{domain}: {counts.get(domain, 0)} events, {n} rows kept")
 
     def _events_frame(self) -> pd.DataFrame:
-        """The event table: the kept rows of every staged domain, sorted by person, time, tie
-        rank, concept, source concept and row, in the dtypes of the contract.
+        """The event table: the kept rows of every staged domain, sorted as
+        :meth:`_events_sql` says, in the dtypes of the contract.
 
         Raises:
             AssertionError: if a domain's events differ from its kept rows (a bug).
         """
-        union = " UNION ALL ".join(
-            self._output_sql(EVENT_SPECS[d], c) for d, c in self.staged.items()
-        )
-        events = self.con.execute(
-            f"""SELECT person_id, time, concept_id, source_concept_id, domain, value_as_number,
-                       unit_concept_id, visit_occurrence_id, code
-                FROM ({union})
-                ORDER BY person_id, time, _rank, concept_id, code, source_concept_id,
-                         _row"""
-        ).df()
-        events = _with_foreign_codes(events)
-        if "code" in events:
-            self._note_identifier_codes(events)
-        counts = events["domain"].value_counts()
-        for domain, n in self.kept.items():
-            if int(counts.get(domain, 0)) != n:
-                raise AssertionError(f"{domain}: {counts.get(domain, 0)} events, {n} rows kept")
+        self._note_identifier_codes()
+        events = _with_foreign_codes(self.con.execute(self._events_sql()).df())
+        self._check_kept(events["domain"].value_counts())
         check_events(events)
         return events
 
-    def _note_identifier_codes(self, events: pd.DataFrame) -> None:
+    def _write_events(
+        self, path: Path, batch_rows: int = 1 << 20, chunk_rows: int = 1 << 22
+    ) -> pd.DataFrame:
+        """Write the event table of :meth:`_events_frame` to the parquet file
+        ``path``, ``batch_rows`` rows at a time (DuckDB sorts runs of whole persons of
+        about ``chunk_rows`` events, :meth:`_person_chunks`, spilling beyond its memory
+        cap; pandas holds one batch), and return its empty frame (the columns and
+        dtypes).
+
+        Raises:
+            AssertionError: if a domain's events differ from its kept rows (a bug).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        has_code = self._note_identifier_codes()
+        types = {**_ARROW_TYPES, **({"code": pa.string()} if has_code else {})}
+        arrow = {"schema": pa.schema(list(types.items())), "preserve_index": False}
+        counts: dict[str, int] = {}
+        path = Path(path)
+        partial = path.with_name(path.name + ".partial")
+        writer, empty = None, None
+        try:
+            for batch in self._batches(chunk_rows, batch_rows):
+                events = _with_foreign_codes(batch.to_pandas())
+                if has_code and "code" not in events:
+                    events["code"] = pd.Series(None, index=events.index, dtype=object)
+                check_events(events)
+                for domain, n in events["domain"].value_counts().items():
+                    counts[domain] = counts.get(domain, 0) + int(n)
+                table = pa.Table.from_pandas(events, **arrow)
+                if writer is None:
+                    empty = events.iloc[:0]
+                    writer = pq.ParquetWriter(partial, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:  # no event at all: an empty file in the contract
+            empty = _with_foreign_codes(self.con.execute(self._events_sql()).df())
+            empty.to_parquet(partial, index=False)
+        self._check_kept(counts)
+        partial.replace(path)
+        return empty
+
+    def _batches(self, chunk_rows: int, batch_rows: int) -> Iterator:
+        """The sorted event table as arrow record batches, run after run of persons."""
+        for where in self._person_chunks(chunk_rows):
+            rel = self.con.sql(self._events_sql(where))
+            # DuckDB 2 names it to_arrow_reader; 1.x fetch_arrow_reader
+            read = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+            reader = read(batch_rows)
+            try:
+                yield from reader
+            finally:
+                reader.close()
+
+    def _note_identifier_codes(self) -> bool:
         """A note per domain whose foreign codes are nearly all distinct (SynPUF writes
-        a claim id as ``visit_source_value``): identifiers, not codes, each a token."""
-        codes = events.loc[events["code"].notna(), ["domain", "code"]]
-        for domain, got in codes.groupby("domain")["code"]:
-            n, distinct = len(got), got.nunique()
+        a claim id as ``visit_source_value``): identifiers, not codes, each a token.
+        Counted in DuckDB; returns whether any row kept a foreign code."""
+        got = self.con.execute(
+            f"""SELECT domain, count(*), count(DISTINCT code) FROM ({self._union()})
+                WHERE code IS NOT NULL GROUP BY domain ORDER BY domain"""
+        ).fetchall()
+        for domain, n, distinct in got:
             if n >= 100 and distinct > 0.5 * n:
                 table = EVENT_SPECS[str(domain)].table
                 self.report.notes.append(
@@ -817,6 +932,7 @@ class _Loader:
                     f"leaves "
                     f"their concept id 0"
                 )
+        return bool(got)
 
     def _person_frame(self) -> pd.DataFrame:
         """The kept persons, sorted by ``person_id``."""
@@ -1217,6 +1333,7 @@ def load_omop(
     domains: Sequence[str] | None = None,
     actions: Mapping[str, str] | None = None,
     allow: Iterable[str] = (),
+    events_to: str | Path | None = None,
 ) -> OmopData:
     """Validate an OMOP CDM and build the event table, the person table and the periods.
 
@@ -1237,10 +1354,15 @@ def load_omop(
         actions: override the action of a configurable rule (see :data:`RULES`), e.g.
             ``{"after_death": "drop", "dangling_visit": "repair"}``.
         allow: rules that strict mode tolerates (handled by their action and counted).
+        events_to: a parquet file to write the event table to instead of holding it
+            in pandas: DuckDB sorts it (spilling beyond its memory cap) and pandas
+            converts one batch of rows at a time, so an export larger than memory
+            loads; the file reads back (``pd.read_parquet``) as the frame ``events``
+            would have been.
 
     Returns:
-        an :class:`OmopData` with ``events``, ``person``, ``observation_period``, ``report``
-        and the open ``cdm``.
+        an :class:`OmopData` with ``events`` (no row with ``events_to``), ``person``,
+        ``observation_period``, ``report``, the open ``cdm`` and ``events_path``.
 
     Raises:
         OmopValidationError: in strict mode, naming the table, column, rule and example rows;
@@ -1248,7 +1370,8 @@ def load_omop(
         ValueError: on an unknown mode, domain, rule or action.
     """
     cdm = _as_cdm(source)
-    result = _Loader(cdm, mode, domains, actions, allow).run(build=True)
+    to = None if events_to is None else Path(events_to)
+    result = _Loader(cdm, mode, domains, actions, allow).run(build=True, events_to=to)
     assert isinstance(result, OmopData)
     return result
 
