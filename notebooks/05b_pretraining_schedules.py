@@ -55,9 +55,7 @@ from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
     chronic_codes,
-    model_scorer,
     most_frequent,
-    next_visit_table,
     recurring_codes,
     repeat_codes,
     repeat_last_visit,
@@ -65,14 +63,14 @@ from ehrseq.next_visit import (
     repeat_rates,
 )
 from ehrseq.plotting import apply_style
-from ehrseq.pretrain import (
-    TokenIds,
-    code_counts,
-    code_domains,
-    frequency_rank,
-    masked_code_ranks,
+from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank
+from ehrseq.pretrained import (
+    book_encoder_config,
+    book_recipe,
+    load_or_pretrain,
+    load_or_rank_masked_codes,
+    load_or_score_next_visit,
 )
-from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05b_pretraining_schedules"
 
@@ -122,9 +120,8 @@ task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
 train_loader = task.loader("train", recipe.batch_size)
-# batches like training: comparable losses
-val_loader = task.loader("val", recipe.batch_size)
-test_loader = task.loader("test", cfg.eval_batch_size)
+# patients per batch of each split's scores: validation batched like training
+BATCH = {"val": recipe.batch_size, "test": cfg.eval_batch_size}
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 keep("vocab_size", len(vocab))
 keep("n_steps", recipe.epochs * len(train_loader))  # optimiser steps of a run
@@ -192,15 +189,15 @@ recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
 recipes["next_visit_copy"] = book_recipe(schedule="next_visit", head="copy")
 
 
-models, histories, loaded, seconds = {}, {}, {}, {}
+pretrained, histories, loaded, seconds = {}, {}, {}, {}
 for run in RUNS:
     t0 = time.perf_counter()
     result = load_or_pretrain(task, encoder_cfg, recipes[run])
     seconds[run] = time.perf_counter() - t0
-    models[run] = result.model
+    pretrained[run] = result  # the model, and the artefact it came from
     histories[run] = result.history
     loaded[run] = result.loaded
-    models[run].to(device).eval()
+    result.model.to(device).eval()
 # the recipe's None, resolved: the same in every run
 nv_weight = result.recipe.next_visit_weight
 assert nv_weight == ids.vocab_size  # the average over codes becomes a sum over codes
@@ -268,6 +265,12 @@ for schedule, h in histories.items():
 #   precision at the rank of each true code, averaged over the true codes), which reads
 #   the whole ranking rather than its top {glue:text}`k`.
 #
+# The scores are artefacts too: `load_or_rank_masked_codes` and
+# `load_or_score_next_visit` (from `ehrseq.pretrained`) key each model's or rule's table
+# by the pretrained run or the rule's inputs, the split and its batches, so
+# {doc}`05d_next_visit_vs_history` loads the tables scored here instead of scoring them
+# again.
+#
 # A schedule that never trained a head is not scored on that head's task (its head is
 # random, and its score would say nothing). The baselines are lookup tables, counted on the
 # training patients:
@@ -319,9 +322,12 @@ baselines = {
 }
 
 
-def masked_ranks(loader) -> pd.DataFrame:
+def masked_ranks(split: str) -> pd.DataFrame:
     """Rank of the true code at every masked position (rows), per model and baseline."""
-    ranks = {r: masked_code_ranks(models[r], loader, ids) for r in MLM_RUNS}
+    runs = {r: pretrained[r] for r in MLM_RUNS}
+    ranks = load_or_rank_masked_codes(
+        task, split, runs, batch_size=BATCH[split], device=device
+    )  # fmt: skip
     first = ranks[MLM_RUNS[0]]
     for r in MLM_RUNS:  # the same masks for every model
         assert ranks[r][["person_id", "label"]].equals(first[["person_id", "label"]])
@@ -337,13 +343,15 @@ def masked_ranks(loader) -> pd.DataFrame:
     return table
 
 
-def next_visit_scores(loader, extra: dict) -> pd.DataFrame:
+def next_visit_scores(split: str, extra: dict) -> pd.DataFrame:
     """Recall@k and AP of every next-visit model and baseline.
 
     One row per (patient, visit) pair.
     """
-    scorers = {r: model_scorer(models[r]) for r in NV_RUNS} | baselines | extra
-    return next_visit_table(scorers, loader, ids, k=cfg.k, device=device)
+    scorers = {r: pretrained[r] for r in NV_RUNS} | baselines | extra
+    return load_or_score_next_visit(
+        task, split, scorers, batch_size=BATCH[split], k=cfg.k, device=device
+    )
 
 
 ROWS = [
@@ -369,8 +377,8 @@ def summary(ranks: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
 # validation: the share that makes a code chronic (and, below, the schedule we keep)
 shares = cfg.chronic_shares
 candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in shares}
-val_ranks = masked_ranks(val_loader)
-val_pairs = next_visit_scores(val_loader, candidates)
+val_ranks = masked_ranks("val")
+val_pairs = next_visit_scores("val", candidates)
 chronic_val = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
 chronic_share = cfg.chronic_shares[int(np.argmax(chronic_val.to_numpy()))]
 chronic = chronic_at(chronic_share)  # (vocab,) bool
@@ -381,8 +389,8 @@ keep("chronic_grid", ", ".join(f"{s:g}" for s in cfg.chronic_shares))
 keep("chronic_share", chronic_share)
 keep("min_eligible", task.config.min_frequency)
 
-test_ranks = masked_ranks(test_loader)
-test_pairs = next_visit_scores(test_loader, {})
+test_ranks = masked_ranks("test")
+test_pairs = next_visit_scores("test", {})
 test_scores = summary(test_ranks, test_pairs)
 keep("n_test_pairs", len(test_pairs))
 keep("n_test_patients", test_pairs.index.get_level_values("person_id").nunique())

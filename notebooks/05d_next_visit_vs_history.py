@@ -60,9 +60,7 @@ from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
 from ehrseq.next_visit import (
     chronic_codes,
-    model_scorer,
     most_frequent,
-    next_visit_table,
     paired_visit_difference,
     recurring_codes,
     repeat_codes,
@@ -71,14 +69,14 @@ from ehrseq.next_visit import (
     repeat_rates,
     visit_mean_interval,
 )
-from ehrseq.pretrain import (
-    TokenIds,
-    code_counts,
-    code_domains,
-    frequency_rank,
-    masked_code_ranks,
+from ehrseq.pretrain import TokenIds, code_counts, code_domains, frequency_rank
+from ehrseq.pretrained import (
+    book_encoder_config,
+    book_recipe,
+    load_or_pretrain,
+    load_or_rank_masked_codes,
+    load_or_score_next_visit,
 )
-from ehrseq.pretrained import book_encoder_config, book_recipe, load_or_pretrain
 
 CHAPTER = "05d_next_visit_vs_history"
 
@@ -118,8 +116,8 @@ keep("n_boot", cfg.n_boot)
 task = prepare_survival_task(shared_task_config())
 ids = TokenIds.from_vocab(task.vocab)
 train_loader = task.loader("train", recipe.batch_size)
-val_loader = task.loader("val", recipe.batch_size)
-test_loader = task.loader("test", cfg.eval_batch_size)
+# patients per batch of each split's scores, as in 05b (whose tables are loaded)
+BATCH = {"val": recipe.batch_size, "test": cfg.eval_batch_size}
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 task.summary()
 
@@ -130,6 +128,9 @@ task.summary()
 # {doc}`05b_pretraining_schedules` (`book_encoder_config(task)` and
 # `book_recipe(schedule=..., head=...)`) give `load_or_pretrain` the keys of that chapter's
 # artefacts, and it loads them. (Were one missing, it would be trained exactly as there.)
+# The same goes for the scores below: `load_or_score_next_visit` and
+# `load_or_rank_masked_codes` load the tables that chapter scored, the same models and
+# rules on the same patients and batches, and would score them exactly as there.
 # The masked codes are scored for the runs that trained the masked-code head, the next
 # visit for the plain head (`next_visit`) and the copy head (`next_visit_copy`), trained
 # alike but for the head.
@@ -139,11 +140,11 @@ encoder_cfg = book_encoder_config(task)
 SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
 recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
 recipes["next_visit_copy"] = book_recipe(schedule="next_visit", head="copy")
-models, loaded = {}, {}
+pretrained, loaded = {}, {}
 for run, run_recipe in recipes.items():
     result = load_or_pretrain(task, encoder_cfg, run_recipe)
-    models[run], loaded[run] = result.model, result.loaded
-    models[run].to(device).eval()
+    pretrained[run], loaded[run] = result, result.loaded
+    result.model.to(device).eval()
 MLM_RUNS = ["mlm", "joint", "sequential"]  # the runs that trained the masked-code head
 NV_RUNS = ["next_visit", "next_visit_copy"]  # the plain head and the copy head
 recall_col = f"recall@{cfg.k}"
@@ -180,13 +181,15 @@ def chronic_at(share: float) -> torch.Tensor:
 
 shares = cfg.chronic_shares
 candidates = {f"chronic {s:g}": repeat_codes(chronic_at(s), counts) for s in shares}
-val_pairs = next_visit_table(candidates, val_loader, ids, k=cfg.k, device=device)
+val_pairs = load_or_score_next_visit(
+    task, "val", candidates, batch_size=BATCH["val"], k=cfg.k, device=device
+)
 val_recall = val_pairs[recall_col][list(candidates)].mean()  # recall@k of each share
 chronic_share = cfg.chronic_shares[int(np.argmax(val_recall.to_numpy()))]
 chronic = chronic_at(chronic_share)  # (vocab,) bool
 assert chronic.any() and not chronic[list(ids.special_ids)].any()
 rate_seen, rate_unseen = repeat_rates(train_loader, ids)  # (vocab,) each
-scorers = {r: model_scorer(models[r]) for r in NV_RUNS} | {
+scorers = {r: pretrained[r] for r in NV_RUNS} | {
     "baseline: code frequency": most_frequent(counts),
     "baseline: repeat last visit": repeat_last_visit(counts),
     "baseline: repeat rate": repeat_rate_scorer(rate_seen, rate_unseen),
@@ -199,7 +202,10 @@ keep("n_chronic", int(chronic.sum()))
 keep("n_regular", len(ids.regular_tensor()))
 
 code_domain = code_domains(train_loader, ids.vocab_size)  # (vocab,) domain of each code
-val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in MLM_RUNS}
+mlm_runs = {r: pretrained[r] for r in MLM_RUNS}
+val_ranks = load_or_rank_masked_codes(
+    task, "val", mlm_runs, batch_size=BATCH["val"], device=device
+)  # fmt: skip
 val_top1 = {r: (ranks["rank"] <= 1).mean() for r, ranks in val_ranks.items()}
 mlm_best = max(val_top1, key=val_top1.get)  # the first of equals, as idxmax
 glue("mlm_best", Markdown(f"`{mlm_best}`"), display=False)  # a name, shown as code
@@ -220,7 +226,9 @@ top1_frame.rename_axis("run").style.format("{:.1%}")  # a share, not 6 decimals
 # with the copy head (`next_visit_copy`), and the rules.
 
 # %%
-test_pairs = next_visit_table(scorers, test_loader, ids, k=cfg.k, device=device)
+test_pairs = load_or_score_next_visit(
+    task, "test", scorers, batch_size=BATCH["test"], k=cfg.k, device=device
+)
 groups = test_pairs.index.get_level_values("person_id").to_numpy()
 keep("n_test_pairs", len(test_pairs))
 keep("n_test_patients", len(np.unique(groups)))
@@ -354,7 +362,10 @@ keep_table("nv_diffs", nv_diffs)  # shown once, where it is pasted
 
 # %%
 # one row per masked code
-test_ranks = masked_code_ranks(models[mlm_best], test_loader, ids)
+best_run = {mlm_best: pretrained[mlm_best]}
+test_ranks = load_or_rank_masked_codes(
+    task, "test", best_run, batch_size=BATCH["test"], device=device
+)[mlm_best]
 labels = torch.tensor(test_ranks["label"].to_numpy())  # (N,)
 domain_rank = frequency_rank(
     counts, ids, labels, code_group=code_domain,

@@ -44,6 +44,7 @@ References:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ __all__ = [
     "visit_history",
     "HistoryCopyHead",
     "Scorer",
+    "HistoryRule",
     "model_scorer",
     "most_frequent",
     "repeat_last_visit",
@@ -299,6 +301,31 @@ class HistoryCopyHead(nn.Module):
 Scorer = Callable[[Mapping[str, Tensor], VisitHistory], Tensor]
 
 
+class HistoryRule:
+    """A baseline scorer that keeps what decides its scores: its rule and its inputs.
+
+    Call it as a :data:`Scorer`. :meth:`key` names the rule and hashes the values of its
+    input tensors, so that a table of its scores can be an artefact
+    (:func:`ehrseq.pretrained.load_or_score_next_visit`). The baselines of this module
+    return one.
+    """
+
+    def __init__(self, rule: str, score: Scorer, *inputs: Tensor):
+        self.rule, self.inputs, self._score = rule, inputs, score
+
+    def __call__(self, batch: Mapping[str, Tensor], history: VisitHistory) -> Tensor:
+        return self._score(batch, history)
+
+    def key(self) -> dict[str, str]:
+        """``{"rule", "inputs"}``: the rule's name and a hash of its inputs (dtypes,
+        shapes, values)."""
+        h = hashlib.sha256()
+        for tensor in self.inputs:
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes())
+        return {"rule": self.rule, "inputs": h.hexdigest()[:16]}
+
+
 def _frequency_tiebreak(counts: Tensor) -> Tensor:
     """``(vocab,)`` in [0, 0.5): more frequent training codes rank higher within a tie."""
     counts = counts.double().clamp(min=0)
@@ -311,19 +338,27 @@ def model_scorer(model: nn.Module) -> Scorer:
     return lambda batch, history: model(batch, task="next_visit")["next_visit_logits"]
 
 
-def most_frequent(counts: Tensor) -> Scorer:
+def most_frequent(counts: Tensor) -> HistoryRule:
     """The same ranking for everyone: the most frequent training codes."""
     tie = _frequency_tiebreak(counts)
-    return lambda batch, history: tie.to(history.count.device).expand(history.count.shape)
+    return HistoryRule(
+        "most_frequent",
+        lambda batch, history: tie.to(history.count.device).expand(history.count.shape),
+        counts,
+    )
 
 
-def repeat_last_visit(counts: Tensor) -> Scorer:
+def repeat_last_visit(counts: Tensor) -> HistoryRule:
     """The codes of visit ``t`` first, then the others; each group by training frequency."""
     tie = _frequency_tiebreak(counts)
-    return lambda batch, history: history.in_visit.float() + tie.to(history.count.device)
+    return HistoryRule(
+        "repeat_last_visit",
+        lambda batch, history: history.in_visit.float() + tie.to(history.count.device),
+        counts,
+    )
 
 
-def repeat_codes(codes: Tensor, counts: Tensor) -> Scorer:
+def repeat_codes(codes: Tensor, counts: Tensor) -> HistoryRule:
     """Every code of ``codes`` (a ``(vocab,)`` bool mask) in the history up to ``t`` first.
 
     With :func:`recurring_codes` this is "repeat all chronic codes": every recurring
@@ -335,7 +370,7 @@ def repeat_codes(codes: Tensor, counts: Tensor) -> Scorer:
         mask = codes.to(history.count.device)
         return (history.seen & mask).float() + tie.to(history.count.device)
 
-    return score
+    return HistoryRule("repeat_codes", score, codes, counts)
 
 
 def _training_pairs(loader: Iterable[dict], ids: TokenIds):
@@ -418,10 +453,17 @@ def repeat_rates(loader: Iterable[dict], ids: TokenIds) -> tuple[Tensor, Tensor]
     return ((hits_seen + 1) / (n_seen + 2)).float(), ((hits_unseen + 1) / (n_unseen + 2)).float()
 
 
-def repeat_rate_scorer(rate_seen: Tensor, rate_unseen: Tensor) -> Scorer:
+def repeat_rate_scorer(rate_seen: Tensor, rate_unseen: Tensor) -> HistoryRule:
     """Rank by the repeat rate that applies (:func:`repeat_rates`): a per-code lookup table."""
-    return lambda batch, history: torch.where(
-        history.seen, rate_seen.to(history.count.device), rate_unseen.to(history.count.device)
+    return HistoryRule(
+        "repeat_rate",
+        lambda batch, history: torch.where(
+            history.seen,
+            rate_seen.to(history.count.device),
+            rate_unseen.to(history.count.device),
+        ),
+        rate_seen,
+        rate_unseen,
     )
 
 

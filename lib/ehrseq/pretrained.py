@@ -9,26 +9,36 @@ schedules, and chapters 5c and 8 load the same weights.
     recipe = PretrainRecipe(schedule="joint", epochs=5)
     result = load_or_pretrain(task, encoder_cfg, recipe)
     encoder = result.model.encoder
+
+Their evaluation tables are artefacts too: :func:`load_or_score_next_visit` (recall@k
+and AP per next-visit pair, per model or history rule) and
+:func:`load_or_rank_masked_codes` (the rank of every masked code, per model), so chapter
+5b scores them and 5d loads them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from ehrseq.artifacts import artifact_root, config_key, load_or_train
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
 from ehrseq.runtime import seed_everything
 from ehrseq.train import TrainConfig
+
+if TYPE_CHECKING:
+    from ehrseq.next_visit import HistoryRule
 
 __all__ = [
     "BOOK_ENCODER",
@@ -38,10 +48,14 @@ __all__ = [
     "book_encoder_config",
     "book_recipe",
     "load_or_pretrain",
+    "load_or_rank_masked_codes",
+    "load_or_score_next_visit",
     "pretrained_model",
 ]
 
 ARTEFACT = "behrt-pretrained"
+SCORES = "next-visit-scores"  # one scorer's recall@k and AP per (patient, visit) pair
+RANKS = "masked-code-ranks"  # one run's rank of the true code per masked position
 
 
 @dataclass(frozen=True)
@@ -264,3 +278,175 @@ def load_or_pretrain(
     )
     folder = (root or artifact_root()) / f"{ARTEFACT}-{config_key(*parts)}"
     return Pretrained(model, loaded, folder, _history(folder, recipe), recipe)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation tables as artefacts: scored once, loaded by every chapter that reads them
+# --------------------------------------------------------------------------------------
+class _NoWeights(nn.Module):
+    """The module :func:`~ehrseq.artifacts.load_or_train` keeps for a table: no weights
+    (the table is a parquet file in the artefact's folder, written before its
+    ``model.pt``)."""
+
+
+def _device_type(device: str | torch.device) -> str:
+    # the masks are drawn, and the sums taken, on the device: part of the key
+    return torch.device(device).type
+
+
+def _load_or_write_table(
+    name: str, file: str, make, parts: tuple, root: Path | None
+) -> pd.DataFrame:
+    """The table of artefact ``name`` keyed by ``parts``: read, or made and written."""
+
+    def write(_: nn.Module, folder: Path) -> None:
+        make().to_parquet(folder / file)
+
+    load_or_train(_NoWeights(), name, write, *parts, root=root)
+    folder = (root or artifact_root()) / f"{name}-{config_key(*parts)}"
+    return pd.read_parquet(folder / file)
+
+
+def load_or_score_next_visit(
+    task,
+    split: str,
+    scorers: Mapping[str, Pretrained | HistoryRule],
+    *,
+    batch_size: int,
+    k: int = 10,
+    device: str | torch.device = "cpu",
+    root: Path | None = None,
+) -> pd.DataFrame:
+    """:func:`~ehrseq.next_visit.next_visit_table` of pretrained models and history
+    rules on a split of ``task``, each scorer's columns an artefact: scored once, then
+    loaded.
+
+    A scorer's artefact is keyed by the task config, the split, ``batch_size``, ``k``,
+    the device type, and the scorer: a pretrained model by its artefact
+    (:func:`load_or_pretrain`: the task, encoder config and recipe), a rule by
+    :meth:`~ehrseq.next_visit.HistoryRule.key` (its rule and the values of its inputs).
+    Not its name: two chapters that name a scorer differently share it. The scorers not
+    on disk are scored together, in one pass over ``task.loader(split, batch_size)``.
+
+    Returns:
+        the table :func:`~ehrseq.next_visit.next_visit_table` returns for ``scorers``,
+        equal to it value for value.
+
+    Raises:
+        ValueError: no scorers, a scorer that is neither, or tables of different pairs.
+    """
+    from ehrseq.next_visit import HistoryRule, model_scorer, next_visit_table
+
+    if not scorers:
+        raise ValueError("pass at least one scorer")
+    specs = {}
+    for name, scorer in scorers.items():
+        if isinstance(scorer, Pretrained):
+            specs[name] = {"pretrained": scorer.folder.name}
+        elif isinstance(scorer, HistoryRule):
+            specs[name] = scorer.key()
+        else:
+            raise ValueError(f"scorer {name!r}: pass a Pretrained or a HistoryRule")
+    common = {"split": split, "batch_size": batch_size, "k": k}
+    common["device"] = _device_type(device)
+    parts = {n: (task.config, {**common, "scorer": spec}) for n, spec in specs.items()}
+    missing = [n for n in scorers if not _stored(root, SCORES, parts[n])]
+    scored: dict[str, pd.DataFrame] = {}
+
+    def as_scorer(scorer: Pretrained | HistoryRule):
+        if isinstance(scorer, Pretrained):
+            return model_scorer(scorer.model.to(device))
+        return scorer
+
+    def score(name: str) -> pd.DataFrame:
+        if name not in scored:  # the missing ones at once (one history per batch)
+            todo = dict.fromkeys(n for n in (*missing, name) if n not in scored)
+            table = next_visit_table(
+                {n: as_scorer(scorers[n]) for n in todo},
+                task.loader(split, batch_size),
+                TokenIds.from_vocab(task.vocab),
+                k=k,
+                device=device,
+            )
+            pairs = pd.DataFrame(
+                {
+                    "person_id": table.index.get_level_values("person_id").to_numpy(),
+                    "visit": table.index.get_level_values("visit").to_numpy(),
+                    "n_codes": table[("n_codes", "")].to_numpy(),
+                }
+            )
+            for n in todo:
+                scored[n] = pairs.assign(
+                    recall=table[(f"recall@{k}", n)].to_numpy(),
+                    ap=table[("ap", n)].to_numpy(),
+                )
+        return scored[name]
+
+    frames = {}
+    for n in scorers:
+        make = functools.partial(score, n)
+        frames[n] = _load_or_write_table(SCORES, "scores.parquet", make, parts[n], root)
+    first = next(iter(frames.values()))
+    columns = {
+        ("person_id", ""): first["person_id"].to_numpy(),
+        ("visit", ""): first["visit"].to_numpy(),
+        ("n_codes", ""): first["n_codes"].to_numpy(),
+    }
+    pair_columns = ["person_id", "visit", "n_codes"]
+    for name, frame in frames.items():
+        if not frame[pair_columns].equals(first[pair_columns]):
+            raise ValueError(f"scorer {name!r}: scored on other pairs than the first")
+        columns[(f"recall@{k}", name)] = frame["recall"].to_numpy()
+        columns[("ap", name)] = frame["ap"].to_numpy()
+    table = pd.DataFrame(columns)  # as next_visit_table builds it
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table = table.set_index([("person_id", ""), ("visit", "")])
+    return table.rename_axis(["person_id", "visit"])
+
+
+def load_or_rank_masked_codes(
+    task,
+    split: str,
+    runs: Mapping[str, Pretrained],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    root: Path | None = None,
+) -> dict[str, pd.DataFrame]:
+    """:func:`~ehrseq.pretrain.masked_code_ranks` of pretrained models on a split of
+    ``task``, each an artefact: ranked once, then loaded.
+
+    The masks come from a generator seeded with ``seed`` at every call, on the device
+    (:func:`~ehrseq.pretrain.masked_code_ranks`), so a run's ranks are decided by its
+    artefact (:func:`load_or_pretrain`), the task config, the split, ``batch_size``,
+    ``seed`` and the device type: the key. Every run gets the same masks.
+
+    Returns:
+        per run, the frame :func:`~ehrseq.pretrain.masked_code_ranks` returns, equal to
+        it value for value.
+    """
+    from ehrseq.pretrain import masked_code_ranks
+
+    ids = TokenIds.from_vocab(task.vocab)
+    common = {"split": split, "batch_size": batch_size, "seed": seed}
+    ranks = {}
+    for name, run in runs.items():
+        if not isinstance(run, Pretrained):
+            raise ValueError(f"run {name!r}: pass a Pretrained (load_or_pretrain)")
+        parts = (
+            task.config,
+            {**common, "device": _device_type(device), "pretrained": run.folder.name},
+        )
+
+        def rank(run: Pretrained = run) -> pd.DataFrame:
+            loader = task.loader(split, batch_size)
+            return masked_code_ranks(run.model.to(device), loader, ids, seed=seed)
+
+        ranks[name] = _load_or_write_table(RANKS, "ranks.parquet", rank, parts, root)
+    return ranks
+
+
+def _stored(root: Path | None, name: str, parts: tuple) -> bool:
+    folder = (root or artifact_root()) / f"{name}-{config_key(*parts)}"
+    return (folder / "model.pt").is_file()
