@@ -6,6 +6,8 @@ MEDS written by other tools (foreign codes, static rows, ACES labels): test_meds
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import meds
 import numpy as np
@@ -210,3 +212,17 @@ def test_label_sidecar(cohort, tmp_path):
     assert p["event"].tolist() == lab["event"].tolist() and p["duration"].isna().all()
     with pytest.raises(ValueError, match="missing columns"):
         write_survival_labels(lab.drop(columns="duration"), tmp_path / "bad.parquet")
+
+
+def test_meds_package_is_imported_only_when_used():
+    # every chapter imports ehrseq.data.meds through the OMOP loader; the meds package
+    # (jsonschema, ~1.7 s) loads on first use only
+    code = (
+        "import sys\n"
+        "import ehrseq.data.task\n"
+        "from ehrseq.data import meds as m\n"
+        "assert 'jsonschema' not in sys.modules\n"
+        "assert m.meds.birth_code == 'MEDS_BIRTH'\n"
+        "assert 'jsonschema' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -72,7 +72,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -81,6 +80,31 @@ import pyarrow.parquet as pq
 
 from ehrseq import __version__
 from ehrseq.data.events import DOMAINS, EVENT_COLUMNS, check_events
+
+
+def _lazy_import(name: str):
+    """``import name``, run on the module's first attribute access instead of now.
+
+    The ``meds`` package validates its schemas with jsonschema, whose import costs about
+    1.7 s (a URI grammar built at import). Every chapter imports this module through the
+    OMOP loader; only the ones that read or write MEDS pay for it now.
+    """
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+meds = _lazy_import("meds")
 
 __all__ = [
     "write_meds",
