@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from ehrseq.checks import check_1d, check_finite, check_survival, to_numpy
 
@@ -855,6 +854,8 @@ def calibration_table(
         raise ValueError(f"n_bins must be an integer in [1, {n}], got {n_bins!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha!r}")
+    from scipy.stats import norm  # ~0.8 s to import: only where an interval is drawn
+
     z = norm.ppf(1 - alpha / 2)
     order = np.argsort(r, kind="mergesort")
     bins = np.empty(n, dtype=np.int64)
@@ -1690,6 +1691,8 @@ def bootstrap_ci(
             stacklevel=2,
         )
     if interval == "normal":
+        from scipy.stats import norm  # ~0.8 s to import: only where it is used
+
         sd = np.std(values, ddof=1) if len(values) > 1 else 0.0
         half = norm.ppf(1 - alpha / 2) * sd
         lower, upper = estimate - half, estimate + half
