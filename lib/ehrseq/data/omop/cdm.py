@@ -813,7 +813,8 @@ def connect(
     ``"4GB"``; DuckDB's own default is 80 % of the machine's memory): beyond the cap it
     spills to a temporary folder of its own (removed when the process exits), so
     validating an export larger than the cap still completes, more slowly. The tables the
-    loader hands to pandas are not covered by the cap.
+    loader hands to pandas are not covered by the cap (``load_omop(events_to=...)`` hands
+    the event table over one batch at a time).
 
     Args:
         threads: DuckDB worker threads (DuckDB's default when ``None``).
