@@ -51,19 +51,20 @@ import ehrseq
 from ehrseq.book import keep
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.next_visit import model_scorer, most_frequent, next_visit_table
+from ehrseq.next_visit import most_frequent
 from ehrseq.plotting import apply_style
 from ehrseq.pretrain import (
     BehrtForPretraining,
     TokenIds,
     code_counts,
     frequency_rank,
-    masked_code_ranks,
 )
 from ehrseq.pretrained import (
     book_encoder_config,
     book_recipe,
     load_or_pretrain,
+    load_or_rank_masked_codes,
+    load_or_score_next_visit,
     pretrained_model,
 )
 
@@ -99,8 +100,6 @@ task = prepare_survival_task(shared_task_config())
 vocab = task.vocab
 ids = TokenIds.from_vocab(vocab)
 train_loader = task.loader("train", recipe.batch_size)
-# batches like training: comparable losses
-val_loader = task.loader("val", recipe.batch_size)
 counts = code_counts(train_loader, ids)  # (vocab,) training frequency of each code
 task.summary()
 
@@ -119,9 +118,10 @@ task.summary()
 encoder_cfg = book_encoder_config(task)
 SCHEDULES = ("mlm", "next_visit", "joint", "sequential")
 recipes = {s: book_recipe(schedule=s) for s in SCHEDULES}
-models, loaded = {}, {}
+pretrained, models, loaded = {}, {}, {}
 for schedule in SCHEDULES:
     result = load_or_pretrain(task, encoder_cfg, recipes[schedule])
+    pretrained[schedule] = result  # the model, and the artefact it came from
     models[schedule], loaded[schedule] = result.model, result.loaded
     models[schedule].to(device).eval()
 pd.Series(loaded, name="loaded from disk").rename_axis("schedule").to_frame()
@@ -132,19 +132,24 @@ pd.Series(loaded, name="loaded from disk").rename_axis("schedule").to_frame()
 # objectives: the one with the larger mean gain over the code-frequency baseline, as a
 # ratio, on masked top-{glue:text}`k` and on next-visit recall@{glue:text}`k` of the
 # validation patients. The same rule, on the same masked positions and (patient, visit)
-# pairs:
+# pairs (5b's scores, loaded: `load_or_rank_masked_codes` and `load_or_score_next_visit`
+# keep them as artefacts):
 
 # %%
 CANDIDATES = ("joint", "sequential")
 BASE = "baseline: code frequency"
-val_ranks = {r: masked_code_ranks(models[r], val_loader, ids) for r in CANDIDATES}
+# 5b's scores of the validation patients, loaded (computed here were they missing)
+candidates = {r: pretrained[r] for r in CANDIDATES}
+val_ranks = load_or_rank_masked_codes(
+    task, "val", candidates, batch_size=recipe.batch_size, device=device
+)
 # the same masks
 assert val_ranks["joint"]["label"].equals(val_ranks["sequential"]["label"])
 labels = torch.tensor(val_ranks["joint"]["label"].to_numpy())  # (N,)
 base_topk = (frequency_rank(counts, ids, labels).numpy() <= cfg.k).mean()
-val_pairs = next_visit_table(
-    {r: model_scorer(models[r]) for r in CANDIDATES} | {BASE: most_frequent(counts)},
-    val_loader, ids, k=cfg.k, device=device,
+val_pairs = load_or_score_next_visit(
+    task, "val", candidates | {BASE: most_frequent(counts)},
+    batch_size=recipe.batch_size, k=cfg.k, device=device,
 )  # fmt: skip
 val_recall = val_pairs[f"recall@{cfg.k}"].mean()  # per scorer, over the pairs
 top_k = {r: (val_ranks[r]["rank"] <= cfg.k).mean() for r in CANDIDATES}
