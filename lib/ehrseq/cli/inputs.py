@@ -143,11 +143,11 @@ def read_events(
     """
     from ehrseq.data.events import EVENT_COLUMNS
     from ehrseq.data.omop.cdm import connect
-    from ehrseq.data.omop.sql import _lit
+    from ehrseq.data.omop.sql import literal
 
     if (concepts is None) == (before is None):
         raise ValueError("read_events: give concepts or before (one of them)")
-    src = f"read_parquet({_lit(str(Path(path).resolve()))}, file_row_number = true)"
+    src = f"read_parquet({literal(str(Path(path).resolve()))}, file_row_number = true)"
     con = connect()
     try:
         if concepts is not None:

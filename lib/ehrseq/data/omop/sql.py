@@ -31,9 +31,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _lit(text: str) -> str:
-    """Quote an SQL string literal."""
+def literal(text: str) -> str:
+    """Quote an SQL string literal (a file path, a code): ``it's`` -> ``'it''s'``."""
     return "'" + text.replace("'", "''") + "'"
+
+
+_lit = literal  # the short name the OMOP modules use
 
 
 def _is_text(typ: str) -> bool:
