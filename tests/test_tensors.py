@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ehrseq.data.events import DOMAINS
 from ehrseq.data.sequences import build_sequences
@@ -185,6 +185,23 @@ def test_dataloader_with_length_buckets(small):
     assert list(s2) == a and list(s2) != a
     with pytest.raises(ValueError, match="batch_size"):
         LengthBucketSampler(ds.lengths, 0)
+
+
+def test_loader_fetches_a_batch_at_once_equal_to_collating_items(small):
+    _, _, enc = small
+    ds = SequenceDataset(enc, durations=np.array([5.0, 7.0, 9.0]), events=np.array([1, 0, 1]))
+    batches = [[2, 0], [1]]
+    for collate in (collate_flat, collate_hierarchical):
+        for data in (ds, Subset(ds, [2, 1, 0])):  # a Subset passes its batch on too
+            loader = DataLoader(data, batch_sampler=batches, collate_fn=collate)
+            for fetched, idx in zip(loader, batches, strict=True):
+                items = collate([data[i] for i in idx])  # one dict per patient
+                assert fetched.keys() == items.keys()
+                for k, value in items.items():
+                    assert fetched[k].dtype == value.dtype and torch.equal(fetched[k], value)
+    # a collate function of one's own still gets one item per patient
+    own = DataLoader(ds, batch_sampler=batches, collate_fn=lambda it: [i["person_id"] for i in it])
+    assert [[int(p) for p in b] for b in own] == [[3, 1], [2]]
 
 
 # ----------------------------------------------------------------------- properties

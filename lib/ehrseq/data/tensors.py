@@ -337,6 +337,16 @@ class SequenceDataset(Dataset):
             item[k] = torch.tensor(a[i])
         return item
 
+    def __getitems__(self, idx: list[int]) -> _Indices:
+        """What a ``DataLoader`` fetches for one batch: the positions, gathered later.
+
+        The loader hands this to its collate function; :func:`collate_flat` and
+        :func:`collate_hierarchical` pad it straight from the flat arrays
+        (:meth:`batch`), equal to padding the items ``[self[i] for i in idx]`` but
+        without one dict of tensors per patient.
+        """
+        return _Indices(self, np.asarray(idx, dtype=np.int64))
+
     def batch(self, idx: Sequence[int] | np.ndarray, hierarchical: bool = False) -> dict:
         """The padded batch of patients ``idx``, labels included (vectorised)."""
         idx = self.encoding._check(idx)
@@ -358,19 +368,47 @@ def _items_to_ragged(items: Sequence[dict]) -> tuple[dict, np.ndarray, dict]:
     return arrays, np.r_[0, np.cumsum(lengths)], extra
 
 
-def collate_flat(items: Sequence[dict]) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class _Indices:
+    """Patients of one batch of a :class:`SequenceDataset`, not yet gathered.
+
+    Also a sequence of the items themselves, so a collate function of one's own that
+    iterates over its input still gets ``dataset[i]`` for each patient.
+    """
+
+    dataset: SequenceDataset
+    idx: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.dataset[int(self.idx[k])]
+
+    def __iter__(self):
+        return (self.dataset[int(i)] for i in self.idx)
+
+
+def collate_flat(items: Sequence[dict] | _Indices) -> dict[str, torch.Tensor]:
     """Pad items of :class:`SequenceDataset` into a flat batch (to the longest item).
+
+    ``items`` is a list of ``dataset[i]``, or what a ``DataLoader`` fetches from the
+    dataset in one call (``dataset.__getitems__``), padded without per-item tensors.
 
     Shapes:
         output as in the module docstring.
     """
+    if isinstance(items, _Indices):
+        return items.dataset.batch(items.idx)
     arrays, offsets, extra = _items_to_ragged(items)
     out = _pad_flat(arrays, offsets, np.arange(len(items)))
     return {**out, **extra}
 
 
-def collate_hierarchical(items: Sequence[dict]) -> dict[str, torch.Tensor]:
+def collate_hierarchical(items: Sequence[dict] | _Indices) -> dict[str, torch.Tensor]:
     """Pad items of :class:`SequenceDataset` into a hierarchical ``(B, V, C)`` batch."""
+    if isinstance(items, _Indices):
+        return items.dataset.batch(items.idx, hierarchical=True)
     arrays, offsets, extra = _items_to_ragged(items)
     out = _pad_hierarchical(arrays, offsets, np.arange(len(items)))
     return {**out, **extra}
