@@ -170,8 +170,11 @@ task.summary()
 
 # %%
 variants = dict(VARIANTS)  # {name: changes to the full encoder's BehrtConfig}, a copy
-for name, changes in variants.items():
-    print(f"{name:28}{changes}")
+for name, changes in variants.items():  # one setting per line: no line runs off the page
+    settings = [f"{key}={value!r}" for key, value in changes.items()] or ["(none)"]
+    print(f"{name:28}{settings[0]}")
+    for setting in settings[1:]:
+        print(f"{'':28}{setting}")
 train_loader = pretrain_loader(task, recipe)  # length-bucketed, shuffled batches
 test_set = task.dataset("test")
 heldout = np.arange(min(cfg.heldout_patients, len(test_set)))  # the first test patients
