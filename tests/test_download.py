@@ -4,8 +4,12 @@ the local samples' lookup and recorded digests."""
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
+import subprocess
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from ehrseq.data.download import (
     ChecksumError,
     LocalSample,
     download_eunomia,
+    git_blob_id,
     install_local_sample,
     local_sample,
     local_samples_dir,
@@ -53,12 +58,68 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_registry_leaves_hashes_unknown():
+def source_md(name: str) -> str | None:
+    """The text of ``<samples>/<name>/SOURCE.md``; ``None`` when it is absent."""
+    folder = local_sample(name)
+    source = folder / "SOURCE.md" if folder is not None else None
+    return source.read_text() if source is not None and source.is_file() else None
+
+
+def test_registry_records_only_digests_it_can_back():
     assert set(EUNOMIA_DATASETS) == {"GiBleed", "Synthea27Nj"}
     for entry in EUNOMIA_DATASETS.values():
-        assert entry.sha256 is None  # never guessed
-        assert entry.url.startswith(EUNOMIA_BASE_URL)
+        assert entry.sha256 is None  # no SHA-256 of either archive is known
         assert entry.url.endswith(f"/{entry.name}/{entry.name}_{entry.cdm_version}.zip")
+    gibleed, synthea = EUNOMIA_DATASETS["GiBleed"], EUNOMIA_DATASETS["Synthea27Nj"]
+    assert gibleed.git_blob is None and gibleed.digests == {}
+    assert gibleed.url.startswith(EUNOMIA_BASE_URL)
+    # Synthea27Nj: a git blob id, at a URL pinned to a commit (not a branch)
+    assert re.fullmatch(r"[0-9a-f]{40}", synthea.git_blob)
+    assert synthea.digests == {"git_blob": synthea.git_blob}
+    raw = "https://raw.githubusercontent.com/OHDSI/EunomiaDatasets/"
+    assert synthea.url.startswith(raw)
+    assert re.fullmatch(r"[0-9a-f]{40}", synthea.url.split("/")[5])
+
+
+@pytest.mark.shared_data
+def test_synthea27nj_blob_and_commit_are_those_of_its_source_md():
+    synthea = EUNOMIA_DATASETS["Synthea27Nj"]
+    text = source_md("eunomia_synthea27nj")
+    if text is None:
+        pytest.skip("the local Synthea27Nj sample (its SOURCE.md) is absent")
+    path = "datasets/Synthea27Nj/Synthea27Nj_5.4.zip"
+    assert f"`{path}` (git blob `{synthea.git_blob}`" in text
+    assert f"snapshot HEAD `{synthea.url.split('/')[5]}`" in text
+    assert synthea.url.endswith(path)
+
+
+def git_hash_object(path: Path) -> str:
+    return subprocess.run(
+        ["git", "hash-object", "--no-filters", "--", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_blob_id_is_what_git_hash_object_prints(tmp_path):
+    files = {
+        "empty": b"",
+        "text.csv": PERSON.encode(),
+        "crlf.txt": b"a\r\nb\r\n",  # filters would change it; --no-filters keeps bytes
+        "big.bin": os.urandom(3 * (1 << 20) + 17),  # 1 MiB chunks and a remainder
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    ids = {name: git_blob_id(tmp_path / name) for name in files}
+    assert ids == {name: git_hash_object(tmp_path / name) for name in files}
+    assert ids["empty"] == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"  # the empty blob
+    # the size is part of the id: one byte more or one byte changed gives another id
+    (tmp_path / "more.csv").write_bytes(PERSON.encode() + b"\n")
+    (tmp_path / "other.csv").write_bytes(PERSON.replace("1950", "1951").encode())
+    assert git_blob_id(tmp_path / "more.csv") != ids["text.csv"]
+    assert git_blob_id(tmp_path / "other.csv") != ids["text.csv"]
 
 
 def test_download_verified_from_path_and_file_url(tmp_path, recwarn):
@@ -95,12 +156,85 @@ def test_checksum_mismatch_raises_and_leaves_nothing(tmp_path):
     assert list(dest.iterdir()) == []  # no partial, no archive, no folder
 
 
-def test_unknown_hash_prints_and_warns(tmp_path, capsys):
+def test_download_verified_by_git_blob(tmp_path, recwarn):
+    archive = make_zip(tmp_path / "Synthea27Nj_5.4.zip", folder="Synthea27Nj")
+    blob = git_blob_id(archive)
+    folder = download_eunomia(
+        "Synthea27Nj", tmp_path / "a", url=str(archive), git_blob=blob.upper()
+    )
+    assert (folder / "PERSON.csv").read_text() == PERSON
+    assert not [w for w in recwarn if "UNVERIFIED" in str(w.message)]
+    # both kinds given: both are checked
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        download_eunomia(
+            "Synthea27Nj",
+            tmp_path / "b",
+            url=str(archive),
+            git_blob=blob,
+            sha256="0" * 64,
+        )
+    assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_registry_git_blob_is_checked_for_another_url(tmp_path):
+    """A mirror (here a local zip) must serve the bytes of the recorded blob."""
+    archive = make_zip(tmp_path / "Synthea27Nj_5.4.zip", folder="Synthea27Nj")
+    dest = tmp_path / "dest"
+    with pytest.raises(ChecksumError, match="git blob mismatch") as info:
+        download_eunomia("synthea27nj", dest, url=archive.as_uri())
+    assert EUNOMIA_DATASETS["Synthea27Nj"].git_blob in str(info.value)
+    assert git_blob_id(archive) in str(info.value)
+    assert list(dest.iterdir()) == []  # no partial, no archive, no folder
+
+
+def test_no_digest_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was used")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(ValueError, match="no digest is recorded") as info:
+        download_eunomia("GiBleed", tmp_path / "dest")
+    message = str(info.value)
+    assert "GiBleed_5.3.zip" in message and "no verified copy" in message
+    assert "sha256=" in message and "allow_unverified=True" in message
+    assert not isinstance(info.value, ChecksumError)
+    assert not (tmp_path / "dest").exists()
+    # a local file of unknown provenance too, registry name or not
+    archive = make_zip(tmp_path / "GiBleed_5.3.zip")
+    with pytest.raises(ValueError, match="no digest is recorded"):
+        download_eunomia("GiBleed", tmp_path / "dest", url=str(archive))
+    with pytest.raises(ValueError, match="not in the registry"):
+        download_eunomia("Mine", tmp_path / "dest", url=str(archive))
+    assert not (tmp_path / "dest").exists()
+
+
+def test_allow_unverified_prints_and_warns(tmp_path, capsys):
     archive = make_zip(tmp_path / "GiBleed_5.3.zip")
     with pytest.warns(UserWarning, match="UNVERIFIED"):
-        folder = download_eunomia("GiBleed", tmp_path / "dest", url=str(archive))
-    assert digest(archive) in capsys.readouterr().out
+        folder = download_eunomia(
+            "GiBleed", tmp_path / "dest", url=str(archive), allow_unverified=True
+        )
+    out = capsys.readouterr().out
+    assert digest(archive) in out and git_blob_id(archive) in out
     assert (folder / "PERSON.csv").is_file()
+    # a known digest is still checked
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        download_eunomia(
+            "GiBleed",
+            tmp_path / "d2",
+            url=str(archive),
+            sha256="1" * 64,
+            allow_unverified=True,
+        )
+
+
+def test_malformed_digests_are_refused(tmp_path):
+    archive = make_zip(tmp_path / "GiBleed_5.3.zip")
+    with pytest.raises(ValueError, match="not 64 hex digits"):
+        download_eunomia("GiBleed", tmp_path / "d", url=str(archive), sha256="0" * 63)
+    with pytest.raises(ValueError, match="not 40 hex digits"):
+        download_eunomia("GiBleed", tmp_path / "d", url=str(archive), git_blob="g" * 40)
+    assert not (tmp_path / "d").exists()
 
 
 def test_cache_and_overwrite(tmp_path):
@@ -128,7 +262,12 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="unknown Eunomia dataset"):
         download_eunomia("MIMIC", tmp_path)
     with pytest.raises(FileNotFoundError):
-        download_eunomia("GiBleed", tmp_path / "d1", url=str(tmp_path / "missing.zip"))
+        download_eunomia(
+            "GiBleed",
+            tmp_path / "d1",
+            url=str(tmp_path / "missing.zip"),
+            sha256="0" * 64,
+        )
     assert not list((tmp_path / "d1").iterdir())
     not_zip = tmp_path / "GiBleed_5.3.zip"
     not_zip.write_text("this is not a zip")
@@ -237,3 +376,26 @@ def test_gibleed_digests_are_recorded_and_match_the_local_copy():
     if folder is None:
         pytest.skip("the local GiBleed sample is absent")
     assert verify_local_sample(folder) == sorted(files)
+
+
+#: a row of a SOURCE.md table: | `file` | rows | bytes | `sha256` |
+SOURCE_ROW = re.compile(
+    r"^\| `([^`]+)` \|[^|\n]*\|[^|\n]*\| `([0-9a-f]{64})` \|$",
+    re.M,
+)
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "name, n_files",
+    [("eunomia_gibleed", 38), ("eunomia_synthea27nj", 40), ("synpuf_50", 23)],
+)
+def test_recorded_digests_are_the_source_md_tables(name, n_files):
+    files = LOCAL_SAMPLES[name].files
+    assert len(files) == n_files and "person.parquet" in files
+    assert all(re.fullmatch(r"[0-9a-f]{64}", d) for d in files.values())
+    text = source_md(name)
+    if text is None:
+        pytest.skip(f"the local {name} sample is absent")
+    assert files == dict(SOURCE_ROW.findall(text))
+    assert verify_local_sample(local_sample(name), name) == sorted(files)

@@ -6,27 +6,38 @@ points :func:`ehrseq.data.omop.load_omop` at the folder it returns. The archives
 files of CSV tables published in https://github.com/OHDSI/EunomiaDatasets (``datasets/<name>/
 <name>_<cdm version>.zip``, the same files the Eunomia R package downloads).
 
-Every download is checked against a SHA-256 digest before it is kept. The registry below
-leaves the archives' digests *unknown* (``None``) on purpose: nobody has yet recorded them
-from a verified download (the machines that built this library cannot reach the internet),
-and a guessed hash would be worse than none. With no digest the file is kept, its digest is
-printed, and a warning says it is unverified; pass ``sha256=`` (or fill the registry) to pin
-it.
+Every download is checked against a recorded digest before it is kept: a SHA-256, or
+a git blob id (the SHA-1 by which git names a file's bytes,
+``sha1(b"blob <size>\\0" + bytes)``, recorded for every file in a repository's
+history). Synthea27Nj's archive is recorded by its git blob id, read from the
+OHDSI/EunomiaDatasets snapshot that the shared sample was converted from, and its URL
+names that commit, so the bytes behind it cannot change. GiBleed's archive has *no*
+recorded digest: no verified copy of ``GiBleed_5.3.zip`` was available when the
+registry was written (the machines that built this library cannot reach the internet,
+and the shared GiBleed sample was converted from another file, a DuckDB copy in
+OHDSI/Eunomia), and a guessed hash would be worse than none. A download with no digest
+is therefore refused: pass ``sha256=`` (or ``git_blob=``) obtained from a source you
+trust, or ``allow_unverified=True`` to keep it unchecked (its digests are printed, with
+a warning).
 
 **Local samples.** The tests and chapters 3 and 11 read converted copies of the samples, one
 parquet file per table, from :func:`local_samples_dir` (``EHRSEQ_SHARED_DATA``, or
-``shared/data`` beside the clone). For GiBleed the digest of every converted file is recorded
-(:data:`LOCAL_SAMPLES`, copied from the sample's ``SOURCE.md``): :func:`verify_local_sample`
-checks a folder of them file by file, and :func:`install_local_sample` unpacks a copy a
-reader was given (a folder, a zip or a tar archive) and keeps it only when every recorded
-file matches. These digests pin *that conversion* (DuckDB file of OHDSI/Eunomia, exported
-to parquet and retyped); they say nothing about the CSV archive that
-:func:`download_eunomia` fetches, whose bytes and even column types differ.
+``shared/data`` beside the clone). For GiBleed, Synthea27Nj and SynPUF-50 the digest of
+every converted file is recorded (:data:`LOCAL_SAMPLES`, copied from each sample's
+``SOURCE.md``): :func:`verify_local_sample` checks a folder of them file by file, and
+:func:`install_local_sample` unpacks a copy a reader was given (a folder, a zip or a tar
+archive) and keeps it only when every recorded file matches. These digests pin *that
+conversion* (for GiBleed a DuckDB file of OHDSI/Eunomia, exported to parquet and
+retyped); they say nothing about the CSV archive that :func:`download_eunomia` fetches,
+whose bytes and even column types differ.
 
 Example::
 
-    folder = download_eunomia("GiBleed", "data/eunomia")       # prints the digest, warns
+    folder = download_eunomia("Synthea27Nj", "data/eunomia")  # checked: git blob id
     data = ehrseq.data.omop.load_omop(folder)
+
+    download_eunomia("GiBleed", "data/eunomia")  # ValueError: no digest is recorded
+    download_eunomia("GiBleed", "data/eunomia", sha256="...")  # one you trust: checked
 
     folder = install_local_sample("eunomia_gibleed.zip", "data")  # verified, or an error
 """
@@ -53,6 +64,7 @@ __all__ = [
     "EunomiaDataset",
     "LocalSample",
     "download_eunomia",
+    "git_blob_id",
     "install_local_sample",
     "local_sample",
     "local_samples_dir",
@@ -61,6 +73,9 @@ __all__ = [
 ]
 
 EUNOMIA_BASE_URL = "https://raw.githubusercontent.com/OHDSI/EunomiaDatasets/main/datasets"
+#: The OHDSI/EunomiaDatasets snapshot that ``shared/data/eunomia_synthea27nj`` was
+#: converted from (its ``SOURCE.md``); the archive's blob was last changed in ae167760.
+_SYNTHEA27NJ_COMMIT = "3efd533eb95a41a56d5b0758b0d7c8fa57e1303e"
 _CHUNK = 1 << 20
 
 
@@ -71,9 +86,12 @@ class EunomiaDataset:
     Attributes:
         name: the dataset name in EunomiaDatasets, e.g. ``"GiBleed"``.
         cdm_version: the OMOP CDM version of the archive.
-        url: where the zip archive of CSV tables is published.
-        sha256: the expected digest, or ``None`` while it is unknown (unverified download).
+        url: where the zip archive of CSV tables is published; pinned to a commit when a
+            digest is recorded, so that the bytes behind it cannot change.
+        sha256: the expected SHA-256, or ``None`` when none is recorded.
         description: one line for the reader.
+        git_blob: the expected git blob id (:func:`git_blob_id`), or ``None``. An entry
+            with neither digest cannot be downloaded without ``allow_unverified=True``.
     """
 
     name: str
@@ -81,6 +99,14 @@ class EunomiaDataset:
     url: str
     sha256: str | None
     description: str
+    git_blob: str | None = None
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """``{kind: hex digest}`` of the recorded digests, kinds ``"sha256"`` and
+        ``"git_blob"``."""
+        both = {"sha256": self.sha256, "git_blob": self.git_blob}
+        return {kind: d for kind, d in both.items() if d is not None}
 
 
 EUNOMIA_DATASETS: dict[str, EunomiaDataset] = {
@@ -90,19 +116,22 @@ EUNOMIA_DATASETS: dict[str, EunomiaDataset] = {
         f"{EUNOMIA_BASE_URL}/GiBleed/GiBleed_5.3.zip",
         None,  # unknown: record it from a verified download, never guess it
         "Synthea patients around NSAID use and GI bleeding (2,694 persons), Apache-2.0",
+        # no git blob either: the shared sample came from another file (a DuckDB copy)
     ),
     "Synthea27Nj": EunomiaDataset(
         "Synthea27Nj",
         "5.4",
-        f"{EUNOMIA_BASE_URL}/Synthea27Nj/Synthea27Nj_5.4.zip",
-        None,  # unknown: record it from a verified download, never guess it
+        "https://raw.githubusercontent.com/OHDSI/EunomiaDatasets/"
+        f"{_SYNTHEA27NJ_COMMIT}/datasets/Synthea27Nj/Synthea27Nj_5.4.zip",
+        None,
         "28 Synthea New Jersey patients with a vocabulary relationship graph, Apache-2.0",
+        git_blob="17f1f809010ef17f3f01644b878c2168cd40bd45",  # shared/data SOURCE.md
     ),
 }
 
 
 class ChecksumError(ValueError):
-    """A file's SHA-256 digest differs from the expected one (or a recorded file is missing)."""
+    """A file's digest differs from the expected one (or a recorded file is missing)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -112,6 +141,54 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _digests(path: str | Path) -> dict[str, str]:
+    """The SHA-256 and the git blob id of a file, both from one read in 1 MiB chunks."""
+    path = Path(path)
+    size = path.stat().st_size
+    sha256 = hashlib.sha256()
+    blob = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+    read = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            sha256.update(chunk)
+            blob.update(chunk)
+            read += len(chunk)
+    if read != size:
+        raise OSError(f"{path} changed while it was read ({size} bytes, then {read})")
+    return {"sha256": sha256.hexdigest(), "git_blob": blob.hexdigest()}
+
+
+def git_blob_id(path: str | Path) -> str:
+    """The git blob id of a file: what ``git hash-object --no-filters`` prints.
+
+    Git names a file's bytes by ``sha1(b"blob <size>\\0" + bytes)``; a repository's
+    history records that id for every version of every file, so it pins a download as a
+    SHA-256 does. SHA-1 resists collisions less well than SHA-256, but matching an id
+    already published needs a second preimage, which no one can compute; prefer a
+    SHA-256 when one is known from a trusted source.
+    """
+    return _digests(path)["git_blob"]
+
+
+_DIGEST_HEX = {"sha256": 64, "git_blob": 40}
+
+
+def _expected(name: str, digests: dict[str, str | None]) -> dict[str, str]:
+    """The given digests, lower-cased; a ``ValueError`` for one that is not hex of the
+    right length (a typo would otherwise read as a mismatch of the download)."""
+    out = {}
+    for kind, value in digests.items():
+        if value is None:
+            continue
+        hexed = value.strip().lower()
+        if len(hexed) != _DIGEST_HEX[kind] or hexed.strip("0123456789abcdef"):
+            raise ValueError(
+                f"{name}: {kind}={value!r} is not {_DIGEST_HEX[kind]} hex digits",
+            )
+        out[kind] = hexed
+    return out
 
 
 def _local_path(url: str) -> Path | None:
@@ -124,9 +201,8 @@ def _local_path(url: str) -> Path | None:
     return Path(url).expanduser()
 
 
-def _fetch(url: str, target: Path, timeout: float) -> str:
-    """Copy ``url`` to ``target`` while hashing it; return the digest."""
-    digest = hashlib.sha256()
+def _fetch(url: str, target: Path, timeout: float) -> None:
+    """Copy ``url`` to ``target``."""
     local = _local_path(url)
     if local is not None:
         if not local.is_file():
@@ -143,30 +219,32 @@ def _fetch(url: str, target: Path, timeout: float) -> str:
 
             bar = tqdm(total=total, unit="B", unit_scale=True, desc=target.name, leave=False)
         for chunk in iter(lambda: src.read(_CHUNK), b""):
-            digest.update(chunk)
             out.write(chunk)
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-    return digest.hexdigest()
 
 
-def _verify(name: str, got: str, expected: str | None, what: str) -> None:
-    """Raise on a mismatch; print and warn when there is nothing to compare with."""
-    if expected is None:
-        print(f"{name}: sha256 {got} ({what})")
+def _verify(name: str, path: Path, expected: dict[str, str], what: str) -> None:
+    """Raise on a mismatch of any expected digest; print and warn when there is none
+    (the caller has allowed an unverified file)."""
+    got = _digests(path)
+    if not expected:
+        print(f"{name}: sha256 {got['sha256']}, git blob {got['git_blob']} ({what})")
         warnings.warn(
-            f"{name}: no expected sha256 is known, so {what} is UNVERIFIED; its sha256 is "
-            f"{got}. Pass sha256=... to pin it.",
+            f"{name}: no digest is recorded, so {what} is UNVERIFIED; its sha256 is "
+            f"{got['sha256']}. Pass sha256=... from a trusted source to pin it.",
             UserWarning,
             stacklevel=3,
         )
         return
-    if got.lower() != expected.strip().lower():
-        raise ChecksumError(
-            f"{name}: sha256 mismatch for {what}: expected {expected.strip().lower()}, got {got}"
-        )
+    for kind, want in expected.items():
+        if got[kind] != want:
+            label = "git blob" if kind == "git_blob" else kind
+            raise ChecksumError(
+                f"{name}: {label} mismatch for {what}: expected {want}, got {got[kind]}"
+            )
 
 
 def _members(source: Path):
@@ -239,16 +317,25 @@ def download_eunomia(
     url: str | None = None,
     sha256: str | None = None,
     *,
+    git_blob: str | None = None,
+    allow_unverified: bool = False,
     extract: bool = True,
     overwrite: bool = False,
     timeout: float = 60.0,
 ) -> Path:
-    """Download an Eunomia archive, verify its SHA-256, and unpack its tables.
+    """Download an Eunomia archive, verify its digest, and unpack its tables.
 
-    The archive is written to ``dest/<archive name>.part`` while it is hashed and only
-    renamed into place when the digest matches, so a failed or mismatching download never
-    leaves a partial or unverified file under the final name. Members are unpacked flat
-    (folders inside the zip and ``__MACOSX`` entries dropped) into ``dest/<name>/``.
+    The archive is written to ``dest/<archive name>.part``, hashed, and only renamed
+    into place when every expected digest matches, so a failed or mismatching download
+    never leaves a partial or unverified file under the final name. Members are unpacked
+    flat (folders inside the zip and ``__MACOSX`` entries dropped) into
+    ``dest/<name>/``.
+
+    The expected digests are ``sha256`` and ``git_blob`` when either is given, else the
+    registry's (also for another ``url``: a mirror must serve the same bytes). When
+    there is none (GiBleed, whose archive no one could verify when the registry was
+    written, or a ``url`` of your own) the download is refused before anything is
+    fetched, unless ``allow_unverified=True``.
 
     Args:
         name: a key of :data:`EUNOMIA_DATASETS` (case-insensitive) or, with ``url``, any
@@ -256,8 +343,12 @@ def download_eunomia(
         dest: the folder to download into (created if needed).
         url: where to fetch from: ``http(s)://``, ``file://`` or a local path; default the
             registry's URL.
-        sha256: the expected digest; default the registry's. When both are ``None`` the
-            digest is printed and a ``UserWarning`` says the download is unverified.
+        sha256: the expected SHA-256 (hex, any case), from a source you trust.
+        git_blob: the expected git blob id (:func:`git_blob_id`), e.g. from the
+            repository's history.
+        allow_unverified: keep a file that has no digest to compare with: its digests
+            are printed and a ``UserWarning`` says it is UNVERIFIED. A known digest is
+            always checked.
         extract: unpack the archive and return the table folder; else return the archive.
         overwrite: fetch and unpack again even if the folder or archive exists.
         timeout: seconds to wait for a network connection.
@@ -266,9 +357,10 @@ def download_eunomia(
         the folder of table files (``extract=True``) or the archive path.
 
     Raises:
-        ValueError: for an unknown name without ``url``, or an archive that is not a zip of
-            table files.
-        ChecksumError: (a ``ValueError``) when the digest differs; nothing is kept.
+        ValueError: for an unknown name without ``url``; no digest to check without
+            ``allow_unverified=True`` (nothing is fetched); a digest that is not hex of
+            the right length; an archive that is not a zip of table files.
+        ChecksumError: (a ``ValueError``) when a digest differs; nothing is kept.
         FileNotFoundError: when a local source does not exist.
     """
     entry = next((d for k, d in EUNOMIA_DATASETS.items() if k.lower() == name.lower()), None)
@@ -279,7 +371,22 @@ def download_eunomia(
     if entry is not None:
         name = entry.name
     url = url or entry.url
-    expected = sha256 if sha256 is not None else (entry.sha256 if entry else None)
+    given = {"sha256": sha256, "git_blob": git_blob}
+    if sha256 is None and git_blob is None and entry is not None:
+        given = entry.digests
+    expected = _expected(name, given)
+    if not expected and not allow_unverified:
+        why = (
+            "no verified copy of it was available when the registry was written"
+            if entry is not None
+            else "it is not in the registry and no digest was given"
+        )
+        raise ValueError(
+            f"{name}: no digest is recorded for {url} ({why}), so the download "
+            "cannot be verified and is refused. Pass sha256='<hex>' (or git_blob=) "
+            "obtained from a source you trust, or allow_unverified=True to keep it "
+            "unchecked."
+        )
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     archive_name = Path(urllib.parse.urlparse(url).path).name or f"{name}.zip"
@@ -291,14 +398,14 @@ def download_eunomia(
         return folder
     if archive.is_file() and not overwrite:
         try:
-            _verify(name, sha256_file(archive), expected, f"the cached {archive}")
+            _verify(name, archive, expected, f"the cached {archive}")
         except ChecksumError as err:
             raise ChecksumError(f"{err}; pass overwrite=True to fetch it again") from None
     else:
         part = archive.with_name(archive.name + ".part")
         try:
-            got = _fetch(url, part, timeout)
-            _verify(name, got, expected, f"the download from {url}")
+            _fetch(url, part, timeout)
+            _verify(name, part, expected, f"the download from {url}")
         except BaseException:
             part.unlink(missing_ok=True)
             raise
@@ -333,8 +440,9 @@ class LocalSample:
         return {file: digest for digest, file in lines}
 
 
-#: Converted samples with recorded digests, by folder name. GiBleed's digests are those of
-#: ``shared/data/eunomia_gibleed/SOURCE.md`` (which also gives the rows and bytes per file).
+#: Converted samples with recorded digests, by folder name: the tables of
+#: ``shared/data/<name>/SOURCE.md`` (which also give the rows and bytes per file),
+#: parsed.
 LOCAL_SAMPLES: dict[str, LocalSample] = {
     "eunomia_gibleed": LocalSample(
         "eunomia_gibleed",
@@ -380,6 +488,86 @@ aa08e2145aec8f3416b148d56c20ab130da9d711556615dbaa389a59eff5f881  provider.parqu
 f2a5e07d78ff8c7deb614328ff9f8aa74ca35474f24ca6bc47c4c11dd4f452f3  visit_detail.parquet
 650d759a2a0e5ba98cc04056f73e5bca3150619a200f42978821112176f0cdd8  visit_occurrence.parquet
 e3e221ee2a719626b3730f0c86d931803efbea2dcc0cc39e08cf5c104e4ca226  vocabulary.parquet
+""",
+    ),
+    "eunomia_synthea27nj": LocalSample(
+        "eunomia_synthea27nj",
+        "OHDSI/EunomiaDatasets snapshot 3efd533eb95a41a56d5b0758b0d7c8fa57e1303e, "
+        "datasets/Synthea27Nj/Synthea27Nj_5.4.zip "
+        "(git blob 17f1f809010ef17f3f01644b878c2168cd40bd45), every CSV read as text "
+        "and written to parquet with lower-case names and OMOP types, no row changed",
+        """
+c71d239df91726fc519c6eb72d318ec65820627232b2f796219e87dcf35d0ab4  LICENSE.txt
+be787be6da2cec350dbae07a728d42cabe217a392feb5a70c06697f140761d40  care_site.parquet
+d40642608ea5678979c4fc5dfa094ef15040b29c0be08057c28c684c2b615a08  cdm_source.parquet
+533031174d0346d5ec925190cb492d691bac39e9bbc3da5211edf584b42555de  cohort.parquet
+c996004a41f5c4147db4a5420cd0d93abe557fc3707377bc96ad78b78cdf9a94  cohort_definition.parquet
+ce25db88f9b04ba89a12d137b43318fc151249b331265ad940cd10ed5540a55d  concept.parquet
+3768e6d16018fa78042f22fde6e8d9a4c796399199de6e7cf97ed8d6c1ee6b38  concept_ancestor.parquet
+ce36682670f8146b53ca94470f0051d88bdd083d70be3c4c4686c2bc0b7bd24e  concept_class.parquet
+03886da605fd8e16809a675025d13000810d77e95cfd7ab1489f48ceafe9ffbd  concept_relationship.parquet
+158a9401574dc4ec8138f74adf5d88ce3b217b05dfb800887d1fc302e3161030  concept_synonym.parquet
+807c740d69b07fce579f15808c22544294f3a9e5b0a43211c9090fa1bcfebf45  condition_era.parquet
+76be42e2913db14d146c1612704ff12f5a00d2fec63ca7040b58ade713ccf17c  condition_occurrence.parquet
+928daf7f357b971918f4816689707977464d99884c8f69c6ed26a6aee4c065b0  cost.parquet
+74e496220cad2a4f6b5b918e5bfdfa652be136fbe89410b0bc34f7cbd7761540  death.parquet
+545d99f30bdaa615cf450ed9dafeef33d1d8bde82f4aa010ae90df1e28426c8a  device_exposure.parquet
+ff56e81af0777a2aefcae7a26562bfa2f3a3245c6d297ffffbdec06b77b632f8  domain.parquet
+279730b3ffd55512502afa49f92ae34197827f8334a9aa6361e3ba09637db1a9  dose_era.parquet
+d928653544848230ee825b0a92a037f34e4e0a3ccea668be0018a4ecd404bf99  drug_era.parquet
+10ed97ac0be4a9442eb212921c77e3c11b9386687246ba82f4bf51bf00036761  drug_exposure.parquet
+1b4f92590cc4b1a2e90dccdcc4a21b04a14f8ca7df472aa35c7016ee7ff23e25  drug_strength.parquet
+7afaa1ec655d87b53cebded23b7d5de05f9f6c63e7322af55f7e4f917d977c41  episode.parquet
+a4b52e41219622f01bca07c9d250be3a21d4c349da9d42719d543f494f92d049  episode_event.parquet
+d166a6988a78610e7587f88072afb6cf242e463f8d5382cf27289466412e8e85  fact_relationship.parquet
+2fa60454e62f5d209873f058d3ac3ca5cc789d50e798be425eb0eef330e923f7  location.parquet
+b6a8040bff33e079ad71b4719ebb9876d5e57915f0cb648f5d4909217a43e730  measurement.parquet
+a162dc95b3502581d32858b75e351e722cc8e6ca3ef17a290043f7aecccc1c8b  metadata.parquet
+e35cfed4bb83d2c99062c6e3801968c5487f4f846880eec8b63ea73aba1fa0e3  note.parquet
+55c822a4c9dcfa218a2c4a9c31fcdbe01086cd0df0c7fca6589f4369580e9fe4  note_nlp.parquet
+f810892ddbc0c0b37ec27b832dc7fabfb061e30ffe445e8e972587c793940fb6  observation.parquet
+feb88e163b936ce7bce3ee8ed94358cea70f86e4b30fec615d054434ec8594a5  observation_period.parquet
+88ed0b4ae1e41d3362aee3518b6551f0c611492b7a7f53f8a4850d720671ada9  payer_plan_period.parquet
+63f5439e42d0eb15286b97ff9c93a3112b4e745fb8f77ebad39c19acf2104f5f  person.parquet
+9c4a72e605597a3523543f4270deb1b3e8341c37f0ccd3d181debc48fd8aba41  procedure_occurrence.parquet
+2a13d1c9188d3fa6c750a1564ca3d73096ec3e155f3ee7e01cce537b3dbe211a  provider.parquet
+02242e8fc3a8822f5d869dc39f4391bb4c14bc873af644b590d8e3a9505edbfa  relationship.parquet
+2d3a4c5a76fa8679305c0936be6b710b361a5795bef5485b8ad990329a489117  source_to_concept_map.parquet
+342faf3a3e157bbc1dd0275f8e781ff67bccc6197a5c88d9b5d34409aa157e17  specimen.parquet
+10ac0d944067d14ba355e22a7ce4eee5c0b9470c9b7bcfa342d1c33596dfe289  visit_detail.parquet
+c927acdc888420ab2df28f3a788593134e477f4327605f8381988161a06e4e73  visit_occurrence.parquet
+e9970229b907d1c03be59a194b5f468c27f7f101213643d9c91eac836464a022  vocabulary.parquet
+""",
+    ),
+    "synpuf_50": LocalSample(
+        "synpuf_50",
+        "thewileylab/synPUF snapshot ea7e0a08dc7d3b1a971334c7d5117971ee5fbb4f, "
+        "data/*.rda (50 persons of OHDSI's 1k-person CMS DE-SynPUF in OMOP; note.rda "
+        "left out) read with the rdata package and written to parquet with OMOP types",
+        """
+dec75800d93d526dc583647659d96f1cc390532daee0b351e6e4073af06967f0  LICENSE.md
+be787be6da2cec350dbae07a728d42cabe217a392feb5a70c06697f140761d40  care_site.parquet
+1f5948eb9f79d8afeeb821391f3d830f7a480dc8a2eb0549c395a93640fa202d  concept.parquet
+ce36682670f8146b53ca94470f0051d88bdd083d70be3c4c4686c2bc0b7bd24e  concept_class.parquet
+d21e2531108f4e3d47ac50f3e1b8ee9ad4ec795e0063863235f72e1ef239baac  concept_synonym.parquet
+c81ceab1f03dca383610043bde0b68c1c0639925f48afcf4e5c0293c7a6ea6bb  condition_era.parquet
+2f746f4e54ae5f36ea80b385b943b764f7fca217413eb40ecd9effdea2969907  condition_occurrence.parquet
+556f8ea362140618d851d03f476d57f600d751f2b2c8d62a48cd936f576aff53  death.parquet
+9e321c669425bacb83758b2aa8652a878de64461a40083dda670ae5587b189f2  device_exposure.parquet
+ff56e81af0777a2aefcae7a26562bfa2f3a3245c6d297ffffbdec06b77b632f8  domain.parquet
+7536ea6422f639631b602e523072fb8c35a98dd502bebe6f6468e30b2bf44ccd  drug_era.parquet
+7e6a1d8c5f4d90f3c5ad8d6310b5dae14bf0213b5c2c15b4759c73911b88c707  drug_exposure.parquet
+bfd8d94f1a9708fc6d57dec2a982266e3e4af9934b098f4aff9c5da78754d560  drug_strength.parquet
+b223f900479ada1fbb4f8db7866e08c3be1093886511b5541866d1bd02507c66  measurement.parquet
+f9fa776b426df5f1401baa39bda038a53c930b403184f3c7d38a7ad362d7d978  observation.parquet
+cac5227a46b9a2d2eeb2d4349a6cfd88270d11823b4907bc19fe76295e77ab6f  observation_period.parquet
+dec3d73a6177534dfe9fa91d0c0b0f7f4391c136e4f8e840b8ab17909e9e419f  payer_plan_period.parquet
+0b53f306a6f37638d7ec5436bdb47dcb64317ba404160b82527cea4d3e898e29  person.parquet
+e0ec59a454d503e961a2f666e7a1d9c8fe5c1049023cfeb60a2c4e9e37197afc  procedure_occurrence.parquet
+aa08e2145aec8f3416b148d56c20ab130da9d711556615dbaa389a59eff5f881  provider.parquet
+02242e8fc3a8822f5d869dc39f4391bb4c14bc873af644b590d8e3a9505edbfa  relationship.parquet
+a8309c950de5913abac68bed3d70ed411cd63f1e8900e39eb690f20a59d32190  visit_occurrence.parquet
+6c4294024f2a12a20d50cdf095c0e07eece0a5adf90a4902a42362df2adea280  vocabulary.parquet
 """,
     ),
 }
