@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,14 +105,32 @@ def test_cached_cohort_and_read_back_give_the_same_task(tmp_path, monkeypatch):
     for term, path in direct[0].truth.terms.items():
         np.testing.assert_array_equal(cached[0].truth.terms[term], path)
     assert cached[0].truth.coefficients == direct[0].truth.coefficients
-    for task in (first, second):
+    assert len(list(tmp_path.glob("task-*/task.json"))) == 1  # the built task, kept
+    for task in (first, second):  # second: loaded from that folder
         pd.testing.assert_frame_equal(task.labels, fresh.labels)
+        pd.testing.assert_frame_equal(task.person, fresh.person)
         pd.testing.assert_frame_equal(task.sequences.frame, fresh.sequences.frame)
+        assert task.sequences.strategy == fresh.sequences.strategy
+        assert task.sequences.report == fresh.sequences.report
+        assert task.vocab.to_dict() == fresh.vocab.to_dict()
+        assert task.encoding.arrays.keys() == fresh.encoding.arrays.keys()
         for name, arr in fresh.encoding.arrays.items():
             np.testing.assert_array_equal(task.encoding.arrays[name], arr)
+            assert task.encoding.arrays[name].dtype == arr.dtype
+        np.testing.assert_array_equal(task.encoding.person_ids, fresh.encoding.person_ids)
+        np.testing.assert_array_equal(task.encoding.offsets, fresh.encoding.offsets)
+        assert task.encoding.report == fresh.encoding.report
+        for name in ("bin_index", "event", "cuts"):
+            np.testing.assert_array_equal(getattr(task, name), getattr(fresh, name))
+            assert getattr(task, name).dtype == getattr(fresh, name).dtype
         assert task.split.keys() == fresh.split.keys()
         for split, ids in fresh.split.items():
             np.testing.assert_array_equal(task.split[split], ids)
+        assert task.dropped == fresh.dropped
+        np.testing.assert_array_equal(task.oracle_risk("test"), fresh.oracle_risk("test"))
+    # another config is another task
+    prepare_survival_task(dataclasses.replace(cfg, n_bins=6))
+    assert len(list(tmp_path.glob("task-*/task.json"))) == 2
 
 
 def test_task_from_labels_is_steps_4_to_6(task):

@@ -543,7 +543,9 @@ def read_parquet(path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(path)
-    strings = [f.name for f in schema if _is_string(f.type)]
+    # a column pandas wrote as categorical comes back categorical either way: leave it
+    kinds = {c["name"]: c["pandas_type"] for c in (schema.pandas_metadata or {}).get("columns", [])}
+    strings = [f.name for f in schema if _is_string(f.type) and kinds.get(f.name) != "categorical"]
     table = pq.read_table(path, read_dictionary=strings)
     # a missing value would come back as NaN, not None: leave such columns plain
     nulls = [c for c in strings if table.column(c).null_count]
