@@ -29,11 +29,13 @@ model in :class:`~torch.nn.parallel.DistributedDataParallel`, gives each rank it
 the batches (a :class:`~torch.utils.data.DistributedSampler` for ordinary loaders, every
 ``world``-th batch of a custom batch sampler such as
 :class:`~ehrseq.data.tensors.LengthBucketSampler`), averages the logged metrics over ranks,
-and lets only rank 0 print, write the CSV and save checkpoints. ``batch_size`` is per rank.
-(A ``DistributedSampler`` pads the last round with repeated examples, so a distributed
-validation loss can count a few patients twice; ``eval_fn`` runs on rank 0 over the whole
-validation loader.) Call ``torch.distributed.destroy_process_group()`` at the end of a
-torchrun script.
+and lets only rank 0 print, write the CSV and save checkpoints (it sends the best
+weights to the other ranks, so their ``out_dir`` need not be shared). ``batch_size`` is
+per rank. (A ``DistributedSampler`` pads the last round with repeated examples, so a
+distributed validation loss can count a few patients twice; a custom batch sampler's
+validation batches are each counted once, on the unwrapped model, even when there are
+fewer of them than ranks; ``eval_fn`` runs on rank 0 over the whole validation loader.)
+Call ``torch.distributed.destroy_process_group()`` at the end of a torchrun script.
 
 Example:
     >>> def step_fn(model, batch):  # doctest: +SKIP
@@ -322,11 +324,13 @@ class _ShardedBatchSampler:
     """Rank ``rank`` of ``world`` takes batches ``rank, rank + world, ...`` of ``inner``.
 
     Every rank gets the same number of batches (the tail that does not divide is dropped), so
-    no rank waits for a gradient all-reduce that never comes.
+    no rank waits for a gradient all-reduce that never comes; ``keep_tail`` keeps it
+    (for validation, which has no per-batch all-reduce: every batch counts once).
     """
 
-    def __init__(self, inner, rank: int, world: int):
+    def __init__(self, inner, rank: int, world: int, keep_tail: bool = False):
         self.inner, self.rank, self.world = inner, rank, world
+        self.keep_tail = keep_tail
 
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.inner, "set_epoch"):
@@ -334,15 +338,20 @@ class _ShardedBatchSampler:
 
     def __iter__(self):
         batches = list(self.inner)
-        n = len(batches) // self.world
-        return iter(batches[self.rank : n * self.world : self.world])
+        n = len(batches) if self.keep_tail else len(batches) // self.world * self.world
+        return iter(batches[self.rank : n : self.world])
 
     def __len__(self) -> int:
+        if self.keep_tail:
+            return len(range(self.rank, len(self.inner), self.world))
         return len(self.inner) // self.world
 
 
-def _shard(loader: DataLoader | None, d: _Dist, seed: int) -> DataLoader | None:
-    """The rank's share of ``loader`` (unchanged on one process)."""
+def _shard(
+    loader: DataLoader | None, d: _Dist, seed: int, keep_tail: bool = False
+) -> DataLoader | None:
+    """The rank's share of ``loader`` (unchanged on one process); ``keep_tail``: a
+    custom batch sampler's last batches that do not divide among the ranks are kept."""
     if loader is None or d.world == 1 or isinstance(loader.sampler, DistributedSampler):
         return loader
     if isinstance(loader.dataset, IterableDataset) or loader.batch_sampler is None:
@@ -372,9 +381,8 @@ def _shard(loader: DataLoader | None, d: _Dist, seed: int) -> DataLoader | None:
             drop_last=bs.drop_last,
             **common,
         )
-    return DataLoader(
-        loader.dataset, batch_sampler=_ShardedBatchSampler(bs, d.rank, d.world), **common
-    )
+    batches = _ShardedBatchSampler(bs, d.rank, d.world, keep_tail)
+    return DataLoader(loader.dataset, batch_sampler=batches, **common)
 
 
 def _set_epoch(loader: DataLoader, epoch: int) -> None:
@@ -545,7 +553,7 @@ def fit(
         seed_everything(cfg.seed + d.rank)
     model.to(d.device)
     train = _shard(train_loader, d, cfg.seed or 0)
-    val = _shard(val_loader, d, cfg.seed or 0)
+    val = _shard(val_loader, d, cfg.seed or 0, keep_tail=True)
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise ValueError("the training loader yields no batches (on this rank)")
@@ -638,8 +646,8 @@ def fit(
         bar.close()
         row: dict[str, Any] = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0]}
         row.update(meter.mean(d, "train_"))
-        if val is not None:
-            row.update(_evaluate(net, val, step_fn, d, cfg))
+        if val is not None:  # unwrapped: ranks may hold unequal numbers of batches
+            row.update(_evaluate(model, val, step_fn, d, cfg))
         if eval_fn is not None:
             extra = [None]
             if d.main:
@@ -706,9 +714,14 @@ def fit(
             d.barrier()
 
     if cfg.restore_best and stop["best_epoch"] is not None:
-        if best_path is not None:
-            d.barrier()
+        if best_path is not None and d.world == 1:
             model.load_state_dict(load_checkpoint(best_path, d.device)["model"])
+        elif best_path is not None:  # rank 0 wrote best.pt: reads it, sends the weights
+            if d.main:
+                model.load_state_dict(load_checkpoint(best_path, d.device)["model"])
+            with torch.no_grad():  # so ranks > 0 need not share out_dir
+                for t in model.state_dict().values():
+                    dist.broadcast(t, src=0)
         elif best_in_memory is not None:
             model.load_state_dict(best_in_memory)
     return FitResult(

@@ -132,7 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
             "baselines on a bag of codes, evaluate with bootstrap "
             "intervals and calibration, and write DIR/report.html and DIR/metrics.json. "
             "Every stage is cached in DIR and skipped on a re-run unless its inputs "
-            "changed. Uses CUDA with bf16 when a GPU is present."
+            "changed. Uses CUDA with bf16 when a GPU is present.\n\n"
+            "Several GPUs (or CPU processes) on one machine: launch it with "
+            "torchrun, e.g. `torchrun --standalone --nproc_per_node 4 -m ehrseq.cli "
+            "run PATH --cohort cohort.toml --out DIR`. Rank 0 runs every stage and "
+            "writes every file; the other ranks wait, then join pretraining and "
+            "fine-tuning, each on its share of the batches (a step averages one batch "
+            "per rank). A rank that fails makes the others exit 1 (at most "
+            "--rank-timeout minutes later)."
         ),
         epilog=_COHORT_HELP,
         formatter_class=fmt,
@@ -156,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="split, initialisation and bootstrap")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA if any)")
     p.add_argument("--force", action="store_true", help="ignore the cache, rerun every stage")
+    p.add_argument(
+        "--rank-timeout",
+        type=float,
+        default=60.0,
+        metavar="MIN",
+        help="under torchrun: minutes a rank waits for the others before failing (60)",
+    )
     return parser
 
 

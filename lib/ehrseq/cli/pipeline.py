@@ -41,11 +41,15 @@ results are those of the whole table in memory.
 
 What each stage computes is a function of :mod:`ehrseq.cli.steps` (objects in memory in,
 objects out); the stage writes the result into its folder. A chapter calls the same functions.
+
+Under ``torchrun`` rank 0 runs the stages and the other ranks join pretraining and
+fine-tuning (:mod:`ehrseq.cli.ranks`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -439,16 +443,47 @@ def _evaluate(out: Path, cfg: RunConfig, folder: Path) -> None:
     calibration.to_csv(folder / "calibration.csv", index=False)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """``ehrseq run``: every stage (see the module docstring), cached in ``--out``."""
-    from ehrseq.runtime import get_device
+def _task(out: Path, data: Input | None, cfg: RunConfig, spec: CohortSpec):
+    """The run's task from the ``load`` and ``cohort`` stages' files under ``out``
+    (``data``: the loaded input when the ``load`` stage just ran in this process)."""
+    data = data or _read_loaded(out / "load")
+    labels = pd.read_parquet(out / "cohort" / "labels_full.parquet")
+    history = _history(out / "load" / "events.parquet", data, labels)
+    return build_task(history, labels, cfg, spec.horizon_days)
 
+
+def run_command(args: argparse.Namespace) -> int:
+    """``ehrseq run``: every stage (see the module docstring), cached in ``--out``;
+    under ``torchrun``, rank 0 runs them and the other ranks join the training
+    (:mod:`ehrseq.cli.ranks`)."""
+    from ehrseq.cli.ranks import follow, start_ranks
+
+    with start_ranks(args.device, args.rank_timeout) as ranks:
+        if not ranks.main:
+            return follow(args, ranks, lambda c, s: _task(args.out, None, c, s))
+        try:
+            code = _lead(args, ranks)
+        except BaseException as err:
+            if ranks.world > 1 and ranks.waiting:  # the followers wait: they exit 1 too
+                text = (str(err).strip() or type(err).__name__).splitlines()[0]
+                with contextlib.suppress(RuntimeError):  # a follower already gone
+                    ranks.tell(("fail", text))
+            raise
+        ranks.tell(("done",))
+        return code
+
+
+def _lead(args: argparse.Namespace, ranks) -> int:
+    """Every stage of ``ehrseq run`` in this process (rank 0 of ``ranks``); a training
+    stage that runs is announced to the other ranks first."""
     out: Path = args.out
     _writable(out)
     cfg = resolve_config(args)
     spec = CohortSpec.from_toml(args.cohort)
-    device = get_device(args.device)
-    print(f"device {device} ({'bf16 autocast' if device.type == 'cuda' else 'float32'})")
+    device = ranks.device
+    kind = "bf16 autocast" if device.type == "cuda" else "float32"
+    where = f", rank 0 of {ranks.world}" if ranks.world > 1 else ""
+    print(f"device {device} ({kind}{where})")
     dev = str(device)
     # read now: the stage that uses it starts from an empty folder, which may hold the file
     init = (args.init, _load_init(args.init)) if args.init else None
@@ -490,12 +525,9 @@ def run_command(args: argparse.Namespace) -> int:
     task = None
 
     def get_task():
-        nonlocal task, data
+        nonlocal task
         if task is None:
-            data = data or _read_loaded(st.folder("load"))
-            labels = pd.read_parquet(st.folder("cohort") / "labels_full.parquet")
-            history = _history(st.folder("load") / "events.parquet", data, labels)
-            task = build_task(history, labels, cfg, spec.horizon_days)
+            task = _task(out, data, cfg, spec)
         return task
 
     folder = st.folder("task")
@@ -517,7 +549,10 @@ def run_command(args: argparse.Namespace) -> int:
     ):
         if not st.cached(stage, key):
             t0 = st.start(stage)
+            if stage in ("pretrain", "finetune"):  # the other ranks train with this one
+                ranks.tell((stage, init[1] if init else None))
             fn(st.folder(stage))
+            ranks.stage_done()
             st.finish(stage, key, t0)
 
     from ehrseq.cli.outputs import write_outputs
