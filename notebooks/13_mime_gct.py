@@ -467,16 +467,21 @@ def object_step(model, batch):
 
 
 @torch.no_grad()
-def predict(model, batch: dict, chunk: int = 1024) -> np.ndarray:
-    """P(outcome) of every row of a padded object batch."""
+def in_chunks(model, batch: dict, read, chunk: int = 1024) -> np.ndarray:
+    """``read(model(part))`` over parts of ``chunk`` rows of a padded object batch, stacked."""
     model.eval()
     n = len(batch["person_ids"])
     parts = []
     for start in range(0, n, chunk):
         part = take_persons(batch, np.arange(start, min(start + chunk, n)))
         part = {k: v.to(device) if torch.is_tensor(v) else v for k, v in part.items()}
-        parts.append(torch.sigmoid(model(part).logits).cpu().numpy())
+        parts.append(read(model(part)).cpu().numpy())
     return np.concatenate(parts)
+
+
+def predict(model, batch: dict) -> np.ndarray:
+    """P(outcome) of every row of a padded object batch."""
+    return in_chunks(model, batch, lambda out: torch.sigmoid(out.logits))
 
 
 MODELS = {
@@ -1091,17 +1096,9 @@ def survival_step(model, batch):
     return hazard_nll(model(batch).logits, batch["durations"], batch["events"])
 
 
-@torch.no_grad()
-def predict_surv(model, batch: dict, chunk: int = 1024) -> np.ndarray:
+def predict_surv(model, batch: dict) -> np.ndarray:
     """Survival at every bin edge of every row of a padded object batch, (n, n_bins)."""
-    model.eval()
-    n = len(batch["person_ids"])
-    parts = []
-    for start in range(0, n, chunk):
-        part = take_persons(batch, np.arange(start, min(start + chunk, n)))
-        part = {k: v.to(device) if torch.is_tensor(v) else v for k, v in part.items()}
-        parts.append(model(part).surv.cpu().numpy())
-    return np.concatenate(parts)
+    return in_chunks(model, batch, lambda out: out.surv)
 
 
 surv_mime = []
