@@ -52,6 +52,7 @@ from ehrseq.models import (
     HierarchicalConfig,
     SurvivalModel,
 )
+from ehrseq.numbers import number
 from ehrseq.plotting import apply_style
 from ehrseq.runs import hazard_nll_step
 from ehrseq.runtime import measure
@@ -346,6 +347,9 @@ keep_slopes = {
 for n, key in keep_slopes.items():
     for what in ("time", "activations", "scores"):
         keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
+        # as text, never "-0.00": a measured time's slope can sit at zero
+        slope = slopes.loc[(n, what), "slope in VC"]
+        keep(f"slope_{key}_{what}_text", number(slope, ".2f"))
         keep(f"p_{key}_{what}", float(slopes.loc[(n, what), "p (V)"]))
         keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
 largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
@@ -441,7 +445,8 @@ else:
     order = "keep" if flat_slope > hier_slope else "do not keep"
     keep(
         "time_summary",
-        f"the measured time slopes, {flat_slope:.2f} against {hier_slope:.2f}, {order}"
+        f"the measured time slopes, {number(flat_slope, '.2f')} against"
+        f" {number(hier_slope, '.2f')}, {order}"
         " that ordering at these sizes, damped by the linear layers and the fixed cost"
         " of a step",
     )
@@ -535,9 +540,9 @@ plt.show()
 # take over as $L$ grows. (They are kept because these models drop out attention
 # probabilities as BERT does, {glue:text}`attention_dropout`; exercise 2 turns that off.)
 #
-# The measured time: slope {glue:text}`slope_flat_time:.2f` in $VC$ for the flat model,
-# {glue:text}`slope_hier_time:.2f` for the hierarchical one and
-# {glue:text}`slope_hblock_time:.2f` with a block inside visits.{glue:text}`time_note` At
+# The measured time: slope {glue:text}`slope_flat_time_text` in $VC$ for the flat model,
+# {glue:text}`slope_hier_time_text` for the hierarchical one and
+# {glue:text}`slope_hblock_time_text` with a block inside visits.{glue:text}`time_note` At
 # small sizes much of a step is spent in the linear layers and the embeddings, which cost
 # $O(L d^2)$ for every model, and in the fixed cost of a step (a slope below one means that
 # this fixed part still weighs), so the quadratic term of the flat model shows only at
