@@ -347,11 +347,10 @@ keep_slopes = {
 for n, key in keep_slopes.items():
     for what in ("time", "activations", "scores"):
         keep(f"slope_{key}_{what}", float(slopes.loc[(n, what), "slope in VC"]))
-        # as text, never "-0.00": a measured time's slope can sit at zero
-        slope = slopes.loc[(n, what), "slope in VC"]
-        keep(f"slope_{key}_{what}_text", number(slope, ".2f"))
         keep(f"p_{key}_{what}", float(slopes.loc[(n, what), "p (V)"]))
         keep(f"q_{key}_{what}", float(slopes.loc[(n, what), "q (C)"]))
+    # as text, never "-0.00": a measured time's slope can sit at zero
+    keep(f"slope_{key}_time_text", number(slopes.loc[(n, "time"), "slope in VC"], ".2f"))
 largest = bench[(bench["V"] == V_max) & (bench["C"] == C_max)].set_index("model")
 keep("L_max", V_max * C_max)
 flat_big, hier_big = largest.loc["flat"], largest.loc["hierarchical"]

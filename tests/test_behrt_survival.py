@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from recipe_runs import assert_same_weights, small_task
+from recipe_runs import assert_profiles_apply, assert_same_weights, small_task
 
 from ehrseq.artifacts import config_key
 from ehrseq.behrt_survival import (
@@ -39,12 +39,7 @@ def _tiny(**changes) -> BehrtSurvival:
 
 
 def test_profiles_override_the_book_recipe(monkeypatch):
-    assert behrt_survival("book") == BehrtSurvival()
-    for profile, changes in BEHRT_SURVIVAL_PROFILES.items():
-        recipe = behrt_survival(profile)
-        for field in dataclasses.fields(BehrtSurvival):
-            expected = changes.get(field.name, field.default)
-            assert getattr(recipe, field.name) == expected, (profile, field.name)
+    assert_profiles_apply(behrt_survival, BehrtSurvival, BEHRT_SURVIVAL_PROFILES)
     assert behrt_survival("smoke").seeds == (0,) and behrt_survival("smoke").epochs == 2
     assert behrt_survival("smoke", causal=False).causal is False
     monkeypatch.setenv("EHRSEQ_PROFILE", "full")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from recipe_runs import assert_same_weights, small_task
+from recipe_runs import assert_profiles_apply, assert_same_weights, small_task
 from torch.utils.data import DataLoader, Subset
 
 from ehrseq.artifacts import config_key
@@ -49,12 +49,7 @@ def _tiny(**changes) -> MlmAblation:
 
 
 def test_profiles_override_the_book_recipe(monkeypatch):
-    assert mlm_ablation("book") == MlmAblation()
-    for profile, changes in MLM_ABLATION_PROFILES.items():
-        recipe = mlm_ablation(profile)
-        for field in dataclasses.fields(MlmAblation):
-            expected = changes.get(field.name, field.default)
-            assert getattr(recipe, field.name) == expected, (profile, field.name)
+    assert_profiles_apply(mlm_ablation, MlmAblation, MLM_ABLATION_PROFILES)
     assert mlm_ablation("smoke", epochs=2).epochs == 2
     monkeypatch.setenv("EHRSEQ_PROFILE", "full")
     assert mlm_ablation() == mlm_ablation("full")
