@@ -46,7 +46,10 @@ References:
     J. Classification 1985 (adjusted Rand index). Harrell et al., JAMA 1982 (C-index).
 
 Used by the chapter on medical-code embeddings (issue #17) and
-``benchmarks/bench_embedding_downstream.py``.
+``benchmarks/bench_embedding_downstream.py``. It lives above the
+:mod:`ehrseq.embeddings` package (layer 3) because it scores through
+:mod:`ehrseq.evaluate`, :mod:`ehrseq.metrics` and :mod:`ehrseq.baselines`, which sit at or
+above that layer.
 """
 
 from __future__ import annotations
