@@ -10,12 +10,21 @@
   ontology correlation.
 - :mod:`~ehrseq.embeddings.io`: parquet and ``{concept_ids, embeddings}`` torch files.
 - :mod:`~ehrseq.embeddings.reference`: gensim's word2vec on the same corpus (optional).
+- :mod:`~ehrseq.embeddings.graph`: the ontology graph over an embedding's codes and a GAT
+  that refines a skip-gram on it with the skip-gram's own loss (GRAM-style).
 
 Used by the chapter on medical-code embeddings (issue #17).
 """
 
 from ehrseq.embeddings.base import CodeEmbedding
 from ehrseq.embeddings.corpus import CodeCorpus
+from ehrseq.embeddings.graph import (
+    GraphConfig,
+    OntologyGraph,
+    build_ontology_graph,
+    read_ontology_tables,
+    refine_skipgram,
+)
 from ehrseq.embeddings.io import (
     EmbeddingFileError,
     check_embedding,
@@ -62,4 +71,9 @@ __all__ = [
     "load_parquet",
     "save_torch",
     "load_torch",
+    "OntologyGraph",
+    "build_ontology_graph",
+    "read_ontology_tables",
+    "GraphConfig",
+    "refine_skipgram",
 ]
