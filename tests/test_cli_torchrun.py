@@ -28,11 +28,11 @@ def omop(tmp_path_factory) -> Path:
     return folder
 
 
-# rank 1 fails as it joins pretraining, while rank 0 waits for it inside fit
+# rank 1 fails as it joins pretraining, while rank 0 waits for it (in load_or_train)
 FAILING_RANK = """
 import os
 
-from ehrseq.cli import main, ranks
+from ehrseq.cli import main, steps
 
 
 def broken(*args, **kwargs):
@@ -40,7 +40,7 @@ def broken(*args, **kwargs):
 
 
 if os.environ["RANK"] == "1":
-    ranks._pretrain_together = broken
+    steps.pretrain_encoder = broken
 raise SystemExit(main())
 """
 

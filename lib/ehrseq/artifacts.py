@@ -21,7 +21,7 @@ from torch import nn
 
 from ehrseq.config import artifact_root
 
-__all__ = ["artifact_root", "config_key", "load_or_train"]
+__all__ = ["artifact_root", "config_key", "distributed_rank", "load_or_train"]
 
 
 def _plain(obj: Any) -> Any:
@@ -66,11 +66,20 @@ def load_or_train(
     Two processes asking for the same artefact at once (chapters executing in parallel) do
     not both train: a file lock beside the folder makes the second wait, then load.
 
+    Inside a ``torch.distributed`` process group of several ranks (``torchrun``), every
+    rank must call this together: rank 0 alone looks for the artefact (under its lock)
+    and tells the others whether it found it. If it did, every rank gets rank 0's
+    weights (broadcast: the others need no access to ``root``); if not, every rank runs
+    ``train`` together (the others in a temporary folder), and rank 0 alone saves.
+
     Raises:
         ValueError: if ``name`` is empty or contains a path separator.
     """
     if not name or "/" in name or os.sep in name:
         raise ValueError(f"artefact name {name!r} must be a plain, non-empty name")
+    rank, world = distributed_rank()
+    if world > 1 and rank > 0:
+        return _follow(model, train)
     from filelock import FileLock
 
     folder = (root or artifact_root()) / f"{name}-{config_key(*parts)}"
@@ -78,8 +87,13 @@ def load_or_train(
     folder.parent.mkdir(parents=True, exist_ok=True)
     # chapters may run in parallel (scripts/execute_chapters.py): one trains, the others wait
     with FileLock(str(folder) + ".lock"):
-        if weights.is_file():
+        found = weights.is_file()
+        if world > 1:  # the other ranks wait in _follow for this answer
+            _tell(found)
+        if found:
             model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            if world > 1:
+                _share_weights(model)
             return model, True
         folder.mkdir(parents=True, exist_ok=True)
         train(model, folder)
@@ -87,4 +101,56 @@ def load_or_train(
         torch.save(model.state_dict(), tmp)
         tmp.replace(weights)
         (folder / "config.json").write_text(json.dumps(_plain(list(parts)), indent=2))
+    return model, False
+
+
+def distributed_rank() -> tuple[int, int]:
+    """``(rank, world)`` of an initialised ``torch.distributed`` group, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _comm_device() -> torch.device:
+    """Where collective calls put their tensors: this rank's GPU under NCCL, else the CPU."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _tell(found: bool | None = None) -> bool:
+    """Rank 0 sends whether it found the artefact; every rank returns the answer."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(bool(found))], device=_comm_device())
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _share_weights(model: nn.Module) -> None:
+    """Every rank ends with rank 0's weights (a broadcast of each tensor of the state)."""
+    import torch.distributed as dist
+
+    dev = _comm_device()
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            buf = t.to(dev)
+            dist.broadcast(buf, src=0)
+            t.copy_(buf)
+
+
+def _follow(model: nn.Module, train: Callable[[nn.Module, Path], Any]) -> tuple[nn.Module, bool]:
+    """A rank other than 0 in :func:`load_or_train`: rank 0's weights if it found the
+    artefact, else train together with rank 0, the files in a temporary folder."""
+    import tempfile
+
+    if _tell():
+        _share_weights(model)
+        return model, True
+    with tempfile.TemporaryDirectory(prefix="ehrseq_rank_") as tmp:
+        train(model, Path(tmp))
     return model, False

@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ehrseq.artifacts import artifact_root, config_key, load_or_train
+from ehrseq.artifacts import artifact_root, config_key, distributed_rank, load_or_train
 from ehrseq.models import BehrtConfig, BehrtEncoder
 from ehrseq.pretrain import BehrtForPretraining, TokenIds, pretrain
 from ehrseq.runtime import seed_everything
@@ -277,7 +277,10 @@ def load_or_pretrain(
         pretrained_model(task, encoder_cfg, recipe, init), ARTEFACT, train, *parts, root=root
     )
     folder = (root or artifact_root()) / f"{ARTEFACT}-{config_key(*parts)}"
-    return Pretrained(model, loaded, folder, _history(folder, recipe), recipe)
+    # under torchrun only rank 0 keeps the artefact's files (load_or_train)
+    main = distributed_rank()[0] == 0
+    history = _history(folder, recipe) if main else pd.DataFrame()
+    return Pretrained(model, loaded, folder, history, recipe)
 
 
 # --------------------------------------------------------------------------------------

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,50 +108,6 @@ def start_ranks(device: str | None, timeout_minutes: float) -> Ranks:
     return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), device=chosen)
 
 
-def _pretrain_together(task, cfg, init: dict | None, device: str, scratch: Path):
-    """A follower's share of the ``pretrain`` stage: the training that rank 0's
-    :func:`~ehrseq.cli.steps.pretrain_encoder` runs through
-    :func:`~ehrseq.pretrained.load_or_pretrain` (the same model, loaders and settings),
-    its files in ``scratch``: rank 0 keeps the artefact, whose file lock would keep a
-    second rank out until rank 0 had trained, which it cannot do alone."""
-    from ehrseq.cli.steps import encoder_config
-    from ehrseq.pretrain import TokenIds, pretrain
-    from ehrseq.pretrained import PretrainRecipe, pretrained_model
-    from ehrseq.runtime import seed_everything
-    from ehrseq.train import TrainConfig
-
-    if cfg.pretrain_epochs == 0:  # rank 0 only builds the encoder: nothing to train
-        return
-    ids = TokenIds.from_vocab(task.vocab)
-    recipe = PretrainRecipe(
-        schedule="joint",
-        epochs=cfg.pretrain_epochs,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-    ).resolved(ids.vocab_size)
-    model = pretrained_model(task, encoder_config(task, cfg), recipe, init)
-    seed_everything(recipe.seed)
-    config = TrainConfig(
-        epochs=recipe.epochs,
-        out_dir=scratch,
-        lr=recipe.lr,
-        seed=recipe.seed,
-        desc=recipe.schedule,
-        device=device,
-    )
-    pretrain(
-        model,
-        task.loader("train", recipe.batch_size),
-        task.loader("val", recipe.batch_size),
-        ids,
-        config,
-        schedule=recipe.schedule,
-        mlm_weight=recipe.mlm_weight,
-        next_visit_weight=recipe.next_visit_weight,
-        mask_prob=recipe.mask_prob,
-    )
-
-
 def follow(args: argparse.Namespace, ranks: Ranks, make_task) -> int:
     """What a rank other than 0 does in ``ehrseq run``: train when rank 0 says so.
 
@@ -171,7 +125,7 @@ def follow(args: argparse.Namespace, ranks: Ranks, make_task) -> int:
     """
     from ehrseq.cli.cohort import CohortSpec
     from ehrseq.cli.pipeline import resolve_config
-    from ehrseq.cli.steps import finetune_survival
+    from ehrseq.cli.steps import finetune_survival, pretrain_encoder
 
     task = None
     dev = str(ranks.device)
@@ -183,9 +137,8 @@ def follow(args: argparse.Namespace, ranks: Ranks, make_task) -> int:
             return 0
         cfg, spec = resolve_config(args), CohortSpec.from_toml(args.cohort)
         task = task or make_task(cfg, spec)
-        if message[0] == "pretrain":
-            with tempfile.TemporaryDirectory(prefix=f"ehrseq_rank{ranks.rank}_") as tmp:
-                _pretrain_together(task, cfg, message[1], dev, Path(tmp))
+        if message[0] == "pretrain":  # load_or_train: rank 0 decides, the others join
+            pretrain_encoder(task, cfg, init=message[1], device=dev)
         elif message[0] == "finetune":
             encoder = args.out / "pretrain" / "encoder.pt"
             state = torch.load(encoder, map_location="cpu", weights_only=True)
