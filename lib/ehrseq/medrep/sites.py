@@ -51,6 +51,9 @@ __all__ = [
     "nearest_known",
     "extend_vocab",
     "difference_of_gains",
+    "outcome_within",
+    "site_vocab",
+    "prolonged_stay",
 ]
 
 _FRAMES = ("events", "person", "observation_period")
@@ -413,3 +416,188 @@ def difference_of_gains(
         "gain internal": g_int,
         "gain external": g_ext,
     }
+
+
+_DAY = pd.Timedelta(days=1)
+
+
+def outcome_within(
+    events: pd.DataFrame,
+    observation_period: pd.DataFrame,
+    index: pd.DataFrame,
+    *,
+    concept_ids: Sequence[int] = (),
+    death: bool = False,
+    days: float = 365.0,
+) -> pd.DataFrame:
+    r"""A binary label per patient: does the outcome occur within ``days`` of the
+    prediction time?
+
+    .. math:: y_i = \mathbb{1}\bigl[\exists\ \text{outcome row at}\ t \in
+        [t^*_i,\ t^*_i + \text{days}]\bigr]
+
+    The outcome is a row of ``concept_ids`` (e.g. an inpatient visit, 9201: a
+    *hospitalisation*, which may recur, so earlier rows do not exclude anyone) or, with
+    ``death=True``, a ``death``-domain row. A patient without the outcome is a negative
+    only when followed for the whole window: the observation period that holds
+    :math:`t^*` ends (its end date plus one day) at or after :math:`t^* +
+    \text{days}` and, for an outcome other than death, the patient is alive then.
+    Everyone else is left out (censored inside the window: their label is unknown).
+
+    Args:
+        events: the event table (:mod:`ehrseq.data.events`).
+        observation_period: ``person_id``, ``observation_period_start_date``,
+            ``observation_period_end_date``.
+        index: ``subject_id`` (or ``person_id``) and ``prediction_time``, one row each.
+        concept_ids: the outcome's concepts; ``death``: the outcome is death (give one).
+        days: the window, in days (> 0).
+
+    Returns:
+        ``subject_id``, ``label`` (int64 0/1), in the order of ``index``, the unknown
+        dropped.
+
+    Raises:
+        ValueError: naming what is wrong: neither or both of ``concept_ids`` and
+        ``death``, ``days <= 0``, or missing columns.
+    """
+    if bool(len(concept_ids)) == bool(death):
+        raise ValueError("outcome_within: give either concept_ids or death=True")
+    if not days > 0:
+        raise ValueError(f"outcome_within: days = {days} must be > 0")
+    id_col = next((c for c in ("subject_id", "person_id") if c in index.columns), None)
+    if id_col is None or "prediction_time" not in index.columns:
+        raise ValueError(
+            "outcome_within: index needs subject_id (or person_id) and "
+            "prediction_time, "
+            f"got {list(index.columns)}"
+        )
+    need = {"person_id", "observation_period_start_date", "observation_period_end_date"}
+    if need - set(observation_period.columns):
+        raise ValueError(f"outcome_within: observation_period lacks {sorted(need)}")
+    idx = pd.DataFrame(
+        {
+            "person_id": index[id_col].to_numpy(np.int64),
+            "t": pd.to_datetime(index["prediction_time"]).astype("datetime64[ns]"),
+        }
+    )
+    window = pd.Timedelta(days=float(days))
+    periods = observation_period
+    obs = pd.DataFrame(
+        {
+            "person_id": periods["person_id"].to_numpy(np.int64),
+            "start": pd.to_datetime(periods["observation_period_start_date"]),
+            "end": pd.to_datetime(periods["observation_period_end_date"]) + _DAY,
+        }
+    )
+    per = idx.merge(obs, on="person_id", how="left")
+    per = per.loc[(per["start"] <= per["t"]) & (per["t"] < per["end"])]
+    follow = per.groupby("person_id")["end"].max()
+    end = idx["person_id"].map(follow)  # NaT: no period holds t*
+    is_death = events["domain"] == "death"
+    rows = is_death if death else events["concept_id"].isin(concept_ids)
+    hit = events.loc[rows, ["person_id", "time"]].merge(idx, on="person_id")
+    hit = hit.loc[(hit["time"] >= hit["t"]) & (hit["time"] <= hit["t"] + window)]
+    positive = idx["person_id"].isin(hit["person_id"]).to_numpy()
+    reach = (end >= idx["t"] + window).fillna(False).to_numpy(bool)
+    if not death:
+        dead = events.loc[events["domain"] == "death", ["person_id", "time"]]
+        dead = dead.merge(idx, on="person_id")
+        early = dead.loc[dead["time"] < dead["t"] + window, "person_id"]
+        reach &= ~idx["person_id"].isin(early).to_numpy()
+    keep = positive | reach
+    return pd.DataFrame(
+        {
+            "subject_id": idx["person_id"].to_numpy()[keep],
+            "label": positive[keep].astype(np.int64),
+        }
+    ).reset_index(drop=True)
+
+
+def site_vocab(vocab: Vocab, value_cuts: Mapping[int, Sequence[float]]) -> Vocab:
+    """``vocab`` with the value bins of its measurements refitted at another site.
+
+    MedRep fits the decile bins of every measurement per site: the token
+    ``measurement:<c>:q<j>`` then means "the site's own decile ``j`` of ``c``". Every
+    token keeps its id; only the cut points change, for the concepts of
+    ``vocab.value_cuts`` that ``value_cuts`` has (the others keep their cuts).
+
+    Args:
+        vocab: the model's vocabulary (fitted at the training site).
+        value_cuts: concept id -> ``vocab.n_value_bins - 1`` increasing cut points, e.g.
+            ``fit_deciles(site_b_measurements).cuts``.
+
+    Returns:
+        a new :class:`~ehrseq.data.vocab.Vocab` (``vocab`` is unchanged).
+
+    Raises:
+        ValueError: if a concept's cut points are not ``n_value_bins - 1`` increasing
+            values.
+    """
+    cuts = dict(vocab.value_cuts)
+    for cid, new in value_cuts.items():
+        if int(cid) not in cuts:
+            continue
+        new = np.asarray(new, dtype=np.float64)
+        if new.shape != (vocab.n_value_bins - 1,) or (np.diff(new) < 0).any():
+            raise ValueError(
+                f"site_vocab: concept {cid} has cut points of shape {new.shape}, "
+                "expected "
+                f"{vocab.n_value_bins - 1} non-decreasing values"
+            )
+        cuts[int(cid)] = new
+    return Vocab(
+        list(vocab.tokens),
+        list(vocab.counts),
+        cuts,
+        min_frequency=vocab.min_frequency,
+        n_value_bins=vocab.n_value_bins,
+    )
+
+
+def prolonged_stay(
+    visit_occurrence: pd.DataFrame, index: pd.DataFrame, *, days: float = 7.0
+) -> pd.DataFrame:
+    r"""Med-BERT's pretraining label: did the history hold an inpatient stay longer than
+    ``days``?
+
+    .. math:: y_i = \mathbb{1}\bigl[\exists\ \text{inpatient visit}\ v:\
+        \text{end}_v < t^*_i,\ \text{end}_v - \text{start}_v > \text{days}\bigr]
+
+    Only stays that ended before the prediction time count, so the label reads nothing
+    the model's history lacks. Med-BERT (Rasmy et al., npj Digit. Med. 2021) predicts
+    prolonged length of stay (> 7 days) from the pooled sequence beside masked codes.
+
+    Args:
+        visit_occurrence: OMOP ``visit_occurrence`` (``person_id``,
+            ``visit_concept_id``, ``visit_start_date``, ``visit_end_date``).
+        index: ``subject_id`` and ``prediction_time``, one row per patient.
+        days: a stay longer than this is prolonged.
+
+    Returns:
+        ``subject_id``, ``label`` (int64 0/1), in the order of ``index``.
+
+    Raises:
+        ValueError: naming a missing column.
+    """
+    need = {"person_id", "visit_concept_id", "visit_start_date", "visit_end_date"}
+    lacking = sorted(need - set(visit_occurrence.columns))
+    if lacking:
+        raise ValueError(f"prolonged_stay: visit_occurrence lacks {lacking}")
+    if not {"subject_id", "prediction_time"} <= set(index.columns):
+        raise ValueError("prolonged_stay: index needs subject_id and prediction_time")
+    v = visit_occurrence.loc[visit_occurrence["visit_concept_id"] == 9201]
+    start = pd.to_datetime(v["visit_start_date"])
+    end = pd.to_datetime(v["visit_end_date"])
+    long = v.loc[(end - start) > pd.Timedelta(days=float(days)), ["person_id"]]
+    long = long.assign(end=end[long.index])
+    idx = index[["subject_id", "prediction_time"]]
+    idx = idx.rename(columns={"subject_id": "person_id"})
+    idx = idx.assign(t=pd.to_datetime(idx["prediction_time"]))
+    hit = long.merge(idx, on="person_id")
+    hit = hit.loc[hit["end"] < hit["t"], "person_id"]
+    return pd.DataFrame(
+        {
+            "subject_id": idx["person_id"].to_numpy(np.int64),
+            "label": idx["person_id"].isin(hit).to_numpy().astype(np.int64),
+        }
+    )
