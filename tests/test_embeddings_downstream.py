@@ -207,6 +207,11 @@ def test_truth_aligned_beats_random(data, task):
     for key in pairs:
         assert d.loc[(key, "ari"), "lower"] > 0
         assert d.loc[(key, "ari"), "verdict"] == "truth higher"
+    by_seed = res.seed_differences.set_index(["key", "metric"])
+    assert by_seed.loc[("tr", "ari"), "n_seeds"] == 2
+    assert by_seed.loc[("tr", "ari"), "difference"] == pytest.approx(
+        runs.xs("truth")["ari"].mean() - runs.xs("random")["ari"].mean()
+    )
     s = res.summary.set_index(["method", "metric"])
     assert s.loc[("truth", "ari"), "n_seeds"] == 2
     assert set(res.differences["metric"]) == {"harrell_c", "auroc_1y", "ari"}

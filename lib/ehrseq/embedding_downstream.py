@@ -63,7 +63,7 @@ import pandas as pd
 from ehrseq.baselines import CoxBaseline, horizon_labels
 from ehrseq.data.synthetic import DISEASES
 from ehrseq.embeddings.base import CodeEmbedding
-from ehrseq.embeddings.compare import summarise_runs
+from ehrseq.embeddings.compare import compare_runs, summarise_runs
 from ehrseq.embeddings.corpus import OMOP_CODE_TABLES
 from ehrseq.evaluate import NOT_RESOLVED, SurvivalProtocol
 from ehrseq.metrics import auroc, bootstrap_ci
@@ -566,6 +566,14 @@ def score_embedding(
         ``n_empty``, and, under the keys ``surv``, ``risk_1y``, ``clusters``, the test
         curves ``(n_test, K)``, 1-year risks ``(n_known_test,)`` and clusters ``(n_test,)``
         that the paired differences of :func:`downstream_table` resample.
+
+    Shapes:
+        ``surv``: ``(n_test, K)``; ``risk_1y``: ``(n_known_test,)``; ``clusters``:
+        ``(n_test,)``.
+
+    Raises:
+        ValueError: from :func:`patient_vectors` (``tau_days <= 0``) or
+            :func:`segment_patients` (fewer training patients than profiles).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -627,7 +635,13 @@ class DownstreamResult:
         differences: per pair and metric: ``key``, ``comparison`` (``"A - B"``), ``metric``,
             ``difference`` (seed means, all test patients), ``lower``, ``upper`` (paired
             bootstrap over the same test patients), ``n_seeds``, ``verdict`` (``"A higher"``,
-            ``"B higher"`` or ``"not resolved"``).
+            ``"B higher"`` or ``"not resolved"``). The resamples hold each run's vectors and
+            k-means segments fixed: the interval speaks of the test patients only.
+        seed_differences: :func:`ehrseq.embeddings.compare.compare_runs` of ``runs``: the
+            same pairs, differences paired by seed with a Student-t interval over seeds
+            (holding the test patients fixed). A score that moves more between seeds than
+            between resamples of patients (the ARI: k-means and the training seed both move
+            it) can be resolved in ``differences`` and not here; read both.
         n_test: test patients; n_known_1y: those with a 1-year label; n_segmented: those
             with a common latent profile (the ARI's patients); n_clusters: ``k``.
     """
@@ -635,6 +649,7 @@ class DownstreamResult:
     runs: pd.DataFrame
     summary: pd.DataFrame
     differences: pd.DataFrame
+    seed_differences: pd.DataFrame
     n_test: int
     n_known_1y: int
     n_segmented: int
@@ -728,6 +743,7 @@ def downstream_table(
         runs=runs,
         summary=summary,
         differences=pd.DataFrame(diffs, columns=[*columns, "verdict"]),
+        seed_differences=compare_runs(runs, pairs, list(DOWNSTREAM_METRICS), level=level),
         n_test=len(data.test),
         n_known_1y=int(data.known_test.sum()),
         n_segmented=int(data.scored_test.sum()),
