@@ -453,6 +453,8 @@ class GraphConfig:
         batch_size: pairs per step (the whole graph is encoded once per step); rounded
             up to a multiple of the skip-gram's ``share_negatives``.
         lr: Adam's learning rate, every parameter.
+        max_pairs: each epoch takes a fresh random subset of at most this many of the
+            pairs (``None``: all of them).
         seed: seeds the shuffles and the negatives.
     """
 
@@ -461,6 +463,7 @@ class GraphConfig:
     epochs: int = 1
     batch_size: int = 4096
     lr: float = 0.005
+    max_pairs: int | None = None
     seed: int = 0
 
     def validate(self) -> GraphConfig:
@@ -471,6 +474,7 @@ class GraphConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
+            (self.max_pairs is None or self.max_pairs >= 1, "max_pairs must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -485,7 +489,7 @@ class GraphResult:
     Attributes:
         embedding: the refined vectors :math:`h` of the codes (hidden nodes left out).
         losses: mean loss per pair of each epoch.
-        n_pairs: pairs per epoch; n_steps: optimiser steps in all.
+        n_pairs: pairs per epoch (after ``max_pairs``); n_steps: optimiser steps in all.
         seconds: training wall time (pairs built before, final encoding after,
             excluded).
         n_nodes, n_edges: of the graph (hidden nodes included; undirected edges).
@@ -601,10 +605,10 @@ def refine_skipgram(
     losses, steps = [], 0
     t0 = time.perf_counter()
     for _ in range(cfg.epochs):
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(n, generator=gen)[: cfg.max_pairs]  # all when None
         center_e, context_e, weight_e = center[perm], context[perm], weight[perm]
         total = 0.0
-        for start in range(0, n, bsz):
+        for start in range(0, len(perm), bsz):
             c = center_e[start : start + bsz]  # (B,)
             o = context_e[start : start + bsz]  # (B,)
             w = weight_e[start : start + bsz]  # (B,)
@@ -628,10 +632,11 @@ def refine_skipgram(
             opt.step()
             total += float(loss) * len(c)
             steps += 1
-        losses.append(total / n)
+        losses.append(total / len(perm))
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         h = model.encode(edge_index)[: graph.n_codes].numpy().copy()
     emb = CodeEmbedding(ids, h, base.embedding.names)
     sizes = graph.n_nodes, graph.n_edges
-    return GraphResult(emb, losses, n, steps, seconds, *sizes, cfg, model)
+    n_used = min(n, cfg.max_pairs or n)
+    return GraphResult(emb, losses, n_used, steps, seconds, *sizes, cfg, model)
