@@ -3,10 +3,10 @@
 Trains the methods of chapter 12 at its book settings (the shared task of the ``book``
 profile; a corpus of 1,500 training patients drawn as the chapter draws them; d = 32, a
 window of 5, 5 negatives, 3 epochs, tau = 30 days; seeds 0, 1, 2): gensim's skip-gram,
-ours plain, ours time-aware and Gaussian random vectors, each restricted to the codes all
-four share, as the chapter does. Every embedding then gives patient vectors (the mean of
-its code vectors before the prediction time) for the task's training and test patients,
-scored by :mod:`ehrseq.embedding_downstream`:
+ours plain, ours time-aware and Gaussian random vectors, each restricted to the codes
+all four share, as the chapter does. Every embedding then gives patient vectors (the
+mean of its code vectors before the prediction time) for the task's training and test
+patients, scored by :mod:`ehrseq.embedding_downstream`:
 
 - Harrell's C of a ridge Cox model (``CoxBaseline``) on the patient vectors;
 - the AUROC of a logistic regression for heart failure within one year;
@@ -14,8 +14,8 @@ scored by :mod:`ehrseq.embedding_downstream`:
 
 Prints the method x seed table with 95 % bootstrap intervals (over test patients), the
 mean over seeds with Student-t intervals, the paired differences over the same test
-patients (bootstrap) and by seed (Student-t over seeds), each with a verdict, and the wall
-time.
+patients (bootstrap) and by seed (Student-t over seeds), each with a verdict, and the
+wall time.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_embedding_downstream.py
       [--profile book] [--n-boot 200] [--decay-tau DAYS]
@@ -33,7 +33,11 @@ import torch
 
 import ehrseq
 from ehrseq.data.task import prepare_survival_task, shared_task_config
-from ehrseq.embedding_downstream import DOWNSTREAM_METRICS, downstream_data, downstream_table
+from ehrseq.embedding_downstream import (
+    DOWNSTREAM_METRICS,
+    downstream_data,
+    downstream_table,
+)
 from ehrseq.embeddings import (
     CodeCorpus,
     CodeEmbedding,
@@ -62,8 +66,8 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=5)
     ap.add_argument("--negatives", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--tau", type=float, default=30.0, help="days, time-aware skip-gram")
-    ap.add_argument("--decay-tau", type=float, default=None, help="days, patient vectors")
+    ap.add_argument("--tau", type=float, default=30.0, help="days, time-aware")
+    ap.add_argument("--decay-tau", type=float, default=None, help="days, patients")
     ap.add_argument("--n-boot", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -88,7 +92,8 @@ def main() -> None:
         f"{len(data.train):,} training and {len(data.test):,} test patients, "
         f"{int(data.known_test.sum()):,} test patients with a 1-year label "
         f"({int(data.y_test[data.known_test].sum())} events), "
-        f"{int(data.scored_test.sum()):,} with one of the {data.n_clusters} common latent "
+        f"{int(data.scored_test.sum()):,} with one of the {data.n_clusters} common "
+        "latent "
         f"disease profiles (k = {data.n_clusters})"
     )
 
@@ -102,14 +107,20 @@ def main() -> None:
     )
     embeddings: dict[tuple[str, int], CodeEmbedding] = {}
     for seed in args.seeds:
-        corpus = CodeCorpus.from_omop_tables(tables, vocabulary=cohort.vocabulary, seed=seed)
+        vocab = cohort.vocabulary
+        corpus = CodeCorpus.from_omop_tables(tables, vocabulary=vocab, seed=seed)
         run = dataclasses.replace(base, seed=seed)
         ref = gensim_skipgram(corpus, run)
         plain = train_skipgram(corpus, run)
         timed = train_skipgram(corpus, dataclasses.replace(run, tau=args.tau))
         ids = corpus.concept_ids[1:]
         noise = np.random.default_rng(seed).normal(size=(len(ids), args.dim))
-        found = (ref.embedding, plain.embedding, timed.embedding, CodeEmbedding(ids, noise))
+        found = (
+            ref.embedding,
+            plain.embedding,
+            timed.embedding,
+            CodeEmbedding(ids, noise),
+        )
         for name, emb in zip(METHODS, shared_codes(*found)):
             embeddings[name, seed] = emb
     t_train = time.perf_counter() - t0
@@ -125,7 +136,8 @@ def main() -> None:
     runs = result.runs
     shown = runs[["method", "seed"]].copy()
     for m in DOWNSTREAM_METRICS:
-        shown[m] = [interval(r[m], r[f"{m}_lower"], r[f"{m}_upper"]) for _, r in runs.iterrows()]
+        ends = runs[[m, f"{m}_lower", f"{m}_upper"]].to_numpy()
+        shown[m] = [interval(*row) for row in ends]
     shown["ARI null 95%"] = runs["ari_null"].map("{:.3f}".format)
     shown["codes missing (events)"] = [
         f"{n:,} ({s:.2%})" for n, s in zip(runs["n_missing"], runs["missing_share"])

@@ -1,9 +1,9 @@
-"""Frozen code embeddings downstream: patient vectors, survival C, 1-year AUROC, segmentation.
+"""Frozen code embeddings downstream: patient vectors, survival, AUROC, segmentation.
 
 Tiny data: a hand-made history for the patient vectors (against a loop), and the shared
 task's generator at 700 + 400 people for the scores, checked against lifelines and
-scikit-learn on the same inputs, and a truth-aligned embedding (one direction per disease
-group of :mod:`ehrseq.embeddings.truth`) against random and shuffled vectors.
+scikit-learn on the same inputs, and a truth-aligned embedding (one direction per
+disease group of :mod:`ehrseq.embeddings.truth`) against random and shuffled vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from ehrseq.embeddings import CodeEmbedding, truth
 
 def _naive_vectors(emb, person, concept, days, persons, tau):
     """One patient at a time, one event at a time."""
-    lookup = {int(c): emb.vectors[i].astype(float) for i, c in enumerate(emb.concept_ids)}
+    rows = enumerate(emb.concept_ids)
+    lookup = {int(c): emb.vectors[i].astype(float) for i, c in rows}
     out, missing, used = [], 0, []
     for p in persons:
         total, acc, n = 0.0, np.zeros(emb.dim), 0
@@ -81,7 +82,7 @@ def test_patient_vectors_equal_a_naive_loop_and_count_missing_codes(tau):
 
 def test_patient_vectors_refuse_bad_input():
     emb, person, concept, days = _history()
-    with pytest.raises(ValueError, match="differ in length"):
+    with pytest.raises(ValueError, match="person ids for"):
         patient_vectors(emb, person[:-1], concept)
     with pytest.raises(ValueError, match="tau_days must be > 0"):
         patient_vectors(emb, person, concept, days, tau_days=0.0)
@@ -94,7 +95,10 @@ def test_patient_vectors_refuse_bad_input():
 
 
 def test_pool_profiles_and_ari_interval():
-    profiles = pd.DataFrame({"a": [1, 1, 0, 0, 1, 0], "b": [0, 1, 0, 0, 1, 1]}, index=np.arange(6))
+    profiles = pd.DataFrame(
+        {"a": [1, 1, 0, 0, 1, 0], "b": [0, 1, 0, 0, 1, 1]},
+        index=np.arange(6),
+    )
     labels, kept = pool_profiles(profiles, min_share=0.3)
     assert kept == ["a+b", "none"]
     assert labels.tolist() == ["other", "a+b", "none", "none", "a+b", "other"]
@@ -119,7 +123,8 @@ def test_pool_profiles_and_ari_interval():
 
 @pytest.fixture(scope="module")
 def task():
-    return prepare_survival_task(TaskConfig(n_patients=700, n_test_patients=400, seed=2))
+    config = TaskConfig(n_patients=700, n_test_patients=400, seed=2)
+    return prepare_survival_task(config)
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +133,11 @@ def data(task):
 
 
 def _truth_aligned(task, ids, noise=0.0, seed=0):
-    """One direction per disease group (routine care one more): what a perfect method finds."""
+    """One direction per disease group (routine care one more): a perfect method."""
     groups = truth.disease_groups(task.cohort).reindex(ids).fillna("routine")
     _, g = np.unique(groups.astype(str), return_inverse=True)
-    x = np.eye(g.max() + 1)[g] + noise * np.random.default_rng(seed).normal(size=(len(g), 1))
+    jitter = np.random.default_rng(seed).normal(size=(len(g), 1))
+    x = np.eye(g.max() + 1)[g] + noise * jitter
     return CodeEmbedding(ids, x)
 
 
@@ -146,11 +152,13 @@ def test_history_and_profiles_are_before_the_prediction_time(task, data):
     t0 = task.labels.set_index("subject_id")["prediction_time"]
     on = task.cohort.truth.onsets
     for p in persons:  # a loop over the truth
-        active = set(on.loc[(on["person_id"] == p) & (on["onset_date"] < t0[p]), "disease"])
+        mine = (on["person_id"] == p) & (on["onset_date"] < t0[p])
+        active = set(on.loc[mine, "disease"])
         row = prof.loc[p]
         assert set(row.index[row == 1]) == active - {"heart_failure"}
     assert data.n_clusters >= 2 and data.scored_test.sum() > 50
-    # the 1-year label: the outcome by day 365.25; no label if censored earlier without it
+    # the 1-year label: the outcome by day 365.25; no label if censored earlier
+    # without it
     frame = task.frame("test")
     d, e = frame["duration"].to_numpy(), frame["event"].to_numpy()
     y = (e == 1) & (d <= 365.25)
@@ -200,7 +208,8 @@ def test_truth_aligned_beats_random(data, task):
         assert t["auroc_1y_lower"] <= t["auroc_1y"] <= t["auroc_1y_upper"]
         for other in ("random", "shuffled truth"):
             r = runs.loc[(other, seed)]
-            # segmentation: the truth finds the disease profiles, other vectors barely do
+            # segmentation: the truth finds the disease profiles, other vectors
+            # barely do
             assert t["ari_lower"] > r["ari_upper"] and r["ari"] < 0.5 * t["ari"]
             assert r["ari"] < 0.15
     d = res.differences.set_index(["key", "metric"])

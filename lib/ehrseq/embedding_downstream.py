@@ -1,55 +1,60 @@
-r"""Frozen code vectors at work: patient vectors, a survival task and patient segmentation.
+r"""Frozen code vectors at work: patient vectors, a survival task, patient segmentation.
 
-The intrinsic scores (:mod:`ehrseq.embeddings.scores`) ask whether a code's vector knows its
-disease; this module asks whether the vectors help where they are used. Every code vector
-stays frozen: a patient becomes the (optionally time-decayed) mean of the vectors of the
-codes recorded strictly before the prediction time,
+The intrinsic scores (:mod:`ehrseq.embeddings.scores`) ask whether a code's vector knows
+its disease; this module asks whether the vectors help where they are used. Every code
+vector stays frozen: a patient becomes the (optionally time-decayed) mean of the vectors
+of the codes recorded strictly before the prediction time,
 
 .. math:: x_i = \frac{\sum_{j \in H_i} w_{ij}\, e_{c_j}}{\sum_{j \in H_i} w_{ij}},
     \qquad w_{ij} = e^{-\Delta_{ij} / \tau}\ (\tau = \infty:\ w_{ij} = 1),
 
 :math:`H_i` the events of patient :math:`i` whose code the embedding holds,
-:math:`\Delta_{ij}` days between event :math:`j` and the prediction time. Events whose code
-the embedding lacks are counted and skipped (:class:`PatientVectors`); a patient left with
-none gets the zero vector and is counted too. Then, on the shared survival task of the book
-(:func:`ehrseq.data.task.prepare_survival_task`, so the splits are those of every chapter):
+:math:`\Delta_{ij}` days between event :math:`j` and the prediction time. Events whose
+code the embedding lacks are counted and skipped (:class:`PatientVectors`); a patient
+left with none gets the zero vector and is counted too. Then, on the shared survival
+task of the book (:func:`ehrseq.data.task.prepare_survival_task`, so the splits are
+those of every chapter):
 
-- **survival**: the ridge Cox model of the baselines (:class:`ehrseq.baselines.CoxBaseline`)
-  fitted on the training patients' vectors, its curves scored on the test patients by
-  :class:`ehrseq.evaluate.SurvivalProtocol` (Harrell's C with a bootstrap interval over
-  test patients);
+- **survival**: the ridge Cox model of the baselines
+  (:class:`ehrseq.baselines.CoxBaseline`) fitted on the training patients' vectors, its
+  curves scored on the test patients by :class:`ehrseq.evaluate.SurvivalProtocol`
+  (Harrell's C with a bootstrap interval over test patients);
 - **1-year AUROC**: an L2 logistic regression for "the outcome within 365.25 days"
   (:func:`ehrseq.baselines.horizon_labels`: a patient censored earlier without it has no
   label and is left out), scored by :func:`ehrseq.metrics.auroc` with
   :func:`ehrseq.metrics.bootstrap_ci`;
 - **segmentation**: k-means (scikit-learn) on the unit-length patient vectors, fitted on
   the training patients and applied to the test patients, against the generator's latent
-  disease profile (:func:`disease_profiles`: which chronic diseases are present, diagnosed
-  or not, at the prediction time), scored by the adjusted Rand index with a bootstrap
-  interval over test patients and a permutation null (the ARI of shuffled profiles). A
-  profile is a combination of diseases; ``k`` is the number of combinations held by at
-  least ``min_share`` of the training patients, and the ARI is scored on the test patients
-  with one of those (the rest hold rare combinations that form no segment; counted).
+  disease profile (:func:`disease_profiles`: which chronic diseases are present,
+  diagnosed or not, at the prediction time), scored by the adjusted Rand index with a
+  bootstrap interval over test patients and a permutation null (the ARI of shuffled
+  profiles). A profile is a combination of diseases; ``k`` is the number of combinations
+  held by at least ``min_share`` of the training patients, and the ARI is scored on the
+  test patients with one of those (the rest hold rare combinations that form no segment;
+  counted).
 
-:func:`downstream_table` runs all three for several methods and seeds and returns one row
-per method and seed, the mean over seeds with a Student-t interval
-(:func:`ehrseq.embeddings.compare.summarise_runs`), and paired bootstrap differences between
-methods over the same test patients (each method's score averaged over its seeds, the same
-resamples for both): a method is called higher only where that interval excludes 0.
+:func:`downstream_table` runs all three for several methods and seeds and returns one
+row per method and seed, the mean over seeds with a Student-t interval
+(:func:`ehrseq.embeddings.compare.summarise_runs`), and paired bootstrap differences
+between methods over the same test patients (each method's score averaged over its
+seeds, the same resamples for both): a method is called higher only where that interval
+excludes 0.
 
-The code vectors of the chapter are trained on the training patients' whole records (after
-their prediction time too); the test patients' records are never seen before scoring.
+The code vectors of the chapter are trained on the training patients' whole records
+(after their prediction time too); the test patients' records are never seen before
+scoring.
 
 References:
-    Choi et al., "Multi-layer representation learning for medical concepts" (Med2Vec), KDD
-    2016 (patient vectors from code vectors). Hubert and Arabie, "Comparing partitions",
-    J. Classification 1985 (adjusted Rand index). Harrell et al., JAMA 1982 (C-index).
+    Choi et al., "Multi-layer representation learning for medical concepts" (Med2Vec),
+    KDD 2016 (patient vectors from code vectors). Hubert and Arabie, "Comparing
+    partitions", J. Classification 1985 (adjusted Rand index). Harrell et al., JAMA 1982
+    (C-index).
 
 Used by the chapter on medical-code embeddings (issue #17) and
 ``benchmarks/bench_embedding_downstream.py``. It lives above the
 :mod:`ehrseq.embeddings` package (layer 3) because it scores through
-:mod:`ehrseq.evaluate`, :mod:`ehrseq.metrics` and :mod:`ehrseq.baselines`, which sit at or
-above that layer.
+:mod:`ehrseq.evaluate`, :mod:`ehrseq.metrics` and :mod:`ehrseq.baselines`, which sit at
+or above that layer.
 """
 
 from __future__ import annotations
@@ -95,8 +100,8 @@ class PatientVectors:
 
     Attributes:
         person_ids: ``(n,)`` the patients, in the order asked for.
-        vectors: ``(n, d)`` float64 weighted means of code vectors (0 for a patient with no
-            known code).
+        vectors: ``(n, d)`` float64 weighted means of code vectors (0 for a patient with
+            no known code).
         n_codes: ``(n,)`` events of each patient that entered its mean.
         n_events: events of these patients given (known and missing codes).
         n_missing: events whose code the embedding lacks (skipped).
@@ -116,10 +121,12 @@ class PatientVectors:
     def report(self) -> str:
         """One line: patients, events used, events and codes skipped, empty patients."""
         share = self.n_missing / max(self.n_events, 1)
+        used = self.n_events - self.n_missing
         return (
-            f"{len(self.person_ids):,} patients, {self.n_events - self.n_missing:,} events "
-            f"used; {self.n_missing:,} events ({share:.2%}) of {len(self.missing_codes)} codes "
-            f"missing from the embedding skipped; {self.n_empty} patients without a known code "
+            f"{len(self.person_ids):,} patients, "
+            f"{used:,} events used; {self.n_missing:,} events "
+            f"({share:.2%}) of {len(self.missing_codes)} codes missing from the "
+            f"embedding skipped; {self.n_empty} patients without a known code "
             "(zero vector)"
         )
 
@@ -134,21 +141,21 @@ def patient_vectors(
 ) -> PatientVectors:
     r"""Each patient's weighted mean of code vectors (module docstring formula).
 
-    .. math:: x_i = \frac{\sum_{j \in H_i} w_{ij} e_{c_j}}{\sum_{j \in H_i} w_{ij}}, \qquad
-        w_{ij} = \exp(-\Delta_{ij}/\tau)
+    .. math:: x_i = \frac{\sum_{j \in H_i} w_{ij} e_{c_j}}{\sum_{j \in H_i} w_{ij}},
+        \qquad w_{ij} = \exp(-\Delta_{ij}/\tau)
 
     One sparse product over all events, no loop over patients. Events of people not in
-    ``persons`` are ignored (not counted); events whose code the embedding lacks are counted
-    in :attr:`PatientVectors.n_missing` and skipped.
+    ``persons`` are ignored (not counted); events whose code the embedding lacks are
+    counted in :attr:`PatientVectors.n_missing` and skipped.
 
     Args:
         emb: the frozen code vectors.
         person_id: ``(N,)`` patient of each event.
         concept_id: ``(N,)`` code of each event.
-        days_before: ``(N,)`` days from the event to the prediction time (``>= 0``); needed
-            only with ``tau_days``.
-        persons: ``(n,)`` the patients wanted, in order (default: those of ``person_id``,
-            sorted).
+        days_before: ``(N,)`` days from the event to the prediction time (``>= 0``);
+            needed only with ``tau_days``.
+        persons: ``(n,)`` the patients wanted, in order (default: those of
+            ``person_id``, sorted).
         tau_days: time scale of the decay in days; ``None`` (or ``inf``) gives the plain
             mean.
 
@@ -157,7 +164,8 @@ def patient_vectors(
 
     Raises:
         ValueError: on arrays of different lengths, ``tau_days <= 0``, a decay without
-            ``days_before``, negative or non-finite ``days_before``, or repeated ``persons``.
+            ``days_before``, negative or non-finite ``days_before``, or repeated
+            ``persons``.
 
     Reference:
         Choi et al., Med2Vec, KDD 2016.
@@ -168,7 +176,7 @@ def patient_vectors(
     cid = np.asarray(concept_id, dtype=np.int64).reshape(-1)
     if len(pid) != len(cid):
         raise ValueError(
-            f"patient_vectors: person_id and concept_id differ in length ({len(pid)}, {len(cid)})"
+            f"patient_vectors: {len(pid)} person ids for {len(cid)} concept ids",
         )
     decay = tau_days is not None and np.isfinite(tau_days)
     if tau_days is not None and not tau_days > 0:
@@ -179,7 +187,7 @@ def patient_vectors(
         dt = np.asarray(days_before, dtype=np.float64).reshape(-1)
         if len(dt) != len(pid):
             raise ValueError(
-                f"patient_vectors: days_before has {len(dt)} entries for {len(pid)} events"
+                f"patient_vectors: {len(dt)} days_before for {len(pid)} events",
             )
         if not np.isfinite(dt).all() or (dt < 0).any():
             raise ValueError(
@@ -200,7 +208,8 @@ def patient_vectors(
     )  # (n, V)
     total = np.asarray(weights.sum(axis=1)).reshape(-1)  # (n,)
     sums = weights @ emb.vectors.astype(np.float64)  # (n, d)
-    vectors = np.where(total[:, None] > 0, sums / np.maximum(total, 1e-300)[:, None], 0.0)
+    mean = sums / np.maximum(total, 1e-300)[:, None]  # (n, d)
+    vectors = np.where(total[:, None] > 0, mean, 0.0)
     n_codes = np.bincount(row[used], minlength=len(people)).astype(np.int64)
     ids, counts = np.unique(cid[missing], return_counts=True)
     top = np.argsort(-counts, kind="stable")
@@ -220,28 +229,34 @@ def history_codes(task, persons: np.ndarray | None = None) -> pd.DataFrame:
 
     Reads the synthetic cohort's OMOP tables of the corpus
     (:data:`ehrseq.embeddings.corpus.OMOP_CODE_TABLES`: conditions, drugs, procedures,
-    measurements, by their start date), the whole history (the task's token sequences are cut
-    to ``max_len`` tokens; these are not).
+    measurements, by their start date), the whole history (the task's token sequences
+    are cut to ``max_len`` tokens; these are not).
 
     Args:
         task: a :class:`~ehrseq.data.task.SurvivalTask` with its cohort.
         persons: the patients (default: every labelled one).
 
     Returns:
-        ``person_id``, ``concept_id``, ``days_before`` (days from the event to the prediction
-        time, ``> 0``).
+        ``person_id``, ``concept_id``, ``days_before`` (days from the event to the
+        prediction time, ``> 0``).
 
     Raises:
-        ValueError: for a task without its synthetic cohort, or persons it has not labelled.
+        ValueError: for a task without its synthetic cohort, or persons it has not
+            labelled.
     """
     if task.cohort is None:
-        raise ValueError("history_codes: the task has no cohort (its OMOP tables are read)")
+        raise ValueError(
+            "history_codes: the task has no cohort (its OMOP tables are read)",
+        )
     t0 = task.labels.set_index("subject_id")["prediction_time"]
-    people = t0.index.to_numpy() if persons is None else np.asarray(persons, dtype=np.int64)
+    people = t0.index.to_numpy()
+    if persons is not None:
+        people = np.asarray(persons, dtype=np.int64)
     unknown = ~np.isin(people, t0.index.to_numpy())
     if unknown.any():
         raise ValueError(
-            f"history_codes: {int(unknown.sum())} persons are not labelled in the task, "
+            f"history_codes: {int(unknown.sum())} persons are not labelled in the "
+            "task, "
             f"e.g. {people[unknown][:5].tolist()}"
         )
     parts = []
@@ -267,7 +282,11 @@ def history_codes(task, persons: np.ndarray | None = None) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def disease_profiles(task, persons: np.ndarray, diseases: Sequence[str] = tuple(DISEASES)):
+def disease_profiles(
+    task,
+    persons: np.ndarray,
+    diseases: Sequence[str] = tuple(DISEASES),
+) -> pd.DataFrame:
     """The generator's latent disease profile of each patient at its prediction time.
 
     A disease belongs to the profile when its true onset precedes the prediction time,
@@ -287,32 +306,41 @@ def disease_profiles(task, persons: np.ndarray, diseases: Sequence[str] = tuple(
         ValueError: without the cohort's truth, or on persons the task has not labelled.
     """
     if task.cohort is None:
-        raise ValueError("disease_profiles: the task has no synthetic cohort (its truth)")
+        raise ValueError(
+            "disease_profiles: the task has no synthetic cohort (its truth)",
+        )
     people = np.asarray(persons, dtype=np.int64)
     t0 = task.labels.set_index("subject_id")["prediction_time"]
     unknown = ~np.isin(people, t0.index.to_numpy())
     if unknown.any():
-        raise ValueError(f"disease_profiles: {int(unknown.sum())} persons are not labelled")
+        n = int(unknown.sum())
+        raise ValueError(f"disease_profiles: {n} persons are not labelled")
     on = task.cohort.truth.onsets
     on = on.loc[on["disease"].isin(diseases) & on["person_id"].isin(people)]
     active = on.loc[on["onset_date"].to_numpy() < t0.loc[on["person_id"]].to_numpy()]
-    out = pd.DataFrame(0, index=pd.Index(people, name="person_id"), columns=list(diseases))
+    index = pd.Index(people, name="person_id")
+    out = pd.DataFrame(0, index=index, columns=list(diseases))
     hit = active.drop_duplicates(["person_id", "disease"])
-    out.values[out.index.get_indexer(hit["person_id"]), out.columns.get_indexer(hit["disease"])] = 1
+    rows = out.index.get_indexer(hit["person_id"])
+    out.values[rows, out.columns.get_indexer(hit["disease"])] = 1
     return out
 
 
 def pool_profiles(
-    profiles: pd.DataFrame, reference: pd.DataFrame | None = None, min_share: float = 0.02
+    profiles: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    min_share: float = 0.02,
 ) -> tuple[pd.Series, list[str]]:
     """One label per patient: its combination of diseases, rare combinations pooled.
 
-    A combination (``"hypertension+obesity"``, ``"none"``) held by fewer than ``min_share``
-    of the ``reference`` patients (default: ``profiles`` themselves) becomes ``"other"``.
+    A combination (``"hypertension+obesity"``, ``"none"``) held by fewer than
+    ``min_share`` of the ``reference`` patients (default: ``profiles`` themselves)
+    becomes ``"other"``.
 
     Returns:
-        ``(labels, kept)``: the label of every row of ``profiles`` and the combinations kept
-        (the ``k`` of the segmentation is ``len(kept)`` plus one where ``"other"`` occurs).
+        ``(labels, kept)``: the label of every row of ``profiles`` and the combinations
+        kept (the ``k`` of the segmentation is ``len(kept)`` plus one where ``"other"``
+        occurs).
 
     Raises:
         ValueError: on ``min_share`` outside [0, 1).
@@ -335,7 +363,7 @@ def pool_profiles(
 def segment_patients(
     train_vectors: np.ndarray, test_vectors: np.ndarray, n_clusters: int, seed: int = 0
 ) -> np.ndarray:
-    """k-means segments: fitted on the unit-length training vectors, applied to the test ones.
+    """k-means segments: fitted on unit-length training vectors, applied to test ones.
 
     k-means (scikit-learn, ``n_init=10``) minimises the within-cluster sum of squared
     distances of the unit vectors (cosine geometry, as every code score here); each test
@@ -359,11 +387,14 @@ def segment_patients(
     a, b = np.asarray(train_vectors, float), np.asarray(test_vectors, float)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(
-            f"segment_patients: train {a.shape} and test {b.shape} vectors must be 2-D, "
+            f"segment_patients: train {a.shape} and test {b.shape} vectors must be "
+            "2-D, "
             "of one width"
         )
     if not 2 <= n_clusters <= len(a):
-        raise ValueError(f"segment_patients: n_clusters must be in [2, {len(a)}], got {n_clusters}")
+        raise ValueError(
+            f"segment_patients: n_clusters must be in [2, {len(a)}], got {n_clusters}",
+        )
     km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(_unit(a))
     return km.predict(_unit(b)).astype(np.int64)
 
@@ -382,17 +413,17 @@ def ari_interval(
         {\tfrac12\big[\sum_k\binom{a_k}{2} + \sum_l\binom{b_l}{2}\big] - E},\quad
         E = \frac{\sum_k\binom{a_k}{2}\sum_l\binom{b_l}{2}}{\binom n2}
 
-    over the contingency table :math:`n_{kl}` of labels and clusters (0: chance, 1: the same
-    partition); ``sklearn.metrics.adjusted_rand_score``. The interval resamples patients
-    (:func:`ehrseq.metrics.bootstrap_ci`, each keeping its label and cluster); the null is
-    the ARI after shuffling the labels ``n_permutations`` times, and ``ari_null`` its
-    ``1 - alpha`` quantile: what chance alone reaches.
+    over the contingency table :math:`n_{kl}` of labels and clusters (0: chance, 1: the
+    same partition); ``sklearn.metrics.adjusted_rand_score``. The interval resamples
+    patients (:func:`ehrseq.metrics.bootstrap_ci`, each keeping its label and cluster);
+    the null is the ARI after shuffling the labels ``n_permutations`` times, and
+    ``ari_null`` its ``1 - alpha`` quantile: what chance alone reaches.
 
     Args:
         labels: ``(n,)`` the true segments (any values).
         clusters: ``(n,)`` the found segments.
-        n_boot, seed, n_permutations, alpha: resamples, their seed (also the permutations'),
-            permutations, one minus the coverage.
+        n_boot, seed, n_permutations, alpha: resamples, their seed (also the
+            permutations'), permutations, one minus the coverage.
 
     Returns:
         ``{"ari", "ari_lower", "ari_upper", "ari_null"}``.
@@ -408,11 +439,19 @@ def ari_interval(
     lab, clu = np.asarray(labels), np.asarray(clusters)
     if lab.ndim != 1 or lab.shape != clu.shape or len(lab) < 2:
         raise ValueError(
-            f"ari_interval: labels {lab.shape} and clusters {clu.shape} must be 1-D, of one "
+            f"ari_interval: labels {lab.shape} and clusters {clu.shape} must be "
+            "1-D, of one "
             "length >= 2"
         )
     _, y = np.unique(lab.astype(str), return_inverse=True)
-    ci = bootstrap_ci(adjusted_rand_score, y, clu, n_boot=n_boot, alpha=alpha, seed=seed)
+    ci = bootstrap_ci(
+        adjusted_rand_score,
+        y,
+        clu,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+    )
     rng = np.random.default_rng(seed)
     null = [adjusted_rand_score(rng.permutation(y), clu) for _ in range(n_permutations)]
     return {
@@ -435,15 +474,16 @@ class DownstreamData:
         task: the survival task.
         history: :func:`history_codes` of the training and test patients.
         train, test: person ids in ``task.frame`` order of the split.
-        protocol: the survival protocol of the test patients (durations in days, the task's
-            bin edges).
-        y_train, known_train, y_test, known_test: the 1-year label and whether it is known.
+        protocol: the survival protocol of the test patients (durations in days, the
+            task's bin edges).
+        y_train, known_train, y_test, known_test: the 1-year label and whether it is
+            known.
         segments_train, segments_test: pooled latent disease profiles
             (:func:`pool_profiles`); ``n_clusters`` the number of common profiles (those
             held by at least ``min_share`` of the training patients).
-        scored_test: ``(n_test,)`` bool, the test patients with a common profile: the ARI
-            is scored on them (a pooled ``"other"`` is no segment: its patients share no
-            disease profile), k-means is fitted on every training patient.
+        scored_test: ``(n_test,)`` bool, the test patients with a common profile: the
+            ARI is scored on them (a pooled ``"other"`` is no segment: its patients
+            share no disease profile), k-means is fitted on every training patient.
         horizon_days: the AUROC's horizon.
     """
 
@@ -470,12 +510,13 @@ def downstream_data(
     n_boot: int = 200,
     seed: int = 0,
 ) -> DownstreamData:
-    """Histories, labels, profiles and the protocol of the task's training and test patients.
+    """Histories, labels, profiles and the protocol of the training and test patients.
 
     Args:
         task: a synthetic :class:`~ehrseq.data.task.SurvivalTask`.
         horizon_days: horizon of the binary label of the AUROC.
-        min_share: pooling threshold of :func:`pool_profiles` (on the training patients).
+        min_share: pooling threshold of :func:`pool_profiles` (on the training
+            patients).
         n_boot, seed: bootstrap of the protocol (and of every other interval).
 
     Raises:
@@ -495,15 +536,25 @@ def downstream_data(
     labels = {s: _labels_within(frames[s], horizon_days) for s in frames}
     for s, (y, known) in labels.items():
         if len(np.unique(y[known])) < 2:
-            raise ValueError(f"downstream_data: the {s} patients' 1-year label has one class")
-    profiles = {s: disease_profiles(task, ids) for s, ids in (("train", train), ("test", test))}
+            raise ValueError(
+                f"downstream_data: the {s} patients' 1-year label has one class",
+            )
+    profiles = {
+        "train": disease_profiles(task, train),
+        "test": disease_profiles(task, test),
+    }
     seg_train, kept = pool_profiles(profiles["train"], min_share=min_share)
     if len(kept) < 2:
         raise ValueError(
-            f"downstream_data: {len(kept)} disease profiles are held by >= {min_share:.0%} "
+            f"downstream_data: {len(kept)} disease profiles are held by >= "
+            f"{min_share:.0%} "
             "of the training patients; segmentation needs 2 (lower min_share)"
         )
-    seg_test, _ = pool_profiles(profiles["test"], profiles["train"], min_share=min_share)
+    seg_test, _ = pool_profiles(
+        profiles["test"],
+        profiles["train"],
+        min_share=min_share,
+    )
     protocol = SurvivalProtocol(
         durations=frames["test"]["duration"].to_numpy(float),
         events=frames["test"]["event"].to_numpy(int),
@@ -531,10 +582,16 @@ def downstream_data(
     )
 
 
-def _labels_within(frame: pd.DataFrame, horizon_days: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ehrseq.baselines.horizon_labels` at a horizon inside the task's: an event after
-    ``horizon_days`` counts as event-free followed past the horizon (label 0, known)."""
-    within = frame["event"].to_numpy(int) * (frame["duration"].to_numpy(float) <= horizon_days)
+def _labels_within(
+    frame: pd.DataFrame,
+    horizon_days: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ehrseq.baselines.horizon_labels` at a horizon inside the task's.
+
+    An event after ``horizon_days`` counts as event-free followed past the horizon
+    (label 0, known)."""
+    early = frame["duration"].to_numpy(float) <= horizon_days
+    within = frame["event"].to_numpy(int) * early
     return horizon_labels(frame.assign(event=within), horizon_days)
 
 
@@ -558,14 +615,16 @@ def score_embedding(
         tau_days: decay of :func:`patient_vectors` (``None``: plain mean).
         seed: seed of k-means (the bootstrap uses the protocol's seed).
         penalizer: ridge penalty of :class:`~ehrseq.baselines.CoxBaseline`.
-        logistic_c: inverse L2 penalty of the logistic regression (standardised vectors).
+        logistic_c: inverse L2 penalty of the logistic regression (standardised
+            vectors).
 
     Returns:
         ``harrell_c``, ``harrell_c_lower``, ``harrell_c_upper``, ``auroc_1y`` (and its
-        ends), ``ari`` (and its ends and ``ari_null``), ``n_missing``, ``missing_share``,
-        ``n_empty``, and, under the keys ``surv``, ``risk_1y``, ``clusters``, the test
-        curves ``(n_test, K)``, 1-year risks ``(n_known_test,)`` and clusters ``(n_test,)``
-        that the paired differences of :func:`downstream_table` resample.
+        ends), ``ari`` (and its ends and ``ari_null``), ``n_missing``,
+        ``missing_share``, ``n_empty``, and, under the keys ``surv``, ``risk_1y``,
+        ``clusters``, the test curves ``(n_test, K)``, 1-year risks ``(n_known_test,)``
+        and clusters ``(n_test,)`` that the paired differences of
+        :func:`downstream_table` resample.
 
     Shapes:
         ``surv``: ``(n_test, K)``; ``risk_1y``: ``(n_known_test,)``; ``clusters``:
@@ -588,7 +647,10 @@ def score_embedding(
     )
     n_tr = len(data.train)
     x = _features(pv)
-    x_tr, x_te = x.iloc[:n_tr].reset_index(drop=True), x.iloc[n_tr:].reset_index(drop=True)
+    x_tr, x_te = (
+        x.iloc[:n_tr].reset_index(drop=True),
+        x.iloc[n_tr:].reset_index(drop=True),
+    )
     p = data.protocol
     cox = CoxBaseline(penalizer=penalizer, min_share=0.0).fit(
         x_tr, p.durations_train, p.events_train
@@ -602,7 +664,8 @@ def score_embedding(
     risk = logit.predict_proba(z_te[data.known_test])[:, 1]
     y = data.y_test[data.known_test]
     auc = bootstrap_ci(auroc, y, risk, n_boot=p.n_boot, seed=p.seed)
-    clusters = segment_patients(pv.vectors[:n_tr], pv.vectors[n_tr:], data.n_clusters, seed)
+    v_tr, v_te = pv.vectors[:n_tr], pv.vectors[n_tr:]
+    clusters = segment_patients(v_tr, v_te, data.n_clusters, seed)
     m = data.scored_test
     seg = ari_interval(data.segments_test[m], clusters[m], p.n_boot, p.seed)
     return {
@@ -628,20 +691,22 @@ class DownstreamResult:
 
     Attributes:
         runs: one row per method and seed: ``method``, ``seed``, each of
-            :data:`DOWNSTREAM_METRICS` with ``_lower`` and ``_upper`` (bootstrap over test
-            patients), ``ari_null``, ``n_missing``, ``missing_share``, ``n_empty``.
-        summary: :func:`ehrseq.embeddings.compare.summarise_runs` of ``runs``: the mean over
-            seeds with its Student-t interval (over training seeds only).
-        differences: per pair and metric: ``key``, ``comparison`` (``"A - B"``), ``metric``,
-            ``difference`` (seed means, all test patients), ``lower``, ``upper`` (paired
-            bootstrap over the same test patients), ``n_seeds``, ``verdict`` (``"A higher"``,
-            ``"B higher"`` or ``"not resolved"``). The resamples hold each run's vectors and
-            k-means segments fixed: the interval speaks of the test patients only.
-        seed_differences: :func:`ehrseq.embeddings.compare.compare_runs` of ``runs``: the
-            same pairs, differences paired by seed with a Student-t interval over seeds
-            (holding the test patients fixed). A score that moves more between seeds than
-            between resamples of patients (the ARI: k-means and the training seed both move
-            it) can be resolved in ``differences`` and not here; read both.
+            :data:`DOWNSTREAM_METRICS` with ``_lower`` and ``_upper`` (bootstrap over
+            test patients), ``ari_null``, ``n_missing``, ``missing_share``, ``n_empty``.
+        summary: :func:`ehrseq.embeddings.compare.summarise_runs` of ``runs``: the mean
+            over seeds with its Student-t interval (over training seeds only).
+        differences: per pair and metric: ``key``, ``comparison`` (``"A - B"``),
+            ``metric``, ``difference`` (seed means, all test patients), ``lower``,
+            ``upper`` (paired bootstrap over the same test patients), ``n_seeds``,
+            ``verdict`` (``"A higher"``, ``"B higher"`` or ``"not resolved"``). The
+            resamples hold each run's vectors and k-means segments fixed: the interval
+            speaks of the test patients only.
+        seed_differences: :func:`ehrseq.embeddings.compare.compare_runs` of ``runs``:
+            the same pairs, differences paired by seed with a Student-t interval over
+            seeds (holding the test patients fixed). A score that moves more between
+            seeds than between resamples of patients (the ARI: k-means and the training
+            seed both move it) can be resolved in ``differences`` and not here; read
+            both.
         n_test: test patients; n_known_1y: those with a 1-year label; n_segmented: those
             with a common latent profile (the ARI's patients); n_clusters: ``k``.
     """
@@ -665,36 +730,40 @@ def downstream_table(
 ) -> DownstreamResult:
     r"""Every method x seed on the three downstream scores, and paired differences.
 
-    For a pair of methods A and B with seeds :math:`S`, the difference on a score :math:`m`
-    is :math:`\bar m_A - \bar m_B`, each the mean over its seeds on the same test patients;
-    its interval is the percentile bootstrap of that difference, both methods scored on the
-    same resamples of test patients (:meth:`ehrseq.evaluate.SurvivalProtocol.difference` for
-    Harrell's C, :func:`ehrseq.metrics.bootstrap_ci` for the AUROC and the ARI), so what
-    makes a patient easy for both cancels. A method is called higher only where the
-    interval excludes 0; else the verdict is ``"not resolved"``.
+    For a pair of methods A and B with seeds :math:`S`, the difference on a score
+    :math:`m` is :math:`\bar m_A - \bar m_B`, each the mean over its seeds on the same
+    test patients; its interval is the percentile bootstrap of that difference, both
+    methods scored on the same resamples of test patients
+    (:meth:`ehrseq.evaluate.SurvivalProtocol.difference` for Harrell's C,
+    :func:`ehrseq.metrics.bootstrap_ci` for the AUROC and the ARI), so what makes a
+    patient easy for both cancels. A method is called higher only where the interval
+    excludes 0; else the verdict is ``"not resolved"``.
 
     Args:
         embeddings: ``{(method, seed): embedding}``.
         data: :func:`downstream_data` of the task.
         pairs: ``{key: (A, B)}``; default every pair of methods in the order given.
-        tau_days: decay of the patient vectors, one for all methods or per method (``None``:
-            plain mean).
-        level: coverage of the seed intervals of ``summary`` (the bootstrap intervals are
-            95 %).
+        tau_days: decay of the patient vectors, one for all methods or per method
+            (``None``: plain mean).
+        level: coverage of the seed intervals of ``summary`` (the bootstrap intervals
+            are 95 %).
 
     Raises:
-        ValueError: with no embeddings, a method of ``pairs`` not among them, or a method
-            with fewer than 2 seeds (the seed summary needs 2).
+        ValueError: with no embeddings, a method of ``pairs`` not among them, or a
+            method with fewer than 2 seeds (the seed summary needs 2).
     """
     if not embeddings:
         raise ValueError("downstream_table: no embeddings given")
     methods = list(dict.fromkeys(m for m, _ in embeddings))
     if pairs is None:
-        pairs = {f"{a} vs {b}": (a, b) for i, a in enumerate(methods) for b in methods[i + 1 :]}
+        both = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1 :]]
+        pairs = {f"{a} vs {b}": (a, b) for a, b in both}
     absent = sorted({m for ab in pairs.values() for m in ab} - set(methods))
     if absent:
         raise ValueError(f"downstream_table: methods {absent} not among {methods}")
-    taus = tau_days if isinstance(tau_days, Mapping) else dict.fromkeys(methods, tau_days)
+    taus = tau_days
+    if not isinstance(tau_days, Mapping):
+        taus = dict.fromkeys(methods, tau_days)
     rows, kept = [], {}
     for (method, seed), emb in embeddings.items():
         out = score_embedding(emb, data, tau_days=taus.get(method), seed=seed)
@@ -711,7 +780,10 @@ def downstream_table(
         seeds_a = [s for m, s in kept if m == a]
         seeds_b = [s for m, s in kept if m == b]
         part = {
-            name: ([kept[a, s][name] for s in seeds_a], [kept[b, s][name] for s in seeds_b])
+            name: (
+                [kept[a, s][name] for s in seeds_a],
+                [kept[b, s][name] for s in seeds_b],
+            )
             for name in ("surv", "risk_1y", "clusters")
         }
         part["clusters"] = tuple([c[m] for c in side] for side in part["clusters"])
@@ -723,9 +795,7 @@ def downstream_table(
         ):
             ka = len(part[name][0])
             ci = bootstrap_ci(
-                lambda t, *xs, fn=fn, ka=ka: float(
-                    np.mean([fn(t, x) for x in xs[:ka]]) - np.mean([fn(t, x) for x in xs[ka:]])
-                ),
+                lambda t, *xs, fn=fn, ka=ka: _mean_difference(fn, t, xs, ka),
                 target,
                 *part[name][0],
                 *part[name][1],
@@ -735,7 +805,9 @@ def downstream_table(
             ends[metric] = (ci.estimate, ci.lower, ci.upper)
         for metric in DOWNSTREAM_METRICS:
             d, lo, hi = ends[metric]
-            verdict = f"{a} higher" if lo > 0 else f"{b} higher" if hi < 0 else NOT_RESOLVED
+            verdict = NOT_RESOLVED
+            if lo > 0 or hi < 0:
+                verdict = f"{a if lo > 0 else b} higher"
             n_seeds = min(len(seeds_a), len(seeds_b))
             diffs.append((key, f"{a} - {b}", metric, d, lo, hi, n_seeds, verdict))
     columns = ["key", "comparison", "metric", "difference", "lower", "upper", "n_seeds"]
@@ -743,12 +815,23 @@ def downstream_table(
         runs=runs,
         summary=summary,
         differences=pd.DataFrame(diffs, columns=[*columns, "verdict"]),
-        seed_differences=compare_runs(runs, pairs, list(DOWNSTREAM_METRICS), level=level),
+        seed_differences=compare_runs(
+            runs,
+            pairs,
+            list(DOWNSTREAM_METRICS),
+            level=level,
+        ),
         n_test=len(data.test),
         n_known_1y=int(data.known_test.sum()),
         n_segmented=int(data.scored_test.sum()),
         n_clusters=data.n_clusters,
     )
+
+
+def _mean_difference(fn, target: np.ndarray, xs: tuple, k: int) -> float:
+    """Mean of ``fn(target, x)`` over the first ``k`` of ``xs`` minus over the rest."""
+    first = np.mean([fn(target, x) for x in xs[:k]])
+    return float(first - np.mean([fn(target, x) for x in xs[k:]]))
 
 
 def _ari(labels: np.ndarray, clusters: np.ndarray) -> float:
