@@ -809,7 +809,7 @@ GRAPH_PAIRS = {
     "gat_vs_control": ("ours plain + GAT", "ours plain, no graph"),
 }
 GAP = {"rare_minus_common": "rarer minus commoner (NN)"}
-graph_metrics = ["nn_accuracy", "nn_rare", "nn_common", "rare_minus_common"]
+graph_metrics = [*METRICS, "nn_rare", "nn_common", "rare_minus_common"]
 graph_compared = compare_runs(graph_runs, GRAPH_PAIRS, graph_metrics, level=cfg.level)
 names = {**GRAPH_METRICS, **GAP}
 graph_shown = graph_compared.assign(metric=graph_compared["metric"].map(names))
@@ -870,6 +870,10 @@ print(f"graph_rare: {verdicts['graph_rare']}")
 #   {glue:text}`gat_vs_control_nn_common`, difference of the gains
 #   {glue:text}`gat_vs_control_rare_minus_common`:
 #   **{glue:text}`verdict_gat_vs_control_rare_minus_common`**.
+# - **The other scores** of the graph against its start: silhouette
+#   {glue:text}`gat_vs_plain_silhouette` ({glue:text}`verdict_gat_vs_plain_silhouette`),
+#   relatedness power {glue:text}`gat_vs_plain_relatedness_power`
+#   ({glue:text}`verdict_gat_vs_plain_relatedness_power`).
 #
 # After the pass, the graph term $\sum_j \alpha_{ij} W x_j$ is a median
 # {glue:text}`graph_move:.1%` of the length of a linked code's own vector $x_i$ (mean

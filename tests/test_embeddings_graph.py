@@ -5,14 +5,13 @@ shipped vocabulary (and on Synthea27Nj's graph when the shared folder is there).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from ehrseq.data.concepts import data_dir, load_vocabulary
+from ehrseq.data.download import local_sample
 from ehrseq.embeddings import truth
 from ehrseq.embeddings.corpus import CodeCorpus
 from ehrseq.embeddings.graph import (
@@ -28,8 +27,7 @@ from ehrseq.embeddings.skipgram import SkipGramConfig, sgns_loss, train_skipgram
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-SYNTHEA = SHARED / "eunomia_synthea27nj"
+SYNTHEA = local_sample("eunomia_synthea27nj")
 
 
 def _rel(rows):
@@ -189,12 +187,15 @@ def test_refinement_runs_on_the_shipped_vocabulary(vocab_corpus):
     assert np.isfinite(res.embedding.vectors).all() and res.n_steps > 0
     assert not np.allclose(res.embedding.vectors, base.embedding.vectors)
     assert res.nodes_per_second > 0
+    some = GraphConfig(batch_size=64, max_pairs=500)
+    part = refine_skipgram(corpus, base, graph, some)
+    assert part.n_pairs == 500 and part.n_steps == 8  # 500 pairs in batches of 64
     other = build_ontology_graph(base.embedding.concept_ids[::-1], rel, anc)
     with pytest.raises(ValueError, match="codes are not the embedding's"):
         refine_skipgram(corpus, base, other)
 
 
-@pytest.mark.skipif(not SYNTHEA.is_dir(), reason="shared Synthea27Nj folder absent")
+@pytest.mark.skipif(SYNTHEA is None, reason="shared Synthea27Nj folder absent")
 def test_synthea27nj_graph_has_is_a_edges():
     rel, anc = read_ontology_tables(SYNTHEA)
     codes = pd.read_parquet(SYNTHEA / "condition_occurrence.parquet")
