@@ -160,7 +160,17 @@ def perturb(vo: VisitObjects, persons: np.ndarray) -> VisitObjects:
     drug = vo.links.loc[vo.links["kind"] == "drug", "concept_id"].mode()[0]
     extra = pd.DataFrame({"object_id": objs["object_id"], "kind": "drug", "concept_id": drug})
     links = pd.concat([vo.links, extra]).drop_duplicates(["object_id", "kind", "concept_id"])
-    return VisitObjects(vo.objects, links.reset_index(drop=True), vo.report)
+    return VisitObjects(vo.objects, links.reset_index(drop=True), vo.report, vo.labs)
+
+
+def perturb_labs(vo: VisitObjects, persons: np.ndarray) -> VisitObjects:
+    """Add the most common lab concept to every visit of these persons that lacks it."""
+    lab = vo.labs["concept_id"].mode()[0]
+    objs = vo.objects[vo.objects["person_id"].isin(persons)]
+    visits = objs[["person_id", "visit_occurrence_id"]].drop_duplicates()
+    extra = visits.assign(concept_id=lab)
+    labs = pd.concat([vo.labs, extra]).drop_duplicates(["visit_occurrence_id", "concept_id"])
+    return VisitObjects(vo.objects, vo.links, vo.report, labs.reset_index(drop=True))
 
 
 def test_the_prior_never_sees_held_out_persons(cohort_objects):
@@ -179,6 +189,28 @@ def test_the_prior_never_sees_held_out_persons(cohort_objects):
         prior.check_held_out(ids[75:85])
     with pytest.raises(ValueError, match="nothing to fit"):
         ConditionalPrior.fit(vo, vocab, [-1])
+
+
+def test_the_lab_prior_never_sees_held_out_persons(cohort_objects):
+    vo, _ = cohort_objects
+    ids = vo.person_ids()
+    train, test = ids[:80], ids[80:]
+    vocab = ObjectVocab.fit(vo.subset(train))
+    assert vocab.lab  # the cohort's measurements are lab nodes
+    prior = ConditionalPrior.fit(vo, vocab, train)
+    for moved in (perturb_labs(vo, test), perturb(vo, test)):
+        held = ConditionalPrior.fit(moved, vocab, train)
+        for name in ("p_lab_given_tx", "p_tx_given_lab"):
+            torch.testing.assert_close(getattr(held, name), getattr(prior, name), rtol=0, atol=0)
+    moved_train = ConditionalPrior.fit(perturb_labs(vo, train), vocab, train)
+    assert not torch.equal(moved_train.p_lab_given_tx, prior.p_lab_given_tx)
+    assert not torch.equal(moved_train.p_tx_given_lab, prior.p_tx_given_lab)
+    # the prior that the model reads for a test visit is the same, labs included
+    g, _ = pad_visit_graphs(vo, vocab, test)
+    nodes = [g[k] for k in ("dx_codes", "tx_codes", "dx_mask", "tx_mask")]
+    labs = [g["lab_codes"], g["lab_mask"]]
+    held = ConditionalPrior.fit(perturb_labs(vo, test), vocab, train)
+    torch.testing.assert_close(held.matrix(*nodes, *labs), prior.matrix(*nodes, *labs))
 
 
 def test_padding_changes_nothing():
