@@ -891,9 +891,9 @@ print(f"graph_rare: {verdicts['graph_rare']}")
 # Eunomia's Synthea27Nj sample (read from the shared data folder when it is there) has
 # the only real OMOP relationship table among the public samples, and an empty
 # `concept_ancestor`, which `read_ontology_tables` rebuilds from `Is a`. Its four event
-# tables make a corpus, one skip-gram epoch gives vectors, and the same graph and one
-# refining pass run on them: mechanics, not a score (the sample is tiny and has no truth
-# to score against).
+# tables make a corpus, one skip-gram epoch gives vectors, and the same graph and a few
+# refining steps run on them: mechanics, not a score (the sample is tiny and has no
+# truth to score against).
 
 # %%
 synthea_dir = local_sample("eunomia_synthea27nj")
@@ -909,7 +909,8 @@ if synthea_dir is not None:
     y_rel, y_anc = read_ontology_tables(synthea_dir)
     y_ids = y_base.embedding.concept_ids
     y_graph = build_ontology_graph(y_ids, y_rel, y_anc, hidden=True)
-    y_refined = refine_skipgram(y_corpus, y_base, y_graph, refine)
+    few = dataclasses.replace(refine, max_pairs=4 * refine.batch_size)  # 4 steps
+    y_refined = refine_skipgram(y_corpus, y_base, y_graph, few)
     assert np.isfinite(y_refined.embedding.vectors).all()
     ys = y_graph.summary()
     y_kinds = y_rel["relationship_id"].isin(["Is a", "Maps to", "Subsumes"]).sum()
@@ -921,9 +922,9 @@ if synthea_dir is not None:
         f"(naming {ys['dangling_ids']:,} concepts outside the embedding, kept as "
         f"hidden nodes) and {ys['outside_rows']:,} lie wholly outside; the graph has "
         f"{ys['edges']:,} edges, {ys['is_a_edges']:,} from `Is a`, and "
-        f"{plural(ys['isolated_nodes'], 'code', ',')} without an edge. One refining "
-        "pass of "
-        f"{y_refined.n_steps:,} steps ran at {y_refined.nodes_per_second:,.0f} nodes/s."
+        f"{plural(ys['isolated_nodes'], 'code', ',')} without an edge. "
+        f"{plural(y_refined.n_steps, 'refining step', ',')} over its "
+        f"{y_graph.n_nodes:,} nodes ran at {y_refined.nodes_per_second:,.0f} nodes/s."
     )
 else:
     where = local_samples_dir()

@@ -308,8 +308,7 @@ def build_ontology_graph(
         warnings.warn(
             f"build_ontology_graph: 0 'Is a' edges among the {m:,} nodes "
             f"({read:,} 'Is a' rows read, {dangling:,} of them dangling): the graph "
-            "has no "
-            "hierarchy, only the other relationships",
+            "has no hierarchy, only the other relationships",
             stacklevel=2,
         )
     return graph
