@@ -48,6 +48,8 @@ LAYERS = {
     "cli": 9,  # the command line: above everything it runs
     "embeddings": 3,  # code embeddings (skip-gram, scores, files), on data and runtime
     "medrep": 4,  # concept representations from text and the graph, on embeddings
+    "medrep_variants": 7,  # chapter 12b's three encoders: models, metrics, pretrain
+    "embedding_downstream": 7,  # frozen code vectors scored downstream: evaluate
 }
 TOP = max(LAYERS.values()) + 1
 
