@@ -401,3 +401,48 @@ def test_steps_compute_what_run_writes(omop, tmp_path):
     )
     with pytest.raises(ValueError, match="no curves for"):
         steps.evaluate_models(protocol, curves)  # BEHRT's curves missing
+
+
+def test_a_run_stopped_half_way_resumes_where_it_stopped(omop, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in pretraining's second epoch, then in fine-tuning's: each re-run continues
+    from the last finished epoch (the checkpoints kept in ``.partial/``) and the run ends
+    with the weights and metrics of a run never stopped."""
+    import ehrseq.train as training
+
+    cohort = write_cohort(tmp_path)
+    base = ["run", str(omop), "--cohort", str(cohort), "--profile", "smoke", "--n-boot", "5"]
+    base += ["--pretrain-epochs", "2", "--epochs", "2"]
+    whole, out = tmp_path / "whole", tmp_path / "out"
+    assert main([*base, "--out", str(whole)]) == 0
+    assert not (whole / ".partial").exists()
+    real, seen = training._set_epoch, []
+
+    def stop_at(n: int):  # Ctrl-C at the n-th start of a second epoch
+        def patched(loader, epoch):
+            if epoch == 1:
+                seen.append(epoch)
+                if len(seen) == n:
+                    raise KeyboardInterrupt
+            real(loader, epoch)
+
+        return patched
+
+    monkeypatch.setattr(training, "_set_epoch", stop_at(1))
+    assert main([*base, "--out", str(out)]) == 130  # in pretraining
+    assert len(list((out / ".partial").glob("pretrain-*/behrt-pretrained-*/last.pt"))) == 1
+    seen.clear()
+    monkeypatch.setattr(training, "_set_epoch", stop_at(2))  # pretraining resumes at
+    assert main([*base, "--out", str(out)]) == 130  # its 2nd epoch; then fine-tuning's
+    assert len(list((out / ".partial").glob("finetune-*/last.pt"))) == 1
+    assert not list((out / ".partial").glob("pretrain-*"))  # finished: its folder is gone
+    monkeypatch.setattr(training, "_set_epoch", real)
+    assert main([*base, "--out", str(out)]) == 0
+    status = json.loads((out / "stages.json").read_text())["status"]
+    assert status["pretrain"] == "cached" and status["finetune"] == "ran"
+    assert not (out / ".partial").exists()
+    for name in ("pretrain/encoder.pt", "finetune/model.pt"):
+        a, b = (torch.load(r / name, weights_only=True) for r in (whole, out))
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert list((out / "pretrain").glob("behrt-pretrained-*/model.pt"))  # kept, as before
+    got, want = (json.loads((r / "metrics.json").read_text())["models"] for r in (out, whole))
+    assert got == want

@@ -225,6 +225,7 @@ def load_or_pretrain(
     device: str | torch.device | None = None,
     root: Path | None = None,
     init: Mapping[str, torch.Tensor] | None = None,
+    resume: bool = False,
 ) -> Pretrained:
     """The pretrained model of ``(task, encoder_cfg, recipe)``: loaded if trained, else trained.
 
@@ -241,6 +242,9 @@ def load_or_pretrain(
             run`` keeps it in its output folder).
         init: encoder weights to start from (:func:`pretrained_model`); their hash joins
             the key.
+        resume: an interrupted training continues from the ``last.pt`` it left in the
+            artefact's folder (:class:`~ehrseq.train.TrainConfig`'s ``resume``); the folder
+            is keyed by the same parts, so only the same training is continued.
 
     Raises:
         ValueError: ``init`` does not fit the encoder.
@@ -254,7 +258,9 @@ def load_or_pretrain(
     def train(model: BehrtForPretraining, folder: Path) -> None:
         seed_everything(recipe.seed)
         where = None if device is None else str(device)  # TrainConfig takes "cpu", "cuda:0"
-        common = dict(lr=recipe.lr, seed=recipe.seed, desc=recipe.schedule, device=where)
+        common = dict(
+            lr=recipe.lr, seed=recipe.seed, desc=recipe.schedule, device=where, resume=resume
+        )
         if recipe.schedule == "sequential":  # pretrain writes folder/mlm, folder/next_visit
             first = TrainConfig(epochs=recipe.mlm_epochs, out_dir=folder, **common)
             second = TrainConfig(epochs=recipe.epochs - recipe.mlm_epochs, out_dir=folder, **common)

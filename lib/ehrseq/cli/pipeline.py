@@ -32,6 +32,12 @@ report      one HTML page and one JSON file                   ``report.html``,
 
 ``stages.json`` says which stages ran and which came from the cache.
 
+A training stage (``pretrain``, ``finetune``) stopped half-way (a crash, Ctrl-C, a job
+limit) resumes on the next run from its last finished epoch: it keeps per-epoch
+checkpoints in ``.partial/<stage>-<key>/`` until it finishes, and ends where an
+uninterrupted run ends (:func:`~ehrseq.train.fit`'s ``resume``). Under ``torchrun`` an
+interrupted stage starts over.
+
 The whole event table is never held in pandas: ``load`` writes it to
 ``events.parquet`` through DuckDB (:func:`ehrseq.data.omop.load_omop` with
 ``events_to``), ``cohort`` reads back the rows of the index and outcome concept sets
@@ -374,28 +380,45 @@ def _load_init(path: Path) -> dict:
     return inner or state
 
 
-def _pretrain(task, cfg: RunConfig, init: tuple[Path, dict] | None, device, folder: Path):
+def _pretrain(
+    task,
+    cfg: RunConfig,
+    init: tuple[Path, dict] | None,
+    device,
+    folder: Path,
+    partial: Path | None = None,
+):
     """:func:`~ehrseq.cli.steps.pretrain_encoder` (its artefact kept in ``folder``), from
-    ``init`` (``--init`` and its weights) when given."""
+    ``init`` (``--init`` and its weights) when given. With ``partial`` the artefact is
+    trained there, resuming what an interrupted run left, then moved into ``folder``."""
     import torch
 
     path, state = init if init is not None else (None, None)
+    root = partial or folder
     try:
-        encoder, history = pretrain_encoder(task, cfg, init=state, device=device, root=folder)
+        encoder, history = pretrain_encoder(
+            task, cfg, init=state, device=device, root=root, resume=partial is not None
+        )
     except ValueError as err:
         if state is None:
             raise
         raise CliError(f"--init {path}: {err} (another vocabulary or encoder size?)") from None
     torch.save(encoder, folder / "encoder.pt")
     history.to_csv(folder / "history.csv", index=False)
+    if partial is not None:  # the artefact joins the stage's files, as without resuming
+        for artefact in partial.glob("behrt-pretrained-*"):
+            shutil.move(str(artefact), str(folder / artefact.name))
 
 
-def _finetune(task, cfg: RunConfig, device: str | None, pre: Path, folder: Path) -> None:
-    """:func:`~ehrseq.cli.steps.finetune_survival` from the pretrained encoder in ``pre``."""
+def _finetune(
+    task, cfg: RunConfig, device: str | None, pre: Path, folder: Path, partial: Path | None = None
+) -> None:
+    """:func:`~ehrseq.cli.steps.finetune_survival` from the pretrained encoder in ``pre``
+    (its per-epoch checkpoints in ``partial``, resumed after an interruption)."""
     import torch
 
     state = torch.load(pre / "encoder.pt", map_location="cpu", weights_only=True)
-    runs = finetune_survival(task, cfg, state, device=device)
+    runs = finetune_survival(task, cfg, state, device=device, resume_dir=partial)
     torch.save(runs.models[0].cpu().state_dict(), folder / "model.pt")
     np.save(folder / "surv_test.npy", runs.survs[0])
     runs.histories[0].to_csv(folder / "history.csv", index=False)
@@ -441,6 +464,18 @@ def _evaluate(out: Path, cfg: RunConfig, folder: Path) -> None:
     metrics.to_csv(folder / "metrics.csv", index=False)
     compare.to_csv(folder / "compare.csv", index=False)
     calibration.to_csv(folder / "calibration.csv", index=False)
+
+
+def _partial(out: Path, stage: str, key: str) -> Path:
+    """``out/.partial/<stage>-<key>/``: where a training stage keeps its checkpoints until
+    it finishes. A folder of the same stage under another key (a changed setting) is
+    removed: only the same training resumes."""
+    folder = out / ".partial" / f"{stage}-{key}"
+    for other in (out / ".partial").glob(f"{stage}-*"):
+        if other != folder:
+            shutil.rmtree(other, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _task(out: Path, data: Input | None, cfg: RunConfig, spec: CohortSpec):
@@ -541,19 +576,29 @@ def _lead(args: argparse.Namespace, ranks) -> int:
         t.summary().reset_index().to_csv(folder / "summary.csv", index=False)
         st.finish("task", task_key, t0)
 
+    pre = st.folder("pretrain")
     for stage, key, fn in (
-        ("pretrain", pre_key, lambda f: _pretrain(get_task(), cfg, init, dev, f)),
-        ("finetune", fine_key, lambda f: _finetune(get_task(), cfg, dev, st.folder("pretrain"), f)),
-        ("baselines", base_key, lambda f: _baselines(get_task(), cfg, f)),
-        ("evaluate", eval_key, lambda f: _evaluate(out, cfg, f)),
+        ("pretrain", pre_key, lambda f, p: _pretrain(get_task(), cfg, init, dev, f, p)),
+        ("finetune", fine_key, lambda f, p: _finetune(get_task(), cfg, dev, pre, f, p)),
+        ("baselines", base_key, lambda f, p: _baselines(get_task(), cfg, f)),
+        ("evaluate", eval_key, lambda f, p: _evaluate(out, cfg, f)),
     ):
         if not st.cached(stage, key):
             t0 = st.start(stage)
+            partial = None
             if stage in ("pretrain", "finetune"):  # the other ranks train with this one
                 ranks.tell((stage, init[1] if init else None))
-            fn(st.folder(stage))
+                # one process: per-epoch checkpoints outside the stage's folder, so a run
+                # stopped half-way resumes (several ranks start over: the followers hold
+                # no checkpoint to resume from)
+                partial = _partial(out, stage, key) if ranks.world == 1 else None
+            fn(st.folder(stage), partial)
             ranks.stage_done()
             st.finish(stage, key, t0)
+            if partial is not None:
+                shutil.rmtree(partial, ignore_errors=True)
+                with contextlib.suppress(OSError):  # gone once nothing is left to resume
+                    partial.parent.rmdir()
 
     from ehrseq.cli.outputs import write_outputs
 

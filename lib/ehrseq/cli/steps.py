@@ -136,6 +136,7 @@ def pretrain_encoder(
     init: Mapping | None = None,
     device: str | None = None,
     root: Path | None = None,
+    resume: bool = False,
 ) -> tuple[dict, pd.DataFrame]:
     """Pretrain the encoder (masked codes and next visit, ``"joint"``) on the training
     persons' histories through :func:`~ehrseq.pretrained.load_or_pretrain` (loaded when
@@ -148,6 +149,8 @@ def pretrain_encoder(
         init: encoder weights to start from (``--init``).
         device: ``"cpu"``, ``"cuda"``... (default: the library's choice).
         root: the artefact folder (default :func:`~ehrseq.config.artifact_root`).
+        resume: continue an interrupted pretraining from the ``last.pt`` that
+            :func:`~ehrseq.train.fit` left in the artefact's folder under ``root``.
 
     Returns:
         ``(encoder state dict on the CPU, per-epoch history)``; the history is empty when
@@ -166,7 +169,9 @@ def pretrain_encoder(
         seed=cfg.seed,
     )
     if cfg.pretrain_epochs > 0:
-        result = load_or_pretrain(task, encoder_cfg, recipe, device=device, root=root, init=init)
+        result = load_or_pretrain(
+            task, encoder_cfg, recipe, device=device, root=root, init=init, resume=resume
+        )
         model, history = result.model, result.history
     else:
         model, history = pretrained_model(task, encoder_cfg, recipe, init), pd.DataFrame()
@@ -174,10 +179,19 @@ def pretrain_encoder(
 
 
 def finetune_survival(
-    task: SurvivalTask, cfg: RunConfig, encoder_state: Mapping, *, device: str | None = None
+    task: SurvivalTask,
+    cfg: RunConfig,
+    encoder_state: Mapping,
+    *,
+    device: str | None = None,
+    resume_dir: Path | None = None,
 ) -> SeedRuns:
     """Fine-tune the encoder with a per-bin hazard head on the training persons (early
     stopping on the validation loss) for one seed, ``cfg.seed``.
+
+    With ``resume_dir``, :func:`~ehrseq.train.fit` writes its checkpoints there after every
+    epoch and an interrupted run continues from the last one (``resume=True``), ending
+    where an uninterrupted run ends.
 
     The head starts at the life-table hazards of the training persons, so an untrained model
     already predicts the Kaplan-Meier curve.
@@ -211,6 +225,8 @@ def finetune_survival(
             patience=cfg.patience,
             device=device,
             progress=not progress_disabled(),
+            out_dir=resume_dir,
+            resume=resume_dir is not None,
         ),
         (cfg.seed,),
         hierarchical=False,
