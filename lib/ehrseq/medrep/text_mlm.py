@@ -234,7 +234,8 @@ class TextMLMConfig:
         dropout: dropout in the encoder (training only).
         max_len: most tokens per description, ``[CLS]`` included (longer ones are cut).
         min_count: a word seen fewer times is ``[UNK]``.
-        epochs, batch_size, lr, weight_decay: AdamW over shuffled mini-batches.
+        epochs, batch_size, lr, weight_decay: AdamW over shuffled mini-batches; ``epochs = 0``
+            gives the untrained network (a control).
         mask_prob, replace_prob, random_prob: BERT's masking (:func:`mask_tokens`).
         seed: the weights, the batches, the masks and the dropout follow it.
 
@@ -265,13 +266,14 @@ class TextMLMConfig:
             "n_layers": self.n_layers,
             "n_heads": self.n_heads,
             "d_ff": self.d_ff,
-            "epochs": self.epochs,
             "batch_size": self.batch_size,
             "min_count": self.min_count,
         }
         for name, value in sizes.items():
             if value < 1:
                 raise ValueError(f"TextMLMConfig: {name} = {value}, must be >= 1")
+        if self.epochs < 0:
+            raise ValueError(f"TextMLMConfig: epochs = {self.epochs}, must be >= 0")
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"TextMLMConfig: d_model = {self.d_model} is not divisible by "
@@ -352,8 +354,8 @@ class TextMLM(nn.Module):
         return self.norm(x)  # (B, L, d)
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
-        """Scores of every word at every position, ``(B, L, V)``."""
-        return states @ self.tokens.weight.T + self.bias  # (B, L, V)
+        """Scores of every word: states ``(..., d)`` -> ``(..., V)``."""
+        return states @ self.tokens.weight.T + self.bias  # (..., V)
 
 
 @dataclass
@@ -377,8 +379,9 @@ class TextMLMResult:
 
 
 def _mlm_loss(model: TextMLM, masked, attention_mask, labels) -> torch.Tensor:
-    logits = model.logits(model(masked, attention_mask))  # (B, L, V)
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+    picked = labels != IGNORE_INDEX  # (B, L); the head scores only the picked positions
+    logits = model.logits(model(masked, attention_mask)[picked])  # (M, V)
+    return F.cross_entropy(logits, labels[picked])
 
 
 def train_text_mlm(
@@ -454,7 +457,7 @@ def train_text_mlm(
             rows.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else np.nan})
     model.eval()
     seconds = time.perf_counter() - t0
-    return TextMLMResult(model, tok, pd.DataFrame(rows), seconds, cfg)
+    return TextMLMResult(model, tok, pd.DataFrame(rows, columns=["epoch", "loss"]), seconds, cfg)
 
 
 @torch.no_grad()
