@@ -79,6 +79,7 @@ __all__ = [
     "DecileBins",
     "ValueScaler",
     "ValueCorpus",
+    "DecileCorpus",
     "decile_corpus",
     "LoincConfig",
     "LoincLabModel",
@@ -497,8 +498,7 @@ class ValueCorpus:
         min_count: int = 1,
         seed: int = 0,
     ) -> ValueCorpus:
-        """Conditions, drugs, procedures (value NaN) and measurements
-        (``value_as_number``).
+        """Conditions, drugs, procedures (value NaN) and measurements (their value).
 
         Args:
             tables: OMOP clinical tables
@@ -538,8 +538,14 @@ class ValueCorpus:
 
 @dataclass(frozen=True, eq=False)
 class DecileCorpus:
-    """What :func:`decile_corpus` returns: the corpus and how many lab events kept no
-    value."""
+    """What :func:`decile_corpus` returns.
+
+    Attributes:
+        corpus: the events, binned lab values as decile tokens (ids ``concept_id * 100 +
+            k``).
+        n_decile: events that became a decile token.
+        n_unbinned: lab events that kept their plain code (no bins or no value).
+    """
 
     corpus: CodeCorpus
     n_decile: int
@@ -550,7 +556,17 @@ def decile_corpus(vc: ValueCorpus, bins: DecileBins, seed: int = 0) -> DecileCor
     """The same events with every binned lab event replaced by its decile token.
 
     A lab event without bins or without a value keeps its plain concept id (counted in
-    ``n_unbinned``); the event order and times are those of ``vc``.
+    ``n_unbinned``); the event order and times are those of ``vc`` (distinct within a
+    person, so :meth:`CodeCorpus.from_arrays` keeps them). Every code is known
+    (``vocabulary=None``).
+
+    Args:
+        vc: the corpus with values.
+        bins: per-lab bins, fitted on training values (:meth:`DecileBins.fit`).
+        seed: passed to :meth:`CodeCorpus.from_arrays` (no tie to break).
+
+    Shapes:
+        ``corpus`` has the ``N`` events of ``vc``, in its order.
     """
     c = vc.corpus
     is_lab = np.isin(vc.concept_id, bins.concept_ids)
@@ -681,8 +697,7 @@ class LoincLabModel(nn.Module):
         self.register_buffer("is_lab", is_lab & bool(config.value_aware))
 
     def base(self, tokens: Tensor) -> Tensor:
-        """``(B,)`` tokens -> ``(B, d)`` base vectors (part mean for labs with
-        parts)."""
+        """Base vectors ``b_t``, the part mean for a lab: ``(B,)`` -> ``(B, d)``."""
         plain = self.codes(tokens)  # (B, d)
         mean_parts = self.part(self.parts[tokens]).mean(1)  # (B, 6, d) -> (B, d)
         return torch.where(self.has_parts[tokens, None], mean_parts, plain)
@@ -705,8 +720,12 @@ class LoincLabModel(nn.Module):
         negatives: Tensor,
         weight: Tensor,
     ) -> Tensor:
-        """SGNS loss of a batch: ``center, z, context, weight`` ``(B,)``, ``negatives``
-        ``(B, K)``; a scalar (:func:`~ehrseq.embeddings.skipgram.sgns_loss`)."""
+        """SGNS loss of a batch (:func:`~ehrseq.embeddings.skipgram.sgns_loss`).
+
+        Shapes:
+            ``center``, ``z``, ``context``, ``weight``: ``(B,)``; ``negatives``:
+            ``(B, K)``; returns a scalar.
+        """
         u = self.inputs(center, z)  # (B, d)
         return sgns_loss(u, self.out(context), self.out(negatives), weight)
 
@@ -743,8 +762,10 @@ class LoincLabResult:
 
     @torch.no_grad()
     def event_vectors(self, concept_id, value) -> np.ndarray:
-        """Vector of each event ``u(t, z)`` (z from the training scaler). ``(N, d)``
-        float32.
+        """Vector ``u(t, z)`` of each event, z from the training scaler.
+
+        Shapes:
+            ``concept_id``, ``value``: ``(N,)``; returns ``(N, d)`` float32.
 
         Raises:
             ValueError: on arrays of different lengths.
