@@ -517,8 +517,8 @@ class VisitEmbeddingConfig:
         dim: vector length ``d``.
         per_type: a table, query and key map per code type (:data:`CODE_TYPES`).
         cross_attention: with ``per_type``, one cross-attention step between the types.
-        window: ``w``, neighbour visits on each side whose codes are predicted (Med2Vec: 1
-            to 5; 1 or 2 here by default use).
+        window: ``w``, neighbour visits on each side whose codes are predicted (1 or 2 is
+            usual; the default 1 predicts the previous and the next visit).
         objective: ``"softmax"`` (Med2Vec's softmax output under a binary cross-entropy) or
             ``"bce"`` (independent sigmoids).
         code_weight: weight of the intra-visit code-level skip-gram (0: off).
