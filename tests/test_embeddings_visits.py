@@ -190,7 +190,7 @@ def test_intra_visit_loss_equals_a_hand_computation():
     outputs = torch.randn(4, 3, generator=gen)  # tokens 1..4
     codes = torch.tensor([[1, 3, 4], [2, 0, 0]])
     mask = codes != 0
-    got = intra_visit_loss(x_table[codes], outputs, codes, mask)
+    got = intra_visit_loss(x_table, outputs, codes, mask)
     total, pairs = 0.0, 0
     for c in (1, 3, 4):  # the one visit with two codes or more
         scores = (outputs @ x_table[c]).tolist()
@@ -200,6 +200,8 @@ def test_intra_visit_loss_equals_a_hand_computation():
                 total -= scores[o - 1] - log_z
                 pairs += 1
     assert math.isclose(float(got), total / pairs, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="outputs"):
+        intra_visit_loss(x_table, outputs[:2], codes, mask)
 
 
 def _paired_corpus(seed: int = 0) -> CodeCorpus:
@@ -245,8 +247,8 @@ def test_the_code_level_term_trains():
     assert result.losses[-1] < 0.9 * result.losses[0]
     model, visits = result.model, result.visits
     with torch.no_grad():
-        x = torch.nn.functional.embedding(visits.codes, model.encoder.code_vectors())
-        trained = float(intra_visit_loss(x, model.outputs, visits.codes, visits.mask))
+        table = model.encoder.code_vectors()
+        trained = float(intra_visit_loss(table, model.outputs, visits.codes, visits.mask))
     untrained = math.log(visits.n_tokens - 1)  # zero output vectors: uniform softmax
     assert trained < 0.9 * untrained
 

@@ -476,27 +476,37 @@ def med2vec_visit_loss(
     return -(counts * log_p + (n - counts) * log_q).sum() / total
 
 
-def intra_visit_loss(x: Tensor, outputs: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
+def intra_visit_loss(inputs: Tensor, outputs: Tensor, codes: Tensor, mask: Tensor) -> Tensor:
     r"""Med2Vec's code-level term: a skip-gram over every ordered pair of codes of a visit.
 
     .. math:: -\frac{1}{\#\text{pairs}}\sum_{(c, c')} \log
         \frac{e^{x_c^\top o_{c'}}}{\sum_{k=1}^{C} e^{x_c^\top o_k}}
 
+    The softmax depends on the center code only, so it is computed once per code (a
+    ``(V, C)`` table) and read for every pair.
+
     Args:
-        x: input vectors of the visit's codes.
-        outputs: output vectors of every code (token ``k + 1`` is row ``k``).
-        codes: the visit's tokens (``>= 1`` where ``mask``).
+        inputs: input vectors :math:`x` of every token (row ``t`` for token ``t``).
+        outputs: output vectors :math:`o` of every known code (token ``k + 1`` is row ``k``).
+        codes: the visits' tokens (``>= 1`` where ``mask``).
         mask: real codes.
 
     Shapes:
-        ``x`` ``(B, L, d)``, ``outputs`` ``(C, d)``, ``codes`` and ``mask`` ``(B, L)``;
-        returns a scalar (0 when no visit has two codes).
+        ``inputs`` ``(V, d)``, ``outputs`` ``(C, d)`` with ``C = V - 1``, ``codes`` and
+        ``mask`` ``(B, L)``; returns a scalar (0 when no visit has two codes).
+
+    Raises:
+        ValueError: when ``outputs`` does not have one row per known token.
     """
-    log_p = torch.log_softmax(x @ outputs.T, -1)  # (B, L, C)
-    target = (codes - 1).clamp_min(0)  # (B, L) rows of outputs
-    b, l_ = codes.shape
-    g = log_p.gather(2, target[:, None, :].expand(b, l_, l_))  # (B, L_c, L_c'): log p(c'|c)
-    eye = torch.eye(l_, dtype=torch.bool, device=codes.device)
+    if outputs.shape != (inputs.shape[0] - 1, inputs.shape[1]):
+        raise ValueError(
+            f"intra_visit_loss: need inputs (V, d) and outputs (V - 1, d), got "
+            f"{tuple(inputs.shape)} and {tuple(outputs.shape)}"
+        )
+    log_p = torch.log_softmax(inputs @ outputs.T, -1)  # (V, C): log p(c' | c)
+    target = (codes - 1).clamp_min(0)  # (B, L) columns of log_p
+    g = log_p[codes[:, :, None], target[:, None, :]]  # (B, L_c, L_c')
+    eye = torch.eye(codes.shape[1], dtype=torch.bool, device=codes.device)
     pairs = mask[:, :, None] & mask[:, None, :] & ~eye  # (B, L, L)
     n = pairs.sum()
     if n == 0:
@@ -588,8 +598,9 @@ class VisitModel(nn.Module):
         h = self.encoder(codes, mask)  # (B, d)
         loss = med2vec_visit_loss(self.head(h), counts, n, self.cfg.objective)
         if self.cfg.code_weight > 0:
-            x = F.embedding(codes, self.encoder.code_vectors())  # (B, L, d)
-            loss = loss + self.cfg.code_weight * intra_visit_loss(x, self.outputs, codes, mask)
+            table = self.encoder.code_vectors()  # (V, d)
+            code_loss = intra_visit_loss(table, self.outputs, codes, mask)
+            loss = loss + self.cfg.code_weight * code_loss
         return loss
 
 
