@@ -21,16 +21,18 @@ time, from one of:
 (b) ``decile tokens``: the skip-gram vector of the token ``"<lab> (decile k)"``, bins
     fitted per lab on the training patients' values;
 (c) ``LOINC + value``: the mean of the lab's six LOINC part vectors plus a value encoder
-    of its robust z-score (:mod:`ehrseq.embeddings.loinc`).
+    of its robust z-score (:mod:`ehrseq.embeddings.loinc`);
+(c0) ``LOINC, no value``: (c) without the value encoder (``value_aware=False``), the
+    paired control of (c): the same model and training, blind to the value.
 
-(a) and (b) use :func:`~ehrseq.embeddings.skipgram.train_skipgram`, (c)
+(a) and (b) use :func:`~ehrseq.embeddings.skipgram.train_skipgram`, (c) and (c0)
 :func:`~ehrseq.embeddings.loinc.train_loinc_embedding`, all with d = 32, a window of 10,
 tau = 30 days, 3 epochs. A logistic regression (standardised features) fitted on the
 training patients scores the test patients. Seeds 0, 1, 2 train the embeddings; the
 AUROC is the mean over seeds, with a 95 % percentile bootstrap interval over test
 patients (the same resamples for every method), and the paired differences get the same
 interval and a verdict: a winner only when the interval excludes zero, "not resolved"
-otherwise. Prints the tables and the wall time (about 3 minutes on one loaded core).
+otherwise. Prints the tables and the wall time (3 to 4 minutes on one loaded core).
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loinc_labs.py
       [--n-patients 4000] [--embed-patients 1200] [--diseases D ...] [--seeds 3]
@@ -40,6 +42,7 @@ Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loinc_labs.py
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -62,8 +65,9 @@ from ehrseq.embeddings.skipgram import SkipGramConfig, train_skipgram
 from ehrseq.metrics import auroc, bootstrap_ci
 from ehrseq.numbers import interval
 
-METHODS = ("lab code", "decile tokens", "LOINC + value")
+METHODS = ("lab code", "decile tokens", "LOINC, no value", "LOINC + value")
 PAIRS = (
+    ("LOINC + value", "LOINC, no value"),
     ("LOINC + value", "lab code"),
     ("decile tokens", "lab code"),
     ("LOINC + value", "decile tokens"),
@@ -180,7 +184,7 @@ def main() -> None:
     def vectors(method: str, seed: int, events: pd.DataFrame) -> np.ndarray:
         cid = events["concept_id"].to_numpy(np.int64)
         val = events["value"].to_numpy(np.float64)
-        if method == "LOINC + value":
+        if method.startswith("LOINC"):
             return models[method].event_vectors(cid, val)
         emb = models[method]
         if method == "decile tokens":
@@ -210,6 +214,10 @@ def main() -> None:
         cfg = LoincConfig(dim=32, window=10, tau=30.0, epochs=3, seed=seed)
         models["LOINC + value"] = train_loinc_embedding(vc, parts, cfg, lab_ids=labs)
         t2 = time.perf_counter()
+        blind = dataclasses.replace(cfg, value_aware=False)
+        models["LOINC, no value"] = train_loinc_embedding(
+            vc, parts, blind, lab_ids=labs
+        )
         print(
             f"  seed {seed}: two skip-grams {t1 - t0:.1f} s, "
             f"LOINC + value {t2 - t1:.1f} s"
