@@ -565,6 +565,7 @@ and one file per group in `groups/`; the script's docstring describes the format
 | `concept.csv` | OMOP CDM 5.4 `CONCEPT` columns, plus `description`: one plain-English sentence per concept, written for the book. |
 | `concept_relationship.csv` | OMOP `CONCEPT_RELATIONSHIP`: `Is a` / `Subsumes`, `Maps to` / `Mapped from`. |
 | `concept_annotation.csv` | The generator's ground truth, one row per clinical concept: its latent `group`, its `role`, and for measurements the unit and a healthy-adult reference distribution (`ref_mean`, `ref_sd`, `min_value`, `max_value`, `decimals`). A model never sees this file. |
+| `loinc_parts.csv` | The six LOINC parts (component, property, time, system, scale, method) of the 54 LOINC concepts, for LOINC-aware lab vectors (`ehrseq.embeddings.loinc`). Written by hand, not by the script; its source and how it is checked: `loinc_parts.md`. |
 
 ## Reference distributions
 
