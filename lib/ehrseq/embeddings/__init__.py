@@ -12,6 +12,13 @@
 - :mod:`~ehrseq.embeddings.reference`: gensim's word2vec on the same corpus (optional).
 - :mod:`~ehrseq.embeddings.graph`: the ontology graph over an embedding's codes and a GAT
   that refines a skip-gram on it with the skip-gram's own loss (GRAM-style).
+- :mod:`~ehrseq.embeddings.visits`: visit-level vectors (attention pooling, one table or one
+  per code type with cross-attention) trained on Med2Vec's visit objective.
+- :mod:`~ehrseq.embeddings.loinc`: LOINC-aware lab vectors (the six LOINC parts plus a value
+  encoder) and per-lab decile tokens.
+
+``visits`` and ``loinc`` are imported by name (``from ehrseq.embeddings.visits import
+...``), so the package stays quick to import.
 
 Used by the chapter on medical-code embeddings (issue #17).
 """
