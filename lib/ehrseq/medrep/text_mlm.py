@@ -1,20 +1,21 @@
-"""Text vectors from a small masked language model trained from scratch on the descriptions.
+"""Text vectors from a small masked language model trained here on the descriptions.
 
-MedRep (Kim et al., arXiv 2504.08329) continues the masked-language-model (MLM) training of
-DeBERTa-base on its concept descriptions and takes the [CLS] state. This module is that route
-scaled down to a laptop, with nothing pretrained: a word-level tokenizer fitted on the
-descriptions (:class:`WordTokenizer`), a 2-layer transformer encoder (:class:`TextMLM`)
-trained to predict masked words (:func:`train_text_mlm`, BERT's 15 % masking with the 80/10/10
-split, Devlin et al., arXiv 1810.04805), and one vector per concept, the mean of its word
-states, L2-normalised (:func:`encode_descriptions`), under the same
-:class:`~ehrseq.embeddings.CodeEmbedding` contract as the MiniLM path in
+MedRep (Kim et al., arXiv 2504.08329) continues the masked-language-model (MLM) training
+of DeBERTa-base on its concept descriptions and takes the [CLS] state. This module is
+that route scaled down to a laptop, with nothing pretrained: a word-level tokenizer
+fitted on the descriptions (:class:`WordTokenizer`), a 2-layer transformer encoder
+(:class:`TextMLM`) trained to predict masked words (:func:`train_text_mlm`, BERT's 15 %
+masking with the 80/10/10 split, Devlin et al., arXiv 1810.04805), and one vector per
+concept, the mean of its word states, L2-normalised (:func:`encode_descriptions`), under
+the same :class:`~ehrseq.embeddings.CodeEmbedding` contract as the MiniLM path in
 :mod:`ehrseq.medrep.text`, so a chapter can take either.
 
 Why its own loop and masking: ``medrep`` sits below ``train`` and ``pretrain`` in the
-library's layers (``tests/test_layers.py``), so it cannot call :func:`ehrseq.train.fit` or
-:func:`ehrseq.pretrain.mask_codes`. :func:`mask_tokens` draws its random numbers in the same
-order as ``mask_codes``, and ``tests/test_medrep_text_mlm.py`` checks that the two give the same
-corruption from the same generator. Used by chapter 12b (``notebooks/12b_medrep_concepts.py``).
+library's layers (``tests/test_layers.py``), so it cannot call :func:`ehrseq.train.fit`
+or :func:`ehrseq.pretrain.mask_codes`. :func:`mask_tokens` draws its random numbers in
+the same order as ``mask_codes``, and ``tests/test_medrep_text_mlm.py`` checks that the
+two give the same corruption from the same generator. Used by chapter 12b
+(``notebooks/12b_medrep_concepts.py``).
 """
 
 from __future__ import annotations
@@ -46,27 +47,28 @@ __all__ = [
     "encode_descriptions",
 ]
 
-#: The special tokens, in the order of their ids: ``[PAD]`` = 0, ``[UNK]`` = 1, ``[MASK]`` = 2,
-#: ``[CLS]`` = 3.
+#: The special tokens, in the order of their ids: ``[PAD]`` = 0, ``[UNK]`` = 1,
+#: ``[MASK]`` = 2, ``[CLS]`` = 3.
 SPECIALS = ("[PAD]", "[UNK]", "[MASK]", "[CLS]")
 PAD, UNK, MASK, CLS = range(len(SPECIALS))
-IGNORE_INDEX = -100  # label of a position that is not predicted (cross-entropy's default)
+IGNORE_INDEX = -100  # label of a position not predicted (cross-entropy's default)
 _WORD = re.compile(r"[a-z0-9]+")
 
 
 @dataclass(frozen=True)
 class WordTokenizer:
-    """Lower-cased words (runs of letters and digits) as tokens; punctuation separates them.
+    """Lower-cased runs of letters and digits as tokens; punctuation splits them.
 
-    ``"Is a: furosemide 40 MG"`` -> ``["is", "a", "furosemide", "40", "mg"]``. A word that
-    was not in the fitted texts (or seen fewer than ``min_count`` times) reads as ``[UNK]``.
+    ``"Is a: furosemide 40 MG"`` -> ``["is", "a", "furosemide", "40", "mg"]``. A word
+    that was not in the fitted texts (or seen fewer than ``min_count`` times) reads as
+    ``[UNK]``.
 
     Args:
         itos: the tokens by id; the first four are :data:`SPECIALS`.
 
     Raises:
-        ValueError: if ``itos`` does not start with :data:`SPECIALS`, repeats a token or has
-            no word.
+        ValueError: if ``itos`` does not start with :data:`SPECIALS`, repeats a token or
+            has no word.
     """
 
     itos: tuple[str, ...]
@@ -88,15 +90,15 @@ class WordTokenizer:
 
     @classmethod
     def fit(cls, texts: Sequence[str], min_count: int = 1) -> WordTokenizer:
-        """The vocabulary of ``texts``: words seen at least ``min_count`` times, most frequent
-        first (ties alphabetically), after :data:`SPECIALS`.
+        """The vocabulary of ``texts``: words seen at least ``min_count`` times, most
+        frequent first (ties alphabetically), after :data:`SPECIALS`.
 
         Raises:
-            ValueError: on no texts, a text without a word (naming it), or ``min_count < 1``
-                or so large that no word is kept.
+            ValueError: on no texts, a text without a word (naming it), or a
+                ``min_count`` below 1 or so large that no word is kept.
         """
         if min_count < 1:
-            raise ValueError(f"WordTokenizer.fit: min_count = {min_count}, must be >= 1")
+            raise ValueError(f"WordTokenizer.fit: min_count = {min_count} < 1")
         if len(texts) == 0:
             raise ValueError("WordTokenizer.fit: no texts to fit on")
         counts: Counter[str] = Counter()
@@ -105,9 +107,8 @@ class WordTokenizer:
             if not words:
                 raise ValueError(f"WordTokenizer.fit: text {i} ({text!r}) has no word")
             counts.update(words)
-        kept = sorted(
-            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
-        )
+        frequent = [w for w, n in counts.items() if n >= min_count]
+        kept = sorted(frequent, key=lambda w: (-counts[w], w))
         if not kept:
             raise ValueError(f"WordTokenizer.fit: no word is seen {min_count} times")
         return cls(SPECIALS + tuple(kept))
@@ -116,7 +117,7 @@ class WordTokenizer:
         return len(self.itos)
 
     def encode(self, text: str) -> list[int]:
-        """``[CLS]`` then the ids of the words of ``text`` (``[UNK]`` for unknown words).
+        """``[CLS]`` then the ids of the words of ``text`` (``[UNK]``: unknown words).
 
         Raises:
             ValueError: if ``text`` has no word.
@@ -143,7 +144,7 @@ class WordTokenizer:
             ValueError: on no texts, a text without a word, or ``max_len < 2``.
         """
         if max_len < 2:
-            raise ValueError(f"WordTokenizer.batch: max_len = {max_len}, need >= 2 ([CLS] + word)")
+            raise ValueError(f"WordTokenizer.batch: max_len = {max_len} < 2 ([CLS] + word)")
         if len(texts) == 0:
             raise ValueError("WordTokenizer.batch: no texts")
         rows = [self.encode(t)[:max_len] for t in texts]
@@ -166,10 +167,10 @@ def mask_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""BERT's corruption of a batch of words, and the labels of the picked positions.
 
-    A real word (not a special token) is picked with probability ``mask_prob``; a picked word
-    becomes ``[MASK]`` with probability ``replace_prob``, a uniformly drawn word with
-    probability ``random_prob``, and stays itself otherwise. The random numbers are drawn as in
-    :func:`ehrseq.pretrain.mask_codes` (same generator, same corruption).
+    A real word (not a special token) is picked with probability ``mask_prob``; a picked
+    word becomes ``[MASK]`` with probability ``replace_prob``, a uniformly drawn word
+    with probability ``random_prob``, and stays itself otherwise. The random numbers are
+    drawn as in :func:`ehrseq.pretrain.mask_codes` (same generator, same corruption).
 
     .. math:: \text{labels}_{b,l} = \begin{cases} w_{b,l} & (b, l)\ \text{picked} \\
               -100 & \text{otherwise} \end{cases}
@@ -229,19 +230,19 @@ class TextMLMConfig:
     Attributes:
         d_model: width of the token states (64 to 128 is enough for a few thousand
             descriptions).
-        n_layers, n_heads, d_ff: transformer encoder layers, attention heads, feed-forward
-            width.
+        n_layers, n_heads, d_ff: transformer encoder layers, attention heads,
+            feed-forward width.
         dropout: dropout in the encoder (training only).
         max_len: most tokens per description, ``[CLS]`` included (longer ones are cut).
         min_count: a word seen fewer times is ``[UNK]``.
-        epochs, batch_size, lr, weight_decay: AdamW over shuffled mini-batches; ``epochs = 0``
-            gives the untrained network (a control).
+        epochs, batch_size, lr, weight_decay: AdamW over shuffled mini-batches;
+            ``epochs = 0`` gives the untrained network (a control).
         mask_prob, replace_prob, random_prob: BERT's masking (:func:`mask_tokens`).
         seed: the weights, the batches, the masks and the dropout follow it.
 
     Raises:
-        ValueError: on a width not divisible by the heads, non-positive sizes or rates, or
-            probabilities outside [0, 1].
+        ValueError: on a width not divisible by the heads, non-positive sizes or rates,
+            or probabilities outside [0, 1].
     """
 
     d_model: int = 64
@@ -296,9 +297,9 @@ class TextMLM(nn.Module):
     .. math:: h = \mathrm{Encoder}(E w + P), \qquad
               \mathrm{logits}_{b,l} = \mathrm{LN}(h_{b,l})\, E^\top + b
 
-    with ``E`` the word embedding (shared with the output layer), ``P`` learned positions and a
-    pre-norm ``torch.nn.TransformerEncoder``; padding is masked out of attention, so a
-    description's states do not depend on the padding around it.
+    with ``E`` the word embedding (shared with the output layer), ``P`` learned
+    positions and a pre-norm ``torch.nn.TransformerEncoder``; padding is masked out of
+    attention, so a description's states do not depend on the padding around it.
 
     Args:
         vocab_size: ``len(tokenizer)``.
@@ -306,7 +307,15 @@ class TextMLM(nn.Module):
 
     Shapes:
         ids, attention_mask: ``(B, L)``; :meth:`forward` ``(B, L, d)``; :meth:`logits`
-        ``(B, L, V)``.
+        ``(..., d)`` -> ``(..., V)``.
+
+    Reference:
+        Vaswani et al., "Attention is all you need", arXiv 1706.03762; Devlin et al.,
+        "BERT", arXiv 1810.04805 (the tied output layer and the initialisation).
+
+    Raises:
+        ValueError: a vocabulary with no word; in :meth:`forward`, ids and mask of
+            different shapes or more than ``max_len`` tokens.
     """
 
     def __init__(self, vocab_size: int, config: TextMLMConfig) -> None:
@@ -330,8 +339,9 @@ class TextMLM(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, config.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
-        # BERT's initialisation: small word and position vectors, so that the tied output
-        # layer starts near a uniform guess (loss log V) instead of at large random logits
+        # BERT's initialisation: small word and position vectors, so that the tied
+        # output layer starts near a uniform guess (loss log V) instead of at large
+        # random logits
         nn.init.normal_(self.tokens.weight, std=0.02)
         nn.init.normal_(self.positions.weight, std=0.02)
         with torch.no_grad():
@@ -350,7 +360,8 @@ class TextMLM(nn.Module):
             )
         pos = torch.arange(ids.shape[1], device=ids.device)  # (L,)
         x = self.tokens(ids) + self.positions(pos)  # (B, L, d)
-        x = self.encoder(self.dropout(x), src_key_padding_mask=~attention_mask.bool())  # (B, L, d)
+        padding = ~attention_mask.bool()  # (B, L)
+        x = self.encoder(self.dropout(x), src_key_padding_mask=padding)  # (B, L, d)
         return self.norm(x)  # (B, L, d)
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
@@ -365,8 +376,8 @@ class TextMLMResult:
     Attributes:
         model: the trained :class:`TextMLM` (eval mode, on the CPU).
         tokenizer: the :class:`WordTokenizer` fitted on the texts.
-        history: one row per epoch: ``epoch``, ``loss`` (mean masked-word cross-entropy of
-            the epoch's batches).
+        history: one row per epoch: ``epoch``, ``loss`` (mean masked-word cross-entropy
+            of the epoch's batches).
         seconds: training time (tokenizing included).
         config: the settings.
     """
@@ -389,22 +400,22 @@ def train_text_mlm(
     config: TextMLMConfig | None = None,
     tokenizer: WordTokenizer | None = None,
 ) -> TextMLMResult:
-    r"""Fit a :class:`WordTokenizer` and train a :class:`TextMLM` on masked-word prediction.
+    r"""Fit a :class:`WordTokenizer`, then train a :class:`TextMLM` on masked words.
 
     Per mini-batch: corrupt with :func:`mask_tokens`, then one AdamW step on
 
     .. math:: \mathcal L = -\frac{1}{|M|} \sum_{(b,l) \in M}
               \log \operatorname{softmax}(\mathrm{logits}_{b,l})_{w_{b,l}}
 
-    over the picked positions :math:`M` (a batch with none is skipped). Runs on the CPU in a
-    forked RNG seeded with ``config.seed``, so the run repeats bit for bit and leaves the
-    caller's random state alone.
+    over the picked positions :math:`M` (a batch with none is skipped). Runs on the CPU
+    in a forked RNG seeded with ``config.seed``, so the run repeats bit for bit and
+    leaves the caller's random state alone.
 
     Args:
         texts: the descriptions.
         config: :class:`TextMLMConfig` (defaults when None).
-        tokenizer: a fitted tokenizer to use instead of fitting one on ``texts`` (e.g. to
-            train a control model on other texts over the same vocabulary).
+        tokenizer: a fitted tokenizer to use instead of fitting one on ``texts`` (e.g.
+            to train a control model on other texts over the same vocabulary).
 
     Returns:
         :class:`TextMLMResult`.
@@ -428,7 +439,8 @@ def train_text_mlm(
         torch.manual_seed(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         model = TextMLM(len(tok), cfg)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        decay = cfg.weight_decay
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=decay)
         model.train()
         for epoch in range(cfg.epochs):
             order = torch.randperm(len(ids), generator=gen)  # (N,)
@@ -454,10 +466,12 @@ def train_text_mlm(
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
-            rows.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else np.nan})
+            mean = float(np.mean(losses)) if losses else np.nan
+            rows.append({"epoch": epoch + 1, "loss": mean})
     model.eval()
     seconds = time.perf_counter() - t0
-    return TextMLMResult(model, tok, pd.DataFrame(rows, columns=["epoch", "loss"]), seconds, cfg)
+    history = pd.DataFrame(rows, columns=["epoch", "loss"])
+    return TextMLMResult(model, tok, history, seconds, cfg)
 
 
 @torch.no_grad()
@@ -468,10 +482,23 @@ def masked_token_loss(
     seed: int = 0,
     repeats: int = 4,
 ) -> dict[str, float]:
-    """Masked-word cross-entropy and top-1 accuracy on ``texts``, with masks fixed by ``seed``.
+    r"""Masked-word cross-entropy and top-1 accuracy on ``texts`` (masks from ``seed``).
 
-    The same ``seed`` gives the same masks, so two models are scored on the same picks.
-    ``repeats`` independent maskings are pooled (more picked words, a steadier number).
+    .. math:: \mathcal L = -\frac{1}{|M|} \sum_{(b,l) \in M}
+              \log \operatorname{softmax}(\mathrm{logits}_{b,l})_{w_{b,l}}
+
+    over the picked positions :math:`M` of ``repeats`` independent maskings (more picked
+    words, a steadier number), in eval mode. The same ``seed`` gives the same masks, so
+    two models with the same tokenizer are scored on the same picks.
+
+    Args:
+        model, tokenizer: a :class:`TextMLM` and the tokenizer it reads.
+        texts: the strings to score.
+        seed: seeds the masks.
+        repeats: maskings pooled.
+
+    Shapes:
+        ``texts``: ``N`` strings, batched as ``(N, L)``.
 
     Returns:
         ``{"loss", "accuracy", "n_masked"}``; the loss of a uniform guess is ``log V``.
@@ -517,8 +544,8 @@ def encode_texts(
     .. math:: v_i = \frac{u_i}{\lVert u_i \rVert}, \qquad
               u_i = \frac{1}{|W_i|} \sum_{l \in W_i} h_{i,l}
 
-    with :math:`W_i` the word positions of text :math:`i` (``[CLS]`` and padding left out)
-    and :math:`h` the states of :meth:`TextMLM.forward` in eval mode.
+    with :math:`W_i` the word positions of text :math:`i` (``[CLS]`` and padding left
+    out) and :math:`h` the states of :meth:`TextMLM.forward` in eval mode.
 
     Args:
         texts: the strings.
@@ -556,11 +583,11 @@ def encode_descriptions(
     tokenizer: WordTokenizer,
     batch_size: int = 256,
 ) -> CodeEmbedding:
-    """Text vectors of the rows of :func:`~ehrseq.medrep.descriptions.concept_descriptions`.
+    """Text vectors of the rows of :func:`~ehrseq.medrep.concept_descriptions`.
 
-    The same contract as :func:`ehrseq.medrep.text.encode_descriptions` (MiniLM): row ``i`` of
-    the embedding is ``descriptions`` row ``i``, unit length; only the width differs
-    (``config.d_model``).
+    The same contract as :func:`ehrseq.medrep.text.encode_descriptions` (MiniLM): row
+    ``i`` of the embedding is ``descriptions`` row ``i``, unit length; only the width
+    differs (``config.d_model``).
 
     Args:
         descriptions: a frame with ``concept_id``, ``description`` and optionally
@@ -568,10 +595,11 @@ def encode_descriptions(
         model, tokenizer, batch_size: as in :func:`encode_texts`.
 
     Returns:
-        A :class:`~ehrseq.embeddings.CodeEmbedding` of shape ``(len(descriptions), d_model)``.
+        A :class:`~ehrseq.embeddings.CodeEmbedding`, ``(len(descriptions), d_model)``.
 
     Raises:
-        ValueError: on a missing column or a description without a word (naming the concept).
+        ValueError: on a missing column or a description without a word (naming the
+        concept).
     """
     lack = {"concept_id", "description"} - set(descriptions.columns)
     if lack:
@@ -580,7 +608,7 @@ def encode_descriptions(
     for i, t in enumerate(text):
         if not WordTokenizer.split(t):
             cid = int(descriptions["concept_id"].iloc[i])
-            raise ValueError(f"encode_descriptions: concept {cid} has a description without a word")
+            raise ValueError(f"encode_descriptions: the description of concept {cid} has no word")
     vec = encode_texts(text, model, tokenizer, batch_size=batch_size)
     names = (
         tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
