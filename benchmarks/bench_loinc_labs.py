@@ -98,24 +98,16 @@ def task_labels(cohort, disease: str, years: float = 1.0) -> tuple[pd.DataFrame,
 def lab_events(cohort, labels: pd.DataFrame) -> pd.DataFrame:
     """Every lab event of the labelled persons on or before their prediction time."""
     m = cohort.tables["measurement"]
-    m = m[
-        ["person_id", "measurement_concept_id", "measurement_date", "value_as_number"]
-    ]
+    m = m[["person_id", "measurement_concept_id", "measurement_date", "value_as_number"]]
     m = m.merge(labels[["person_id", "t"]], on="person_id")
     m = m.loc[pd.to_datetime(m["measurement_date"]) <= m["t"]]
-    return m.rename(
-        columns={"measurement_concept_id": "concept_id", "value_as_number": "value"}
-    )
+    return m.rename(columns={"measurement_concept_id": "concept_id", "value_as_number": "value"})
 
 
-def patient_means(
-    events: pd.DataFrame, vectors: np.ndarray, persons: np.ndarray
-) -> np.ndarray:
+def patient_means(events: pd.DataFrame, vectors: np.ndarray, persons: np.ndarray) -> np.ndarray:
     """Mean event vector of each person (persons without a usable event: zeros)."""
     ok = np.isfinite(vectors).all(1)
-    frame = pd.DataFrame(vectors[ok]).assign(
-        person_id=events["person_id"].to_numpy()[ok]
-    )
+    frame = pd.DataFrame(vectors[ok]).assign(person_id=events["person_id"].to_numpy()[ok])
     means = frame.groupby("person_id").mean()
     return means.reindex(persons).fillna(0.0).to_numpy()
 
@@ -148,9 +140,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     is_test = rng.random(len(persons)) < 0.5
     test_all, train_all = persons[is_test], persons[~is_test]
-    embed_p = rng.choice(
-        train_all, size=min(args.embed_patients, len(train_all)), replace=False
-    )
+    embed_p = rng.choice(train_all, size=min(args.embed_patients, len(train_all)), replace=False)
     tasks = {}
     for disease in args.diseases:
         labels, dropped = task_labels(cohort, disease)
@@ -196,15 +186,11 @@ def main() -> None:
         return out
 
     scores = {
-        (d, m): np.zeros(((tasks[d][1]).shape[0], args.seeds))
-        for d in tasks
-        for m in METHODS
+        (d, m): np.zeros(((tasks[d][1]).shape[0], args.seeds)) for d in tasks for m in METHODS
     }
     per_seed: dict = {key: [] for key in scores}
     for seed in range(args.seeds):
-        sg = SkipGramConfig(
-            dim=32, window=10, tau=30.0, epochs=3, seed=seed, progress=False
-        )
+        sg = SkipGramConfig(dim=32, window=10, tau=30.0, epochs=3, seed=seed, progress=False)
         t0 = time.perf_counter()
         models = {
             "lab code": train_skipgram(plain, sg).embedding,
@@ -215,13 +201,8 @@ def main() -> None:
         models["LOINC + value"] = train_loinc_embedding(vc, parts, cfg, lab_ids=labs)
         t2 = time.perf_counter()
         blind = dataclasses.replace(cfg, value_aware=False)
-        models["LOINC, no value"] = train_loinc_embedding(
-            vc, parts, blind, lab_ids=labs
-        )
-        print(
-            f"  seed {seed}: two skip-grams {t1 - t0:.1f} s, "
-            f"LOINC + value {t2 - t1:.1f} s"
-        )
+        models["LOINC, no value"] = train_loinc_embedding(vc, parts, blind, lab_ids=labs)
+        print(f"  seed {seed}: two skip-grams {t1 - t0:.1f} s, LOINC + value {t2 - t1:.1f} s")
         for disease, (train, test, events) in tasks.items():
             for method in METHODS:
                 v = vectors(method, seed, events)
@@ -238,15 +219,11 @@ def main() -> None:
         y = test["label"].to_numpy()
         rows = []
         for m in METHODS:
-            ci = bootstrap_ci(
-                mean_auc, y, scores[disease, m], n_boot=args.n_boot, seed=1
-            )
+            ci = bootstrap_ci(mean_auc, y, scores[disease, m], n_boot=args.n_boot, seed=1)
             rows.append(
                 {
                     "method": m,
-                    "AUROC, mean of seeds [95% CI]": interval(
-                        ci.estimate, ci.lower, ci.upper
-                    ),
+                    "AUROC, mean of seeds [95% CI]": interval(ci.estimate, ci.lower, ci.upper),
                     "by seed": ", ".join(f"{a:.3f}" for a in per_seed[disease, m]),
                 }
             )
@@ -267,10 +244,7 @@ def main() -> None:
                 verdict = f"{b} better"
             else:
                 verdict = "not resolved"
-            print(
-                f"  {a} - {b}: "
-                f"{interval(ci.estimate, ci.lower, ci.upper, '+.3f')}  {verdict}"
-            )
+            print(f"  {a} - {b}: {interval(ci.estimate, ci.lower, ci.upper, '+.3f')}  {verdict}")
     print(f"\nwall time {time.perf_counter() - t_start:.1f} s")
 
 

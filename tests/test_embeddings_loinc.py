@@ -199,8 +199,7 @@ def test_bad_parts_file_names_file_column_and_row(parts, tmp_path, change, messa
 def test_parts_that_disagree_with_the_vocabulary_are_refused(parts, vocab, tmp_path):
     table = parts.table.astype(str)
     swapped = table.assign(
-        loinc_code=[table["loinc_code"][1], table["loinc_code"][0]]
-        + list(table["loinc_code"][2:])
+        loinc_code=[table["loinc_code"][1], table["loinc_code"][0]] + list(table["loinc_code"][2:])
     )
     with pytest.raises(ValueError, match="differs from the concept's code"):
         load_loinc_parts(_write(tmp_path, swapped), vocabulary=vocab)
@@ -235,9 +234,7 @@ def test_decile_bins_equal_numpy_quantiles():
     np.testing.assert_allclose(bins.edges[1], np.quantile(b, q))
     # a value equal to an edge goes up; below the first edge is bin 0, above the last 9
     e = bins.edges[0]
-    k = bins.bin(
-        [11, 11, 11, 11, 22, 33, 11], [e[0] - 1, e[0], e[4], e[8] + 1, 0.0, 1.0, np.nan]
-    )
+    k = bins.bin([11, 11, 11, 11, 22, 33, 11], [e[0] - 1, e[0], e[4], e[8] + 1, 0.0, 1.0, np.nan])
     assert k.tolist() == [0, 1, 5, 9, 0, -1, -1]
     assert bins.tokens([11, 33], [e[8] + 1, 1.0]).tolist() == [11 * 100 + 9, 0]
     assert [x.tolist() for x in DecileBins.split_token([1109])] == [[11], [9]]
@@ -338,17 +335,13 @@ def test_normal_is_nearer_high_than_very_high_is_to_normal(cohort_corpus, parts,
     assert not passes(blind)
 
 
-def test_labs_sharing_parts_start_nearer_than_labs_that_share_none(
-    cohort_corpus, parts
-):
+def test_labs_sharing_parts_start_nearer_than_labs_that_share_none(cohort_corpus, parts):
     """Before training, a lab's vector is the mean of its part vectors: LDL calculated
     and LDL direct share five of six parts, glucose and FEV1 only Pt and Qn; with one
     vector per lab (``use_parts=False``) the two LDLs start unrelated."""
 
     def start_cosines(use_parts: bool) -> np.ndarray:
-        result = _train(
-            cohort_corpus, parts, epochs=1, max_pairs=1, lr=1e-9, use_parts=use_parts
-        )
+        result = _train(cohort_corpus, parts, epochs=1, max_pairs=1, lr=1e-9, use_parts=use_parts)
         ids = [2000005004, 2000005005, 2000005048, 2000005016]
         tok = torch.from_numpy(result.token_of(ids))
         with torch.no_grad():

@@ -190,11 +190,7 @@ def load_loinc_parts(
         raw = path.copy()
         file = None
     else:
-        file = (
-            Path(path)
-            if path is not None
-            else data_dir() / "vocabulary" / "loinc_parts.csv"
-        )
+        file = Path(path) if path is not None else data_dir() / "vocabulary" / "loinc_parts.csv"
         where = file
         if not file.is_file():
             raise ValueError(f"{file}: no such LOINC parts file")
@@ -217,9 +213,7 @@ def load_loinc_parts(
             raise _bad(where, col, table.loc[empty].iloc[0], "is empty")
     bad_code = ~table["loinc_code"].str.match(_LOINC_CODE)
     if bad_code.any():
-        raise _bad(
-            where, "loinc_code", table.loc[bad_code].iloc[0], "is not a LOINC code"
-        )
+        raise _bad(where, "loinc_code", table.loc[bad_code].iloc[0], "is not a LOINC code")
     bad_id = ~table["concept_id"].str.fullmatch(r"\d+")
     if bad_id.any():
         raise _bad(where, "concept_id", table.loc[bad_id].iloc[0], "is not an integer")
@@ -263,9 +257,7 @@ def _lab_arrays(concept_id, value, who: str) -> tuple[np.ndarray, np.ndarray]:
     cid = np.asarray(concept_id, dtype=np.int64).reshape(-1)
     val = np.asarray(value, dtype=np.float64).reshape(-1)
     if len(cid) != len(val):
-        raise ValueError(
-            f"{who}: concept_id and value differ in length ({len(cid)}, {len(val)})"
-        )
+        raise ValueError(f"{who}: concept_id and value differ in length ({len(cid)}, {len(val)})")
     return cid, val
 
 
@@ -306,12 +298,8 @@ class DecileBins:
                 fit.
         """
         cid, val = _lab_arrays(concept_id, value, "DecileBins.fit")
-        if not (
-            isinstance(n_bins, int | np.integer) and 2 <= n_bins <= DECILE_ID_FACTOR
-        ):
-            raise ValueError(
-                f"DecileBins.fit: n_bins must be in 2..100, got {n_bins!r}"
-            )
+        if not (isinstance(n_bins, int | np.integer) and 2 <= n_bins <= DECILE_ID_FACTOR):
+            raise ValueError(f"DecileBins.fit: n_bins must be in 2..100, got {n_bins!r}")
         ok = np.isfinite(val)
         cid, val = cid[ok], val[ok]
         labs, counts = np.unique(cid, return_counts=True)
@@ -319,8 +307,7 @@ class DecileBins:
         labs, counts = labs[keep], counts[keep]
         if len(labs) == 0:
             raise ValueError(
-                f"DecileBins.fit: no lab has {min_count} finite values "
-                f"({len(val)} given)"
+                f"DecileBins.fit: no lab has {min_count} finite values ({len(val)} given)"
             )
         q = np.arange(1, n_bins) / n_bins
         edges = np.stack([np.quantile(val[cid == lab], q) for lab in labs])  # (L, B-1)
@@ -402,9 +389,7 @@ class ValueScaler:
         sd = frame.std(ddof=0).reindex(q.index).fillna(0.0)
         scale = scale.where(scale > 0, sd)
         scale = scale.where(scale > 0, 1.0)
-        return cls(
-            q.index.to_numpy(np.int64), q[0.5].to_numpy(), scale.to_numpy(), z_max
-        )
+        return cls(q.index.to_numpy(np.int64), q[0.5].to_numpy(), scale.to_numpy(), z_max)
 
     def transform(self, concept_id, value) -> np.ndarray:
         """z of each value; ``0`` for a lab without statistics or a NaN. ``(N,)``."""
@@ -484,9 +469,7 @@ class ValueCorpus:
         corpus = CodeCorpus.from_arrays(person, days, cid, vocabulary, min_count, seed)
         # the order is kept: times are distinct within a person and persons are sorted
         if not np.array_equal(corpus.person, person):
-            raise ValueError(
-                "ValueCorpus.from_arrays: CodeCorpus changed the event order"
-            )
+            raise ValueError("ValueCorpus.from_arrays: CodeCorpus changed the event order")
         return cls(corpus=corpus, value=val, concept_id=cid)
 
     @classmethod
@@ -522,18 +505,13 @@ class ValueCorpus:
                 if table == "measurement" and "value_as_number" in df
                 else np.full(len(df), np.nan)
             )
-            parts.append(
-                (df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col], v)
-            )
+            parts.append((df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col], v))
         if not parts:
             raise ValueError(
-                "ValueCorpus.from_omop_tables: none of "
-                f"{[t for t, _, _ in OMOP_CODE_TABLES]} given"
+                f"ValueCorpus.from_omop_tables: none of {[t for t, _, _ in OMOP_CODE_TABLES]} given"
             )
         person, days, concept, value = (np.concatenate(cols) for cols in zip(*parts))
-        return cls.from_arrays(
-            person, days, concept, value, vocabulary, min_count, seed
-        )
+        return cls.from_arrays(person, days, concept, value, vocabulary, min_count, seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -707,9 +685,7 @@ class LoincLabModel(nn.Module):
         b = self.base(tokens)  # (B, d)
         h = self.value(torch.cat([z[:, None], b], dim=1))  # (B, hidden)
         per_lab = self.value_lab(tokens).view(len(tokens), h.shape[1], -1)  # (B, H, d)
-        shift = self.value_out(h) + torch.bmm(h.unsqueeze(1), per_lab).squeeze(
-            1
-        )  # (B, d)
+        shift = self.value_out(h) + torch.bmm(h.unsqueeze(1), per_lab).squeeze(1)  # (B, d)
         return b + shift * self.is_lab[tokens, None]
 
     def forward(
@@ -833,9 +809,7 @@ def train_loinc_embedding(
     known = (corpus.tokens[i] != 0) & (corpus.tokens[j] != 0)
     i, j, w = i[known], j[known], w[known]
     if len(i) == 0:
-        raise ValueError(
-            "train_loinc_embedding: the corpus gives no (center, context) pair"
-        )
+        raise ValueError("train_loinc_embedding: the corpus gives no (center, context) pair")
     probs = torch.from_numpy(negative_distribution(corpus.counts, cfg.ns_exponent))
     model = LoincLabModel(
         n_tok,
