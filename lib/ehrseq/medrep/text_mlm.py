@@ -524,11 +524,16 @@ def masked_token_loss(
             random_prob=cfg.random_prob,
             generator=gen,
         )
-        picked = labels != IGNORE_INDEX  # (N, L)
-        logits = model.logits(model(masked, attention_mask))[picked]  # (M, V)
-        total += float(F.cross_entropy(logits, labels[picked], reduction="sum"))
-        correct += int((logits.argmax(1) == labels[picked]).sum())
-        n += int(picked.sum())
+        for start in range(0, len(ids), 256):  # chunks, each cut to its longest text
+            rows = slice(start, start + 256)
+            width = int(attention_mask[rows].sum(1).max())
+            mask = attention_mask[rows, :width]  # (b, l)
+            target = labels[rows, :width]  # (b, l)
+            picked = target != IGNORE_INDEX  # (b, l)
+            logits = model.logits(model(masked[rows, :width], mask)[picked])  # (M, V)
+            total += float(F.cross_entropy(logits, target[picked], reduction="sum"))
+            correct += int((logits.argmax(1) == target[picked]).sum())
+            n += int(picked.sum())
     model.train(was_training)
     if n == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "n_masked": 0}
