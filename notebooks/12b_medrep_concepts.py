@@ -157,7 +157,7 @@ class Config:
     hub_sweep: tuple[int, ...] = (9, 4)  # hub thresholds below the default (first seed)
     # encoder (b): a small masked language model trained here on the descriptions
     mlm_seeds: tuple[int, ...] = (0, 1, 2)
-    mlm_epochs: int = 6
+    mlm_epochs: int = 5
     # the survival model: BEHRT at d_model, trained at site A over these seeds
     seeds: tuple[int, ...] = (0, 1)
     d_model: int = 32
