@@ -572,6 +572,14 @@ def winner(lo: float, hi: float, a: str, b: str) -> str:
     return f"{a} higher" if lo > 0 else f"{b} higher" if hi < 0 else "not resolved"
 
 
+def paired_over_seeds(runs: pd.DataFrame, a: str, b: str, metric: str) -> tuple[str, str]:
+    """``a - b`` in ``metric`` paired over seeds: the interval as text and the verdict."""
+    by_seed = runs.set_index(["model", "seed"])[metric]
+    mean, lo, hi = interval((by_seed.loc[a] - by_seed.loc[b]).to_numpy())  # (seeds,)
+    text = shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " ")
+    return text, winner(lo, hi, a, b)
+
+
 curve = []
 for (name, n), part in runs.groupby(["model", "size"], sort=False):
     row = {"model": name, "size": n}
@@ -1039,22 +1047,14 @@ for key, (claim, a, b, source) in BEYOND.items():
     else:
         keep(f"verdict_{key}", "not resolved")
     keep(f"{key}_text", shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " "))
-by_seed = largest.set_index(["model", "seed"])
 for key, other in (("behrt_vs_mime", "MiME"), ("behrt_vs_flat", "flat GRU")):
     for metric, tag in (("PR-AUC", "pr"), ("AUROC", "roc")):
-        diff = by_seed.loc["BEHRT", metric] - by_seed.loc[other, metric]  # (seeds,)
-        mean, lo, hi = interval(diff.to_numpy())
-        text = shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " ")
+        text, verdict = paired_over_seeds(largest, "BEHRT", other, metric)
         keep(f"{key}_{tag}_text", text)
-        keep(f"verdict_{key}_{tag}", winner(lo, hi, "BEHRT", other))
+        keep(f"verdict_{key}_{tag}", verdict)
 keep("n_lab_nodes", float(graphs_train["lab_mask"].sum(1).float().mean()))
 if cfg.gct_labs:
-    parts = {}
-    for metric in ("PR-AUC", "AUROC"):
-        diff = by_seed.loc["GCT + labs", metric] - by_seed.loc["GCT", metric]  # (seeds,)
-        mean, lo, hi = interval(diff.to_numpy())
-        text = shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " ")
-        parts[metric] = (text, winner(lo, hi, "GCT + labs", "GCT"))
+    parts = {m: paired_over_seeds(largest, "GCT + labs", "GCT", m) for m in ("PR-AUC", "AUROC")}
     said = "; ".join(f"{m} {t}, {v}" for m, (t, v) in parts.items())
     keep("gct_labs_sentence", f"GCT with lab nodes minus GCT without, paired: {said}.")
     keep("verdict_gct_labs", parts["PR-AUC"][1])
@@ -1363,14 +1363,11 @@ death_table = pd.DataFrame(
     index=order,
 )
 keep_table("death_table", death_table)
-death_seed = death_runs.set_index(["model", "seed"])
 for key, other in (("death_vs_flat", "flat GRU"), ("death_vs_bag", "bag of codes")):
     for metric, tag in (("PR-AUC", "pr"), ("AUROC", "roc")):
-        diff = death_seed.loc["MiME", metric] - death_seed.loc[other, metric]  # (seeds,)
-        mean, lo, hi = interval(diff.to_numpy())
-        text = shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " ")
+        text, verdict = paired_over_seeds(death_runs, "MiME", other, metric)
         keep(f"{key}_{tag}_text", text)
-        keep(f"verdict_{key}_{tag}", winner(lo, hi, "MiME", other))
+        keep(f"verdict_{key}_{tag}", verdict)
 keep("death_cpu_s", time.process_time() - death_t0)
 display(death_runs.pivot(index="seed", columns="model").round(3))
 

@@ -72,6 +72,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "NOT_RESOLVED",
     "PAIRED_METRICS",
+    "difference_row",
     "format_table",
     "plot_comparison",
 ]
@@ -81,6 +82,26 @@ PAIRED_METRICS = ("Harrell C", "IBS", "AUROC")
 
 #: The verdict of a paired difference whose interval contains 0.
 NOT_RESOLVED = "not resolved"
+
+
+def difference_row(a: str, b: str, metric: str, ci, higher_is_better: bool = True) -> dict:
+    """One paired comparison as a row: ``comparison`` (``"a - b"``), ``metric``,
+    ``difference``, ``lower``, ``upper`` and ``verdict``: ``"<model> is better"`` when the
+    interval ``ci`` (of ``a - b``) excludes 0, the side given by ``higher_is_better``,
+    else :data:`NOT_RESOLVED`."""
+    if ci.lower > 0 or ci.upper < 0:
+        better = a if (ci.lower > 0) == higher_is_better else b
+        verdict = f"{better} is better"
+    else:
+        verdict = NOT_RESOLVED
+    return {
+        "comparison": f"{a} - {b}",
+        "metric": metric,
+        "difference": ci.estimate,
+        "lower": ci.lower,
+        "upper": ci.upper,
+        "verdict": verdict,
+    }
 
 #: Whether a larger value of each protocol metric is better.
 HIGHER_IS_BETTER = {
@@ -390,20 +411,7 @@ class SurvivalProtocol:
             seed=self.seed,
             resampler=self._resampler(metric, lambda v: v[:k].mean(axis=0) - v[k:].mean(axis=0)),
         )
-        if ci.lower > 0 or ci.upper < 0:
-            a_higher = ci.lower > 0
-            better = a if a_higher == HIGHER_IS_BETTER[metric] else b
-            verdict = f"{better} is better"
-        else:
-            verdict = NOT_RESOLVED
-        return {
-            "comparison": f"{a} - {b}",
-            "metric": metric,
-            "difference": ci.estimate,
-            "lower": ci.lower,
-            "upper": ci.upper,
-            "verdict": verdict,
-        }
+        return difference_row(a, b, metric, ci, HIGHER_IS_BETTER[metric])
 
     def compare(
         self,

@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from ehrseq.data.task import SurvivalTask
 from ehrseq.data.vocab import Vocab
-from ehrseq.evaluate import NOT_RESOLVED
+from ehrseq.evaluate import difference_row
 from ehrseq.metrics import auprc, auroc, bootstrap_ci
 from ehrseq.models import BehrtConfig
 from ehrseq.models.behrt import encoder_inputs
@@ -371,15 +371,4 @@ def binary_difference(
         return float(np.mean([fn(y, s) for s in ss[:k]]) - np.mean([fn(y, s) for s in ss[k:]]))
 
     ci = bootstrap_ci(diff, np.asarray(labels), *every, n_boot=n_boot, alpha=1 - level, seed=seed)
-    if ci.lower > 0 or ci.upper < 0:
-        verdict = f"{a if ci.lower > 0 else b} is better"
-    else:
-        verdict = NOT_RESOLVED
-    return {
-        "comparison": f"{a} - {b}",
-        "metric": metric,
-        "difference": ci.estimate,
-        "lower": ci.lower,
-        "upper": ci.upper,
-        "verdict": verdict,
-    }
+    return difference_row(a, b, metric, ci)  # AUROC and AUPRC: higher is better
