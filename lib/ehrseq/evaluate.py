@@ -103,6 +103,7 @@ def difference_row(a: str, b: str, metric: str, ci, higher_is_better: bool = Tru
         "verdict": verdict,
     }
 
+
 #: Whether a larger value of each protocol metric is better.
 HIGHER_IS_BETTER = {
     "Harrell C": True,
