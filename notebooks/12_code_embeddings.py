@@ -924,7 +924,7 @@ ontology = build_ontology_graph(
 )
 print(ontology)
 assert ontology.n_codes == len(ontology_ids) and ontology.n_is_a > 0
-x0 = torch.as_tensor(plain_runs[cfg.seeds[0]][1].embedding.vectors).float()
+x0 = torch.tensor(plain_runs[cfg.seeds[0]][1].embedding.vectors, dtype=torch.float32)
 start = GraphSkipGram(torch.cat([x0, torch.zeros(ontology.n_hidden, cfg.dim)]), x0)
 assert torch.equal(start.encode(ontology.edge_index)[: len(x0)], x0)  # W = 0: h = x
 graph_counts = ontology.summary()
@@ -1000,7 +1000,7 @@ graph_summary["shown"] = [
 ]
 graph_table = graph_summary.pivot(index="method", columns="metric", values="shown")
 graph_table = graph_table.loc[list(GRAPH_METHODS), list(GRAPH_METRICS)]
-graph_table = graph_table.rename(columns=GRAPH_METRICS)
+graph_table = graph_table.rename(columns=GRAPH_METRICS).T  # a row per score: fits the page
 graph_table.index.name = None
 graph_table.columns.name = None
 keep_table("graph_table", graph_table)
@@ -1150,7 +1150,7 @@ else:
         "sample's relationship table."
     )
 keep("synthea_text", synthea_text)
-print(synthea_text)
+print(textwrap.fill(synthea_text, 88))
 
 # %% [markdown]
 # {glue:text}`synthea_text`
@@ -1237,7 +1237,8 @@ keep("visit_lr", cfg.visit_lr)
 keep("visit_seconds", float(np.mean(visit_seconds)))
 keep("visit_n_scored", int(visit_runs["n_codes"].iloc[0]))  # the codes all three share
 visit_summary = summarise_runs(visit_runs, list(METRICS), level=cfg.level)
-visit_summary["shown"] = [interval(r.mean, r.lower, r.upper) for r in visit_summary.itertuples()]
+summary_rows = visit_summary.itertuples()
+visit_summary["shown"] = [interval(r.mean, r.lower, r.upper) for r in summary_rows]
 visit_table = visit_summary.pivot(index="method", columns="metric", values="shown")
 visit_table = visit_table.loc[list(VISIT_METHODS), list(METRICS)].rename(columns=METRICS)
 visit_table.index.name = None
@@ -1260,7 +1261,8 @@ visit_shown["difference [95% interval]"] = [
 visit_shown = visit_shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
 keep_table("visit_comparison_table", visit_shown)
 for row in visit_compared.itertuples():
-    said = interval(row.difference, row.lower, row.upper, f"+.{digits_for(row.lower, row.upper)}f")
+    digits = digits_for(row.lower, row.upper)
+    said = interval(row.difference, row.lower, row.upper, f"+.{digits}f")
     keep(f"visit_{row.key}_{row.metric}", said)
     keep(f"visit_verdict_{row.key}_{row.metric}", row.verdict)
 

@@ -483,7 +483,7 @@ def object_step(model, batch):
 
 @torch.no_grad()
 def in_chunks(model, batch: dict, read, chunk: int = 1024) -> np.ndarray:
-    """``read(model(part))`` over parts of ``chunk`` rows of a padded object batch, stacked."""
+    """``read(model(part))`` over ``chunk`` rows at a time of a padded object batch."""
     model.eval()
     n = len(batch["person_ids"])
     parts = []
@@ -1054,7 +1054,8 @@ for key, other in (("behrt_vs_mime", "MiME"), ("behrt_vs_flat", "flat GRU")):
         keep(f"verdict_{key}_{tag}", verdict)
 keep("n_lab_nodes", float(graphs_train["lab_mask"].sum(1).float().mean()))
 if cfg.gct_labs:
-    parts = {m: paired_over_seeds(largest, "GCT + labs", "GCT", m) for m in ("PR-AUC", "AUROC")}
+    metrics = ("PR-AUC", "AUROC")
+    parts = {m: paired_over_seeds(largest, "GCT + labs", "GCT", m) for m in metrics}
     said = "; ".join(f"{m} {t}, {v}" for m, (t, v) in parts.items())
     keep("gct_labs_sentence", f"GCT with lab nodes minus GCT without, paired: {said}.")
     keep("verdict_gct_labs", parts["PR-AUC"][1])
@@ -1343,7 +1344,8 @@ keep("death_prevalence", float(y_test_d.mean()))
 rows_d = np.arange(len(pool_d))  # the largest size: every labelled training patient
 clf = LogisticRegression(C=cfg.bag_C, max_iter=2000).fit(x_train_d, y_pool_d)
 p = clf.predict_proba(x_test_d)[:, 1]  # the same at every seed: fitted once
-death_runs = [("bag of codes", s, auprc(y_test_d, p), auroc(y_test_d, p)) for s in cfg.seeds]
+bag_scores = (auprc(y_test_d, p), auroc(y_test_d, p))
+death_runs = [("bag of codes", s, *bag_scores) for s in cfg.seeds]
 for seed in progress(cfg.seeds, desc="death, seeds"):
     for name in ("MiME", "flat GRU"):
         torch.manual_seed(seed)
