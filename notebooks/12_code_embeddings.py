@@ -1000,7 +1000,7 @@ graph_summary["shown"] = [
 ]
 graph_table = graph_summary.pivot(index="method", columns="metric", values="shown")
 graph_table = graph_table.loc[list(GRAPH_METHODS), list(GRAPH_METRICS)]
-graph_table = graph_table.rename(columns=GRAPH_METRICS).T  # a row per score: fits the page
+graph_table = graph_table.rename(columns=GRAPH_METRICS).T  # a row per score
 graph_table.index.name = None
 graph_table.columns.name = None
 keep_table("graph_table", graph_table)
@@ -1226,8 +1226,8 @@ keep(
     "visit_persons_text",
     f"all {n_visit_persons:,} patients of the corpus"
     if n_visit_persons == corpus.n_persons
-    else f"{n_visit_persons:,} of the corpus's {corpus.n_persons:,} patients (fewer than the "
-    "skip-gram saw, to keep this profile short)",
+    else f"{n_visit_persons:,} of the corpus's {corpus.n_persons:,} patients "
+    "(fewer than the skip-gram saw, to keep this profile short)",
 )
 keep("visit_n_visits", len(visit_first[1].visits))
 keep("visit_window", cfg.visit_window)

@@ -572,8 +572,8 @@ def winner(lo: float, hi: float, a: str, b: str) -> str:
     return f"{a} higher" if lo > 0 else f"{b} higher" if hi < 0 else "not resolved"
 
 
-def paired_over_seeds(runs: pd.DataFrame, a: str, b: str, metric: str) -> tuple[str, str]:
-    """``a - b`` in ``metric`` paired over seeds: the interval as text and the verdict."""
+def paired_over_seeds(runs: pd.DataFrame, a: str, b: str, metric: str):
+    """``a - b`` in ``metric`` over seeds: the interval as text and the verdict."""
     by_seed = runs.set_index(["model", "seed"])[metric]
     mean, lo, hi = interval((by_seed.loc[a] - by_seed.loc[b]).to_numpy())  # (seeds,)
     text = shown_interval(mean, lo, hi, "+.3f").replace("\u00a0", " ")
