@@ -80,11 +80,6 @@ def main() -> None:
     train_ids = np.sort(task.split["train"])
     if args.max_persons and len(train_ids) > args.max_persons:
         train_ids = np.sort(rng.choice(train_ids, args.max_persons, replace=False))
-    tables = {
-        name: table.loc[table["person_id"].isin(train_ids)]
-        for name, table in cohort.tables.items()
-        if "person_id" in table.columns
-    }
     data = downstream_data(task, n_boot=args.n_boot, seed=0)
     t_data = time.perf_counter() - t0
     print(
@@ -108,7 +103,9 @@ def main() -> None:
     embeddings: dict[tuple[str, int], CodeEmbedding] = {}
     for seed in args.seeds:
         vocab = cohort.vocabulary
-        corpus = CodeCorpus.from_omop_tables(tables, vocabulary=vocab, seed=seed)
+        corpus = CodeCorpus.from_omop_tables(
+            cohort.tables, vocabulary=vocab, seed=seed, persons=train_ids
+        )
         run = dataclasses.replace(base, seed=seed)
         ref = gensim_skipgram(corpus, run)
         plain = train_skipgram(corpus, run)

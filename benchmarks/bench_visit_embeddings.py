@@ -87,11 +87,6 @@ def main() -> None:
     train_ids = np.sort(task.split["train"])
     if args.max_persons and len(train_ids) > args.max_persons:
         train_ids = np.sort(rng.choice(train_ids, args.max_persons, replace=False))
-    tables = {
-        name: table.loc[table["person_id"].isin(train_ids)]
-        for name, table in cohort.tables.items()
-        if "person_id" in table.columns
-    }
     domains = truth.concept_domains(cohort)
     t_task = time.perf_counter() - t0
     print(f"task ({args.profile}): {t_task:.1f} s")
@@ -114,7 +109,9 @@ def main() -> None:
     print(f"visit: {visit_cfg} (per type: per_type=True)")
     rows, seconds = [], []
     for seed in args.seeds:
-        corpus = CodeCorpus.from_omop_tables(tables, vocabulary=cohort.vocabulary, seed=seed)
+        corpus = CodeCorpus.from_omop_tables(
+            cohort.tables, vocabulary=cohort.vocabulary, seed=seed, persons=train_ids
+        )
         if seed == args.seeds[0]:
             print(corpus.report())
             print(corpus_visits(corpus).report())

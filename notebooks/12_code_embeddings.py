@@ -197,16 +197,13 @@ cohort = task.cohort
 train_ids = np.sort(task.split["train"])
 if cfg.max_persons and len(train_ids) > cfg.max_persons:
     train_ids = np.sort(rng.choice(train_ids, cfg.max_persons, replace=False))
-tables = {
-    name: table.loc[table["person_id"].isin(train_ids)]
-    for name, table in cohort.tables.items()
-    if "person_id" in table.columns
-}
 
 
 def corpus_for(seed: int) -> CodeCorpus:
     """The training patients' codes, same-day codes shuffled with ``seed``."""
-    return CodeCorpus.from_omop_tables(tables, vocabulary=cohort.vocabulary, seed=seed)
+    return CodeCorpus.from_omop_tables(
+        cohort.tables, vocabulary=cohort.vocabulary, seed=seed, persons=train_ids
+    )
 
 
 corpus = corpus_for(cfg.seeds[0])

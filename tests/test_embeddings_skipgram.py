@@ -137,6 +137,25 @@ def test_corpus_from_events_matches_from_tables(cohort, corpus):
     np.testing.assert_array_equal(a.days, b.days)
 
 
+def test_persons_keeps_what_cutting_the_tables_keeps(cohort):
+    """``persons=`` gives the corpus of the tables cut to those persons, same-day
+    shuffle included (chapter 12 and its benchmarks draw their corpus patients so)."""
+    ids = np.sort(cohort.tables["person"]["person_id"].to_numpy()[::3])
+    cut = {
+        name: table.loc[table["person_id"].isin(ids)]
+        for name, table in cohort.tables.items()
+        if "person_id" in table.columns
+    }
+    a = CodeCorpus.from_omop_tables(cut, vocabulary=cohort.vocabulary, seed=4)
+    b = CodeCorpus.from_omop_tables(
+        cohort.tables, vocabulary=cohort.vocabulary, seed=4, persons=ids
+    )
+    assert a.n_persons == b.n_persons == len(np.unique(a.person)) < 300
+    np.testing.assert_array_equal(a.person, b.person)
+    np.testing.assert_array_equal(a.concept_ids[a.tokens], b.concept_ids[b.tokens])
+    np.testing.assert_array_equal(a.days, b.days)
+
+
 @pytest.mark.parametrize("share", [1, 4])
 def test_closed_form_gradients_equal_autograd(share):
     g = torch.Generator().manual_seed(0)

@@ -237,21 +237,26 @@ class CodeCorpus:
         vocabulary: Vocabulary | Iterable[int] | None = None,
         min_count: int = 1,
         seed: int = 0,
+        persons: Iterable[int] | None = None,
     ) -> CodeCorpus:
         """Build the corpus from OMOP clinical tables held in memory (e.g. a synthetic cohort's).
 
         Reads the standard concept and start date of :data:`OMOP_CODE_TABLES`; a table that
-        is absent is skipped. For an export on disk, read it with
+        is absent is skipped. ``persons`` keeps only those persons' rows (e.g. the training
+        split); ``None`` keeps all. For an export on disk, read it with
         :func:`ehrseq.data.omop.load_omop` and use :meth:`from_events`.
 
         Raises:
             ValueError: when none of the tables is present.
         """
+        keep = None if persons is None else np.asarray(list(persons), dtype=np.int64)
         parts = []
         for table, concept_col, date_col in OMOP_CODE_TABLES:
             if table not in tables:
                 continue
             df = tables[table]
+            if keep is not None:
+                df = df.loc[df["person_id"].isin(keep)]
             t = pd.to_datetime(df[date_col]).to_numpy("datetime64[ns]").astype(np.int64)
             parts.append((df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col].to_numpy()))
         if not parts:
