@@ -148,6 +148,22 @@ def test_lasso_labels_leave_out_the_censored_before_the_horizon(task, lasso):
     assert lasso.n_train + lasso.n_unlabelled == len(train)
 
 
+def test_horizon_labels_read_a_shorter_horizon_than_the_tasks(task):
+    """An outcome after the horizon is none within it (label 0, known); one at the horizon
+    counts. At the task's own horizon every task event is a label 1, as before."""
+    frame = pd.DataFrame({"duration": [50.0, 100.0, 300.0, 300.0, 80.0], "event": [1, 1, 1, 0, 0]})
+    label, known = horizon_labels(frame, horizon=100.0)
+    assert label.tolist() == [1, 1, 0, 0, 0]
+    assert known.tolist() == [True, True, True, True, False]
+    train = task.frame("train")
+    label, known = horizon_labels(train, task.cuts[-1])
+    assert (label == train["event"].to_numpy()).all() and known[label == 1].all()
+    short = task.cuts[-1] / 3
+    label, _ = horizon_labels(train, short)
+    late = (train["event"].to_numpy() == 1) & (train["duration"].to_numpy() > short)
+    assert late.sum() > 0 and label[late].sum() == 0
+
+
 def test_lasso_equals_scikit_learn_on_the_same_features(task, lasso):
     """The same coefficients as scikit-learn's L1 logistic regression fitted by hand on the
     standardised bag of codes of the labelled training persons only (and not on all)."""

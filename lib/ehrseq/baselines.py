@@ -301,10 +301,12 @@ class CoxBaseline:
 def horizon_labels(frame: pd.DataFrame, horizon: float) -> tuple[np.ndarray, np.ndarray]:
     """The binary label "the outcome within the horizon" and whether it is known.
 
-    A person has label 1 with the outcome inside the window (``event == 1``; a task's
-    events all fall inside its horizon), label 0 when followed to the horizon without it
-    (``duration >= horizon``), and no label when censored earlier without it: whether the
-    outcome would have come before the horizon is not known.
+    A person has label 1 with the outcome inside the window (``event == 1`` and
+    ``duration <= horizon``), label 0 when followed to the horizon without it
+    (``duration >= horizon``; an outcome after the horizon counts as none within it), and no
+    label when censored earlier without it: whether the outcome would have come before the
+    horizon is not known. So a horizon shorter than the task's (a 1-year label from a
+    5-year task) is read correctly, not only the task's own.
 
     Args:
         frame: ``duration`` and ``event`` per person (:meth:`SurvivalTask.frame`).
@@ -313,8 +315,9 @@ def horizon_labels(frame: pd.DataFrame, horizon: float) -> tuple[np.ndarray, np.
     Returns:
         ``(label, known)``, both ``(n,)``: ``label`` 0/1 (0 where unknown), ``known`` bool.
     """
-    event = frame["event"].to_numpy(int) == 1
-    known = event | (frame["duration"].to_numpy(float) >= horizon - 1e-9)
+    duration = frame["duration"].to_numpy(float)
+    event = (frame["event"].to_numpy(int) == 1) & (duration <= horizon + 1e-9)
+    known = event | (duration >= horizon - 1e-9)
     return event.astype(int), known
 
 

@@ -527,7 +527,7 @@ def downstream_data(
     frames = {s: task.frame(s) for s in ("train", "test")}
     train = frames["train"]["subject_id"].to_numpy(np.int64)
     test = frames["test"]["subject_id"].to_numpy(np.int64)
-    labels = {s: _labels_within(frames[s], horizon_days) for s in frames}
+    labels = {s: horizon_labels(frames[s], horizon_days) for s in frames}
     for s, (y, known) in labels.items():
         if len(np.unique(y[known])) < 2:
             raise ValueError(
@@ -574,19 +574,6 @@ def downstream_data(
         n_clusters=len(kept),
         horizon_days=float(horizon_days),
     )
-
-
-def _labels_within(
-    frame: pd.DataFrame,
-    horizon_days: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`ehrseq.baselines.horizon_labels` at a horizon inside the task's.
-
-    An event after ``horizon_days`` counts as event-free followed past the horizon
-    (label 0, known)."""
-    early = frame["duration"].to_numpy(float) <= horizon_days
-    within = frame["event"].to_numpy(int) * early
-    return horizon_labels(frame.assign(event=within), horizon_days)
 
 
 def _features(v: PatientVectors) -> pd.DataFrame:
