@@ -50,6 +50,7 @@ LAYERS = {
     "medrep": 4,  # concept representations from text and the graph, on embeddings
     "medrep_variants": 7,  # chapter 12b's three encoders: models, metrics, pretrain
     "embedding_downstream": 7,  # frozen code vectors scored downstream: evaluate
+    "medcodebert": 7,  # BEHRT + time gap + type, pretrained: pretrain, evaluate, embeddings
 }
 TOP = max(LAYERS.values()) + 1
 
