@@ -28,7 +28,9 @@ time, from one of:
 (a) and (b) use :func:`~ehrseq.embeddings.skipgram.train_skipgram`, (c) and (c0)
 :func:`~ehrseq.embeddings.loinc.train_loinc_embedding`, all with d = 32, a window of 10,
 tau = 30 days, 3 epochs. A logistic regression (standardised features) fitted on the
-training patients scores the test patients. Seeds 0, 1, 2 train the embeddings; the
+training patients scores the test patients. The task, the patient vectors, the scores and
+the intervals are :mod:`ehrseq.lab_detection`'s, which chapter 12 runs at a smaller
+scale. Seeds 0, 1, 2 train the embeddings; the
 AUROC is the mean over seeds, with a 95 % percentile bootstrap interval over test
 patients (the same resamples for every method), and the paired differences get the same
 interval and a verdict: a winner only when the interval excludes zero, "not resolved"
@@ -48,8 +50,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from ehrseq.data.synthetic import SyntheticConfig, generate_cohort
 from ehrseq.embeddings.corpus import CodeCorpus
@@ -62,72 +62,21 @@ from ehrseq.embeddings.loinc import (
     train_loinc_embedding,
 )
 from ehrseq.embeddings.skipgram import SkipGramConfig, train_skipgram
-from ehrseq.metrics import auroc, bootstrap_ci
-from ehrseq.numbers import interval
-
-METHODS = ("lab code", "decile tokens", "LOINC, no value", "LOINC + value")
-PAIRS = (
-    ("LOINC + value", "LOINC, no value"),
-    ("LOINC + value", "lab code"),
-    ("decile tokens", "lab code"),
-    ("LOINC + value", "decile tokens"),
+from ehrseq.lab_detection import (
+    LAB_DISEASES,
+    LAB_PAIRS,
+    detection_table,
+    lab_tasks,
+    score_lab_methods,
 )
-_NS_PER_DAY = 86_400 * 10**9
-
-
-def task_labels(cohort, disease: str, years: float = 1.0) -> tuple[pd.DataFrame, dict]:
-    """Cases (latent, undiagnosed at the prediction time) and controls, with counts."""
-    persons = cohort.truth.persons
-    t = persons["enrol_date"] + pd.to_timedelta(round(365.25 * years), unit="D")
-    frame = pd.DataFrame({"person_id": persons["person_id"], "t": t})
-    observed = persons["obs_end_date"] > t
-    on = cohort.truth.onsets
-    on = on.loc[on["disease"] == disease, ["person_id", "onset_date", "diagnosed_date"]]
-    frame = frame.merge(on, on="person_id", how="left")
-    began = frame["onset_date"] <= frame["t"]
-    diagnosed = frame["diagnosed_date"] <= frame["t"]
-    frame["label"] = (began & ~diagnosed).astype(int)
-    keep = observed.to_numpy() & ~diagnosed.to_numpy()
-    counts = {
-        "not observed at t": int((~observed).sum()),
-        "diagnosed before t": int((observed.to_numpy() & diagnosed.to_numpy()).sum()),
-    }
-    return frame.loc[keep, ["person_id", "t", "label"]].reset_index(drop=True), counts
-
-
-def lab_events(cohort, labels: pd.DataFrame) -> pd.DataFrame:
-    """Every lab event of the labelled persons on or before their prediction time."""
-    m = cohort.tables["measurement"]
-    m = m[["person_id", "measurement_concept_id", "measurement_date", "value_as_number"]]
-    m = m.merge(labels[["person_id", "t"]], on="person_id")
-    m = m.loc[pd.to_datetime(m["measurement_date"]) <= m["t"]]
-    return m.rename(columns={"measurement_concept_id": "concept_id", "value_as_number": "value"})
-
-
-def patient_means(events: pd.DataFrame, vectors: np.ndarray, persons: np.ndarray) -> np.ndarray:
-    """Mean event vector of each person (persons without a usable event: zeros)."""
-    ok = np.isfinite(vectors).all(1)
-    frame = pd.DataFrame(vectors[ok]).assign(person_id=events["person_id"].to_numpy()[ok])
-    means = frame.groupby("person_id").mean()
-    return means.reindex(persons).fillna(0.0).to_numpy()
-
-
-def score(x_train, y_train, x_test) -> np.ndarray:
-    scaler = StandardScaler().fit(x_train)
-    model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit(scaler.transform(x_train), y_train)
-    return model.predict_proba(scaler.transform(x_test))[:, 1]
+from ehrseq.numbers import interval
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-patients", type=int, default=4000)
     parser.add_argument("--embed-patients", type=int, default=1200)
-    parser.add_argument(
-        "--diseases",
-        nargs="+",
-        default=["type2_diabetes", "hyperlipidemia", "chronic_kidney_disease"],
-    )
+    parser.add_argument("--diseases", nargs="+", default=list(LAB_DISEASES))
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
@@ -141,22 +90,9 @@ def main() -> None:
     is_test = rng.random(len(persons)) < 0.5
     test_all, train_all = persons[is_test], persons[~is_test]
     embed_p = rng.choice(train_all, size=min(args.embed_patients, len(train_all)), replace=False)
-    tasks = {}
-    for disease in args.diseases:
-        labels, dropped = task_labels(cohort, disease)
-        events = lab_events(cohort, labels)
-        has_lab = labels["person_id"].isin(events["person_id"])
-        dropped["no lab before t"] = int((~has_lab).sum())
-        labels = labels.loc[has_lab].reset_index(drop=True)
-        test = labels["person_id"].isin(test_all).to_numpy()
-        tasks[disease] = (labels.loc[~test], labels.loc[test], events)
-        print(
-            f"{disease}: train {(~test).sum():,} "
-            f"({int(labels.loc[~test, 'label'].sum())} cases), test {test.sum():,} "
-            f"({int(labels.loc[test, 'label'].sum())} cases) "
-            "latent and undiagnosed at 1 year; left out: "
-            + ", ".join(f"{k} {v:,}" for k, v in dropped.items())
-        )
+    tasks = lab_tasks(cohort, train_all, test_all, args.diseases)
+    for task in tasks.values():
+        print(task.report())
 
     vc = ValueCorpus.from_omop_tables(cohort.tables, persons=embed_p)
     finite = np.isfinite(vc.value)
@@ -171,80 +107,38 @@ def main() -> None:
         f"{dc.n_unbinned:,}; {parts.report()}"
     )
 
-    def vectors(method: str, seed: int, events: pd.DataFrame) -> np.ndarray:
-        cid = events["concept_id"].to_numpy(np.int64)
-        val = events["value"].to_numpy(np.float64)
-        if method.startswith("LOINC"):
-            return models[method].event_vectors(cid, val)
-        emb = models[method]
-        if method == "decile tokens":
-            tok = bins.tokens(cid, val)
-            cid = np.where(tok > 0, tok, cid)
-        rows = emb.rows(cid)
-        out = np.full((len(rows), emb.dim), np.nan)
-        out[rows >= 0] = emb.vectors[rows[rows >= 0]]
-        return out
-
-    scores = {
-        (d, m): np.zeros(((tasks[d][1]).shape[0], args.seeds)) for d in tasks for m in METHODS
-    }
-    per_seed: dict = {key: [] for key in scores}
+    models = {}
     for seed in range(args.seeds):
         sg = SkipGramConfig(dim=32, window=10, tau=30.0, epochs=3, seed=seed, progress=False)
         t0 = time.perf_counter()
-        models = {
-            "lab code": train_skipgram(plain, sg).embedding,
-            "decile tokens": train_skipgram(dc.corpus, sg).embedding,
-        }
+        models["lab code", seed] = train_skipgram(plain, sg).embedding
+        models["decile tokens", seed] = train_skipgram(dc.corpus, sg).embedding
         t1 = time.perf_counter()
         cfg = LoincConfig(dim=32, window=10, tau=30.0, epochs=3, seed=seed)
-        models["LOINC + value"] = train_loinc_embedding(vc, parts, cfg, lab_ids=labs)
+        models["LOINC + value", seed] = train_loinc_embedding(vc, parts, cfg, lab_ids=labs)
         t2 = time.perf_counter()
         blind = dataclasses.replace(cfg, value_aware=False)
-        models["LOINC, no value"] = train_loinc_embedding(vc, parts, blind, lab_ids=labs)
+        models["LOINC, no value", seed] = train_loinc_embedding(vc, parts, blind, lab_ids=labs)
         print(f"  seed {seed}: two skip-grams {t1 - t0:.1f} s, LOINC + value {t2 - t1:.1f} s")
-        for disease, (train, test, events) in tasks.items():
-            for method in METHODS:
-                v = vectors(method, seed, events)
-                x_tr = patient_means(events, v, train["person_id"].to_numpy())
-                x_te = patient_means(events, v, test["person_id"].to_numpy())
-                s = score(x_tr, train["label"].to_numpy(), x_te)
-                scores[disease, method][:, seed] = s
-                per_seed[disease, method].append(auroc(test["label"].to_numpy(), s))
-
-    def mean_auc(y, col):
-        return float(np.mean([auroc(y, col[:, k]) for k in range(col.shape[1])]))
-
-    for disease, (_, test, _) in tasks.items():
-        y = test["label"].to_numpy()
+    scores, runs = score_lab_methods(tasks, models, bins={"decile tokens": bins})
+    summary, diffs = detection_table(tasks, scores, LAB_PAIRS, n_boot=args.n_boot, seed=1)
+    for disease, task in tasks.items():
+        y = task.test["label"].to_numpy()
         rows = []
-        for m in METHODS:
-            ci = bootstrap_ci(mean_auc, y, scores[disease, m], n_boot=args.n_boot, seed=1)
+        for r in summary.loc[summary["disease"] == disease].itertuples():
+            by_seed = runs.loc[(runs["disease"] == disease) & (runs["method"] == r.method)]
             rows.append(
                 {
-                    "method": m,
-                    "AUROC, mean of seeds [95% CI]": interval(ci.estimate, ci.lower, ci.upper),
-                    "by seed": ", ".join(f"{a:.3f}" for a in per_seed[disease, m]),
+                    "method": r.method,
+                    "AUROC, mean of seeds [95% CI]": interval(r.auroc, r.lower, r.upper),
+                    "by seed": ", ".join(f"{a:.3f}" for a in by_seed["auroc"]),
                 }
             )
         print(f"\n{disease} (test: {len(y):,} patients, {int(y.sum())} cases)")
         print(pd.DataFrame(rows).to_string(index=False))
-        for a, b in PAIRS:
-            ci = bootstrap_ci(
-                lambda y, sa, sb: mean_auc(y, sa) - mean_auc(y, sb),
-                y,
-                scores[disease, a],
-                scores[disease, b],
-                n_boot=args.n_boot,
-                seed=1,
-            )
-            if ci.lower > 0:
-                verdict = f"{a} better"
-            elif ci.upper < 0:
-                verdict = f"{b} better"
-            else:
-                verdict = "not resolved"
-            print(f"  {a} - {b}: {interval(ci.estimate, ci.lower, ci.upper, '+.3f')}  {verdict}")
+        for r in diffs.loc[diffs["disease"] == disease].itertuples():
+            said = interval(r.difference, r.lower, r.upper, "+.3f")
+            print(f"  {r.comparison}: {said}  {r.verdict}")
     print(f"\nwall time {time.perf_counter() - t_start:.1f} s")
 
 

@@ -20,6 +20,7 @@ from ehrseq.embeddings.loinc import (
     ValueScaler,
     decile_corpus,
     load_loinc_parts,
+    ordering_distances,
     train_loinc_embedding,
 )
 
@@ -304,7 +305,8 @@ def _train(cohort_corpus, parts, **kw):
 
 def ordering(result, vocab) -> dict[str, tuple[float, float]]:
     """Per lab: (distance normal-high, distance normal-very high), with normal, high and
-    very high the reference mean, mean + 2 SD and mean + 4 SD of concept_annotation."""
+    very high the reference mean, mean + 2 SD and mean + 4 SD of concept_annotation,
+    written out here and checked against the library's ordering_distances."""
     ann = vocab.annotation.set_index("concept_code")
     out = {}
     for code in ORDER_LABS:
@@ -316,6 +318,11 @@ def ordering(result, vocab) -> dict[str, tuple[float, float]]:
             float(np.linalg.norm(u[0] - u[1])),
             float(np.linalg.norm(u[0] - u[2])),
         )
+    lib = ordering_distances(result, vocab, ORDER_LABS).set_index("loinc_code")
+    for code, (near, far) in out.items():
+        assert lib.loc[code, "normal_high"] == pytest.approx(near, rel=1e-6, abs=1e-9)
+        assert lib.loc[code, "normal_very_high"] == pytest.approx(far, rel=1e-6, abs=1e-9)
+        assert lib.loc[code, "passes"] == (near < far)
     return out
 
 
@@ -363,3 +370,23 @@ def test_labs_without_parts_are_counted_and_still_trained(cohort_corpus, parts):
     expected = sum(int(c) in in_corpus for c in parts.table["concept_id"][:3])
     assert result.n_labs_without_parts == expected > 0
     assert list(LOINC_PARTS_COLUMNS) == list(short.table.columns)
+
+
+def test_event_vectors_in_blocks_equal_one_at_a_time(cohort_corpus, parts, vocab):
+    """event_vectors runs in blocks of 8192 events; across a block edge each vector is
+    the one its event gets alone; and the ordering test refuses bad shifts."""
+    result = _train(cohort_corpus, parts, epochs=1, max_pairs=2_000)
+    rng = np.random.default_rng(0)
+    labs = parts.table["concept_id"].to_numpy()
+    cid = rng.choice(labs, 8192 + 300)
+    val = rng.normal(50, 20, len(cid))
+    every = result.event_vectors(cid, val)
+    for i in (0, 8191, 8192, 8400):
+        alone = result.event_vectors(cid[i : i + 1], val[i : i + 1])[0]
+        assert np.allclose(every[i], alone, atol=1e-6)  # float32, another batch size
+    table = ordering_distances(result, vocab)
+    assert len(table) > 0 and set(table["loinc_code"]) >= set(ORDER_LABS)
+    with pytest.raises(ValueError, match="0 < high < very_high"):
+        ordering_distances(result, vocab, high=4, very_high=2)
+    with pytest.raises(ValueError, match="no reference range"):
+        ordering_distances(result, vocab, ["0000-0"])

@@ -110,6 +110,68 @@ class CodeCorpus:
             ]
         )
 
+    def thin(self, concept_ids: Iterable[int], keep: int, seed: int = 0) -> CodeCorpus:
+        r"""The corpus with each of the given codes cut to ``keep`` of its events.
+
+        Makes codes rare in a controlled way: for every code :math:`c` of
+        ``concept_ids``, :math:`\min(k, n_c)` of its :math:`n_c` events are kept, drawn
+        uniformly without replacement (a seeded random key per event, the ``k`` smallest
+        kept); every other event stays. The order of the kept events is unchanged, and
+        the tokens are renumbered as :meth:`from_arrays` numbers them (most frequent
+        first, ties by concept id; the unknown token stays ``0``, its counts too).
+
+        Args:
+            concept_ids: the codes to thin (known, non-zero codes of the corpus).
+            keep: :math:`k \ge 1`, the events each of them keeps.
+            seed: seeds the draw.
+
+        Shapes:
+            Returns a corpus of :math:`N - \sum_c \max(n_c - k, 0)` events.
+
+        Raises:
+            ValueError: on ``keep < 1`` or a code the corpus does not hold (or the unknown
+                token), naming them.
+        """
+        if not (isinstance(keep, int | np.integer) and keep >= 1):
+            raise ValueError(f"CodeCorpus.thin: keep must be an integer >= 1, got {keep!r}")
+        items = concept_ids if isinstance(concept_ids, np.ndarray) else list(concept_ids)
+        ids = np.unique(np.asarray(items, dtype=np.int64).reshape(-1))
+        token_of = {int(c): t for t, c in enumerate(self.concept_ids) if t > 0}
+        absent = [int(c) for c in ids if int(c) not in token_of]
+        if absent:
+            raise ValueError(
+                f"CodeCorpus.thin: {len(absent)} codes are not known codes of the corpus, "
+                f"e.g. {absent[:5]}"
+            )
+        v = len(self.concept_ids)
+        chosen = np.zeros(v, dtype=bool)
+        chosen[[token_of[int(c)] for c in ids]] = True
+        idx = np.flatnonzero(chosen[self.tokens])  # events of the chosen codes
+        key = np.random.default_rng(seed).random(len(idx))
+        order = np.lexsort((key, self.tokens[idx]))  # by code, then the random key
+        sorted_tok = self.tokens[idx][order]
+        first = np.r_[0, np.flatnonzero(np.diff(sorted_tok)) + 1]  # each code's first
+        rank = np.arange(len(idx)) - np.repeat(first, np.diff(np.r_[first, len(idx)]))
+        kept = np.ones(self.n_tokens, dtype=bool)
+        kept[idx[order][rank >= keep]] = False
+        old = self.tokens[kept]  # (N',) old tokens
+        old_counts = np.bincount(old, minlength=v)
+        known = np.arange(1, v)
+        by_freq = known[np.lexsort((self.concept_ids[known], -old_counts[known]))]
+        new_of_old = np.zeros(v, dtype=np.int64)
+        new_of_old[by_freq] = np.arange(1, v)
+        tokens = new_of_old[old]
+        return CodeCorpus(
+            person=self.person[kept],
+            days=self.days[kept],
+            tokens=tokens,
+            concept_ids=np.r_[UNKNOWN_CONCEPT_ID, self.concept_ids[by_freq]].astype(np.int64),
+            counts=np.bincount(tokens, minlength=v).astype(np.int64),
+            n_unknown=self.n_unknown,
+            n_rare=self.n_rare,
+            unknown_codes=self.unknown_codes,
+        )
+
     def sentences(self) -> list[list[str]]:
         """Each person's codes as strings (``str(concept_id)``), for gensim. Unknown: ``"0"``."""
         words = self.concept_ids.astype(str)[self.tokens]

@@ -85,6 +85,7 @@ __all__ = [
     "LoincLabModel",
     "LoincLabResult",
     "train_loinc_embedding",
+    "ordering_distances",
 ]
 
 #: The six LOINC parts, as columns of ``loinc_parts.csv`` (LOINC's COMPONENT, PROPERTY,
@@ -749,7 +750,10 @@ class LoincLabResult:
         cid, val = _lab_arrays(concept_id, value, "LoincLabResult.event_vectors")
         tok = torch.from_numpy(self.token_of(cid))
         z = torch.from_numpy(self.scaler.transform(cid, val)).float()
-        return self.model.inputs(tok, z).numpy()
+        out = torch.empty(len(tok), self.model.config.dim)
+        for lo in range(0, len(tok), 8192):  # blocks: the per-lab read-out is (B, H, d)
+            out[lo : lo + 8192] = self.model.inputs(tok[lo : lo + 8192], z[lo : lo + 8192])
+        return out.numpy()
 
     @torch.no_grad()
     def output_vectors(self, concept_id) -> np.ndarray:
@@ -855,3 +859,63 @@ def train_loinc_embedding(
         seconds=time.perf_counter() - t0,
         config=cfg,
     )
+
+
+def ordering_distances(
+    result: LoincLabResult,
+    vocabulary: Vocabulary,
+    loinc_codes: Iterable[str] | None = None,
+    high: float = 2.0,
+    very_high: float = 4.0,
+) -> pd.DataFrame:
+    r"""The ordering test: is "normal" nearer "high" than "very high" is to "normal"?
+
+    For lab :math:`\ell` with reference mean :math:`\mu` and SD :math:`\sigma`
+    (``concept_annotation``'s ``ref_mean``, ``ref_sd``), normal, high and very high are
+    the values :math:`\mu`, :math:`\mu + 2\sigma` and :math:`\mu + 4\sigma`; with
+    :math:`u` the event vectors (:meth:`LoincLabResult.event_vectors`) the lab passes
+    when
+
+    .. math:: \lVert u(\ell, \mu) - u(\ell, \mu + 2\sigma)\rVert <
+        \lVert u(\ell, \mu) - u(\ell, \mu + 4\sigma)\rVert .
+
+    A value-blind model gives every value of a lab one vector: both distances are 0 and
+    no lab passes.
+
+    Args:
+        result: a trained model (:func:`train_loinc_embedding`).
+        vocabulary: with ``annotation`` holding ``concept_code``, ``concept_id``,
+            ``ref_mean``, ``ref_sd``.
+        loinc_codes: the labs (LOINC codes); default: every lab of the parts table with a
+            reference range.
+        high, very_high: the two shifts, in reference SDs (``0 < high < very_high``).
+
+    Shapes:
+        One row per lab: ``loinc_code``, ``concept_id``, ``normal_high``,
+        ``normal_very_high``, ``passes``.
+
+    Raises:
+        ValueError: on shifts out of order or a code without a reference range.
+    """
+    if not 0 < high < very_high:
+        raise ValueError(f"ordering_distances: need 0 < high < very_high, got {high}, {very_high}")
+    ann = vocabulary.annotation.dropna(subset=["ref_mean", "ref_sd"])
+    ann = ann.drop_duplicates("concept_code").set_index("concept_code")
+    if loinc_codes is None:
+        codes = [c for c in result.parts.table["loinc_code"] if c in ann.index]
+    else:
+        codes = list(loinc_codes)
+    absent = [c for c in codes if c not in ann.index]
+    if absent:
+        raise ValueError(f"ordering_distances: no reference range for {absent[:5]}")
+    rows = []
+    for code in codes:
+        mean, sd = float(ann.loc[code, "ref_mean"]), float(ann.loc[code, "ref_sd"])
+        cid = int(ann.loc[code, "concept_id"])
+        values = np.array([mean, mean + high * sd, mean + very_high * sd])
+        u = result.event_vectors(np.full(3, cid), values)  # (3, d)
+        near = float(np.linalg.norm(u[0] - u[1]))
+        far = float(np.linalg.norm(u[0] - u[2]))
+        rows.append((code, cid, near, far, near < far))
+    columns = ["loinc_code", "concept_id", "normal_high", "normal_very_high", "passes"]
+    return pd.DataFrame(rows, columns=columns)
