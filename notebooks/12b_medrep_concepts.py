@@ -121,8 +121,10 @@ from ehrseq.medrep.text_mlm import encode_descriptions as encode_with_mlm
 from ehrseq.medrep_variants import (
     binary_difference,
     binary_interval,
+    finetune_binary,
     medbert_pretrain,
     patient_states,
+    predict_binary,
     probe_scores,
     variant_config,
 )
@@ -131,6 +133,7 @@ from ehrseq.models import BehrtConfig, BehrtEncoder, SurvivalModel
 from ehrseq.models.survival_head import BinHazardHead
 from ehrseq.plotting import apply_style
 from ehrseq.runs import predict_survival, train_seeds
+from ehrseq.runtime import saved_for_backward_mib
 from ehrseq.survival import life_table_hazards
 from ehrseq.train import TrainConfig
 
@@ -170,12 +173,14 @@ class Config:
     dropout: float = 0.1
     n_boot: int = 200  # bootstrap resamples of every interval over test patients
     window_days: float = 365.0  # death / hospitalisation within this many days
+    binary_epochs: int = 2  # fine-tuning each trained model for a binary outcome
     # the BEHRT and Med-BERT-like variants (the CDM-BERT-like one is the model above)
     variant_seeds: tuple[int, ...] = (0,)
     pretrain_epochs: int = 1  # Med-BERT-like: masked codes + prolonged stay, at site A
     level: float = 0.95
     real_top: int = 40  # SynPUF's unseen concepts given a GiBleed neighbour (real data)
     real_known: int = 0  # GiBleed's most frequent concepts encoded (0: all it records)
+    real_grace_epochs: int = 3  # GRACE + LwF on Synthea27Nj's graph (real data)
 
 
 cfg = for_profile(
@@ -193,9 +198,11 @@ cfg = for_profile(
             "mlm_epochs": 1,
             "seeds": (0,),
             "epochs": 2,
+            "binary_epochs": 1,
             "n_boot": 50,
             "real_top": 10,
             "real_known": 60,
+            "real_grace_epochs": 2,
         },
         "full": {
             "n_patients_a": 20000,
@@ -211,6 +218,7 @@ cfg = for_profile(
             "d_model": 64,
             "n_layers": 2,
             "epochs": 8,
+            "binary_epochs": 3,
             "n_boot": 1000,
         },
     },
@@ -1316,11 +1324,20 @@ for key, verdict in verdicts.items():
 # **hospitalisation** (an inpatient visit, concept {glue:text}`visit_ip`) within
 # {glue:text}`window_days:g` days of the prediction time (`outcome_within`; a patient
 # followed for less than the window without the outcome has no label and is left out;
-# for hospitalisation, so is a death inside the window). No new model is trained for
-# them: a logistic probe (`probe_scores`) reads the very state the survival head reads
-# (the last visit's mean state, `patient_states`) of each trained model and seed,
-# fitted on A's training patients. At B the frozen model reads unseen codes by the
-# swap, the learned one as `[UNK]`, as in the main comparison.
+# for hospitalisation, so is a death inside the window). Two heads read them:
+#
+# - a **probe**, which trains no model: a logistic regression (`probe_scores`) on the
+#   very state the survival head reads (the last visit's mean state, `patient_states`)
+#   of each trained model and seed, fitted on A's training patients;
+# - a **fine-tuned** head, as the paper scores its outcomes: each trained model and
+#   seed is copied, a one-logit head goes on the same state (its bias started at the
+#   training prevalence), and the whole copy trains at A for
+#   {glue:text}`binary_epochs_phrase` with the binary cross-entropy of the labelled
+#   training patients, stopping early on A's validation patients (`finetune_binary`,
+#   through the library's `fit`); a frozen model's table stays frozen.
+#
+# At B the frozen model reads unseen codes by the swap, the learned one as `[UNK]`, as
+# in the main comparison, under either head.
 
 # %%
 t_binary = time.perf_counter()
@@ -1345,6 +1362,7 @@ states = {
 }
 frames = {
     "train": task.frame("train"),
+    "val": task.frame("val"),  # the fine-tuned heads stop early on it
     "internal": task.frame("test"),
     "external": ext_unk.frame("test"),
 }
@@ -1365,6 +1383,7 @@ for out, how in OUTCOMES.items():
         y = got.loc[frame["subject_id"].to_numpy()[rows_known]].to_numpy()
         labelled[out][split] = (rows_known, y)
         keep(f"n_{out}_{split}", len(y))
+        keep(f"pos_{out}_{split}", int(y.sum()))
         keep(f"prev_{out}_{split}", float(y.mean()))
 probs = {}  # (outcome, validation, model) -> one score array per seed
 for out in OUTCOMES:
@@ -1377,41 +1396,85 @@ for out in OUTCOMES:
             p_a, p_b = probe_scores(z_train[rows_tr], y_tr, z_a[rows_a], z_b[rows_b])
             probs[out, "internal", name].append(p_a)
             probs[out, "external", name].append(p_b)
+keep("probe_seconds", time.perf_counter() - t_binary)
+# fine-tuned heads: a copy of each trained model and seed, one logit on the same state
+t_tuned = time.perf_counter()
+tune_config = TrainConfig(epochs=cfg.binary_epochs, lr=cfg.lr, patience=cfg.patience)
+tuned = {}  # (outcome, validation, model) -> one score array per seed
+tune_logs = []
+for out in OUTCOMES:
+    fit_labels = pd.concat(  # subject_id -> 0/1 at A's training and validation patients
+        [
+            pd.Series(y, index=frames[split]["subject_id"].to_numpy()[rows])
+            for split in ("train", "val")
+            for rows, y in [labelled[out][split]]
+        ]
+    )
+    rows_a, rows_b = labelled[out]["internal"][0], labelled[out]["external"][0]
+    for name, (models_a, _, ext) in readers.items():
+        tuned[out, "internal", name], tuned[out, "external", name] = [], []
+        for seed, model in zip(cfg.seeds, models_a):
+            binary, log = finetune_binary(
+                model,
+                task,
+                fit_labels,
+                dataclasses.replace(tune_config, seed=seed),
+                batch_size=cfg.batch_size,
+                dropout=cfg.dropout,
+            )
+            tune_logs.append(log.assign(outcome=out, model=name, seed=seed))
+            p_a = predict_binary(binary, task, "test", device=device)[rows_a]
+            if name == "MedRep frozen":  # B's unseen codes read by their own vectors
+                swap_code_table(binary, table_b)
+            p_b = predict_binary(binary, ext, "test", device=device)[rows_b]
+            tuned[out, "internal", name].append(p_a)
+            tuned[out, "external", name].append(p_b)
+tune_logs = pd.concat(tune_logs, ignore_index=True)
+assert np.isfinite(tune_logs["train_loss"]).all()
+keep("n_tuned", len(tune_logs.groupby(["outcome", "model", "seed"])))
+keep("binary_epochs_phrase", plural(cfg.binary_epochs, "epoch"))
+keep("tuned_seconds", time.perf_counter() - t_tuned)
 BINARY = ["AUROC", "AUPRC"]
+HEADS = {"probe": ("bin", probs), "fine-tuned": ("ft", tuned)}  # glue prefix, scores
 binary_rows, binary_pairs = [], []
 boot = {"n_boot": cfg.n_boot, "level": cfg.level}
 for out in OUTCOMES:
     for where in ("internal", "external"):
         y = labelled[out][where][1]
-        for name in readers:
-            row = {"outcome": out, "validation": where, "model": name}
+        for head_name, (prefix, scores) in HEADS.items():
+            for name in readers:
+                row = {"outcome": out, "validation": where, "head": head_name}
+                row["model"] = name
+                for metric in BINARY:
+                    ci = binary_interval(y, scores[out, where, name], metric, **boot)
+                    row[metric] = (
+                        f"{three(ci['estimate'])}\u00a0"
+                        f"[{three(ci['lower'])},\u00a0{three(ci['upper'])}]"
+                    )
+                binary_rows.append(row)
             for metric in BINARY:
-                ci = binary_interval(y, probs[out, where, name], metric, **boot)
-                row[metric] = (
-                    f"{three(ci['estimate'])}\u00a0"
-                    f"[{three(ci['lower'])},\u00a0{three(ci['upper'])}]"
+                pair = binary_difference(
+                    y,
+                    "MedRep frozen",
+                    scores[out, where, "MedRep frozen"],
+                    "learned",
+                    scores[out, where, "learned"],
+                    metric,
+                    **boot,
                 )
-            binary_rows.append(row)
-        for metric in BINARY:
-            pair = binary_difference(
-                y,
-                "MedRep frozen",
-                probs[out, where, "MedRep frozen"],
-                "learned",
-                probs[out, where, "learned"],
-                metric,
-                **boot,
-            )
-            binary_pairs.append({"outcome": out, "validation": where, **pair})
-            key = f"bin_{out}_{where}_{metric.lower()}"
-            keep(key, pair["difference"])
-            keep(f"{key}_lower", pair["lower"])
-            keep(f"{key}_upper", pair["upper"])
-            keep(f"{key}_verdict", pair["verdict"])
-binary_table = pd.DataFrame(binary_rows).set_index(["outcome", "validation"])
+                binary_pairs.append(
+                    {"outcome": out, "validation": where, "head": head_name, **pair}
+                )
+                key = f"{prefix}_{out}_{where}_{metric.lower()}"
+                keep(key, pair["difference"])
+                keep(f"{key}_lower", pair["lower"])
+                keep(f"{key}_upper", pair["upper"])
+                keep(f"{key}_verdict", pair["verdict"])
+index = ["outcome", "validation", "head"]
+binary_table = pd.DataFrame(binary_rows).set_index(index)
 keep_table("binary_table", binary_table)
 binary_pairs = pd.DataFrame(binary_pairs)
-columns = ["outcome", "validation", "metric", "difference", "lower", "upper"]
+columns = [*index, "metric", "difference", "lower", "upper"]
 shown = binary_pairs[columns]
 shown = shown.assign(verdict=binary_pairs["verdict"])
 keep_table("binary_pairs", shown, floatfmt="{:+.3f}")
@@ -1424,39 +1487,46 @@ def auroc_of(y: np.ndarray, _unused: np.ndarray, p: np.ndarray) -> float:
     return auroc(y, p)
 
 
+HOW = {  # the head, as the claim names it, and the suffix of its keys
+    "probe": ("a logistic probe on each model's patient state", ""),
+    "fine-tuned": ("each model fine-tuned with a binary head", "_tuned"),
+}
 for out in OUTCOMES:
-    sets_bin = {
-        where: (
-            labelled[out][where][1],
-            labelled[out][where][1],  # unused: binary labels have no event column
-            probs[out, where, "MedRep frozen"],
-            probs[out, where, "learned"],
+    for head_name, (_, scores) in HEADS.items():
+        how, suffix = HOW[head_name]
+        sets_bin = {
+            where: (
+                labelled[out][where][1],
+                labelled[out][where][1],  # unused: binary labels have no event column
+                scores[out, where, "MedRep frozen"],
+                scores[out, where, "learned"],
+            )
+            for where in ("internal", "external")
+        }
+        gap_bin = difference_of_gains(
+            auroc_of,
+            sets_bin["internal"],
+            sets_bin["external"],
+            name="gain of MedRep at B - gain at A",
+            metric_name=f"AUROC, {out} within a year",
+            n_boot=cfg.n_boot,
+            level=cfg.level,
         )
-        for where in ("internal", "external")
-    }
-    gap_bin = difference_of_gains(
-        auroc_of,
-        sets_bin["internal"],
-        sets_bin["external"],
-        name="gain of MedRep at B - gain at A",
-        metric_name=f"AUROC, {out} within a year",
-        n_boot=cfg.n_boot,
-        level=cfg.level,
-    )
-    keep(f"gain_internal_{out}", gap_bin["gain internal"])
-    keep(f"gain_external_{out}", gap_bin["gain external"])
-    verdicts[f"medrep_gain_larger_external_{out}"] = record_claim(
-        CHAPTER,
-        f"medrep_gain_larger_external_{out}",
-        "MedRep's gain over a vanilla BEHRT is larger on external than on internal "
-        f"validation (paper: mean AUROC {PAPER_GAIN['external']:+.3f} vs "
-        f"{PAPER_GAIN['internal']:+.3f}; here the AUROC of {out} within a year, a "
-        "logistic probe on each model's patient state)",
-        gap_bin,
-        higher_is_better=True,
-        source="MedRep (arXiv 2504.08329)",
-    )
-    print(f"{out}: {verdicts[f'medrep_gain_larger_external_{out}']}")
+        keep(f"gain_internal_{out}{suffix}", gap_bin["gain internal"])
+        keep(f"gain_external_{out}{suffix}", gap_bin["gain external"])
+        key = f"medrep_gain_larger_external_{out}{suffix}"
+        verdicts[key] = record_claim(
+            CHAPTER,
+            key,
+            "MedRep's gain over a vanilla BEHRT is larger on external than on internal "
+            f"validation (paper: mean AUROC {PAPER_GAIN['external']:+.3f} vs "
+            f"{PAPER_GAIN['internal']:+.3f}; here the AUROC of {out} within a year, "
+            f"{how})",
+            gap_bin,
+            higher_is_better=True,
+            source="MedRep (arXiv 2504.08329)",
+        )
+        print(f"{key}: {verdicts[key]}")
 keep("binary_seconds", time.perf_counter() - t_binary)
 
 # %% [markdown]
@@ -1464,7 +1534,9 @@ keep("binary_seconds", time.perf_counter() - t_binary)
 # ```
 #
 # Each cell is the mean over {glue:text}`n_seeds_phrase` with its
-# {glue:text}`level:.0%` bootstrap interval over test patients. With a label:
+# {glue:text}`level:.0%` bootstrap interval over test patients; the
+# {glue:text}`n_tuned` fine-tuned models took {glue:text}`tuned_seconds:.1f` s in all.
+# With a label:
 # {glue:text}`n_death_internal:,` test patients at A and
 # {glue:text}`n_death_external:,` at B for death ({glue:text}`prev_death_internal:.1%`
 # and {glue:text}`prev_death_external:.1%` of them died within the window), and
@@ -1477,24 +1549,53 @@ keep("binary_seconds", time.perf_counter() - t_binary)
 # ```{glue:} binary_pairs
 # ```
 #
-# - **Death**, frozen minus learned, AUROC: {glue:text}`bin_death_internal_auroc:+.3f`
-#   at A (*{glue:text}`bin_death_internal_auroc_verdict`*) and
+# Frozen minus learned ({glue:text}`level:.0%` paired bootstrap intervals over test
+# patients), with the probe and with the fine-tuned head:
+#
+# - **Death**, AUROC, probe: {glue:text}`bin_death_internal_auroc:+.3f` at A
+#   (*{glue:text}`bin_death_internal_auroc_verdict`*) and
 #   {glue:text}`bin_death_external_auroc:+.3f` at B
-#   (*{glue:text}`bin_death_external_auroc_verdict`*); AUPRC
+#   (*{glue:text}`bin_death_external_auroc_verdict`*); fine-tuned:
+#   {glue:text}`ft_death_internal_auroc:+.3f` at A
+#   ({glue:text}`ft_death_internal_auroc_lower:+.3f` to
+#   {glue:text}`ft_death_internal_auroc_upper:+.3f`,
+#   *{glue:text}`ft_death_internal_auroc_verdict`*) and
+#   {glue:text}`ft_death_external_auroc:+.3f` at B
+#   ({glue:text}`ft_death_external_auroc_lower:+.3f` to
+#   {glue:text}`ft_death_external_auroc_upper:+.3f`,
+#   *{glue:text}`ft_death_external_auroc_verdict`*). AUPRC, probe
 #   {glue:text}`bin_death_internal_auprc:+.3f` and
 #   {glue:text}`bin_death_external_auprc:+.3f`
 #   (*{glue:text}`bin_death_internal_auprc_verdict`*,
-#   *{glue:text}`bin_death_external_auprc_verdict`*).
-# - **Hospitalisation**, AUROC: {glue:text}`bin_hospitalisation_internal_auroc:+.3f` at
-#   A (*{glue:text}`bin_hospitalisation_internal_auroc_verdict`*) and
+#   *{glue:text}`bin_death_external_auprc_verdict`*); fine-tuned
+#   {glue:text}`ft_death_internal_auprc:+.3f` and
+#   {glue:text}`ft_death_external_auprc:+.3f`
+#   (*{glue:text}`ft_death_internal_auprc_verdict`*,
+#   *{glue:text}`ft_death_external_auprc_verdict`*).
+# - **Hospitalisation**, AUROC, probe:
+#   {glue:text}`bin_hospitalisation_internal_auroc:+.3f` at A
+#   (*{glue:text}`bin_hospitalisation_internal_auroc_verdict`*) and
 #   {glue:text}`bin_hospitalisation_external_auroc:+.3f` at B
-#   (*{glue:text}`bin_hospitalisation_external_auroc_verdict`*); AUPRC
+#   (*{glue:text}`bin_hospitalisation_external_auroc_verdict`*); fine-tuned:
+#   {glue:text}`ft_hospitalisation_internal_auroc:+.3f` at A
+#   ({glue:text}`ft_hospitalisation_internal_auroc_lower:+.3f` to
+#   {glue:text}`ft_hospitalisation_internal_auroc_upper:+.3f`,
+#   *{glue:text}`ft_hospitalisation_internal_auroc_verdict`*) and
+#   {glue:text}`ft_hospitalisation_external_auroc:+.3f` at B
+#   ({glue:text}`ft_hospitalisation_external_auroc_lower:+.3f` to
+#   {glue:text}`ft_hospitalisation_external_auroc_upper:+.3f`,
+#   *{glue:text}`ft_hospitalisation_external_auroc_verdict`*). AUPRC, probe
 #   {glue:text}`bin_hospitalisation_internal_auprc:+.3f` and
 #   {glue:text}`bin_hospitalisation_external_auprc:+.3f`
 #   (*{glue:text}`bin_hospitalisation_internal_auprc_verdict`*,
-#   *{glue:text}`bin_hospitalisation_external_auprc_verdict`*).
-# - **Larger externally?** The AUROC gain is {glue:text}`gain_external_death:+.3f` at B
-#   and {glue:text}`gain_internal_death:+.3f` at A for death, a difference of
+#   *{glue:text}`bin_hospitalisation_external_auprc_verdict`*); fine-tuned
+#   {glue:text}`ft_hospitalisation_internal_auprc:+.3f` and
+#   {glue:text}`ft_hospitalisation_external_auprc:+.3f`
+#   (*{glue:text}`ft_hospitalisation_internal_auprc_verdict`*,
+#   *{glue:text}`ft_hospitalisation_external_auprc_verdict`*).
+# - **Larger externally?** With the probe, the AUROC gain is
+#   {glue:text}`gain_external_death:+.3f` at B and {glue:text}`gain_internal_death:+.3f`
+#   at A for death, a difference of
 #   {glue:text}`diff_medrep_gain_larger_external_death:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_death_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_death_upper:+.3f`):
@@ -1504,11 +1605,25 @@ keep("binary_seconds", time.perf_counter() - t_binary)
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_hospitalisation_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_upper:+.3f`):
-#   **{glue:text}`verdict_medrep_gain_larger_external_hospitalisation`**.
+#   **{glue:text}`verdict_medrep_gain_larger_external_hospitalisation`**. With the
+#   fine-tuned heads: for death {glue:text}`gain_external_death_tuned:+.3f` at B and
+#   {glue:text}`gain_internal_death_tuned:+.3f` at A, a difference of
+#   {glue:text}`diff_medrep_gain_larger_external_death_tuned:+.3f`
+#   ({glue:text}`diff_medrep_gain_larger_external_death_tuned_lower:+.3f` to
+#   {glue:text}`diff_medrep_gain_larger_external_death_tuned_upper:+.3f`):
+#   **{glue:text}`verdict_medrep_gain_larger_external_death_tuned`**; for
+#   hospitalisation {glue:text}`gain_external_hospitalisation_tuned:+.3f` and
+#   {glue:text}`gain_internal_hospitalisation_tuned:+.3f`, a difference of
+#   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned:+.3f`
+#   ({glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned_lower:+.3f` to
+#   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned_upper:+.3f`):
+#   **{glue:text}`verdict_medrep_gain_larger_external_hospitalisation_tuned`**.
 #
-# A probe on a state trained for heart failure asks what that state already knows of
-# another outcome; a model fine-tuned for each outcome, as in the paper, could learn
-# more of it.
+# The probe asks what a state trained for the survival outcome already knows of another
+# outcome; the fine-tuned head lets the encoder learn more of it, from
+# {glue:text}`pos_death_train:,` deaths and {glue:text}`pos_hospitalisation_train:,`
+# hospitalisations among A's labelled training patients, in
+# {glue:text}`binary_epochs_phrase`.
 #
 # %% [markdown]
 # ## Three foundation-model variants
@@ -1833,11 +1948,6 @@ if real:
             for a, b in list(mapped.items())[:6]
         ]
     )
-    graph_real = None
-    if synthea_dir is not None:
-        y_tables = read_concept_tables(synthea_dir)
-        nodes_real = y_tables.concept[["concept_id"]]
-        graph_real = build_concept_graph(nodes_real, y_tables.relationship)
     n_enc = len(g_desc)
     which = "all of them" if n_enc == len(g_used) else f"the {n_enc} most common"
     real_text = (
@@ -1851,14 +1961,6 @@ if real:
         f"{len(mapped)} found a GiBleed concept of their domain by text; the table "
         "shows a few."
     )
-    if graph_real is not None:
-        gs = graph_real.summary()
-        real_text += (
-            f" Synthea27Nj's relationship table has {gs['relationship_rows']:,} rows, "
-            f"of which {gs['dangling_rows']:,} name a concept its concept table lacks "
-            f"and are dropped (counted, never silently); {gs['edges']:,} edges remain "
-            f"among its {gs['nodes']:,} concepts."
-        )
 else:
     where = local_samples_dir()
     real_text = (
@@ -1883,9 +1985,102 @@ keep_table("real_pairs", pairs_real)
 # ```{glue:} real_pairs
 # ```
 #
-# GRACE on Synthea27Nj's graph and the throughput of both stages at vocabulary scale are
-# measured by `benchmarks/bench_medrep.py`, which extrapolates them to the full OHDSI
-# vocabulary; a chapter that must run in minutes on a shared CPU leaves that to it.
+# ### GRACE on Synthea27Nj's relationship graph
+# Synthea27Nj is the one sample with a real `concept_relationship` table. The graph is
+# built from it as above (every type merged, hubs cut), without decile pseudo-concepts.
+# Only the concepts that have an edge are encoded and trained on: an isolated node
+# learns nothing from the graph and only keeps its text vector's image. GRACE + LwF then
+# runs for {glue:text}`real_grace_epochs_phrase` with the settings of the synthetic
+# vocabulary. The sample is tiny and has no truth to score against, so this shows
+# mechanics and cost, not quality.
+
+# %%
+t_synthea = time.perf_counter()
+keep("real_grace_epochs_phrase", plural(cfg.real_grace_epochs, "epoch"))
+if synthea_dir is not None and (synthea_dir / "concept.parquet").exists():
+    y_tables = read_concept_tables(synthea_dir)
+    y_all = build_concept_graph(y_tables.concept[["concept_id"]], y_tables.relationship)
+    y_linked = y_all.concept_ids[y_all.degree() > 0]  # concepts with an edge
+    y_desc = concept_descriptions(y_tables)
+    y_desc = y_desc.loc[y_desc["concept_id"].isin(y_linked)].reset_index(drop=True)
+    y_text, y_text_seconds, _ = cached_descriptions_embedding(y_desc)
+    y_graph = build_concept_graph(y_desc, y_tables.relationship)
+    assert y_graph.n_edges == y_all.n_edges  # no edge was lost with the isolated nodes
+    y_config = GraceConfig(
+        lwf_weight=cfg.lwf_weight,
+        lr=cfg.grace_lr,
+        epochs=cfg.real_grace_epochs,
+        batch_size=cfg.grace_batch,
+        seed=0,
+    )
+    y_run = train_grace(y_graph, y_text, y_config)
+    y_hist = y_run.history
+    assert np.isfinite(y_run.embedding.vectors).all()
+    # memory of one training step, on one batch of seeds as train_grace samples it:
+    # the activations autograd keeps for the backward pass, and the weights with their
+    # gradients and Adam's two moments (four float32 copies)
+    y_seeds = torch.arange(min(y_graph.n_nodes, cfg.grace_batch))
+    y_gen = torch.Generator().manual_seed(0)
+    y_nodes, y_edges = sample_subgraph(y_graph, y_seeds, y_config.num_neighbors, y_gen)
+    y_rows = y_text.rows(y_graph.concept_ids[y_nodes.numpy()])
+    y_x = torch.as_tensor(y_text.vectors[y_rows])  # (n, 384)
+    y_model = y_run.model
+
+    def y_step() -> torch.Tensor:
+        z1 = y_model.project(y_model(y_x, y_edges))  # (n, 384)
+        z2 = y_model.project(y_model(y_x, y_edges))  # (n, 384)
+        return grace_loss(z1, z2, cfg.tau)
+
+    y_act_mib = saved_for_backward_mib(y_step, exclude=y_model.parameters())
+    y_weights_mib = 4 * sum(p.numel() for p in y_model.parameters()) * 4 / 2**20
+    ys = y_all.summary()
+    synthea_grace_text = (
+        f"Synthea27Nj's relationship table has {ys['relationship_rows']:,} rows; "
+        f"{ys['dangling_rows']:,} of them name a concept that its concept table lacks "
+        f"and are dropped (counted, never silently), and {ys['self_loops']:,} are self "
+        f"rows. {ys['edges']:,} undirected edges remain among its {ys['nodes']:,} "
+        f"concepts, after {plural(ys['hubs'], 'hub')} (more than {y_all.max_degree} "
+        f"edges) cut; the largest degree left is {int(y_all.degree().max())}. "
+        f"{len(y_linked):,} concepts have an edge; their "
+        f"descriptions were encoded in {y_text_seconds:.1f} s. GRACE + LwF ran "
+        f"{plural(cfg.real_grace_epochs, 'epoch')} over them in {y_run.seconds:.1f} s, "
+        f"{y_run.nodes_seen / y_run.seconds:,.0f} subgraph nodes/s. A step on a batch "
+        f"of {len(y_nodes):,} subgraph nodes holds {y_act_mib:,.1f} MiB of "
+        f"activations for its backward pass, beside {y_weights_mib:,.1f} MiB of "
+        "weights, gradients and Adam moments. The GRACE loss went from "
+        f"{y_hist['grace_loss'].iloc[0]:.2f} to "
+        f"{y_hist['grace_loss'].iloc[-1]:.2f} and the mean cosine of a vector to its "
+        f"text from {y_hist['cosine_to_text'].iloc[0]:.2f} to "
+        f"{y_hist['cosine_to_text'].iloc[-1]:.2f}."
+    )
+    synthea_summary = (
+        f"GRACE + LwF on Synthea27Nj's relationship graph ({len(y_linked):,} linked "
+        f"concepts, {ys['edges']:,} edges) ran at "
+        f"{y_run.nodes_seen / y_run.seconds:,.0f} subgraph nodes/s, a step holding "
+        f"{y_act_mib + y_weights_mib:,.1f} MiB (activations, weights, gradients and "
+        "Adam moments)."
+    )
+else:
+    where = local_samples_dir()
+    synthea_grace_text = (
+        "The shared Synthea27Nj sample was not found "
+        + (f"at {where}" if where is not None else "(set EHRSEQ_SHARED_DATA)")
+        + ", so this part did not run; with it, GRACE trains on the sample's "
+        "relationship graph."
+    )
+    synthea_summary = "GRACE on Synthea27Nj's graph did not run (the sample is absent)."
+keep("synthea_grace_text", synthea_grace_text)
+keep("synthea_summary", synthea_summary)
+keep("synthea_seconds", time.perf_counter() - t_synthea)
+print(textwrap.fill(synthea_grace_text, 88))
+
+# %% [markdown]
+# {glue:text}`synthea_grace_text`
+#
+# How both stages scale to the full OHDSI vocabulary is measured by
+# `benchmarks/bench_medrep.py`, which extrapolates the rates to the full vocabulary
+# with its deciles; a chapter that must run in minutes on a shared CPU leaves that to
+# it.
 
 # %%
 peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -1919,16 +2114,22 @@ print(f"peak resident memory {peak_mib:,.0f} MiB")
 #   {glue:text}`verdict_medrep_gain_larger_external_auroc` on the AUROC; on death
 #   and hospitalisation within a year (AUROC of a probe):
 #   {glue:text}`verdict_medrep_gain_larger_external_death` and
-#   {glue:text}`verdict_medrep_gain_larger_external_hospitalisation`; in the BEHRT and
-#   Med-BERT-like variants: {glue:text}`verdict_medrep_gain_larger_external_behrt` and
+#   {glue:text}`verdict_medrep_gain_larger_external_hospitalisation`; with fine-tuned
+#   heads: {glue:text}`verdict_medrep_gain_larger_external_death_tuned` and
+#   {glue:text}`verdict_medrep_gain_larger_external_hospitalisation_tuned`; in the
+#   BEHRT and Med-BERT-like variants:
+#   {glue:text}`verdict_medrep_gain_larger_external_behrt` and
 #   {glue:text}`verdict_medrep_gain_larger_external_medbert`.
 # - **Export**: {glue:text}`export_rows` vectors in MedRep's layout and
 #   {glue:text}`export_pt_rows` in the `{concept_ids, embeddings}` file; a file with
 #   concepts the model lacks, or of another width, is refused with the reason.
 # - This page executed in {glue:text}`chapter_seconds:.0f` s (profile
 #   {glue:text}`profile`) on one CPU thread of a shared machine; of them, the binary
-#   outcomes took {glue:text}`binary_seconds:.1f` s and the three variants
-#   {glue:text}`variants_section_seconds:.1f` s.
+#   outcomes took {glue:text}`binary_seconds:.1f` s (the fine-tuned heads
+#   {glue:text}`tuned_seconds:.1f` s), the three variants
+#   {glue:text}`variants_section_seconds:.1f` s and GRACE on Synthea27Nj
+#   {glue:text}`synthea_seconds:.1f` s.
+# - **Real data**: {glue:text}`synthea_summary`
 #
 # ## Exercises
 # 1. Train the survival models on standard concepts instead of recorded ones
@@ -1942,8 +2143,10 @@ print(f"peak resident memory {peak_mib:,.0f} MiB")
 #    frozen model built on that graph change the external gain?
 # 4. Freeze the *text* vectors instead of the GRACE ones. Does the graph matter for the
 #    external gain?
-# 5. Replace the logistic probe by a binary head fine-tuned for death within a year
-#    (the encoder trained too). Does the frozen model's gain on death change?
+# 5. The fine-tuned heads start from the survival models' encoders. Fine-tune an
+#    untrained model of each kind instead (`finetune_binary` on `learned()` and
+#    `frozen()`). How much of the fine-tuned AUROC for death came from the survival
+#    training, and does the frozen model's gain change?
 # 6. Freeze the text vectors of encoder (b), the MLM trained in this chapter, in BEHRT
 #    in place of MiniLM's (`with_frozen_codes` on `token_table(task.vocab, ...)`), train
 #    both at site A over the same seeds and compare them at site B with the swap, paired

@@ -10,6 +10,7 @@ import torch
 from ehrseq.data.synthetic import SyntheticConfig
 from ehrseq.data.task import TaskConfig
 from ehrseq.data.vocab import Vocab
+from ehrseq.losses import hazard_nll
 from ehrseq.medrep.frozen import with_frozen_codes
 from ehrseq.medrep.sites import (
     internal_task,
@@ -20,9 +21,13 @@ from ehrseq.medrep.sites import (
 )
 from ehrseq.medrep_variants import (
     binary_difference,
+    binary_head_model,
     binary_interval,
+    binary_loss,
+    finetune_binary,
     medbert_pretrain,
     patient_states,
+    predict_binary,
     probe_scores,
     variant_config,
 )
@@ -30,6 +35,7 @@ from ehrseq.metrics import auprc, auroc
 from ehrseq.models import BehrtEncoder, SurvivalModel
 from ehrseq.models.survival_head import BinHazardHead
 from ehrseq.runs import predict_survival
+from ehrseq.train import TrainConfig
 
 T0 = pd.Timestamp("2020-01-01")
 
@@ -190,3 +196,67 @@ def test_variants_states_and_medbert_pretraining(small_task):
     assert np.allclose(surv, predict_survival(model, task, hierarchical=False), atol=1e-5)
     with pytest.raises(ValueError, match="head.net"):
         patient_states(torch.nn.Linear(2, 2), task)
+
+
+def test_binary_loss_is_the_one_bin_hazard_nll_over_labelled_patients():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 1, generator=gen) * 3  # (B, 1)
+    labels = torch.tensor([1.0, 0.0, float("nan"), 1.0, 0.0, float("nan"), 0.0])
+    known = ~torch.isnan(labels)
+    y = labels[known].long()
+    one_bin = hazard_nll(logits[known], torch.zeros_like(y), y)  # duration 0, event = y
+    by_hand = np.mean(
+        [
+            -np.log(1 / (1 + np.exp(-x))) if t == 1 else -np.log(1 - 1 / (1 + np.exp(-x)))
+            for x, t in zip(logits[known, 0].double().numpy(), y.numpy())
+        ]
+    )
+    got = binary_loss(logits, labels)
+    assert torch.allclose(got, one_bin, atol=1e-6)
+    assert float(got) == pytest.approx(by_hand, rel=1e-5)
+    none = binary_loss(logits.requires_grad_(), torch.full((7,), float("nan")))
+    assert float(none.detach()) == 0.0 and none.requires_grad  # a batch without labels
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        binary_loss(logits, labels.nan_to_num(2.0))
+    with pytest.raises(ValueError, match="labels"):
+        binary_loss(logits, labels[:3])
+
+
+def test_finetune_binary_trains_a_copy_with_a_binary_head(small_task):
+    _, task = small_task
+    cfg = variant_config("CDM-BERT-like", task.vocab, d_model=8, n_layers=1, n_heads=2, d_ff=16)
+    torch.manual_seed(0)
+    table = np.random.default_rng(0).normal(size=(len(task.vocab), 6)).astype(np.float32)
+    model = SurvivalModel(
+        with_frozen_codes(BehrtEncoder(cfg), table), BinHazardHead(8, task.config.n_bins)
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frame = pd.concat([task.frame("train"), task.frame("val")])
+    labels = frame.set_index("subject_id")["event"].astype(int).iloc[:-5]  # 5 without
+    # an untouched head predicts the training prevalence for everyone
+    base = float(labels.reindex(task.split["train"]).dropna().mean())
+    start = binary_head_model(model, base)
+    with torch.no_grad():
+        start.head.net[-1].weight.zero_()
+    assert np.allclose(predict_binary(start, task, "test"), base, atol=1e-6)
+    config = TrainConfig(epochs=3, lr=1e-2, patience=5, seed=0, device="cpu")
+    tuned, history = finetune_binary(model, task, labels, config, batch_size=32)
+    assert len(history) == 3 and np.isfinite(history["train_loss"]).all()
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]  # it learns
+    for k, v in model.state_dict().items():  # the survival model is not changed
+        assert torch.equal(v, before[k]), k
+    frozen = tuned.encoder.embeddings.code.table
+    assert torch.equal(frozen, model.encoder.embeddings.code.table)  # still frozen
+    # the probability is the head's sigmoid on the state it reads, patient by patient
+    p = predict_binary(tuned, task, "test")
+    with torch.no_grad():
+        logit = tuned.head.net(torch.as_tensor(patient_states(tuned, task, "test")))
+    assert np.allclose(p, torch.sigmoid(logit[:, 0]).numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="both classes"):
+        finetune_binary(model, task, labels * 0, config)
+    with pytest.raises(ValueError, match="0 or 1"):
+        finetune_binary(model, task, labels + 1, config)
+    with pytest.raises(ValueError, match="base_rate"):
+        binary_head_model(model, 0.0)
+    with pytest.raises(ValueError, match="not 1"):
+        predict_binary(model, task, "test")

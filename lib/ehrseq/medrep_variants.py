@@ -26,12 +26,18 @@ sites" needs of them:
   the last visit), for every patient of a split: what a cheap second head (a logistic
   probe, :func:`probe_scores`) reads to predict a binary outcome from an encoder trained
   for the survival one.
+- :func:`finetune_binary`: the costly second head, as the paper scores its binary
+  outcomes: a copy of a trained survival model's encoder under a fresh one-logit head
+  (:func:`binary_head_model`), fine-tuned end to end by :func:`ehrseq.train.fit` on the
+  labelled training patients with :func:`binary_loss`, and read by
+  :func:`predict_binary`.
 - :func:`binary_interval` and :func:`binary_difference`: AUROC or AUPRC averaged over
   seeds, with a percentile bootstrap interval over test patients, alone or paired.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,10 +51,12 @@ from ehrseq.data.task import SurvivalTask
 from ehrseq.data.vocab import Vocab
 from ehrseq.evaluate import difference_row
 from ehrseq.metrics import auprc, auroc, bootstrap_ci
-from ehrseq.models import BehrtConfig
+from ehrseq.models import BehrtConfig, SurvivalModel
 from ehrseq.models.behrt import encoder_inputs
+from ehrseq.models.survival_head import BinHazardHead
 from ehrseq.pretrain import MaskedCodeHead, TokenIds, mask_codes, mlm_loss
-from ehrseq.train import to_device
+from ehrseq.runs import predict_survival
+from ehrseq.train import TrainConfig, fit, to_device
 
 __all__ = [
     "VARIANTS",
@@ -57,6 +65,10 @@ __all__ = [
     "medbert_pretrain",
     "patient_states",
     "probe_scores",
+    "binary_loss",
+    "binary_head_model",
+    "finetune_binary",
+    "predict_binary",
     "BINARY_METRICS",
     "binary_interval",
     "binary_difference",
@@ -296,6 +308,161 @@ def probe_scores(
     sd = train_states.std(0) + 1e-6
     fit = LogisticRegression(C=c, max_iter=1000).fit((train_states - mean) / sd, y)
     return [fit.predict_proba((t - mean) / sd)[:, 1] for t in test_states]
+
+
+def binary_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Mean binary cross-entropy over the patients that have a label,
+
+    .. math:: \ell = -\frac{1}{|K|} \sum_{b \in K} \bigl[y_b \log \sigma(x_b)
+        + (1 - y_b) \log (1 - \sigma(x_b))\bigr],
+
+    where :math:`K` holds the patients whose label is not NaN (a patient followed for less
+    than the window has none). It is the hazard NLL of a single time bin
+    (:func:`ehrseq.losses.hazard_nll` with every duration 0 and the label as the event),
+    so a one-bin :class:`~ehrseq.models.survival_head.BinHazardHead` is a binary head.
+
+    Args:
+        logits: one logit per patient.
+        labels: 0/1, NaN for no label.
+
+    Shapes:
+        logits ``(B,)`` or ``(B, 1)``, labels ``(B,)`` -> a 0-d tensor (0 with a gradient
+        path when no patient of the batch has a label).
+
+    Raises:
+        ValueError: if the shapes differ or a label is neither 0, 1 nor NaN.
+    """
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        logits = logits[:, 0]  # (B, 1) -> (B,)
+    if logits.shape != labels.shape:
+        raise ValueError(
+            f"binary_loss: {tuple(logits.shape)} logits for {tuple(labels.shape)} labels"
+        )
+    known = ~torch.isnan(labels)  # (B,)
+    y = labels[known]  # (|K|,)
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError("binary_loss: labels must be 0, 1 or NaN (no label)")
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[known].float(), y.float())
+
+
+def binary_head_model(
+    model: SurvivalModel, base_rate: float, *, dropout: float = 0.0
+) -> SurvivalModel:
+    r"""A copy of ``model``'s encoder under a fresh one-logit head,
+    :math:`p_b = \sigma(w^\top z_b + c)` on the state the survival head read (the mean
+    state of the last visit), with :math:`c = \operatorname{logit}(\text{base\_rate})`
+    so that the untrained head predicts the training prevalence. ``model`` is not touched.
+
+    Args:
+        model: a trained :class:`~ehrseq.models.SurvivalModel` whose encoder has a
+            ``cfg.d_model`` (a :class:`~ehrseq.models.BehrtEncoder`).
+        base_rate: the share of positives among the training labels, in (0, 1).
+        dropout: dropout on the state before the head.
+
+    Shapes:
+        the returned model maps a flat batch to ``logits`` ``(B, 1)``.
+
+    Raises:
+        ValueError: if ``base_rate`` is not in (0, 1) or the encoder has no
+            ``cfg.d_model``.
+    """
+    if not 0.0 < base_rate < 1.0:
+        raise ValueError(f"binary_head_model: base_rate = {base_rate} must be in (0, 1)")
+    width = getattr(getattr(model.encoder, "cfg", None), "d_model", None)
+    if width is None:
+        raise ValueError("binary_head_model: the encoder has no cfg.d_model")
+    head = BinHazardHead(width, 1, dropout=dropout, base_hazards=torch.tensor([base_rate]))
+    return SurvivalModel(copy.deepcopy(model.encoder), head)
+
+
+def _label_lookup(labels: pd.Series) -> Callable[[torch.Tensor], torch.Tensor]:
+    def lookup(person_ids: torch.Tensor) -> torch.Tensor:
+        y = labels.reindex(person_ids.cpu().numpy()).to_numpy(np.float32)  # NaN: none
+        return torch.as_tensor(y, device=person_ids.device)  # (B,)
+
+    return lookup
+
+
+def finetune_binary(
+    model: SurvivalModel,
+    task: SurvivalTask,
+    labels: pd.Series,
+    config: TrainConfig,
+    *,
+    batch_size: int = 64,
+    dropout: float = 0.0,
+) -> tuple[SurvivalModel, pd.DataFrame]:
+    r"""Fine-tune a copy of a trained survival model end to end for a binary outcome.
+
+    The copy (:func:`binary_head_model`, head started at the training prevalence) trains
+    with :func:`ehrseq.train.fit` on ``task``'s training batches, loss
+    :func:`binary_loss` over the patients that have a label, early stopping on the
+    validation split's loss; a frozen code table stays frozen (it is a buffer).
+
+    Args:
+        model: the trained survival model (copied, never changed).
+        task: its ``train`` and ``val`` splits are read.
+        labels: ``subject_id`` -> 0/1 for the labelled patients; a training or validation
+            patient missing from it has no label and adds nothing to the loss.
+        config: ``fit``'s settings (epochs, lr, patience, seed, device, ...).
+        batch_size: training patients per batch.
+        dropout: of the new head.
+
+    Returns:
+        ``(binary_model, history)``: the fine-tuned copy (where ``fit`` left it) and
+        ``fit``'s per-epoch table.
+
+    Raises:
+        ValueError: if the labels are not 0/1, or the training patients do not hold both
+            classes.
+    """
+    values = pd.Series(labels, dtype="float64")
+    if not values.isin([0.0, 1.0]).all():
+        raise ValueError("finetune_binary: labels must be 0 or 1 (leave a patient out for none)")
+    train_y = values.reindex(task.split["train"]).dropna()
+    if train_y.nunique() < 2:
+        raise ValueError(
+            f"finetune_binary: the {len(train_y)} labelled training patients do not hold "
+            "both classes"
+        )
+    binary = binary_head_model(model, float(train_y.mean()), dropout=dropout)
+    lookup = _label_lookup(values)
+
+    def step(m: nn.Module, batch: dict) -> torch.Tensor:
+        return binary_loss(m(batch).logits, lookup(batch["person_ids"]))
+
+    seed = config.seed if config.seed is not None else 0
+    loaders = (
+        task.loader("train", batch_size, hierarchical=False, seed=seed),
+        task.loader("val", 256, hierarchical=False),
+    )
+    history = fit(binary, *loaders, step, config).history
+    return binary, history
+
+
+def predict_binary(
+    model: SurvivalModel,
+    task: SurvivalTask,
+    split: str = "test",
+    *,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    r"""The probability of the outcome, :math:`p = \sigma(\text{logit}) = 1 - S(t_1)`, for
+    every patient of ``split`` in the order of ``task.frame(split)``
+    (:func:`ehrseq.runs.predict_survival` on the one-bin head).
+
+    Shapes:
+        output ``(n_patients,)``.
+
+    Raises:
+        ValueError: if the model predicts more than one bin (not a binary head).
+    """
+    surv = predict_survival(model, task, split, hierarchical=False, device=device)
+    if surv.shape[1] != 1:
+        raise ValueError(f"predict_binary: the model predicts {surv.shape[1]} bins, not 1")
+    return 1.0 - surv[:, 0]
 
 
 def _metric(name: str) -> Callable[[Any, Any], float]:
