@@ -69,6 +69,7 @@ EXPECTED = {
     "10_hierarchical_behrt",
     "12_code_embeddings",
     "12b_medrep_concepts",
+    "12c_medcodebert",
     "13_mime_gct",
 }
 missing = sorted(EXPECTED - set(claims["chapter"]))
