@@ -9,11 +9,12 @@ unset MPLBACKEND  # the kernels need the inline backend, or figures vanish from 
 export EHRSEQ_NO_PROGRESS=1  # no progress bars in the rendered pages
 export EHRSEQ_PROFILE=${EHRSEQ_PROFILE:-book}
 
-# Executed outputs are cached by notebook text only; results also depend on the library, the
-# shipped data and the profile, so drop the cache when any of those changed. Sphinx keeps its
-# own record of every page it has read (_build/.doctrees) and would re-read only the changed
-# ones, keeping stale outputs of the others: drop that record too, so every chapter runs.
-inputs=$( (echo "$EHRSEQ_PROFILE"; find lib data book notebooks -type f \( -name '*.py' -o -name '*.csv' -o -name '*.md' -o -name '*.toml' \) -print0 | sort -z | xargs -0 cat) | sha256sum | cut -d' ' -f1)
+# Executed outputs are cached by notebook text; a chapter whose text changed runs again, with
+# the chapters that read what it writes (scripts/execute_chapters.py). Results also depend on
+# the library, the shipped data and the profile, so drop the whole cache when any of those
+# changed. Sphinx keeps its own record of every page it has read (_build/.doctrees) and would
+# re-read only the changed ones, keeping stale outputs of the others: drop that record too.
+inputs=$( (echo "$EHRSEQ_PROFILE"; find lib data -type f \( -name '*.py' -o -name '*.csv' -o -name '*.md' -o -name '*.toml' \) -print0 | sort -z | xargs -0 cat) | sha256sum | cut -d' ' -f1)
 if [ "$(cat _build/.inputs-hash 2>/dev/null || true)" != "$inputs" ]; then
   rm -rf _build/.jupyter_cache _build/.doctrees
 fi

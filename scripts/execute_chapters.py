@@ -9,9 +9,9 @@ the py:percent source), skips those already in the cache, executes the others in
 recorded time, or on a fresh clone by ``scripts/chapter_seconds.json``, the times of a
 measured cold build), a chapter that loads another's artefacts after it (``runs_after`` in
 its header, see :func:`runs_after`), and pages that read what the chapters wrote
-(``99_*``) last, after them;
-and stores each executed notebook in ``_build/.jupyter_cache`` under the
-same hash the book computes. The book build then finds every chapter cached and only
+(``99_*``) last, after them. A chapter in the cache runs again when a chapter it reads
+from runs (:func:`dependants`). It stores each executed notebook in
+``_build/.jupyter_cache`` under the same hash the book computes. The book build then finds every chapter cached and only
 renders. A chapter that fails is reported with its traceback and the script exits 1; the
 book build then executes it again and shows the error in place.
 
@@ -32,6 +32,8 @@ CACHE = ROOT / "_build" / ".jupyter_cache"
 FINAL_PREFIX = "99_"  # pages that read what the chapters wrote: executed after them
 #: Seconds per chapter of a measured cold ``book`` build: the order on a fresh clone.
 SECONDS = Path(__file__).with_name("chapter_seconds.json")
+#: Pages the book executes itself that read the chapters' execution records (their times).
+READS_CACHE = [ROOT / "book" / "status.md"]
 
 
 def chapters() -> list[Path]:
@@ -156,9 +158,10 @@ def main() -> int:
             print(f"[execute] cached  {path.name}")
         except KeyError:
             todo.append(path)
-    todo = schedule(todo, last_time)
     if not todo:
         return 0
+    todo = with_dependants(todo, [p for p in chapters() if p not in todo], cache)
+    todo = schedule(todo, last_time)
     print(f"[execute] {len(todo)} chapters, {args.jobs} at a time, {args.threads} thread(s) each")
     failed: list[str] = []
     start = time.perf_counter()
@@ -169,6 +172,47 @@ def main() -> int:
             _run(batch, args, cache, failed)
     print(f"[execute] done in {time.perf_counter() - start:.0f} s; failed: {failed or 'none'}")
     return 1 if failed else 0
+
+
+def dependants(todo: list[Path], cached: list[Path]) -> list[Path]:
+    """The ``cached`` chapters that read what a chapter of ``todo`` writes, so must run again.
+
+    Those are the chapters that load its artefacts (``runs_after``, followed transitively)
+    and the pages that read what every chapter wrote (``99_*``). Their own text did not
+    change, so the cache alone would keep outputs made from the older artefacts and claims.
+    """
+    out: list[Path] = []
+    stale = {p.stem for p in todo}
+    grew = True
+    while grew:
+        grew = False
+        for p in cached:
+            if p not in out and (p.name.startswith(FINAL_PREFIX) or stale & set(runs_after(p))):
+                out.append(p)
+                stale.add(p.stem)
+                grew = True
+    return out
+
+
+def with_dependants(todo: list[Path], cached: list[Path], cache) -> list[Path]:
+    """``todo`` plus its :func:`dependants`, with the pages that read every chapter refreshed.
+
+    A page re-executed here although its text is unchanged is touched, so that Sphinx reads
+    it again (it re-reads only sources newer than its last read); a page the book executes
+    itself and that reads the chapters' execution records (:data:`READS_CACHE`) loses its
+    cache record and is touched, so that the book executes it again.
+    """
+    more = dependants(todo, cached)
+    for p in more:
+        print(f"[execute] again   {p.name}: reads what a changed chapter writes")
+        os.utime(p)
+    for page in READS_CACHE:
+        for record in cache.list_cache_records():
+            if Path(record.uri) == page:
+                cache.remove_cache(record.pk)
+        if page.exists():
+            os.utime(page)
+    return todo + more
 
 
 def schedule(paths: list[Path], last_time: dict[str, float]) -> list[Path]:

@@ -133,3 +133,44 @@ def test_schedule_starts_the_longest_chain_first():
     # a recorded time overrides the file's
     first = paths[0]
     assert mod.schedule(paths, {str(first): 1e6})[0] == first
+
+
+def test_a_changed_chapter_takes_its_readers_along(tmp_path, monkeypatch):
+    """A chapter that runs again takes along the cached chapters that load its artefacts
+    (transitively) and the results pages, not the others; the page that reads the
+    execution records loses its cache record, and every page taken along is touched."""
+    import os
+
+    ex = _module()
+    names = ["05b_a", "05c_b", "05d_c", "06_d", "99_results"]
+    paths = [tmp_path / f"{n}.py" for n in names]
+    after = {"05c_b": ["05b_a"], "05d_c": ["05c_b"], "06_d": []}
+    for p in paths:
+        p.write_text("")
+        os.utime(p, (0, 0))
+    monkeypatch.setattr(ex, "runs_after", lambda p: after.get(p.stem, []))
+    status = tmp_path / "status.md"
+    status.write_text("")
+    os.utime(status, (0, 0))
+    monkeypatch.setattr(ex, "READS_CACHE", [status])
+
+    class Record:
+        def __init__(self, pk, uri):
+            self.pk, self.uri = pk, uri
+
+    class Cache:
+        records = [Record(1, str(status)), Record(2, str(paths[3]))]
+
+        def list_cache_records(self):
+            return list(self.records)
+
+        def remove_cache(self, pk):
+            self.records = [r for r in self.records if r.pk != pk]
+
+    cache = Cache()
+    todo = ex.with_dependants([paths[0]], paths[1:], cache)
+    assert [p.stem for p in todo] == ["05b_a", "05c_b", "05d_c", "99_results"]
+    assert [r.pk for r in cache.records] == [2]  # status.md's record is gone, 06_d's kept
+    assert paths[3].stat().st_mtime == 0  # untouched
+    assert all(p.stat().st_mtime > 0 for p in (paths[1], paths[2], paths[4], status))
+    assert ex.dependants([paths[3]], [paths[0], paths[1], paths[4]]) == [paths[4]]
