@@ -567,11 +567,12 @@ plt.show()
 #   masked views equals its hand computation ({glue:text}`nce_random:.3f` for random
 #   views of {glue:text}`batch_size` patients).
 # - On the survival task (Harrell's C of frozen patient vectors, full encoder
-#   {glue:text}`c_full:.3f`): the time gap {glue:text}`verdict_time`, the code type
-#   {glue:text}`verdict_type`, InfoNCE {glue:text}`verdict_infonce`.
+#   {glue:text}`c_full:.3f`), the claim that the time gap helps is
+#   {glue:text}`verdict_time`, that the code type helps {glue:text}`verdict_type`, that
+#   InfoNCE helps {glue:text}`verdict_infonce`.
 # - Code vectors: static {glue:text}`nn_static:.3f`, contextual
-#   {glue:text}`nn_contextual:.3f` NN accuracy (chance {glue:text}`nn_chance:.3f`):
-#   {glue:text}`verdict_contextual`.
+#   {glue:text}`nn_contextual:.3f` NN accuracy (chance {glue:text}`nn_chance:.3f`);
+#   contextual against static: {glue:text}`verdict_contextual`.
 # - The chapter ran in {glue:text}`chapter_seconds:.0f` s of wall time on this machine.
 #
 # ## Exercises
