@@ -21,8 +21,11 @@
 # occurrences (*contextual*). MedCodeBERT is no new transformer: it is the book's BEHRT
 # encoder {cite}`li2020behrt` with two of its input embeddings put to the test, a
 # continuous projection of the time gap since the previous code and an embedding of the
-# code's type (its OMOP domain), the pair whose worth CORE-BEHRT (Odgaard et al., 2024)
-# measures by ablation. This chapter
+# code's type (its OMOP domain). CORE-BEHRT (Odgaard et al., 2024) is the template for
+# such an ablation: it adds its changes to BEHRT one at a time and reports what each is
+# worth (mean AUROC 0.785 to 0.797 from the data, to 0.801 from the architecture). Its
+# time inputs are Time2Vec encodings of age and absolute time, not the time gap tested
+# here, so its results motivate these claims rather than state them. This chapter
 #
 # 1. writes the two embeddings and the patient-level contrastive loss (InfoNCE over two
 #    masked views of one history) out by hand, and checks them against
@@ -375,12 +378,12 @@ CLAIMS = {
     "time": (
         "a continuous time-gap embedding helps a BEHRT encoder (survival C "
         "of its frozen patient vectors, full minus no time gap)",
-        "CORE-BEHRT (Odgaard et al., arXiv 2404.15201)",
+        "motivated by CORE-BEHRT's ablations (Odgaard et al., arXiv 2404.15201)",
     ),
     "type": (
         "a code-type (domain) embedding helps a BEHRT encoder (survival C "
         "of its frozen patient vectors, full minus no type)",
-        "CORE-BEHRT (Odgaard et al., arXiv 2404.15201)",
+        "motivated by CORE-BEHRT's ablations (Odgaard et al., arXiv 2404.15201)",
     ),
     "infonce": (
         "a patient-level contrastive loss (InfoNCE over two masked views) "
@@ -426,7 +429,7 @@ keep_table("c_table", c_table)
 # (the interval lies on the claimed side of zero), *refuted* (on the other side) or *not
 # resolved*:
 #
-# - **the time gap helps** (full minus no Δt, the claim CORE-BEHRT's ablation makes):
+# - **the time gap helps** (full minus no Δt, in the spirit of CORE-BEHRT's ablation):
 #   {glue:text}`diff_time:+.4f` ({glue:text}`diff_time_lower:+.4f` to
 #   {glue:text}`diff_time_upper:+.4f`): **{glue:text}`verdict_time`**;
 # - **the code type helps** (full minus no type, likewise):
