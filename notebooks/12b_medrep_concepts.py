@@ -23,8 +23,8 @@
 # Models", arXiv 2504.08329) gives every OMOP concept a vector *before* any patient is
 # seen: a text vector of a short description of the concept, refined on the OMOP
 # relationship graph by GRACE contrastive learning {cite}`zhu2020deep` with a
-# learning-without-forgetting (LwF) {cite}`li2018learning` pull back toward the text. Frozen in place of the
-# token embedding, the vectors give an unseen code a place next to the codes the model
+# learning-without-forgetting (LwF) {cite}`li2018learning` pull back toward the text.
+# Frozen in place of the token embedding, the vectors give an unseen code a place next to the codes the model
 # knows. The paper's central claim is that this helps more on external validation than
 # on internal: mean AUROC gains over a vanilla BEHRT of
 # {glue:text}`paper_gain_external:+.3f` against {glue:text}`paper_gain_internal:+.3f`
@@ -42,10 +42,12 @@
 #    without any update (external), after reporting how many of B's tokens A never saw;
 # 4. compares three ways to read an unseen code: `[UNK]`, the nearest known code by
 #    text, and the code's own frozen vector swapped in; scores death and
-#    hospitalisation within a year beside the survival outcome; and repeats the
-#    comparison in three model variants (BEHRT, CDM-BERT-like, Med-BERT-like);
+#    hospitalisation within a year beside the survival outcome, by a probe and by
+#    fine-tuned binary heads; and repeats the comparison in three model variants
+#    (BEHRT, CDM-BERT-like, Med-BERT-like);
 # 5. exports the vectors as files other tools read, and shows a file being refused;
-# 6. runs the same steps on the shared public OMOP samples, when they are present.
+# 6. runs the same steps on the shared public OMOP samples, when they are present,
+#    GRACE on Synthea27Nj's real relationship graph included.
 
 # %% [markdown]
 # ## Setup
@@ -1333,8 +1335,9 @@ for key, verdict in verdicts.items():
 #   seed is copied, a one-logit head goes on the same state (its bias started at the
 #   training prevalence), and the whole copy trains at A for
 #   {glue:text}`binary_epochs_phrase` with the binary cross-entropy of the labelled
-#   training patients, stopping early on A's validation patients (`finetune_binary`,
-#   through the library's `fit`); a frozen model's table stays frozen.
+#   training patients, keeping the epoch with the lowest loss on A's validation
+#   patients (`finetune_binary`, through the library's `fit`); a frozen model's table
+#   stays frozen.
 #
 # At B the frozen model reads unseen codes by the swap, the learned one as `[UNK]`, as
 # in the main comparison, under either head.
