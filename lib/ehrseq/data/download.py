@@ -52,6 +52,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -305,6 +306,21 @@ def _members(source: Path):
         raise ValueError(f"{source} is not a zip archive (nor a tar archive or a folder)")
 
 
+@contextlib.contextmanager
+def _replacing(folder: Path):
+    """A temporary folder beside ``folder`` to fill; on success it replaces ``folder``
+    (renamed into place), on an error it is removed and ``folder`` is left as it was."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def _extract(archive: Path, folder: Path) -> None:
     """Unpack the files of ``archive`` (a zip or tar archive, or a folder) flat into
     ``folder``, atomically: written to a temporary folder beside it, then renamed.
@@ -312,20 +328,13 @@ def _extract(archive: Path, folder: Path) -> None:
     Raises:
         ValueError: see :func:`_members`, or no ``.csv`` or ``.parquet`` table inside.
     """
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with _replacing(folder) as tmp:
         for base, open_member in _members(archive):
             with open_member() as src, open(tmp / base, "wb") as out:
                 shutil.copyfileobj(src, out, _CHUNK)
         tables = [p for p in tmp.iterdir() if p.name.lower().endswith((".csv", ".parquet"))]
         if not tables:
             raise ValueError(f"{archive}: no .csv or .parquet table files inside")
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _extract_member(archive: Path, member: str, folder: Path) -> Path:
@@ -337,19 +346,11 @@ def _extract_member(archive: Path, member: str, folder: Path) -> Path:
     """
     if not zipfile.is_zipfile(archive):
         raise ValueError(f"{archive} is not a zip archive (looking for {member!r})")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            if member not in zf.namelist():
-                raise ValueError(f"{archive}: no member {member!r} inside")
-            with zf.open(member) as src, open(tmp / Path(member).name, "wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    with _replacing(folder) as tmp, zipfile.ZipFile(archive) as zf:
+        if member not in zf.namelist():
+            raise ValueError(f"{archive}: no member {member!r} inside")
+        with zf.open(member) as src, open(tmp / Path(member).name, "wb") as out:
+            shutil.copyfileobj(src, out, _CHUNK)
     return folder / Path(member).name
 
 
