@@ -24,9 +24,9 @@
 # seen: a text vector of a short description of the concept, refined on the OMOP
 # relationship graph by GRACE contrastive learning {cite}`zhu2020deep` with a
 # learning-without-forgetting (LwF) {cite}`li2018learning` pull back toward the text.
-# Frozen in place of the token embedding, the vectors give an unseen code a place next to the codes the model
-# knows. The paper's central claim is that this helps more on external validation than
-# on internal: mean AUROC gains over a vanilla BEHRT of
+# Frozen in place of the token embedding, the vectors give an unseen code a place next
+# to the codes the model knows. The paper's central claim is that this helps more on
+# external validation than on internal: mean AUROC gains over a vanilla BEHRT of
 # {glue:text}`paper_gain_external:+.3f` against {glue:text}`paper_gain_internal:+.3f`
 # (its Table 2, as this project's sources quote it).
 #
@@ -1841,10 +1841,11 @@ keep("variants_section_seconds", time.perf_counter() - t_variants)
 #   {glue:text}`diff_medrep_gain_larger_external_medbert_upper:+.3f`).
 #
 # {glue:text}`plos_share:.1%` of A's training patients had a prolonged stay in their
-# history, so the second objective has few positives to learn from. Pretraining ended at a masked-code loss of {glue:text}`pretrain_mlm_last:.2f`
-# and a prolonged-stay loss of {glue:text}`pretrain_plos_last:.3f` (means over the
-# Med-BERT-like runs), {glue:text}`pretrain_seconds:.1f` s per run; the BEHRT and
-# Med-BERT-like models then trained in {glue:text}`variant_seconds:.1f` s in all.
+# history, so the second objective has few positives to learn from. Pretraining ended
+# at a masked-code loss of {glue:text}`pretrain_mlm_last:.2f` and a prolonged-stay loss
+# of {glue:text}`pretrain_plos_last:.3f` (means over the Med-BERT-like runs),
+# {glue:text}`pretrain_seconds:.1f` s per run; the BEHRT and Med-BERT-like models then
+# trained in {glue:text}`variant_seconds:.1f` s in all.
 #
 # ## Export: files other tools read
 # The vectors leave the chapter in MedRep's layout, a concept index beside a plain
