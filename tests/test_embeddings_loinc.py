@@ -372,18 +372,22 @@ def test_labs_without_parts_are_counted_and_still_trained(cohort_corpus, parts):
     assert list(LOINC_PARTS_COLUMNS) == list(short.table.columns)
 
 
-def test_event_vectors_in_blocks_equal_one_at_a_time(cohort_corpus, parts, vocab):
-    """event_vectors runs in blocks of 8192 events; across a block edge each vector is
-    the one its event gets alone; and the ordering test refuses bad shifts."""
+def test_event_vectors_lab_by_lab_equal_the_training_inputs(cohort_corpus, parts, vocab):
+    """event_vectors applies each lab's read-out to its rows at once; every vector equals
+    the one the training path (``inputs``, a read-out gathered per event) gives; and the
+    ordering test refuses bad shifts."""
     result = _train(cohort_corpus, parts, epochs=1, max_pairs=2_000)
     rng = np.random.default_rng(0)
     labs = parts.table["concept_id"].to_numpy()
-    cid = rng.choice(labs, 8192 + 300)
+    cid = np.r_[rng.choice(labs, 3000), [2000001001, 0]]  # a diagnosis, an unknown code
     val = rng.normal(50, 20, len(cid))
     every = result.event_vectors(cid, val)
-    for i in (0, 8191, 8192, 8400):
-        alone = result.event_vectors(cid[i : i + 1], val[i : i + 1])[0]
-        assert np.allclose(every[i], alone, atol=1e-6)  # float32, another batch size
+    tok = torch.from_numpy(result.token_of(cid))
+    z = torch.from_numpy(result.scaler.transform(cid, val)).float()
+    with torch.no_grad():
+        direct = result.model.inputs(tok, z).numpy()
+    assert np.allclose(every, direct, atol=1e-6)  # float32, summed in another order
+    assert not np.allclose(every[:3000], result.model.base(tok).detach().numpy()[:3000])
     table = ordering_distances(result, vocab)
     assert len(table) > 0 and set(table["loinc_code"]) >= set(ORDER_LABS)
     with pytest.raises(ValueError, match="0 < high < very_high"):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from ehrseq.embeddings.base import CodeEmbedding
 from ehrseq.embeddings.loinc import DecileBins, LoincLabResult
@@ -269,8 +270,8 @@ def lab_event_vectors(
 def patient_means(events: pd.DataFrame, vectors: np.ndarray, persons) -> np.ndarray:
     """Mean event vector of each person; zeros for a person with no usable event.
 
-    One sort of the events by person and a sum per person (``np.add.reduceat``), equal
-    to a loop over the persons (tested).
+    One sparse product of a person-by-event averaging matrix with the vectors, equal to
+    a loop over the persons (tested).
 
     Args:
         events: one row per event with ``person_id``.
@@ -288,15 +289,15 @@ def patient_means(events: pd.DataFrame, vectors: np.ndarray, persons) -> np.ndar
         raise ValueError(f"patient_means: vectors must be ({len(events)}, d), got {vectors.shape}")
     ok = np.isfinite(vectors).all(1)
     pid = events["person_id"].to_numpy(np.int64)[ok]
-    v = vectors[ok]
     query = np.asarray(persons, dtype=np.int64).reshape(-1)
     out = np.zeros((len(query), vectors.shape[1]))
-    if len(v) == 0:
+    if not ok.any():
         return out
     ids, inverse = np.unique(pid, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.r_[0, np.flatnonzero(np.diff(inverse[order])) + 1]  # each person's first
-    means = np.add.reduceat(v[order], starts, axis=0) / np.bincount(inverse)[:, None]
+    n = np.bincount(inverse)  # (U,) usable events per person
+    # (U, N') sparse matrix of 1 / n_person at each of the person's events
+    average = sparse.csr_matrix((1.0 / n[inverse], (inverse, np.arange(len(pid)))))
+    means = average @ vectors[ok]  # (U, d)
     pos = np.searchsorted(ids, query).clip(0, len(ids) - 1)
     found = ids[pos] == query
     out[found] = means[pos[found]]
@@ -427,8 +428,10 @@ def auroc_resampled(labels, scores, counts) -> np.ndarray:
         order = np.argsort(s[:, k], kind="stable")
         sorted_s = s[order, k]
         starts = np.r_[0, np.flatnonzero(np.diff(sorted_s) != 0) + 1]  # tie groups
-        g_pos = np.add.reduceat(m_pos[:, order], starts, axis=1)  # (B, G)
-        g_neg = np.add.reduceat(m_neg[:, order], starts, axis=1)  # (B, G)
+        g_pos, g_neg = m_pos[:, order], m_neg[:, order]  # (B, n) each
+        if len(starts) < len(y):  # ties: one column per group of equal scores
+            g_pos = np.add.reduceat(g_pos, starts, axis=1)  # (B, G)
+            g_neg = np.add.reduceat(g_neg, starts, axis=1)  # (B, G)
         below = np.cumsum(g_neg, axis=1) - g_neg  # negatives strictly below each group
         num = (g_pos * (below + 0.5 * g_neg)).sum(1)  # (B,)
         with np.errstate(invalid="ignore", divide="ignore"):
