@@ -29,8 +29,8 @@ time, from one of:
 :func:`~ehrseq.embeddings.loinc.train_loinc_embedding`, all with d = 32, a window of 10,
 tau = 30 days, 3 epochs. A logistic regression (standardised features) fitted on the
 training patients scores the test patients. The task, the patient vectors, the scores and
-the intervals are :mod:`ehrseq.lab_detection`'s, which chapter 12 runs at a smaller
-scale. Seeds 0, 1, 2 train the embeddings; the
+the intervals are :mod:`ehrseq.lab_detection`'s, which chapter 12 runs on the shared
+task's cohort with fewer seeds. Seeds 0, 1, 2 train the embeddings; the
 AUROC is the mean over seeds, with a 95 % percentile bootstrap interval over test
 patients (the same resamples for every method), and the paired differences get the same
 interval and a verdict: a winner only when the interval excludes zero, "not resolved"
@@ -64,6 +64,7 @@ from ehrseq.embeddings.loinc import (
 from ehrseq.embeddings.skipgram import SkipGramConfig, train_skipgram
 from ehrseq.lab_detection import (
     LAB_DISEASES,
+    LAB_METHODS,
     LAB_PAIRS,
     detection_table,
     lab_tasks,
@@ -125,7 +126,8 @@ def main() -> None:
     for disease, task in tasks.items():
         y = task.test["label"].to_numpy()
         rows = []
-        for r in summary.loc[summary["disease"] == disease].itertuples():
+        part = summary.loc[summary["disease"] == disease].set_index("method")
+        for r in part.loc[list(LAB_METHODS)].reset_index().itertuples():
             by_seed = runs.loc[(runs["disease"] == disease) & (runs["method"] == r.method)]
             rows.append(
                 {

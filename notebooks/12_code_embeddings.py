@@ -1186,6 +1186,8 @@ for _, again in thin_runs.values():
 thin_graph = build_ontology_graph(
     thin_codes, cohort.vocabulary.relationship, ancestors, hidden=True
 )
+has_edge = thin_graph.degree()[: thin_graph.n_codes] > 0  # (N,) per code of thin_codes
+keep("thin_linked_share", float(has_edge[np.isin(thin_codes, thinned_ids)].mean()))
 
 
 def by_thinning(emb: CodeEmbedding, corpus_s: CodeCorpus) -> tuple[float, float]:
@@ -1249,7 +1251,10 @@ print(f"graph_rare_thinned: {verdicts['graph_rare_thinned']}")
 #
 # On the thinned corpus the skip-gram places {glue:text}`thin_plain_rare:.1%` of the
 # thinned codes beside a code of their group, against {glue:text}`thin_plain_common:.1%`
-# of the others: these codes are now rare in earnest. The paired differences:
+# of the others. The graph can lend a thinned code only what its edges reach:
+# {glue:text}`thin_linked_share:.0%` of the thinned codes have at least one edge in the
+# graph over the thinned corpus's codes (the others keep their own vector). The paired
+# differences:
 #
 # ```{glue:} thin_comparison_table
 # ```
@@ -1512,8 +1517,8 @@ print(f"the visit-level section: {time.process_time() - visit_clock:.1f} CPU s")
 # averaging). The example is the most lopsided visit of its size, not a typical one.
 #
 # ### Lab values: LOINC parts and value-aware vectors
-# A lab code says which test was ordered, not what it showed: HbA1c 7.9 % and HbA1c
-# 5.2 % are one code to every model above. `ehrseq.embeddings.loinc` gives a lab event a
+# A lab code says which test was ordered, not what it showed: a high HbA1c and a normal
+# one are one code to every model above. `ehrseq.embeddings.loinc` gives a lab event a
 # vector that knows both, two ways. **Decile tokens**: bins fitted per lab on the
 # training patients' values turn an event into the token "HbA1c (decile k)", and the
 # skip-gram learns a vector per token. **LOINC parts and a value encoder**: every LOINC
@@ -1652,8 +1657,8 @@ keep_table("order_table", order_shown.set_index("lab").rename_axis(None))
 # disease (creatinine, eGFR, haemoglobin, potassium). A patient's features are the mean
 # of the vectors of its lab events up to that time; an L2 logistic regression fitted
 # on the shared task's training patients scores its test patients
-# (`ehrseq.lab_detection`, which `benchmarks/bench_loinc_labs.py` runs at four times
-# the size). A method's AUROC is the mean over its seeds; intervals are
+# (`ehrseq.lab_detection`, which `benchmarks/bench_loinc_labs.py` runs on a cohort of
+# its own, with more seeds). A method's AUROC is the mean over its seeds; intervals are
 # {glue:text}`lab_boot` bootstrap resamples of test patients, the same for every method,
 # so a paired difference cancels what makes a patient easy for all of them.
 
@@ -1751,9 +1756,11 @@ print({k: v for k, v in verdicts.items() if k.startswith("lab_")})
 #   (**{glue:text}`lab_verdict_kidney_value_vs_decile`**).
 #
 # The intervals resample test patients and hold the trained vectors fixed, so they do
-# not say how much another training seed would move a score. Hyperlipidemia is the
-# hardest of the three: {glue:text}`lab_hyperlipidemia_n_diagnosed:,` patients were
-# already diagnosed by the prediction time and left out. Training the lab vectors took
+# not say how much another training seed would move a score. Patients already
+# diagnosed by the prediction time were left out:
+# {glue:text}`lab_diabetes_n_diagnosed:,` for diabetes,
+# {glue:text}`lab_hyperlipidemia_n_diagnosed:,` for hyperlipidemia and
+# {glue:text}`lab_kidney_n_diagnosed:,` for kidney disease. Training the lab vectors took
 # {glue:text}`lab_train_seconds:.0f` s and scoring {glue:text}`lab_score_seconds:.0f` s.
 #
 # ## A map of the code vectors
