@@ -373,3 +373,45 @@ def test_survival_on_gct_visits_never_sees_later_visits():
         torch.testing.assert_close(per_bin(alone).hazards, full[i : i + 1])
     _, kl = per_bin.hazards_and_kl(g)
     torch.testing.assert_close(kl, gct.loss(g, torch.zeros(len(g["person_ids"])))["kl"])
+
+
+def test_size_buckets_give_the_same_hazards_and_kl(cohort_objects):
+    vo, truth = cohort_objects
+    ids = vo.person_ids()
+    vocab = ObjectVocab.fit(vo.subset(ids[:80]))
+    prior = ConditionalPrior.fit(vo, vocab, ids[:80])
+    g, _ = pad_visit_graphs(vo, vocab, ids[:30], truth=truth)
+    out = tiny(vocab, prior)(g)
+    torch.testing.assert_close(out.allowed, guide_mask(g["dx_mask"], g["tx_mask"], g["lab_mask"]))
+    for n_layers in (1, 3):
+        gct = tiny(vocab, prior, n_layers=n_layers)
+        torch.manual_seed(1)
+        whole = GCTSurvival(gct, BinHazardHead(8, n_bins=2)).eval()
+        hz, kl = whole.hazards_and_kl(g)
+        for n_buckets in (2, 3, 10**4):  # more groups than visits: the empty ones skipped
+            grouped = GCTSurvival(gct, whole.head, n_buckets=n_buckets).eval()
+            grouped.gru = whole.gru
+            hz_b, kl_b = grouped.hazards_and_kl(g)
+            torch.testing.assert_close(hz_b.hazards, hz.hazards)
+            torch.testing.assert_close(kl_b, kl)
+            visits, _ = grouped.encode(g)
+            torch.testing.assert_close(visits, gct(g).visits)
+    with pytest.raises(ValueError, match="n_buckets"):
+        GCTSurvival(gct, BinHazardHead(8, n_bins=2), n_buckets=0)
+
+
+def test_a_lab_node_needs_three_layers_to_reach_the_visit_node():
+    """Lab nodes sit three edges from the visit node (visit, dx, tx, lab): one layer passes
+    messages one edge, so with fewer than three layers the visit vectors ignore them."""
+    vo, vocab, prior, g = setup_labs()
+    no_lab = dict(
+        g, lab_codes=torch.zeros_like(g["lab_codes"]), lab_mask=torch.zeros_like(g["lab_mask"])
+    )
+    for n_layers in (1, 2, 3):
+        model = tiny(vocab, prior, n_layers=n_layers)
+        moved = (model(no_lab).visits - model(g).visits).abs().amax(1)  # (N,)
+        if n_layers < 3:
+            assert (moved == 0).all()
+        else:  # every visit with a lab and a treatment moves
+            reached = g["lab_mask"].any(1) & g["tx_mask"].any(1)
+            assert ((moved > 1e-6) == reached).all() and reached.any()

@@ -27,6 +27,7 @@ from ehrseq.data.visit_objects import (
     take_graph_persons,
     take_persons,
     treatment_index,
+    trim_graphs,
     visit_objects,
     visit_objects_from_cdm,
 )
@@ -385,3 +386,32 @@ def test_take_persons_and_graph_persons(cohort):
         take_graph_persons(graphs, [ids[0], -5])
     with pytest.raises(ValueError, match="no rows"):
         take_persons(batch, [])
+
+
+def test_trim_graphs_cuts_only_padding(cohort):
+    vo_true = visit_objects(cohort.tables, links="true")
+    vo = visit_objects(cohort.omop_tables(), links="visit")
+    vocab = ObjectVocab.fit(vo)
+    graphs, _ = pad_visit_graphs(vo, vocab, truth=vo_true)
+    rows = np.array([7, 2, 30, 11])
+    cut = trim_graphs(graphs, rows)
+    for kind in ("dx", "tx", "lab"):
+        mask = graphs[f"{kind}_mask"][rows]
+        width = int(mask.sum(1).max())
+        assert cut[f"{kind}_codes"].shape == (4, width) < graphs[f"{kind}_codes"].shape
+        # every real node kept, in place: the rest of each row was padding
+        assert torch.equal(cut[f"{kind}_codes"], graphs[f"{kind}_codes"][rows][:, :width])
+        assert int(cut[f"{kind}_mask"].sum()) == int(mask.sum())
+    D, T = cut["dx_codes"].shape[1], cut["tx_codes"].shape[1]
+    assert torch.equal(cut["true_links"], graphs["true_links"][rows][:, :D, :T])
+    assert int(cut["true_links"].sum()) == int(graphs["true_links"][rows].sum())
+    assert cut["person_ids"].tolist() == graphs["person_ids"][rows].tolist()
+    whole = trim_graphs(graphs)  # every row: nothing to cut past the widest visit
+    assert all(torch.equal(whole[k], graphs[k]) for k in ("dx_codes", "tx_codes", "lab_codes"))
+    with pytest.raises(ValueError, match="no rows"):
+        trim_graphs(graphs, [])
+    holes = dict(graphs, dx_mask=graphs["dx_mask"].clone())
+    r = int(torch.nonzero(graphs["dx_mask"].sum(1) >= 2)[0])  # a visit with 2 diagnoses
+    holes["dx_mask"][r, 0] = False  # padding before a real node
+    with pytest.raises(ValueError, match="real nodes come first"):
+        trim_graphs(holes, [r])

@@ -84,6 +84,7 @@ __all__ = [
     "link_agreement",
     "take_persons",
     "take_graph_persons",
+    "trim_graphs",
 ]
 
 LINK_COLUMN = "linked_condition_occurrence_id"
@@ -1027,3 +1028,62 @@ def take_graph_persons(graphs: dict, person_ids: Sequence[int] | np.ndarray) -> 
         for k, v in graphs.items()
         if isinstance(v, torch.Tensor | np.ndarray)
     }
+
+
+#: The node axes of a graph batch: each ``<kind>_codes (N, K)`` with its ``<kind>_mask``.
+_NODE_KINDS = ("dx", "tx", "lab")
+
+
+def trim_graphs(
+    graphs: dict, rows: Sequence[int] | np.ndarray | torch.Tensor | None = None
+) -> dict:
+    r"""Some rows (visit graphs) of a graph batch, each node axis cut to the widest of them.
+
+    :func:`pad_visit_graphs` pads every graph to the widest visit of the whole cohort; a
+    batch of small visits needs far fewer columns. Real nodes come first in every row, so
+    cutting the columns past the widest row of ``rows`` drops only padding:
+    ``K' = max(1, max_r sum_k mask[r, k])`` columns remain of each kind. GCT gives the same
+    visit vectors either way (padded nodes attend to themselves only;
+    ``tests/test_gct.py``), at a cost that grows with the square of the nodes kept.
+
+    Args:
+        graphs: a graph batch (:func:`pad_visit_graphs` or :func:`take_graph_persons`); the
+            node kinds present among ``dx``, ``tx``, ``lab`` are cut, ``true_links`` to the
+            diagnoses and treatments kept.
+        rows: the rows to keep, in that order (default: all).
+
+    Shapes:
+        ``<kind>_codes``, ``<kind>_mask`` ``(N, K)`` -> ``(n, K')``; ``true_links``
+        ``(N, D, T)`` -> ``(n, D', T')``; other tensors and NumPy arrays: their ``rows``.
+
+    Raises:
+        ValueError: no rows, or a mask with padding before a real node.
+    """
+    if rows is None:
+        rows = np.arange(len(graphs["dx_codes"]))
+    idx = rows.long() if isinstance(rows, torch.Tensor) else torch.as_tensor(np.asarray(rows))
+    if idx.numel() == 0:
+        raise ValueError("trim_graphs: no rows")
+
+    def pick(v):  # the rows of a tensor (on its device) or a NumPy array
+        if isinstance(v, np.ndarray):
+            return v[idx.cpu().numpy()]
+        return v[idx.to(v.device)]
+
+    out, width = {}, {}
+    for kind in _NODE_KINDS:
+        if f"{kind}_mask" not in graphs:
+            continue
+        mask = pick(graphs[f"{kind}_mask"])  # (n, K)
+        if (mask[:, 1:] & ~mask[:, :-1]).any():
+            raise ValueError(f"{kind}_mask has padding before a real node: real nodes come first")
+        width[kind] = max(int(mask.sum(1).max()), 1)  # K'
+        out[f"{kind}_mask"] = mask[:, : width[kind]]  # (n, K')
+        out[f"{kind}_codes"] = pick(graphs[f"{kind}_codes"])[:, : width[kind]]  # (n, K')
+    for k, v in graphs.items():
+        if k in out or not isinstance(v, torch.Tensor | np.ndarray):
+            continue
+        out[k] = pick(v)
+        if k == "true_links":  # (n, D', T')
+            out[k] = out[k][:, : width.get("dx", v.shape[1]), : width.get("tx", v.shape[2])]
+    return out

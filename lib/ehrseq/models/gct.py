@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ehrseq.data.visit_objects import trim_graphs
 from ehrseq.models.lstm import visit_slots
 from ehrseq.models.survival_head import HazardOutput
 
@@ -269,8 +270,12 @@ class ConditionalPrior:
         tx_mask: Tensor,
         lab_codes: Tensor | None = None,
         lab_mask: Tensor | None = None,
+        allowed: Tensor | None = None,
     ) -> Tensor:
-        """The row-normalised prior attention ``(N, M, M)`` of each visit graph."""
+        """The row-normalised prior attention ``(N, M, M)`` of each visit graph.
+
+        ``allowed``: the :func:`guide_mask` of these graphs, when the caller has it already
+        (default: computed here)."""
         N, D = dx_codes.shape
         T = tx_codes.shape[1]
         L = lab_codes.shape[1] if lab_codes is not None else 0
@@ -291,7 +296,9 @@ class ConditionalPrior:
         a[:, 0, d] = self.prior_scalar
         a[:, d, 0] = self.prior_scalar
         a = a + self.prior_scalar * torch.eye(M, device=dev)
-        a = a * guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
+        if allowed is None:
+            allowed = guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
+        a = a * allowed  # (N, M, M)
         return a / a.sum(-1, keepdim=True)  # the diagonal keeps every row sum > 0
 
 
@@ -317,12 +324,22 @@ class GCTLayer(nn.Module):
 
 @dataclass
 class GCTOutput:
-    """What :class:`GCT` returns: ``logits (N,)``, the visit vectors ``(N, d)``, and every
-    layer's attention ``(N, M, M)`` (the first is the prior)."""
+    """What :class:`GCT` returns: ``logits (N,)``, the visit vectors ``(N, d)``, every
+    layer's attention ``(N, M, M)`` (the first is the prior), and the guide mask
+    ``allowed (N, M, M)`` (:func:`guide_mask`, for :func:`attention_kl`)."""
 
     logits: Tensor
     visits: Tensor
     attentions: list[Tensor]
+    allowed: Tensor | None = None
+
+
+def _real_rows(allowed: Tensor) -> Tensor:
+    """``(N, M)`` bool: the rows :func:`attention_kl` averages over (the visit node and every
+    node with a neighbour; a padded node has only itself)."""
+    real = allowed.sum(-1) > 1  # (N, M)
+    real[:, 0] = True
+    return real
 
 
 def attention_kl(attentions: Sequence[Tensor], allowed: Tensor) -> Tensor:
@@ -332,8 +349,7 @@ def attention_kl(attentions: Sequence[Tensor], allowed: Tensor) -> Tensor:
     Shapes:
         attentions: ``L`` tensors ``(N, M, M)``; allowed ``(N, M, M)`` (:func:`guide_mask`).
     """
-    real = allowed.sum(-1) > 1  # (N, M): a padded node only has itself
-    real[:, 0] = True
+    real = _real_rows(allowed)  # (N, M)
     total = attentions[0].new_zeros(())
     for p, q in zip(attentions[:-1], attentions[1:]):
         terms = torch.where(p > 0, p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log()), 0.0)
@@ -390,13 +406,13 @@ class GCT(nn.Module):
             parts.append(self.emb_lab(lab))
         x = torch.cat(parts, 1)  # (N, M, d)
         allowed = guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
-        prior = self.prior.matrix(dx, tx, dx_mask, tx_mask, lab, lab_mask)  # (N, M, M)
+        prior = self.prior.matrix(dx, tx, dx_mask, tx_mask, lab, lab_mask, allowed)  # (N, M, M)
         attns = []
         for i, layer in enumerate(self.layers):
             x, a = layer(x, allowed, prior if i == 0 else None)  # (N, M, d), (N, M, M)
             attns.append(a)
         visits = x[:, 0]  # (N, d), the visit node
-        return GCTOutput(self.out(visits).squeeze(-1), visits, attns)
+        return GCTOutput(self.out(visits).squeeze(-1), visits, attns, allowed)
 
     def loss(self, graphs: dict, labels: Tensor) -> dict[str, Tensor]:
         r""":math:`\mathrm{BCE} + \lambda_\text{KL}\,\mathrm{KL}`: ``loss``, ``bce``, ``kl``."""
@@ -404,9 +420,7 @@ class GCT(nn.Module):
         if labels.shape != out.logits.shape:
             raise ValueError(f"labels must be {tuple(out.logits.shape)}, got {tuple(labels.shape)}")
         bce = F.binary_cross_entropy_with_logits(out.logits, labels.to(out.logits.dtype))
-        lab_mask = graphs["lab_mask"] if self.cfg.n_lab else None
-        allowed = guide_mask(graphs["dx_mask"], graphs["tx_mask"], lab_mask)
-        kl = attention_kl(out.attentions, allowed)
+        kl = attention_kl(out.attentions, out.allowed)
         return {"loss": bce + self.cfg.kl_weight * kl, "bce": bce, "kl": kl}
 
 
@@ -485,38 +499,78 @@ def visit_sequences(visits: Tensor, person_ids: np.ndarray | Tensor) -> tuple[Te
 class GCTSurvival(nn.Module):
     r"""GCT visit vectors -> a GRU over each person's visits -> a survival head.
 
+    **Size buckets.** With ``n_buckets`` :math:`= k > 1` the visit graphs of a batch are
+    sorted by their number of real nodes, split into :math:`k` groups of (nearly) equal
+    count, and each group goes through GCT alone with its node axes cut to its widest graph
+    (:func:`~ehrseq.data.visit_objects.trim_graphs`): attention costs :math:`O(M^2)` per
+    graph, and most visits have far fewer nodes than the widest. The visit vectors are the
+    same as with one group (padded nodes attend to themselves only), and the KL is the
+    same mean over the real rows of every graph,
+    :math:`\mathrm{KL} = \sum_g R_g \mathrm{KL}_g / \sum_g R_g` with :math:`R_g` the
+    real rows of group :math:`g`; ``tests/test_gct.py`` checks both. What differs in
+    training is which random numbers dropout draws, so a model trained with buckets is
+    not bit-for-bit the one trained without.
+
     Args:
         gct: a :class:`GCT` (its prior fitted on the training persons).
         head: a :class:`~ehrseq.models.survival_head.BinHazardHead` or
             :class:`~ehrseq.models.survival_head.VisitHazardHead` of width ``d_hidden``.
         d_hidden: GRU width (default: ``gct.cfg.d_model``).
+        n_buckets: size groups of a batch's visit graphs (1: the batch as it comes).
 
     Shapes:
         - graphs: :func:`~ehrseq.data.visit_objects.pad_visit_graphs` of the batch's persons
         - output: :class:`HazardOutput` of ``(B, T)`` (bin head) or ``(B, V)`` (visit head),
           persons in the order of their first graph row
+
+    Raises:
+        ValueError: ``n_buckets < 1``.
     """
 
-    def __init__(self, gct: GCT, head: nn.Module, d_hidden: int | None = None) -> None:
+    def __init__(
+        self, gct: GCT, head: nn.Module, d_hidden: int | None = None, n_buckets: int = 1
+    ) -> None:
         super().__init__()
+        if n_buckets < 1:
+            raise ValueError(f"n_buckets = {n_buckets}: at least 1")
         self.gct = gct
         self.gru = nn.GRU(gct.cfg.d_model, d_hidden or gct.cfg.d_model, batch_first=True)
         self.head = head
+        self.n_buckets = n_buckets
+
+    def encode(self, graphs: dict) -> tuple[Tensor, Tensor]:
+        """GCT's visit vectors ``(N, d)``, in the rows' order, and its attention KL (``()``),
+        in size buckets when ``n_buckets > 1`` (class docstring)."""
+        if self.n_buckets == 1:
+            out = self.gct(graphs)
+            return out.visits, attention_kl(out.attentions, out.allowed)
+        keys = GCT_INPUTS + (GCT_LAB_INPUTS if self.gct.cfg.n_lab else ())
+        nodes = {k: graphs[k] for k in keys if k in graphs}  # GCT checks what is missing
+        n_nodes = sum(nodes[k].sum(1) for k in keys if k.endswith("_mask") and k in nodes)
+        order = torch.argsort(n_nodes, stable=True)  # (N,) smallest graphs first
+        visits, kl_sum, n_real = [], 0.0, 0
+        for rows in torch.tensor_split(order, self.n_buckets):
+            if not len(rows):
+                continue
+            out = self.gct(trim_graphs(nodes, rows))  # (n_g, M_g) nodes
+            r = int(_real_rows(out.allowed).sum())  # R_g
+            visits.append(out.visits)  # (n_g, d)
+            kl_sum = kl_sum + r * attention_kl(out.attentions, out.allowed)
+            n_real += r
+        back = torch.empty_like(order)
+        back[order] = torch.arange(len(order), device=order.device)  # (N,) inverse order
+        return torch.cat(visits)[back], kl_sum / n_real  # (N, d), ()
 
     def hazards_and_kl(self, graphs: dict) -> tuple[HazardOutput, Tensor]:
         """The hazards and GCT's attention KL (add ``gct.cfg.kl_weight * kl`` to the loss)."""
-        out = self.gct(graphs)
-        x, visit_mask = visit_sequences(out.visits, graphs["person_ids"])  # (B, V, d)
+        visits, kl = self.encode(graphs)  # (N, d), ()
+        x, visit_mask = visit_sequences(visits, graphs["person_ids"])  # (B, V, d)
         V = visit_mask.shape[1]
         packed = pack_padded_sequence(
             x, visit_mask.sum(1).cpu(), batch_first=True, enforce_sorted=False
         )
         h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=V)
         hz = self.head(h, visit_slots(visit_mask), visit_mask, n_visits=V)
-        lab_mask = graphs["lab_mask"] if self.gct.cfg.n_lab else None
-        kl = attention_kl(
-            out.attentions, guide_mask(graphs["dx_mask"], graphs["tx_mask"], lab_mask)
-        )
         return hz, kl
 
     def forward(self, graphs: dict) -> HazardOutput:
