@@ -388,9 +388,14 @@ def test_size_buckets_give_the_same_hazards_and_kl(cohort_objects):
         torch.manual_seed(1)
         whole = GCTSurvival(gct, BinHazardHead(8, n_bins=2)).eval()
         hz, kl = whole.hazards_and_kl(g)
-        for n_buckets in (2, 3, 10**4):  # more groups than visits: the empty ones skipped
-            grouped = GCTSurvival(gct, whole.head, n_buckets=n_buckets).eval()
+        lean = gct(g, visit_only_last=True)  # the last layer updates the visit node only
+        torch.testing.assert_close(lean.logits, gct(g).logits)
+        for a, b in zip(lean.attentions, gct(g).attentions, strict=True):
+            torch.testing.assert_close(a, b)
+        for n_buckets, only in ((2, False), (3, True), (10**4, False)):  # 10**4 > visits
+            grouped = GCTSurvival(gct, whole.head, n_buckets=n_buckets, visit_only_last=only)
             grouped.gru = whole.gru
+            grouped.eval()
             hz_b, kl_b = grouped.hazards_and_kl(g)
             torch.testing.assert_close(hz_b.hazards, hz.hazards)
             torch.testing.assert_close(kl_b, kl)

@@ -303,7 +303,11 @@ class ConditionalPrior:
 
 
 class GCTLayer(nn.Module):
-    """One single-head GCT block (post-norm); ``attn`` given: used instead of its own."""
+    """One single-head GCT block (post-norm); ``attn`` given: used instead of its own.
+
+    ``visit_only``: return the new state of the visit node (node 0) alone, ``(N, 1, d)``,
+    the only one a last layer passes on; the attention ``(N, M, M)`` of every node is still
+    computed (the KL term reads it)."""
 
     def __init__(self, d: int, d_ff: int, dropout: float) -> None:
         super().__init__()
@@ -313,13 +317,16 @@ class GCTLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, allowed: Tensor, attn: Tensor | None = None
+        self, x: Tensor, allowed: Tensor, attn: Tensor | None = None, visit_only: bool = False
     ) -> tuple[Tensor, Tensor]:
         if attn is None:
             scores = self.q(x) @ self.k(x).transpose(1, 2) / math.sqrt(x.shape[-1])  # (N, M, M)
             attn = scores.masked_fill(~allowed, float("-inf")).softmax(-1)  # (N, M, M)
-        z = self.norm1(x + self.dropout(attn @ self.v(x)))  # (N, M, d)
-        return self.norm2(z + self.dropout(self.ff(z))), attn  # (N, M, d)
+        if visit_only:
+            z = self.norm1(x[:, :1] + self.dropout(attn[:, :1] @ self.v(x)))  # (N, 1, d)
+        else:
+            z = self.norm1(x + self.dropout(attn @ self.v(x)))  # (N, M, d)
+        return self.norm2(z + self.dropout(self.ff(z))), attn  # (N, M or 1, d)
 
 
 @dataclass
@@ -352,8 +359,9 @@ def attention_kl(attentions: Sequence[Tensor], allowed: Tensor) -> Tensor:
     real = _real_rows(allowed)  # (N, M)
     total = attentions[0].new_zeros(())
     for p, q in zip(attentions[:-1], attentions[1:]):
+        p, q = p[real], q[real]  # (R, M): the real rows only
         terms = torch.where(p > 0, p * (p.clamp(min=1e-12).log() - q.clamp(min=1e-12).log()), 0.0)
-        total = total + terms.sum(-1)[real].mean()
+        total = total + terms.sum(-1).mean()
     return total / max(len(attentions) - 1, 1)
 
 
@@ -363,6 +371,12 @@ class GCT(nn.Module):
     Args:
         cfg: a :class:`GCTConfig`.
         prior: a :class:`ConditionalPrior` fitted on the training persons.
+
+    ``forward(graphs, visit_only_last=True)`` computes the last layer's new state for the
+    visit node alone (:class:`GCTLayer` ``visit_only``): the only state the output reads, so
+    the logits, visit vectors and attentions are the same (``tests/test_gct.py``) for less
+    work; in training, dropout then draws fewer random numbers, so a model trained that
+    way is not bit-for-bit the one trained without.
 
     Shapes:
         - graphs: ``dx_codes (N, D)``, ``tx_codes (N, T)``, ``dx_mask``, ``tx_mask``
@@ -383,7 +397,7 @@ class GCT(nn.Module):
         )
         self.out = nn.Linear(cfg.d_model, 1)
 
-    def forward(self, graphs: dict) -> GCTOutput:
+    def forward(self, graphs: dict, visit_only_last: bool = False) -> GCTOutput:
         cfg = self.cfg
         dx, tx, lab, dx_mask, tx_mask, lab_mask = _nodes(graphs, cfg.n_lab > 0)
         for name, codes, mask, n in (
@@ -407,9 +421,10 @@ class GCT(nn.Module):
         x = torch.cat(parts, 1)  # (N, M, d)
         allowed = guide_mask(dx_mask, tx_mask, lab_mask)  # (N, M, M)
         prior = self.prior.matrix(dx, tx, dx_mask, tx_mask, lab, lab_mask, allowed)  # (N, M, M)
-        attns = []
+        attns, last = [], len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x, a = layer(x, allowed, prior if i == 0 else None)  # (N, M, d), (N, M, M)
+            only = visit_only_last and i == last  # then x: (N, 1, d)
+            x, a = layer(x, allowed, prior if i == 0 else None, only)  # (N, M, d), (N, M, M)
             attns.append(a)
         visits = x[:, 0]  # (N, d), the visit node
         return GCTOutput(self.out(visits).squeeze(-1), visits, attns, allowed)
@@ -517,6 +532,7 @@ class GCTSurvival(nn.Module):
             :class:`~ehrseq.models.survival_head.VisitHazardHead` of width ``d_hidden``.
         d_hidden: GRU width (default: ``gct.cfg.d_model``).
         n_buckets: size groups of a batch's visit graphs (1: the batch as it comes).
+        visit_only_last: GCT's last layer updates the visit node only (:class:`GCT`).
 
     Shapes:
         - graphs: :func:`~ehrseq.data.visit_objects.pad_visit_graphs` of the batch's persons
@@ -528,7 +544,12 @@ class GCTSurvival(nn.Module):
     """
 
     def __init__(
-        self, gct: GCT, head: nn.Module, d_hidden: int | None = None, n_buckets: int = 1
+        self,
+        gct: GCT,
+        head: nn.Module,
+        d_hidden: int | None = None,
+        n_buckets: int = 1,
+        visit_only_last: bool = False,
     ) -> None:
         super().__init__()
         if n_buckets < 1:
@@ -537,12 +558,13 @@ class GCTSurvival(nn.Module):
         self.gru = nn.GRU(gct.cfg.d_model, d_hidden or gct.cfg.d_model, batch_first=True)
         self.head = head
         self.n_buckets = n_buckets
+        self.visit_only_last = visit_only_last
 
     def encode(self, graphs: dict) -> tuple[Tensor, Tensor]:
         """GCT's visit vectors ``(N, d)``, in the rows' order, and its attention KL (``()``),
         in size buckets when ``n_buckets > 1`` (class docstring)."""
         if self.n_buckets == 1:
-            out = self.gct(graphs)
+            out = self.gct(graphs, self.visit_only_last)
             return out.visits, attention_kl(out.attentions, out.allowed)
         keys = GCT_INPUTS + (GCT_LAB_INPUTS if self.gct.cfg.n_lab else ())
         nodes = {k: graphs[k] for k in keys if k in graphs}  # GCT checks what is missing
@@ -552,7 +574,7 @@ class GCTSurvival(nn.Module):
         for rows in torch.tensor_split(order, self.n_buckets):
             if not len(rows):
                 continue
-            out = self.gct(trim_graphs(nodes, rows))  # (n_g, M_g) nodes
+            out = self.gct(trim_graphs(nodes, rows), self.visit_only_last)  # (n_g, M_g) nodes
             r = int(_real_rows(out.allowed).sum())  # R_g
             visits.append(out.visits)  # (n_g, d)
             kl_sum = kl_sum + r * attention_kl(out.attentions, out.allowed)
