@@ -1376,7 +1376,8 @@ visit_clock = time.process_time()
 for seed in cfg.seeds:
     corpus_s = plain_runs[seed][0]
     if cfg.visit_max_persons and corpus_s.n_persons > cfg.visit_max_persons:
-        few = np.isin(corpus_s.person, np.unique(corpus_s.person)[: cfg.visit_max_persons])
+        first_persons = np.unique(corpus_s.person)[: cfg.visit_max_persons]
+        few = np.isin(corpus_s.person, first_persons)
         corpus_s = CodeCorpus.from_arrays(
             corpus_s.person[few],
             corpus_s.days[few],
@@ -1539,8 +1540,9 @@ print(parts.report())
 assert parts.n_missing == 0  # every LOINC concept of the vocabulary has its parts
 SHOWN_LABS = ("4548-4", "2345-7", "13457-7", "2093-3", "2160-0", "33914-3")
 parts_shown = parts.table.set_index("loinc_code").loc[list(SHOWN_LABS)]
-parts_shown.insert(0, "lab", concept_name[parts_shown["concept_id"]].to_numpy())
+# the component names the analyte, so the lab's long name stays out (the column is narrow)
 parts_shown = parts_shown.drop(columns="concept_id").replace({"method": {"": "-"}})
+parts_shown = parts_shown.rename(columns={"time_aspect": "time"})
 parts_shown.index.name = None
 keep_table("loinc_parts_table", parts_shown)
 keep("loinc_n_labs", len(parts.table))
@@ -1717,7 +1719,9 @@ for row in lab_diffs.itertuples():
             higher_is_better=True,
             source="issue #17",
         )
-print({k: v for k, v in verdicts.items() if k.startswith("lab_")})
+for key, verdict in verdicts.items():
+    if key.startswith("lab_"):
+        print(f"{key}: {verdict}")
 
 # %% [markdown]
 # ```{glue:} lab_table

@@ -69,7 +69,7 @@ import pandas as pd
 import torch
 
 import ehrseq
-from ehrseq.book import keep, keep_table, plural, record_claim, start_claims
+from ehrseq.book import keep, keep_table, number, plural, record_claim, start_claims
 from ehrseq.config import for_profile, format_config
 from ehrseq.data.concepts import data_dir
 from ehrseq.data.download import local_sample, local_samples_dir
@@ -1182,6 +1182,7 @@ for key, (where, a, b) in PAIRS_SURV.items():
         pair_rows.append({"key": key, "validation": where, **row})
         short = SHORT[metric]
         keep(f"pair_{key}_{short}", row["difference"])
+        keep(f"pair_{key}_{short}_shown", number(row["difference"], "+.3f"))
         keep(f"pair_{key}_{short}_lower", row["lower"])
         keep(f"pair_{key}_{short}_upper", row["upper"])
         keep(f"pair_{key}_{short}_verdict", row["verdict"])
@@ -1274,7 +1275,7 @@ for key, verdict in verdicts.items():
 #   to {glue:text}`diff_medrep_external_upper:+.3f`):
 #   *{glue:text}`pair_external_c_verdict`*; the claim is
 #   **{glue:text}`verdict_medrep_external`**. On the AUROC the same pair reads
-#   {glue:text}`pair_external_auroc:+.3f` (*{glue:text}`pair_external_auroc_verdict`*).
+#   {glue:text}`pair_external_auroc_shown` (*{glue:text}`pair_external_auroc_verdict`*).
 # - **Larger externally than internally?** The gain is {glue:text}`gain_external:+.3f`
 #   at B and {glue:text}`gain_internal:+.3f` at A; their difference is
 #   {glue:text}`diff_medrep_gain_larger_external:+.3f`
@@ -1288,10 +1289,10 @@ for key, verdict in verdicts.items():
 #   {glue:text}`diff_medrep_gain_larger_external_auroc_upper:+.3f`):
 #   **{glue:text}`verdict_medrep_gain_larger_external_auroc`**.
 # - **Reading unseen codes**, frozen model: swap minus `[UNK]`
-#   {glue:text}`pair_swap_vs_unk_c:+.3f` (*{glue:text}`pair_swap_vs_unk_c_verdict`*);
-#   swap minus nearest text {glue:text}`pair_swap_vs_near_c:+.3f`
+#   {glue:text}`pair_swap_vs_unk_c_shown` (*{glue:text}`pair_swap_vs_unk_c_verdict`*);
+#   swap minus nearest text {glue:text}`pair_swap_vs_near_c_shown`
 #   (*{glue:text}`pair_swap_vs_near_c_verdict`*). Learned model, nearest text minus
-#   `[UNK]`: {glue:text}`pair_near_vs_unk_c:+.3f`
+#   `[UNK]`: {glue:text}`pair_near_vs_unk_c_shown`
 #   (*{glue:text}`pair_near_vs_unk_c_verdict`*).
 # - **IBS** (lower is better), frozen minus learned: {glue:text}`pair_internal_ibs:+.4f`
 #   at A (*{glue:text}`pair_internal_ibs_verdict`*) and
@@ -1302,12 +1303,12 @@ for key, verdict in verdicts.items():
 #   measurements), which moves {glue:text}`rebinned_share:.1%` of B's
 #   {glue:text}`n_value_tokens_b:,` value tokens to another decile (B's people are
 #   older and sicker, so the same value sits at another rank). B's bins minus A's, in
-#   C: learned {glue:text}`pair_bins_learned_c:+.3f`
+#   C: learned {glue:text}`pair_bins_learned_c_shown`
 #   (*{glue:text}`pair_bins_learned_c_verdict`*), frozen with the swap
-#   {glue:text}`pair_bins_frozen_c:+.3f` (*{glue:text}`pair_bins_frozen_c_verdict`*);
-#   with B's bins, frozen minus learned at B is {glue:text}`pair_external_bb_c:+.3f`
+#   {glue:text}`pair_bins_frozen_c_shown` (*{glue:text}`pair_bins_frozen_c_verdict`*);
+#   with B's bins, frozen minus learned at B is {glue:text}`pair_external_bb_c_shown`
 #   (*{glue:text}`pair_external_bb_c_verdict`*; AUROC
-#   {glue:text}`pair_external_bb_auroc:+.3f`,
+#   {glue:text}`pair_external_bb_auroc_shown`,
 #   *{glue:text}`pair_external_bb_auroc_verdict`*). The chapter's claims use A's cut
 #   points, the rows without "B bins".
 #
@@ -1470,6 +1471,7 @@ for out in OUTCOMES:
                 )
                 key = f"{prefix}_{out}_{where}_{metric.lower()}"
                 keep(key, pair["difference"])
+                keep(f"{key}_shown", number(pair["difference"], "+.3f"))  # no "-0.000"
                 keep(f"{key}_lower", pair["lower"])
                 keep(f"{key}_upper", pair["upper"])
                 keep(f"{key}_verdict", pair["verdict"])
@@ -1515,8 +1517,10 @@ for out in OUTCOMES:
             n_boot=cfg.n_boot,
             level=cfg.level,
         )
-        keep(f"gain_internal_{out}{suffix}", gap_bin["gain internal"])
-        keep(f"gain_external_{out}{suffix}", gap_bin["gain external"])
+        for side in ("internal", "external"):
+            gain = gap_bin[f"gain {side}"]
+            keep(f"gain_{side}_{out}{suffix}", gain)
+            keep(f"gain_{side}_{out}{suffix}_shown", number(gain, "+.3f"))
         key = f"medrep_gain_larger_external_{out}{suffix}"
         verdicts[key] = record_claim(
             CHAPTER,
@@ -1555,68 +1559,68 @@ keep("binary_seconds", time.perf_counter() - t_binary)
 # Frozen minus learned ({glue:text}`level:.0%` paired bootstrap intervals over test
 # patients), with the probe and with the fine-tuned head:
 #
-# - **Death**, AUROC, probe: {glue:text}`bin_death_internal_auroc:+.3f` at A
+# - **Death**, AUROC, probe: {glue:text}`bin_death_internal_auroc_shown` at A
 #   (*{glue:text}`bin_death_internal_auroc_verdict`*) and
-#   {glue:text}`bin_death_external_auroc:+.3f` at B
+#   {glue:text}`bin_death_external_auroc_shown` at B
 #   (*{glue:text}`bin_death_external_auroc_verdict`*); fine-tuned:
-#   {glue:text}`ft_death_internal_auroc:+.3f` at A
+#   {glue:text}`ft_death_internal_auroc_shown` at A
 #   ({glue:text}`ft_death_internal_auroc_lower:+.3f` to
 #   {glue:text}`ft_death_internal_auroc_upper:+.3f`,
 #   *{glue:text}`ft_death_internal_auroc_verdict`*) and
-#   {glue:text}`ft_death_external_auroc:+.3f` at B
+#   {glue:text}`ft_death_external_auroc_shown` at B
 #   ({glue:text}`ft_death_external_auroc_lower:+.3f` to
 #   {glue:text}`ft_death_external_auroc_upper:+.3f`,
 #   *{glue:text}`ft_death_external_auroc_verdict`*). AUPRC, probe
-#   {glue:text}`bin_death_internal_auprc:+.3f` and
-#   {glue:text}`bin_death_external_auprc:+.3f`
+#   {glue:text}`bin_death_internal_auprc_shown` and
+#   {glue:text}`bin_death_external_auprc_shown`
 #   (*{glue:text}`bin_death_internal_auprc_verdict`*,
 #   *{glue:text}`bin_death_external_auprc_verdict`*); fine-tuned
-#   {glue:text}`ft_death_internal_auprc:+.3f` and
-#   {glue:text}`ft_death_external_auprc:+.3f`
+#   {glue:text}`ft_death_internal_auprc_shown` and
+#   {glue:text}`ft_death_external_auprc_shown`
 #   (*{glue:text}`ft_death_internal_auprc_verdict`*,
 #   *{glue:text}`ft_death_external_auprc_verdict`*).
 # - **Hospitalisation**, AUROC, probe:
-#   {glue:text}`bin_hospitalisation_internal_auroc:+.3f` at A
+#   {glue:text}`bin_hospitalisation_internal_auroc_shown` at A
 #   (*{glue:text}`bin_hospitalisation_internal_auroc_verdict`*) and
-#   {glue:text}`bin_hospitalisation_external_auroc:+.3f` at B
+#   {glue:text}`bin_hospitalisation_external_auroc_shown` at B
 #   (*{glue:text}`bin_hospitalisation_external_auroc_verdict`*); fine-tuned:
-#   {glue:text}`ft_hospitalisation_internal_auroc:+.3f` at A
+#   {glue:text}`ft_hospitalisation_internal_auroc_shown` at A
 #   ({glue:text}`ft_hospitalisation_internal_auroc_lower:+.3f` to
 #   {glue:text}`ft_hospitalisation_internal_auroc_upper:+.3f`,
 #   *{glue:text}`ft_hospitalisation_internal_auroc_verdict`*) and
-#   {glue:text}`ft_hospitalisation_external_auroc:+.3f` at B
+#   {glue:text}`ft_hospitalisation_external_auroc_shown` at B
 #   ({glue:text}`ft_hospitalisation_external_auroc_lower:+.3f` to
 #   {glue:text}`ft_hospitalisation_external_auroc_upper:+.3f`,
 #   *{glue:text}`ft_hospitalisation_external_auroc_verdict`*). AUPRC, probe
-#   {glue:text}`bin_hospitalisation_internal_auprc:+.3f` and
-#   {glue:text}`bin_hospitalisation_external_auprc:+.3f`
+#   {glue:text}`bin_hospitalisation_internal_auprc_shown` and
+#   {glue:text}`bin_hospitalisation_external_auprc_shown`
 #   (*{glue:text}`bin_hospitalisation_internal_auprc_verdict`*,
 #   *{glue:text}`bin_hospitalisation_external_auprc_verdict`*); fine-tuned
-#   {glue:text}`ft_hospitalisation_internal_auprc:+.3f` and
-#   {glue:text}`ft_hospitalisation_external_auprc:+.3f`
+#   {glue:text}`ft_hospitalisation_internal_auprc_shown` and
+#   {glue:text}`ft_hospitalisation_external_auprc_shown`
 #   (*{glue:text}`ft_hospitalisation_internal_auprc_verdict`*,
 #   *{glue:text}`ft_hospitalisation_external_auprc_verdict`*).
 # - **Larger externally?** With the probe, the AUROC gain is
-#   {glue:text}`gain_external_death:+.3f` at B and {glue:text}`gain_internal_death:+.3f`
+#   {glue:text}`gain_external_death_shown` at B and {glue:text}`gain_internal_death_shown`
 #   at A for death, a difference of
 #   {glue:text}`diff_medrep_gain_larger_external_death:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_death_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_death_upper:+.3f`):
 #   **{glue:text}`verdict_medrep_gain_larger_external_death`**; for hospitalisation
-#   {glue:text}`gain_external_hospitalisation:+.3f` and
-#   {glue:text}`gain_internal_hospitalisation:+.3f`, a difference of
+#   {glue:text}`gain_external_hospitalisation_shown` and
+#   {glue:text}`gain_internal_hospitalisation_shown`, a difference of
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_hospitalisation_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_upper:+.3f`):
 #   **{glue:text}`verdict_medrep_gain_larger_external_hospitalisation`**. With the
-#   fine-tuned heads: for death {glue:text}`gain_external_death_tuned:+.3f` at B and
-#   {glue:text}`gain_internal_death_tuned:+.3f` at A, a difference of
+#   fine-tuned heads: for death {glue:text}`gain_external_death_tuned_shown` at B and
+#   {glue:text}`gain_internal_death_tuned_shown` at A, a difference of
 #   {glue:text}`diff_medrep_gain_larger_external_death_tuned:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_death_tuned_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_death_tuned_upper:+.3f`):
 #   **{glue:text}`verdict_medrep_gain_larger_external_death_tuned`**; for
-#   hospitalisation {glue:text}`gain_external_hospitalisation_tuned:+.3f` and
-#   {glue:text}`gain_internal_hospitalisation_tuned:+.3f`, a difference of
+#   hospitalisation {glue:text}`gain_external_hospitalisation_tuned_shown` and
+#   {glue:text}`gain_internal_hospitalisation_tuned_shown`, a difference of
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned:+.3f`
 #   ({glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned_lower:+.3f` to
 #   {glue:text}`diff_medrep_gain_larger_external_hospitalisation_tuned_upper:+.3f`):

@@ -170,12 +170,13 @@ class LabTask:
     dropped: dict[str, int]
 
     def report(self) -> str:
-        """Patients and cases of each split, and who was left out (one line)."""
+        """Patients and cases of each split (a line), and who was left out (a second,
+        indented line)."""
         tr, te = self.train["label"], self.test["label"]
         left = ", ".join(f"{k} {v:,}" for k, v in self.dropped.items())
         return (
             f"{self.disease}: train {len(tr):,} ({int(tr.sum())} cases), test "
-            f"{len(te):,} ({int(te.sum())} cases); left out: {left}"
+            f"{len(te):,} ({int(te.sum())} cases)\n  left out: {left}"
         )
 
 
