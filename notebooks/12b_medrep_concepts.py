@@ -1188,10 +1188,13 @@ for key, (where, a, b) in PAIRS_SURV.items():
         keep(f"pair_{key}_{short}_verdict", row["verdict"])
 pairs_table = pd.DataFrame(pair_rows)
 columns = ["validation", "comparison", "metric", "difference", "lower", "upper"]
-shown = pairs_table[columns]
+shown = pairs_table[columns].copy()
+digits = np.where(shown["metric"] == "IBS", "+.4f", "+.3f")  # IBS: ten times smaller
+for end in ("difference", "lower", "upper"):
+    shown[end] = [number(v, spec) for v, spec in zip(shown[end], digits)]
 no_wrap = pairs_table["metric"].str.replace(" ", "\u00a0")  # "Harrell C" on one line
 shown = shown.assign(metric=no_wrap, verdict=pairs_table["verdict"])
-keep_table("pairs_table", shown, floatfmt="{:+.3f}")
+keep_table("pairs_table", shown)
 
 # %% [markdown]
 # ```{glue:} pairs_table
