@@ -598,7 +598,6 @@ for row in compared.itertuples():
     keep(f"verdict_{row.key}_{row.metric}", row.verdict)
     keep(f"diff_{row.key}_{row.metric}", row.difference)
 shown = compared.assign(metric=compared["metric"].map(METRICS))
-ends = shown[["difference", "lower", "upper"]].to_numpy()
 
 
 def digits_for(lo: float, hi: float) -> int:
@@ -609,10 +608,14 @@ def digits_for(lo: float, hi: float) -> int:
     return digits
 
 
-# one line per interval, no "-0.000"
-shown["difference [95% interval]"] = [
-    interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends
-]
+def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` plus its differences as one column, one line per interval, no "-0.000"."""
+    ends = table[["difference", "lower", "upper"]].to_numpy()
+    said = [interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends]
+    return table.assign(**{"difference [95% interval]": said})
+
+
+shown = with_intervals(shown)
 shown = shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
 keep_table("comparison_table", shown)  # shown once, where the prose pastes it
 
@@ -1080,11 +1083,7 @@ def compare_graph(
     ``names`` (column: shown name); glues each as ``<prefix><pair>_<score>`` with its
     verdict; returns the table shown and the row of the claim."""
     compared = compare_runs(runs, GRAPH_PAIRS, list(names), level=cfg.level)
-    table = compared.assign(metric=compared["metric"].map(names))
-    ends = table[["difference", "lower", "upper"]].to_numpy()
-    table["difference [95% interval]"] = [
-        interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends
-    ]
+    table = with_intervals(compared.assign(metric=compared["metric"].map(names)))
     table = table[["comparison", "metric", "difference [95% interval]", "verdict"]]
     for row in compared.itertuples():
         spec = f"+.{digits_for(row.lower, row.upper)}f"
@@ -1433,10 +1432,7 @@ VISIT_PAIRS = {
 }
 visit_compared = compare_runs(visit_runs, VISIT_PAIRS, list(METRICS), level=cfg.level)
 visit_shown = visit_compared.assign(metric=visit_compared["metric"].map(METRICS))
-ends = visit_shown[["difference", "lower", "upper"]].to_numpy()
-visit_shown["difference [95% interval]"] = [
-    interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends
-]
+visit_shown = with_intervals(visit_shown)
 visit_shown = visit_shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
 keep_table("visit_comparison_table", visit_shown)
 for row in visit_compared.itertuples():
@@ -1696,10 +1692,7 @@ for one in lab_task.values():
     keep(f"lab_{short}_n_cases", int(one.test["label"].sum()))
     keep(f"lab_{short}_n_diagnosed", one.dropped["diagnosed before t"])
 lab_diffs_shown = lab_diffs.assign(disease=lab_diffs["disease"].map(DISEASE_NAMES))
-ends = lab_diffs_shown[["difference", "lower", "upper"]].to_numpy()
-lab_diffs_shown["difference [95% interval]"] = [
-    interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends
-]
+lab_diffs_shown = with_intervals(lab_diffs_shown)
 lab_columns = ["disease", "comparison", "difference [95% interval]", "verdict"]
 keep_table("lab_comparison_table", lab_diffs_shown[lab_columns])
 for row in lab_diffs.itertuples():
