@@ -1081,8 +1081,8 @@ if cfg.gct_layers < 3:  # a lab node is 3 edges from the visit node: it cannot r
     assert moved == 0, "lab nodes moved a visit vector through fewer than 3 layers"
 keep(
     "labs_reach_sentence",
-    f"With {plural(cfg.gct_layers, 'layer')}, as here, they cannot: removing every lab "
-    f"node from {cfg.reach_visits:,} test visits leaves the visit vectors of the "
+    f"With {plural(cfg.gct_layers, 'layer')}, as here, they cannot: removing every "
+    f"lab node from {cfg.reach_visits:,} test visits leaves the visit vectors of the "
     "trained GCT + labs exactly as they were (the largest change over seeds is 0, "
     "asserted in the code above). Whatever separates its scores from GCT's comes "
     "through training: the KL term averages over the rows of the treatment and lab "
