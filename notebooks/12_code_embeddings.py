@@ -609,7 +609,7 @@ def digits_for(lo: float, hi: float) -> int:
 
 
 def with_intervals(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` plus its differences as one column, one line per interval, no "-0.000"."""
+    """``table`` plus its differences as one column (one line each, no "-0.000")."""
     ends = table[["difference", "lower", "upper"]].to_numpy()
     said = [interval(d, lo, hi, f"+.{digits_for(lo, hi)}f") for d, lo, hi in ends]
     return table.assign(**{"difference [95% interval]": said})
@@ -1418,7 +1418,8 @@ visit_summary = summarise_runs(visit_runs, list(METRICS), level=cfg.level)
 summary_rows = visit_summary.itertuples()
 visit_summary["shown"] = [interval(r.mean, r.lower, r.upper) for r in summary_rows]
 visit_table = visit_summary.pivot(index="method", columns="metric", values="shown")
-visit_table = visit_table.loc[list(VISIT_METHODS), list(METRICS)].rename(columns=METRICS)
+visit_table = visit_table.loc[list(VISIT_METHODS), list(METRICS)]
+visit_table = visit_table.rename(columns=METRICS)
 visit_table.index.name = None
 visit_table.columns.name = None
 keep_table("visit_table", visit_table)
@@ -1433,7 +1434,8 @@ VISIT_PAIRS = {
 visit_compared = compare_runs(visit_runs, VISIT_PAIRS, list(METRICS), level=cfg.level)
 visit_shown = visit_compared.assign(metric=visit_compared["metric"].map(METRICS))
 visit_shown = with_intervals(visit_shown)
-visit_shown = visit_shown[["comparison", "metric", "difference [95% interval]", "verdict"]]
+shown_columns = ["comparison", "metric", "difference [95% interval]", "verdict"]
+visit_shown = visit_shown[shown_columns]
 keep_table("visit_comparison_table", visit_shown)
 for row in visit_compared.itertuples():
     digits = digits_for(row.lower, row.upper)
@@ -1536,7 +1538,7 @@ print(parts.report())
 assert parts.n_missing == 0  # every LOINC concept of the vocabulary has its parts
 SHOWN_LABS = ("4548-4", "2345-7", "13457-7", "2093-3", "2160-0", "33914-3")
 parts_shown = parts.table.set_index("loinc_code").loc[list(SHOWN_LABS)]
-# the component names the analyte, so the lab's long name stays out (the column is narrow)
+# the component names the analyte: the lab's long name stays out (a narrow column)
 parts_shown = parts_shown.drop(columns="concept_id").replace({"method": {"": "-"}})
 parts_shown = parts_shown.rename(columns={"time_aspect": "time"})
 parts_shown.index.name = None
