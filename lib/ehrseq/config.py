@@ -46,6 +46,7 @@ ENVIRONMENT: dict[str, str] = {
     "EHRSEQ_NO_PROGRESS": "1 turns every progress bar off (book builds and tests set it)",
     "EHRSEQ_DATA_DIR": "the project's data/ folder, for an install outside a clone",
     "EHRSEQ_SLOW": "1 runs the slow tests too (tests/conftest.py)",
+    "EHRSEQ_NETWORK_TESTS": "1 runs the test that downloads GiBleed from PyPI (tests/test_download.py)",
     "EHRSEQ_SHARED_DATA": "folder of the public OMOP samples read by tests and chapters 3 and 11 (default ../shared/data)",
     "EHRSEQ_DUCKDB_MEMORY": "cap on DuckDB's memory when reading an export, e.g. 4GB (spills to disk beyond it)",
     "EHRSEQ_BOOK_JOBS": "chapters make book executes at once (scripts/execute_chapters.py, 2)",
