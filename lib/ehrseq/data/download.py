@@ -455,7 +455,7 @@ def download_eunomia(
     if extract and not overwrite:
         if kept is not None and kept.is_file():
             return kept
-        if kept is None and folder.is_dir() and any(folder.iterdir()):
+        if folder.is_dir() and any(folder.iterdir()):  # a complete unpack (atomic)
             return folder
     if archive.is_file() and not overwrite:
         try:
