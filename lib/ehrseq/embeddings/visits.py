@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from ehrseq.embeddings.base import CodeEmbedding
 from ehrseq.embeddings.corpus import CodeCorpus
 from ehrseq.embeddings.skipgram import context_windows
+from ehrseq.embeddings.truth import concept_domains
 from ehrseq.runtime import progress
 
 __all__ = [
@@ -666,10 +667,7 @@ def train_visit_embedding(
     types = None
     if cfg.per_type:
         if domains is None:
-            from ehrseq.data.concepts import load_vocabulary
-
-            concept = load_vocabulary().concept
-            domains = concept.set_index("concept_id")["domain_id"]
+            domains = concept_domains()
         types = token_types(corpus.concept_ids, domains)
     with torch.random.fork_rng():  # the linear maps draw from the global RNG: seed it here
         torch.manual_seed(cfg.seed)
