@@ -56,6 +56,7 @@
 # %%
 import copy
 import dataclasses
+import inspect
 import resource
 import tempfile
 import textwrap
@@ -1136,6 +1137,7 @@ for ax, where in zip(axes, ("internal", "external")):
     ax.errorbar(part["Harrell C"], y, xerr=err, fmt="o", capsize=3)
     ax.axvline(results_table.loc[(where, "oracle"), "Harrell C"], ls="--", color="k")
     ax.set_yticks(y, part.index)
+    ax.set_ylabel("model, reading of unseen codes" if where == "internal" else "")
     ax.set_title(where)
     ax.set_xlabel("Harrell's C")
     ax.invert_yaxis()
@@ -1649,10 +1651,10 @@ keep("binary_seconds", time.perf_counter() - t_binary)
 # - **Med-BERT-like**: code, visit and position embeddings only (Med-BERT has no age,
 #   time or domain input), **pretrained** at A before fine-tuning, as Med-BERT is, with
 #   its two objectives: masked codes and **prolonged length of stay** (was any
-#   inpatient stay in the history longer than 7 days, from the mean token state;
-#   `prolonged_stay`, `medbert_pretrain`) for {glue:text}`pretrain_epochs_phrase`. A
-#   frozen model pretrains its projection and everything above it; its table stays
-#   frozen.
+#   inpatient stay in the history longer than {glue:text}`plos_days:g` days, from the
+#   mean token state; `prolonged_stay`, `medbert_pretrain`) for
+#   {glue:text}`pretrain_epochs_phrase`. A frozen model pretrains its projection and
+#   everything above it; its table stays frozen.
 #
 # The BEHRT and Med-BERT-like models train with {glue:text}`variant_seeds_phrase`, to
 # keep the chapter inside its time budget; the CDM-BERT-like ones keep their
@@ -1671,6 +1673,7 @@ sizes = {
 index_a = task.labels[["subject_id", "prediction_time"]]
 visits_a = site_a.cohort.tables["visit_occurrence"]
 plos = prolonged_stay(visits_a, index_a).set_index("subject_id")["label"]
+keep("plos_days", inspect.signature(prolonged_stay).parameters["days"].default)
 keep("plos_share", float(plos.loc[task.split["train"]].mean()))
 keep("pretrain_epochs_phrase", plural(cfg.pretrain_epochs, "epoch"))
 keep("variant_seeds_phrase", plural(len(cfg.variant_seeds), "training seed"))

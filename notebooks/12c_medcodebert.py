@@ -549,6 +549,7 @@ for i, name in enumerate(names):
     left.errorbar(i + offsets, c, yerr=err, fmt="o", color=f"C{i}", ms=4)
 left.set_xticks(range(len(names)), names, rotation=30, ha="right")
 left.set_ylabel("Harrell's C (test patients)")
+left.set_xlabel("encoder (pretraining seeds side by side)")
 for j, kind in enumerate(("static", "contextual")):
     for i, name in enumerate(names):
         part = suite[(suite["variant"] == name) & (suite["method"] == kind)]
@@ -560,6 +561,7 @@ right.plot([], [], "sk", ms=4, mfc="none", label="contextual")
 right.axhline(float(suite["nn_chance"].mean()), ls="--", color="k", lw=0.8)
 right.set_xticks(range(len(names)), names, rotation=30, ha="right")
 right.set_ylabel("NN accuracy (share of codes)")
+right.set_xlabel("encoder")
 right.legend(loc="best")
 plt.show()
 
