@@ -8,6 +8,7 @@ import pytest
 
 from ehrseq.data.synthetic import CHRONIC, LAB_EFFECTS
 from ehrseq.embeddings import CodeEmbedding, truth
+from ehrseq.embeddings.base import lookup_rows
 from ehrseq.embeddings.scores import (
     ancestor_similarity,
     evaluate_embedding,
@@ -28,6 +29,18 @@ def _clusters(n_groups=6, per=8, dim=16, noise=0.0, seed=0):
     ids = np.arange(100, 100 + len(y))
     labels = pd.Series([f"g{g}" for g in y], index=ids)
     return CodeEmbedding(ids, x), labels
+
+
+def test_lookup_rows_matches_a_dictionary():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 7, 40):
+        ids = rng.choice(100, size=n, replace=False) - 30  # unsorted, some negative
+        query = rng.integers(-40, 80, size=(5, 6))
+        first = {int(c): i for i, c in enumerate(ids)}
+        naive = [first.get(int(q), -1) for q in query.reshape(-1)]
+        got = lookup_rows(ids, query)
+        assert got.dtype == np.int64 and got.tolist() == naive
+    assert lookup_rows([5, 5, 2], [5]).tolist() == [0]  # a repeat: the first row
 
 
 def test_code_embedding_validates():

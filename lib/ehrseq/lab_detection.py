@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from ehrseq.embeddings.base import CodeEmbedding
+from ehrseq.embeddings.base import CodeEmbedding, lookup_rows
 from ehrseq.embeddings.loinc import DecileBins, LoincLabResult
 from ehrseq.evaluate import NOT_RESOLVED
 from ehrseq.metrics import Resamples, auroc, bootstrap_ci
@@ -299,9 +299,9 @@ def patient_means(events: pd.DataFrame, vectors: np.ndarray, persons) -> np.ndar
     # (U, N') sparse matrix of 1 / n_person at each of the person's events
     average = sparse.csr_matrix((1.0 / n[inverse], (inverse, np.arange(len(pid)))))
     means = average @ vectors[ok]  # (U, d)
-    pos = np.searchsorted(ids, query).clip(0, len(ids) - 1)
-    found = ids[pos] == query
-    out[found] = means[pos[found]]
+    row = lookup_rows(ids, query)  # (P,) -1 for a person without a usable event
+    found = row >= 0
+    out[found] = means[row[found]]
     return out
 
 
@@ -361,7 +361,14 @@ def score_lab_methods(
             everyone = np.unique(task.events["person_id"].to_numpy(np.int64))
             shared[key] = (everyone, patient_means(task.events, v, everyone))
         everyone, means = shared[key]
-        return means[np.searchsorted(everyone, np.asarray(persons, dtype=np.int64))]
+        row = lookup_rows(everyone, persons)
+        if (row < 0).any():
+            missing = np.asarray(persons, dtype=np.int64).reshape(-1)[row < 0]
+            raise ValueError(
+                f"score_lab_methods: {task.disease}: {len(missing)} persons have no lab "
+                f"event, e.g. {missing[:5].tolist()}"
+            )
+        return means[row]
 
     scores, rows = {}, []
     for disease, task in tasks.items():

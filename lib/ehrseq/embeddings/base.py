@@ -12,7 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CodeEmbedding"]
+__all__ = ["CodeEmbedding", "lookup_rows"]
+
+
+def lookup_rows(ids, query) -> np.ndarray:
+    """Row of each query id in ``ids``, ``-1`` where ``ids`` lacks it.
+
+    With ``o`` the stable argsort of ``ids`` and ``s = ids[o]``, the row of ``q`` is
+    ``o[p]`` for ``p = searchsorted(s, q)`` when ``s[p] == q``, else ``-1``: a binary
+    search, O((n + m) log n).
+
+    Args:
+        ids: ``(n,)`` distinct integer ids (any order; with repeats the first in stable
+            sort order wins).
+        query: ``(m,)`` integer ids to look up (any shape, flattened).
+
+    Shapes:
+        returns ``(m,)`` int64 rows into ``ids``.
+    """
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    query = np.asarray(query, dtype=np.int64).reshape(-1)
+    if len(ids) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    pos = np.searchsorted(sorted_ids, query).clip(0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == query, order[pos], -1).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,13 +119,7 @@ class CodeEmbedding:
     def rows(self, concept_ids: Iterable[int]) -> np.ndarray:
         """Row index of each concept id, ``-1`` where the embedding lacks it. ``(n,)`` int64."""
         items = concept_ids if isinstance(concept_ids, np.ndarray) else list(concept_ids)
-        query = np.asarray(items, dtype=np.int64).reshape(-1)
-        if len(self.concept_ids) == 0:
-            return np.full(len(query), -1, dtype=np.int64)
-        order = np.argsort(self.concept_ids, kind="stable")
-        sorted_ids = self.concept_ids[order]
-        pos = np.searchsorted(sorted_ids, query).clip(0, len(sorted_ids) - 1)
-        return np.where(sorted_ids[pos] == query, order[pos], -1).astype(np.int64)
+        return lookup_rows(self.concept_ids, items)
 
     def subset(self, concept_ids: Sequence[int] | np.ndarray) -> CodeEmbedding:
         """The embedding restricted to ``concept_ids`` (in that order).

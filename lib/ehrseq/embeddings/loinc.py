@@ -67,7 +67,7 @@ import torch
 from torch import Tensor, nn
 
 from ehrseq.data.concepts import Vocabulary, data_dir
-from ehrseq.embeddings.base import CodeEmbedding
+from ehrseq.embeddings.base import lookup_rows
 from ehrseq.embeddings.corpus import OMOP_CODE_TABLES, CodeCorpus
 from ehrseq.embeddings.skipgram import negative_distribution, pair_positions, sgns_loss
 
@@ -317,10 +317,8 @@ class DecileBins:
     def bin(self, concept_id, value) -> np.ndarray:
         """Bin ``k`` of each value; ``-1`` for a lab without bins or a NaN. ``(N,)``."""
         cid, val = _lab_arrays(concept_id, value, "DecileBins.bin")
-        order = np.argsort(self.concept_ids)
-        pos = np.searchsorted(self.concept_ids[order], cid).clip(0, len(order) - 1)
-        row = order[pos]
-        known = (self.concept_ids[row] == cid) & np.isfinite(val)
+        row = lookup_rows(self.concept_ids, cid)  # (N,) -1 for a lab without bins
+        known = (row >= 0) & np.isfinite(val)
         k = (self.edges[row] <= val[:, None]).sum(1)  # (N,)
         return np.where(known, k, -1).astype(np.int64)
 
@@ -395,10 +393,8 @@ class ValueScaler:
     def transform(self, concept_id, value) -> np.ndarray:
         """z of each value; ``0`` for a lab without statistics or a NaN. ``(N,)``."""
         cid, val = _lab_arrays(concept_id, value, "ValueScaler.transform")
-        order = np.argsort(self.concept_ids)
-        pos = np.searchsorted(self.concept_ids[order], cid).clip(0, len(order) - 1)
-        row = order[pos]
-        known = (self.concept_ids[row] == cid) & np.isfinite(val)
+        row = lookup_rows(self.concept_ids, cid)  # (N,) -1 for a lab without statistics
+        known = (row >= 0) & np.isfinite(val)
         z = (val - self.center[row]) / self.scale[row]
         return np.where(known, np.clip(z, -self.z_max, self.z_max), 0.0)
 
@@ -751,8 +747,7 @@ class LoincLabResult:
 
     def token_of(self, concept_id) -> np.ndarray:
         """Token of each concept id (``0`` where unknown). ``(N,)`` int64."""
-        emb = CodeEmbedding(self.concept_ids, np.zeros((len(self.concept_ids), 1)))
-        return np.maximum(emb.rows(np.asarray(concept_id, dtype=np.int64)), 0)
+        return np.maximum(lookup_rows(self.concept_ids, concept_id), 0)
 
     @torch.no_grad()
     def event_vectors(self, concept_id, value) -> np.ndarray:
