@@ -317,21 +317,30 @@ print("first object of the first patient:", seqs[0][0][0])
 objects_of = set(vo_true.person_ids())
 
 
-def labelled(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Person ids and binary labels of a split: known label and at least one object."""
-    frame = task.frame(split)
-    label, known = horizon_labels(frame, task.config.horizon_days)
-    ok = known & frame["subject_id"].isin(objects_of).to_numpy()
-    return frame["subject_id"].to_numpy()[ok], label[ok]
+def labelled(split: str, outcome=None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Person ids and binary labels of a split (a known label and at least one object),
+    and how many were left unlabelled (censored before the horizon without the outcome).
+    ``outcome``: ``duration`` and ``event`` by ``subject_id`` (default: the task's)."""
+    ids = task.frame(split)["subject_id"]
+    if outcome is None:
+        outcome = task.frame(split).set_index("subject_id")
+    ids = ids[ids.isin(objects_of) & ids.isin(outcome.index)].to_numpy()
+    label, known = horizon_labels(outcome.loc[ids], task.config.horizon_days)
+    return ids[known], label[known], int((~known).sum())
 
 
-pool, y_pool = labelled("train")
-test, y_test = labelled("test")
+def at_most(ids: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``n`` of the (ids, labels), drawn at random (seed 0), in their order."""
+    if len(ids) <= n:
+        return ids, y
+    pick = np.sort(np.random.default_rng(0).choice(len(ids), n, replace=False))
+    return ids[pick], y[pick]
+
+
+pool, y_pool, _ = labelled("train")
+test, y_test, _ = labelled("test")
 n_test_all = len(test)
-if len(test) > cfg.max_test:
-    pick = np.random.default_rng(0).choice(len(test), cfg.max_test, replace=False)
-    pick = np.sort(pick)
-    test, y_test = test[pick], y_test[pick]
+test, y_test = at_most(test, y_test, cfg.max_test)
 vocab = ObjectVocab.fit(vo_true.subset(pool))
 limits = ObjectLimits()
 train_b, train_cuts = pad_visit_objects(vo_true, vocab, pool, limits)
@@ -1369,21 +1378,9 @@ death_lab = survival_labels(
     horizon_days=task.config.horizon_days,
 )
 death_frame = death_lab.table.set_index("subject_id")
-
-
-def death_labelled(split: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """Ids, death labels and how many were censored alive before the horizon."""
-    ids = task.frame(split)["subject_id"]
-    ids = ids[ids.isin(objects_of) & ids.isin(death_frame.index)].to_numpy()
-    label, known = horizon_labels(death_frame.loc[ids], task.config.horizon_days)
-    return ids[known], label[known], int((~known).sum())
-
-
-pool_d, y_pool_d, censored_train = death_labelled("train")
-test_d, y_test_d, censored_test = death_labelled("test")
-if len(test_d) > cfg.max_test:
-    pick = np.sort(np.random.default_rng(0).choice(len(test_d), cfg.max_test, False))
-    test_d, y_test_d = test_d[pick], y_test_d[pick]
+pool_d, y_pool_d, censored_train = labelled("train", death_frame)
+test_d, y_test_d, censored_test = labelled("test", death_frame)
+test_d, y_test_d = at_most(test_d, y_test_d, cfg.max_test)
 vocab_d = ObjectVocab.fit(vo_true.subset(pool_d))
 train_d, _ = pad_visit_objects(vo_true, vocab_d, pool_d, limits)
 test_bd, _ = pad_visit_objects(vo_true, vocab_d, test_d, limits)
