@@ -47,6 +47,7 @@ LAYERS = {
     "mlm_ablation": 7,  # chapter 4b's encoders as artefacts: pretrain, artifacts
     "cli": 9,  # the command line: above everything it runs
     "embeddings": 3,  # code embeddings (skip-gram, scores, files), on data and runtime
+    "masking": 0,  # BERT's token corruption, shared by pretrain and medrep: no ehrseq import
     "medrep": 4,  # concept representations from text and the graph, on embeddings
     "medrep_variants": 7,  # chapter 12b's three encoders: models, metrics, pretrain
     "embedding_downstream": 7,  # frozen code vectors scored downstream: evaluate

@@ -83,6 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ehrseq.masking import bert_mask
 from ehrseq.models.behrt import BehrtEncoder, encoder_inputs
 from ehrseq.models.survival_head import pool_visits
 from ehrseq.train import FitResult, TrainConfig, fit, to_device
@@ -191,7 +192,8 @@ def mask_codes(
 
     A real, non-special token is picked with probability ``mask_prob``; a picked token becomes
     ``[MASK]`` with probability ``replace_prob``, a uniformly drawn non-special code with
-    probability ``random_prob``, and stays itself otherwise.
+    probability ``random_prob``, and stays itself otherwise (:func:`ehrseq.masking.bert_mask`,
+    which :func:`ehrseq.medrep.text_mlm.mask_tokens` also calls).
 
     .. math:: \text{labels}_{b,l} = \begin{cases} c_{b,l} & (b, l)\ \text{picked} \\
               -100 & \text{otherwise} \end{cases}
@@ -214,31 +216,19 @@ def mask_codes(
         ValueError: shapes differ or probabilities outside [0, 1] (``replace_prob +
         random_prob <= 1``).
     """
-    if codes.shape != attention_mask.shape:
-        raise ValueError(
-            f"codes {tuple(codes.shape)} and attention_mask {tuple(attention_mask.shape)} differ"
-        )
-    if not (
-        0 <= mask_prob <= 1
-        and 0 <= replace_prob
-        and 0 <= random_prob
-        and replace_prob + random_prob <= 1
-    ):
-        raise ValueError(
-            f"bad probabilities: mask {mask_prob}, replace {replace_prob}, random {random_prob}"
-        )
     device = codes.device
-    eligible = attention_mask.bool() & ~torch.isin(codes, ids.special_tensor(device))  # (B, L)
-    u = torch.rand(codes.shape, generator=generator, device=device)  # (B, L)
-    picked = eligible & (u < mask_prob)  # (B, L)
-    how = torch.rand(codes.shape, generator=generator, device=device)  # (B, L)
-    regular = ids.regular_tensor(device)
-    draw = torch.randint(len(regular), codes.shape, generator=generator, device=device)  # (B, L)
-    masked = torch.where(picked & (how < replace_prob), ids.mask_id, codes)
-    to_random = picked & (how >= replace_prob) & (how < replace_prob + random_prob)
-    masked = torch.where(to_random, regular[draw], masked)
-    labels = torch.where(picked, codes, IGNORE_INDEX)
-    return masked, labels
+    return bert_mask(
+        codes,
+        attention_mask,
+        ids.special_tensor(device),
+        ids.regular_tensor(device),
+        ids.mask_id,
+        mask_prob=mask_prob,
+        replace_prob=replace_prob,
+        random_prob=random_prob,
+        generator=generator,
+        name="codes",
+    )
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -10,11 +10,11 @@ concept, the mean of its word states, L2-normalised (:func:`encode_descriptions`
 the same :class:`~ehrseq.embeddings.CodeEmbedding` contract as the MiniLM path in
 :mod:`ehrseq.medrep.text`, so a chapter can take either.
 
-Why its own loop and masking: ``medrep`` sits below ``train`` and ``pretrain`` in the
-library's layers (``tests/test_layers.py``), so it cannot call :func:`ehrseq.train.fit`
-or :func:`ehrseq.pretrain.mask_codes`. :func:`mask_tokens` draws its random numbers in
-the same order as ``mask_codes``, and ``tests/test_medrep_text_mlm.py`` checks that the
-two give the same corruption from the same generator. Used by chapter 12b
+Why its own loop: ``medrep`` sits below ``train`` and ``pretrain`` in the library's
+layers (``tests/test_layers.py``), so it cannot call :func:`ehrseq.train.fit`.
+:func:`mask_tokens` and :func:`ehrseq.pretrain.mask_codes` both call the one corruption
+of the low module :mod:`ehrseq.masking`, and ``tests/test_medrep_text_mlm.py`` checks that
+the two give the same corruption from the same generator. Used by chapter 12b
 (``notebooks/12b_medrep_concepts.py``).
 """
 
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ehrseq.embeddings import CodeEmbedding
+from ehrseq.masking import bert_mask
 
 __all__ = [
     "SPECIALS",
@@ -169,8 +170,9 @@ def mask_tokens(
 
     A real word (not a special token) is picked with probability ``mask_prob``; a picked
     word becomes ``[MASK]`` with probability ``replace_prob``, a uniformly drawn word
-    with probability ``random_prob``, and stays itself otherwise. The random numbers are
-    drawn as in :func:`ehrseq.pretrain.mask_codes` (same generator, same corruption).
+    with probability ``random_prob``, and stays itself otherwise: :func:`ehrseq.masking
+    .bert_mask` on the words, as :func:`ehrseq.pretrain.mask_codes` on the codes (same
+    generator, same corruption).
 
     .. math:: \text{labels}_{b,l} = \begin{cases} w_{b,l} & (b, l)\ \text{picked} \\
               -100 & \text{otherwise} \end{cases}
@@ -195,32 +197,22 @@ def mask_tokens(
         ValueError: shapes differ, probabilities outside [0, 1] (or ``replace_prob +
             random_prob > 1``), or a vocabulary with no word.
     """
-    if ids.shape != attention_mask.shape:
-        raise ValueError(
-            f"mask_tokens: ids {tuple(ids.shape)} and attention_mask "
-            f"{tuple(attention_mask.shape)} differ"
-        )
-    ok = 0 <= mask_prob <= 1 and 0 <= replace_prob and 0 <= random_prob
-    if not (ok and replace_prob + random_prob <= 1):
-        raise ValueError(
-            f"mask_tokens: bad probabilities: mask {mask_prob}, replace {replace_prob}, "
-            f"random {random_prob}"
-        )
-    if vocab_size <= len(SPECIALS):
-        raise ValueError(f"mask_tokens: vocab_size = {vocab_size} leaves no word")
     device = ids.device
-    special = torch.arange(len(SPECIALS), device=device)
-    eligible = attention_mask.bool() & ~torch.isin(ids, special)  # (B, L)
-    u = torch.rand(ids.shape, generator=generator, device=device)  # (B, L)
-    picked = eligible & (u < mask_prob)  # (B, L)
-    how = torch.rand(ids.shape, generator=generator, device=device)  # (B, L)
-    words = torch.arange(len(SPECIALS), vocab_size, device=device)  # (V - 4,)
-    draw = torch.randint(len(words), ids.shape, generator=generator, device=device)  # (B, L)
-    masked = torch.where(picked & (how < replace_prob), MASK, ids)  # (B, L)
-    to_random = picked & (how >= replace_prob) & (how < replace_prob + random_prob)
-    masked = torch.where(to_random, words[draw], masked)  # (B, L)
-    labels = torch.where(picked, ids, IGNORE_INDEX)  # (B, L)
-    return masked, labels
+    words = torch.arange(len(SPECIALS), max(vocab_size, len(SPECIALS)), device=device)  # (V - 4,)
+    return bert_mask(
+        ids,
+        attention_mask,
+        torch.arange(len(SPECIALS), device=device),
+        words,
+        MASK,
+        mask_prob=mask_prob,
+        replace_prob=replace_prob,
+        random_prob=random_prob,
+        generator=generator,
+        name="ids",
+        where="mask_tokens: ",
+        no_regular=f"vocab_size = {vocab_size} leaves no word",
+    )
 
 
 @dataclass(frozen=True)
