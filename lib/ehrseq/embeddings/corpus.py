@@ -311,19 +311,42 @@ class CodeCorpus:
         Raises:
             ValueError: when none of the tables is present.
         """
-        keep = None if persons is None else np.asarray(list(persons), dtype=np.int64)
-        parts = []
-        for table, concept_col, date_col in OMOP_CODE_TABLES:
-            if table not in tables:
-                continue
-            df = tables[table]
-            if keep is not None:
-                df = df.loc[df["person_id"].isin(keep)]
-            t = pd.to_datetime(df[date_col]).to_numpy("datetime64[ns]").astype(np.int64)
-            parts.append((df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col].to_numpy()))
-        if not parts:
-            raise ValueError(
-                f"CodeCorpus.from_omop_tables: none of {[t for t, _, _ in OMOP_CODE_TABLES]} given"
-            )
-        person, days, concept = (np.concatenate(cols) for cols in zip(*parts))
+        person, days, concept = _omop_event_arrays(tables, persons, "CodeCorpus.from_omop_tables")
         return cls.from_arrays(person, days, concept, vocabulary, min_count, seed)
+
+
+def _omop_event_arrays(
+    tables: Mapping[str, pd.DataFrame],
+    persons: Iterable[int] | None,
+    who: str,
+    values: bool = False,
+) -> tuple[np.ndarray, ...]:
+    """``person, days, concept`` (and ``value`` with ``values``) of the OMOP tables' events.
+
+    Days are the start date in days since 1970; ``value`` is a measurement's
+    ``value_as_number`` and NaN elsewhere. Tables of :data:`OMOP_CODE_TABLES` that are absent
+    are skipped; ``persons`` keeps only those persons' rows.
+
+    Raises:
+        ValueError: (naming ``who``) when none of the tables is present.
+    """
+    keep = None if persons is None else np.asarray(list(persons), dtype=np.int64)
+    parts = []
+    for table, concept_col, date_col in OMOP_CODE_TABLES:
+        if table not in tables:
+            continue
+        df = tables[table]
+        if keep is not None:
+            df = df.loc[df["person_id"].isin(keep)]
+        t = pd.to_datetime(df[date_col]).to_numpy("datetime64[ns]").astype(np.int64)
+        cols = [df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col].to_numpy()]
+        if values:
+            cols.append(
+                df["value_as_number"].to_numpy(np.float64)
+                if table == "measurement" and "value_as_number" in df
+                else np.full(len(df), np.nan)
+            )
+        parts.append(cols)
+    if not parts:
+        raise ValueError(f"{who}: none of {[t for t, _, _ in OMOP_CODE_TABLES]} given")
+    return tuple(np.concatenate(cols) for cols in zip(*parts))

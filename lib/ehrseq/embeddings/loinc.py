@@ -68,7 +68,7 @@ from torch import Tensor, nn
 
 from ehrseq.data.concepts import Vocabulary, data_dir
 from ehrseq.embeddings.base import lookup_rows
-from ehrseq.embeddings.corpus import OMOP_CODE_TABLES, CodeCorpus
+from ehrseq.embeddings.corpus import CodeCorpus, _omop_event_arrays
 from ehrseq.embeddings.skipgram import negative_distribution, pair_positions, sgns_loss
 
 __all__ = [
@@ -100,7 +100,6 @@ PART_COLUMNS: tuple[str, ...] = (
 )
 LOINC_PARTS_COLUMNS: tuple[str, ...] = ("loinc_code", "concept_id", *PART_COLUMNS)
 _LOINC_CODE = re.compile(r"^\d{1,7}-\d$")
-_NS_PER_DAY = 86_400 * 10**9
 #: Token ids of decile tokens: ``concept_id * DECILE_ID_FACTOR + k``, k = 0 .. B - 1.
 DECILE_ID_FACTOR = 100
 
@@ -488,26 +487,9 @@ class ValueCorpus:
         Raises:
             ValueError: when none of the tables is present.
         """
-        parts = []
-        keep = None if persons is None else np.asarray(list(persons), dtype=np.int64)
-        for table, concept_col, date_col in OMOP_CODE_TABLES:
-            if table not in tables:
-                continue
-            df = tables[table]
-            if keep is not None:
-                df = df.loc[df["person_id"].isin(keep)]
-            t = pd.to_datetime(df[date_col]).to_numpy("datetime64[ns]").astype(np.int64)
-            v = (
-                df["value_as_number"].to_numpy(np.float64)
-                if table == "measurement" and "value_as_number" in df
-                else np.full(len(df), np.nan)
-            )
-            parts.append((df["person_id"].to_numpy(), t / _NS_PER_DAY, df[concept_col], v))
-        if not parts:
-            raise ValueError(
-                f"ValueCorpus.from_omop_tables: none of {[t for t, _, _ in OMOP_CODE_TABLES]} given"
-            )
-        person, days, concept, value = (np.concatenate(cols) for cols in zip(*parts))
+        person, days, concept, value = _omop_event_arrays(
+            tables, persons, "ValueCorpus.from_omop_tables", values=True
+        )
         return cls.from_arrays(person, days, concept, value, vocabulary, min_count, seed)
 
 
