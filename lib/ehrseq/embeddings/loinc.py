@@ -662,6 +662,8 @@ class LoincLabModel(nn.Module):
     def inputs(self, tokens: Tensor, z: Tensor) -> Tensor:
         """Value-aware input vectors ``u(t, z)``: ``(B,)``, ``(B,)`` -> ``(B, d)``."""
         b = self.base(tokens)  # (B, d)
+        if not self.config.value_aware:
+            return b  # no lab gets the value MLP
         h = self.value(torch.cat([z[:, None], b], dim=1))  # (B, hidden)
         per_lab = self.value_lab(tokens).view(len(tokens), h.shape[1], -1)  # (B, H, d)
         shift = self.value_out(h) + torch.bmm(h.unsqueeze(1), per_lab).squeeze(1)  # (B, d)
@@ -676,6 +678,8 @@ class LoincLabModel(nn.Module):
         lab, on its rows. ``(N,)``, ``(N,)`` -> ``(N, d)``.
         """
         b = self.base(tokens)  # (N, d)
+        if not self.config.value_aware:
+            return b
         h = self.value(torch.cat([z[:, None], b], dim=1))  # (N, hidden)
         shift = self.value_out(h)  # (N, d)
         for t in torch.unique(tokens[self.is_lab[tokens]]).tolist():
