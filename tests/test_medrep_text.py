@@ -74,3 +74,25 @@ def test_encode_shipped_descriptions(model):
 def test_refuses_empty_description(model):
     with pytest.raises(ValueError, match="empty description for concept 7"):
         encode_descriptions(pd.DataFrame({"concept_id": [7], "description": [" "]}), model)
+
+
+class _LengthEncoder:
+    """A stand-in for the SentenceTransformer: a text's vector is (its length, 1), unit."""
+
+    def encode(self, texts, **kwargs):
+        v = np.array([[len(t), 1.0] for t in texts])
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_encode_descriptions_checks_and_names_without_the_network():
+    frame = pd.DataFrame(
+        {"concept_id": [4, -2], "concept_name": ["a", 9], "description": ["ab", "abcd"]}
+    )
+    emb = encode_descriptions(frame, _LengthEncoder(), progress=False)
+    assert emb.concept_ids.tolist() == [4, -2] and emb.names == ("a", "9")
+    assert np.allclose(emb.vectors[1], np.array([4.0, 1.0]) / np.hypot(4.0, 1.0))
+    assert encode_descriptions(frame.drop(columns="concept_name"), _LengthEncoder()).names is None
+    with pytest.raises(ValueError, match=r"missing columns \['concept_id'\]"):
+        encode_descriptions(frame.drop(columns="concept_id"), _LengthEncoder())
+    with pytest.raises(ValueError, match="^encode_descriptions: empty description for concept -2$"):
+        encode_descriptions(frame.assign(description=["ab", "\t\n"]), _LengthEncoder())

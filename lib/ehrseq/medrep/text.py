@@ -12,7 +12,7 @@ MiniLM with GNN vectors of SNOMED is JavierCastellD/AssessingSNOMEDEmbeddings.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -108,21 +108,43 @@ def encode_descriptions(
     Raises:
         ValueError: on a missing column or an empty description.
     """
+    return _descriptions_embedding(
+        descriptions,
+        lambda t: t.strip() == "",
+        "empty description for concept {concept}",
+        lambda text: encode_texts(text, model=model, batch_size=batch_size, progress=progress),
+    )
+
+
+def _descriptions_embedding(
+    descriptions: pd.DataFrame,
+    blank: Callable[[str], bool],
+    why: str,
+    encode: Callable[[list[str]], np.ndarray],
+) -> CodeEmbedding:
+    """What this module's and :mod:`ehrseq.medrep.text_mlm`'s ``encode_descriptions`` share.
+
+    Checks the columns, raises ``encode_descriptions: {why}`` (``why`` formatted with
+    ``concept``, the id) on the first description that ``blank`` rejects, encodes the
+    descriptions with ``encode`` (``(n, d)`` rows) and keeps ``concept_name`` as the names.
+    """
     lack = {"concept_id", "description"} - set(descriptions.columns)
     if lack:
         raise ValueError(f"encode_descriptions: missing columns {sorted(lack)}")
-    text = descriptions["description"].astype(str)
-    if (text.str.strip() == "").any():
-        i = int(np.flatnonzero((text.str.strip() == "").to_numpy())[0])
-        raise ValueError(
-            f"encode_descriptions: empty description for concept "
-            f"{int(descriptions['concept_id'].iloc[i])}"
-        )
-    vec = encode_texts(text.tolist(), model=model, batch_size=batch_size, progress=progress)
-    names = (
-        tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
-    )
-    return CodeEmbedding(descriptions["concept_id"].to_numpy(np.int64), vec, names)
+    text = descriptions["description"].astype(str).tolist()
+    for i, t in enumerate(text):
+        if blank(t):
+            cid = int(descriptions["concept_id"].iloc[i])
+            raise ValueError(f"encode_descriptions: {why.format(concept=cid)}")
+    vec = encode(text)
+    return CodeEmbedding(descriptions["concept_id"].to_numpy(np.int64), vec, _names(descriptions))
+
+
+def _names(descriptions: pd.DataFrame) -> tuple[str, ...] | None:
+    """The ``concept_name`` column as strings, or None without one."""
+    if "concept_name" not in descriptions:
+        return None
+    return tuple(descriptions["concept_name"].astype(str))
 
 
 def cached_descriptions_embedding(
@@ -150,9 +172,7 @@ def cached_descriptions_embedding(
             digest.update("\x1f".join(descriptions[col].astype(str)).encode())
     folder = Path(root) if root is not None else artifact_root()
     path = folder / f"medrep-text-{digest.hexdigest()[:16]}" / "vectors.npz"
-    names = (
-        tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
-    )
+    names = _names(descriptions)
     if path.is_file():
         with np.load(path, allow_pickle=False) as npz:
             emb = CodeEmbedding(npz["concept_ids"], npz["vectors"], names)

@@ -34,6 +34,7 @@ from torch import nn
 
 from ehrseq.embeddings import CodeEmbedding
 from ehrseq.masking import bert_mask
+from ehrseq.medrep.text import _descriptions_embedding
 
 __all__ = [
     "SPECIALS",
@@ -598,16 +599,9 @@ def encode_descriptions(
         ValueError: on a missing column or a description without a word (naming the
         concept).
     """
-    lack = {"concept_id", "description"} - set(descriptions.columns)
-    if lack:
-        raise ValueError(f"encode_descriptions: missing columns {sorted(lack)}")
-    text = descriptions["description"].astype(str).tolist()
-    for i, t in enumerate(text):
-        if not WordTokenizer.split(t):
-            cid = int(descriptions["concept_id"].iloc[i])
-            raise ValueError(f"encode_descriptions: the description of concept {cid} has no word")
-    vec = encode_texts(text, model, tokenizer, batch_size=batch_size)
-    names = (
-        tuple(descriptions["concept_name"].astype(str)) if "concept_name" in descriptions else None
+    return _descriptions_embedding(
+        descriptions,
+        lambda t: not WordTokenizer.split(t),
+        "the description of concept {concept} has no word",
+        lambda text: encode_texts(text, model, tokenizer, batch_size=batch_size),
     )
-    return CodeEmbedding(descriptions["concept_id"].to_numpy(np.int64), vec, names)
