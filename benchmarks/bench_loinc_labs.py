@@ -116,10 +116,10 @@ def main() -> None:
         models["decile tokens", seed] = train_skipgram(dc.corpus, sg).embedding
         t1 = time.perf_counter()
         cfg = LoincConfig(dim=32, window=10, tau=30.0, epochs=3, seed=seed)
-        models["LOINC + value", seed] = train_loinc_embedding(vc, parts, cfg, lab_ids=labs)
+        models["LOINC + value", seed] = train_loinc_embedding(vc, parts, cfg)
         t2 = time.perf_counter()
         blind = dataclasses.replace(cfg, value_aware=False)
-        models["LOINC, no value", seed] = train_loinc_embedding(vc, parts, blind, lab_ids=labs)
+        models["LOINC, no value", seed] = train_loinc_embedding(vc, parts, blind)
         print(f"  seed {seed}: two skip-grams {t1 - t0:.1f} s, LOINC + value {t2 - t1:.1f} s")
     scores, runs = score_lab_methods(tasks, models, bins={"decile tokens": bins})
     summary, diffs = detection_table(tasks, scores, LAB_PAIRS, n_boot=args.n_boot, seed=1)

@@ -1591,8 +1591,8 @@ for seed in cfg.lab_seeds:
         seed=seed,
     )
     blind = dataclasses.replace(aware, value_aware=False)
-    lab_models["LOINC, no value", seed] = train_loinc_embedding(vc, parts, blind, labs)
-    lab_models["LOINC + value", seed] = train_loinc_embedding(vc, parts, aware, labs)
+    lab_models["LOINC, no value", seed] = train_loinc_embedding(vc, parts, blind)
+    lab_models["LOINC + value", seed] = train_loinc_embedding(vc, parts, aware)
 lab_train_seconds = time.perf_counter() - lab_clock
 first_aware = lab_models["LOINC + value", cfg.lab_seeds[0]]
 assert first_aware.n_labs_without_parts == 0

@@ -333,20 +333,6 @@ class DecileBins:
         t = np.asarray(token_id, dtype=np.int64)
         return t // DECILE_ID_FACTOR, t % DECILE_ID_FACTOR
 
-    def names(self, vocabulary: Vocabulary) -> dict[int, str]:
-        """Token id -> ``"<concept name> (decile k)"`` (k from 1) for every bin."""
-        name = dict(
-            zip(
-                vocabulary.concept["concept_id"].astype(np.int64),
-                vocabulary.concept["concept_name"],
-            )
-        )
-        return {
-            int(c) * DECILE_ID_FACTOR + k: f"{name.get(int(c), c)} (decile {k + 1})"
-            for c in self.concept_ids
-            for k in range(self.n_bins)
-        }
-
 
 @dataclass(frozen=True, eq=False)
 class ValueScaler:
@@ -750,18 +736,11 @@ class LoincLabResult:
         z = torch.from_numpy(self.scaler.transform(cid, val)).float()
         return self.model.inputs_by_lab(tok, z).numpy()
 
-    @torch.no_grad()
-    def output_vectors(self, concept_id) -> np.ndarray:
-        """Output (context) vectors ``v_t`` of concept ids. ``(N, d)`` float32."""
-        tok = torch.from_numpy(self.token_of(concept_id))
-        return self.model.out(tok).numpy()
-
 
 def train_loinc_embedding(
     vc: ValueCorpus,
     parts: LoincParts,
     config: LoincConfig | None = None,
-    lab_ids: Iterable[int] | None = None,
 ) -> LoincLabResult:
     r"""Train LOINC-part, value-aware lab vectors with skip-gram negative sampling.
 
@@ -777,8 +756,6 @@ def train_loinc_embedding(
         vc: the training corpus with values.
         parts: the parts table (:func:`load_loinc_parts`).
         config: settings (default :class:`LoincConfig`).
-        lab_ids: the concepts that are labs (get the value MLP); default: every concept
-            of the corpus with a finite value.
 
     Raises:
         ValueError: on a bad config or a corpus without a pair.
@@ -788,11 +765,7 @@ def train_loinc_embedding(
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     corpus = vc.corpus
-    labs = (
-        np.unique(vc.concept_id[np.isfinite(vc.value)])
-        if lab_ids is None
-        else np.asarray(list(lab_ids), dtype=np.int64)
-    )
+    labs = np.unique(vc.concept_id[np.isfinite(vc.value)])  # labs get the value MLP
     scaler = ValueScaler.fit(vc.concept_id, vc.value, cfg.z_max)
     z_all = scaler.transform(vc.concept_id, vc.value).astype(np.float32)  # (N,)
     index, values = parts.part_index()
