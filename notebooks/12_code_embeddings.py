@@ -1210,15 +1210,13 @@ keep_table("thin_table", thin_table)
 thin_means = thin_summary.set_index(["method", "metric"])["mean"]
 keep("thin_plain_rare", float(thin_means["ours plain", "nn_rare"]))
 keep("thin_plain_common", float(thin_means["ours plain", "nn_common"]))
-full_counts = plain_runs[cfg.seeds[0]][0].counts
-full_of = pd.Series(full_counts[1:], index=plain_runs[cfg.seeds[0]][0].concept_ids[1:])
 keep("thin_n", len(thinned_ids))
 keep("thin_n_judged", len(judged))
 keep("thin_keep", cfg.thin_keep)
-keep("thin_min_before", int(full_of.loc[thinned_ids].min()))
-keep("thin_median_before", float(full_of.loc[thinned_ids].median()))
+keep("thin_min_before", int(counts.loc[thinned_ids].min()))  # the full corpus's counts
+keep("thin_median_before", float(counts.loc[thinned_ids].median()))
 thin_corpus = thin_runs[cfg.seeds[0]][0]
-keep("thin_events_share", thin_corpus.n_tokens / plain_runs[cfg.seeds[0]][0].n_tokens)
+keep("thin_events_share", thin_corpus.n_tokens / corpus.n_tokens)
 THIN_GAP = {"rare_minus_common": "thinned minus other codes (NN)"}
 thin_names = {**THIN_METRICS, **THIN_GAP}
 thin_shown, thin_gap = compare_graph(
@@ -1344,7 +1342,7 @@ print(textwrap.fill(synthea_text, 88))
 # and $h_t$ is trained to predict the codes of the patient's visits $t - w, \dots, t + w$
 # (Med2Vec's visit objective: a softmax over every code under a binary cross-entropy).
 # Med2Vec adds a code-level term, a skip-gram over the pairs of codes of one visit, with
-# weight 1 here, as in its full objective. The *per-type* variant gives each code system
+# weight {glue:text}`visit_code_weight:g` here, as in its full objective. The *per-type* variant gives each code system
 # (condition, drug, procedure, measurement: the concept's OMOP domain) a table, query and
 # key map of its own, pools each type of a visit apart, and lets each type's pooled vector
 # read the others of the same visit by one cross-attention step before they are averaged
@@ -1369,6 +1367,7 @@ visit_base = VisitEmbeddingConfig(
     batch_size=cfg.visit_batch_size,
     lr=cfg.visit_lr,
 )
+keep("visit_code_weight", visit_base.code_weight)
 domains = truth.concept_domains(cohort)
 visit_rows, visit_seconds, visit_first = [], [], None
 visit_clock = time.process_time()
